@@ -1,0 +1,205 @@
+//! Wiring: builds every part from the configuration and runs them until
+//! shutdown.
+//!
+//! Start-up order matters for at-least-once: the subscription index must be
+//! loaded before the first record is consumed (routing against an empty index
+//! would finish events without delivering them), and the dead-letter topic
+//! must exist before a failure needs it. Shutdown runs the other way: intake
+//! stops and drains first, then the producer is flushed, then the side tasks
+//! stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::producer::{FutureProducer, Producer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::delivery::target::EndpointDefaults;
+use crate::delivery::Deliverer;
+use crate::intake::consumer::Intake;
+use crate::intake::flow::{Flow, FlowLimits};
+use crate::pipeline::{Pipeline, Spawner};
+use crate::retry::dead_letter::DeadLetterSink;
+use crate::routing::envelope::Envelopes;
+use crate::subscriptions::sync::{SubscriptionIndex, SyncTask};
+use crate::telemetry::server::{self, OpsState};
+use crate::telemetry::Telemetry;
+
+/// A built, not yet running, Herald.
+pub struct Application {
+    config: Config,
+    listener: TcpListener,
+    telemetry: Telemetry,
+    index: Arc<SubscriptionIndex>,
+    flow: Arc<Flow>,
+    envelopes: Envelopes,
+    deliverer: Deliverer,
+    redis: redis::Client,
+}
+
+impl Application {
+    /// Checks the configuration against the world (listener, clients) without
+    /// yet connecting to Kafka or Redis.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let listener = TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("cannot listen on http.listen = {}", config.http.listen))?;
+        let envelopes = Envelopes::new(&config.envelope).context("invalid envelope rules")?;
+        let deliverer = Deliverer::new(&config.delivery).context("cannot build the HTTP client")?;
+        let redis = redis::Client::open(config.redis.url.as_str()).context("invalid redis.url")?;
+        Ok(Application {
+            telemetry: Telemetry::new(&config.kafka.topics),
+            index: SubscriptionIndex::new(),
+            flow: Flow::new(FlowLimits {
+                per_partition: config.kafka.max_in_flight_per_partition,
+                total: config.kafka.max_in_flight,
+            }),
+            listener,
+            envelopes,
+            deliverer,
+            redis,
+            config,
+        })
+    }
+
+    /// The address `/metrics`, `/healthz` and `/readyz` are served on.
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains and stops.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Application {
+            config,
+            listener,
+            telemetry,
+            index,
+            flow,
+            envelopes,
+            deliverer,
+            redis,
+        } = self;
+        let side_tasks = CancellationToken::new();
+
+        let ops = tokio::spawn(server::serve(
+            listener,
+            OpsState {
+                metrics: telemetry.metrics.clone(),
+                index: index.clone(),
+                flow: flow.clone(),
+            },
+            side_tasks.clone(),
+        ));
+        let sync = tokio::spawn(
+            SyncTask {
+                client: redis,
+                prefix: config.redis.prefix.clone(),
+                config: config.subscriptions.clone(),
+                defaults: EndpointDefaults {
+                    max_in_flight: config.delivery.max_in_flight_per_endpoint,
+                    max_queued: config.delivery.max_queued_per_endpoint,
+                    request_timeout: config.delivery.request_timeout,
+                },
+                index: index.clone(),
+                telemetry: telemetry.clone(),
+            }
+            .run(side_tasks.clone()),
+        );
+
+        let result = Self::run_pipeline(&config, &telemetry, index, flow, envelopes, deliverer, &shutdown).await;
+
+        side_tasks.cancel();
+        let _ = sync.await;
+        match ops.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "ops listener stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "ops listener task failed"),
+            Ok(Ok(())) => {}
+        }
+        result
+    }
+
+    async fn run_pipeline(
+        config: &Config,
+        telemetry: &Telemetry,
+        index: Arc<SubscriptionIndex>,
+        flow: Arc<Flow>,
+        envelopes: Envelopes,
+        deliverer: Deliverer,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        tracing::info!("loading subscriptions from Redis");
+        tokio::select! {
+            _ = index.wait_loaded() => {}
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+        tracing::info!(webhooks = index.load().len(), "subscriptions loaded");
+
+        crate::kafka::ensure_topics(
+            &config.kafka,
+            &[config.dead_letter.topic.as_str()],
+            config.kafka.create_missing_topics,
+        )
+        .await
+        .context("dead-letter topic unavailable")?;
+        let producer: FutureProducer = crate::kafka::producer_config(&config.kafka)
+            .create()
+            .context("cannot create the Kafka producer")?;
+
+        let abort = CancellationToken::new();
+        let pipeline = Arc::new(Pipeline {
+            envelopes,
+            index,
+            deliverer,
+            dead_letters: DeadLetterSink::new(producer.clone(), &config.dead_letter, telemetry.clone()),
+            telemetry: telemetry.clone(),
+            abort: abort.clone(),
+        });
+        let intake =
+            Intake::new(&config.kafka, flow, telemetry.clone()).context("cannot create the Kafka consumer")?;
+        tracing::info!(
+            topics = ?config.kafka.topics,
+            group = %config.kafka.group_id,
+            "consuming"
+        );
+        intake
+            .run(Arc::new(Spawner(pipeline)), shutdown.clone(), config.shutdown.drain_timeout)
+            .await;
+        abort.cancel();
+        let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// A token cancelled on SIGTERM or SIGINT.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    std::future::pending::<()>().await
+                }
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("SIGINT received"),
+            _ = term => tracing::info!("SIGTERM received"),
+        }
+        trigger.cancel();
+    });
+    token
+}

@@ -1,0 +1,383 @@
+//! Configuration: one typed struct, layered `config/default.toml` -> the
+//! operator's file -> `HERALD_...` environment variables.
+//!
+//! The defaults live in `config/default.toml` (compiled into the binary, so a
+//! deployment cannot run with a default that differs from the documented one),
+//! every key is documented there, and [`Config::load`] rejects an invalid value
+//! with a message naming the key, before anything is started.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::routing::envelope::EnvelopeRules;
+
+/// The documented defaults, shipped as `config/default.toml`.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Environment variables with this prefix override file values; `__` separates
+/// nesting levels, e.g. `HERALD_KAFKA__GROUP_ID=herald-eu`.
+pub const ENV_PREFIX: &str = "HERALD_";
+
+/// A configuration value that cannot be used, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The files or environment could not be read or do not have the right shape.
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// A value parsed, but is not acceptable.
+    #[error("invalid configuration value for `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Herald's whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub redis: RedisConfig,
+    pub subscriptions: SubscriptionsConfig,
+    pub envelope: EnvelopeConfig,
+    pub delivery: DeliveryConfig,
+    pub dead_letter: DeadLetterConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+/// The source consumer group and the producer used for dead-letter records.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// `group.id`: replicas sharing it split the partitions between them.
+    pub group_id: String,
+    /// Source topics carrying domain events.
+    pub topics: Vec<String>,
+    /// librdkafka properties passed through to the consumer and producer.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// librdkafka properties for the consumer only.
+    #[serde(default)]
+    pub consumer_properties: BTreeMap<String, String>,
+    /// librdkafka properties for the producer only.
+    #[serde(default)]
+    pub producer_properties: BTreeMap<String, String>,
+    /// Events in flight per partition before that partition is paused.
+    pub max_in_flight_per_partition: usize,
+    /// Events in flight over all partitions before every partition is paused.
+    pub max_in_flight: usize,
+    /// How long a revoked partition's in-flight events may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub revoke_drain_timeout: Duration,
+    /// How often librdkafka reports statistics (consumer lag); 0 disables.
+    #[serde(with = "humantime_serde")]
+    pub statistics_interval: Duration,
+    /// Create the dead-letter topic at start-up when it does not exist.
+    pub create_missing_topics: bool,
+    /// Partitions of topics Herald creates itself.
+    pub created_topic_partitions: i32,
+}
+
+/// Where subscriptions are stored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Prefix of every key and channel Herald reads or writes.
+    pub prefix: String,
+}
+
+/// How the in-memory subscription index follows Redis.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionsConfig {
+    /// Full reload period, so a missed change announcement heals.
+    #[serde(with = "humantime_serde")]
+    pub resync_interval: Duration,
+    /// First delay before reconnecting to Redis.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_min_delay: Duration,
+    /// Longest delay between reconnection attempts.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max_delay: Duration,
+}
+
+/// Rules that find an event's type, id, time and tenant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvelopeConfig {
+    /// Rules for topics not listed under `topics`.
+    pub default: EnvelopeRules,
+    /// Rules per source topic.
+    #[serde(default)]
+    pub topics: BTreeMap<String, EnvelopeRules>,
+}
+
+/// The HTTP client that calls the receivers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Whole-request deadline, including reading the response.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Concurrent requests over all endpoints.
+    pub max_in_flight: usize,
+    /// Concurrent requests to one endpoint (a webhook may set a lower one).
+    pub max_in_flight_per_endpoint: usize,
+    /// Deliveries that may wait for one endpoint before further ones fail at
+    /// once as `endpoint_saturated`, so a slow endpoint cannot hold a partition.
+    pub max_queued_per_endpoint: usize,
+    /// Bytes of the response body read (and kept for diagnostics).
+    pub max_response_bytes: usize,
+    /// Networks that are reachable even though the SSRF policy blocks them.
+    #[serde(default)]
+    pub allow_cidrs: Vec<IpNet>,
+    /// Idle pooled connections kept per host.
+    pub pool_max_idle_per_host: usize,
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+}
+
+/// Where deliveries that did not succeed, and unusable events, are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    pub topic: String,
+    /// First delay before retrying a failed produce.
+    #[serde(with = "humantime_serde")]
+    pub produce_retry_min_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub produce_retry_max_delay: Duration,
+}
+
+/// The operational HTTP listener (`/metrics`, `/healthz`, `/readyz`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info,herald=debug`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Shutdown behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long in-flight events may take to finish once shutdown starts.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Config {
+    /// Loads defaults, then `file` (when given), then the environment, and
+    /// validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::invalid(
+                    "--config",
+                    format!("file {} does not exist", file.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        Self::from_figment(figment.merge(Env::prefixed(ENV_PREFIX).split("__")))
+    }
+
+    /// Builds a configuration from defaults overlaid with a TOML string; used
+    /// by tests and tools that assemble configuration in code.
+    pub fn from_toml_overlay(overlay: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(overlay)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot say.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let k = &self.kafka;
+        if k.brokers.trim().is_empty() {
+            return Err(ConfigError::invalid("kafka.brokers", "must not be empty"));
+        }
+        if k.group_id.trim().is_empty() {
+            return Err(ConfigError::invalid("kafka.group_id", "must not be empty"));
+        }
+        if k.topics.is_empty() || k.topics.iter().any(|t| t.trim().is_empty()) {
+            return Err(ConfigError::invalid(
+                "kafka.topics",
+                "must list at least one non-empty topic",
+            ));
+        }
+        if k.topics.contains(&self.dead_letter.topic) {
+            return Err(ConfigError::invalid(
+                "dead_letter.topic",
+                "must not also be a source topic (failures would loop)",
+            ));
+        }
+        positive("kafka.max_in_flight_per_partition", k.max_in_flight_per_partition)?;
+        positive("kafka.max_in_flight", k.max_in_flight)?;
+        if k.created_topic_partitions < 1 {
+            return Err(ConfigError::invalid(
+                "kafka.created_topic_partitions",
+                "must be at least 1",
+            ));
+        }
+        for key in ["enable.auto.offset.store", "group.id", "bootstrap.servers"] {
+            if k.properties.contains_key(key) || k.consumer_properties.contains_key(key) {
+                return Err(ConfigError::invalid(
+                    format!("kafka.properties.\"{key}\""),
+                    "is set by Herald itself and cannot be overridden",
+                ));
+            }
+        }
+        if self.redis.prefix.is_empty() {
+            return Err(ConfigError::invalid("redis.prefix", "must not be empty"));
+        }
+        redis::parse_redis_url(&self.redis.url)
+            .ok_or_else(|| ConfigError::invalid("redis.url", "is not a redis:// URL"))?;
+        nonzero("subscriptions.resync_interval", self.subscriptions.resync_interval)?;
+        nonzero(
+            "subscriptions.reconnect_min_delay",
+            self.subscriptions.reconnect_min_delay,
+        )?;
+        if self.subscriptions.reconnect_max_delay < self.subscriptions.reconnect_min_delay {
+            return Err(ConfigError::invalid(
+                "subscriptions.reconnect_max_delay",
+                "must not be shorter than subscriptions.reconnect_min_delay",
+            ));
+        }
+        self.envelope
+            .default
+            .compile()
+            .map_err(|e| ConfigError::invalid("envelope.default", e.to_string()))?;
+        for (topic, rules) in &self.envelope.topics {
+            rules
+                .compile()
+                .map_err(|e| ConfigError::invalid(format!("envelope.topics.\"{topic}\""), e.to_string()))?;
+        }
+        let d = &self.delivery;
+        nonzero("delivery.connect_timeout", d.connect_timeout)?;
+        nonzero("delivery.request_timeout", d.request_timeout)?;
+        positive("delivery.max_in_flight", d.max_in_flight)?;
+        positive("delivery.max_in_flight_per_endpoint", d.max_in_flight_per_endpoint)?;
+        if self.dead_letter.topic.trim().is_empty() {
+            return Err(ConfigError::invalid("dead_letter.topic", "must not be empty"));
+        }
+        nonzero(
+            "dead_letter.produce_retry_min_delay",
+            self.dead_letter.produce_retry_min_delay,
+        )?;
+        nonzero("shutdown.drain_timeout", self.shutdown.drain_timeout)?;
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| ConfigError::invalid("log.level", e.to_string()))?;
+        Ok(())
+    }
+}
+
+fn positive(key: &str, value: usize) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::invalid(key, "must be at least 1"));
+    }
+    Ok(())
+}
+
+fn nonzero(key: &str, value: Duration) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        return Err(ConfigError::invalid(key, "must be longer than 0s"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let config = Config::from_toml_overlay("").expect("defaults are valid");
+        assert_eq!(config.kafka.group_id, "herald");
+        assert_eq!(config.dead_letter.topic, "herald.dlq");
+        assert!(config.delivery.allow_cidrs.is_empty(), "SSRF-safe by default");
+    }
+
+    #[test]
+    fn an_invalid_value_names_its_key() {
+        let err = Config::from_toml_overlay("[kafka]\nmax_in_flight = 0").unwrap_err();
+        assert!(err.to_string().contains("kafka.max_in_flight"), "{err}");
+
+        let err = Config::from_toml_overlay("[delivery]\nrequest_timeout = \"soon\"").unwrap_err();
+        assert!(err.to_string().contains("request_timeout"), "{err}");
+
+        let err = Config::from_toml_overlay("[kafka]\nbrokerz = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("brokerz"), "{err}");
+
+        let err = Config::from_toml_overlay("[envelope.topics.t]\nevent_type = \"nonsense\"").unwrap_err();
+        assert!(err.to_string().contains("envelope.topics.t.event_type"), "{err}");
+    }
+
+    #[test]
+    fn herald_controlled_properties_cannot_be_overridden() {
+        let err = Config::from_toml_overlay("[kafka.properties]\n\"enable.auto.offset.store\" = \"true\"")
+            .unwrap_err();
+        assert!(err.to_string().contains("enable.auto.offset.store"), "{err}");
+    }
+
+    #[test]
+    fn the_dead_letter_topic_cannot_be_a_source() {
+        let err = Config::from_toml_overlay("[kafka]\ntopics = [\"herald.dlq\"]").unwrap_err();
+        assert!(err.to_string().contains("dead_letter.topic"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_files() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HERALD_KAFKA__GROUP_ID", "from-env");
+            jail.set_env("HERALD_DELIVERY__ALLOW_CIDRS", "[\"127.0.0.0/8\"]");
+            jail.create_file("herald.toml", "[kafka]\ngroup_id = \"from-file\"\nbrokers = \"b:9092\"")?;
+            let config = Config::load(Some(Path::new("herald.toml"))).expect("loads");
+            assert_eq!(config.kafka.group_id, "from-env");
+            assert_eq!(config.kafka.brokers, "b:9092");
+            assert_eq!(config.delivery.allow_cidrs.len(), 1);
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,337 @@
+//! Delivery: one signed HTTP request of one event to one webhook.
+//!
+//! Delivery knows HTTP and signing, not Kafka: given an event and a target it
+//! returns an [`Attempt`] saying what happened. Success is any 2xx; anything
+//! else is a failure with a class that tells an operator where to look
+//! (status class, timeout, network, blocked by the SSRF policy, or an endpoint
+//! saturated with waiting deliveries).
+
+pub mod signing;
+pub mod ssrf;
+pub mod target;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+
+use crate::config::DeliveryConfig;
+use crate::event::Event;
+use ssrf::{AddressPolicy, GuardedResolver};
+use target::Target;
+
+/// `user-agent` of every request.
+pub const USER_AGENT: &str = concat!("Herald/", env!("CARGO_PKG_VERSION"));
+
+/// The `webhook-id` of an event's delivery to a webhook: a pure function of
+/// the event's identity and the webhook id, so it is the same on every
+/// attempt, replay and replica, and receivers can de-duplicate on it.
+pub fn delivery_id(event: &Event, webhook_id: &str) -> String {
+    let mut hash = Sha256::new();
+    hash.update(event.identity().as_bytes());
+    hash.update(b"\n");
+    hash.update(webhook_id.as_bytes());
+    let digest = hash.finalize();
+    format!("msg_{}", hex::encode(&digest[..16]))
+}
+
+/// Why a delivery did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The endpoint answered with a non-2xx status.
+    Status {
+        status: u16,
+        /// The `Retry-After` header, as sent.
+        retry_after: Option<String>,
+    },
+    /// No complete response within the deadline.
+    Timeout,
+    /// Connection, TLS or protocol error.
+    Network(String),
+    /// The destination address is refused by the SSRF policy.
+    Blocked(String),
+    /// Too many deliveries were already waiting for this endpoint.
+    Saturated,
+}
+
+impl Failure {
+    /// The `class` metric label.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Failure::Status { status, .. } => status_class(*status),
+            Failure::Timeout => "timeout",
+            Failure::Network(_) => "network",
+            Failure::Blocked(_) => "blocked",
+            Failure::Saturated => "saturated",
+        }
+    }
+
+    /// A one-line description for logs and dead-letter headers.
+    pub fn describe(&self) -> String {
+        match self {
+            Failure::Status { status, .. } => format!("endpoint answered HTTP {status}"),
+            Failure::Timeout => "no response within the request timeout".into(),
+            Failure::Network(e) => e.clone(),
+            Failure::Blocked(e) => e.clone(),
+            Failure::Saturated => "too many deliveries waiting for this endpoint".into(),
+        }
+    }
+
+    /// The HTTP status, when there was a response.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Failure::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "network",
+    }
+}
+
+/// What one delivery attempt did.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub delivery_id: String,
+    pub attempt: u32,
+    pub started_at: OffsetDateTime,
+    pub duration: Duration,
+    /// The 2xx status, or why it failed.
+    pub result: Result<u16, Failure>,
+    /// The start of the response body, for diagnostics.
+    pub response_excerpt: Option<String>,
+}
+
+impl Attempt {
+    pub fn succeeded(&self) -> bool {
+        self.result.is_ok()
+    }
+
+    /// The `class` metric label.
+    pub fn class(&self) -> &'static str {
+        match &self.result {
+            Ok(status) => status_class(*status),
+            Err(failure) => failure.class(),
+        }
+    }
+}
+
+/// Makes deliveries: one pooled HTTP client shared by every delivery.
+pub struct Deliverer {
+    client: reqwest::Client,
+    policy: Arc<AddressPolicy>,
+    global: Arc<Semaphore>,
+    max_response_bytes: usize,
+}
+
+impl Deliverer {
+    /// Builds the client: SSRF-guarded resolution, no redirects, no proxy.
+    pub fn new(config: &DeliveryConfig) -> Result<Deliverer, reqwest::Error> {
+        let policy = Arc::new(AddressPolicy::new(config.allow_cidrs.clone()));
+        let client = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver::new(policy.clone())))
+            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Deliverer {
+            client,
+            policy,
+            global: Arc::new(Semaphore::new(config.max_in_flight)),
+            max_response_bytes: config.max_response_bytes,
+        })
+    }
+
+    /// Delivers `event` to `target` once. Waits for the endpoint's and the
+    /// global concurrency limits, never for longer than the endpoint's queue
+    /// allows.
+    pub async fn deliver(&self, event: &Event, target: &Target, delivery_id: String, attempt: u32) -> Attempt {
+        let started_at = OffsetDateTime::now_utc();
+        let clock = Instant::now();
+        let finish = |result: Result<u16, Failure>, response_excerpt: Option<String>| Attempt {
+            delivery_id: delivery_id.clone(),
+            attempt,
+            started_at,
+            duration: clock.elapsed(),
+            result,
+            response_excerpt,
+        };
+        if let Err(blocked) = self.policy.check_url(&target.url) {
+            return finish(Err(Failure::Blocked(blocked.to_string())), None);
+        }
+        let Ok(_endpoint_permit) = target.limiter.acquire().await else {
+            return finish(Err(Failure::Saturated), None);
+        };
+        let Ok(_global_permit) = self.global.acquire().await else {
+            // The semaphore is never closed; treat it as saturation if it were.
+            return finish(Err(Failure::Saturated), None);
+        };
+        // Time spent queueing is not part of the request's own duration.
+        let clock = Instant::now();
+        let finish = |result, response_excerpt| Attempt {
+            delivery_id: delivery_id.clone(),
+            attempt,
+            started_at,
+            duration: clock.elapsed(),
+            result,
+            response_excerpt,
+        };
+        let request = match self.build_request(event, target, &delivery_id) {
+            Ok(r) => r,
+            Err(e) => return finish(Err(Failure::Network(error_chain(&e))), None),
+        };
+        match self.client.execute(request).await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let excerpt = self.read_excerpt(response).await;
+                if (200..300).contains(&status) {
+                    finish(Ok(status), excerpt)
+                } else {
+                    finish(Err(Failure::Status { status, retry_after }), excerpt)
+                }
+            }
+            Err(e) => finish(Err(self.classify(&e)), None),
+        }
+    }
+
+    fn build_request(&self, event: &Event, target: &Target, delivery_id: &str) -> Result<reqwest::Request, reqwest::Error> {
+        let timestamp = OffsetDateTime::now_utc().unix_timestamp();
+        let body = event.record.value.clone();
+        let signature = target.signer.sign(delivery_id, timestamp, &body);
+        let mut builder = self
+            .client
+            .post(target.url.clone())
+            .timeout(target.timeout)
+            .headers(target.headers.clone());
+        for (name, value) in &event.meta.forward_headers {
+            if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+                builder = builder.header(name, value);
+            }
+        }
+        let content_type = HeaderValue::from_str(&event.meta.content_type)
+            .unwrap_or_else(|_| HeaderValue::from_static("application/json"));
+        builder
+            .header(CONTENT_TYPE, content_type)
+            .header("webhook-id", delivery_id)
+            .header("webhook-timestamp", timestamp)
+            .header("webhook-signature", signature)
+            .body(body)
+            .build()
+    }
+
+    /// Reads at most `max_response_bytes` of the body, for diagnostics.
+    async fn read_excerpt(&self, mut response: reqwest::Response) -> Option<String> {
+        let mut buf = Vec::new();
+        while buf.len() < self.max_response_bytes {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = self.max_response_bytes - buf.len();
+                    buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if buf.is_empty() {
+            None
+        } else {
+            Some(String::from_utf8_lossy(&buf).into_owned())
+        }
+    }
+
+    fn classify(&self, err: &reqwest::Error) -> Failure {
+        if let Some(blocked) = ssrf::find_blocked(err) {
+            Failure::Blocked(blocked.to_string())
+        } else if err.is_timeout() {
+            Failure::Timeout
+        } else {
+            Failure::Network(error_chain(err))
+        }
+    }
+}
+
+/// An error and its sources on one line (reqwest's own message hides the cause).
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventMeta, SourceRecord};
+    use bytes::Bytes;
+
+    fn event(id: Option<&str>, offset: i64) -> Event {
+        Event {
+            record: SourceRecord {
+                topic: "events".into(),
+                partition: 2,
+                offset,
+                timestamp_ms: None,
+                key: None,
+                value: Bytes::from_static(b"{}"),
+                headers: vec![],
+            },
+            meta: EventMeta {
+                event_type: "a".into(),
+                event_id: id.map(str::to_owned),
+                event_time: None,
+                tenant: None,
+                content_type: "application/json".into(),
+                forward_headers: vec![],
+            },
+        }
+    }
+
+    #[test]
+    fn delivery_ids_are_stable_and_distinct() {
+        let a = delivery_id(&event(Some("evt_1"), 5), "wh_a");
+        assert_eq!(a, delivery_id(&event(Some("evt_1"), 99), "wh_a"), "envelope id wins over position");
+        assert_ne!(a, delivery_id(&event(Some("evt_1"), 5), "wh_b"));
+        assert_ne!(a, delivery_id(&event(Some("evt_2"), 5), "wh_a"));
+        let p = delivery_id(&event(None, 5), "wh_a");
+        assert_eq!(p, delivery_id(&event(None, 5), "wh_a"));
+        assert_ne!(p, delivery_id(&event(None, 6), "wh_a"));
+        assert!(a.starts_with("msg_") && a.len() == 36, "{a}");
+    }
+
+    #[test]
+    fn failures_have_classes() {
+        let status = |s| Failure::Status { status: s, retry_after: None }.class();
+        assert_eq!(status(301), "3xx");
+        assert_eq!(status(404), "4xx");
+        assert_eq!(status(503), "5xx");
+        assert_eq!(Failure::Timeout.class(), "timeout");
+        assert_eq!(Failure::Saturated.class(), "saturated");
+        assert_eq!(Failure::Blocked("x".into()).class(), "blocked");
+    }
+}

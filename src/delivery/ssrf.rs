@@ -1,0 +1,304 @@
+//! SSRF protection: which addresses Herald may connect to.
+//!
+//! A webhook URL is written by a customer, so a delivery must never become a
+//! way into Herald's own network (cloud metadata at 169.254.169.254, Redis on
+//! loopback, internal services on private ranges). Checking the URL is not
+//! enough: a name can resolve to anything, and differently on each lookup.
+//! So the check runs on the addresses actually connected to: reqwest resolves
+//! names through [`GuardedResolver`], which only returns permitted addresses,
+//! and IP-literal URLs (which reqwest does not resolve) are checked by
+//! [`AddressPolicy::check_url`] before the request is made. Redirects are not
+//! followed and proxies are not used, so nothing else picks a destination.
+
+use std::error::Error as StdError;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use url::{Host, Url};
+
+/// A destination refused by the policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("destination {ip} is a {range} address, refused by the SSRF policy")]
+pub struct Blocked {
+    pub ip: IpAddr,
+    pub range: &'static str,
+}
+
+/// Which addresses may be connected to: everything public, plus the
+/// configured allowlist.
+#[derive(Debug, Clone, Default)]
+pub struct AddressPolicy {
+    allow: Vec<IpNet>,
+}
+
+impl AddressPolicy {
+    pub fn new(allow: Vec<IpNet>) -> Self {
+        AddressPolicy { allow }
+    }
+
+    /// Whether `ip` may be connected to.
+    pub fn check(&self, ip: IpAddr) -> Result<(), Blocked> {
+        let Some(range) = special_range(ip) else {
+            return Ok(());
+        };
+        let embedded = embedded_v4(ip).map(IpAddr::V4);
+        let allowed = self
+            .allow
+            .iter()
+            .any(|net| net.contains(&ip) || embedded.is_some_and(|v4| net.contains(&v4)));
+        if allowed {
+            Ok(())
+        } else {
+            Err(Blocked { ip, range })
+        }
+    }
+
+    /// Checks a URL whose host is an IP literal; names are checked when
+    /// resolved.
+    pub fn check_url(&self, url: &Url) -> Result<(), Blocked> {
+        match url.host() {
+            Some(Host::Ipv4(v4)) => self.check(IpAddr::V4(v4)),
+            Some(Host::Ipv6(v6)) => self.check(IpAddr::V6(v6)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The name of the special-purpose range `ip` is in, or `None` for a
+/// globally routable unicast address.
+pub fn special_range(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => special_v4(v4),
+        IpAddr::V6(v6) => special_v6(v6),
+    }
+}
+
+fn special_v4(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, c, _] = ip.octets();
+    Some(match (a, b, c) {
+        (0, _, _) => "unspecified",
+        (10, _, _) => "private",
+        (100, 64..=127, _) => "CGNAT",
+        (127, _, _) => "loopback",
+        (169, 254, _) => "link-local",
+        (172, 16..=31, _) => "private",
+        (192, 0, 0) => "IETF protocol",
+        (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => "documentation",
+        (192, 88, 99) => "6to4 relay",
+        (192, 168, _) => "private",
+        (198, 18..=19, _) => "benchmarking",
+        (224..=239, _, _) => "multicast",
+        (240..=255, _, _) => "reserved",
+        _ => return None,
+    })
+}
+
+fn special_v6(ip: Ipv6Addr) -> Option<&'static str> {
+    if let Some(v4) = embedded_v4(IpAddr::V6(ip)) {
+        // Mapped, NAT64 or 6to4 addresses reach the embedded IPv4 address.
+        return special_v4(v4);
+    }
+    let s = ip.segments();
+    Some(match s {
+        _ if ip.is_unspecified() => "unspecified",
+        _ if ip.is_loopback() => "loopback",
+        [0, 0, 0, 0, 0, 0, _, _] => "IPv4-compatible",
+        [0x64, 0xff9b, 1, ..] => "NAT64 local",
+        [0x100, 0, 0, 0, ..] => "discard",
+        [0x2001, 0, ..] => "Teredo",
+        [0x2001, 0xdb8, ..] => "documentation",
+        [x, ..] if x & 0xfe00 == 0xfc00 => "unique local",
+        [x, ..] if x & 0xffc0 == 0xfe80 => "link-local",
+        [x, ..] if x & 0xffc0 == 0xfec0 => "site-local",
+        [x, ..] if x & 0xff00 == 0xff00 => "multicast",
+        _ => return None,
+    })
+}
+
+/// The IPv4 address an IPv6 address leads to: IPv4-mapped (`::ffff:a.b.c.d`),
+/// NAT64 (`64:ff9b::a.b.c.d`) and 6to4 (`2002:aabb:ccdd::`).
+fn embedded_v4(ip: IpAddr) -> Option<Ipv4Addr> {
+    let IpAddr::V6(v6) = ip else { return None };
+    let s = v6.segments();
+    let from = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    match s {
+        [0, 0, 0, 0, 0, 0xffff, hi, lo] => Some(from(hi, lo)),
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => Some(from(hi, lo)),
+        [0x2002, hi, lo, ..] => Some(from(hi, lo)),
+        _ => None,
+    }
+}
+
+/// A DNS resolver for reqwest that drops addresses the policy refuses, and
+/// fails with [`Blocked`] when none is left.
+#[derive(Debug, Clone)]
+pub struct GuardedResolver {
+    policy: Arc<AddressPolicy>,
+}
+
+impl GuardedResolver {
+    pub fn new(policy: Arc<AddressPolicy>) -> Self {
+        GuardedResolver { policy }
+    }
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            let mut first_refusal = None;
+            let allowed: Vec<SocketAddr> = resolved
+                .into_iter()
+                .filter(|addr| match policy.check(addr.ip()) {
+                    Ok(()) => true,
+                    Err(blocked) => {
+                        first_refusal.get_or_insert(blocked);
+                        false
+                    }
+                })
+                .collect();
+            if allowed.is_empty() {
+                let err: Box<dyn StdError + Send + Sync> = match first_refusal {
+                    Some(blocked) => Box::new(blocked),
+                    None => format!("{} resolved to no address", name.as_str()).into(),
+                };
+                return Err(err);
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// The [`Blocked`] refusal somewhere in an error's source chain.
+pub fn find_blocked<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a Blocked> {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(blocked) = e.downcast_ref::<Blocked>() {
+            return Some(blocked);
+        }
+        current = e.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocked(ip: &str) -> bool {
+        AddressPolicy::default().check(ip.parse().unwrap()).is_err()
+    }
+
+    #[test]
+    fn refuses_every_special_range() {
+        for ip in [
+            "0.0.0.0",
+            "0.1.2.3",
+            "10.0.0.1",
+            "10.255.255.255",
+            "100.64.0.1",
+            "100.127.255.254",
+            "127.0.0.1",
+            "127.1.2.3",
+            "169.254.169.254",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.0.0.8",
+            "192.0.2.1",
+            "192.168.1.1",
+            "198.18.0.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "224.0.0.1",
+            "239.255.255.250",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "::ffff:10.1.2.3",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:0001::",
+            "2002:c0a8:0101::1",
+            "::127.0.0.1",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "febf::1",
+            "fec0::1",
+            "ff02::1",
+            "2001:db8::1",
+            "2001:0::1",
+            "100::1",
+        ] {
+            assert!(blocked(ip), "{ip} should be refused");
+        }
+    }
+
+    #[test]
+    fn allows_public_addresses() {
+        for ip in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "100.63.255.255",
+            "100.128.0.0",
+            "172.15.255.255",
+            "172.32.0.0",
+            "169.253.0.1",
+            "192.169.0.1",
+            "2606:4700:4700::1111",
+            "2a00:1450:4001::200e",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:0808:0808::",
+        ] {
+            assert!(!blocked(ip), "{ip} should be allowed");
+        }
+    }
+
+    #[test]
+    fn names_the_range_refused() {
+        let err = AddressPolicy::default().check("169.254.169.254".parse().unwrap()).unwrap_err();
+        assert_eq!(err.range, "link-local");
+        assert!(err.to_string().contains("169.254.169.254"));
+    }
+
+    #[test]
+    fn the_allowlist_opens_exactly_its_networks() {
+        let policy = AddressPolicy::new(vec!["127.0.0.0/8".parse().unwrap(), "fd00:1::/32".parse().unwrap()]);
+        assert!(policy.check("127.0.0.1".parse().unwrap()).is_ok());
+        assert!(policy.check("::ffff:127.0.0.1".parse().unwrap()).is_ok());
+        assert!(policy.check("fd00:1::5".parse().unwrap()).is_ok());
+        assert!(policy.check("::1".parse().unwrap()).is_err());
+        assert!(policy.check("10.0.0.1".parse().unwrap()).is_err());
+        assert!(policy.check("169.254.169.254".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn ip_literal_urls_are_checked_and_names_deferred() {
+        let policy = AddressPolicy::default();
+        assert!(policy.check_url(&Url::parse("http://127.0.0.1:8080/x").unwrap()).is_err());
+        assert!(policy.check_url(&Url::parse("http://[::1]/x").unwrap()).is_err());
+        assert!(policy.check_url(&Url::parse("http://[::ffff:a9fe:a9fe]/").unwrap()).is_err());
+        assert!(policy.check_url(&Url::parse("http://0x7f000001/").unwrap()).is_err(), "hex form is normalised");
+        assert!(policy.check_url(&Url::parse("http://2130706433/").unwrap()).is_err(), "decimal form is normalised");
+        assert!(policy.check_url(&Url::parse("https://example.com/").unwrap()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_resolver_refuses_names_of_blocked_addresses() {
+        let resolver = GuardedResolver::new(Arc::new(AddressPolicy::default()));
+        let err = resolver.resolve("localhost".parse().unwrap()).await.err().expect("refused");
+        let blocked = find_blocked(err.as_ref()).expect("a Blocked error");
+        assert_eq!(blocked.range, "loopback");
+
+        let allowing = GuardedResolver::new(Arc::new(AddressPolicy::new(vec!["127.0.0.0/8".parse().unwrap()])));
+        let addrs: Vec<SocketAddr> = allowing.resolve("localhost".parse().unwrap()).await.unwrap().collect();
+        assert!(!addrs.is_empty());
+        assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.is_ipv4()), "{addrs:?}");
+    }
+}

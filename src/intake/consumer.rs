@@ -1,0 +1,304 @@
+//! The consumer loop and its librdkafka context.
+//!
+//! rdkafka traps this code steps around:
+//! - `store_offset` stores offset+1 but `store_offsets(tpl)` stores the offset
+//!   as given: Herald always uses the latter with the *next* offset to consume.
+//! - `pause` discards prefetched messages and `resume` fetches again from the
+//!   position after the last record handed to the application, so nothing is
+//!   skipped; a record that still arrives for a paused partition is admitted
+//!   anyway (the limit is soft by at most one fetch).
+//! - The rebalance callback runs inside `recv()` on a runtime worker; it
+//!   blocks (via `block_in_place`) while revoked partitions drain, so the
+//!   deliveries finishing them must run on other workers: Herald needs the
+//!   multi-threaded runtime.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::KafkaConfig;
+use crate::event::{RecordHeader, SourceRecord};
+use crate::intake::flow::{Actions, Flow, Tp};
+use crate::intake::Dispatch;
+use crate::telemetry::Telemetry;
+
+/// Callbacks librdkafka makes into Herald.
+pub struct IntakeContext {
+    flow: Arc<Flow>,
+    telemetry: Telemetry,
+    revoke_drain_timeout: Duration,
+}
+
+fn tps_of(tpl: &TopicPartitionList) -> Vec<Tp> {
+    tpl.elements()
+        .iter()
+        .map(|e| (Arc::<str>::from(e.topic()), e.partition()))
+        .collect()
+}
+
+fn named(tps: &[Tp]) -> Vec<(String, i32)> {
+    tps.iter().map(|(t, p)| (t.to_string(), *p)).collect()
+}
+
+fn offsets_tpl(stores: &[(Tp, i64)]) -> KafkaResult<TopicPartitionList> {
+    let mut tpl = TopicPartitionList::with_capacity(stores.len());
+    for ((topic, partition), offset) in stores {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+    }
+    Ok(tpl)
+}
+
+fn partitions_tpl(tps: &[Tp]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::with_capacity(tps.len());
+    for (topic, partition) in tps {
+        tpl.add_partition(topic, *partition);
+    }
+    tpl
+}
+
+impl ClientContext for IntakeContext {
+    fn stats(&self, statistics: Statistics) {
+        self.telemetry.consumer_lag_reset();
+        for (name, topic) in &statistics.topics {
+            for (id, partition) in &topic.partitions {
+                if *id < 0 || !partition.desired {
+                    continue;
+                }
+                let lag = if partition.consumer_lag >= 0 {
+                    partition.consumer_lag
+                } else if partition.hi_offset >= 0 && partition.committed_offset >= 0 {
+                    (partition.hi_offset - partition.committed_offset).max(0)
+                } else {
+                    continue;
+                };
+                self.telemetry.consumer_lag(name, *id, lag);
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.telemetry.consumer_error(&format_args!("{error}: {reason}"));
+    }
+}
+
+impl ConsumerContext for IntakeContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => self.revoke(consumer, tps_of(tpl)),
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(e) => self.telemetry.rebalance_error(e),
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let tps = tps_of(tpl);
+            self.flow.assign(&tps);
+            self.telemetry
+                .partitions_assigned(&named(&tps), self.flow.assigned().len());
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => self.telemetry.offsets_committed(Ok(())),
+            // Nothing to commit is not a failure.
+            Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => self.telemetry.offsets_committed(Err(&e)),
+        }
+    }
+}
+
+impl IntakeContext {
+    /// Waits (bounded) for the revoked partitions' events, then stores and
+    /// commits their finished prefix. Unfinished events are abandoned: the
+    /// next owner consumes them again from the committed offset.
+    fn revoke(&self, consumer: &BaseConsumer<Self>, tps: Vec<Tp>) {
+        let lost = consumer.assignment_lost();
+        if !lost {
+            let deadline = Instant::now() + self.revoke_drain_timeout;
+            let multi_threaded = tokio::runtime::Handle::try_current()
+                .map(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+                .unwrap_or(false);
+            if multi_threaded {
+                tokio::task::block_in_place(|| self.flow.wait_drained(&tps, deadline));
+            } else {
+                self.flow.wait_drained(&tps, Instant::now());
+            }
+        }
+        let (stores, abandoned) = self.flow.revoke(&tps);
+        if !lost && !stores.is_empty() {
+            match offsets_tpl(&stores) {
+                Ok(tpl) => {
+                    if let Err(e) = consumer.store_offsets(&tpl) {
+                        self.telemetry.offset_store_failed(&e);
+                    }
+                    let result = consumer.commit(&tpl, CommitMode::Sync);
+                    self.telemetry.offsets_committed(result.as_ref().map(|_| ()).map_err(|e| e as _));
+                }
+                Err(e) => self.telemetry.offset_store_failed(&e),
+            }
+        }
+        self.telemetry
+            .partitions_revoked(&named(&tps), abandoned, self.flow.assigned().len());
+    }
+}
+
+/// The source consumer.
+pub struct Intake {
+    consumer: StreamConsumer<IntakeContext>,
+    flow: Arc<Flow>,
+    telemetry: Telemetry,
+    /// Source topic names, shared by every record instead of allocated per record.
+    topics: Vec<Arc<str>>,
+}
+
+impl Intake {
+    /// Creates the consumer and subscribes to the source topics.
+    pub fn new(config: &KafkaConfig, flow: Arc<Flow>, telemetry: Telemetry) -> KafkaResult<Intake> {
+        let context = IntakeContext {
+            flow: flow.clone(),
+            telemetry: telemetry.clone(),
+            revoke_drain_timeout: config.revoke_drain_timeout,
+        };
+        let consumer: StreamConsumer<IntakeContext> =
+            crate::kafka::consumer_config(config).create_with_context(context)?;
+        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        Ok(Intake {
+            consumer,
+            flow,
+            telemetry,
+            topics: config.topics.iter().map(|t| Arc::from(t.as_str())).collect(),
+        })
+    }
+
+    /// Consumes until `shutdown`, then drains in-flight events for at most
+    /// `drain_timeout`, commits, and leaves the group.
+    pub async fn run(self, dispatch: Arc<dyn Dispatch>, shutdown: CancellationToken, drain_timeout: Duration) {
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = self.flow.woken() => self.apply(self.flow.take_actions()),
+                message = self.consumer.recv() => match message {
+                    Ok(message) => self.admit(&message, dispatch.as_ref()),
+                    Err(e) => self.telemetry.consumer_error(&e),
+                },
+            }
+        }
+        self.shut_down(drain_timeout).await;
+    }
+
+    fn admit(&self, message: &BorrowedMessage<'_>, dispatch: &dyn Dispatch) {
+        let topic = match self.topics.iter().find(|t| ***t == *message.topic()) {
+            Some(t) => t.clone(),
+            None => Arc::from(message.topic()),
+        };
+        let record = to_record(topic, message);
+        self.telemetry.record_consumed(&record);
+        let tp: Tp = (record.topic.clone(), record.partition);
+        let (done, pause) = self.flow.admit(&tp, record.offset);
+        if !pause.is_empty() {
+            if let Err(e) = self.consumer.pause(&partitions_tpl(&pause)) {
+                self.telemetry.consumer_error(&e);
+            }
+            self.telemetry.partitions_paused(self.flow.paused_count());
+        }
+        dispatch.dispatch(record, done);
+    }
+
+    fn apply(&self, actions: Actions) {
+        if !actions.store.is_empty() {
+            match offsets_tpl(&actions.store).and_then(|tpl| self.consumer.store_offsets(&tpl)) {
+                Ok(()) => {}
+                // A partition revoked meanwhile cannot be stored; its next owner re-reads.
+                Err(e) => self.telemetry.offset_store_failed(&e),
+            }
+        }
+        if !actions.resume.is_empty() {
+            if let Err(e) = self.consumer.resume(&partitions_tpl(&actions.resume)) {
+                self.telemetry.consumer_error(&e);
+            }
+            self.telemetry.partitions_paused(self.flow.paused_count());
+        }
+    }
+
+    async fn shut_down(self, drain_timeout: Duration) {
+        let assigned = self.flow.assigned();
+        if !assigned.is_empty() {
+            // Stop fetching; nothing more is admitted.
+            let _ = self.consumer.pause(&partitions_tpl(&assigned));
+        }
+        let deadline = tokio::time::Instant::now() + drain_timeout;
+        tracing::info!(in_flight = self.flow.in_flight(), "shutting down: draining in-flight events");
+        loop {
+            self.apply(self.flow.take_actions());
+            if self.flow.in_flight() == 0 {
+                break;
+            }
+            tokio::select! {
+                _ = self.flow.woken() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(
+                        in_flight = self.flow.in_flight(),
+                        "drain deadline passed; unfinished events stay uncommitted and will be delivered again"
+                    );
+                    break;
+                }
+            }
+        }
+        self.apply(self.flow.take_actions());
+        let finished = self.flow.committable();
+        if !finished.is_empty() {
+            let result = offsets_tpl(&finished).and_then(|tpl| {
+                self.consumer.store_offsets(&tpl)?;
+                self.consumer.commit(&tpl, CommitMode::Sync)
+            });
+            self.telemetry.offsets_committed(result.as_ref().map(|_| ()).map_err(|e| e as _));
+        }
+        // Whatever is still in flight is abandoned now, so the revoke callback
+        // that closing triggers has nothing to wait for. Closing leaves the
+        // group; dropping polls until closed: keep it off the async workers.
+        let (_, abandoned) = self.flow.revoke(&assigned);
+        if abandoned > 0 {
+            tracing::warn!(abandoned, "events left unfinished at shutdown");
+        }
+        let consumer = self.consumer;
+        let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+        tracing::info!("left the consumer group");
+    }
+}
+
+fn to_record(topic: Arc<str>, message: &BorrowedMessage<'_>) -> SourceRecord {
+    let headers = message
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| RecordHeader {
+                    name: h.key.to_owned(),
+                    value: h.value.map(bytes::Bytes::copy_from_slice),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    SourceRecord {
+        topic,
+        partition: message.partition(),
+        offset: message.offset(),
+        timestamp_ms: message.timestamp().to_millis(),
+        key: message.key().map(bytes::Bytes::copy_from_slice),
+        value: message
+            .payload()
+            .map(bytes::Bytes::copy_from_slice)
+            .unwrap_or_default(),
+        headers,
+    }
+}

@@ -1,0 +1,413 @@
+//! Flow control between the consumer and the deliveries it starts.
+//!
+//! [`Flow`] is the one place that knows, per assigned partition, which events
+//! are in flight. The consumer loop admits each record (and learns whether to
+//! pause a partition); delivery tasks finish their [`Completion`] from any
+//! thread; the loop then takes [`Actions`]: offsets to store (the contiguous
+//! finished prefix) and partitions to resume. The rebalance callback waits
+//! here for revoked partitions to drain.
+//!
+//! Limits pause, they never buffer: a partition with
+//! `max_in_flight_per_partition` events in flight is paused until half have
+//! finished, and reaching `max_in_flight` overall pauses every partition until
+//! three quarters of the budget is free again.
+//!
+//! Every assignment gets a new generation; a completion from an older one
+//! (its partition was revoked and perhaps re-assigned meanwhile) is ignored,
+//! so an abandoned event can never move a new owner's offsets.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use tokio::sync::Notify;
+
+use crate::intake::progress::PartitionProgress;
+
+/// A topic-partition.
+pub type Tp = (Arc<str>, i32);
+
+/// Limits on events in flight.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowLimits {
+    pub per_partition: usize,
+    pub total: usize,
+}
+
+#[derive(Debug)]
+struct Partition {
+    progress: PartitionProgress,
+    generation: u64,
+    paused: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    partitions: HashMap<Tp, Partition>,
+    total: usize,
+    generation: u64,
+    globally_paused: bool,
+}
+
+/// What the consumer loop should do after completions.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Actions {
+    /// Offsets to store for commit (the next offset to consume).
+    pub store: Vec<(Tp, i64)>,
+    /// Partitions to resume.
+    pub resume: Vec<Tp>,
+}
+
+/// Shared flow state. See the module docs.
+#[derive(Debug)]
+pub struct Flow {
+    state: Mutex<State>,
+    drained: Condvar,
+    wake: Notify,
+    limits: FlowLimits,
+    assigned_once: AtomicBool,
+}
+
+/// Proof that an event was admitted; finish it when every delivery it caused
+/// is done. Dropping it unfinished leaves the offset uncommitted.
+#[derive(Debug)]
+pub struct Completion {
+    flow: Arc<Flow>,
+    tp: Tp,
+    offset: i64,
+    generation: u64,
+    finished: bool,
+}
+
+impl Completion {
+    /// The event is finished: its offset may become committable.
+    pub fn finish(mut self) {
+        self.finished = true;
+        self.flow.finish(&self.tp, self.offset, self.generation);
+    }
+
+    /// The event was not finished (hard stop): its offset stays uncommitted.
+    pub fn abandon(mut self) {
+        self.finished = true;
+    }
+
+    pub fn offset(&self) -> i64 {
+        self.offset
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if !self.finished {
+            tracing::error!(
+                topic = %self.tp.0,
+                partition = self.tp.1,
+                offset = self.offset,
+                "event dropped unfinished; its offset will not be committed"
+            );
+        }
+    }
+}
+
+impl Flow {
+    pub fn new(limits: FlowLimits) -> Arc<Flow> {
+        Arc::new(Flow {
+            state: Mutex::new(State::default()),
+            drained: Condvar::new(),
+            wake: Notify::new(),
+            limits,
+            assigned_once: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the counts half-updated
+        // in a way worse than losing the process, so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Partitions were assigned (fresh progress, new generation).
+    pub fn assign(&self, tps: &[Tp]) {
+        let mut state = self.lock();
+        state.generation += 1;
+        let generation = state.generation;
+        let paused = state.globally_paused;
+        for tp in tps {
+            if let Some(old) = state.partitions.insert(
+                tp.clone(),
+                Partition {
+                    progress: PartitionProgress::default(),
+                    generation,
+                    paused,
+                },
+            ) {
+                state.total -= old.progress.in_flight();
+            }
+        }
+        self.assigned_once.store(true, Ordering::Release);
+    }
+
+    /// Whether the group has given this consumer an assignment yet.
+    pub fn has_assignment(&self) -> bool {
+        self.assigned_once.load(Ordering::Acquire)
+    }
+
+    /// Partitions currently tracked.
+    pub fn assigned(&self) -> Vec<Tp> {
+        self.lock().partitions.keys().cloned().collect()
+    }
+
+    /// Admits the record at `offset`; returns its completion and the
+    /// partitions to pause now.
+    pub fn admit(self: &Arc<Self>, tp: &Tp, offset: i64) -> (Completion, Vec<Tp>) {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let current_generation = state.generation;
+        let globally_paused = state.globally_paused;
+        let part = state.partitions.entry(tp.clone()).or_insert_with(|| Partition {
+            progress: PartitionProgress::default(),
+            generation: current_generation,
+            paused: globally_paused,
+        });
+        part.progress.begin(offset);
+        let generation = part.generation;
+        let mut pause = Vec::new();
+        if !part.paused && part.progress.in_flight() >= self.limits.per_partition {
+            part.paused = true;
+            pause.push(tp.clone());
+        }
+        state.total += 1;
+        if !state.globally_paused && state.total >= self.limits.total {
+            state.globally_paused = true;
+            for (other, p) in state.partitions.iter_mut() {
+                if !p.paused {
+                    p.paused = true;
+                    pause.push(other.clone());
+                }
+            }
+        }
+        let completion = Completion {
+            flow: self.clone(),
+            tp: tp.clone(),
+            offset,
+            generation,
+            finished: false,
+        };
+        (completion, pause)
+    }
+
+    fn finish(&self, tp: &Tp, offset: i64, generation: u64) {
+        {
+            let mut state = self.lock();
+            let Some(part) = state.partitions.get_mut(tp) else { return };
+            if part.generation != generation || !part.progress.finish(offset) {
+                return;
+            }
+            state.total -= 1;
+        }
+        self.drained.notify_all();
+        self.wake.notify_one();
+    }
+
+    /// Resolves when a completion may have produced actions.
+    pub async fn woken(&self) {
+        self.wake.notified().await
+    }
+
+    /// Offsets to store and partitions to resume since the last call.
+    pub fn take_actions(&self) -> Actions {
+        let mut state = self.lock();
+        let state = &mut *state;
+        if state.globally_paused && state.total <= self.limits.total * 3 / 4 {
+            state.globally_paused = false;
+        }
+        let resume_below = self.limits.per_partition / 2;
+        let mut actions = Actions::default();
+        for (tp, part) in state.partitions.iter_mut() {
+            if let Some(offset) = part.progress.take_advance() {
+                actions.store.push((tp.clone(), offset));
+            }
+            if part.paused && !state.globally_paused && part.progress.in_flight() <= resume_below {
+                part.paused = false;
+                actions.resume.push(tp.clone());
+            }
+        }
+        actions
+    }
+
+    /// Partitions currently paused by the limits.
+    pub fn paused_count(&self) -> usize {
+        self.lock().partitions.values().filter(|p| p.paused).count()
+    }
+
+    /// Events in flight over all partitions.
+    pub fn in_flight(&self) -> usize {
+        self.lock().total
+    }
+
+    /// Blocks the calling thread until `tps` have nothing in flight or
+    /// `deadline` passes; returns what is still in flight.
+    pub fn wait_drained(&self, tps: &[Tp], deadline: Instant) -> usize {
+        let mut state = self.lock();
+        loop {
+            let remaining: usize = tps
+                .iter()
+                .filter_map(|tp| state.partitions.get(tp))
+                .map(|p| p.progress.in_flight())
+                .sum();
+            let now = Instant::now();
+            if remaining == 0 || now >= deadline {
+                return remaining;
+            }
+            state = self
+                .drained
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Stops tracking `tps`; returns their final committable offsets and how
+    /// many events were abandoned in flight.
+    pub fn revoke(&self, tps: &[Tp]) -> (Vec<(Tp, i64)>, usize) {
+        let mut state = self.lock();
+        let mut stores = Vec::new();
+        let mut abandoned = 0;
+        for tp in tps {
+            if let Some(mut part) = state.partitions.remove(tp) {
+                abandoned += part.progress.in_flight();
+                state.total -= part.progress.in_flight();
+                if let Some(offset) = part.progress.take_advance() {
+                    stores.push((tp.clone(), offset));
+                }
+            }
+        }
+        (stores, abandoned)
+    }
+
+    /// The committable offset of every tracked partition (for the final commit).
+    pub fn committable(&self) -> Vec<(Tp, i64)> {
+        self.lock()
+            .partitions
+            .iter()
+            .filter_map(|(tp, p)| p.progress.committable().map(|o| (tp.clone(), o)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tp(p: i32) -> Tp {
+        ("t".into(), p)
+    }
+
+    fn flow(per_partition: usize, total: usize) -> Arc<Flow> {
+        Flow::new(FlowLimits { per_partition, total })
+    }
+
+    #[test]
+    fn stores_the_contiguous_prefix_as_completions_arrive() {
+        let f = flow(100, 1000);
+        f.assign(&[tp(0)]);
+        let (c0, _) = f.admit(&tp(0), 0);
+        let (c1, _) = f.admit(&tp(0), 1);
+        c1.finish();
+        assert_eq!(f.take_actions().store, vec![]);
+        c0.finish();
+        assert_eq!(f.take_actions().store, vec![(tp(0), 2)]);
+        assert_eq!(f.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_full_partition_is_paused_and_resumed_at_half() {
+        let f = flow(4, 1000);
+        f.assign(&[tp(0), tp(1)]);
+        let mut held = Vec::new();
+        for o in 0..3 {
+            let (c, pause) = f.admit(&tp(0), o);
+            assert!(pause.is_empty());
+            held.push(c);
+        }
+        let (c, pause) = f.admit(&tp(0), 3);
+        held.push(c);
+        assert_eq!(pause, vec![tp(0)], "the fourth in flight pauses partition 0 only");
+        held.remove(0).finish();
+        assert!(f.take_actions().resume.is_empty(), "3 in flight: still above half");
+        held.remove(0).finish();
+        assert_eq!(f.take_actions().resume, vec![tp(0)]);
+        assert_eq!(f.paused_count(), 0);
+        held.into_iter().for_each(Completion::finish);
+    }
+
+    #[test]
+    fn the_global_limit_pauses_every_partition() {
+        let f = flow(100, 8);
+        f.assign(&[tp(0), tp(1), tp(2)]);
+        let mut held = Vec::new();
+        for o in 0..7 {
+            let (c, pause) = f.admit(&tp(o as i32 % 2), o);
+            assert!(pause.is_empty());
+            held.push(c);
+        }
+        let (c, mut pause) = f.admit(&tp(1), 10);
+        held.push(c);
+        pause.sort();
+        assert_eq!(pause, vec![tp(0), tp(1), tp(2)], "the eighth pauses every partition");
+        held.remove(0).finish();
+        assert!(f.take_actions().resume.is_empty(), "7 of 8 in flight is above three quarters");
+        held.remove(0).finish();
+        let mut resumed = f.take_actions().resume;
+        resumed.sort();
+        assert_eq!(resumed, vec![tp(0), tp(1), tp(2)]);
+        held.into_iter().for_each(Completion::finish);
+    }
+
+    #[test]
+    fn revoke_returns_the_finished_prefix_and_ignores_late_completions() {
+        let f = flow(100, 1000);
+        f.assign(&[tp(0)]);
+        let (c5, _) = f.admit(&tp(0), 5);
+        let (c6, _) = f.admit(&tp(0), 6);
+        let (c7, _) = f.admit(&tp(0), 7);
+        c5.finish();
+        c7.finish();
+        let (stores, abandoned) = f.revoke(&[tp(0)]);
+        assert_eq!(stores, vec![(tp(0), 6)], "6 is unfinished: commit up to it, not past");
+        assert_eq!(abandoned, 1);
+        assert_eq!(f.in_flight(), 0);
+
+        // Re-assigned: the late completion of the old generation changes nothing.
+        f.assign(&[tp(0)]);
+        let (n6, _) = f.admit(&tp(0), 6);
+        c6.finish();
+        assert_eq!(f.in_flight(), 1);
+        assert_eq!(f.take_actions().store, vec![]);
+        n6.finish();
+        assert_eq!(f.take_actions().store, vec![(tp(0), 7)]);
+    }
+
+    #[test]
+    fn waiting_for_a_drain_returns_when_completions_arrive() {
+        let f = flow(100, 1000);
+        f.assign(&[tp(0)]);
+        let (c, _) = f.admit(&tp(0), 0);
+        let waiter = {
+            let f = f.clone();
+            std::thread::spawn(move || f.wait_drained(&[tp(0)], Instant::now() + std::time::Duration::from_secs(30)))
+        };
+        c.finish();
+        assert_eq!(waiter.join().unwrap(), 0);
+    }
+
+    #[test]
+    fn waiting_for_a_drain_gives_up_at_the_deadline() {
+        let f = flow(100, 1000);
+        f.assign(&[tp(0)]);
+        let (c, _) = f.admit(&tp(0), 0);
+        assert_eq!(f.wait_drained(&[tp(0)], Instant::now()), 1);
+        c.abandon();
+    }
+}

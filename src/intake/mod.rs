@@ -1,0 +1,21 @@
+//! Intake: the Kafka consumer group.
+//!
+//! Intake knows Kafka, not HTTP. It consumes the source topics, hands each
+//! record with a [`flow::Completion`] to a [`Dispatch`], and stores offsets
+//! only as events finish (`enable.auto.offset.store=false`; librdkafka's
+//! periodic commit then commits what was stored). Back-pressure pauses
+//! partitions; rebalances drain revoked partitions within a deadline; shutdown
+//! stops fetching, drains, commits and leaves the group.
+
+pub mod consumer;
+pub mod flow;
+pub mod progress;
+
+use crate::event::SourceRecord;
+use flow::Completion;
+
+/// Where intake sends records: routing and delivery, behind one call.
+pub trait Dispatch: Send + Sync + 'static {
+    /// Starts work on `record`; `done` is finished when it is all done.
+    fn dispatch(&self, record: SourceRecord, done: Completion);
+}

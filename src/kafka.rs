@@ -1,0 +1,141 @@
+//! librdkafka client configuration and topic provisioning, shared by the
+//! source consumer, the dead-letter producer and the tools.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+
+use crate::config::KafkaConfig;
+
+/// Properties common to every client: brokers plus the pass-through ones.
+fn base(config: &KafkaConfig) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &config.brokers);
+    cc.set("client.id", "herald");
+    for (k, v) in &config.properties {
+        cc.set(k, v);
+    }
+    cc
+}
+
+/// The source consumer: offsets are stored by Herald only when an event is
+/// finished (`enable.auto.offset.store=false`) and committed from there.
+pub fn consumer_config(config: &KafkaConfig) -> ClientConfig {
+    let mut cc = base(config);
+    cc.set("group.id", &config.group_id);
+    cc.set("enable.auto.commit", "true");
+    cc.set("auto.commit.interval.ms", "1000");
+    cc.set("auto.offset.reset", "earliest");
+    cc.set("enable.partition.eof", "false");
+    if !config.statistics_interval.is_zero() {
+        cc.set(
+            "statistics.interval.ms",
+            config.statistics_interval.as_millis().to_string(),
+        );
+    }
+    for (k, v) in &config.consumer_properties {
+        cc.set(k, v);
+    }
+    // Not overridable: at-least-once depends on it (validated in config).
+    cc.set("enable.auto.offset.store", "false");
+    cc
+}
+
+/// The dead-letter producer: idempotent, acknowledged by all in-sync replicas.
+pub fn producer_config(config: &KafkaConfig) -> ClientConfig {
+    let mut cc = base(config);
+    cc.set("enable.idempotence", "true");
+    cc.set("acks", "all");
+    cc.set("linger.ms", "5");
+    cc.set("compression.type", "lz4");
+    for (k, v) in &config.producer_properties {
+        cc.set(k, v);
+    }
+    cc
+}
+
+/// A topic that is missing and could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("cannot read cluster metadata from {brokers}: {source}")]
+    Metadata {
+        brokers: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("topic `{0}` does not exist; create it, or set kafka.create_missing_topics = true")]
+    Missing(String),
+    #[error("could not create topic `{topic}`: {reason}")]
+    Create { topic: String, reason: String },
+}
+
+/// Makes sure `topics` exist, creating the missing ones when `create` is set.
+pub async fn ensure_topics(config: &KafkaConfig, topics: &[&str], create: bool) -> Result<(), TopicError> {
+    let missing = missing_topics(config, topics).await?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !create {
+        return Err(TopicError::Missing(missing.join(", ")));
+    }
+    create_topics(config, &missing, config.created_topic_partitions).await
+}
+
+/// Creates topics with `partitions` partitions; existing ones are left alone.
+pub async fn create_topics(config: &KafkaConfig, topics: &[String], partitions: i32) -> Result<(), TopicError> {
+    let admin: AdminClient<DefaultClientContext> = base(config).create().map_err(|e| TopicError::Metadata {
+        brokers: config.brokers.clone(),
+        source: e,
+    })?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(-1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(&new, &options)
+        .await
+        .map_err(|e| TopicError::Create {
+            topic: topics.join(", "),
+            reason: e.to_string(),
+        })?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(TopicError::Create {
+                    topic,
+                    reason: code.to_string(),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn missing_topics(config: &KafkaConfig, topics: &[&str]) -> Result<Vec<String>, TopicError> {
+    let cc = base(config);
+    let brokers = config.brokers.clone();
+    let wanted: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = cc
+            .create()
+            .map_err(|e| TopicError::Metadata { brokers: brokers.clone(), source: e })?;
+        let metadata = consumer
+            .fetch_metadata(None, Duration::from_secs(15))
+            .map_err(|e| TopicError::Metadata { brokers, source: e })?;
+        let present: Vec<&str> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.name())
+            .collect();
+        Ok(wanted.into_iter().filter(|t| !present.contains(&t.as_str())).collect())
+    })
+    .await
+    .expect("metadata task does not panic")
+}

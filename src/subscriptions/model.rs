@@ -1,0 +1,316 @@
+//! The webhook document: the Redis contract other services may write.
+//!
+//! `{prefix}webhook:{id}` holds one [`Webhook`] as JSON; `{prefix}webhooks` is
+//! the set of ids; every change is announced by publishing the id on
+//! `{prefix}webhooks:changed`. The contract is documented in
+//! `docs/subscriptions.md`. Unknown fields are accepted (and kept by Herald's
+//! own writes only if modelled), so writers can add fields without breaking
+//! running replicas.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Secrets are `whsec_` followed by the base64 of the key.
+pub const SECRET_PREFIX: &str = "whsec_";
+/// Key sizes accepted by Standard Webhooks.
+pub const SECRET_BYTES: std::ops::RangeInclusive<usize> = 24..=64;
+/// Bounds that keep one record from costing much memory or header space.
+pub const MAX_ID_LEN: usize = 128;
+pub const MAX_EVENTS: usize = 256;
+pub const MAX_HEADERS: usize = 32;
+pub const MAX_SECRETS: usize = 8;
+
+/// Request headers a webhook may not set: they are Herald's or the transport's.
+pub const RESERVED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "host",
+    "user-agent",
+    "transfer-encoding",
+    "connection",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
+/// Whether Herald delivers to a webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookStatus {
+    /// Deliveries are made.
+    Active,
+    /// Paused by its owner: deliveries are not attempted, but kept.
+    Paused,
+    /// Disabled by Herald or an operator (e.g. endpoint gone): deliveries are
+    /// not attempted, but kept.
+    Disabled,
+}
+
+impl WebhookStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookStatus::Active => "active",
+            WebhookStatus::Paused => "paused",
+            WebhookStatus::Disabled => "disabled",
+        }
+    }
+
+    pub const ALL: [WebhookStatus; 3] = [WebhookStatus::Active, WebhookStatus::Paused, WebhookStatus::Disabled];
+}
+
+/// Optional per-endpoint limits; each may only tighten the global setting.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Concurrent requests to this endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<usize>,
+    /// Request deadline for this endpoint, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// One webhook subscription.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct Webhook {
+    pub id: String,
+    /// When set, the webhook only receives events of this tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    pub name: String,
+    pub url: String,
+    /// Event type patterns: `tour.completed`, `tour.*` (prefix) or `*`.
+    pub events: Vec<String>,
+    pub status: WebhookStatus,
+    /// Why the status is what it is (e.g. why Herald disabled it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    /// Signing secrets, newest first; each signs every request while listed.
+    pub secrets: Vec<String>,
+    /// Extra request headers, e.g. an API key.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub limits: Limits,
+}
+
+fn is_default(limits: &Limits) -> bool {
+    *limits == Limits::default()
+}
+
+/// Secrets and header values (API keys) never reach a log line.
+impl fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Webhook")
+            .field("id", &self.id)
+            .field("tenant", &self.tenant)
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("status", &self.status)
+            .field("secrets", &format_args!("[{} redacted]", self.secrets.len()))
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// A field of a webhook that is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{field}` {message}")]
+pub struct InvalidWebhook {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> InvalidWebhook {
+    InvalidWebhook {
+        field,
+        message: message.into(),
+    }
+}
+
+impl Webhook {
+    /// Checks everything the pipeline relies on; a record failing this is
+    /// skipped (and reported), never half-used.
+    pub fn validate(&self) -> Result<(), InvalidWebhook> {
+        if self.id.is_empty() || self.id.len() > MAX_ID_LEN {
+            return Err(invalid("id", format!("must be 1 to {MAX_ID_LEN} characters")));
+        }
+        if !self.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b)) {
+            return Err(invalid("id", "may only contain letters, digits, `_`, `-`, `.` and `:`"));
+        }
+        if let Some(tenant) = &self.tenant {
+            if tenant.is_empty() || tenant.len() > MAX_ID_LEN {
+                return Err(invalid("tenant", format!("must be 1 to {MAX_ID_LEN} characters")));
+            }
+        }
+        let url = url::Url::parse(&self.url).map_err(|e| invalid("url", format!("is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid("url", "must use http or https"));
+        }
+        if url.host().is_none() {
+            return Err(invalid("url", "must name a host"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(invalid("url", "must not carry credentials; use `headers`"));
+        }
+        if self.events.is_empty() || self.events.len() > MAX_EVENTS {
+            return Err(invalid("events", format!("must list 1 to {MAX_EVENTS} patterns")));
+        }
+        for pattern in &self.events {
+            validate_pattern(pattern).map_err(|m| invalid("events", format!("`{pattern}` {m}")))?;
+        }
+        if self.secrets.is_empty() || self.secrets.len() > MAX_SECRETS {
+            return Err(invalid("secrets", format!("must list 1 to {MAX_SECRETS} secrets")));
+        }
+        for secret in &self.secrets {
+            // The message names the problem, never the secret.
+            decode_secret(secret).map_err(|m| invalid("secrets", m))?;
+        }
+        if self.headers.len() > MAX_HEADERS {
+            return Err(invalid("headers", format!("must have at most {MAX_HEADERS} entries")));
+        }
+        for (name, value) in &self.headers {
+            let lower = name.to_ascii_lowercase();
+            if RESERVED_HEADERS.contains(&lower.as_str()) {
+                return Err(invalid("headers", format!("`{name}` is set by Herald")));
+            }
+            reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| invalid("headers", format!("`{name}` is not a valid header name")))?;
+            reqwest::header::HeaderValue::from_str(value)
+                .map_err(|_| invalid("headers", format!("the value of `{name}` is not a valid header value")))?;
+        }
+        if self.limits.max_in_flight == Some(0) {
+            return Err(invalid("limits", "`max_in_flight` must be at least 1"));
+        }
+        if self.limits.timeout_ms == Some(0) {
+            return Err(invalid("limits", "`timeout_ms` must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// An event type pattern: exact, prefix (`tour.*`, `USER_*`) or `*`.
+pub fn validate_pattern(pattern: &str) -> Result<(), &'static str> {
+    if pattern.is_empty() {
+        return Err("is empty");
+    }
+    if pattern.len() > crate::routing::envelope::MAX_EVENT_TYPE_LEN {
+        return Err("is too long");
+    }
+    if let Some(pos) = pattern.find('*') {
+        if pos != pattern.len() - 1 {
+            return Err("may only have `*` at its end");
+        }
+    }
+    if pattern.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain white space");
+    }
+    Ok(())
+}
+
+/// The key bytes of a `whsec_...` secret.
+pub fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
+    let encoded = secret
+        .strip_prefix(SECRET_PREFIX)
+        .ok_or_else(|| format!("a secret must start with `{SECRET_PREFIX}`"))?;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| "a secret is not valid base64 after its prefix".to_string())?;
+    if !SECRET_BYTES.contains(&key.len()) {
+        return Err(format!(
+            "a secret must decode to {} to {} bytes",
+            SECRET_BYTES.start(),
+            SECRET_BYTES.end()
+        ));
+    }
+    Ok(key)
+}
+
+/// A new random secret, `whsec_` + base64 of 32 random bytes.
+pub fn generate_secret() -> String {
+    let key: [u8; 32] = rand::random();
+    format!("{SECRET_PREFIX}{}", base64::engine::general_purpose::STANDARD.encode(key))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn webhook(id: &str, url: &str, events: &[&str]) -> Webhook {
+        let now = OffsetDateTime::now_utc();
+        Webhook {
+            id: id.into(),
+            tenant: None,
+            name: format!("{id} name"),
+            url: url.into(),
+            events: events.iter().map(|e| e.to_string()).collect(),
+            status: WebhookStatus::Active,
+            status_reason: None,
+            secrets: vec![generate_secret()],
+            headers: BTreeMap::new(),
+            created_at: now,
+            updated_at: now,
+            limits: Limits::default(),
+        }
+    }
+
+    #[test]
+    fn a_valid_webhook_round_trips_through_json() {
+        let mut w = webhook("wh_1", "https://example.com/hook", &["tour.*", "USER_CREATED", "*"]);
+        w.headers.insert("x-api-key".into(), "k".into());
+        w.limits.max_in_flight = Some(4);
+        w.validate().unwrap();
+        let json = serde_json::to_string(&w).unwrap();
+        assert_eq!(serde_json::from_str::<Webhook>(&json).unwrap(), w);
+    }
+
+    #[test]
+    fn unknown_fields_from_other_writers_are_accepted() {
+        let json = r#"{"id":"a","name":"n","url":"http://x.test/","events":["*"],"status":"paused",
+            "secrets":["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"],"created_at":"2025-01-01T00:00:00Z",
+            "updated_at":"2025-01-01T00:00:00Z","owner_team":"billing"}"#;
+        let w: Webhook = serde_json::from_str(json).unwrap();
+        assert_eq!(w.status, WebhookStatus::Paused);
+        w.validate().unwrap();
+    }
+
+    #[test]
+    fn invalid_fields_are_named() {
+        let base = webhook("wh", "https://example.com/", &["a"]);
+        let field = |f: &dyn Fn(&mut Webhook)| {
+            let mut w = base.clone();
+            f(&mut w);
+            w.validate().unwrap_err().field
+        };
+        assert_eq!(field(&|w| w.id = "has space".into()), "id");
+        assert_eq!(field(&|w| w.url = "ftp://x/".into()), "url");
+        assert_eq!(field(&|w| w.url = "https://u:p@x/".into()), "url");
+        assert_eq!(field(&|w| w.events = vec![]), "events");
+        assert_eq!(field(&|w| w.events = vec!["a*b".into()]), "events");
+        assert_eq!(field(&|w| w.secrets = vec![]), "secrets");
+        assert_eq!(field(&|w| w.secrets = vec!["nope".into()]), "secrets");
+        assert_eq!(field(&|w| w.secrets = vec!["whsec_c2hvcnQ=".into()]), "secrets");
+        assert_eq!(field(&|w| { w.headers.insert("webhook-id".into(), "x".into()); }), "headers");
+        assert_eq!(field(&|w| { w.headers.insert("x".into(), "bad\nvalue".into()); }), "headers");
+        assert_eq!(field(&|w| w.limits.max_in_flight = Some(0)), "limits");
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets_and_header_values() {
+        let mut w = webhook("wh", "https://example.com/", &["a"]);
+        w.headers.insert("x-api-key".into(), "super-secret-key".into());
+        let debug = format!("{w:?}");
+        assert!(!debug.contains(&w.secrets[0]), "{debug}");
+        assert!(!debug.contains("super-secret-key"), "{debug}");
+        assert!(debug.contains("x-api-key"));
+    }
+}

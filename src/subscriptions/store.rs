@@ -1,0 +1,198 @@
+//! The subscription store: the only code that reads or writes webhook keys.
+//!
+//! Keys (with the configured prefix, `herald:` by default):
+//! - `{prefix}webhook:{id}`: the webhook document as JSON;
+//! - `{prefix}webhooks`: the set of ids;
+//! - `{prefix}webhooks:changed`: channel on which every change publishes the id.
+//!
+//! Writes are one `MULTI` transaction (document, set, announcement), so a
+//! reader never sees an id without its document, and every replica hears of
+//! every change. Herald's pipeline, its tools and the admin API all go through
+//! this module; other services may write the same keys following
+//! `docs/subscriptions.md`.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncCommands;
+
+use crate::subscriptions::model::{InvalidWebhook, Webhook};
+
+/// How many documents one `MGET` reads during a full load.
+const LOAD_BATCH: usize = 500;
+
+/// The key names for one prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Keys { prefix: prefix.into() }
+    }
+
+    /// `{prefix}webhook:{id}`
+    pub fn webhook(&self, id: &str) -> String {
+        format!("{}webhook:{id}", self.prefix)
+    }
+
+    /// `{prefix}webhooks`
+    pub fn ids(&self) -> String {
+        format!("{}webhooks", self.prefix)
+    }
+
+    /// `{prefix}webhooks:changed`
+    pub fn changes(&self) -> String {
+        format!("{}webhooks:changed", self.prefix)
+    }
+}
+
+/// A store operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("invalid webhook: {0}")]
+    Invalid(#[from] InvalidWebhook),
+    #[error("webhook record {key} is unusable: {reason}")]
+    InvalidRecord { key: String, reason: String },
+}
+
+/// One record read from Redis: usable, or the reason it is not.
+#[derive(Debug)]
+pub enum Loaded {
+    Webhook(Box<Webhook>),
+    /// The key exists but its content is unusable; skipped and reported.
+    Invalid { key: String, reason: String },
+    /// The id has no document (deleted).
+    Missing(String),
+}
+
+/// Reads and writes webhooks in Redis.
+#[derive(Clone)]
+pub struct SubscriptionStore {
+    conn: ConnectionManager,
+    keys: Keys,
+}
+
+impl SubscriptionStore {
+    /// Connects to Redis. The connection reconnects by itself after errors.
+    pub async fn connect(client: &redis::Client, prefix: &str) -> Result<SubscriptionStore, StoreError> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(2);
+        let conn = client.get_connection_manager_with_config(config).await?;
+        Ok(SubscriptionStore {
+            conn,
+            keys: Keys::new(prefix),
+        })
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Creates or replaces a webhook and announces the change.
+    pub async fn put(&self, webhook: &Webhook) -> Result<(), StoreError> {
+        webhook.validate()?;
+        let json = serde_json::to_string(webhook).expect("a webhook serialises to JSON");
+        let mut conn = self.conn.clone();
+        let () = redis::pipe()
+            .atomic()
+            .set(self.keys.webhook(&webhook.id), json)
+            .ignore()
+            .sadd(self.keys.ids(), &webhook.id)
+            .ignore()
+            .publish(self.keys.changes(), &webhook.id)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a webhook and announces it; `false` when it did not exist.
+    pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let (deleted,): (i64,) = redis::pipe()
+            .atomic()
+            .del(self.keys.webhook(id))
+            .srem(self.keys.ids(), id)
+            .ignore()
+            .publish(self.keys.changes(), id)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(deleted > 0)
+    }
+
+    /// One webhook, if it exists.
+    pub async fn get(&self, id: &str) -> Result<Option<Webhook>, StoreError> {
+        match self.get_many(&[id.to_owned()]).await?.pop() {
+            Some(Loaded::Webhook(w)) => Ok(Some(*w)),
+            Some(Loaded::Invalid { key, reason }) => Err(StoreError::InvalidRecord { key, reason }),
+            _ => Ok(None),
+        }
+    }
+
+    /// The ids in `{prefix}webhooks`.
+    pub async fn ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut ids: Vec<String> = conn.smembers(self.keys.ids()).await?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Reads the given webhooks, in order.
+    pub async fn get_many(&self, ids: &[String]) -> Result<Vec<Loaded>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        let mut conn = self.conn.clone();
+        for chunk in ids.chunks(LOAD_BATCH) {
+            let keys: Vec<String> = chunk.iter().map(|id| self.keys.webhook(id)).collect();
+            let docs: Vec<Option<Vec<u8>>> = if keys.len() == 1 {
+                vec![conn.get(&keys[0]).await?]
+            } else {
+                conn.mget(&keys).await?
+            };
+            for ((id, key), doc) in chunk.iter().zip(keys).zip(docs) {
+                out.push(decode(id, key, doc));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every webhook listed in the id set.
+    pub async fn load_all(&self) -> Result<Vec<Loaded>, StoreError> {
+        let ids = self.ids().await?;
+        self.get_many(&ids).await
+    }
+}
+
+fn decode(id: &str, key: String, doc: Option<Vec<u8>>) -> Loaded {
+    let Some(doc) = doc else {
+        return Loaded::Missing(id.to_owned());
+    };
+    let webhook: Webhook = match serde_json::from_slice(&doc) {
+        Ok(w) => w,
+        Err(e) => {
+            return Loaded::Invalid {
+                key,
+                reason: format!("not a webhook document: {e}"),
+            }
+        }
+    };
+    if webhook.id != id {
+        return Loaded::Invalid {
+            key,
+            reason: format!("its id `{}` does not match the key", webhook.id),
+        };
+    }
+    if let Err(e) = webhook.validate() {
+        return Loaded::Invalid {
+            key,
+            reason: e.to_string(),
+        };
+    }
+    Loaded::Webhook(Box::new(webhook))
+}

@@ -1,0 +1,248 @@
+//! Herald's Prometheus metrics, in a registry owned by the application.
+//!
+//! Names end in their unit (`_total`, `_seconds`); labels are drawn from small
+//! closed sets (outcome, status class, reason, status, configured topics) and
+//! never carry a URL, webhook id or event id. Label series known in advance
+//! are created at start so dashboards and alerts see zeros, not gaps.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Every metric Herald exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub events_consumed: IntCounterVec,
+    pub events_unroutable: IntCounterVec,
+    pub events_unmatched: IntCounterVec,
+    pub events_completed: IntCounter,
+    pub events_in_flight: IntGauge,
+    pub deliveries: IntCounterVec,
+    pub deliveries_not_attempted: IntCounterVec,
+    pub delivery_duration: HistogramVec,
+    pub deliveries_in_flight: IntGauge,
+    pub dead_letters: IntCounterVec,
+    pub dead_letter_produce_errors: IntCounter,
+    pub dead_letter_produce_duration: Histogram,
+    pub partitions_assigned: IntGauge,
+    pub partitions_paused: IntGauge,
+    pub rebalances: IntCounterVec,
+    pub revoke_abandoned_events: IntCounter,
+    pub offset_commits: IntCounterVec,
+    pub consumer_errors: IntCounter,
+    pub consumer_lag: IntGaugeVec,
+    pub webhooks: IntGaugeVec,
+    pub subscription_syncs: IntCounterVec,
+    pub subscription_errors: IntCounterVec,
+    pub subscription_records_invalid: IntCounter,
+    pub subscription_last_sync: IntGauge,
+    pub redis_up: IntGauge,
+    pub build_info: IntGaugeVec,
+}
+
+/// Delivery outcomes (`outcome` label).
+pub const OUTCOMES: [&str; 2] = ["succeeded", "failed"];
+/// Status classes (`class` label).
+pub const CLASSES: [&str; 8] = ["2xx", "3xx", "4xx", "5xx", "timeout", "network", "blocked", "saturated"];
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    registry.register(Box::new(metric.clone())).expect("metric registered once");
+    metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let metric = IntCounter::new(name, help).expect("valid metric definition");
+    registry.register(Box::new(metric.clone())).expect("metric registered once");
+    metric
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let metric = IntGauge::new(name, help).expect("valid metric definition");
+    registry.register(Box::new(metric.clone())).expect("metric registered once");
+    metric
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    registry.register(Box::new(metric.clone())).expect("metric registered once");
+    metric
+}
+
+impl Metrics {
+    /// Creates and registers every metric. `topics` are the configured source
+    /// topics, whose series are created up front.
+    pub fn new(topics: &[String]) -> Metrics {
+        let registry = Registry::new();
+        let r = &registry;
+        let latency_buckets = vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ];
+        let delivery_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "herald_delivery_duration_seconds",
+                "Time from sending a webhook request to having its response (or failure).",
+            )
+            .buckets(latency_buckets.clone()),
+            &["outcome"],
+        )
+        .expect("valid metric definition");
+        registry
+            .register(Box::new(delivery_duration.clone()))
+            .expect("metric registered once");
+        let dead_letter_produce_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "herald_dead_letter_produce_duration_seconds",
+                "Time from producing a dead-letter record to the broker's acknowledgement.",
+            )
+            .buckets(latency_buckets),
+        )
+        .expect("valid metric definition");
+        registry
+            .register(Box::new(dead_letter_produce_duration.clone()))
+            .expect("metric registered once");
+
+        let m = Metrics {
+            events_consumed: counter_vec(r, "herald_events_consumed_total", "Records consumed from source topics.", &["topic"]),
+            events_unroutable: counter_vec(
+                r,
+                "herald_events_unroutable_total",
+                "Records that are not usable events, by reason; each is dead-lettered.",
+                &["reason"],
+            ),
+            events_unmatched: counter_vec(
+                r,
+                "herald_events_unmatched_total",
+                "Events no webhook subscribes to.",
+                &["topic"],
+            ),
+            events_completed: counter(
+                r,
+                "herald_events_completed_total",
+                "Events whose every delivery finished, so their offset may be committed.",
+            ),
+            events_in_flight: gauge(r, "herald_events_in_flight", "Events consumed and not yet finished."),
+            deliveries: counter_vec(
+                r,
+                "herald_deliveries_total",
+                "Delivery attempts by outcome and status class (2xx, 3xx, 4xx, 5xx, timeout, network, blocked, saturated).",
+                &["outcome", "class"],
+            ),
+            deliveries_not_attempted: counter_vec(
+                r,
+                "herald_deliveries_not_attempted_total",
+                "Deliveries not attempted because the webhook is paused or disabled; each is dead-lettered.",
+                &["status"],
+            ),
+            delivery_duration,
+            deliveries_in_flight: gauge(r, "herald_deliveries_in_flight", "HTTP requests in progress."),
+            dead_letters: counter_vec(
+                r,
+                "herald_dead_letters_total",
+                "Records written to the dead-letter topic and acknowledged, by reason.",
+                &["reason"],
+            ),
+            dead_letter_produce_errors: counter(
+                r,
+                "herald_dead_letter_produce_errors_total",
+                "Failed attempts to produce a dead-letter record (each is retried).",
+            ),
+            dead_letter_produce_duration,
+            partitions_assigned: gauge(r, "herald_partitions_assigned", "Source partitions assigned to this replica."),
+            partitions_paused: gauge(
+                r,
+                "herald_partitions_paused",
+                "Source partitions paused because their in-flight limit is reached.",
+            ),
+            rebalances: counter_vec(r, "herald_rebalances_total", "Consumer group rebalance events.", &["kind"]),
+            revoke_abandoned_events: counter(
+                r,
+                "herald_revoke_abandoned_events_total",
+                "In-flight events left unfinished when their partition was revoked (redelivered by the next owner).",
+            ),
+            offset_commits: counter_vec(r, "herald_offset_commits_total", "Offset commits by result.", &["result"]),
+            consumer_errors: counter(r, "herald_consumer_errors_total", "Errors reported by the Kafka consumer."),
+            consumer_lag: gauge_vec(
+                r,
+                "herald_consumer_lag_messages",
+                "Records between the committed offset and the end of each assigned partition.",
+                &["topic", "partition"],
+            ),
+            webhooks: gauge_vec(r, "herald_webhooks", "Webhooks in the subscription index, by status.", &["status"]),
+            subscription_syncs: counter_vec(
+                r,
+                "herald_subscription_syncs_total",
+                "Subscription index updates from Redis (full reloads and announced changes).",
+                &["kind"],
+            ),
+            subscription_errors: counter_vec(
+                r,
+                "herald_subscription_errors_total",
+                "Errors talking to Redis for subscriptions, by stage.",
+                &["stage"],
+            ),
+            subscription_records_invalid: counter(
+                r,
+                "herald_subscription_records_invalid_total",
+                "Webhook records skipped because they are malformed (the key is in the log line).",
+            ),
+            subscription_last_sync: gauge(
+                r,
+                "herald_subscription_last_sync_timestamp_seconds",
+                "When the subscription index last completed a full reload from Redis.",
+            ),
+            redis_up: gauge(r, "herald_redis_up", "1 while the subscription change feed is connected to Redis."),
+            build_info: gauge_vec(r, "herald_build_info", "Herald's version.", &["version"]),
+            registry,
+        };
+        m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        #[cfg(target_os = "linux")]
+        m.registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("process collector registered once");
+        for topic in topics {
+            m.events_consumed.with_label_values(&[topic]);
+            m.events_unmatched.with_label_values(&[topic]);
+        }
+        for reason in crate::routing::envelope::UnroutableReason::ALL {
+            m.events_unroutable.with_label_values(&[reason.as_str()]);
+        }
+        for outcome in OUTCOMES {
+            m.delivery_duration.with_label_values(&[outcome]);
+        }
+        for class in CLASSES {
+            let outcome = if class == "2xx" { "succeeded" } else { "failed" };
+            m.deliveries.with_label_values(&[outcome, class]);
+        }
+        for status in crate::subscriptions::model::WebhookStatus::ALL {
+            m.webhooks.with_label_values(&[status.as_str()]);
+        }
+        for status in ["paused", "disabled"] {
+            m.deliveries_not_attempted.with_label_values(&[status]);
+        }
+        for result in ["ok", "error"] {
+            m.offset_commits.with_label_values(&[result]);
+        }
+        for kind in ["full", "change"] {
+            m.subscription_syncs.with_label_values(&[kind]);
+        }
+        m
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let families = self.registry.gather();
+        TextEncoder::new()
+            .encode(&families, &mut buf)
+            .expect("text encoding into a Vec cannot fail");
+        String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+
+    /// The registry, for collectors added elsewhere (e.g. process metrics).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}

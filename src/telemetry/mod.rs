@@ -1,0 +1,237 @@
+//! Telemetry: every stage reports named events here.
+//!
+//! Each method of [`Telemetry`] is one event: it writes its log line and
+//! updates its metric in one place, so a log line never lacks its counter and
+//! the set of things Herald reports can be read in one file. Hot-path events
+//! (a record consumed, a delivery succeeded) log at `debug`/`trace` only;
+//! anything an operator must act on logs at `warn` or `error`.
+
+pub mod logging;
+pub mod metrics;
+pub mod server;
+
+use std::time::Duration;
+
+use tracing::{debug, error, info, trace, warn};
+
+use crate::delivery::Attempt;
+use crate::event::SourceRecord;
+use crate::routing::envelope::Unroutable;
+pub use metrics::Metrics;
+
+/// The reporting handle passed to every stage.
+#[derive(Clone)]
+pub struct Telemetry {
+    pub metrics: Metrics,
+}
+
+impl Telemetry {
+    pub fn new(topics: &[String]) -> Telemetry {
+        Telemetry {
+            metrics: Metrics::new(topics),
+        }
+    }
+
+    // ---- intake -------------------------------------------------------------
+
+    pub fn record_consumed(&self, record: &SourceRecord) {
+        self.metrics.events_consumed.with_label_values(&[&record.topic]).inc();
+        self.metrics.events_in_flight.inc();
+        trace!(topic = %record.topic, partition = record.partition, offset = record.offset, "record consumed");
+    }
+
+    pub fn event_completed(&self) {
+        self.metrics.events_completed.inc();
+        self.metrics.events_in_flight.dec();
+    }
+
+    /// An event left unfinished (shutdown or revoke deadline): not committed.
+    pub fn event_abandoned(&self) {
+        self.metrics.events_in_flight.dec();
+    }
+
+    pub fn partitions_assigned(&self, partitions: &[(String, i32)], total: usize) {
+        self.metrics.rebalances.with_label_values(&["assign"]).inc();
+        self.metrics.partitions_assigned.set(total as i64);
+        info!(?partitions, total, "partitions assigned");
+    }
+
+    pub fn partitions_revoked(&self, partitions: &[(String, i32)], abandoned: usize, total: usize) {
+        self.metrics.rebalances.with_label_values(&["revoke"]).inc();
+        self.metrics.partitions_assigned.set(total as i64);
+        self.metrics.revoke_abandoned_events.inc_by(abandoned as u64);
+        if abandoned > 0 {
+            warn!(
+                ?partitions,
+                abandoned,
+                "partitions revoked with events still in flight; they were not committed and the next owner delivers them again"
+            );
+        } else {
+            info!(?partitions, "partitions revoked; finished offsets committed");
+        }
+    }
+
+    pub fn rebalance_error(&self, error: &dyn std::fmt::Display) {
+        self.metrics.rebalances.with_label_values(&["error"]).inc();
+        error!(%error, "consumer group rebalance failed");
+    }
+
+    pub fn partitions_paused(&self, paused: usize) {
+        self.metrics.partitions_paused.set(paused as i64);
+    }
+
+    pub fn consumer_error(&self, error: &dyn std::fmt::Display) {
+        self.metrics.consumer_errors.inc();
+        warn!(%error, "Kafka consumer error");
+    }
+
+    pub fn offsets_committed(&self, result: Result<(), &dyn std::fmt::Display>) {
+        match result {
+            Ok(()) => {
+                self.metrics.offset_commits.with_label_values(&["ok"]).inc();
+                trace!("offsets committed");
+            }
+            Err(error) => {
+                self.metrics.offset_commits.with_label_values(&["error"]).inc();
+                warn!(%error, "offset commit failed; the next commit retries it");
+            }
+        }
+    }
+
+    pub fn offset_store_failed(&self, error: &dyn std::fmt::Display) {
+        self.metrics.consumer_errors.inc();
+        warn!(%error, "could not store offsets for commit");
+    }
+
+    pub fn consumer_lag(&self, topic: &str, partition: i32, lag: i64) {
+        self.metrics
+            .consumer_lag
+            .with_label_values(&[topic, &partition.to_string()])
+            .set(lag);
+    }
+
+    pub fn consumer_lag_reset(&self) {
+        self.metrics.consumer_lag.reset();
+    }
+
+    // ---- routing ------------------------------------------------------------
+
+    pub fn event_unroutable(&self, record: &SourceRecord, why: &Unroutable) {
+        self.metrics.events_unroutable.with_label_values(&[why.reason.as_str()]).inc();
+        warn!(
+            topic = %record.topic,
+            partition = record.partition,
+            offset = record.offset,
+            reason = why.reason.as_str(),
+            detail = %why.detail,
+            "record is not a routable event; sending it to the dead-letter topic"
+        );
+    }
+
+    pub fn event_unmatched(&self, record: &SourceRecord, event_type: &str) {
+        self.metrics.events_unmatched.with_label_values(&[&record.topic]).inc();
+        debug!(topic = %record.topic, offset = record.offset, event_type, "no webhook subscribes to this event");
+    }
+
+    // ---- delivery -----------------------------------------------------------
+
+    pub fn delivery_started(&self) {
+        self.metrics.deliveries_in_flight.inc();
+    }
+
+    pub fn delivery_finished(&self, webhook_id: &str, event_type: &str, attempt: &Attempt) {
+        self.metrics.deliveries_in_flight.dec();
+        let outcome = if attempt.succeeded() { "succeeded" } else { "failed" };
+        self.metrics
+            .deliveries
+            .with_label_values(&[outcome, attempt.class()])
+            .inc();
+        self.metrics
+            .delivery_duration
+            .with_label_values(&[outcome])
+            .observe(attempt.duration.as_secs_f64());
+        match &attempt.result {
+            Ok(status) => debug!(
+                webhook = webhook_id,
+                delivery = %attempt.delivery_id,
+                attempt = attempt.attempt,
+                event_type,
+                status,
+                duration_ms = attempt.duration.as_millis() as u64,
+                "delivered"
+            ),
+            Err(failure) => warn!(
+                webhook = webhook_id,
+                delivery = %attempt.delivery_id,
+                attempt = attempt.attempt,
+                event_type,
+                class = failure.class(),
+                error = %failure.describe(),
+                duration_ms = attempt.duration.as_millis() as u64,
+                "delivery failed"
+            ),
+        }
+    }
+
+    pub fn delivery_not_attempted(&self, webhook_id: &str, status: &'static str) {
+        self.metrics.deliveries_not_attempted.with_label_values(&[status]).inc();
+        debug!(webhook = webhook_id, status, "webhook is not active; delivery kept in the dead-letter topic");
+    }
+
+    // ---- dead letters ---------------------------------------------------------
+
+    pub fn dead_lettered(&self, reason: &str, took: Duration) {
+        self.metrics.dead_letters.with_label_values(&[reason]).inc();
+        self.metrics.dead_letter_produce_duration.observe(took.as_secs_f64());
+        debug!(reason, "dead-letter record acknowledged");
+    }
+
+    pub fn dead_letter_produce_failed(&self, reason: &str, error: &dyn std::fmt::Display, retry_in: Duration) {
+        self.metrics.dead_letter_produce_errors.inc();
+        error!(
+            reason,
+            %error,
+            retry_in_ms = retry_in.as_millis() as u64,
+            "could not write a dead-letter record; retrying, its source offset stays uncommitted"
+        );
+    }
+
+    // ---- subscriptions --------------------------------------------------------
+
+    pub fn subscriptions_synced(&self, kind: &'static str, counts: [(&'static str, usize); 3]) {
+        self.metrics.subscription_syncs.with_label_values(&[kind]).inc();
+        for (status, n) in counts {
+            self.metrics.webhooks.with_label_values(&[status]).set(n as i64);
+        }
+        if kind == "full" {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            self.metrics.subscription_last_sync.set(now);
+        }
+        debug!(kind, ?counts, "subscription index updated");
+    }
+
+    pub fn subscription_record_invalid(&self, key: &str, reason: &str) {
+        self.metrics.subscription_records_invalid.inc();
+        warn!(key, reason, "skipping malformed webhook record");
+    }
+
+    pub fn subscription_error(&self, stage: &'static str, error: &dyn std::fmt::Display, retry_in: Option<Duration>) {
+        self.metrics.subscription_errors.with_label_values(&[stage]).inc();
+        warn!(
+            stage,
+            %error,
+            retry_in_ms = retry_in.map(|d| d.as_millis() as u64),
+            "subscription sync error; delivering from the last loaded index"
+        );
+    }
+
+    pub fn redis_connected(&self, up: bool) {
+        let was = self.metrics.redis_up.get();
+        self.metrics.redis_up.set(i64::from(up));
+        if up && was == 0 {
+            info!("subscription change feed connected to Redis");
+        } else if !up && was == 1 {
+            warn!("subscription change feed lost its Redis connection");
+        }
+    }
+}
