@@ -101,7 +101,7 @@ impl Application {
                 config: config.subscriptions.clone(),
                 defaults: EndpointDefaults {
                     max_in_flight: config.delivery.max_in_flight_per_endpoint,
-                    max_queued: config.delivery.max_queued_per_endpoint,
+                    max_queue_wait: config.delivery.max_queue_wait,
                     request_timeout: config.delivery.request_timeout,
                 },
                 index: index.clone(),

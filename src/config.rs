@@ -144,9 +144,10 @@ pub struct DeliveryConfig {
     pub max_in_flight: usize,
     /// Concurrent requests to one endpoint (a webhook may set a lower one).
     pub max_in_flight_per_endpoint: usize,
-    /// Deliveries that may wait for one endpoint before further ones fail at
-    /// once as `endpoint_saturated`, so a slow endpoint cannot hold a partition.
-    pub max_queued_per_endpoint: usize,
+    /// How long a delivery may wait for a free slot at its endpoint before it
+    /// fails as `saturated`, so a slow or dead endpoint cannot hold a partition.
+    #[serde(with = "humantime_serde")]
+    pub max_queue_wait: Duration,
     /// Bytes of the response body read (and kept for diagnostics).
     pub max_response_bytes: usize,
     /// Networks that are reachable even though the SSRF policy blocks them.
@@ -217,13 +218,26 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        Self::from_figment(figment.merge(Env::prefixed(ENV_PREFIX).split("__")))
+        // Only `HERALD_SECTION__KEY` variables are configuration; others with
+        // the prefix (`HERALD_CONFIG`, the test suite's) are not.
+        let env = Env::prefixed(ENV_PREFIX)
+            .filter(|key| key.as_str().contains("__"))
+            .split("__");
+        Self::from_figment(figment.merge(env))
     }
 
     /// Builds a configuration from defaults overlaid with a TOML string; used
     /// by tests and tools that assemble configuration in code.
     pub fn from_toml_overlay(overlay: &str) -> Result<Config, ConfigError> {
-        Self::from_figment(Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(overlay)))
+        Self::from_toml_overlays(&[overlay])
+    }
+
+    /// Like [`Config::from_toml_overlay`] with several layers, last wins.
+    pub fn from_toml_overlays(overlays: &[&str]) -> Result<Config, ConfigError> {
+        let figment = overlays
+            .iter()
+            .fold(Figment::from(Toml::string(DEFAULT_TOML)), |f, o| f.merge(Toml::string(o)));
+        Self::from_figment(figment)
     }
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
@@ -299,6 +313,7 @@ impl Config {
         nonzero("delivery.request_timeout", d.request_timeout)?;
         positive("delivery.max_in_flight", d.max_in_flight)?;
         positive("delivery.max_in_flight_per_endpoint", d.max_in_flight_per_endpoint)?;
+        nonzero("delivery.max_queue_wait", d.max_queue_wait)?;
         if self.dead_letter.topic.trim().is_empty() {
             return Err(ConfigError::invalid("dead_letter.topic", "must not be empty"));
         }
@@ -372,6 +387,8 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env("HERALD_KAFKA__GROUP_ID", "from-env");
             jail.set_env("HERALD_DELIVERY__ALLOW_CIDRS", "[\"127.0.0.0/8\"]");
+            jail.set_env("HERALD_CONFIG", "herald.toml");
+            jail.set_env("HERALD_TEST_BROKERS", "elsewhere:9092");
             jail.create_file("herald.toml", "[kafka]\ngroup_id = \"from-file\"\nbrokers = \"b:9092\"")?;
             let config = Config::load(Some(Path::new("herald.toml"))).expect("loads");
             assert_eq!(config.kafka.group_id, "from-env");

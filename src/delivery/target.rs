@@ -20,49 +20,48 @@ use crate::subscriptions::model::{Webhook, WebhookStatus};
 #[derive(Debug, Clone, Copy)]
 pub struct EndpointDefaults {
     pub max_in_flight: usize,
-    pub max_queued: usize,
+    pub max_queue_wait: Duration,
     pub request_timeout: Duration,
 }
 
-/// Bounds the requests in flight to one endpoint, and how many deliveries may
-/// wait for it. Shared across index rebuilds while the limit is unchanged, so
-/// an edit to a webhook does not reset its concurrency.
+/// Bounds the requests in flight to one endpoint, and how long a delivery
+/// may wait for one of them. Shared across index rebuilds while the limit is
+/// unchanged, so an edit to a webhook does not reset its concurrency.
 #[derive(Debug)]
 pub struct EndpointLimiter {
     permits: Arc<Semaphore>,
     capacity: usize,
+    max_wait: Duration,
     queued: AtomicUsize,
-    max_queued: usize,
 }
 
-/// The endpoint already has as many deliveries waiting as it may.
+/// No request slot became free at the endpoint within the wait limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Saturated;
 
 impl EndpointLimiter {
-    pub fn new(capacity: usize, max_queued: usize) -> Self {
+    pub fn new(capacity: usize, max_wait: Duration) -> Self {
         EndpointLimiter {
             permits: Arc::new(Semaphore::new(capacity)),
             capacity,
+            max_wait,
             queued: AtomicUsize::new(0),
-            max_queued,
         }
     }
 
-    /// Waits for a request slot, or fails at once when too many deliveries are
-    /// already waiting.
+    /// Waits for a request slot, at most the configured time.
     pub async fn acquire(&self) -> Result<OwnedSemaphorePermit, Saturated> {
         if let Ok(permit) = self.permits.clone().try_acquire_owned() {
             return Ok(permit);
         }
-        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.max_queued {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(Saturated);
-        }
-        let permit = self.permits.clone().acquire_owned().await;
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let waited = tokio::time::timeout(self.max_wait, self.permits.clone().acquire_owned()).await;
         self.queued.fetch_sub(1, Ordering::AcqRel);
-        // The semaphore is never closed.
-        permit.map_err(|_| Saturated)
+        match waited {
+            Ok(Ok(permit)) => Ok(permit),
+            // Timed out (or the semaphore closed, which never happens).
+            _ => Err(Saturated),
+        }
     }
 
     /// Deliveries waiting for a slot now.
@@ -106,8 +105,10 @@ impl Target {
             .timeout_ms
             .map_or(defaults.request_timeout, |ms| Duration::from_millis(ms).min(defaults.request_timeout));
         let limiter = match previous {
-            Some(p) if p.limiter.capacity == capacity && p.limiter.max_queued == defaults.max_queued => p.limiter.clone(),
-            _ => Arc::new(EndpointLimiter::new(capacity, defaults.max_queued)),
+            Some(p) if p.limiter.capacity == capacity && p.limiter.max_wait == defaults.max_queue_wait => {
+                p.limiter.clone()
+            }
+            _ => Arc::new(EndpointLimiter::new(capacity, defaults.max_queue_wait)),
         };
         Ok(Target {
             webhook,
@@ -135,27 +136,31 @@ mod tests {
 
     const DEFAULTS: EndpointDefaults = EndpointDefaults {
         max_in_flight: 8,
-        max_queued: 2,
+        max_queue_wait: Duration::from_millis(100),
         request_timeout: Duration::from_secs(10),
     };
 
-    #[tokio::test]
-    async fn waiting_is_bounded() {
-        let limiter = Arc::new(EndpointLimiter::new(1, 2));
+    #[tokio::test(start_paused = true)]
+    async fn waiting_is_bounded_in_time() {
+        let limiter = Arc::new(EndpointLimiter::new(1, Duration::from_secs(5)));
         let held = limiter.acquire().await.unwrap();
-        let waiter = || {
+        // Released within the wait limit: the waiter gets the slot.
+        let waiter = {
             let l = limiter.clone();
             tokio::spawn(async move { l.acquire().await.map(drop) })
         };
-        let (w1, w2) = (waiter(), waiter());
-        while limiter.queued() < 2 {
-            tokio::task::yield_now().await;
-        }
-        assert_eq!(limiter.acquire().await.map(drop), Err(Saturated), "a third waiter is refused");
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(limiter.queued(), 1);
         drop(held);
-        assert!(w1.await.unwrap().is_ok());
-        assert!(w2.await.unwrap().is_ok());
+        assert_eq!(waiter.await.unwrap(), Ok(()));
+
+        // Never released: the waiter gives up after exactly the limit.
+        let held = limiter.acquire().await.unwrap();
+        let started = tokio::time::Instant::now();
+        assert_eq!(limiter.acquire().await.map(drop), Err(Saturated));
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
         assert_eq!(limiter.queued(), 0);
+        drop(held);
     }
 
     #[test]

@@ -132,7 +132,7 @@ mod tests {
         w.tenant = tenant.map(str::to_owned);
         let defaults = EndpointDefaults {
             max_in_flight: 4,
-            max_queued: 4,
+            max_queue_wait: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
         };
         Arc::new(Target::compile(w, &defaults, None).unwrap())

@@ -1,0 +1,98 @@
+# Shared by scripts/demo, scripts/test and scripts/bench: finds, or installs
+# and starts, what Herald needs on a machine that has only the Rust toolchain
+# and Python. Source it; it defines functions and paths, and starts nothing.
+#
+# Paths (override with the environment):
+#   HERALD_CACHE  binaries and the Python venv, kept across runs (~/.cache/herald)
+#   HERALD_STATE  broker data, logs and pid files of this checkout (.local/)
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+HERALD_CACHE=${HERALD_CACHE:-$HOME/.cache/herald}
+HERALD_STATE=${HERALD_STATE:-$ROOT/.local}
+TANSU_VERSION=0.6.0
+TANSU_BIN=$HERALD_CACHE/tansu-$TANSU_VERSION/bin/tansu
+VENV=$HERALD_CACHE/venv
+mkdir -p "$HERALD_CACHE" "$HERALD_STATE"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# as_root CMD...: run as root (directly, or through sudo when available).
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else die "need root for: $*"; fi
+}
+
+apt_install() {
+  log "installing $* (Debian packages)"
+  as_root apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+# wait_for DESCRIPTION SECONDS CMD...: poll CMD until it succeeds.
+wait_for() {
+  local what=$1 secs=$2; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || die "$what did not come up within ${secs}s"
+    sleep 0.2
+  done
+}
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# ensure_redis: a Redis answering on 127.0.0.1:6379, installed and started
+# when there is none.
+ensure_redis() {
+  command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server
+  if redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then return; fi
+  log "starting redis-server on 127.0.0.1:6379"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir "$HERALD_STATE" --logfile "$HERALD_STATE/redis.log"
+  wait_for "redis" 20 redis-cli -h 127.0.0.1 -p 6379 ping
+}
+
+# ensure_tansu: the Kafka-compatible broker binary, built once per machine.
+ensure_tansu() {
+  [ -x "$TANSU_BIN" ] && return
+  command -v cargo >/dev/null || die "cargo is needed to build the broker"
+  command -v cc >/dev/null || apt_install build-essential
+  log "building tansu $TANSU_VERSION into $HERALD_CACHE (once per machine; about 20 minutes on 2 cores)"
+  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql,postgres \
+    --root "$HERALD_CACHE/tansu-$TANSU_VERSION" >"$HERALD_STATE/tansu-build.log" 2>&1 \
+    || { tail -40 "$HERALD_STATE/tansu-build.log" >&2; die "building tansu failed"; }
+}
+
+# start_broker NAME PORT: a Tansu broker with sqlite storage (durable across
+# broker restarts) on 127.0.0.1:PORT, data in $HERALD_STATE/NAME.db.
+start_broker() {
+  local name=$1 port=$2
+  ensure_tansu
+  if port_open 127.0.0.1 "$port"; then
+    die "port $port is taken; set another with HERALD_BROKER_PORT"
+  fi
+  log "starting the Kafka-compatible broker (tansu, sqlite) on 127.0.0.1:$port"
+  # The sqlite path is taken relative to the working directory.
+  (cd "$HERALD_STATE" && exec "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$port" \
+    --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine "sqlite://$name.db" \
+    >"$HERALD_STATE/$name.log" 2>&1) &
+  echo $! >"$HERALD_STATE/$name.pid"
+  wait_for "the broker" 60 port_open 127.0.0.1 "$port"
+}
+
+stop_pidfile() {
+  local file=$HERALD_STATE/$1.pid
+  [ -f "$file" ] || return 0
+  kill "$(cat "$file")" 2>/dev/null || true
+  rm -f "$file"
+}
+
+# ensure_python: a venv with the official Standard Webhooks library, used by
+# the receivers that verify Herald's signatures independently.
+ensure_python() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$VENV"; }
+  fi
+  "$VENV/bin/python" -c 'import standardwebhooks' 2>/dev/null \
+    || "$VENV/bin/pip" install -q "standardwebhooks==1.1.0" >&2
+  PYTHON=$VENV/bin/python
+}

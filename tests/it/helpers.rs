@@ -1,0 +1,544 @@
+//! Test helpers: real broker, real Redis, real HTTP receivers on 127.0.0.1.
+//!
+//! Every test gets its own topics, consumer group and Redis key prefix from
+//! [`TestEnv::new`], so tests run in parallel. The broker address comes from
+//! `HERALD_TEST_BROKERS` (set by `scripts/test`, which starts one).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use herald::config::Config;
+use herald::subscriptions::model::{generate_secret, Limits, Webhook, WebhookStatus};
+use herald::subscriptions::store::SubscriptionStore;
+use herald::Application;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use time::OffsetDateTime;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub fn brokers() -> String {
+    std::env::var("HERALD_TEST_BROKERS").expect(
+        "HERALD_TEST_BROKERS is not set: run the suite with scripts/test, which starts a broker, \
+         or point it at a Kafka-compatible broker",
+    )
+}
+
+pub fn redis_url() -> String {
+    std::env::var("HERALD_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// The Python interpreter with the `standardwebhooks` library.
+pub fn python() -> String {
+    std::env::var("HERALD_TEST_PYTHON").expect("HERALD_TEST_PYTHON is not set: run the suite with scripts/test")
+}
+
+pub fn unique(name: &str) -> String {
+    format!("{name}-{:08x}", rand::random::<u32>())
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Isolated names and configuration for one test.
+pub struct TestEnv {
+    pub topics: Vec<String>,
+    pub group: String,
+    pub prefix: String,
+    pub dlq: String,
+    pub redis_url: String,
+    /// TOML overlaid on the defaults (tests may append to it).
+    pub overlay: String,
+}
+
+impl TestEnv {
+    /// Creates `topics` (with `partitions` each) and a dead-letter topic.
+    pub async fn new(name: &str, topics: &[&str], partitions: i32) -> TestEnv {
+        let id = unique(name);
+        let topics: Vec<String> = topics.iter().map(|t| format!("{id}.{t}")).collect();
+        let dlq = format!("{id}.dlq");
+        let mut all = topics.clone();
+        all.push(dlq.clone());
+        create_topics(&all, partitions).await;
+        let env = TestEnv {
+            group: format!("{id}-group"),
+            prefix: format!("test:{id}:"),
+            redis_url: redis_url(),
+            overlay: String::new(),
+            dlq,
+            topics,
+        };
+        env
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topics[0]
+    }
+
+    /// The configuration file: defaults, test isolation, loopback allowed,
+    /// fast group timings, then this test's `overlay`.
+    pub fn config_toml(&self) -> String {
+        let topics = self
+            .topics
+            .iter()
+            .map(|t| format!("\"{t}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+topics = [{topics}]
+statistics_interval = "1s"
+revoke_drain_timeout = "5s"
+[kafka.consumer_properties]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+"max.poll.interval.ms" = "20000"
+[redis]
+url = "{redis}"
+prefix = "{prefix}"
+[subscriptions]
+resync_interval = "2s"
+reconnect_min_delay = "50ms"
+reconnect_max_delay = "500ms"
+[dead_letter]
+topic = "{dlq}"
+[delivery]
+allow_cidrs = ["127.0.0.0/8"]
+request_timeout = "5s"
+[http]
+listen = "127.0.0.1:0"
+[shutdown]
+drain_timeout = "10s"
+[log]
+level = "warn"
+"#,
+            brokers = brokers(),
+            group = self.group,
+            redis = self.redis_url,
+            prefix = self.prefix,
+            dlq = self.dlq,
+        )
+    }
+
+    /// [`TestEnv::config_toml`], then `overlay`, then `extra` (each may set
+    /// any table again).
+    pub fn config(&self, extra: &str) -> Config {
+        Config::from_toml_overlays(&[&self.config_toml(), &self.overlay, extra]).expect("valid test configuration")
+    }
+
+    pub async fn store(&self) -> SubscriptionStore {
+        let client = redis::Client::open(self.redis_url.as_str()).unwrap();
+        SubscriptionStore::connect(&client, &self.prefix).await.unwrap()
+    }
+
+    pub async fn spawn(&self, extra: &str) -> RunningApp {
+        RunningApp::start(self.config(extra)).await
+    }
+}
+
+pub async fn create_topics(topics: &[String], partitions: i32) {
+    let config = Config::from_toml_overlay(&format!("[kafka]\nbrokers = \"{}\"", brokers())).unwrap();
+    herald::kafka::create_topics(&config.kafka, topics, partitions)
+        .await
+        .expect("topics created");
+}
+
+/// A webhook with one fresh secret, active, subscribed to `events`.
+pub fn webhook(id: &str, url: &str, events: &[&str]) -> Webhook {
+    let now = OffsetDateTime::now_utc();
+    Webhook {
+        id: id.into(),
+        tenant: None,
+        name: format!("{id} test webhook"),
+        url: url.into(),
+        events: events.iter().map(|e| e.to_string()).collect(),
+        status: WebhookStatus::Active,
+        status_reason: None,
+        secrets: vec![generate_secret()],
+        headers: BTreeMap::new(),
+        created_at: now,
+        updated_at: now,
+        limits: Limits::default(),
+    }
+}
+
+/// Herald running in this process.
+pub struct RunningApp {
+    pub ops: SocketAddr,
+    shutdown: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningApp {
+    pub async fn start(config: Config) -> RunningApp {
+        herald::telemetry::logging::init(&config.log);
+        let app = Application::build(config).await.expect("application builds");
+        let ops = app.ops_addr();
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        let running = RunningApp { ops, shutdown, handle };
+        running.wait_ready().await;
+        running
+    }
+
+    pub async fn wait_ready(&self) {
+        let url = format!("http://{}/readyz", self.ops);
+        eventually(Duration::from_secs(30), "Herald to become ready", || {
+            let url = url.clone();
+            async move {
+                let ok = reqwest::get(&url).await.ok()?.status().is_success();
+                ok.then_some(())
+            }
+        })
+        .await;
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.ops))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of a metric series, e.g. `herald_deliveries_total{class="2xx",outcome="succeeded"}`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics().await, series)
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle.await.expect("app task").expect("app stops cleanly");
+    }
+}
+
+/// The value of `series` in a Prometheus text exposition (0 when absent).
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+/// Herald as its own process (for kill -9 and signal tests).
+pub struct HeraldProcess {
+    pub child: tokio::process::Child,
+    _config: tempfile::NamedTempFile,
+}
+
+impl HeraldProcess {
+    pub fn spawn(config_toml: &str) -> HeraldProcess {
+        use std::io::Write;
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(config_toml.as_bytes()).unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .arg("--config")
+            .arg(file.path())
+            .arg("run")
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .expect("herald starts");
+        HeraldProcess { child, _config: file }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+/// How a [`TestReceiver`] answers.
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    Status(u16),
+    /// Answers after a delay.
+    Delay(Duration, u16),
+    /// Redirects to the given path.
+    Redirect(String),
+    /// Never answers.
+    Hang,
+}
+
+/// One request a receiver got.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+}
+
+#[derive(Clone)]
+struct ReceiverState {
+    received: Arc<Mutex<Vec<Received>>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+}
+
+/// An HTTP server on 127.0.0.1 recording what it is sent.
+pub struct TestReceiver {
+    pub addr: SocketAddr,
+    state: ReceiverState,
+    _server: JoinHandle<()>,
+}
+
+impl TestReceiver {
+    pub async fn start(behaviour: Behaviour) -> TestReceiver {
+        let state = ReceiverState {
+            received: Arc::default(),
+            behaviour: Arc::new(Mutex::new(behaviour)),
+        };
+        let app = axum::Router::new().fallback(handle).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        TestReceiver {
+            addr,
+            state,
+            _server: server,
+        }
+    }
+
+    pub async fn ok() -> TestReceiver {
+        Self::start(Behaviour::Status(204)).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn set(&self, behaviour: Behaviour) {
+        *self.state.behaviour.lock().unwrap() = behaviour;
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.state.received.lock().unwrap().len()
+    }
+
+    /// Waits until at least `n` requests arrived; returns them.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        eventually(timeout, &format!("{n} requests at {}", self.addr), || async {
+            let r = self.received();
+            (r.len() >= n).then_some(r)
+        })
+        .await
+    }
+}
+
+async fn handle(State(state): State<ReceiverState>, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> Response {
+    state.received.lock().unwrap().push(Received {
+        path: uri.path().to_owned(),
+        headers,
+        body,
+    });
+    let behaviour = state.behaviour.lock().unwrap().clone();
+    match behaviour {
+        Behaviour::Status(s) => StatusCode::from_u16(s).unwrap().into_response(),
+        Behaviour::Delay(d, s) => {
+            tokio::time::sleep(d).await;
+            StatusCode::from_u16(s).unwrap().into_response()
+        }
+        Behaviour::Redirect(to) => (StatusCode::FOUND, [("location", to)]).into_response(),
+        Behaviour::Hang => {
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+    }
+}
+
+/// Produces test records.
+pub struct Publisher {
+    producer: FutureProducer,
+}
+
+impl Publisher {
+    pub fn new() -> Publisher {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer");
+        Publisher { producer }
+    }
+
+    pub async fn send(&self, topic: &str, key: Option<&str>, value: &[u8], headers: &[(&str, &str)]) {
+        let mut h = OwnedHeaders::new();
+        for (k, v) in headers {
+            h = h.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let mut record = FutureRecord::to(topic).payload(value).headers(h);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        self.producer
+            .send(record, Timeout::After(Duration::from_secs(30)))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("record produced");
+    }
+
+    pub async fn json(&self, topic: &str, value: &str) {
+        self.send(topic, None, value.as_bytes(), &[]).await
+    }
+}
+
+/// A record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct ReadRecord {
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
+
+impl ReadRecord {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// Reads every record of `topic` (all partitions, from the start) until at
+/// least `n` were read or `timeout` passes.
+pub async fn read_topic(topic: &str, n: usize, timeout: Duration) -> Vec<ReadRecord> {
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", unique("reader"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in metadata.topics()[0].partitions() {
+            tpl.add_partition_offset(&topic, p.id(), Offset::Beginning).unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let deadline = std::time::Instant::now() + timeout;
+        let mut out = Vec::new();
+        while out.len() < n && std::time::Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                let headers = m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(ReadRecord {
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+            }
+        }
+        out
+    })
+    .await
+    .unwrap()
+}
+
+/// The group's committed offset per partition of `topic` (-1001 when none).
+pub async fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let (group, topic) = (group.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", &group)
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(&topic, p);
+        }
+        let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+        (0..partitions)
+            .map(|p| match committed.find_partition(&topic, p).unwrap().offset() {
+                Offset::Offset(o) => o,
+                _ => -1001,
+            })
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
+/// The end offset of each partition of `topic`.
+pub async fn end_offsets(topic: &str, partitions: i32) -> Vec<i64> {
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .create()
+            .unwrap();
+        (0..partitions)
+            .map(|p| consumer.fetch_watermarks(&topic, p, Duration::from_secs(10)).unwrap().1)
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
+/// A path under the repository.
+pub fn repo_path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}

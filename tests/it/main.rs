@@ -1,0 +1,10 @@
+//! Integration tests: one binary, real broker, real Redis, real receivers.
+//! Run them with `scripts/test`, which starts what they need.
+
+mod helpers;
+
+mod envelopes;
+mod failures;
+mod resilience;
+mod signatures;
+mod subscriptions;

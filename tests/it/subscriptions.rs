@@ -1,0 +1,188 @@
+//! Webhooks written to Redis take effect within a second, without restart,
+//! and delivery survives a Redis restart.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use herald::retry::dead_letter::headers as h;
+use herald::subscriptions::model::WebhookStatus;
+
+use crate::helpers::*;
+
+const EVENT: &str = r#"{"event":"tour.completed","version":"0","time":1740133769000}"#;
+
+async fn publish_until(publisher: &Publisher, topic: &str, what: &str, done: impl Fn() -> bool) {
+    // Each change must show within a second of being announced; publishing
+    // every 100 ms and waiting up to 1 s after the write checks exactly that.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        publisher.json(topic, EVENT).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if done() {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what} did not take effect within a second");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_paused_changed_and_deleted_webhooks_take_effect_within_a_second() {
+    let env = TestEnv::new("live", &["events"], 1).await;
+    let first = TestReceiver::ok().await;
+    let second = TestReceiver::ok().await;
+    // A long resync interval: changes must arrive through announcements.
+    let app = env.spawn("[subscriptions]\nresync_interval = \"1h\"").await;
+    let publisher = Publisher::new();
+    let store = env.store().await;
+
+    let mut w = webhook("live", &first.url("/"), &["tour.*"]);
+    store.put(&w).await.unwrap();
+    publish_until(&publisher, env.topic(), "adding a webhook", || first.count() > 0).await;
+
+    w.status = WebhookStatus::Paused;
+    store.put(&w).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let before = first.count();
+    publisher.json(env.topic(), EVENT).await;
+    let paused = read_topic(&env.dlq, 1, Duration::from_secs(10)).await;
+    assert_eq!(paused[0].header(h::REASON), "webhook_paused", "a paused webhook's delivery is kept");
+    assert_eq!(first.count(), before, "nothing is delivered while paused");
+
+    w.status = WebhookStatus::Active;
+    w.url = second.url("/moved");
+    store.put(&w).await.unwrap();
+    publish_until(&publisher, env.topic(), "resuming with a new URL", || second.count() > 0).await;
+    let first_total = first.count();
+
+    store.delete("live").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let second_total = second.count();
+    publisher.json(env.topic(), EVENT).await;
+    eventually(Duration::from_secs(5), "the event to be consumed", || async {
+        (app.metric(&format!("herald_events_unmatched_total{{topic=\"{}\"}}", env.topic())).await >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(second.count(), second_total, "a deleted webhook receives nothing");
+    assert_eq!(first.count(), first_total);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_records_are_skipped_and_named() {
+    let env = TestEnv::new("malformed", &["events"], 1).await;
+    let receiver = TestReceiver::ok().await;
+    let mut conn = redis::Client::open(env.redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = format!("{}webhook:broken", env.prefix);
+    let () = redis::pipe()
+        .set(&key, "{\"id\":\"broken\",\"url\":")
+        .sadd(format!("{}webhooks", env.prefix), "broken")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    env.store().await.put(&webhook("good", &receiver.url("/"), &["*"])).await.unwrap();
+    let app = env.spawn("").await;
+    assert_eq!(app.metric("herald_subscription_records_invalid_total").await, 1.0);
+    assert_eq!(app.metric(r#"herald_webhooks{status="active"}"#).await, 1.0);
+    Publisher::new().json(env.topic(), EVENT).await;
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    app.stop().await;
+}
+
+/// A Redis server of this test's own, so restarting it disturbs no other test.
+struct OwnRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    fn start() -> OwnRedis {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut redis = OwnRedis {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    fn restart(&mut self) {
+        // Append-only persistence, as a production Redis keeps its data.
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test installs it)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_continues_while_redis_restarts() {
+    let mut redis = OwnRedis::start();
+    let mut env = TestEnv::new("redis-restart", &["events"], 1).await;
+    env.redis_url = redis.url();
+    let receiver = TestReceiver::ok().await;
+    env.store().await.put(&webhook("before", &receiver.url("/before"), &["*"])).await.unwrap();
+    let app = env.spawn("").await;
+    let publisher = Publisher::new();
+
+    redis.kill();
+    eventually(Duration::from_secs(10), "Herald to notice Redis is gone", || async {
+        (app.metric("herald_redis_up").await == 0.0).then_some(())
+    })
+    .await;
+    for _ in 0..5 {
+        publisher.json(env.topic(), EVENT).await;
+    }
+    receiver.wait_for(5, Duration::from_secs(10)).await;
+
+    redis.restart();
+    eventually(Duration::from_secs(15), "Herald to reconnect to Redis", || async {
+        (app.metric("herald_redis_up").await == 1.0).then_some(())
+    })
+    .await;
+    // Changes made after the restart are followed again.
+    env.store().await.put(&webhook("after", &receiver.url("/after"), &["*"])).await.unwrap();
+    publish_until(&publisher, env.topic(), "a webhook added after the restart", || {
+        receiver.received().iter().any(|r| r.path == "/after")
+    })
+    .await;
+    assert!(app.metric(r#"herald_subscription_errors_total{stage="subscribe"}"#).await
+        + app.metric(r#"herald_subscription_errors_total{stage="connect"}"#).await
+        >= 1.0);
+    app.stop().await;
+}
