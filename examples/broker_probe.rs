@@ -19,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
     let n: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(10_000);
     let partitions: i32 = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(3);
     let config = herald::Config::from_toml_overlay(&format!("[kafka]\nbrokers = \"{brokers}\""))?;
-    herald::kafka::create_topics(&config.kafka, &[topic.clone()], partitions).await?;
+    herald::kafka::create_topics(&config.kafka, std::slice::from_ref(&topic), partitions).await?;
 
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -41,7 +41,11 @@ async fn main() -> anyhow::Result<()> {
     while pending.next().await.is_some() {}
     producer.flush(Timeout::After(Duration::from_secs(30)))?;
     let produce = start.elapsed();
-    println!("produce: {n} records in {:.2?} = {:.0}/s", produce, n as f64 / produce.as_secs_f64());
+    println!(
+        "produce: {n} records in {:.2?} = {:.0}/s",
+        produce,
+        n as f64 / produce.as_secs_f64()
+    );
 
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)

@@ -18,7 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 
-def event_type(body):
+def event_type(body, headers):
+    if "ce-type" in headers:  # CloudEvents binary mode
+        return headers["ce-type"]
     try:
         doc = json.loads(body)
     except ValueError:
@@ -60,7 +62,7 @@ def main():
             record = {
                 "path": self.path,
                 "webhook_id": headers.get("webhook-id"),
-                "event_type": event_type(body),
+                "event_type": event_type(body, headers),
                 "verified_with": verified,
                 "errors": errors,
                 "headers": headers,

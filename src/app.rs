@@ -158,15 +158,18 @@ impl Application {
             telemetry: telemetry.clone(),
             abort: abort.clone(),
         });
-        let intake =
-            Intake::new(&config.kafka, flow, telemetry.clone()).context("cannot create the Kafka consumer")?;
+        let intake = Intake::new(&config.kafka, flow, telemetry.clone()).context("cannot create the Kafka consumer")?;
         tracing::info!(
             topics = ?config.kafka.topics,
             group = %config.kafka.group_id,
             "consuming"
         );
         intake
-            .run(Arc::new(Spawner(pipeline)), shutdown.clone(), config.shutdown.drain_timeout)
+            .run(
+                Arc::new(Spawner(pipeline)),
+                shutdown.clone(),
+                config.shutdown.drain_timeout,
+            )
             .await;
         abort.cancel();
         let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;

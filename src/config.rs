@@ -234,9 +234,9 @@ impl Config {
 
     /// Like [`Config::from_toml_overlay`] with several layers, last wins.
     pub fn from_toml_overlays(overlays: &[&str]) -> Result<Config, ConfigError> {
-        let figment = overlays
-            .iter()
-            .fold(Figment::from(Toml::string(DEFAULT_TOML)), |f, o| f.merge(Toml::string(o)));
+        let figment = overlays.iter().fold(Figment::from(Toml::string(DEFAULT_TOML)), |f, o| {
+            f.merge(Toml::string(o))
+        });
         Self::from_figment(figment)
     }
 
@@ -371,8 +371,7 @@ mod tests {
 
     #[test]
     fn herald_controlled_properties_cannot_be_overridden() {
-        let err = Config::from_toml_overlay("[kafka.properties]\n\"enable.auto.offset.store\" = \"true\"")
-            .unwrap_err();
+        let err = Config::from_toml_overlay("[kafka.properties]\n\"enable.auto.offset.store\" = \"true\"").unwrap_err();
         assert!(err.to_string().contains("enable.auto.offset.store"), "{err}");
     }
 
@@ -383,6 +382,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's test jail returns its own error type
     fn environment_overrides_files() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("HERALD_KAFKA__GROUP_ID", "from-env");

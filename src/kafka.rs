@@ -122,9 +122,10 @@ async fn missing_topics(config: &KafkaConfig, topics: &[&str]) -> Result<Vec<Str
     let brokers = config.brokers.clone();
     let wanted: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = cc
-            .create()
-            .map_err(|e| TopicError::Metadata { brokers: brokers.clone(), source: e })?;
+        let consumer: BaseConsumer = cc.create().map_err(|e| TopicError::Metadata {
+            brokers: brokers.clone(),
+            source: e,
+        })?;
         let metadata = consumer
             .fetch_metadata(None, Duration::from_secs(15))
             .map_err(|e| TopicError::Metadata { brokers, source: e })?;

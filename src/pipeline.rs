@@ -113,7 +113,8 @@ impl Pipeline {
             attempt = self.deliverer.deliver(event, &target, id.clone(), 1) => attempt,
             _ = self.abort.cancelled() => return Err(Abandoned),
         };
-        self.telemetry.delivery_finished(target.id(), &event.meta.event_type, &attempt);
+        self.telemetry
+            .delivery_finished(target.id(), &event.meta.event_type, &attempt);
         let Err(failure) = &attempt.result else {
             return Ok(());
         };

@@ -214,7 +214,12 @@ impl Deliverer {
         }
     }
 
-    fn build_request(&self, event: &Event, target: &Target, delivery_id: &str) -> Result<reqwest::Request, reqwest::Error> {
+    fn build_request(
+        &self,
+        event: &Event,
+        target: &Target,
+        delivery_id: &str,
+    ) -> Result<reqwest::Request, reqwest::Error> {
         let timestamp = OffsetDateTime::now_utc().unix_timestamp();
         let body = event.record.value.clone();
         let signature = target.signer.sign(delivery_id, timestamp, &body);
@@ -315,7 +320,11 @@ mod tests {
     #[test]
     fn delivery_ids_are_stable_and_distinct() {
         let a = delivery_id(&event(Some("evt_1"), 5), "wh_a");
-        assert_eq!(a, delivery_id(&event(Some("evt_1"), 99), "wh_a"), "envelope id wins over position");
+        assert_eq!(
+            a,
+            delivery_id(&event(Some("evt_1"), 99), "wh_a"),
+            "envelope id wins over position"
+        );
         assert_ne!(a, delivery_id(&event(Some("evt_1"), 5), "wh_b"));
         assert_ne!(a, delivery_id(&event(Some("evt_2"), 5), "wh_a"));
         let p = delivery_id(&event(None, 5), "wh_a");
@@ -326,7 +335,13 @@ mod tests {
 
     #[test]
     fn failures_have_classes() {
-        let status = |s| Failure::Status { status: s, retry_after: None }.class();
+        let status = |s| {
+            Failure::Status {
+                status: s,
+                retry_after: None,
+            }
+            .class()
+        };
         assert_eq!(status(301), "3xx");
         assert_eq!(status(404), "4xx");
         assert_eq!(status(503), "5xx");

@@ -83,7 +83,9 @@ mod tests {
     #[test]
     fn every_secret_signs_newest_first() {
         let other = crate::subscriptions::model::generate_secret();
-        let both = Signer::new(&[other.as_str(), SECRET]).unwrap().sign(MSG_ID, TIMESTAMP, BODY);
+        let both = Signer::new(&[other.as_str(), SECRET])
+            .unwrap()
+            .sign(MSG_ID, TIMESTAMP, BODY);
         let parts: Vec<&str> = both.split(' ').collect();
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[0], Signer::new(&[other]).unwrap().sign(MSG_ID, TIMESTAMP, BODY));

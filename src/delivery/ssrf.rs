@@ -262,7 +262,9 @@ mod tests {
 
     #[test]
     fn names_the_range_refused() {
-        let err = AddressPolicy::default().check("169.254.169.254".parse().unwrap()).unwrap_err();
+        let err = AddressPolicy::default()
+            .check("169.254.169.254".parse().unwrap())
+            .unwrap_err();
         assert_eq!(err.range, "link-local");
         assert!(err.to_string().contains("169.254.169.254"));
     }
@@ -281,18 +283,32 @@ mod tests {
     #[test]
     fn ip_literal_urls_are_checked_and_names_deferred() {
         let policy = AddressPolicy::default();
-        assert!(policy.check_url(&Url::parse("http://127.0.0.1:8080/x").unwrap()).is_err());
+        assert!(policy
+            .check_url(&Url::parse("http://127.0.0.1:8080/x").unwrap())
+            .is_err());
         assert!(policy.check_url(&Url::parse("http://[::1]/x").unwrap()).is_err());
-        assert!(policy.check_url(&Url::parse("http://[::ffff:a9fe:a9fe]/").unwrap()).is_err());
-        assert!(policy.check_url(&Url::parse("http://0x7f000001/").unwrap()).is_err(), "hex form is normalised");
-        assert!(policy.check_url(&Url::parse("http://2130706433/").unwrap()).is_err(), "decimal form is normalised");
+        assert!(policy
+            .check_url(&Url::parse("http://[::ffff:a9fe:a9fe]/").unwrap())
+            .is_err());
+        assert!(
+            policy.check_url(&Url::parse("http://0x7f000001/").unwrap()).is_err(),
+            "hex form is normalised"
+        );
+        assert!(
+            policy.check_url(&Url::parse("http://2130706433/").unwrap()).is_err(),
+            "decimal form is normalised"
+        );
         assert!(policy.check_url(&Url::parse("https://example.com/").unwrap()).is_ok());
     }
 
     #[tokio::test]
     async fn the_resolver_refuses_names_of_blocked_addresses() {
         let resolver = GuardedResolver::new(Arc::new(AddressPolicy::default()));
-        let err = resolver.resolve("localhost".parse().unwrap()).await.err().expect("refused");
+        let err = resolver
+            .resolve("localhost".parse().unwrap())
+            .await
+            .err()
+            .expect("refused");
         let blocked = find_blocked(err.as_ref()).expect("a Blocked error");
         assert_eq!(blocked.range, "loopback");
 

@@ -100,10 +100,9 @@ impl Target {
             .limits
             .max_in_flight
             .map_or(defaults.max_in_flight, |m| m.min(defaults.max_in_flight));
-        let timeout = webhook
-            .limits
-            .timeout_ms
-            .map_or(defaults.request_timeout, |ms| Duration::from_millis(ms).min(defaults.request_timeout));
+        let timeout = webhook.limits.timeout_ms.map_or(defaults.request_timeout, |ms| {
+            Duration::from_millis(ms).min(defaults.request_timeout)
+        });
         let limiter = match previous {
             Some(p) if p.limiter.capacity == capacity && p.limiter.max_wait == defaults.max_queue_wait => {
                 p.limiter.clone()

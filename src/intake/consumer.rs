@@ -141,7 +141,8 @@ impl IntakeContext {
                         self.telemetry.offset_store_failed(&e);
                     }
                     let result = consumer.commit(&tpl, CommitMode::Sync);
-                    self.telemetry.offsets_committed(result.as_ref().map(|_| ()).map_err(|e| e as _));
+                    self.telemetry
+                        .offsets_committed(result.as_ref().map(|_| ()).map_err(|e| e as _));
                 }
                 Err(e) => self.telemetry.offset_store_failed(&e),
             }
@@ -238,7 +239,10 @@ impl Intake {
             let _ = self.consumer.pause(&partitions_tpl(&assigned));
         }
         let deadline = tokio::time::Instant::now() + drain_timeout;
-        tracing::info!(in_flight = self.flow.in_flight(), "shutting down: draining in-flight events");
+        tracing::info!(
+            in_flight = self.flow.in_flight(),
+            "shutting down: draining in-flight events"
+        );
         loop {
             self.apply(self.flow.take_actions());
             if self.flow.in_flight() == 0 {
@@ -262,7 +266,8 @@ impl Intake {
                 self.consumer.store_offsets(&tpl)?;
                 self.consumer.commit(&tpl, CommitMode::Sync)
             });
-            self.telemetry.offsets_committed(result.as_ref().map(|_| ()).map_err(|e| e as _));
+            self.telemetry
+                .offsets_committed(result.as_ref().map(|_| ()).map_err(|e| e as _));
         }
         // Whatever is still in flight is abandoned now, so the revoke callback
         // that closing triggers has nothing to wait for. Closing leaves the
@@ -295,10 +300,7 @@ fn to_record(topic: Arc<str>, message: &BorrowedMessage<'_>) -> SourceRecord {
         offset: message.offset(),
         timestamp_ms: message.timestamp().to_millis(),
         key: message.key().map(bytes::Bytes::copy_from_slice),
-        value: message
-            .payload()
-            .map(bytes::Bytes::copy_from_slice)
-            .unwrap_or_default(),
+        value: message.payload().map(bytes::Bytes::copy_from_slice).unwrap_or_default(),
         headers,
     }
 }

@@ -200,7 +200,9 @@ impl Flow {
     fn finish(&self, tp: &Tp, offset: i64, generation: u64) {
         {
             let mut state = self.lock();
-            let Some(part) = state.partitions.get_mut(tp) else { return };
+            let Some(part) = state.partitions.get_mut(tp) else {
+                return;
+            };
             if part.generation != generation || !part.progress.finish(offset) {
                 return;
             }
@@ -357,7 +359,10 @@ mod tests {
         pause.sort();
         assert_eq!(pause, vec![tp(0), tp(1), tp(2)], "the eighth pauses every partition");
         held.remove(0).finish();
-        assert!(f.take_actions().resume.is_empty(), "7 of 8 in flight is above three quarters");
+        assert!(
+            f.take_actions().resume.is_empty(),
+            "7 of 8 in flight is above three quarters"
+        );
         held.remove(0).finish();
         let mut resumed = f.take_actions().resume;
         resumed.sort();

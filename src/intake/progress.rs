@@ -136,7 +136,10 @@ mod tests {
                 p.finish(o);
                 done.insert(o);
                 let c = p.committable().unwrap();
-                assert!((0..c).all(|x| done.contains(&x)), "committed {c} past an unfinished offset");
+                assert!(
+                    (0..c).all(|x| done.contains(&x)),
+                    "committed {c} past an unfinished offset"
+                );
                 assert!(c == 50 || !done.contains(&c));
             }
             assert_eq!(p.committable(), Some(50));

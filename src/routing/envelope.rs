@@ -182,11 +182,7 @@ impl EnvelopeRules {
             None => (None, None, None),
         };
         Ok(Recogniser::Plain(Fields {
-            event_type: self
-                .event_type
-                .clone()
-                .or(event_type)
-                .ok_or(RulesError::NoEventType)?,
+            event_type: self.event_type.clone().or(event_type).ok_or(RulesError::NoEventType)?,
             event_id: self.event_id.clone().or(event_id),
             event_time: self.event_time.clone().or(event_time),
             tenant: self.tenant.clone(),
@@ -271,12 +267,8 @@ fn recognise_cloudevent(tenant: Option<&Source>, record: &SourceRecord) -> Resul
             "neither a `ce_type` header (binary mode) nor content-type application/cloudevents+json (structured mode)",
         ));
     }
-    let header_text = |name: &str| -> Result<Option<String>, Unroutable> {
-        record
-            .header(name)
-            .map(|v| utf8(v, name))
-            .transpose()
-    };
+    let header_text =
+        |name: &str| -> Result<Option<String>, Unroutable> { record.header(name).map(|v| utf8(v, name)).transpose() };
     let event_type = checked_type(header_text("ce_type")?)?;
     let mut forward_headers = Vec::new();
     for h in &record.headers {
@@ -306,7 +298,11 @@ fn parse_json(record: &SourceRecord) -> Result<Document<'_>, Unroutable> {
     Document::parse(&record.value).map_err(|e| Unroutable::new(UnroutableReason::InvalidJson, e.to_string()))
 }
 
-fn read_field(source: &Source, record: &SourceRecord, doc: Option<&Document<'_>>) -> Result<Option<String>, Unroutable> {
+fn read_field(
+    source: &Source,
+    record: &SourceRecord,
+    doc: Option<&Document<'_>>,
+) -> Result<Option<String>, Unroutable> {
     match source {
         Source::Pointer(p) => Ok(doc.and_then(|d| d.pointer(p)).and_then(json::scalar_text)),
         Source::Header(name) => record.header(name).map(|v| utf8(v, name)).transpose(),
@@ -336,7 +332,10 @@ fn checked_type(value: Option<String>) -> Result<String, Unroutable> {
             UnroutableReason::MissingEventType,
             "the event type is missing or not a string",
         )),
-        Some(t) if t.is_empty() => Err(Unroutable::new(UnroutableReason::MissingEventType, "the event type is empty")),
+        Some(t) if t.is_empty() => Err(Unroutable::new(
+            UnroutableReason::MissingEventType,
+            "the event type is empty",
+        )),
         Some(t) if t.len() > MAX_EVENT_TYPE_LEN => Err(Unroutable::new(
             UnroutableReason::MissingEventType,
             format!("the event type is longer than {MAX_EVENT_TYPE_LEN} bytes"),
@@ -407,7 +406,10 @@ mod tests {
     #[test]
     fn jimo_envelope() {
         let meta = preset(Preset::Jimo)
-            .recognise(&record(r#"{"event":"tour.completed","version":"0","time":1740133769000}"#, &[]))
+            .recognise(&record(
+                r#"{"event":"tour.completed","version":"0","time":1740133769000}"#,
+                &[],
+            ))
             .unwrap();
         assert_eq!(meta.event_type, "tour.completed");
         assert_eq!(meta.event_time.as_deref(), Some("1740133769000"));
@@ -465,7 +467,10 @@ mod tests {
         let meta = rules
             .compile()
             .unwrap()
-            .recognise(&record("plain text body", &[("type", "a.b"), ("content-type", "text/plain")]))
+            .recognise(&record(
+                "plain text body",
+                &[("type", "a.b"), ("content-type", "text/plain")],
+            ))
             .unwrap();
         assert_eq!(meta.event_type, "a.b");
         assert_eq!(meta.content_type, "text/plain");
@@ -475,14 +480,32 @@ mod tests {
     fn unusable_records_say_why() {
         let jimo = preset(Preset::Jimo);
         let reason = |r: Result<EventMeta, Unroutable>| r.unwrap_err().reason;
-        assert_eq!(reason(jimo.recognise(&record("{not json", &[]))), UnroutableReason::InvalidJson);
-        assert_eq!(reason(jimo.recognise(&record(r#"{"type":"x"}"#, &[]))), UnroutableReason::MissingEventType);
-        assert_eq!(reason(jimo.recognise(&record(r#"{"event":7}"#, &[]))), UnroutableReason::MissingEventType);
-        assert_eq!(reason(jimo.recognise(&record(r#"{"event":""}"#, &[]))), UnroutableReason::MissingEventType);
+        assert_eq!(
+            reason(jimo.recognise(&record("{not json", &[]))),
+            UnroutableReason::InvalidJson
+        );
+        assert_eq!(
+            reason(jimo.recognise(&record(r#"{"type":"x"}"#, &[]))),
+            UnroutableReason::MissingEventType
+        );
+        assert_eq!(
+            reason(jimo.recognise(&record(r#"{"event":7}"#, &[]))),
+            UnroutableReason::MissingEventType
+        );
+        assert_eq!(
+            reason(jimo.recognise(&record(r#"{"event":""}"#, &[]))),
+            UnroutableReason::MissingEventType
+        );
         let long = format!(r#"{{"event":"{}"}}"#, "a".repeat(MAX_EVENT_TYPE_LEN + 1));
-        assert_eq!(reason(jimo.recognise(&record(&long, &[]))), UnroutableReason::MissingEventType);
+        assert_eq!(
+            reason(jimo.recognise(&record(&long, &[]))),
+            UnroutableReason::MissingEventType
+        );
         let ce = preset(Preset::Cloudevents);
-        assert_eq!(reason(ce.recognise(&record("{}", &[]))), UnroutableReason::NotCloudEvent);
+        assert_eq!(
+            reason(ce.recognise(&record("{}", &[]))),
+            UnroutableReason::NotCloudEvent
+        );
     }
 
     #[test]
@@ -523,8 +546,14 @@ mod tests {
 
     #[test]
     fn source_syntax() {
-        assert_eq!(Source::try_from("/a/b".to_string()).unwrap(), Source::Pointer("/a/b".into()));
-        assert_eq!(Source::try_from("header:x".to_string()).unwrap(), Source::Header("x".into()));
+        assert_eq!(
+            Source::try_from("/a/b".to_string()).unwrap(),
+            Source::Pointer("/a/b".into())
+        );
+        assert_eq!(
+            Source::try_from("header:x".to_string()).unwrap(),
+            Source::Header("x".into())
+        );
         assert_eq!(Source::try_from("key".to_string()).unwrap(), Source::Key);
         assert!(Source::try_from("header:".to_string()).is_err());
         assert!(Source::try_from("event".to_string()).is_err());

@@ -139,7 +139,11 @@ mod tests {
     }
 
     fn ids(index: &Index, tenant: Option<&str>, event_type: &str) -> Vec<String> {
-        let mut v: Vec<String> = index.route(tenant, event_type).iter().map(|t| t.id().to_owned()).collect();
+        let mut v: Vec<String> = index
+            .route(tenant, event_type)
+            .iter()
+            .map(|t| t.id().to_owned())
+            .collect();
         v.sort();
         v
     }

@@ -204,7 +204,10 @@ mod tests {
     fn follows_pointers_through_objects_and_arrays() {
         let doc = Document::parse(IAM.as_bytes()).unwrap();
         assert_eq!(string(doc.pointer("/event_type").unwrap()).unwrap(), "USER_CREATED");
-        assert_eq!(string(doc.pointer("/current_context/tenant/id").unwrap()).unwrap(), "t-1");
+        assert_eq!(
+            string(doc.pointer("/current_context/tenant/id").unwrap()).unwrap(),
+            "t-1"
+        );
         assert_eq!(string(doc.pointer("/current_context/roles/1").unwrap()).unwrap(), "b");
         assert_eq!(doc.pointer("/data/x\"y").unwrap().get(), "1");
         assert!(doc.pointer("/current_context/roles/2").is_none());

@@ -144,7 +144,11 @@ impl Webhook {
         if self.id.is_empty() || self.id.len() > MAX_ID_LEN {
             return Err(invalid("id", format!("must be 1 to {MAX_ID_LEN} characters")));
         }
-        if !self.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b)) {
+        if !self
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+        {
             return Err(invalid("id", "may only contain letters, digits, `_`, `-`, `.` and `:`"));
         }
         if let Some(tenant) = &self.tenant {
@@ -238,7 +242,10 @@ pub fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
 /// A new random secret, `whsec_` + base64 of 32 random bytes.
 pub fn generate_secret() -> String {
     let key: [u8; 32] = rand::random();
-    format!("{SECRET_PREFIX}{}", base64::engine::general_purpose::STANDARD.encode(key))
+    format!(
+        "{SECRET_PREFIX}{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    )
 }
 
 #[cfg(test)]
@@ -299,8 +306,18 @@ pub(crate) mod tests {
         assert_eq!(field(&|w| w.secrets = vec![]), "secrets");
         assert_eq!(field(&|w| w.secrets = vec!["nope".into()]), "secrets");
         assert_eq!(field(&|w| w.secrets = vec!["whsec_c2hvcnQ=".into()]), "secrets");
-        assert_eq!(field(&|w| { w.headers.insert("webhook-id".into(), "x".into()); }), "headers");
-        assert_eq!(field(&|w| { w.headers.insert("x".into(), "bad\nvalue".into()); }), "headers");
+        assert_eq!(
+            field(&|w| {
+                w.headers.insert("webhook-id".into(), "x".into());
+            }),
+            "headers"
+        );
+        assert_eq!(
+            field(&|w| {
+                w.headers.insert("x".into(), "bad\nvalue".into());
+            }),
+            "headers"
+        );
         assert_eq!(field(&|w| w.limits.max_in_flight = Some(0)), "limits");
     }
 

@@ -64,7 +64,10 @@ pub enum StoreError {
 pub enum Loaded {
     Webhook(Box<Webhook>),
     /// The key exists but its content is unusable; skipped and reported.
-    Invalid { key: String, reason: String },
+    Invalid {
+        key: String,
+        reason: String,
+    },
     /// The id has no document (deleted).
     Missing(String),
 }

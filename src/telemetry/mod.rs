@@ -117,7 +117,10 @@ impl Telemetry {
     // ---- routing ------------------------------------------------------------
 
     pub fn event_unroutable(&self, record: &SourceRecord, why: &Unroutable) {
-        self.metrics.events_unroutable.with_label_values(&[why.reason.as_str()]).inc();
+        self.metrics
+            .events_unroutable
+            .with_label_values(&[why.reason.as_str()])
+            .inc();
         warn!(
             topic = %record.topic,
             partition = record.partition,
@@ -175,7 +178,10 @@ impl Telemetry {
 
     pub fn delivery_not_attempted(&self, webhook_id: &str, status: &'static str) {
         self.metrics.deliveries_not_attempted.with_label_values(&[status]).inc();
-        debug!(webhook = webhook_id, status, "webhook is not active; delivery kept in the dead-letter topic");
+        debug!(
+            webhook = webhook_id,
+            status, "webhook is not active; delivery kept in the dead-letter topic"
+        );
     }
 
     // ---- dead letters ---------------------------------------------------------

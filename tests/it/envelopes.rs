@@ -46,7 +46,11 @@ preset = "cloudevents"
         ("surveys", None, &["survey.*"]),
         ("iam-acme", Some("acme"), &["USER_*"]),
         ("iam-globex", Some("globex"), &["USER_CREATED"]),
-        ("jam", None, &["intercom.recorder.recorded", "intercom.recorder.opted_out"]),
+        (
+            "jam",
+            None,
+            &["intercom.recorder.recorded", "intercom.recorder.opted_out"],
+        ),
         ("jam-acme", Some("acme"), &["intercom.*"]),
         ("orders", None, &["com.example.order.*"]),
         ("users-ce", None, &["com.example.user.created"]),
@@ -62,7 +66,9 @@ preset = "cloudevents"
     let publisher = Publisher::new();
     publisher.json(&env.topics[0], JIMO).await;
     publisher.json(&env.topics[1], IAM).await;
-    publisher.send(&env.topics[2], None, JAM.as_bytes(), &[("tenant", "globex")]).await;
+    publisher
+        .send(&env.topics[2], None, JAM.as_bytes(), &[("tenant", "globex")])
+        .await;
     publisher
         .send(
             &env.topics[3],
@@ -103,7 +109,11 @@ preset = "cloudevents"
     let received = receiver.wait_for(expected.len(), Duration::from_secs(20)).await;
     // Give a wrongly routed extra delivery the chance to show up.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let received = if receiver.count() > received.len() { receiver.received() } else { received };
+    let received = if receiver.count() > received.len() {
+        receiver.received()
+    } else {
+        received
+    };
 
     let mut got: Vec<(String, Vec<u8>)> = received.iter().map(|r| (r.path.clone(), r.body.to_vec())).collect();
     let mut want: Vec<(String, Vec<u8>)> = expected
@@ -119,7 +129,10 @@ preset = "cloudevents"
         .filter(|r| r.path != "/everything")
         .map(|r| (r.path.as_str(), r))
         .collect();
-    assert_eq!(by_path["/orders"].header("content-type"), "application/cloudevents+json; charset=utf-8");
+    assert_eq!(
+        by_path["/orders"].header("content-type"),
+        "application/cloudevents+json; charset=utf-8"
+    );
     let binary = by_path["/users-ce"];
     assert_eq!(binary.header("content-type"), "application/json");
     assert_eq!(binary.header("ce-type"), "com.example.user.created");
@@ -133,7 +146,8 @@ preset = "cloudevents"
         assert!((ts - time::OffsetDateTime::now_utc().unix_timestamp()).abs() < 60);
     }
     assert_eq!(
-        app.metric(&format!("herald_events_consumed_total{{topic=\"{}\"}}", env.topics[3])).await,
+        app.metric(&format!("herald_events_consumed_total{{topic=\"{}\"}}", env.topics[3]))
+            .await,
         2.0
     );
     app.stop().await;
@@ -172,7 +186,13 @@ async fn webhook_headers_are_sent_and_ids_are_stable_per_event_and_webhook() {
     assert_ne!(a1[0], b1[0], "another webhook gets another id");
     assert_ne!(a1[0], ids("/a", "evt_2")[0], "another event gets another id");
 
-    assert!(received.iter().filter(|r| r.path == "/a").all(|r| r.header("x-api-key") == "key-123"));
-    assert!(received.iter().filter(|r| r.path == "/b").all(|r| r.header("x-api-key").is_empty()));
+    assert!(received
+        .iter()
+        .filter(|r| r.path == "/a")
+        .all(|r| r.header("x-api-key") == "key-123"));
+    assert!(received
+        .iter()
+        .filter(|r| r.path == "/b")
+        .all(|r| r.header("x-api-key").is_empty()));
     app.stop().await;
 }

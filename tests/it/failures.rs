@@ -14,8 +14,14 @@ async fn failed_deliveries_and_unroutable_records_are_dead_lettered_and_the_serv
     let failing = TestReceiver::start(Behaviour::Status(500)).await;
     let healthy = TestReceiver::ok().await;
     let store = env.store().await;
-    store.put(&webhook("failing", &failing.url("/hook"), &["tour.*"])).await.unwrap();
-    store.put(&webhook("healthy", &healthy.url("/hook"), &["tour.completed"])).await.unwrap();
+    store
+        .put(&webhook("failing", &failing.url("/hook"), &["tour.*"]))
+        .await
+        .unwrap();
+    store
+        .put(&webhook("healthy", &healthy.url("/hook"), &["tour.completed"]))
+        .await
+        .unwrap();
     let app = env.spawn("").await;
 
     let publisher = Publisher::new();
@@ -25,12 +31,17 @@ async fn failed_deliveries_and_unroutable_records_are_dead_lettered_and_the_serv
         .await;
     publisher.json(env.topic(), "{this is not json").await;
     publisher.json(env.topic(), r#"{"version":"0","time":1}"#).await;
-    publisher.json(env.topic(), r#"{"event":"tour.started","version":"0"}"#).await;
+    publisher
+        .json(env.topic(), r#"{"event":"tour.started","version":"0"}"#)
+        .await;
 
     let letters = read_topic(&env.dlq, 4, Duration::from_secs(20)).await;
     assert_eq!(letters.len(), 4, "{letters:#?}");
 
-    let failed: Vec<&ReadRecord> = letters.iter().filter(|r| r.header(h::REASON) == "delivery_failed").collect();
+    let failed: Vec<&ReadRecord> = letters
+        .iter()
+        .filter(|r| r.header(h::REASON) == "delivery_failed")
+        .collect();
     assert_eq!(failed.len(), 2, "the failing webhook's two deliveries");
     let first = failed
         .iter()
@@ -53,7 +64,11 @@ async fn failed_deliveries_and_unroutable_records_are_dead_lettered_and_the_serv
         .unwrap()
         .header("webhook-id")
         .to_owned();
-    assert_eq!(first.header(h::DELIVERY_ID), sent_id, "the dead letter carries the id receivers saw");
+    assert_eq!(
+        first.header(h::DELIVERY_ID),
+        sent_id,
+        "the dead letter carries the id receivers saw"
+    );
 
     let reasons: Vec<&str> = letters.iter().map(|r| r.header(h::REASON)).collect();
     assert!(reasons.contains(&"invalid_json"), "{reasons:?}");
@@ -67,13 +82,32 @@ async fn failed_deliveries_and_unroutable_records_are_dead_lettered_and_the_serv
     publisher.json(env.topic(), event).await;
     healthy.wait_for(2, Duration::from_secs(10)).await;
 
-    assert_eq!(app.metric(r#"herald_events_unroutable_total{reason="invalid_json"}"#).await, 1.0);
-    assert_eq!(app.metric(r#"herald_events_unroutable_total{reason="missing_event_type"}"#).await, 1.0);
-    eventually(Duration::from_secs(10), "the metrics to count every dead letter", || async {
-        (app.metric(r#"herald_dead_letters_total{reason="delivery_failed"}"#).await == 3.0).then_some(())
-    })
+    assert_eq!(
+        app.metric(r#"herald_events_unroutable_total{reason="invalid_json"}"#)
+            .await,
+        1.0
+    );
+    assert_eq!(
+        app.metric(r#"herald_events_unroutable_total{reason="missing_event_type"}"#)
+            .await,
+        1.0
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the metrics to count every dead letter",
+        || async {
+            (app.metric(r#"herald_dead_letters_total{reason="delivery_failed"}"#)
+                .await
+                == 3.0)
+                .then_some(())
+        },
+    )
     .await;
-    assert!(app.metric(r#"herald_deliveries_total{class="5xx",outcome="failed"}"#).await >= 2.0);
+    assert!(
+        app.metric(r#"herald_deliveries_total{class="5xx",outcome="failed"}"#)
+            .await
+            >= 2.0
+    );
     app.stop().await;
 }
 
@@ -84,9 +118,22 @@ async fn the_default_policy_refuses_loopback_destinations() {
     let store = env.store().await;
     // By name and by address literal, in IPv4 and IPv4-mapped IPv6 form.
     let port = receiver.addr.port();
-    store.put(&webhook("by-name", &format!("http://localhost:{port}/x"), &["*"])).await.unwrap();
-    store.put(&webhook("by-ip", &format!("http://127.0.0.1:{port}/x"), &["*"])).await.unwrap();
-    store.put(&webhook("mapped", &format!("http://[::ffff:127.0.0.1]:{port}/x"), &["*"])).await.unwrap();
+    store
+        .put(&webhook("by-name", &format!("http://localhost:{port}/x"), &["*"]))
+        .await
+        .unwrap();
+    store
+        .put(&webhook("by-ip", &format!("http://127.0.0.1:{port}/x"), &["*"]))
+        .await
+        .unwrap();
+    store
+        .put(&webhook(
+            "mapped",
+            &format!("http://[::ffff:127.0.0.1]:{port}/x"),
+            &["*"],
+        ))
+        .await
+        .unwrap();
     // The production default: no allowlist.
     let app = env.spawn("[delivery]\nallow_cidrs = []").await;
 
@@ -98,7 +145,11 @@ async fn the_default_policy_refuses_loopback_destinations() {
         assert!(letter.header(h::LAST_ERROR).contains("SSRF"), "{letter:?}");
     }
     assert_eq!(receiver.count(), 0, "nothing reached the loopback receiver");
-    assert_eq!(app.metric(r#"herald_deliveries_total{class="blocked",outcome="failed"}"#).await, 3.0);
+    assert_eq!(
+        app.metric(r#"herald_deliveries_total{class="blocked",outcome="failed"}"#)
+            .await,
+        3.0
+    );
     app.stop().await;
 }
 
@@ -108,7 +159,10 @@ async fn redirects_are_not_followed_and_timeouts_fail() {
     let redirecting = TestReceiver::start(Behaviour::Redirect("/elsewhere".into())).await;
     let slow = TestReceiver::start(Behaviour::Delay(Duration::from_secs(3), 204)).await;
     let store = env.store().await;
-    store.put(&webhook("redirecting", &redirecting.url("/hook"), &["*"])).await.unwrap();
+    store
+        .put(&webhook("redirecting", &redirecting.url("/hook"), &["*"]))
+        .await
+        .unwrap();
     let mut w = webhook("slow", &slow.url("/hook"), &["*"]);
     w.limits.timeout_ms = Some(300);
     store.put(&w).await.unwrap();
@@ -126,8 +180,16 @@ async fn redirects_are_not_followed_and_timeouts_fail() {
     assert_eq!(class_of("slow").as_deref(), Some("timeout"));
     let paths: Vec<String> = redirecting.received().iter().map(|r| r.path.clone()).collect();
     assert_eq!(paths, ["/hook"], "the redirect target is never requested");
-    assert_eq!(app.metric(r#"herald_deliveries_total{class="timeout",outcome="failed"}"#).await, 1.0);
-    assert_eq!(app.metric(r#"herald_deliveries_total{class="3xx",outcome="failed"}"#).await, 1.0);
+    assert_eq!(
+        app.metric(r#"herald_deliveries_total{class="timeout",outcome="failed"}"#)
+            .await,
+        1.0
+    );
+    assert_eq!(
+        app.metric(r#"herald_deliveries_total{class="3xx",outcome="failed"}"#)
+            .await,
+        1.0
+    );
     app.stop().await;
 }
 
@@ -154,7 +216,9 @@ async fn a_dead_endpoint_does_not_stall_healthy_ones() {
 
     let publisher = Publisher::new();
     for i in 0..40 {
-        publisher.json(env.topic(), &format!(r#"{{"event":"a.b","n":{i}}}"#)).await;
+        publisher
+            .json(env.topic(), &format!(r#"{{"event":"a.b","n":{i}}}"#))
+            .await;
     }
     // Far sooner than any dead delivery could time out.
     healthy.wait_for(40, Duration::from_secs(20)).await;
@@ -162,8 +226,14 @@ async fn a_dead_endpoint_does_not_stall_healthy_ones() {
     // waiting for it after a second and is kept.
     let letters = read_topic(&env.dlq, 39, Duration::from_secs(20)).await;
     assert_eq!(letters.len(), 39);
-    assert!(letters.iter().all(|l| l.header(h::LAST_CLASS) == "saturated" && l.header(h::WEBHOOK_ID) == "dead"));
-    assert_eq!(app.metric(r#"herald_deliveries_total{class="saturated",outcome="failed"}"#).await, 39.0);
+    assert!(letters
+        .iter()
+        .all(|l| l.header(h::LAST_CLASS) == "saturated" && l.header(h::WEBHOOK_ID) == "dead"));
+    assert_eq!(
+        app.metric(r#"herald_deliveries_total{class="saturated",outcome="failed"}"#)
+            .await,
+        39.0
+    );
     assert_eq!(dead.count(), 1, "only limits.max_in_flight requests were sent to it");
     assert_eq!(healthy.count(), 40);
     // One event stays unfinished; stopping abandons it (uncommitted).

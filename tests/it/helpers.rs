@@ -352,10 +352,6 @@ impl TestReceiver {
         format!("http://{}{path}", self.addr)
     }
 
-    pub fn set(&self, behaviour: Behaviour) {
-        *self.state.behaviour.lock().unwrap() = behaviour;
-    }
-
     pub fn received(&self) -> Vec<Received> {
         self.state.received.lock().unwrap().clone()
     }
@@ -459,9 +455,7 @@ pub async fn read_topic(topic: &str, n: usize, timeout: Duration) -> Vec<ReadRec
             .set("enable.auto.commit", "false")
             .create()
             .unwrap();
-        let metadata = consumer
-            .fetch_metadata(Some(&topic), Duration::from_secs(10))
-            .unwrap();
+        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)).unwrap();
         let mut tpl = TopicPartitionList::new();
         for p in metadata.topics()[0].partitions() {
             tpl.add_partition_offset(&topic, p.id(), Offset::Beginning).unwrap();

@@ -41,7 +41,11 @@ async fn kill_9_mid_stream_loses_nothing_and_duplicates_share_their_id() {
     let env = TestEnv::new("crash", &["events"], 3).await;
     // A little latency per request keeps Herald busy long enough to be killed mid-stream.
     let receiver = TestReceiver::start(Behaviour::Delay(Duration::from_millis(5), 204)).await;
-    env.store().await.put(&webhook("all", &receiver.url("/"), &["*"])).await.unwrap();
+    env.store()
+        .await
+        .put(&webhook("all", &receiver.url("/"), &["*"]))
+        .await
+        .unwrap();
     publish_numbered(env.topic(), 0..EVENTS).await;
 
     let mut first = HeraldProcess::spawn(&env.config_toml());
@@ -49,39 +53,60 @@ async fn kill_9_mid_stream_loses_nothing_and_duplicates_share_their_id() {
     first.signal("KILL");
     first.child.wait().await.unwrap();
     let at_kill = arrivals(&receiver).len() as u64;
-    assert!(at_kill < EVENTS, "the kill must land mid-stream (all {EVENTS} were already delivered)");
+    assert!(
+        at_kill < EVENTS,
+        "the kill must land mid-stream (all {EVENTS} were already delivered)"
+    );
 
     let mut second = HeraldProcess::spawn(&env.config_toml());
-    let seen = eventually(Duration::from_secs(180), "every event to arrive after the restart", || async {
-        let seen = arrivals(&receiver);
-        (seen.len() as u64 == EVENTS).then_some(seen)
-    })
+    let seen = eventually(
+        Duration::from_secs(180),
+        "every event to arrive after the restart",
+        || async {
+            let seen = arrivals(&receiver);
+            (seen.len() as u64 == EVENTS).then_some(seen)
+        },
+    )
     .await;
     second.signal("TERM");
     assert!(second.child.wait().await.unwrap().success());
 
-    assert_eq!(seen.keys().copied().collect::<Vec<_>>(), (0..EVENTS).collect::<Vec<_>>());
+    assert_eq!(
+        seen.keys().copied().collect::<Vec<_>>(),
+        (0..EVENTS).collect::<Vec<_>>()
+    );
     for (n, ids) in &seen {
         assert_eq!(ids.len(), 1, "event {n} arrived with different webhook-ids: {ids:?}");
     }
     let total = receiver.count() as u64;
-    eprintln!("kill -9 after {at_kill} events; {total} deliveries for {EVENTS} events ({} duplicates)", total - EVENTS);
+    eprintln!(
+        "kill -9 after {at_kill} events; {total} deliveries for {EVENTS} events ({} duplicates)",
+        total - EVENTS
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_split_the_partitions_and_deliver_everything() {
     let env = TestEnv::new("replicas", &["events"], 4).await;
     let receiver = TestReceiver::ok().await;
-    env.store().await.put(&webhook("all", &receiver.url("/"), &["*"])).await.unwrap();
+    env.store()
+        .await
+        .put(&webhook("all", &receiver.url("/"), &["*"]))
+        .await
+        .unwrap();
     let a = env.spawn("").await;
     let b = env.spawn("").await;
-    eventually(Duration::from_secs(60), "the group to settle with both replicas", || async {
-        let (pa, pb) = (
-            a.metric("herald_partitions_assigned").await,
-            b.metric("herald_partitions_assigned").await,
-        );
-        (pa > 0.0 && pb > 0.0 && pa + pb == 4.0).then_some(())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the group to settle with both replicas",
+        || async {
+            let (pa, pb) = (
+                a.metric("herald_partitions_assigned").await,
+                b.metric("herald_partitions_assigned").await,
+            );
+            (pa > 0.0 && pb > 0.0 && pa + pb == 4.0).then_some(())
+        },
+    )
     .await;
 
     publish_numbered(env.topic(), 0..400).await;
@@ -103,7 +128,11 @@ async fn two_replicas_split_the_partitions_and_deliver_everything() {
 async fn sigterm_drains_in_flight_deliveries_commits_and_exits_0() {
     let env = TestEnv::new("sigterm", &["events"], 2).await;
     let receiver = TestReceiver::start(Behaviour::Delay(Duration::from_millis(1500), 200)).await;
-    env.store().await.put(&webhook("slow", &receiver.url("/"), &["*"])).await.unwrap();
+    env.store()
+        .await
+        .put(&webhook("slow", &receiver.url("/"), &["*"]))
+        .await
+        .unwrap();
     publish_numbered(env.topic(), 0..20).await;
 
     let mut herald = HeraldProcess::spawn(&env.config_toml());

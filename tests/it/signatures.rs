@@ -18,7 +18,9 @@ impl PythonReceiver {
     async fn start(secrets: &[&str]) -> PythonReceiver {
         let out = tempfile::NamedTempFile::new().unwrap();
         let mut cmd = tokio::process::Command::new(python());
-        cmd.arg(repo_path("scripts/receiver.py")).args(["--port", "0", "--out"]).arg(out.path());
+        cmd.arg(repo_path("scripts/receiver.py"))
+            .args(["--port", "0", "--out"])
+            .arg(out.path());
         for s in secrets {
             cmd.args(["--secret", s]);
         }
@@ -34,7 +36,11 @@ impl PythonReceiver {
             .unwrap()
             .unwrap();
         let port = first.strip_prefix("listening on ").unwrap().parse().unwrap();
-        PythonReceiver { port, out, _child: child }
+        PythonReceiver {
+            port,
+            out,
+            _child: child,
+        }
     }
 
     fn records(&self) -> Vec<serde_json::Value> {
@@ -52,7 +58,11 @@ async fn signatures_verify_with_the_standard_webhooks_library_for_every_secret()
     env.overlay = "[envelope.default]\npreset = \"iam\"".into();
     let (new, old, unrelated) = (generate_secret(), generate_secret(), generate_secret());
     let receiver = PythonReceiver::start(&[&new, &old, &unrelated]).await;
-    let mut w = webhook("rotating", &format!("http://127.0.0.1:{}/hook", receiver.port), &["USER_*"]);
+    let mut w = webhook(
+        "rotating",
+        &format!("http://127.0.0.1:{}/hook", receiver.port),
+        &["USER_*"],
+    );
     w.secrets = vec![new.clone(), old.clone()];
     env.store().await.put(&w).await.unwrap();
     let app = env.spawn("").await;
@@ -78,7 +88,10 @@ async fn signatures_verify_with_the_standard_webhooks_library_for_every_secret()
         );
         let signature = record["headers"]["webhook-signature"].as_str().unwrap();
         assert_eq!(signature.split(' ').count(), 2, "one signature per secret");
-        assert!(bodies.contains(&record["body"].as_str().unwrap()), "the body arrives byte for byte");
+        assert!(
+            bodies.contains(&record["body"].as_str().unwrap()),
+            "the body arrives byte for byte"
+        );
     }
     app.stop().await;
 }

@@ -21,7 +21,10 @@ async fn publish_until(publisher: &Publisher, topic: &str, what: &str, done: imp
         if done() {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{what} did not take effect within a second");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not take effect within a second"
+        );
     }
 }
 
@@ -45,13 +48,20 @@ async fn added_paused_changed_and_deleted_webhooks_take_effect_within_a_second()
     let before = first.count();
     publisher.json(env.topic(), EVENT).await;
     let paused = read_topic(&env.dlq, 1, Duration::from_secs(10)).await;
-    assert_eq!(paused[0].header(h::REASON), "webhook_paused", "a paused webhook's delivery is kept");
+    assert_eq!(
+        paused[0].header(h::REASON),
+        "webhook_paused",
+        "a paused webhook's delivery is kept"
+    );
     assert_eq!(first.count(), before, "nothing is delivered while paused");
 
     w.status = WebhookStatus::Active;
     w.url = second.url("/moved");
     store.put(&w).await.unwrap();
-    publish_until(&publisher, env.topic(), "resuming with a new URL", || second.count() > 0).await;
+    publish_until(&publisher, env.topic(), "resuming with a new URL", || {
+        second.count() > 0
+    })
+    .await;
     let first_total = first.count();
 
     store.delete("live").await.unwrap();
@@ -59,7 +69,10 @@ async fn added_paused_changed_and_deleted_webhooks_take_effect_within_a_second()
     let second_total = second.count();
     publisher.json(env.topic(), EVENT).await;
     eventually(Duration::from_secs(5), "the event to be consumed", || async {
-        (app.metric(&format!("herald_events_unmatched_total{{topic=\"{}\"}}", env.topic())).await >= 1.0).then_some(())
+        (app.metric(&format!("herald_events_unmatched_total{{topic=\"{}\"}}", env.topic()))
+            .await
+            >= 1.0)
+            .then_some(())
     })
     .await;
     assert_eq!(second.count(), second_total, "a deleted webhook receives nothing");
@@ -83,7 +96,11 @@ async fn malformed_records_are_skipped_and_named() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    env.store().await.put(&webhook("good", &receiver.url("/"), &["*"])).await.unwrap();
+    env.store()
+        .await
+        .put(&webhook("good", &receiver.url("/"), &["*"]))
+        .await
+        .unwrap();
     let app = env.spawn("").await;
     assert_eq!(app.metric("herald_subscription_records_invalid_total").await, 1.0);
     assert_eq!(app.metric(r#"herald_webhooks{status="active"}"#).await, 1.0);
@@ -156,7 +173,11 @@ async fn delivery_continues_while_redis_restarts() {
     let mut env = TestEnv::new("redis-restart", &["events"], 1).await;
     env.redis_url = redis.url();
     let receiver = TestReceiver::ok().await;
-    env.store().await.put(&webhook("before", &receiver.url("/before"), &["*"])).await.unwrap();
+    env.store()
+        .await
+        .put(&webhook("before", &receiver.url("/before"), &["*"]))
+        .await
+        .unwrap();
     let app = env.spawn("").await;
     let publisher = Publisher::new();
 
@@ -176,13 +197,20 @@ async fn delivery_continues_while_redis_restarts() {
     })
     .await;
     // Changes made after the restart are followed again.
-    env.store().await.put(&webhook("after", &receiver.url("/after"), &["*"])).await.unwrap();
+    env.store()
+        .await
+        .put(&webhook("after", &receiver.url("/after"), &["*"]))
+        .await
+        .unwrap();
     publish_until(&publisher, env.topic(), "a webhook added after the restart", || {
         receiver.received().iter().any(|r| r.path == "/after")
     })
     .await;
-    assert!(app.metric(r#"herald_subscription_errors_total{stage="subscribe"}"#).await
-        + app.metric(r#"herald_subscription_errors_total{stage="connect"}"#).await
-        >= 1.0);
+    assert!(
+        app.metric(r#"herald_subscription_errors_total{stage="subscribe"}"#)
+            .await
+            + app.metric(r#"herald_subscription_errors_total{stage="connect"}"#).await
+            >= 1.0
+    );
     app.stop().await;
 }
