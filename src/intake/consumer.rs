@@ -211,7 +211,7 @@ impl Intake {
             if let Err(e) = self.consumer.pause(&partitions_tpl(&pause)) {
                 self.telemetry.consumer_error(&e);
             }
-            self.telemetry.partitions_paused(self.flow.paused_count());
+            self.telemetry.partitions_paused(pause.len(), self.flow.paused_count());
         }
         dispatch.dispatch(record, done);
     }
@@ -228,7 +228,7 @@ impl Intake {
             if let Err(e) = self.consumer.resume(&partitions_tpl(&actions.resume)) {
                 self.telemetry.consumer_error(&e);
             }
-            self.telemetry.partitions_paused(self.flow.paused_count());
+            self.telemetry.partitions_paused(0, self.flow.paused_count());
         }
     }
 

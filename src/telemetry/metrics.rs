@@ -28,6 +28,7 @@ pub struct Metrics {
     pub dead_letter_produce_duration: Histogram,
     pub partitions_assigned: IntGauge,
     pub partitions_paused: IntGauge,
+    pub partition_pauses: IntCounter,
     pub rebalances: IntCounterVec,
     pub revoke_abandoned_events: IntCounter,
     pub offset_commits: IntCounterVec,
@@ -163,6 +164,11 @@ impl Metrics {
                 r,
                 "herald_partitions_paused",
                 "Source partitions paused because their in-flight limit is reached.",
+            ),
+            partition_pauses: counter(
+                r,
+                "herald_partition_pauses_total",
+                "Times a partition was paused because an in-flight limit was reached (back-pressure).",
             ),
             rebalances: counter_vec(r, "herald_rebalances_total", "Consumer group rebalance events.", &["kind"]),
             revoke_abandoned_events: counter(

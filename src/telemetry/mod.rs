@@ -76,8 +76,13 @@ impl Telemetry {
         error!(%error, "consumer group rebalance failed");
     }
 
-    pub fn partitions_paused(&self, paused: usize) {
+    /// `newly` partitions were just paused (0 after resuming); `paused` are now.
+    pub fn partitions_paused(&self, newly: usize, paused: usize) {
+        self.metrics.partition_pauses.inc_by(newly as u64);
         self.metrics.partitions_paused.set(paused as i64);
+        if newly > 0 {
+            debug!(newly, paused, "in-flight limit reached; partitions paused");
+        }
     }
 
     pub fn consumer_error(&self, error: &dyn std::fmt::Display) {
