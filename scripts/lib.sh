@@ -79,10 +79,14 @@ start_broker() {
   wait_for "the broker" 60 port_open 127.0.0.1 "$port"
 }
 
+# stop_pidfile NAME: stops the process recorded in $HERALD_STATE/NAME.pid.
 stop_pidfile() {
-  local file=$HERALD_STATE/$1.pid
+  local file=$HERALD_STATE/$1.pid pid
   [ -f "$file" ] || return 0
-  kill "$(cat "$file")" 2>/dev/null || true
+  pid=$(cat "$file")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  kill -9 "$pid" 2>/dev/null || true
   rm -f "$file"
 }
 

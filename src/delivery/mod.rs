@@ -53,7 +53,7 @@ pub enum Failure {
     Network(String),
     /// The destination address is refused by the SSRF policy.
     Blocked(String),
-    /// Too many deliveries were already waiting for this endpoint.
+    /// No request slot at the endpoint became free within `delivery.max_queue_wait`.
     Saturated,
 }
 
@@ -76,7 +76,7 @@ impl Failure {
             Failure::Timeout => "no response within the request timeout".into(),
             Failure::Network(e) => e.clone(),
             Failure::Blocked(e) => e.clone(),
-            Failure::Saturated => "too many deliveries waiting for this endpoint".into(),
+            Failure::Saturated => "no free request slot at this endpoint within delivery.max_queue_wait".into(),
         }
     }
 
