@@ -20,10 +20,12 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::delivery::target::EndpointDefaults;
 use crate::delivery::Deliverer;
+use crate::intake::consumer::ConsumerSpec;
 use crate::intake::consumer::Intake;
 use crate::intake::flow::{Flow, FlowLimits};
+use crate::pipeline::RetrySpawner;
 use crate::pipeline::{Pipeline, Spawner};
-use crate::retry::dead_letter::DeadLetterSink;
+use crate::retry::sink::FailureSink;
 use crate::routing::envelope::Envelopes;
 use crate::subscriptions::sync::{SubscriptionIndex, SyncTask};
 use crate::telemetry::server::{self, OpsState};
@@ -138,13 +140,12 @@ impl Application {
         }
         tracing::info!(webhooks = index.load().len(), "subscriptions loaded");
 
-        crate::kafka::ensure_topics(
-            &config.kafka,
-            &[config.dead_letter.topic.as_str()],
-            config.kafka.create_missing_topics,
-        )
-        .await
-        .context("dead-letter topic unavailable")?;
+        let tier_topics = config.retry.topics();
+        let mut needed = vec![config.dead_letter.topic.as_str()];
+        needed.extend(tier_topics.iter().map(String::as_str));
+        crate::kafka::ensure_topics(&config.kafka, &needed, config.kafka.create_missing_topics)
+            .await
+            .context("dead-letter or retry topics unavailable")?;
         let producer: FutureProducer = crate::kafka::producer_config(&config.kafka)
             .create()
             .context("cannot create the Kafka producer")?;
@@ -154,23 +155,52 @@ impl Application {
             envelopes,
             index,
             deliverer,
-            dead_letters: DeadLetterSink::new(producer.clone(), &config.dead_letter, telemetry.clone()),
+            failures: FailureSink::new(
+                producer.clone(),
+                &config.dead_letter,
+                tier_topics.clone(),
+                telemetry.clone(),
+            ),
+            schedule: config.retry.schedule(),
             telemetry: telemetry.clone(),
             abort: abort.clone(),
         });
-        let intake = Intake::new(&config.kafka, flow, telemetry.clone()).context("cannot create the Kafka consumer")?;
-        tracing::info!(
-            topics = ?config.kafka.topics,
-            group = %config.kafka.group_id,
-            "consuming"
-        );
-        intake
-            .run(
-                Arc::new(Spawner(pipeline)),
-                shutdown.clone(),
-                config.shutdown.drain_timeout,
-            )
-            .await;
+        let source = ConsumerSpec {
+            name: "source",
+            group_id: config.kafka.group_id.clone(),
+            topics: config.kafka.topics.clone(),
+            due: None,
+        };
+        let intake =
+            Intake::new(&config.kafka, source, flow, telemetry.clone()).context("cannot create the Kafka consumer")?;
+        tracing::info!(topics = ?config.kafka.topics, group = %config.kafka.group_id, "consuming");
+        let drain = config.shutdown.drain_timeout;
+        let source_run = intake.run(Arc::new(Spawner(pipeline.clone())), shutdown.clone(), drain);
+
+        let retry_run = if tier_topics.is_empty() {
+            None
+        } else {
+            let spec = ConsumerSpec {
+                name: "retry",
+                group_id: config.retry.group_id(&config.kafka),
+                topics: tier_topics.clone(),
+                due: Some(crate::retry::record::due_at),
+            };
+            let retry_flow = Flow::new(FlowLimits {
+                per_partition: config.kafka.max_in_flight_per_partition,
+                total: config.kafka.max_in_flight,
+            });
+            let retry_intake = Intake::new(&config.kafka, spec, retry_flow, telemetry.clone())
+                .context("cannot create the retry consumer")?;
+            tracing::info!(tiers = ?tier_topics, "consuming retry tiers");
+            Some(retry_intake.run(Arc::new(RetrySpawner(pipeline)), shutdown.clone(), drain))
+        };
+        match retry_run {
+            Some(retry_run) => {
+                tokio::join!(source_run, retry_run);
+            }
+            None => source_run.await,
+        }
         abort.cancel();
         let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
         tracing::info!("stopped");

@@ -16,6 +16,7 @@ use figment::Figment;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::retry::schedule::{Schedule, Tier};
 use crate::routing::envelope::EnvelopeRules;
 
 /// The documented defaults, shipped as `config/default.toml`.
@@ -55,6 +56,7 @@ pub struct Config {
     pub envelope: EnvelopeConfig,
     pub delivery: DeliveryConfig,
     pub dead_letter: DeadLetterConfig,
+    pub retry: RetryConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
@@ -169,6 +171,39 @@ pub struct DeadLetterConfig {
     pub produce_retry_min_delay: Duration,
     #[serde(with = "humantime_serde")]
     pub produce_retry_max_delay: Duration,
+}
+
+/// Retry tiers: one Kafka delay topic per tier.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Tiers in order; empty sends failures straight to the dead-letter topic.
+    pub tiers: Vec<Tier>,
+    /// Fraction of each delay added or removed at random (0.1 = +-10%).
+    pub jitter: f64,
+    /// Consumer group of the tier consumers (default: `{kafka.group_id}.retry`).
+    #[serde(default)]
+    pub group_id: Option<String>,
+}
+
+impl RetryConfig {
+    /// The tier consumers' group.
+    pub fn group_id(&self, kafka: &KafkaConfig) -> String {
+        self.group_id
+            .clone()
+            .unwrap_or_else(|| format!("{}.retry", kafka.group_id))
+    }
+
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            tiers: self.tiers.clone(),
+            jitter: self.jitter,
+        }
+    }
+
+    pub fn topics(&self) -> Vec<String> {
+        self.tiers.iter().map(|t| t.topic.clone()).collect()
+    }
 }
 
 /// The operational HTTP listener (`/metrics`, `/healthz`, `/readyz`).
@@ -322,6 +357,39 @@ impl Config {
             self.dead_letter.produce_retry_min_delay,
         )?;
         nonzero("shutdown.drain_timeout", self.shutdown.drain_timeout)?;
+        let r = &self.retry;
+        if !(0.0..1.0).contains(&r.jitter) {
+            return Err(ConfigError::invalid("retry.jitter", "must be at least 0 and below 1"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, tier) in r.tiers.iter().enumerate() {
+            let key = format!("retry.tiers[{i}]");
+            if tier.topic.trim().is_empty() {
+                return Err(ConfigError::invalid(format!("{key}.topic"), "must not be empty"));
+            }
+            if !seen.insert(tier.topic.as_str())
+                || tier.topic == self.dead_letter.topic
+                || k.topics.contains(&tier.topic)
+            {
+                return Err(ConfigError::invalid(
+                    format!("{key}.topic"),
+                    "must differ from every other tier, source and dead-letter topic",
+                ));
+            }
+            nonzero(&format!("{key}.delay"), tier.delay)?;
+            if tier.max_delay.is_some_and(|m| m < tier.delay) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.max_delay"),
+                    "must not be shorter than the delay",
+                ));
+            }
+        }
+        if r.group_id.as_deref() == Some(k.group_id.as_str()) {
+            return Err(ConfigError::invalid(
+                "retry.group_id",
+                "must differ from kafka.group_id (the tier consumers are a group of their own)",
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::invalid("log.level", e.to_string()))?;
         Ok(())
@@ -351,6 +419,12 @@ mod tests {
         let config = Config::from_toml_overlay("").expect("defaults are valid");
         assert_eq!(config.kafka.group_id, "herald");
         assert_eq!(config.dead_letter.topic, "herald.dlq");
+        let delays: Vec<u64> = config.retry.tiers.iter().map(|t| t.delay.as_secs()).collect();
+        assert_eq!(
+            delays,
+            [3600, 3 * 3600, 86400, 3 * 86400, 7 * 86400],
+            "1h, 3h, 1d, 3d, 1w"
+        );
         assert!(config.delivery.allow_cidrs.is_empty(), "SSRF-safe by default");
     }
 
@@ -373,6 +447,21 @@ mod tests {
     fn herald_controlled_properties_cannot_be_overridden() {
         let err = Config::from_toml_overlay("[kafka.properties]\n\"enable.auto.offset.store\" = \"true\"").unwrap_err();
         assert!(err.to_string().contains("enable.auto.offset.store"), "{err}");
+    }
+
+    #[test]
+    fn retry_tiers_are_checked() {
+        let tiers = |t: &str| Config::from_toml_overlay(&format!("[retry]\ntiers = [{t}]"));
+        assert!(tiers("").is_ok(), "no tiers: failures go to the dead-letter topic");
+        assert!(tiers("{ topic = \"r1\", delay = \"1s\" }").is_ok());
+        let err = tiers("{ topic = \"herald.dlq\", delay = \"1s\" }").unwrap_err();
+        assert!(err.to_string().contains("retry.tiers[0].topic"), "{err}");
+        let err = tiers("{ topic = \"a\", delay = \"1s\" }, { topic = \"a\", delay = \"2s\" }").unwrap_err();
+        assert!(err.to_string().contains("retry.tiers[1].topic"), "{err}");
+        let err = tiers("{ topic = \"a\", delay = \"0s\" }").unwrap_err();
+        assert!(err.to_string().contains("retry.tiers[0].delay"), "{err}");
+        let err = Config::from_toml_overlay("[retry]\njitter = 1.5").unwrap_err();
+        assert!(err.to_string().contains("retry.jitter"), "{err}");
     }
 
     #[test]

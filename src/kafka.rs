@@ -24,9 +24,9 @@ fn base(config: &KafkaConfig) -> ClientConfig {
 
 /// The source consumer: offsets are stored by Herald only when an event is
 /// finished (`enable.auto.offset.store=false`) and committed from there.
-pub fn consumer_config(config: &KafkaConfig) -> ClientConfig {
+pub fn consumer_config(config: &KafkaConfig, group_id: &str) -> ClientConfig {
     let mut cc = base(config);
-    cc.set("group.id", &config.group_id);
+    cc.set("group.id", group_id);
     cc.set("enable.auto.commit", "true");
     cc.set("auto.commit.interval.ms", "1000");
     cc.set("auto.offset.reset", "earliest");

@@ -23,6 +23,9 @@ use crate::event::Event;
 use ssrf::{AddressPolicy, GuardedResolver};
 use target::Target;
 
+/// The attempt number (1 for the first), so receivers can tell retries apart.
+pub const ATTEMPT_HEADER: &str = "herald-attempt";
+
 /// `user-agent` of every request.
 pub const USER_AGENT: &str = concat!("Herald/", env!("CARGO_PKG_VERSION"));
 
@@ -191,7 +194,7 @@ impl Deliverer {
             result,
             response_excerpt,
         };
-        let request = match self.build_request(event, target, &delivery_id) {
+        let request = match self.build_request(event, target, &delivery_id, attempt) {
             Ok(r) => r,
             Err(e) => return finish(Err(Failure::Network(error_chain(&e))), None),
         };
@@ -219,6 +222,7 @@ impl Deliverer {
         event: &Event,
         target: &Target,
         delivery_id: &str,
+        attempt: u32,
     ) -> Result<reqwest::Request, reqwest::Error> {
         let timestamp = OffsetDateTime::now_utc().unix_timestamp();
         let body = event.record.value.clone();
@@ -240,6 +244,7 @@ impl Deliverer {
             .header("webhook-id", delivery_id)
             .header("webhook-timestamp", timestamp)
             .header("webhook-signature", signature)
+            .header(ATTEMPT_HEADER, attempt)
             .body(body)
             .build()
     }

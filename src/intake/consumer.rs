@@ -12,8 +12,12 @@
 //!   deliveries finishing them must run on other workers: Herald needs the
 //!   multi-threaded runtime.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use tokio_util::time::{delay_queue, DelayQueue};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
@@ -152,65 +156,198 @@ impl IntakeContext {
     }
 }
 
-/// The source consumer.
+/// What one consumer reads, and whether it holds records until due.
+pub struct ConsumerSpec {
+    /// `consumer` metric label: `source` or `retry`.
+    pub name: &'static str,
+    pub group_id: String,
+    pub topics: Vec<String>,
+    /// When set, a record whose due time is in the future is held: its
+    /// partition is paused and resumed at the due time (retry tiers).
+    pub due: Option<fn(&SourceRecord) -> Option<SystemTime>>,
+}
+
+/// Records held until due for one partition, in offset order.
+struct Held {
+    generation: Option<u64>,
+    records: VecDeque<SourceRecord>,
+}
+
+/// A consumer group member feeding a [`Dispatch`].
 pub struct Intake {
     consumer: StreamConsumer<IntakeContext>,
     flow: Arc<Flow>,
     telemetry: Telemetry,
-    /// Source topic names, shared by every record instead of allocated per record.
+    name: &'static str,
+    due: Option<fn(&SourceRecord) -> Option<SystemTime>>,
+    /// Topic names, shared by every record instead of allocated per record.
     topics: Vec<Arc<str>>,
+    held: HashMap<Tp, Held>,
+    timers: DelayQueue<Tp>,
+    timer_keys: HashMap<Tp, delay_queue::Key>,
 }
 
 impl Intake {
-    /// Creates the consumer and subscribes to the source topics.
-    pub fn new(config: &KafkaConfig, flow: Arc<Flow>, telemetry: Telemetry) -> KafkaResult<Intake> {
+    /// Creates the consumer and subscribes to `spec.topics`.
+    pub fn new(config: &KafkaConfig, spec: ConsumerSpec, flow: Arc<Flow>, telemetry: Telemetry) -> KafkaResult<Intake> {
         let context = IntakeContext {
             flow: flow.clone(),
             telemetry: telemetry.clone(),
             revoke_drain_timeout: config.revoke_drain_timeout,
         };
         let consumer: StreamConsumer<IntakeContext> =
-            crate::kafka::consumer_config(config).create_with_context(context)?;
-        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+            crate::kafka::consumer_config(config, &spec.group_id).create_with_context(context)?;
+        let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         Ok(Intake {
             consumer,
             flow,
             telemetry,
-            topics: config.topics.iter().map(|t| Arc::from(t.as_str())).collect(),
+            name: spec.name,
+            due: spec.due,
+            topics: spec.topics.iter().map(|t| Arc::from(t.as_str())).collect(),
+            held: HashMap::new(),
+            timers: DelayQueue::new(),
+            timer_keys: HashMap::new(),
         })
     }
 
     /// Consumes until `shutdown`, then drains in-flight events for at most
     /// `drain_timeout`, commits, and leaves the group.
-    pub async fn run(self, dispatch: Arc<dyn Dispatch>, shutdown: CancellationToken, drain_timeout: Duration) {
+    pub async fn run(mut self, dispatch: Arc<dyn Dispatch>, shutdown: CancellationToken, drain_timeout: Duration) {
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                _ = self.flow.woken() => self.apply(self.flow.take_actions()),
-                message = self.consumer.recv() => match message {
-                    Ok(message) => self.admit(&message, dispatch.as_ref()),
-                    Err(e) => self.telemetry.consumer_error(&e),
-                },
+                _ = self.flow.woken() => {
+                    self.telemetry.consumer_woke(self.name);
+                    let actions = self.flow.take_actions();
+                    self.apply(actions);
+                }
+                Some(expired) = self.timers.next(), if !self.timers.is_empty() => {
+                    self.telemetry.consumer_woke(self.name);
+                    let tp = expired.into_inner();
+                    self.timer_keys.remove(&tp);
+                    self.release(&tp, dispatch.as_ref());
+                }
+                message = self.consumer.recv() => {
+                    self.telemetry.consumer_woke(self.name);
+                    match message {
+                        Ok(message) => {
+                            let record = self.to_record(&message);
+                            drop(message);
+                            self.receive(record, dispatch.as_ref());
+                        }
+                        Err(e) => self.telemetry.consumer_error(&e),
+                    }
+                }
             }
         }
         self.shut_down(drain_timeout).await;
     }
 
-    fn admit(&self, message: &BorrowedMessage<'_>, dispatch: &dyn Dispatch) {
+    fn to_record(&self, message: &BorrowedMessage<'_>) -> SourceRecord {
         let topic = match self.topics.iter().find(|t| ***t == *message.topic()) {
             Some(t) => t.clone(),
             None => Arc::from(message.topic()),
         };
-        let record = to_record(topic, message);
+        to_record(topic, message)
+    }
+
+    /// A record arrived: admit it, or hold it until due.
+    fn receive(&mut self, record: SourceRecord, dispatch: &dyn Dispatch) {
+        let Some(due) = self.due else {
+            return self.admit(record, dispatch);
+        };
+        let tp: Tp = (record.topic.clone(), record.partition);
+        let generation = self.flow.generation(&tp);
+        if let Some(held) = self.held.get_mut(&tp) {
+            if held.generation == generation {
+                // Records behind a held one wait behind it, in order.
+                held.records.push_back(record);
+                self.report_held();
+                return;
+            }
+            // Held under an earlier assignment: that partition was revoked.
+            self.held.remove(&tp);
+        }
+        match due(&record) {
+            Some(at) if at > SystemTime::now() => {
+                self.pause(std::slice::from_ref(&tp));
+                self.schedule(&tp, at);
+                self.held.insert(
+                    tp,
+                    Held {
+                        generation,
+                        records: VecDeque::from([record]),
+                    },
+                );
+                self.report_held();
+            }
+            _ => self.admit(record, dispatch),
+        }
+    }
+
+    /// A held partition's timer fired: admit what is due, then resume it or
+    /// wait for the next due time.
+    fn release(&mut self, tp: &Tp, dispatch: &dyn Dispatch) {
+        let Some(due) = self.due else { return };
+        let current = self.flow.generation(tp);
+        let Some(mut held) = self.held.remove(tp) else { return };
+        if held.generation != current {
+            self.report_held();
+            return;
+        }
+        while let Some(front) = held.records.front() {
+            match due(front) {
+                Some(at) if at > SystemTime::now() => {
+                    self.schedule(tp, at);
+                    self.held.insert(tp.clone(), held);
+                    self.report_held();
+                    return;
+                }
+                _ => {
+                    let record = held.records.pop_front().expect("front exists");
+                    self.admit(record, dispatch);
+                }
+            }
+        }
+        self.report_held();
+        if current.is_some() && !self.flow.is_paused(tp) {
+            if let Err(e) = self.consumer.resume(&partitions_tpl(std::slice::from_ref(tp))) {
+                self.telemetry.consumer_error(&e);
+            }
+        }
+    }
+
+    fn schedule(&mut self, tp: &Tp, at: SystemTime) {
+        let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+        match self.timer_keys.get(tp) {
+            Some(key) => self.timers.reset(key, wait),
+            None => {
+                let key = self.timers.insert(tp.clone(), wait);
+                self.timer_keys.insert(tp.clone(), key);
+            }
+        }
+    }
+
+    fn report_held(&self) {
+        let n: usize = self.held.values().map(|h| h.records.len()).sum();
+        self.telemetry.retry_records_waiting(n);
+    }
+
+    fn pause(&self, tps: &[Tp]) {
+        if let Err(e) = self.consumer.pause(&partitions_tpl(tps)) {
+            self.telemetry.consumer_error(&e);
+        }
+    }
+
+    fn admit(&self, record: SourceRecord, dispatch: &dyn Dispatch) {
         self.telemetry.record_consumed(&record);
         let tp: Tp = (record.topic.clone(), record.partition);
         let (done, pause) = self.flow.admit(&tp, record.offset);
         if !pause.is_empty() {
-            if let Err(e) = self.consumer.pause(&partitions_tpl(&pause)) {
-                self.telemetry.consumer_error(&e);
-            }
+            self.pause(&pause);
             self.telemetry.partitions_paused(pause.len(), self.flow.paused_count());
         }
         dispatch.dispatch(record, done);
@@ -224,8 +361,14 @@ impl Intake {
                 Err(e) => self.telemetry.offset_store_failed(&e),
             }
         }
-        if !actions.resume.is_empty() {
-            if let Err(e) = self.consumer.resume(&partitions_tpl(&actions.resume)) {
+        // A partition holding a record until due stays paused until then.
+        let resume: Vec<Tp> = actions
+            .resume
+            .into_iter()
+            .filter(|tp| !self.held.contains_key(tp))
+            .collect();
+        if !resume.is_empty() {
+            if let Err(e) = self.consumer.resume(&partitions_tpl(&resume)) {
                 self.telemetry.consumer_error(&e);
             }
             self.telemetry.partitions_paused(0, self.flow.paused_count());

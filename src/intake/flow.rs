@@ -238,6 +238,16 @@ impl Flow {
         actions
     }
 
+    /// The generation of `tp`'s current assignment, if it is assigned.
+    pub fn generation(&self, tp: &Tp) -> Option<u64> {
+        self.lock().partitions.get(tp).map(|p| p.generation)
+    }
+
+    /// Whether the limits keep `tp` paused.
+    pub fn is_paused(&self, tp: &Tp) -> bool {
+        self.lock().partitions.get(tp).is_some_and(|p| p.paused)
+    }
+
     /// Partitions currently paused by the limits.
     pub fn paused_count(&self) -> usize {
         self.lock().partitions.values().filter(|p| p.paused).count()

@@ -1,5 +1,11 @@
-//! Where failed deliveries go. Until retry tiers exist, every failure and
-//! every unusable record goes to the dead-letter topic, acknowledged before
-//! its source offset is committed.
+//! Where failed deliveries go: retry tiers as Kafka delay topics, then the
+//! dead-letter topic.
+//!
+//! [`schedule`] decides when a retry is due, [`sink`] writes retry and
+//! dead-letter records (acknowledged before any source offset is committed),
+//! and [`record`] reads a retry record back when its tier consumer holds it
+//! until due (see `intake::consumer`).
 
-pub mod dead_letter;
+pub mod record;
+pub mod schedule;
+pub mod sink;

@@ -62,6 +62,7 @@ impl Scope {
 #[derive(Debug, Default)]
 pub struct Index {
     targets: Vec<Arc<Target>>,
+    by_id: HashMap<String, u32>,
     global: Scope,
     tenants: HashMap<String, Scope>,
 }
@@ -79,6 +80,7 @@ impl Index {
             for pattern in &target.webhook.events {
                 scope.add(pattern, n);
             }
+            index.by_id.insert(target.webhook.id.clone(), n);
             index.targets.push(target);
         }
         index.global.seal();
@@ -99,6 +101,11 @@ impl Index {
             ids.dedup();
         }
         ids.into_iter().map(|i| self.targets[i as usize].clone()).collect()
+    }
+
+    /// The webhook with this id, whatever its status.
+    pub fn get(&self, id: &str) -> Option<Arc<Target>> {
+        self.by_id.get(id).map(|&i| self.targets[i as usize].clone())
     }
 
     /// Every target, in no particular order.
@@ -191,5 +198,7 @@ mod tests {
         assert_eq!(index.count(WebhookStatus::Active), 2);
         assert_eq!(index.count(WebhookStatus::Paused), 0);
         assert_eq!(index.len(), 2);
+        assert_eq!(index.get("b").unwrap().id(), "b");
+        assert!(index.get("c").is_none());
     }
 }

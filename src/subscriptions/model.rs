@@ -35,6 +35,7 @@ pub const RESERVED_HEADERS: &[&str] = &[
     "webhook-id",
     "webhook-timestamp",
     "webhook-signature",
+    "herald-attempt",
 ];
 
 /// Whether Herald delivers to a webhook.

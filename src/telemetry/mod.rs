@@ -147,9 +147,16 @@ impl Telemetry {
         self.metrics.deliveries_in_flight.inc();
     }
 
-    pub fn delivery_finished(&self, webhook_id: &str, event_type: &str, attempt: &Attempt) {
+    /// A delivery attempt ended; `tier` is the retry tier it came from.
+    pub fn delivery_finished(&self, webhook_id: &str, event_type: &str, tier: Option<usize>, attempt: &Attempt) {
         self.metrics.deliveries_in_flight.dec();
         let outcome = if attempt.succeeded() { "succeeded" } else { "failed" };
+        if let Some(tier) = tier {
+            self.metrics
+                .retry_attempts
+                .with_label_values(&[&(tier + 1).to_string(), outcome])
+                .inc();
+        }
         self.metrics
             .deliveries
             .with_label_values(&[outcome, attempt.class()])
@@ -195,6 +202,37 @@ impl Telemetry {
         self.metrics.dead_letters.with_label_values(&[reason]).inc();
         self.metrics.dead_letter_produce_duration.observe(took.as_secs_f64());
         debug!(reason, "dead-letter record acknowledged");
+    }
+
+    pub fn retry_scheduled(&self, tier: usize, due_at: std::time::SystemTime, took: Duration) {
+        self.metrics
+            .retries_scheduled
+            .with_label_values(&[&(tier + 1).to_string()])
+            .inc();
+        self.metrics.dead_letter_produce_duration.observe(took.as_secs_f64());
+        let in_ms = due_at
+            .duration_since(std::time::SystemTime::now())
+            .map_or(0, |d| d.as_millis() as u64);
+        debug!(tier = tier + 1, due_in_ms = in_ms, "retry scheduled");
+    }
+
+    pub fn retry_record_invalid(&self, record: &SourceRecord, error: &dyn std::fmt::Display) {
+        self.metrics.retry_records_invalid.inc();
+        warn!(
+            topic = %record.topic,
+            partition = record.partition,
+            offset = record.offset,
+            %error,
+            "retry record cannot be used; sending it to the dead-letter topic"
+        );
+    }
+
+    pub fn retry_records_waiting(&self, n: usize) {
+        self.metrics.retry_records_waiting.set(n as i64);
+    }
+
+    pub fn consumer_woke(&self, consumer: &'static str) {
+        self.metrics.consumer_wakeups.with_label_values(&[consumer]).inc();
     }
 
     pub fn dead_letter_produce_failed(&self, reason: &str, error: &dyn std::fmt::Display, retry_in: Duration) {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use herald::retry::dead_letter::headers as h;
+use herald::retry::sink::headers as h;
 
 use crate::helpers::*;
 

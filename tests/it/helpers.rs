@@ -75,6 +75,9 @@ pub struct TestEnv {
     pub redis_url: String,
     /// TOML overlaid on the defaults (tests may append to it).
     pub overlay: String,
+    /// Retry tiers: (topic, delay in ms, max_delay in ms). None by default:
+    /// failures go straight to the dead-letter topic.
+    pub tiers: Vec<(String, u64, Option<u64>)>,
 }
 
 impl TestEnv {
@@ -91,10 +94,25 @@ impl TestEnv {
             prefix: format!("test:{id}:"),
             redis_url: redis_url(),
             overlay: String::new(),
+            tiers: Vec::new(),
             dlq,
             topics,
         };
         env
+    }
+
+    /// Adds retry tiers with these delays (and optional max delays), in ms,
+    /// creating their topics with `partitions` partitions each.
+    pub async fn with_tiers(mut self, tiers: &[(u64, Option<u64>)], partitions: i32) -> TestEnv {
+        let base = self.dlq.trim_end_matches(".dlq").to_owned();
+        self.tiers = tiers
+            .iter()
+            .enumerate()
+            .map(|(i, (delay, max))| (format!("{base}.retry.{}", i + 1), *delay, *max))
+            .collect();
+        let topics: Vec<String> = self.tiers.iter().map(|t| t.0.clone()).collect();
+        create_topics(&topics, partitions).await;
+        self
     }
 
     pub fn topic(&self) -> &str {
@@ -140,7 +158,19 @@ listen = "127.0.0.1:0"
 drain_timeout = "10s"
 [log]
 level = "warn"
+[retry]
+jitter = 0.0
+tiers = [{tiers}]
 "#,
+            tiers = self
+                .tiers
+                .iter()
+                .map(|(topic, delay, max)| match max {
+                    Some(max) => format!("{{ topic = \"{topic}\", delay = \"{delay}ms\", max_delay = \"{max}ms\" }}"),
+                    None => format!("{{ topic = \"{topic}\", delay = \"{delay}ms\" }}"),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
             brokers = brokers(),
             group = self.group,
             redis = self.redis_url,
@@ -296,11 +326,19 @@ pub enum Behaviour {
     Redirect(String),
     /// Never answers.
     Hang,
+    /// Answers `status` (with `Retry-After` when given) to attempts up to
+    /// `attempts` (the `herald-attempt` header), 204 after.
+    FailAttempts {
+        attempts: u32,
+        status: u16,
+        retry_after: Option<String>,
+    },
 }
 
 /// One request a receiver got.
 #[derive(Clone, Debug)]
 pub struct Received {
+    pub at: std::time::Instant,
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -309,6 +347,10 @@ pub struct Received {
 impl Received {
     pub fn header(&self, name: &str) -> &str {
         self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    pub fn attempt(&self) -> u32 {
+        self.header("herald-attempt").parse().unwrap()
     }
 }
 
@@ -371,7 +413,13 @@ impl TestReceiver {
 }
 
 async fn handle(State(state): State<ReceiverState>, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let attempt: u32 = headers
+        .get("herald-attempt")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     state.received.lock().unwrap().push(Received {
+        at: std::time::Instant::now(),
         path: uri.path().to_owned(),
         headers,
         body,
@@ -384,6 +432,20 @@ async fn handle(State(state): State<ReceiverState>, uri: axum::http::Uri, header
             StatusCode::from_u16(s).unwrap().into_response()
         }
         Behaviour::Redirect(to) => (StatusCode::FOUND, [("location", to)]).into_response(),
+        Behaviour::FailAttempts {
+            attempts,
+            status,
+            retry_after,
+        } => {
+            if attempt > attempts {
+                return StatusCode::NO_CONTENT.into_response();
+            }
+            let status = StatusCode::from_u16(status).unwrap();
+            match retry_after {
+                Some(ra) => (status, [("retry-after", ra)]).into_response(),
+                None => status.into_response(),
+            }
+        }
         Behaviour::Hang => {
             std::future::pending::<()>().await;
             unreachable!()

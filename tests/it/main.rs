@@ -6,5 +6,6 @@ mod helpers;
 mod envelopes;
 mod failures;
 mod resilience;
+mod retries;
 mod signatures;
 mod subscriptions;

@@ -1,15 +1,17 @@
-//! The dead-letter topic: where nothing is lost.
+//! Where failures are written: retry tier topics and the dead-letter topic.
 //!
-//! A record that cannot be routed, and a delivery that did not succeed, is
-//! written here with the original key, value and headers, plus `herald.*`
-//! headers saying what happened (see `docs/dead-letter.md`). The producer is
-//! idempotent with `acks=all`, and [`DeadLetterSink::send`] only returns once
-//! the broker has acknowledged the record: only then may the source offset be
-//! committed. While the broker refuses, it retries with backoff, which holds
-//! the source partition's offset (and, through the in-flight limit,
+//! A delivery that did not succeed goes to its next retry tier; one that ran
+//! out of tiers, a record that cannot be routed, and a delivery to a paused
+//! webhook go to the dead-letter topic. Either way the record keeps the
+//! original key, value and headers, plus `herald.*` headers saying what
+//! happened (see `docs/dead-letter.md`), so a retry record is self-contained.
+//! The producer is idempotent with `acks=all`, and [`FailureSink::send`] only
+//! returns once the broker has acknowledged the record: only then may the
+//! source offset be committed. While the broker refuses, it retries with
+//! backoff, which holds the source offset (and, through the in-flight limit,
 //! eventually the partition) rather than dropping anything.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -47,6 +49,9 @@ pub mod headers {
     pub const LAST_ERROR: &str = "herald.last.error";
     pub const LAST_RESPONSE: &str = "herald.last.response";
     pub const DEAD_LETTERED_AT: &str = "herald.dead_lettered.at";
+    pub const HISTORY: &str = "herald.history";
+    pub const RETRY_TIER: &str = "herald.retry.tier";
+    pub const RETRY_DUE_AT: &str = "herald.retry.due_at";
 }
 
 /// Why a record is dead-lettered, besides the unroutable reasons.
@@ -54,21 +59,39 @@ pub mod reasons {
     pub const DELIVERY_FAILED: &str = "delivery_failed";
     pub const WEBHOOK_PAUSED: &str = "webhook_paused";
     pub const WEBHOOK_DISABLED: &str = "webhook_disabled";
+    pub const WEBHOOK_DELETED: &str = "webhook_deleted";
+    pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
+    pub const INVALID_RETRY_RECORD: &str = "invalid_retry_record";
 }
 
-/// The delivery a dead letter is about.
+/// The delivery a failure record is about.
 pub struct DeliveryContext<'a> {
     pub webhook_id: &'a str,
     pub delivery_id: &'a str,
-    /// The last attempt, when one was made.
+    /// Attempts made so far (0 when none was, e.g. for a paused webhook).
+    pub attempts: u32,
+    /// The last attempt, when this record follows one.
     pub last_attempt: Option<&'a Attempt>,
     pub first_attempt_at: Option<OffsetDateTime>,
+    /// The `herald.history` of earlier attempts (a JSON array), if any.
+    pub previous_history: Option<&'a str>,
 }
 
-/// One dead-letter record to write.
-pub struct DeadLetter<'a> {
+/// Where a failure record goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// Retry tier `tier` (index into the schedule), due at `due_at`.
+    Retry { tier: usize, due_at: SystemTime },
+    /// The dead-letter topic.
+    DeadLetter,
+}
+
+/// One failure record to write.
+pub struct FailureRecord<'a> {
+    pub destination: Destination,
     pub reason: &'a str,
     pub detail: String,
+    /// The original record (for a retry: as first consumed from its source).
     pub record: &'a SourceRecord,
     pub meta: Option<&'a EventMeta>,
     pub delivery: Option<DeliveryContext<'a>>,
@@ -80,20 +103,27 @@ pub struct DeadLetter<'a> {
 #[error("abandoned before the dead-letter record was acknowledged")]
 pub struct Abandoned;
 
-/// Writes dead-letter records and waits for their acknowledgement.
+/// Writes failure records and waits for their acknowledgement.
 #[derive(Clone)]
-pub struct DeadLetterSink {
+pub struct FailureSink {
     producer: FutureProducer,
-    topic: String,
+    dead_letter_topic: String,
+    tier_topics: Vec<String>,
     config: DeadLetterConfig,
     telemetry: Telemetry,
 }
 
-impl DeadLetterSink {
-    pub fn new(producer: FutureProducer, config: &DeadLetterConfig, telemetry: Telemetry) -> Self {
-        DeadLetterSink {
+impl FailureSink {
+    pub fn new(
+        producer: FutureProducer,
+        config: &DeadLetterConfig,
+        tier_topics: Vec<String>,
+        telemetry: Telemetry,
+    ) -> Self {
+        FailureSink {
             producer,
-            topic: config.topic.clone(),
+            dead_letter_topic: config.topic.clone(),
+            tier_topics,
             config: config.clone(),
             telemetry,
         }
@@ -101,8 +131,12 @@ impl DeadLetterSink {
 
     /// Produces `letter` and waits for the broker's acknowledgement, retrying
     /// until it comes or `abort` is cancelled.
-    pub async fn send(&self, letter: DeadLetter<'_>, abort: &CancellationToken) -> Result<(), Abandoned> {
+    pub async fn send(&self, letter: FailureRecord<'_>, abort: &CancellationToken) -> Result<(), Abandoned> {
         let headers = build_headers(&letter);
+        let topic = match letter.destination {
+            Destination::Retry { tier, .. } => &self.tier_topics[tier],
+            Destination::DeadLetter => &self.dead_letter_topic,
+        };
         let started = Instant::now();
         let mut backoff = ExponentialBuilder::default()
             .with_min_delay(self.config.produce_retry_min_delay)
@@ -111,7 +145,7 @@ impl DeadLetterSink {
             .without_max_times()
             .build();
         loop {
-            let mut record = FutureRecord::to(&self.topic)
+            let mut record = FutureRecord::to(topic)
                 .payload(letter.record.value.as_ref())
                 .headers(headers.clone());
             if let Some(key) = &letter.record.key {
@@ -123,7 +157,12 @@ impl DeadLetterSink {
             };
             match result {
                 Ok(_) => {
-                    self.telemetry.dead_lettered(letter.reason, started.elapsed());
+                    match letter.destination {
+                        Destination::Retry { tier, due_at } => {
+                            self.telemetry.retry_scheduled(tier, due_at, started.elapsed())
+                        }
+                        Destination::DeadLetter => self.telemetry.dead_lettered(letter.reason, started.elapsed()),
+                    }
                     return Ok(());
                 }
                 Err((error, _)) => {
@@ -143,7 +182,31 @@ fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
-fn build_headers(letter: &DeadLetter<'_>) -> OwnedHeaders {
+/// Every attempt so far as a compact JSON array:
+/// `[{"attempt":1,"at":"...","class":"5xx","status":503,"error":"..."}, ...]`.
+fn history(d: &DeliveryContext<'_>) -> String {
+    let mut entries: Vec<serde_json::Value> = d
+        .previous_history
+        .and_then(|h| serde_json::from_str(h).ok())
+        .unwrap_or_default();
+    if let Some(a) = d.last_attempt {
+        let (status, error) = match &a.result {
+            Ok(status) => (Some(*status), None),
+            Err(f) => (f.status(), Some(f.describe())),
+        };
+        entries.push(serde_json::json!({
+            "attempt": a.attempt,
+            "at": rfc3339(a.started_at),
+            "class": a.class(),
+            "status": status,
+            "error": error,
+            "duration_ms": a.duration.as_millis() as u64,
+        }));
+    }
+    serde_json::Value::Array(entries).to_string()
+}
+
+fn build_headers(letter: &FailureRecord<'_>) -> OwnedHeaders {
     let record = letter.record;
     let mut out = OwnedHeaders::new_with_capacity(record.headers.len() + 20);
     for h in &record.headers {
@@ -183,8 +246,8 @@ fn build_headers(letter: &DeadLetter<'_>) -> OwnedHeaders {
         if let Some(first) = d.first_attempt_at {
             add(headers::FIRST_ATTEMPT_AT, &rfc3339(first));
         }
+        add(headers::ATTEMPT, &d.attempts.to_string());
         if let Some(attempt) = d.last_attempt {
-            add(headers::ATTEMPT, &attempt.attempt.to_string());
             add(headers::LAST_ATTEMPT_AT, &rfc3339(attempt.started_at));
             add(headers::LAST_CLASS, attempt.class());
             match &attempt.result {
@@ -199,10 +262,16 @@ fn build_headers(letter: &DeadLetter<'_>) -> OwnedHeaders {
             if let Some(body) = &attempt.response_excerpt {
                 add(headers::LAST_RESPONSE, body);
             }
-        } else {
-            add(headers::ATTEMPT, "0");
         }
+        add(headers::HISTORY, &history(d));
     }
-    add(headers::DEAD_LETTERED_AT, &rfc3339(OffsetDateTime::now_utc()));
+    match letter.destination {
+        Destination::Retry { tier, due_at } => {
+            add(headers::RETRY_TIER, &tier.to_string());
+            let due_ms = due_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+            add(headers::RETRY_DUE_AT, &due_ms.to_string());
+        }
+        Destination::DeadLetter => add(headers::DEAD_LETTERED_AT, &rfc3339(OffsetDateTime::now_utc())),
+    }
     out
 }

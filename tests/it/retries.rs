@@ -1,0 +1,280 @@
+//! Retry tiers as Kafka delay topics (seconds-scale here), then the
+//! dead-letter topic.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use herald::retry::sink::headers as h;
+
+use crate::helpers::*;
+
+const EVENT: &str = r#"{"event":"invoice.paid","version":"0","time":1740133769000}"#;
+
+fn failing(attempts: u32, status: u16, retry_after: Option<&str>) -> Behaviour {
+    Behaviour::FailAttempts {
+        attempts,
+        status,
+        retry_after: retry_after.map(str::to_owned),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_failing_twice_arrives_three_times_with_one_id_spaced_by_the_tiers() {
+    let env = TestEnv::new("retry-ok", &["events"], 1)
+        .await
+        .with_tiers(&[(1000, None), (2000, None), (3000, None)], 1)
+        .await;
+    let receiver = TestReceiver::start(failing(2, 500, None)).await;
+    env.store()
+        .await
+        .put(&webhook("flaky", &receiver.url("/"), &["*"]))
+        .await
+        .unwrap();
+    let app = env.spawn("").await;
+    Publisher::new().json(env.topic(), EVENT).await;
+
+    let got = receiver.wait_for(3, Duration::from_secs(30)).await;
+    assert_eq!(got.iter().map(Received::attempt).collect::<Vec<_>>(), [1, 2, 3]);
+    let ids: Vec<&str> = got.iter().map(|r| r.header("webhook-id")).collect();
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "one webhook-id on every attempt: {ids:?}"
+    );
+    assert!(got.iter().all(|r| r.body == EVENT.as_bytes()));
+    // Never early: each retry waits at least its tier's delay (jitter is 0 here).
+    assert!(
+        got[1].at - got[0].at >= Duration::from_millis(1000),
+        "{:?}",
+        got[1].at - got[0].at
+    );
+    assert!(
+        got[2].at - got[1].at >= Duration::from_millis(2000),
+        "{:?}",
+        got[2].at - got[1].at
+    );
+
+    eventually(Duration::from_secs(5), "the retry metrics", || async {
+        let text = app.metrics().await;
+        let ok = metric_value(&text, r#"herald_retries_scheduled_total{tier="1"}"#) == 1.0
+            && metric_value(&text, r#"herald_retries_scheduled_total{tier="2"}"#) == 1.0
+            && metric_value(&text, r#"herald_retry_attempts_total{outcome="succeeded",tier="2"}"#) == 1.0;
+        ok.then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.count(), 3, "nothing after the success");
+    assert!(read_topic(&env.dlq, 1, Duration::from_secs(2)).await.is_empty());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_that_always_fails_ends_in_the_dead_letter_topic_with_its_history() {
+    let env = TestEnv::new("retry-dlq", &["events"], 1)
+        .await
+        .with_tiers(&[(500, None), (500, None)], 1)
+        .await;
+    let receiver = TestReceiver::start(failing(u32::MAX, 503, None)).await;
+    env.store()
+        .await
+        .put(&webhook("down", &receiver.url("/"), &["*"]))
+        .await
+        .unwrap();
+    let app = env.spawn("").await;
+    Publisher::new()
+        .send(env.topic(), Some("key-1"), EVENT.as_bytes(), &[("trace", "t-1")])
+        .await;
+
+    let letters = read_topic(&env.dlq, 1, Duration::from_secs(30)).await;
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(letter.header(h::REASON), "retries_exhausted");
+    assert_eq!(letter.header(h::ATTEMPT), "3");
+    assert_eq!(letter.header(h::LAST_STATUS), "503");
+    assert_eq!(letter.header(h::SOURCE_TOPIC), env.topic());
+    assert_eq!(letter.header("trace"), "t-1", "the original headers survive every tier");
+    assert_eq!(letter.key.as_deref(), Some(&b"key-1"[..]));
+    assert_eq!(letter.value, EVENT.as_bytes());
+    let history: Vec<serde_json::Value> = serde_json::from_str(letter.header(h::HISTORY)).unwrap();
+    assert_eq!(history.len(), 3, "{history:?}");
+    for (i, entry) in history.iter().enumerate() {
+        assert_eq!(entry["attempt"], i as u64 + 1);
+        assert_eq!(entry["status"], 503);
+        assert_eq!(entry["class"], "5xx");
+    }
+    let got = receiver.received();
+    assert_eq!(got.len(), 3);
+    assert_eq!(letter.header(h::DELIVERY_ID), got[0].header("webhook-id"));
+    assert_eq!(
+        app.metric(r#"herald_dead_letters_total{reason="retries_exhausted"}"#)
+            .await,
+        1.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured_within_the_tier_bounds() {
+    let env = TestEnv::new("retry-after", &["events"], 1)
+        .await
+        .with_tiers(&[(500, Some(3000))], 1)
+        .await;
+    let asks_two = TestReceiver::start(failing(1, 429, Some("2"))).await;
+    let asks_too_much = TestReceiver::start(failing(1, 503, Some("3600"))).await;
+    let not_on_500 = TestReceiver::start(failing(1, 500, Some("3600"))).await;
+    let store = env.store().await;
+    store.put(&webhook("two", &asks_two.url("/"), &["*"])).await.unwrap();
+    store
+        .put(&webhook("much", &asks_too_much.url("/"), &["*"]))
+        .await
+        .unwrap();
+    store
+        .put(&webhook("plain", &not_on_500.url("/"), &["*"]))
+        .await
+        .unwrap();
+    let app = env.spawn("").await;
+    Publisher::new().json(env.topic(), EVENT).await;
+
+    let gap = |r: Vec<Received>| r[1].at - r[0].at;
+    let two = gap(asks_two.wait_for(2, Duration::from_secs(30)).await);
+    let much = gap(asks_too_much.wait_for(2, Duration::from_secs(30)).await);
+    let plain = gap(not_on_500.wait_for(2, Duration::from_secs(30)).await);
+    assert!(
+        two >= Duration::from_secs(2),
+        "Retry-After: 2 waits at least 2 s ({two:?})"
+    );
+    assert!(
+        much >= Duration::from_secs(3),
+        "clamped to max_delay, not sooner ({much:?})"
+    );
+    assert!(
+        much < Duration::from_secs(60),
+        "clamped to max_delay, not an hour ({much:?})"
+    );
+    assert!(plain >= Duration::from_millis(500), "{plain:?}");
+    assert!(
+        plain < Duration::from_secs(60),
+        "Retry-After is only honoured on 429 and 503 ({plain:?})"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_retries_survive_kill_9_and_are_delivered_when_due_never_early() {
+    const EVENTS: u64 = 50;
+    let env = TestEnv::new("retry-crash", &["events"], 2)
+        .await
+        .with_tiers(&[(4000, None)], 2)
+        .await;
+    let receiver = TestReceiver::start(failing(1, 500, None)).await;
+    env.store()
+        .await
+        .put(&webhook("w", &receiver.url("/"), &["*"]))
+        .await
+        .unwrap();
+    let publisher = Publisher::new();
+    for n in 0..EVENTS {
+        let body = format!(r#"{{"event":"invoice.paid","n":{n}}}"#);
+        publisher
+            .send(env.topic(), Some(&n.to_string()), body.as_bytes(), &[])
+            .await;
+    }
+    let mut first = HeraldProcess::spawn(&env.config_toml());
+    receiver.wait_for(EVENTS as usize, Duration::from_secs(60)).await;
+    // The source offsets advance only once each retry record is acknowledged:
+    // wait for that, then kill while every retry is still waiting in its tier.
+    eventually(
+        Duration::from_secs(30),
+        "the failures to be committed into the tier",
+        || async {
+            let committed: i64 = committed(&env.group, env.topic(), 2)
+                .await
+                .iter()
+                .map(|c| c.max(&0))
+                .sum();
+            (committed == EVENTS as i64).then_some(())
+        },
+    )
+    .await;
+    first.signal("KILL");
+    first.child.wait().await.unwrap();
+    assert!(
+        receiver.received().iter().all(|r| r.attempt() == 1),
+        "killed before any retry was due"
+    );
+
+    let mut second = HeraldProcess::spawn(&env.config_toml());
+    let got = receiver.wait_for(2 * EVENTS as usize, Duration::from_secs(60)).await;
+    second.signal("TERM");
+    assert!(second.child.wait().await.unwrap().success());
+
+    let mut by_event: BTreeMap<String, Vec<&Received>> = BTreeMap::new();
+    for r in &got {
+        by_event
+            .entry(String::from_utf8_lossy(&r.body).into_owned())
+            .or_default()
+            .push(r);
+    }
+    assert_eq!(by_event.len(), EVENTS as usize, "every event arrived");
+    for (event, arrivals) in by_event {
+        let first = arrivals.iter().find(|r| r.attempt() == 1).expect("first attempt");
+        let retry = arrivals
+            .iter()
+            .find(|r| r.attempt() == 2)
+            .unwrap_or_else(|| panic!("{event} was not retried"));
+        assert_eq!(first.header("webhook-id"), retry.header("webhook-id"));
+        assert!(
+            retry.at - first.at >= Duration::from_secs(4),
+            "{event} retried early: {:?}",
+            retry.at - first.at
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_retries_cost_no_wakeups() {
+    let env = TestEnv::new("retry-idle", &["events"], 3)
+        .await
+        .with_tiers(&[(3_600_000, None)], 3)
+        .await;
+    let receiver = TestReceiver::start(Behaviour::Status(500)).await;
+    env.store()
+        .await
+        .put(&webhook("down", &receiver.url("/"), &["*"]))
+        .await
+        .unwrap();
+    let app = env.spawn("").await;
+    let publisher = Publisher::new();
+    for n in 0..200 {
+        let body = format!(r#"{{"event":"invoice.paid","n":{n}}}"#);
+        publisher
+            .send(env.topic(), Some(&n.to_string()), body.as_bytes(), &[])
+            .await;
+    }
+    eventually(Duration::from_secs(30), "200 retries waiting in the tier", || async {
+        (app.metric(r#"herald_retries_scheduled_total{tier="1"}"#).await == 200.0).then_some(())
+    })
+    .await;
+    // Each tier partition holds its head record; the rest stay in Kafka.
+    let waiting = eventually(
+        Duration::from_secs(10),
+        "the tier partitions to hold their heads",
+        || async {
+            let w = app.metric("herald_retry_records_waiting").await;
+            (w >= 3.0).then_some(w)
+        },
+    )
+    .await;
+    assert!(waiting <= 3.0, "one record per partition in memory, not {waiting}");
+
+    let wakeups = r#"herald_consumer_wakeups_total{consumer="retry"}"#;
+    let before = app.metric(wakeups).await;
+    // A window with nothing due: the retry consumer must not wake at all.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        app.metric(wakeups).await,
+        before,
+        "the retry consumer woke while nothing was due"
+    );
+    assert_eq!(receiver.count(), 200, "no retry was made early");
+    app.stop().await;
+}
