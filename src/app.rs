@@ -25,8 +25,10 @@ use crate::intake::consumer::Intake;
 use crate::intake::flow::{Flow, FlowLimits};
 use crate::pipeline::RetrySpawner;
 use crate::pipeline::{Pipeline, Spawner};
+use crate::retry::lifecycle::Lifecycle;
 use crate::retry::sink::FailureSink;
 use crate::routing::envelope::Envelopes;
+use crate::subscriptions::store::SubscriptionStore;
 use crate::subscriptions::sync::{SubscriptionIndex, SyncTask};
 use crate::telemetry::server::{self, OpsState};
 use crate::telemetry::Telemetry;
@@ -143,6 +145,7 @@ impl Application {
         let tier_topics = config.retry.topics();
         let mut needed = vec![config.dead_letter.topic.as_str()];
         needed.extend(tier_topics.iter().map(String::as_str));
+        needed.extend(config.system_events.topic());
         crate::kafka::ensure_topics(&config.kafka, &needed, config.kafka.create_missing_topics)
             .await
             .context("dead-letter or retry topics unavailable")?;
@@ -150,8 +153,18 @@ impl Application {
             .create()
             .context("cannot create the Kafka producer")?;
 
+        let redis = redis::Client::open(config.redis.url.as_str()).context("invalid redis.url")?;
+        let lifecycle = Lifecycle {
+            store: SubscriptionStore::connect(&redis, &config.redis.prefix)
+                .await
+                .context("cannot connect to Redis")?,
+            producer: producer.clone(),
+            system_topic: config.system_events.topic().map(str::to_owned),
+            telemetry: telemetry.clone(),
+        };
         let abort = CancellationToken::new();
         let pipeline = Arc::new(Pipeline {
+            lifecycle: Some(Arc::new(lifecycle)),
             envelopes,
             index,
             deliverer,

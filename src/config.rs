@@ -57,6 +57,7 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub dead_letter: DeadLetterConfig,
     pub retry: RetryConfig,
+    pub system_events: SystemEventsConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
@@ -203,6 +204,20 @@ impl RetryConfig {
 
     pub fn topics(&self) -> Vec<String> {
         self.tiers.iter().map(|t| t.topic.clone()).collect()
+    }
+}
+
+/// System events (`webhook.disabled`, ...).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemEventsConfig {
+    /// Topic they are published to; empty disables them.
+    pub topic: String,
+}
+
+impl SystemEventsConfig {
+    pub fn topic(&self) -> Option<&str> {
+        (!self.topic.trim().is_empty()).then_some(self.topic.as_str())
     }
 }
 

@@ -41,6 +41,29 @@ enum Command {
         #[arg(long)]
         key_pointer: Option<String>,
     },
+    /// Re-drive dead-lettered deliveries (same webhook-id) through the first retry tier.
+    Replay {
+        /// Only this webhook's deliveries.
+        #[arg(long)]
+        webhook: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Event type pattern: exact, `prefix.*` or `*`.
+        #[arg(long)]
+        event_type: Option<String>,
+        /// Dead-letter reason, e.g. webhook_paused, retries_exhausted, endpoint_gone.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Dead-lettered at or after this RFC 3339 time.
+        #[arg(long, value_parser = parse_time)]
+        since: Option<time::OffsetDateTime>,
+        /// Dead-lettered before this RFC 3339 time.
+        #[arg(long, value_parser = parse_time)]
+        until: Option<time::OffsetDateTime>,
+        /// Count what would be replayed, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Create Kafka topics (existing ones are left alone).
     CreateTopics {
         topics: Vec<String>,
@@ -60,6 +83,11 @@ enum WebhooksCommand {
     },
     /// Delete a webhook.
     Delete { id: String },
+}
+
+fn parse_time(s: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("`{s}` is not an RFC 3339 time: {e}"))
 }
 
 fn parse_header(s: &str) -> Result<(String, String), String> {
@@ -143,6 +171,44 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             };
             let n = tools::publish(&config, options).await?;
             println!("published {n} records to {topic}");
+            Ok(())
+        }
+        Command::Replay {
+            webhook,
+            tenant,
+            event_type,
+            reason,
+            since,
+            until,
+            dry_run,
+        } => {
+            let filter = herald::retry::replay::ReplayFilter {
+                webhook,
+                tenant,
+                event_type,
+                reason,
+                since,
+                until,
+            };
+            let progress = |s: &herald::retry::replay::ReplaySummary| {
+                eprint!("\rscanned {} dead letters, {} matching", s.scanned, s.matched);
+            };
+            let summary = herald::retry::replay::replay(&config, &filter, dry_run, progress).await?;
+            eprintln!();
+            if dry_run {
+                println!(
+                    "dry run: {} of {} dead letters match; {} would be replayed ({} are not deliveries)",
+                    summary.matched,
+                    summary.scanned,
+                    summary.matched - summary.skipped,
+                    summary.skipped
+                );
+            } else {
+                println!(
+                    "replayed {} of {} matching dead letters ({} scanned; {} are not deliveries)",
+                    summary.replayed, summary.matched, summary.scanned, summary.skipped
+                );
+            }
             Ok(())
         }
         Command::CreateTopics { topics, partitions } => {

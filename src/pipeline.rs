@@ -20,6 +20,7 @@ use crate::delivery::{delivery_id, Deliverer, Failure};
 use crate::event::{Event, SourceRecord};
 use crate::intake::flow::Completion;
 use crate::intake::Dispatch;
+use crate::retry::lifecycle::Lifecycle;
 use crate::retry::record::RetryState;
 use crate::retry::schedule::{parse_retry_after, Schedule};
 use crate::retry::sink::{reasons, Abandoned, DeliveryContext, Destination, FailureRecord, FailureSink};
@@ -35,6 +36,8 @@ pub struct Pipeline {
     pub deliverer: Deliverer,
     pub failures: FailureSink,
     pub schedule: Schedule,
+    /// Disables webhooks whose endpoint is gone (absent in tools that only deliver).
+    pub lifecycle: Option<Arc<Lifecycle>>,
     pub telemetry: Telemetry,
     /// Cancelled when shutdown's drain deadline has passed: unfinished work is
     /// abandoned (left uncommitted), never reported as done.
@@ -240,7 +243,13 @@ impl Pipeline {
         };
 
         let next = self.schedule.next_tier(tier);
+        let gone = failure.status() == Some(410);
+        if gone {
+            self.endpoint_gone(&target).await;
+        }
         let (destination, reason) = match next {
+            // 410 Gone: the endpoint said it will never accept this again.
+            _ if gone => (Destination::DeadLetter, reasons::ENDPOINT_GONE),
             Some(next) => {
                 let delay = self.schedule.delay(next, retry_after(failure), &mut rand::rng());
                 let due_at = SystemTime::now() + delay;
@@ -262,6 +271,23 @@ impl Pipeline {
             }),
         };
         self.failures.send(letter, &self.abort).await
+    }
+}
+
+impl Pipeline {
+    /// Disables a webhook whose endpoint answered 410 Gone. A failure to do so
+    /// is reported; the next 410 tries again.
+    async fn endpoint_gone(&self, target: &Target) {
+        let Some(lifecycle) = &self.lifecycle else { return };
+        let reason = format!(
+            "endpoint answered 410 Gone at {}",
+            OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        );
+        if let Err(e) = lifecycle.disable(target.id(), "gone", reason).await {
+            self.telemetry.lifecycle_error(target.id(), &e);
+        }
     }
 }
 

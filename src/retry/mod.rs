@@ -6,6 +6,8 @@
 //! and [`record`] reads a retry record back when its tier consumer holds it
 //! until due (see `intake::consumer`).
 
+pub mod lifecycle;
 pub mod record;
+pub mod replay;
 pub mod schedule;
 pub mod sink;

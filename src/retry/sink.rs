@@ -52,6 +52,7 @@ pub mod headers {
     pub const HISTORY: &str = "herald.history";
     pub const RETRY_TIER: &str = "herald.retry.tier";
     pub const RETRY_DUE_AT: &str = "herald.retry.due_at";
+    pub const REPLAYED_FROM_REASON: &str = "herald.replayed_from.reason";
 }
 
 /// Why a record is dead-lettered, besides the unroutable reasons.
@@ -61,6 +62,7 @@ pub mod reasons {
     pub const WEBHOOK_DISABLED: &str = "webhook_disabled";
     pub const WEBHOOK_DELETED: &str = "webhook_deleted";
     pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
+    pub const ENDPOINT_GONE: &str = "endpoint_gone";
     pub const INVALID_RETRY_RECORD: &str = "invalid_retry_record";
 }
 

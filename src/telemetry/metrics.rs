@@ -29,6 +29,8 @@ pub struct Metrics {
     pub retry_records_waiting: IntGauge,
     pub retry_records_invalid: IntCounter,
     pub consumer_wakeups: IntCounterVec,
+    pub webhooks_disabled: IntCounterVec,
+    pub lifecycle_errors: IntCounter,
     pub dead_letter_produce_errors: IntCounter,
     pub dead_letter_produce_duration: Histogram,
     pub partitions_assigned: IntGauge,
@@ -186,6 +188,17 @@ impl Metrics {
                 "Times a consumer loop woke up (a record, a due timer, or finished work), by consumer.",
                 &["consumer"],
             ),
+            webhooks_disabled: counter_vec(
+                r,
+                "herald_webhooks_disabled_total",
+                "Webhooks Herald disabled, by reason (gone = the endpoint answered 410).",
+                &["reason"],
+            ),
+            lifecycle_errors: counter(
+                r,
+                "herald_lifecycle_errors_total",
+                "Failures to apply a webhook status change or publish its system event.",
+            ),
             dead_letter_produce_errors: counter(
                 r,
                 "herald_dead_letter_produce_errors_total",
@@ -269,6 +282,7 @@ impl Metrics {
         for status in ["paused", "disabled"] {
             m.deliveries_not_attempted.with_label_values(&[status]);
         }
+        m.webhooks_disabled.with_label_values(&["gone"]);
         for result in ["ok", "error"] {
             m.offset_commits.with_label_values(&[result]);
         }

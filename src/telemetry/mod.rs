@@ -227,6 +227,16 @@ impl Telemetry {
         );
     }
 
+    pub fn webhook_disabled(&self, webhook_id: &str, kind: &'static str, reason: &str) {
+        self.metrics.webhooks_disabled.with_label_values(&[kind]).inc();
+        warn!(webhook = webhook_id, kind, reason, "webhook disabled");
+    }
+
+    pub fn lifecycle_error(&self, webhook_id: &str, error: &dyn std::fmt::Display) {
+        self.metrics.lifecycle_errors.inc();
+        error!(webhook = webhook_id, %error, "could not apply a webhook status change");
+    }
+
     pub fn retry_records_waiting(&self, n: usize) {
         self.metrics.retry_records_waiting.set(n as i64);
     }

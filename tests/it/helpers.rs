@@ -72,6 +72,8 @@ pub struct TestEnv {
     pub group: String,
     pub prefix: String,
     pub dlq: String,
+    /// The system events topic.
+    pub system: String,
     pub redis_url: String,
     /// TOML overlaid on the defaults (tests may append to it).
     pub overlay: String,
@@ -86,8 +88,10 @@ impl TestEnv {
         let id = unique(name);
         let topics: Vec<String> = topics.iter().map(|t| format!("{id}.{t}")).collect();
         let dlq = format!("{id}.dlq");
+        let system = format!("{id}.system");
         let mut all = topics.clone();
         all.push(dlq.clone());
+        all.push(system.clone());
         create_topics(&all, partitions).await;
         let env = TestEnv {
             group: format!("{id}-group"),
@@ -95,6 +99,7 @@ impl TestEnv {
             redis_url: redis_url(),
             overlay: String::new(),
             tiers: Vec::new(),
+            system,
             dlq,
             topics,
         };
@@ -149,6 +154,8 @@ reconnect_min_delay = "50ms"
 reconnect_max_delay = "500ms"
 [dead_letter]
 topic = "{dlq}"
+[system_events]
+topic = "{system}"
 [delivery]
 allow_cidrs = ["127.0.0.0/8"]
 request_timeout = "5s"
@@ -176,6 +183,7 @@ tiers = [{tiers}]
             redis = self.redis_url,
             prefix = self.prefix,
             dlq = self.dlq,
+            system = self.system,
         )
     }
 

@@ -278,3 +278,151 @@ async fn waiting_retries_cost_no_wakeups() {
     assert_eq!(receiver.count(), 200, "no retry was made early");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gone_disables_the_webhook_announces_it_and_keeps_later_deliveries() {
+    let mut env = TestEnv::new("gone", &["events"], 1)
+        .await
+        .with_tiers(&[(500, None)], 1)
+        .await;
+    env.overlay = "[envelope.default]\npreset = \"jimo\"\ntenant = \"header:tenant\"".into();
+    let gone = TestReceiver::start(Behaviour::Status(410)).await;
+    let store = env.store().await;
+    let mut w = webhook("gone", &gone.url("/"), &["*"]);
+    w.tenant = Some("acme".into());
+    store.put(&w).await.unwrap();
+    let app = env.spawn("").await;
+    let publisher = Publisher::new();
+    let acme = [("tenant", "acme")];
+    publisher.send(env.topic(), None, EVENT.as_bytes(), &acme).await;
+
+    // Disabled at once, with the reason, through the store (every replica hears it).
+    let disabled = eventually(Duration::from_secs(20), "the webhook to be disabled", || async {
+        let w = env.store().await.get("gone").await.unwrap().unwrap();
+        (w.status == herald::subscriptions::model::WebhookStatus::Disabled).then_some(w)
+    })
+    .await;
+    assert!(
+        disabled.status_reason.as_deref().unwrap().contains("410"),
+        "{disabled:?}"
+    );
+
+    // The system event, in the Jimo envelope style.
+    let events = read_topic(&env.system, 1, Duration::from_secs(10)).await;
+    let event: serde_json::Value = serde_json::from_slice(&events[0].value).unwrap();
+    assert_eq!(event["event"], "webhook.disabled");
+    assert_eq!(event["webhook"]["id"], "gone");
+    assert_eq!(event["tenant"], "acme");
+    assert!(event["reason"].as_str().unwrap().contains("410"));
+
+    // That delivery is not retried; later ones are kept, not attempted.
+    eventually(
+        Duration::from_secs(10),
+        "the index to see the webhook disabled",
+        || async { (app.metric(r#"herald_webhooks{status="disabled"}"#).await == 1.0).then_some(()) },
+    )
+    .await;
+    publisher.send(env.topic(), None, EVENT.as_bytes(), &acme).await;
+    let letters = read_topic(&env.dlq, 2, Duration::from_secs(20)).await;
+    let reasons: Vec<&str> = letters.iter().map(|l| l.header(h::REASON)).collect();
+    assert_eq!(reasons, ["endpoint_gone", "webhook_disabled"]);
+    assert_eq!(gone.count(), 1, "one request, never retried");
+    assert_eq!(
+        app.metric(r#"herald_webhooks_disabled_total{reason="gone"}"#).await,
+        1.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_webhooks_deliveries_are_kept_and_replayed_on_resume_with_their_ids() {
+    use herald::retry::replay::{replay, ReplayFilter};
+    use herald::subscriptions::model::WebhookStatus;
+
+    let env = TestEnv::new("replay", &["events"], 1)
+        .await
+        .with_tiers(&[(500, None)], 1)
+        .await;
+    let receiver = TestReceiver::ok().await;
+    let other = TestReceiver::ok().await;
+    let store = env.store().await;
+    let mut w = webhook("paused", &receiver.url("/"), &["*"]);
+    w.status = WebhookStatus::Paused;
+    store.put(&w).await.unwrap();
+    store.put(&webhook("other", &other.url("/"), &["*"])).await.unwrap();
+    let app = env.spawn("").await;
+    let publisher = Publisher::new();
+    for n in 0..5 {
+        publisher
+            .json(env.topic(), &format!(r#"{{"event":"invoice.paid","n":{n}}}"#))
+            .await;
+    }
+    other.wait_for(5, Duration::from_secs(20)).await;
+    let kept = read_topic(&env.dlq, 5, Duration::from_secs(20)).await;
+    assert_eq!(kept.len(), 5);
+    assert!(kept.iter().all(|l| l.header(h::REASON) == "webhook_paused"));
+    assert_eq!(receiver.count(), 0);
+
+    // Resume, then replay what was kept while paused.
+    w.status = WebhookStatus::Active;
+    store.put(&w).await.unwrap();
+    let filter = ReplayFilter {
+        webhook: Some("paused".into()),
+        reason: Some("webhook_paused".into()),
+        ..Default::default()
+    };
+    let config = env.config("");
+    let counted = replay(&config, &filter, true, |_| {}).await.unwrap();
+    assert_eq!(
+        (counted.scanned, counted.matched, counted.replayed),
+        (5, 5, 0),
+        "a dry run changes nothing"
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(receiver.count(), 0);
+    let done = replay(&config, &filter, false, |_| {}).await.unwrap();
+    assert_eq!(done.replayed, 5);
+
+    let got = receiver.wait_for(5, Duration::from_secs(20)).await;
+    let mut kept_ids: Vec<&str> = kept.iter().map(|l| l.header(h::DELIVERY_ID)).collect();
+    let mut got_ids: Vec<&str> = got.iter().map(|r| r.header("webhook-id")).collect();
+    kept_ids.sort();
+    got_ids.sort();
+    assert_eq!(got_ids, kept_ids, "replayed deliveries keep their ids");
+    assert!(got.iter().all(|r| r.attempt() == 1), "the first real attempt");
+    assert_eq!(other.count(), 5, "other webhooks are not replayed to");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_deliveries_replay_once_the_endpoint_heals() {
+    use herald::retry::replay::{replay, ReplayFilter};
+
+    let env = TestEnv::new("replay-dlq", &["events"], 1)
+        .await
+        .with_tiers(&[(300, None)], 1)
+        .await;
+    let receiver = TestReceiver::start(failing(2, 500, None)).await;
+    env.store()
+        .await
+        .put(&webhook("w", &receiver.url("/"), &["*"]))
+        .await
+        .unwrap();
+    let app = env.spawn("").await;
+    Publisher::new().json(env.topic(), EVENT).await;
+    let letters = read_topic(&env.dlq, 1, Duration::from_secs(20)).await;
+    assert_eq!(letters[0].header(h::REASON), "retries_exhausted");
+
+    let filter = ReplayFilter {
+        reason: Some("retries_exhausted".into()),
+        ..Default::default()
+    };
+    let done = replay(&env.config(""), &filter, false, |_| {}).await.unwrap();
+    assert_eq!(done.replayed, 1);
+    let got = receiver.wait_for(3, Duration::from_secs(20)).await;
+    assert_eq!(got.iter().map(Received::attempt).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(got
+        .iter()
+        .all(|r| r.header("webhook-id") == got[0].header("webhook-id")));
+    app.stop().await;
+}
