@@ -159,6 +159,10 @@ impl Application {
                 .await
                 .context("cannot connect to Redis")?,
             producer: producer.clone(),
+            auto_disable: crate::retry::lifecycle::AutoDisable {
+                after: config.auto_disable.after,
+                consecutive_failures: config.auto_disable.consecutive_failures,
+            },
             system_topic: config.system_events.topic().map(str::to_owned),
             telemetry: telemetry.clone(),
         };

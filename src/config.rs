@@ -58,6 +58,7 @@ pub struct Config {
     pub dead_letter: DeadLetterConfig,
     pub retry: RetryConfig,
     pub system_events: SystemEventsConfig,
+    pub auto_disable: AutoDisableConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
@@ -205,6 +206,17 @@ impl RetryConfig {
     pub fn topics(&self) -> Vec<String> {
         self.tiers.iter().map(|t| t.topic.clone()).collect()
     }
+}
+
+/// When Herald disables a failing webhook by itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoDisableConfig {
+    /// Failing continuously for this long disables it ("0s": never).
+    #[serde(with = "humantime_serde")]
+    pub after: Duration,
+    /// This many consecutive failed deliveries disable it (0: no limit).
+    pub consecutive_failures: u64,
 }
 
 /// System events (`webhook.disabled`, ...).

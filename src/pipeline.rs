@@ -239,8 +239,14 @@ impl Pipeline {
         self.telemetry
             .delivery_finished(target.id(), &event.meta.event_type, tier, &attempt);
         let Err(failure) = &attempt.result else {
+            if let Some(lifecycle) = &self.lifecycle {
+                lifecycle.delivery_succeeded(&target);
+            }
             return Ok(());
         };
+        if let Some(lifecycle) = &self.lifecycle {
+            lifecycle.delivery_failed(&target, failure).await;
+        }
 
         let next = self.schedule.next_tier(tier);
         let gone = failure.status() == Some(410);
@@ -285,7 +291,7 @@ impl Pipeline {
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default()
         );
-        if let Err(e) = lifecycle.disable(target.id(), "gone", reason).await {
+        if let Err(e) = lifecycle.disable(target.id(), "gone", "webhook.disabled", reason).await {
             self.telemetry.lifecycle_error(target.id(), &e);
         }
     }

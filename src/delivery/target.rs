@@ -5,7 +5,7 @@
 //! signers, the request headers, the endpoint's concurrency limiter. The hot
 //! path only clones a few `Arc`s.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +70,17 @@ impl EndpointLimiter {
     }
 }
 
+/// What this replica knows of an endpoint's failure streak, so that
+/// successes only reach Redis when a streak may need ending (and at most once
+/// a minute otherwise, to end streaks other replicas saw).
+#[derive(Debug, Default)]
+pub struct EndpointHealth {
+    /// A failure was recorded and no success since.
+    pub suspect: AtomicBool,
+    /// When a success was last written (epoch ms).
+    pub last_success_write_ms: AtomicI64,
+}
+
 /// A webhook as delivery sees it.
 #[derive(Debug)]
 pub struct Target {
@@ -80,6 +91,7 @@ pub struct Target {
     pub headers: HeaderMap,
     pub timeout: Duration,
     pub limiter: Arc<EndpointLimiter>,
+    pub health: Arc<EndpointHealth>,
 }
 
 impl Target {
@@ -109,7 +121,9 @@ impl Target {
             }
             _ => Arc::new(EndpointLimiter::new(capacity, defaults.max_queue_wait)),
         };
+        let health = previous.map(|p| p.health.clone()).unwrap_or_default();
         Ok(Target {
+            health,
             webhook,
             url,
             signer,

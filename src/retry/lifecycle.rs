@@ -4,24 +4,55 @@
 //! An endpoint answering 410 Gone says it will never accept another request:
 //! Herald disables the webhook at once (status `disabled`, with the reason),
 //! through the subscription store so every replica hears of it, and publishes
-//! a `webhook.disabled` system event. System events are ordinary events in
+//! a `webhook.disabled` system event. An endpoint failing continuously for
+//! `auto_disable.after`, or for `auto_disable.consecutive_failures`
+//! deliveries, is disabled the same way with a `webhook.auto_disabled` event.
+//! The failure streak lives in Redis, shared by all replicas; a success only
+//! writes there when this replica saw the streak, or once a minute. System events are ordinary events in
 //! the Jimo envelope style on `system_events.topic`; add that topic to
 //! `kafka.topics` to route them to webhooks like any other event.
 
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use serde_json::json;
 use time::OffsetDateTime;
 
+use crate::delivery::target::Target;
+use crate::delivery::Failure;
 use crate::subscriptions::model::{Webhook, WebhookStatus};
 use crate::subscriptions::store::{StoreError, SubscriptionStore};
 use crate::telemetry::Telemetry;
 
+/// When a failing webhook is disabled; zero turns a rule off.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AutoDisable {
+    pub after: Duration,
+    pub consecutive_failures: u64,
+}
+
+impl AutoDisable {
+    fn enabled(&self) -> bool {
+        !self.after.is_zero() || self.consecutive_failures > 0
+    }
+}
+
+/// How often a success is written when this replica saw no failure streak.
+const SUCCESS_WRITE_INTERVAL_MS: i64 = 60_000;
+
 /// Applies lifecycle decisions and publishes system events.
 pub struct Lifecycle {
     pub store: SubscriptionStore,
+    pub auto_disable: AutoDisable,
     pub producer: FutureProducer,
     /// Where system events go; `None` disables them.
     pub system_topic: Option<String>,
@@ -40,7 +71,13 @@ pub enum LifecycleError {
 impl Lifecycle {
     /// Disables `webhook_id` because of `reason` (`kind` is the metric label,
     /// e.g. `gone`). Already disabled or deleted webhooks are left alone.
-    pub async fn disable(&self, webhook_id: &str, kind: &'static str, reason: String) -> Result<(), LifecycleError> {
+    pub async fn disable(
+        &self,
+        webhook_id: &str,
+        kind: &'static str,
+        event: &str,
+        reason: String,
+    ) -> Result<(), LifecycleError> {
         let Some(mut webhook) = self.store.get(webhook_id).await? else {
             return Ok(());
         };
@@ -52,7 +89,63 @@ impl Lifecycle {
         webhook.updated_at = OffsetDateTime::now_utc();
         self.store.put(&webhook).await?;
         self.telemetry.webhook_disabled(webhook_id, kind, &reason);
-        self.publish("webhook.disabled", &webhook, &reason).await
+        self.publish(event, &webhook, &reason).await
+    }
+
+    /// A delivery to `target` succeeded: end its failure streak, if any.
+    pub fn delivery_succeeded(self: &Arc<Self>, target: &Target) {
+        if !self.auto_disable.enabled() {
+            return;
+        }
+        let now = now_ms();
+        let health = &target.health;
+        let last = health.last_success_write_ms.load(Ordering::Relaxed);
+        if !health.suspect.load(Ordering::Relaxed) && now - last < SUCCESS_WRITE_INTERVAL_MS {
+            return;
+        }
+        health.suspect.store(false, Ordering::Relaxed);
+        health.last_success_write_ms.store(now, Ordering::Relaxed);
+        let (this, id) = (self.clone(), target.id().to_owned());
+        // Off the delivery's path: nothing waits for this write.
+        tokio::spawn(async move {
+            if let Err(e) = this.store.record_success(&id, now).await {
+                this.telemetry.lifecycle_error(&id, &e);
+            }
+        });
+    }
+
+    /// A delivery to `target` failed: extend its streak and disable the
+    /// webhook when the streak is too long.
+    pub async fn delivery_failed(&self, target: &Target, failure: &Failure) {
+        // Waiting for Herald's own endpoint slot says nothing of the endpoint.
+        if !self.auto_disable.enabled() || matches!(failure, Failure::Saturated) {
+            return;
+        }
+        target.health.suspect.store(true, Ordering::Relaxed);
+        let now = now_ms();
+        let (failures, since) = match self.store.record_failure(target.id(), now).await {
+            Ok(streak) => streak,
+            Err(e) => return self.telemetry.lifecycle_error(target.id(), &e),
+        };
+        let rule = self.auto_disable;
+        let failing_for = Duration::from_millis((now - since).max(0) as u64);
+        let reason = if rule.consecutive_failures > 0 && failures >= rule.consecutive_failures {
+            format!(
+                "{failures} consecutive deliveries failed (last: {})",
+                failure.describe()
+            )
+        } else if !rule.after.is_zero() && failing_for >= rule.after {
+            format!(
+                "deliveries failed continuously for {} (last: {})",
+                humantime::format_duration(Duration::from_secs(failing_for.as_secs())),
+                failure.describe()
+            )
+        } else {
+            return;
+        };
+        if let Err(e) = self.disable(target.id(), "auto", "webhook.auto_disabled", reason).await {
+            self.telemetry.lifecycle_error(target.id(), &e);
+        }
     }
 
     /// Publishes a system event about `webhook`.

@@ -23,6 +23,7 @@ use time::OffsetDateTime;
 
 use crate::config::Config;
 use crate::retry::sink::headers as h;
+use crate::subscriptions::model::pattern_matches;
 
 /// Which dead letters to replay; every set field must match.
 #[derive(Debug, Clone, Default)]
@@ -44,10 +45,7 @@ impl ReplayFilter {
         let eq = |want: &Option<String>, key: &str| want.as_ref().is_none_or(|w| headers.get(key) == Some(w));
         let event_type_ok = self.event_type.as_ref().is_none_or(|pattern| {
             let t = headers.get(h::EVENT_TYPE).map(String::as_str).unwrap_or("");
-            match pattern.strip_suffix('*') {
-                Some(prefix) => t.starts_with(prefix),
-                None => t == pattern,
-            }
+            pattern_matches(pattern, t)
         });
         let at = headers
             .get(h::DEAD_LETTERED_AT)

@@ -203,6 +203,15 @@ impl Webhook {
     }
 }
 
+/// Whether `event_type` matches `pattern` (exact, `prefix*` or `*`). The
+/// routing index answers the same question for every webhook at once.
+pub fn pattern_matches(pattern: &str, event_type: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => event_type.starts_with(prefix),
+        None => event_type == pattern,
+    }
+}
+
 /// An event type pattern: exact, prefix (`tour.*`, `USER_*`) or `*`.
 pub fn validate_pattern(pattern: &str) -> Result<(), &'static str> {
     if pattern.is_empty() {

@@ -46,6 +46,12 @@ impl Keys {
     pub fn changes(&self) -> String {
         format!("{}webhooks:changed", self.prefix)
     }
+
+    /// `{prefix}health:{id}`: the webhook's failure streak (a hash of
+    /// `failures`, `first_failure_at`, `last_success_at`, epoch ms).
+    pub fn health(&self, id: &str) -> String {
+        format!("{}health:{id}", self.prefix)
+    }
 }
 
 /// A store operation that failed.
@@ -115,12 +121,46 @@ impl SubscriptionStore {
         Ok(())
     }
 
+    /// Counts a failed delivery in the webhook's failure streak; returns the
+    /// streak's length and when it began (epoch ms). A success recorded since
+    /// the streak began starts a new one.
+    pub async fn record_failure(&self, id: &str, now_ms: i64) -> Result<(u64, i64), StoreError> {
+        let script = redis::Script::new(
+            r"
+            local last_ok = tonumber(redis.call('HGET', KEYS[1], 'last_success_at') or '0')
+            local first = tonumber(redis.call('HGET', KEYS[1], 'first_failure_at') or '0')
+            if first == 0 or last_ok >= first then
+                redis.call('HSET', KEYS[1], 'first_failure_at', ARGV[1], 'failures', 0)
+                first = tonumber(ARGV[1])
+            end
+            local n = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+            return {n, first}
+            ",
+        );
+        let mut conn = self.conn.clone();
+        let (n, first): (u64, i64) = script
+            .key(self.keys.health(id))
+            .arg(now_ms)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok((n, first))
+    }
+
+    /// Records a successful delivery, which ends any failure streak.
+    pub async fn record_success(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let () = conn.hset(self.keys.health(id), "last_success_at", now_ms).await?;
+        Ok(())
+    }
+
     /// Deletes a webhook and announces it; `false` when it did not exist.
     pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
         let (deleted,): (i64,) = redis::pipe()
             .atomic()
             .del(self.keys.webhook(id))
+            .del(self.keys.health(id))
+            .ignore()
             .srem(self.keys.ids(), id)
             .ignore()
             .publish(self.keys.changes(), id)

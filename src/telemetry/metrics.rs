@@ -191,7 +191,7 @@ impl Metrics {
             webhooks_disabled: counter_vec(
                 r,
                 "herald_webhooks_disabled_total",
-                "Webhooks Herald disabled, by reason (gone = the endpoint answered 410).",
+                "Webhooks Herald disabled, by reason (gone = the endpoint answered 410; auto = failing too long).",
                 &["reason"],
             ),
             lifecycle_errors: counter(
@@ -283,6 +283,7 @@ impl Metrics {
             m.deliveries_not_attempted.with_label_values(&[status]);
         }
         m.webhooks_disabled.with_label_values(&["gone"]);
+        m.webhooks_disabled.with_label_values(&["auto"]);
         for result in ["ok", "error"] {
             m.offset_commits.with_label_values(&[result]);
         }

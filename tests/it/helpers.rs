@@ -334,6 +334,8 @@ pub enum Behaviour {
     Redirect(String),
     /// Never answers.
     Hang,
+    /// The n-th request gets the n-th status; the last one repeats.
+    Sequence(Vec<u16>),
     /// Answers `status` (with `Retry-After` when given) to attempts up to
     /// `attempts` (the `herald-attempt` header), 204 after.
     FailAttempts {
@@ -426,6 +428,7 @@ async fn handle(State(state): State<ReceiverState>, uri: axum::http::Uri, header
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let index = state.received.lock().unwrap().len();
     state.received.lock().unwrap().push(Received {
         at: std::time::Instant::now(),
         path: uri.path().to_owned(),
@@ -440,6 +443,10 @@ async fn handle(State(state): State<ReceiverState>, uri: axum::http::Uri, header
             StatusCode::from_u16(s).unwrap().into_response()
         }
         Behaviour::Redirect(to) => (StatusCode::FOUND, [("location", to)]).into_response(),
+        Behaviour::Sequence(statuses) => {
+            let s = statuses[index.min(statuses.len() - 1)];
+            StatusCode::from_u16(s).unwrap().into_response()
+        }
         Behaviour::FailAttempts {
             attempts,
             status,

@@ -426,3 +426,83 @@ async fn exhausted_deliveries_replay_once_the_endpoint_heals() {
         .all(|r| r.header("webhook-id") == got[0].header("webhook-id")));
     app.stop().await;
 }
+
+async fn status_of(env: &TestEnv, id: &str) -> herald::subscriptions::model::Webhook {
+    env.store().await.get(id).await.unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consecutive_failures_auto_disable_and_a_success_resets_the_streak() {
+    use herald::subscriptions::model::WebhookStatus;
+    let env = TestEnv::new("auto-disable", &["events"], 1).await;
+    // Fails twice, succeeds, then fails for good.
+    let flaky = TestReceiver::start(Behaviour::Sequence(vec![500, 500, 204, 500])).await;
+    env.store()
+        .await
+        .put(&webhook("flaky", &flaky.url("/"), &["*"]))
+        .await
+        .unwrap();
+    let app = env.spawn("[auto_disable]\nconsecutive_failures = 3").await;
+    let publisher = Publisher::new();
+    for _ in 0..4 {
+        publisher.json(env.topic(), EVENT).await;
+        let n = flaky.count() + 1;
+        flaky.wait_for(n, Duration::from_secs(10)).await;
+    }
+    // 500, 500, 204, 500: the success ended the first streak.
+    assert_eq!(status_of(&env, "flaky").await.status, WebhookStatus::Active);
+    for _ in 0..2 {
+        publisher.json(env.topic(), EVENT).await;
+    }
+    let disabled = eventually(Duration::from_secs(20), "the webhook to be auto-disabled", || async {
+        let w = status_of(&env, "flaky").await;
+        (w.status == WebhookStatus::Disabled).then_some(w)
+    })
+    .await;
+    assert!(disabled
+        .status_reason
+        .unwrap()
+        .contains("3 consecutive deliveries failed"));
+    let events = read_topic(&env.system, 1, Duration::from_secs(10)).await;
+    let event: serde_json::Value = serde_json::from_slice(&events[0].value).unwrap();
+    assert_eq!(event["event"], "webhook.auto_disabled");
+    assert_eq!(event["webhook"]["id"], "flaky");
+    assert_eq!(flaky.count(), 6);
+    assert_eq!(
+        app.metric(r#"herald_webhooks_disabled_total{reason="auto"}"#).await,
+        1.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_continuously_for_the_period_auto_disables() {
+    use herald::subscriptions::model::WebhookStatus;
+    let env = TestEnv::new("auto-period", &["events"], 1).await;
+    let down = TestReceiver::start(Behaviour::Status(503)).await;
+    env.store()
+        .await
+        .put(&webhook("down", &down.url("/"), &["*"]))
+        .await
+        .unwrap();
+    let app = env.spawn("[auto_disable]\nafter = \"1s\"").await;
+    let publisher = Publisher::new();
+    publisher.json(env.topic(), EVENT).await;
+    down.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(
+        status_of(&env, "down").await.status,
+        WebhookStatus::Active,
+        "one failure is not a period"
+    );
+    let started = std::time::Instant::now();
+    // Keep failing until the streak is a second old.
+    let disabled = eventually(Duration::from_secs(20), "the webhook to be auto-disabled", || async {
+        publisher.json(env.topic(), EVENT).await;
+        let w = status_of(&env, "down").await;
+        (w.status == WebhookStatus::Disabled).then_some(w)
+    })
+    .await;
+    assert!(started.elapsed() >= Duration::from_millis(900), "not before the period");
+    assert!(disabled.status_reason.unwrap().contains("failed continuously"));
+    app.stop().await;
+}
