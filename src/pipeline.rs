@@ -133,6 +133,8 @@ impl Pipeline {
                     .await;
             }
         };
+        let late = SystemTime::now().duration_since(state.due_at).unwrap_or_default();
+        self.telemetry.retry_taken_up(state.tier, late);
         let meta = match self
             .envelopes
             .for_topic(&state.original.topic)

@@ -27,6 +27,7 @@ pub struct Metrics {
     pub retries_scheduled: IntCounterVec,
     pub retry_attempts: IntCounterVec,
     pub retry_records_waiting: IntGauge,
+    pub retry_lateness: HistogramVec,
     pub retry_records_invalid: IntCounter,
     pub consumer_wakeups: IntCounterVec,
     pub webhooks_disabled: IntCounterVec,
@@ -108,6 +109,18 @@ impl Metrics {
         registry
             .register(Box::new(delivery_duration.clone()))
             .expect("metric registered once");
+        let retry_lateness = HistogramVec::new(
+            HistogramOpts::new(
+                "herald_retry_lateness_seconds",
+                "How long after its due time a retry was taken up, by tier: grows when tier consumers fall behind.",
+            )
+            .buckets(vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0]),
+            &["tier"],
+        )
+        .expect("valid metric definition");
+        registry
+            .register(Box::new(retry_lateness.clone()))
+            .expect("metric registered once");
         let dead_letter_produce_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "herald_dead_letter_produce_duration_seconds",
@@ -177,6 +190,7 @@ impl Metrics {
                 "herald_retry_records_waiting",
                 "Retry records held in memory until due (at most about one per tier partition).",
             ),
+            retry_lateness,
             retry_records_invalid: counter(
                 r,
                 "herald_retry_records_invalid_total",

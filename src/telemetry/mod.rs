@@ -237,6 +237,14 @@ impl Telemetry {
         error!(webhook = webhook_id, %error, "could not apply a webhook status change");
     }
 
+    /// A due retry was taken up `late` after its due time.
+    pub fn retry_taken_up(&self, tier: usize, late: Duration) {
+        self.metrics
+            .retry_lateness
+            .with_label_values(&[&(tier + 1).to_string()])
+            .observe(late.as_secs_f64());
+    }
+
     pub fn retry_records_waiting(&self, n: usize) {
         self.metrics.retry_records_waiting.set(n as i64);
     }

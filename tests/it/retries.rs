@@ -57,7 +57,8 @@ async fn a_delivery_failing_twice_arrives_three_times_with_one_id_spaced_by_the_
         let text = app.metrics().await;
         let ok = metric_value(&text, r#"herald_retries_scheduled_total{tier="1"}"#) == 1.0
             && metric_value(&text, r#"herald_retries_scheduled_total{tier="2"}"#) == 1.0
-            && metric_value(&text, r#"herald_retry_attempts_total{outcome="succeeded",tier="2"}"#) == 1.0;
+            && metric_value(&text, r#"herald_retry_attempts_total{outcome="succeeded",tier="2"}"#) == 1.0
+            && metric_value(&text, r#"herald_retry_lateness_seconds_count{tier="1"}"#) == 1.0;
         ok.then_some(())
     })
     .await;
