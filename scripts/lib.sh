@@ -51,6 +51,15 @@ ensure_redis() {
   wait_for "redis" 20 redis-cli -h 127.0.0.1 -p 6379 ping
 }
 
+# ensure_build_deps: what building Herald needs beyond the Rust toolchain
+# (librdkafka's TLS support links the system OpenSSL).
+ensure_build_deps() {
+  command -v cc >/dev/null || apt_install build-essential
+  if ! command -v pkg-config >/dev/null || ! pkg-config --exists openssl; then
+    apt_install pkg-config libssl-dev
+  fi
+}
+
 # ensure_tansu: the Kafka-compatible broker binary, built once per machine.
 ensure_tansu() {
   [ -x "$TANSU_BIN" ] && return

@@ -507,3 +507,40 @@ async fn failing_continuously_for_the_period_auto_disables() {
     assert!(disabled.status_reason.unwrap().contains("failed continuously"));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_due_retry_goes_to_the_webhook_as_it_is_now() {
+    let env = TestEnv::new("retry-moved", &["events"], 1)
+        .await
+        .with_tiers(&[(1500, None)], 1)
+        .await;
+    let old = TestReceiver::start(Behaviour::Status(500)).await;
+    let new = TestReceiver::ok().await;
+    let store = env.store().await;
+    let mut w = webhook("moving", &old.url("/old"), &["*"]);
+    store.put(&w).await.unwrap();
+    let app = env.spawn("").await;
+    Publisher::new().json(env.topic(), EVENT).await;
+    let first = old.wait_for(1, Duration::from_secs(20)).await;
+
+    // Moved and re-keyed while the retry waits.
+    w.url = new.url("/new");
+    let rotated = herald::subscriptions::model::generate_secret();
+    w.secrets = vec![rotated.clone()];
+    store.put(&w).await.unwrap();
+    let retried = new.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(retried[0].attempt(), 2);
+    assert_eq!(retried[0].header("webhook-id"), first[0].header("webhook-id"));
+    let expected = herald::delivery::signing::Signer::new(&[rotated]).unwrap().sign(
+        retried[0].header("webhook-id"),
+        retried[0].header("webhook-timestamp").parse().unwrap(),
+        &retried[0].body,
+    );
+    assert_eq!(
+        retried[0].header("webhook-signature"),
+        expected,
+        "signed with the current secret"
+    );
+    assert_eq!(old.count(), 1);
+    app.stop().await;
+}
