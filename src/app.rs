@@ -55,8 +55,10 @@ impl Application {
         let envelopes = Envelopes::new(&config.envelope).context("invalid envelope rules")?;
         let deliverer = Deliverer::new(&config.delivery).context("cannot build the HTTP client")?;
         let redis = redis::Client::open(config.redis.url.as_str()).context("invalid redis.url")?;
+        let telemetry = Telemetry::new(&config.kafka.topics);
+        telemetry.metrics.preregister_retry(config.retry.tiers.len());
         Ok(Application {
-            telemetry: Telemetry::new(&config.kafka.topics),
+            telemetry,
             index: SubscriptionIndex::new(),
             flow: Flow::new(FlowLimits {
                 per_partition: config.kafka.max_in_flight_per_partition,

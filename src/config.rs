@@ -75,13 +75,13 @@ pub struct KafkaConfig {
     /// Source topics carrying domain events.
     pub topics: Vec<String>,
     /// librdkafka properties passed through to the consumer and producer.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "properties")]
     pub properties: BTreeMap<String, String>,
     /// librdkafka properties for the consumer only.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "properties")]
     pub consumer_properties: BTreeMap<String, String>,
     /// librdkafka properties for the producer only.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "properties")]
     pub producer_properties: BTreeMap<String, String>,
     /// Events in flight per partition before that partition is paused.
     pub max_in_flight_per_partition: usize,
@@ -97,6 +97,52 @@ pub struct KafkaConfig {
     pub create_missing_topics: bool,
     /// Partitions of topics Herald creates itself.
     pub created_topic_partitions: i32,
+}
+
+/// A librdkafka property value as written: text, a number or boolean, or a
+/// nested table (TOML `sasl.username = ...` and the environment variable
+/// `HERALD_KAFKA__PROPERTIES__SASL__USERNAME` both nest).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Property {
+    Text(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Table(BTreeMap<String, Property>),
+}
+
+fn flatten(prefix: &str, table: BTreeMap<String, Property>, out: &mut BTreeMap<String, String>) {
+    for (key, value) in table {
+        let key = if prefix.is_empty() {
+            key
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            Property::Text(s) => {
+                out.insert(key, s);
+            }
+            Property::Int(i) => {
+                out.insert(key, i.to_string());
+            }
+            Property::Float(f) => {
+                out.insert(key, f.to_string());
+            }
+            Property::Bool(b) => {
+                out.insert(key, b.to_string());
+            }
+            Property::Table(t) => flatten(&key, t, out),
+        }
+    }
+}
+
+/// librdkafka properties, flattened to dotted names.
+fn properties<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let table = BTreeMap::<String, Property>::deserialize(d)?;
+    let mut out = BTreeMap::new();
+    flatten("", table, &mut out);
+    Ok(out)
 }
 
 /// Where subscriptions are stored.
@@ -471,6 +517,19 @@ mod tests {
     }
 
     #[test]
+    fn properties_may_be_dotted_nested_or_quoted() {
+        let config = Config::from_toml_overlay(
+            "[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\nsasl.mechanisms = \"PLAIN\"\n\
+             [kafka.consumer_properties]\nfetch.wait.max.ms = 100\nenable.partition.eof = false",
+        )
+        .unwrap();
+        assert_eq!(config.kafka.properties["security.protocol"], "SASL_SSL");
+        assert_eq!(config.kafka.properties["sasl.mechanisms"], "PLAIN");
+        assert_eq!(config.kafka.consumer_properties["fetch.wait.max.ms"], "100");
+        assert_eq!(config.kafka.consumer_properties["enable.partition.eof"], "false");
+    }
+
+    #[test]
     fn herald_controlled_properties_cannot_be_overridden() {
         let err = Config::from_toml_overlay("[kafka.properties]\n\"enable.auto.offset.store\" = \"true\"").unwrap_err();
         assert!(err.to_string().contains("enable.auto.offset.store"), "{err}");
@@ -505,11 +564,15 @@ mod tests {
             jail.set_env("HERALD_DELIVERY__ALLOW_CIDRS", "[\"127.0.0.0/8\"]");
             jail.set_env("HERALD_CONFIG", "herald.toml");
             jail.set_env("HERALD_TEST_BROKERS", "elsewhere:9092");
+            jail.set_env("HERALD_KAFKA__PROPERTIES__SASL__USERNAME", "herald");
+            jail.set_env("HERALD_KAFKA__CONSUMER_PROPERTIES__SESSION__TIMEOUT__MS", "6000");
             jail.create_file("herald.toml", "[kafka]\ngroup_id = \"from-file\"\nbrokers = \"b:9092\"")?;
             let config = Config::load(Some(Path::new("herald.toml"))).expect("loads");
             assert_eq!(config.kafka.group_id, "from-env");
             assert_eq!(config.kafka.brokers, "b:9092");
             assert_eq!(config.delivery.allow_cidrs.len(), 1);
+            assert_eq!(config.kafka.properties["sasl.username"], "herald");
+            assert_eq!(config.kafka.consumer_properties["session.timeout.ms"], "6000");
             Ok(())
         });
     }

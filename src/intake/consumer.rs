@@ -12,8 +12,8 @@
 //!   deliveries finishing them must run on other workers: Herald needs the
 //!   multi-threaded runtime.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
@@ -38,6 +38,10 @@ pub struct IntakeContext {
     flow: Arc<Flow>,
     telemetry: Telemetry,
     revoke_drain_timeout: Duration,
+    /// `consumer` label of this consumer's series.
+    name: &'static str,
+    /// Partitions whose lag was last reported.
+    lag_reported: Mutex<HashSet<(String, i32)>>,
 }
 
 fn tps_of(tpl: &TopicPartitionList) -> Vec<Tp> {
@@ -69,7 +73,7 @@ fn partitions_tpl(tps: &[Tp]) -> TopicPartitionList {
 
 impl ClientContext for IntakeContext {
     fn stats(&self, statistics: Statistics) {
-        self.telemetry.consumer_lag_reset();
+        let mut current = HashSet::new();
         for (name, topic) in &statistics.topics {
             for (id, partition) in &topic.partitions {
                 if *id < 0 || !partition.desired {
@@ -82,9 +86,16 @@ impl ClientContext for IntakeContext {
                 } else {
                     continue;
                 };
-                self.telemetry.consumer_lag(name, *id, lag);
+                self.telemetry.consumer_lag(self.name, name, *id, lag);
+                current.insert((name.clone(), *id));
             }
         }
+        // Series of partitions no longer assigned disappear; other consumers' stay.
+        let mut reported = self.lag_reported.lock().unwrap_or_else(|p| p.into_inner());
+        for (topic, partition) in reported.difference(&current) {
+            self.telemetry.consumer_lag_gone(self.name, topic, *partition);
+        }
+        *reported = current;
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -194,6 +205,8 @@ impl Intake {
             flow: flow.clone(),
             telemetry: telemetry.clone(),
             revoke_drain_timeout: config.revoke_drain_timeout,
+            name: spec.name,
+            lag_reported: Mutex::new(HashSet::new()),
         };
         let consumer: StreamConsumer<IntakeContext> =
             crate::kafka::consumer_config(config, &spec.group_id).create_with_context(context)?;

@@ -63,6 +63,17 @@ pub mod reasons {
     pub const WEBHOOK_DELETED: &str = "webhook_deleted";
     pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
     pub const ENDPOINT_GONE: &str = "endpoint_gone";
+
+    /// Every reason above.
+    pub const ALL: [&str; 7] = [
+        DELIVERY_FAILED,
+        WEBHOOK_PAUSED,
+        WEBHOOK_DISABLED,
+        WEBHOOK_DELETED,
+        RETRIES_EXHAUSTED,
+        INVALID_RETRY_RECORD,
+        ENDPOINT_GONE,
+    ];
     pub const INVALID_RETRY_RECORD: &str = "invalid_retry_record";
 }
 

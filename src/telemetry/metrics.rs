@@ -241,8 +241,9 @@ impl Metrics {
             consumer_lag: gauge_vec(
                 r,
                 "herald_consumer_lag_messages",
-                "Records between the committed offset and the end of each assigned partition.",
-                &["topic", "partition"],
+                "Records between the committed offset and the end of each assigned partition, by consumer \
+                 (source, or retry: waiting retries are lag there by design).",
+                &["consumer", "topic", "partition"],
             ),
             webhooks: gauge_vec(r, "herald_webhooks", "Webhooks in the subscription index, by status.", &["status"]),
             subscription_syncs: counter_vec(
@@ -301,10 +302,32 @@ impl Metrics {
         for result in ["ok", "error"] {
             m.offset_commits.with_label_values(&[result]);
         }
+        for stage in ["connect", "subscribe", "load"] {
+            m.subscription_errors.with_label_values(&[stage]);
+        }
         for kind in ["full", "change"] {
             m.subscription_syncs.with_label_values(&[kind]);
         }
         m
+    }
+
+    /// Creates the per-tier series of `tiers` retry tiers (and every
+    /// dead-letter reason), so dashboards and alerts see zeros, not gaps.
+    pub fn preregister_retry(&self, tiers: usize) {
+        for tier in 1..=tiers {
+            let tier = tier.to_string();
+            self.retries_scheduled.with_label_values(&[&tier]);
+            self.retry_lateness.with_label_values(&[&tier]);
+            for outcome in OUTCOMES {
+                self.retry_attempts.with_label_values(&[&tier, outcome]);
+            }
+        }
+        for reason in crate::retry::sink::reasons::ALL {
+            self.dead_letters.with_label_values(&[reason]);
+        }
+        for reason in crate::routing::envelope::UnroutableReason::ALL {
+            self.dead_letters.with_label_values(&[reason.as_str()]);
+        }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -108,15 +108,18 @@ impl Telemetry {
         warn!(%error, "could not store offsets for commit");
     }
 
-    pub fn consumer_lag(&self, topic: &str, partition: i32, lag: i64) {
+    pub fn consumer_lag(&self, consumer: &str, topic: &str, partition: i32, lag: i64) {
         self.metrics
             .consumer_lag
-            .with_label_values(&[topic, &partition.to_string()])
+            .with_label_values(&[consumer, topic, &partition.to_string()])
             .set(lag);
     }
 
-    pub fn consumer_lag_reset(&self) {
-        self.metrics.consumer_lag.reset();
+    pub fn consumer_lag_gone(&self, consumer: &str, topic: &str, partition: i32) {
+        let _ = self
+            .metrics
+            .consumer_lag
+            .remove_label_values(&[consumer, topic, &partition.to_string()]);
     }
 
     // ---- routing ------------------------------------------------------------

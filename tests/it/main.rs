@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod deploy;
 mod envelopes;
 mod failures;
 mod resilience;

@@ -208,7 +208,7 @@ async fn paused_partitions_resume_without_skipping_or_repeating_records() {
                 metric_value(
                     &text,
                     &format!(
-                        "herald_consumer_lag_messages{{partition=\"{p}\",topic=\"{}\"}}",
+                        "herald_consumer_lag_messages{{consumer=\"source\",partition=\"{p}\",topic=\"{}\"}}",
                         env.topic()
                     ),
                 )
