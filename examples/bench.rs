@@ -239,21 +239,12 @@ impl Bench {
             .await
             .unwrap();
         for i in 0..fanout {
-            let now = time::OffsetDateTime::now_utc();
-            let w = herald::subscriptions::model::Webhook {
-                id: format!("bench-{i}"),
-                tenant: None,
-                name: format!("bench {i}"),
-                url: format!("http://{}/wh/{i}", self.receiver_addr),
-                events: vec!["bench.*".into()],
-                status: herald::subscriptions::model::WebhookStatus::Active,
-                status_reason: None,
-                secrets: vec![herald::subscriptions::model::generate_secret()],
-                headers: Default::default(),
-                created_at: now,
-                updated_at: now,
-                limits: Default::default(),
-            };
+            let w = herald::subscriptions::model::Webhook::new(
+                &format!("bench-{i}"),
+                &format!("bench {i}"),
+                &format!("http://{}/wh/{i}", self.receiver_addr),
+                &["bench.*"],
+            );
             store.put(&w).await.unwrap();
         }
     }

@@ -139,6 +139,25 @@ fn invalid(field: &'static str, message: impl Into<String>) -> InvalidWebhook {
 }
 
 impl Webhook {
+    /// An active webhook with one fresh secret, created now.
+    pub fn new(id: &str, name: &str, url: &str, events: &[&str]) -> Webhook {
+        let now = OffsetDateTime::now_utc();
+        Webhook {
+            id: id.into(),
+            tenant: None,
+            name: name.into(),
+            url: url.into(),
+            events: events.iter().map(|e| e.to_string()).collect(),
+            status: WebhookStatus::Active,
+            status_reason: None,
+            secrets: vec![generate_secret()],
+            headers: BTreeMap::new(),
+            created_at: now,
+            updated_at: now,
+            limits: Limits::default(),
+        }
+    }
+
     /// Checks everything the pipeline relies on; a record failing this is
     /// skipped (and reported), never half-used.
     pub fn validate(&self) -> Result<(), InvalidWebhook> {
@@ -263,21 +282,7 @@ pub(crate) mod tests {
     use super::*;
 
     pub fn webhook(id: &str, url: &str, events: &[&str]) -> Webhook {
-        let now = OffsetDateTime::now_utc();
-        Webhook {
-            id: id.into(),
-            tenant: None,
-            name: format!("{id} name"),
-            url: url.into(),
-            events: events.iter().map(|e| e.to_string()).collect(),
-            status: WebhookStatus::Active,
-            status_reason: None,
-            secrets: vec![generate_secret()],
-            headers: BTreeMap::new(),
-            created_at: now,
-            updated_at: now,
-            limits: Limits::default(),
-        }
+        Webhook::new(id, &format!("{id} name"), url, events)
     }
 
     #[test]

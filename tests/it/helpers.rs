@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use herald::config::Config;
-use herald::subscriptions::model::{generate_secret, Limits, Webhook, WebhookStatus};
+use herald::subscriptions::model::Webhook;
 use herald::subscriptions::store::SubscriptionStore;
 use herald::Application;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -24,7 +24,6 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -213,21 +212,7 @@ pub async fn create_topics(topics: &[String], partitions: i32) {
 
 /// A webhook with one fresh secret, active, subscribed to `events`.
 pub fn webhook(id: &str, url: &str, events: &[&str]) -> Webhook {
-    let now = OffsetDateTime::now_utc();
-    Webhook {
-        id: id.into(),
-        tenant: None,
-        name: format!("{id} test webhook"),
-        url: url.into(),
-        events: events.iter().map(|e| e.to_string()).collect(),
-        status: WebhookStatus::Active,
-        status_reason: None,
-        secrets: vec![generate_secret()],
-        headers: BTreeMap::new(),
-        created_at: now,
-        updated_at: now,
-        limits: Limits::default(),
-    }
+    Webhook::new(id, &format!("{id} test webhook"), url, events)
 }
 
 /// Herald running in this process.
@@ -292,6 +277,8 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
 /// Herald as its own process (for kill -9 and signal tests).
 pub struct HeraldProcess {
     pub child: tokio::process::Child,
+    /// Where its /metrics, /healthz and /readyz are served.
+    pub ops: SocketAddr,
     _config: tempfile::NamedTempFile,
 }
 
@@ -300,15 +287,35 @@ impl HeraldProcess {
         use std::io::Write;
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(config_toml.as_bytes()).unwrap();
+        let ops = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
             .arg("--config")
             .arg(file.path())
             .arg("run")
             .env("RUST_LOG", "warn")
+            .env("HERALD_HTTP__LISTEN", ops.to_string())
             .kill_on_drop(true)
             .spawn()
             .expect("herald starts");
-        HeraldProcess { child, _config: file }
+        HeraldProcess {
+            child,
+            ops,
+            _config: file,
+        }
+    }
+
+    /// Waits until it is ready (index loaded, assignment received), so a
+    /// signal sent next finds its handlers installed.
+    pub async fn wait_ready(&self) {
+        let url = format!("http://{}/readyz", self.ops);
+        eventually(Duration::from_secs(60), "the Herald process to become ready", || {
+            let url = url.clone();
+            async move { reqwest::get(&url).await.ok()?.status().is_success().then_some(()) }
+        })
+        .await;
     }
 
     pub fn pid(&self) -> u32 {

@@ -68,6 +68,7 @@ async fn kill_9_mid_stream_loses_nothing_and_duplicates_share_their_id() {
         },
     )
     .await;
+    second.wait_ready().await;
     second.signal("TERM");
     assert!(second.child.wait().await.unwrap().success());
 
@@ -136,6 +137,7 @@ async fn sigterm_drains_in_flight_deliveries_commits_and_exits_0() {
     publish_numbered(env.topic(), 0..20).await;
 
     let mut herald = HeraldProcess::spawn(&env.config_toml());
+    herald.wait_ready().await;
     // Requests are in flight (each takes 1.5 s) when the signal arrives.
     receiver.wait_for(1, Duration::from_secs(30)).await;
     herald.signal("TERM");
@@ -159,6 +161,7 @@ async fn sigterm_drains_in_flight_deliveries_commits_and_exits_0() {
 
     // A restart delivers the rest, and only the rest.
     let mut again = HeraldProcess::spawn(&env.config_toml());
+    again.wait_ready().await;
     eventually(Duration::from_secs(60), "the remaining events", || async {
         (arrivals(&receiver).len() == 20).then_some(())
     })

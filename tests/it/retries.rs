@@ -205,6 +205,7 @@ async fn waiting_retries_survive_kill_9_and_are_delivered_when_due_never_early()
 
     let mut second = HeraldProcess::spawn(&env.config_toml());
     let got = receiver.wait_for(2 * EVENTS as usize, Duration::from_secs(60)).await;
+    second.wait_ready().await;
     second.signal("TERM");
     assert!(second.child.wait().await.unwrap().success());
 
