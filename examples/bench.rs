@@ -257,7 +257,7 @@ impl Bench {
         let config = format!(
             "[kafka]\nbrokers = \"{b}\"\ngroup_id = \"{p}group\"\ntopics = [\"{topic}\"]\n\
              [redis]\nurl = \"{r}\"\nprefix = \"{p}\"\n[dead_letter]\ntopic = \"{dlq}\"\n\
-             [retry]\ntiers = []\n[system_events]\ntopic = \"\"\n\
+             [retry]\ntiers = []\n[system_events]\ntopic = \"\"\n[history]\ntopic = \"\"\n\
              [delivery]\nallow_cidrs = [\"127.0.0.0/8\"]\n[http]\nlisten = \"{ops}\"\n[log]\nlevel = \"warn\"\n\
              [kafka.consumer_properties]\n\"fetch.wait.max.ms\" = \"{fetch_wait}\"\n",
             fetch_wait = self.fetch_wait_ms,

@@ -109,3 +109,11 @@ ensure_python() {
     || "$VENV/bin/pip" install -q "standardwebhooks==1.1.0" >&2
   PYTHON=$VENV/bin/python
 }
+
+# ensure_schemathesis: the OpenAPI fuzzer, in the same venv.
+ensure_schemathesis() {
+  ensure_python
+  [ -x "$VENV/bin/schemathesis" ] && "$VENV/bin/schemathesis" --version | grep -q "4.32.5" \
+    || "$VENV/bin/pip" install -q "schemathesis==4.32.5" >&2
+  SCHEMATHESIS=$VENV/bin/schemathesis
+}

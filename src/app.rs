@@ -37,6 +37,7 @@ use crate::telemetry::Telemetry;
 pub struct Application {
     config: Config,
     listener: TcpListener,
+    admin_listener: Option<TcpListener>,
     telemetry: Telemetry,
     index: Arc<SubscriptionIndex>,
     flow: Arc<Flow>,
@@ -52,8 +53,21 @@ impl Application {
         let listener = TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("cannot listen on http.listen = {}", config.http.listen))?;
+        let admin_listener = if config.admin.enabled() {
+            Some(
+                TcpListener::bind(config.admin.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on admin.listen = {}", config.admin.listen))?,
+            )
+        } else {
+            tracing::info!("management API off: admin.tokens is empty");
+            None
+        };
         let envelopes = Envelopes::new(&config.envelope).context("invalid envelope rules")?;
-        let deliverer = Deliverer::new(&config.delivery).context("cannot build the HTTP client")?;
+        let mut deliverer = Deliverer::new(&config.delivery).context("cannot build the HTTP client")?;
+        if config.history.enabled {
+            deliverer = deliverer.keeping_response_headers();
+        }
         let redis = redis::Client::open(config.redis.url.as_str()).context("invalid redis.url")?;
         let telemetry = Telemetry::new(&config.kafka.topics);
         telemetry.metrics.preregister_retry(config.retry.tiers.len());
@@ -65,6 +79,7 @@ impl Application {
                 total: config.kafka.max_in_flight,
             }),
             listener,
+            admin_listener,
             envelopes,
             deliverer,
             redis,
@@ -77,11 +92,17 @@ impl Application {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
+    /// The address the management API is served on, when it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Runs until `shutdown` is cancelled, then drains and stops.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Application {
             config,
             listener,
+            admin_listener,
             telemetry,
             index,
             flow,
@@ -90,6 +111,15 @@ impl Application {
             redis,
         } = self;
         let side_tasks = CancellationToken::new();
+
+        let admin = match admin_listener {
+            Some(listener) => {
+                let state = crate::admin::connect(Arc::new(config.clone()), telemetry.clone()).await?;
+                tracing::info!(admin = %listener.local_addr()?, "management API listening");
+                Some(tokio::spawn(crate::admin::serve(listener, state, side_tasks.clone())))
+            }
+            None => None,
+        };
 
         let ops = tokio::spawn(server::serve(
             listener,
@@ -105,11 +135,7 @@ impl Application {
                 client: redis,
                 prefix: config.redis.prefix.clone(),
                 config: config.subscriptions.clone(),
-                defaults: EndpointDefaults {
-                    max_in_flight: config.delivery.max_in_flight_per_endpoint,
-                    max_queue_wait: config.delivery.max_queue_wait,
-                    request_timeout: config.delivery.request_timeout,
-                },
+                defaults: EndpointDefaults::from(&config.delivery),
                 index: index.clone(),
                 telemetry: telemetry.clone(),
             }
@@ -120,6 +146,13 @@ impl Application {
 
         side_tasks.cancel();
         let _ = sync.await;
+        if let Some(admin) = admin {
+            match admin.await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "management API stopped with an error"),
+                Err(e) => tracing::warn!(error = %e, "management API task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
         match ops.await {
             Ok(Err(e)) => tracing::warn!(error = %e, "ops listener stopped with an error"),
             Err(e) => tracing::warn!(error = %e, "ops listener task failed"),
@@ -148,6 +181,7 @@ impl Application {
         let mut needed = vec![config.dead_letter.topic.as_str()];
         needed.extend(tier_topics.iter().map(String::as_str));
         needed.extend(config.system_events.topic());
+        needed.extend(config.history.topic());
         crate::kafka::ensure_topics(&config.kafka, &needed, config.kafka.create_missing_topics)
             .await
             .context("dead-letter or retry topics unavailable")?;
@@ -160,16 +194,39 @@ impl Application {
             store: SubscriptionStore::connect(&redis, &config.redis.prefix)
                 .await
                 .context("cannot connect to Redis")?,
-            producer: producer.clone(),
+            events: crate::retry::lifecycle::SystemEvents::new(
+                producer.clone(),
+                config.system_events.topic().map(str::to_owned),
+            ),
             auto_disable: crate::retry::lifecycle::AutoDisable {
                 after: config.auto_disable.after,
                 consecutive_failures: config.auto_disable.consecutive_failures,
             },
-            system_topic: config.system_events.topic().map(str::to_owned),
             telemetry: telemetry.clone(),
+        };
+        let (history, history_writer) = if config.history.enabled {
+            let store = crate::history::HistoryStore::connect(
+                &redis,
+                &config.redis.prefix,
+                config.history.max_per_webhook,
+                config.history.max_age,
+            )
+            .await
+            .context("cannot connect to Redis for the delivery history")?;
+            let (recorder, writer) = crate::history::Recorder::new(
+                &config.history,
+                store,
+                config.history.topic().map(|_| producer.clone()),
+                telemetry.clone(),
+            );
+            let stop = CancellationToken::new();
+            (Some(recorder), Some((tokio::spawn(writer.run(stop.clone())), stop)))
+        } else {
+            (None, None)
         };
         let abort = CancellationToken::new();
         let pipeline = Arc::new(Pipeline {
+            history,
             lifecycle: Some(Arc::new(lifecycle)),
             envelopes,
             index,
@@ -221,6 +278,11 @@ impl Application {
             None => source_run.await,
         }
         abort.cancel();
+        // Intake has drained: write the history queued so far, then flush.
+        if let Some((writer, stop)) = history_writer {
+            stop.cancel();
+            let _ = writer.await;
+        }
         let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
         tracing::info!("stopped");
         Ok(())

@@ -60,6 +60,8 @@ pub struct Config {
     pub system_events: SystemEventsConfig,
     pub auto_disable: AutoDisableConfig,
     pub http: HttpConfig,
+    pub history: HistoryConfig,
+    pub admin: AdminConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
 }
@@ -286,6 +288,91 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
 }
 
+/// Delivery history and statistics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    pub enabled: bool,
+    pub max_per_webhook: usize,
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    pub max_body_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    pub queue_capacity: usize,
+    /// Topic of full attempt records; empty disables it.
+    pub topic: String,
+}
+
+impl HistoryConfig {
+    pub fn topic(&self) -> Option<&str> {
+        (self.enabled && !self.topic.trim().is_empty()).then_some(self.topic.as_str())
+    }
+}
+
+/// The management API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Bearer tokens; none disables the API.
+    #[serde(default)]
+    pub tokens: Vec<AdminToken>,
+    /// How long a rotated-out secret keeps signing.
+    #[serde(with = "humantime_serde")]
+    pub secret_rotation_overlap: Duration,
+    pub max_body_bytes: usize,
+    pub default_page_size: usize,
+    /// Catalog for tenants not bound to one; empty allows any event type.
+    #[serde(default)]
+    pub default_catalog: String,
+    /// Extra catalog files.
+    #[serde(default)]
+    pub catalog_files: Vec<std::path::PathBuf>,
+    /// Per-tenant settings.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+impl AdminConfig {
+    pub fn enabled(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+}
+
+/// A bearer token of the management API.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    /// Shown in logs and system events instead of the token.
+    pub name: String,
+    pub token: String,
+    /// Limits the token to this tenant's webhooks; none sees every tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminToken")
+            .field("name", &self.name)
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings of one tenant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// The catalog its webhooks' event patterns must match; "" allows any.
+    #[serde(default)]
+    pub catalog: String,
+}
+
+/// Shortest accepted API token.
+pub const MIN_TOKEN_LEN: usize = 24;
+
 /// Log output.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -352,6 +439,58 @@ impl Config {
         let config: Config = figment.extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
+    }
+
+    fn validate_admin(&self) -> Result<(), ConfigError> {
+        let a = &self.admin;
+        let mut names = std::collections::BTreeSet::new();
+        let mut tokens = std::collections::BTreeSet::new();
+        for (i, t) in a.tokens.iter().enumerate() {
+            let key = format!("admin.tokens[{i}]");
+            if t.name.trim().is_empty() || !names.insert(t.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.name"),
+                    "must be non-empty and unique",
+                ));
+            }
+            if t.token.len() < MIN_TOKEN_LEN || t.token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.token"),
+                    format!("must be at least {MIN_TOKEN_LEN} characters without white space"),
+                ));
+            }
+            if !tokens.insert(t.token.as_str()) {
+                return Err(ConfigError::invalid(format!("{key}.token"), "is used by another token"));
+            }
+            if t.tenant.as_deref().is_some_and(|t| t.trim().is_empty()) {
+                return Err(ConfigError::invalid(format!("{key}.tenant"), "must not be empty"));
+            }
+        }
+        nonzero("admin.secret_rotation_overlap", a.secret_rotation_overlap)?;
+        positive("admin.max_body_bytes", a.max_body_bytes)?;
+        if a.default_page_size == 0 || a.default_page_size > crate::admin::MAX_PAGE_SIZE {
+            return Err(ConfigError::invalid(
+                "admin.default_page_size",
+                format!("must be 1 to {}", crate::admin::MAX_PAGE_SIZE),
+            ));
+        }
+        let catalogs = crate::admin::catalog::Catalogs::load(&a.catalog_files)
+            .map_err(|e| ConfigError::invalid("admin.catalog_files", e))?;
+        if !a.default_catalog.is_empty() && catalogs.get(&a.default_catalog).is_none() {
+            return Err(ConfigError::invalid(
+                "admin.default_catalog",
+                format!("no catalog named `{}`", a.default_catalog),
+            ));
+        }
+        for (tenant, t) in &a.tenants {
+            if !t.catalog.is_empty() && catalogs.get(&t.catalog).is_none() {
+                return Err(ConfigError::invalid(
+                    format!("admin.tenants.\"{tenant}\".catalog"),
+                    format!("no catalog named `{}`", t.catalog),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Checks what types alone cannot say.
@@ -463,6 +602,20 @@ impl Config {
                 "must differ from kafka.group_id (the tier consumers are a group of their own)",
             ));
         }
+        let h = &self.history;
+        positive("history.max_per_webhook", h.max_per_webhook)?;
+        nonzero("history.max_age", h.max_age)?;
+        nonzero("history.flush_interval", h.flush_interval)?;
+        positive("history.queue_capacity", h.queue_capacity)?;
+        if h.topic()
+            .is_some_and(|t| t == self.dead_letter.topic || k.topics.iter().any(|s| s == t))
+        {
+            return Err(ConfigError::invalid(
+                "history.topic",
+                "must differ from the source and dead-letter topics",
+            ));
+        }
+        self.validate_admin()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::invalid("log.level", e.to_string()))?;
         Ok(())
@@ -575,5 +728,36 @@ mod tests {
             assert_eq!(config.kafka.consumer_properties["session.timeout.ms"], "6000");
             Ok(())
         });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn admin_tokens_come_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "HERALD_ADMIN__TOKENS",
+                r#"[{name="ops", token="ops-token-0123456789abcdef"}, {name="acme", token="acme-token-0123456789abcdef", tenant="acme"}]"#,
+            );
+            let config = Config::load(None).expect("loads");
+            assert!(config.admin.enabled());
+            assert_eq!(config.admin.tokens[1].tenant.as_deref(), Some("acme"));
+            assert!(
+                !format!("{:?}", config.admin.tokens).contains("0123456789"),
+                "tokens are not in debug output"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn admin_settings_are_checked() {
+        let err = |overlay: &str| Config::from_toml_overlay(overlay).unwrap_err().to_string();
+        assert!(err("[admin]\ntokens = [{ name = \"a\", token = \"short\" }]").contains("admin.tokens[0].token"));
+        let dup = "[admin]\ntokens = [{ name = \"a\", token = \"aaaaaaaaaaaaaaaaaaaaaaaaaaaa\" }, { name = \"a\", token = \"bbbbbbbbbbbbbbbbbbbbbbbbbbbb\" }]";
+        assert!(err(dup).contains("admin.tokens[1].name"));
+        assert!(err("[admin]\ndefault_catalog = \"nope\"").contains("admin.default_catalog"));
+        assert!(err("[admin.tenants]\nacme = { catalog = \"nope\" }").contains("admin.tenants.\"acme\".catalog"));
+        assert!(err("[admin]\ndefault_page_size = 0").contains("admin.default_page_size"));
+        assert!(Config::from_toml_overlay("[admin.tenants]\nacme = { catalog = \"jimo\" }").is_ok());
     }
 }

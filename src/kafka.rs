@@ -31,6 +31,10 @@ pub fn consumer_config(config: &KafkaConfig, group_id: &str) -> ClientConfig {
     cc.set("auto.commit.interval.ms", "1000");
     cc.set("auto.offset.reset", "earliest");
     cc.set("enable.partition.eof", "false");
+    // librdkafka prefetches up to 64 MiB per consumer by default; Herald's own
+    // in-flight caps decide how much work is held, so a smaller prefetch
+    // (still seconds of records) keeps memory bounded. Overridable.
+    cc.set("queued.max.messages.kbytes", "16384");
     if !config.statistics_interval.is_zero() {
         cc.set(
             "statistics.interval.ms",
@@ -139,6 +143,51 @@ async fn missing_topics(config: &KafkaConfig, topics: &[&str]) -> Result<Vec<Str
     })
     .await
     .expect("metadata task does not panic")
+}
+
+/// Reads the record at `offset` of `topic`/`partition`, if the broker still
+/// has it (`None` once retention has removed it).
+pub async fn read_record(
+    config: &KafkaConfig,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<Option<crate::event::SourceRecord>, rdkafka::error::KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let mut cc = base(config);
+    cc.set("group.id", "herald.reader");
+    cc.set("enable.auto.commit", "false");
+    cc.set("enable.partition.eof", "true");
+    for (k, v) in &config.consumer_properties {
+        cc.set(k, v);
+    }
+    let topic: std::sync::Arc<str> = std::sync::Arc::from(topic);
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = cc.create()?;
+        let (low, high) = consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10))?;
+        if offset < low || offset >= high {
+            return Ok(None);
+        }
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, partition, rdkafka::Offset::Offset(offset))?;
+        consumer.assign(&tpl)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while std::time::Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(500)) {
+                Some(Ok(m)) if m.offset() == offset => {
+                    return Ok(Some(crate::intake::consumer::to_record(topic.clone(), &m)))
+                }
+                Some(Ok(m)) if m.offset() > offset => return Ok(None),
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return Ok(None),
+                Some(Err(e)) => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(None)
+    })
+    .await
+    .expect("the reader does not panic")
 }
 
 #[cfg(test)]

@@ -7,10 +7,13 @@
 //! [`pipeline`] is the per-event glue; [`tools`] backs the command-line
 //! helpers.
 
+pub mod admin;
 pub mod app;
+pub mod client;
 pub mod config;
 pub mod delivery;
 pub mod event;
+pub mod history;
 pub mod intake;
 pub mod kafka;
 pub mod pipeline;

@@ -38,6 +38,8 @@ pub struct Pipeline {
     pub schedule: Schedule,
     /// Disables webhooks whose endpoint is gone (absent in tools that only deliver).
     pub lifecycle: Option<Arc<Lifecycle>>,
+    /// Records every attempt for the delivery history and statistics.
+    pub history: Option<Arc<crate::history::Recorder>>,
     pub telemetry: Telemetry,
     /// Cancelled when shutdown's drain deadline has passed: unfinished work is
     /// abandoned (left uncommitted), never reported as done.
@@ -240,6 +242,9 @@ impl Pipeline {
         };
         self.telemetry
             .delivery_finished(target.id(), &event.meta.event_type, tier, &attempt);
+        if let Some(history) = &self.history {
+            history.record(event, &target, &attempt, tier);
+        }
         let Err(failure) = &attempt.result else {
             if let Some(lifecycle) = &self.lifecycle {
                 lifecycle.delivery_succeeded(&target);

@@ -113,7 +113,16 @@ pub struct Attempt {
     pub result: Result<u16, Failure>,
     /// The start of the response body, for diagnostics.
     pub response_excerpt: Option<String>,
+    /// The `webhook-timestamp` and `webhook-signature` sent, when a request was made.
+    pub signed: Option<(i64, String)>,
+    /// The response's headers (only kept when the deliverer records history).
+    pub response_headers: Vec<(String, String)>,
 }
+
+/// At most this many response headers are kept, each value at most
+/// [`MAX_KEPT_HEADER_VALUE`] bytes.
+pub const MAX_KEPT_HEADERS: usize = 32;
+pub const MAX_KEPT_HEADER_VALUE: usize = 256;
 
 impl Attempt {
     pub fn succeeded(&self) -> bool {
@@ -135,6 +144,8 @@ pub struct Deliverer {
     policy: Arc<AddressPolicy>,
     global: Arc<Semaphore>,
     max_response_bytes: usize,
+    /// Keep response headers in each [`Attempt`] (for delivery history).
+    keep_response_headers: bool,
 }
 
 impl Deliverer {
@@ -157,7 +168,14 @@ impl Deliverer {
             policy,
             global: Arc::new(Semaphore::new(config.max_in_flight)),
             max_response_bytes: config.max_response_bytes,
+            keep_response_headers: false,
         })
+    }
+
+    /// Keeps response headers in every [`Attempt`], for delivery history.
+    pub fn keeping_response_headers(mut self) -> Deliverer {
+        self.keep_response_headers = true;
+        self
     }
 
     /// Delivers `event` to `target` once. Waits for the endpoint's and the
@@ -173,6 +191,8 @@ impl Deliverer {
             duration: clock.elapsed(),
             result,
             response_excerpt,
+            signed: None,
+            response_headers: Vec::new(),
         };
         if let Err(blocked) = self.policy.check_url(&target.url) {
             return finish(Err(Failure::Blocked(blocked.to_string())), None);
@@ -186,34 +206,42 @@ impl Deliverer {
         };
         // Time spent queueing is not part of the request's own duration.
         let clock = Instant::now();
-        let finish = |result, response_excerpt| Attempt {
-            delivery_id: delivery_id.clone(),
+        let timestamp = OffsetDateTime::now_utc().unix_timestamp();
+        let signature = target.signer.sign(&delivery_id, timestamp, &event.record.value);
+        let request = self.build_request(event, target, &delivery_id, attempt, timestamp, &signature);
+        let mut response_headers = Vec::new();
+        let (result, excerpt) = match request {
+            Err(e) => (Err(Failure::Network(error_chain(&e))), None),
+            Ok(request) => match self.client.execute(request).await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let retry_after = response
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    if self.keep_response_headers {
+                        response_headers = kept_headers(response.headers());
+                    }
+                    let excerpt = self.read_excerpt(response).await;
+                    if (200..300).contains(&status) {
+                        (Ok(status), excerpt)
+                    } else {
+                        (Err(Failure::Status { status, retry_after }), excerpt)
+                    }
+                }
+                Err(e) => (Err(self.classify(&e)), None),
+            },
+        };
+        Attempt {
+            delivery_id,
             attempt,
             started_at,
             duration: clock.elapsed(),
             result,
-            response_excerpt,
-        };
-        let request = match self.build_request(event, target, &delivery_id, attempt) {
-            Ok(r) => r,
-            Err(e) => return finish(Err(Failure::Network(error_chain(&e))), None),
-        };
-        match self.client.execute(request).await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let retry_after = response
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                let excerpt = self.read_excerpt(response).await;
-                if (200..300).contains(&status) {
-                    finish(Ok(status), excerpt)
-                } else {
-                    finish(Err(Failure::Status { status, retry_after }), excerpt)
-                }
-            }
-            Err(e) => finish(Err(self.classify(&e)), None),
+            response_excerpt: excerpt,
+            signed: Some((timestamp, signature)),
+            response_headers,
         }
     }
 
@@ -223,10 +251,10 @@ impl Deliverer {
         target: &Target,
         delivery_id: &str,
         attempt: u32,
+        timestamp: i64,
+        signature: &str,
     ) -> Result<reqwest::Request, reqwest::Error> {
-        let timestamp = OffsetDateTime::now_utc().unix_timestamp();
         let body = event.record.value.clone();
-        let signature = target.signer.sign(delivery_id, timestamp, &body);
         let mut builder = self
             .client
             .post(target.url.clone())
@@ -279,6 +307,34 @@ impl Deliverer {
     }
 }
 
+/// Response headers worth keeping in a delivery's history, bounded.
+fn kept_headers(headers: &reqwest::header::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .take(MAX_KEPT_HEADERS)
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                text_prefix(value.as_bytes(), MAX_KEPT_HEADER_VALUE).0,
+            )
+        })
+        .collect()
+}
+
+/// `bytes` as text, at most `max` bytes (a character cut in two is left out;
+/// invalid UTF-8 becomes U+FFFD), and whether anything was cut.
+pub fn text_prefix(bytes: &[u8], max: usize) -> (String, bool) {
+    let cut = bytes.len() > max;
+    let head = &bytes[..bytes.len().min(max)];
+    let text = match std::str::from_utf8(head) {
+        Ok(text) => text.to_owned(),
+        // Only an incomplete character at the very end: drop it.
+        Err(e) if cut && e.error_len().is_none() => String::from_utf8_lossy(&head[..e.valid_up_to()]).into_owned(),
+        Err(_) => String::from_utf8_lossy(head).into_owned(),
+    };
+    (text, cut)
+}
+
 /// An error and its sources on one line (reqwest's own message hides the cause).
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
@@ -297,6 +353,15 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_prefixes_keep_characters_whole() {
+        assert_eq!(text_prefix(b"hello", 10), ("hello".to_owned(), false));
+        assert_eq!(text_prefix(b"hello", 3), ("hel".to_owned(), true));
+        let (text, cut) = text_prefix("héllo".as_bytes(), 2);
+        assert_eq!((text.as_str(), cut), ("h", true));
+        assert_eq!(text_prefix(b"", 0), (String::new(), false));
+    }
     use crate::event::{EventMeta, SourceRecord};
     use bytes::Bytes;
 

@@ -12,14 +12,16 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::subscriptions::model::decode_secret;
+use crate::subscriptions::model::{decode_secret, ExpiringSecret};
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// Signs requests for one webhook with all of its current secrets.
 #[derive(Clone)]
 pub struct Signer {
-    keys: Vec<HmacSha256>,
+    /// Keyed HMAC states, each with the Unix time (seconds) after which it no
+    /// longer signs (`i64::MAX` for current secrets).
+    keys: Vec<(HmacSha256, i64)>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -31,21 +33,33 @@ impl std::fmt::Debug for Signer {
 impl Signer {
     /// Prepares `whsec_...` secrets, newest first.
     pub fn new<S: AsRef<str>>(secrets: &[S]) -> Result<Signer, String> {
-        let keys = secrets
-            .iter()
-            .map(|s| {
-                let key = decode_secret(s.as_ref())?;
-                HmacSha256::new_from_slice(&key).map_err(|e| e.to_string())
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        Self::with_expiring(secrets, &[])
+    }
+
+    /// Prepares current secrets plus rotated-out secrets that keep signing
+    /// until their expiry.
+    pub fn with_expiring<S: AsRef<str>>(secrets: &[S], previous: &[ExpiringSecret]) -> Result<Signer, String> {
+        let key = |secret: &str| -> Result<HmacSha256, String> {
+            let key = decode_secret(secret)?;
+            HmacSha256::new_from_slice(&key).map_err(|e| e.to_string())
+        };
+        let mut keys = Vec::with_capacity(secrets.len() + previous.len());
+        for s in secrets {
+            keys.push((key(s.as_ref())?, i64::MAX));
+        }
+        for p in previous {
+            keys.push((key(&p.secret)?, p.expires_at.unix_timestamp()));
+        }
         Ok(Signer { keys })
     }
 
-    /// The `webhook-signature` header value.
+    /// The `webhook-signature` header value: one signature per secret valid
+    /// at `timestamp` (Unix seconds, the `webhook-timestamp`).
     pub fn sign(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+        let at = timestamp;
         let timestamp = timestamp.to_string();
         let mut out = String::with_capacity(self.keys.len() * 48);
-        for key in &self.keys {
+        for (key, _) in self.keys.iter().filter(|(_, until)| at < *until) {
             let mut mac = key.clone();
             mac.update(msg_id.as_bytes());
             mac.update(b".");
@@ -99,6 +113,30 @@ mod tests {
         assert_ne!(good, signer.sign("msg_other", TIMESTAMP, BODY));
         assert_ne!(good, signer.sign(MSG_ID, TIMESTAMP + 1, BODY));
         assert_ne!(good, signer.sign(MSG_ID, TIMESTAMP, b"{}"));
+    }
+
+    #[test]
+    fn a_rotated_out_secret_signs_until_its_expiry_only() {
+        let new = crate::subscriptions::model::generate_secret();
+        let expires_at = time::OffsetDateTime::from_unix_timestamp(TIMESTAMP + 60).unwrap();
+        let previous = [ExpiringSecret {
+            secret: SECRET.into(),
+            expires_at,
+        }];
+        let signer = Signer::with_expiring(&[new.as_str()], &previous).unwrap();
+        let only_new = Signer::new(&[new.as_str()]).unwrap();
+        let during = signer.sign(MSG_ID, TIMESTAMP, BODY);
+        assert_eq!(
+            during,
+            format!(
+                "{} v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=",
+                only_new.sign(MSG_ID, TIMESTAMP, BODY)
+            )
+        );
+        assert_eq!(
+            signer.sign(MSG_ID, TIMESTAMP + 60, BODY),
+            only_new.sign(MSG_ID, TIMESTAMP + 60, BODY)
+        );
     }
 
     #[test]

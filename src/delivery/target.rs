@@ -24,6 +24,16 @@ pub struct EndpointDefaults {
     pub request_timeout: Duration,
 }
 
+impl From<&crate::config::DeliveryConfig> for EndpointDefaults {
+    fn from(delivery: &crate::config::DeliveryConfig) -> EndpointDefaults {
+        EndpointDefaults {
+            max_in_flight: delivery.max_in_flight_per_endpoint,
+            max_queue_wait: delivery.max_queue_wait,
+            request_timeout: delivery.request_timeout,
+        }
+    }
+}
+
 /// Bounds the requests in flight to one endpoint, and how long a delivery
 /// may wait for one of them. Shared across index rebuilds while the limit is
 /// unchanged, so an edit to a webhook does not reset its concurrency.
@@ -100,7 +110,7 @@ impl Target {
     pub fn compile(webhook: Webhook, defaults: &EndpointDefaults, previous: Option<&Target>) -> Result<Target, String> {
         webhook.validate().map_err(|e| e.to_string())?;
         let url = Url::parse(&webhook.url).map_err(|e| e.to_string())?;
-        let signer = Signer::new(&webhook.secrets)?;
+        let signer = Signer::with_expiring(&webhook.secrets, &webhook.previous_secrets)?;
         let mut headers = HeaderMap::with_capacity(webhook.headers.len());
         for (name, value) in &webhook.headers {
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;

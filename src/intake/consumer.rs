@@ -438,7 +438,7 @@ impl Intake {
     }
 }
 
-fn to_record(topic: Arc<str>, message: &BorrowedMessage<'_>) -> SourceRecord {
+pub(crate) fn to_record(topic: Arc<str>, message: &BorrowedMessage<'_>) -> SourceRecord {
     let headers = message
         .headers()
         .map(|hs| {

@@ -53,10 +53,54 @@ const SUCCESS_WRITE_INTERVAL_MS: i64 = 60_000;
 pub struct Lifecycle {
     pub store: SubscriptionStore,
     pub auto_disable: AutoDisable,
-    pub producer: FutureProducer,
-    /// Where system events go; `None` disables them.
-    pub system_topic: Option<String>,
+    pub events: SystemEvents,
     pub telemetry: Telemetry,
+}
+
+/// Publishes system events (`webhook.disabled`, `webhook.created`, ...) to
+/// `system_events.topic`, keyed by webhook id so one webhook's events stay in
+/// order.
+#[derive(Clone)]
+pub struct SystemEvents {
+    producer: FutureProducer,
+    /// `None` disables them.
+    topic: Option<String>,
+}
+
+impl SystemEvents {
+    pub fn new(producer: FutureProducer, topic: Option<String>) -> SystemEvents {
+        SystemEvents { producer, topic }
+    }
+
+    /// Enqueues `event` about `webhook` now (so events of one webhook keep
+    /// their order) and returns the broker's acknowledgement to await, or
+    /// `None` when system events are off.
+    pub fn enqueue(
+        &self,
+        event: &str,
+        webhook: &Webhook,
+        reason: &str,
+    ) -> Result<Option<rdkafka::producer::DeliveryFuture>, LifecycleError> {
+        let Some(topic) = &self.topic else { return Ok(None) };
+        let body = system_event(event, webhook, reason);
+        let record = FutureRecord::to(topic).key(webhook.id.as_str()).payload(&body);
+        match self.producer.send_result(record) {
+            Ok(ack) => Ok(Some(ack)),
+            Err((e, _)) => Err(LifecycleError::Publish(e)),
+        }
+    }
+
+    /// Publishes `event` about `webhook` and waits for the broker's ack.
+    pub async fn publish(&self, event: &str, webhook: &Webhook, reason: &str) -> Result<(), LifecycleError> {
+        let Some(topic) = &self.topic else { return Ok(()) };
+        let body = system_event(event, webhook, reason);
+        let record = FutureRecord::to(topic).key(webhook.id.as_str()).payload(&body);
+        self.producer
+            .send(record, Timeout::After(Duration::from_secs(30)))
+            .await
+            .map_err(|(e, _)| LifecycleError::Publish(e))?;
+        Ok(())
+    }
 }
 
 /// A lifecycle change that could not be applied.
@@ -78,16 +122,30 @@ impl Lifecycle {
         event: &str,
         reason: String,
     ) -> Result<(), LifecycleError> {
-        let Some(mut webhook) = self.store.get(webhook_id).await? else {
+        let now = OffsetDateTime::now_utc();
+        let mut changed = false;
+        let updated = self
+            .store
+            .update(webhook_id, |current| {
+                if current.status == WebhookStatus::Disabled {
+                    changed = false;
+                    return Ok::<_, std::convert::Infallible>(None);
+                }
+                let mut next = current.clone();
+                next.status = WebhookStatus::Disabled;
+                next.status_reason = Some(reason.clone());
+                next.updated_at = now;
+                changed = true;
+                Ok(Some(next))
+            })
+            .await
+            .map_err(|e| match e {
+                crate::subscriptions::store::UpdateError::Store(e) => e,
+                crate::subscriptions::store::UpdateError::Rejected(never) => match never {},
+            })?;
+        let Some(webhook) = updated.filter(|_| changed) else {
             return Ok(());
         };
-        if webhook.status == WebhookStatus::Disabled {
-            return Ok(());
-        }
-        webhook.status = WebhookStatus::Disabled;
-        webhook.status_reason = Some(reason.clone());
-        webhook.updated_at = OffsetDateTime::now_utc();
-        self.store.put(&webhook).await?;
         self.telemetry.webhook_disabled(webhook_id, kind, &reason);
         self.publish(event, &webhook, &reason).await
     }
@@ -150,14 +208,7 @@ impl Lifecycle {
 
     /// Publishes a system event about `webhook`.
     pub async fn publish(&self, event: &str, webhook: &Webhook, reason: &str) -> Result<(), LifecycleError> {
-        let Some(topic) = &self.system_topic else { return Ok(()) };
-        let body = system_event(event, webhook, reason);
-        let record = FutureRecord::to(topic).key(webhook.id.as_str()).payload(&body);
-        self.producer
-            .send(record, Timeout::After(Duration::from_secs(30)))
-            .await
-            .map_err(|(e, _)| LifecycleError::Publish(e))?;
-        Ok(())
+        self.events.publish(event, webhook, reason).await
     }
 }
 

@@ -32,8 +32,9 @@ pub struct ReplayFilter {
     pub tenant: Option<String>,
     /// An event type pattern: exact, `prefix.*` or `*`.
     pub event_type: Option<String>,
-    /// `herald.reason`, e.g. `webhook_paused` or `retries_exhausted`.
-    pub reason: Option<String>,
+    /// `herald.reason` is one of these (any when empty), e.g.
+    /// `webhook_paused` or `retries_exhausted`.
+    pub reasons: Vec<String>,
     /// Dead-lettered at or after.
     pub since: Option<OffsetDateTime>,
     /// Dead-lettered before.
@@ -57,7 +58,7 @@ impl ReplayFilter {
         };
         eq(&self.webhook, h::WEBHOOK_ID)
             && eq(&self.tenant, h::TENANT)
-            && eq(&self.reason, h::REASON)
+            && (self.reasons.is_empty() || headers.get(h::REASON).is_some_and(|r| self.reasons.contains(r)))
             && event_type_ok
             && time_ok
     }
@@ -251,7 +252,7 @@ mod tests {
             webhook: Some("wh_1".into()),
             tenant: Some("acme".into()),
             event_type: Some("tour.*".into()),
-            reason: Some("webhook_paused".into()),
+            reasons: vec!["webhook_paused".into()],
             since: Some(t("2025-03-01T00:00:00Z")),
             until: Some(t("2025-03-02T00:00:00Z")),
         };
@@ -274,7 +275,7 @@ mod tests {
                 ..f.clone()
             },
             ReplayFilter {
-                reason: Some("retries_exhausted".into()),
+                reasons: vec!["retries_exhausted".into()],
                 ..f.clone()
             },
             ReplayFilter {

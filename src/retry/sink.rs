@@ -75,6 +75,8 @@ pub mod reasons {
         ENDPOINT_GONE,
     ];
     pub const INVALID_RETRY_RECORD: &str = "invalid_retry_record";
+    /// Not a dead-letter reason: a retry record written by a manual retry.
+    pub const MANUAL_RETRY: &str = "manual_retry";
 }
 
 /// The delivery a failure record is about.

@@ -39,7 +39,7 @@ pub const RESERVED_HEADERS: &[&str] = &[
 ];
 
 /// Whether Herald delivers to a webhook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WebhookStatus {
     /// Deliveries are made.
@@ -64,13 +64,15 @@ impl WebhookStatus {
 }
 
 /// Optional per-endpoint limits; each may only tighten the global setting.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Limits {
     /// Concurrent requests to this endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub max_in_flight: Option<usize>,
     /// Request deadline for this endpoint, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub timeout_ms: Option<u64>,
 }
 
@@ -91,6 +93,10 @@ pub struct Webhook {
     pub status_reason: Option<String>,
     /// Signing secrets, newest first; each signs every request while listed.
     pub secrets: Vec<String>,
+    /// Secrets replaced by a rotation, still signing until their expiry so
+    /// receivers can switch to the new secret without missing a request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_secrets: Vec<ExpiringSecret>,
     /// Extra request headers, e.g. an API key.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -100,6 +106,20 @@ pub struct Webhook {
     pub updated_at: OffsetDateTime,
     #[serde(default, skip_serializing_if = "is_default")]
     pub limits: Limits,
+}
+
+/// A secret that signs until `expires_at`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiringSecret {
+    pub secret: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+impl fmt::Debug for ExpiringSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ExpiringSecret(redacted, expires {})", self.expires_at)
+    }
 }
 
 fn is_default(limits: &Limits) -> bool {
@@ -117,6 +137,7 @@ impl fmt::Debug for Webhook {
             .field("events", &self.events)
             .field("status", &self.status)
             .field("secrets", &format_args!("[{} redacted]", self.secrets.len()))
+            .field("previous_secrets", &self.previous_secrets)
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("limits", &self.limits)
             .finish()
@@ -151,6 +172,7 @@ impl Webhook {
             status: WebhookStatus::Active,
             status_reason: None,
             secrets: vec![generate_secret()],
+            previous_secrets: Vec::new(),
             headers: BTreeMap::new(),
             created_at: now,
             updated_at: now,
@@ -199,6 +221,15 @@ impl Webhook {
             // The message names the problem, never the secret.
             decode_secret(secret).map_err(|m| invalid("secrets", m))?;
         }
+        if self.previous_secrets.len() > MAX_SECRETS {
+            return Err(invalid(
+                "previous_secrets",
+                format!("must list at most {MAX_SECRETS} secrets"),
+            ));
+        }
+        for previous in &self.previous_secrets {
+            decode_secret(&previous.secret).map_err(|m| invalid("previous_secrets", m))?;
+        }
         if self.headers.len() > MAX_HEADERS {
             return Err(invalid("headers", format!("must have at most {MAX_HEADERS} entries")));
         }
@@ -219,6 +250,22 @@ impl Webhook {
             return Err(invalid("limits", "`timeout_ms` must be at least 1"));
         }
         Ok(())
+    }
+}
+
+impl Webhook {
+    /// Replaces the signing secret with `new`: every current secret keeps
+    /// signing until `expires_at`; previous secrets already expired, and the
+    /// oldest beyond the limit, are dropped.
+    pub fn rotate_secret(&mut self, new: String, expires_at: OffsetDateTime, now: OffsetDateTime) {
+        let retired = std::mem::replace(&mut self.secrets, vec![new]);
+        let mut previous: Vec<ExpiringSecret> = retired
+            .into_iter()
+            .map(|secret| ExpiringSecret { secret, expires_at })
+            .collect();
+        previous.extend(self.previous_secrets.drain(..).filter(|p| p.expires_at > now));
+        previous.truncate(MAX_SECRETS);
+        self.previous_secrets = previous;
     }
 }
 
@@ -337,11 +384,40 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn rotation_keeps_the_old_secret_until_expiry_and_forgets_expired_ones() {
+        let mut w = webhook("wh", "https://example.com/", &["a"]);
+        let first = w.secrets[0].clone();
+        let now = OffsetDateTime::now_utc();
+        let day = time::Duration::days(1);
+        w.previous_secrets.push(ExpiringSecret {
+            secret: generate_secret(),
+            expires_at: now - day,
+        });
+        let second = generate_secret();
+        w.rotate_secret(second.clone(), now + day, now);
+        assert_eq!(w.secrets, vec![second]);
+        assert_eq!(
+            w.previous_secrets,
+            vec![ExpiringSecret {
+                secret: first,
+                expires_at: now + day
+            }]
+        );
+        w.validate().unwrap();
+        let json = serde_json::to_string(&w).unwrap();
+        assert_eq!(serde_json::from_str::<Webhook>(&json).unwrap(), w);
+    }
+
+    #[test]
     fn debug_output_redacts_secrets_and_header_values() {
         let mut w = webhook("wh", "https://example.com/", &["a"]);
         w.headers.insert("x-api-key".into(), "super-secret-key".into());
+        let old = w.secrets[0].clone();
+        let now = OffsetDateTime::now_utc();
+        w.rotate_secret(generate_secret(), now, now);
         let debug = format!("{w:?}");
         assert!(!debug.contains(&w.secrets[0]), "{debug}");
+        assert!(!debug.contains(&old), "{debug}");
         assert!(!debug.contains("super-secret-key"), "{debug}");
         assert!(debug.contains("x-api-key"));
     }

@@ -63,7 +63,22 @@ pub enum StoreError {
     Invalid(#[from] InvalidWebhook),
     #[error("webhook record {key} is unusable: {reason}")]
     InvalidRecord { key: String, reason: String },
+    #[error("webhook {0} kept changing under a compare-and-set; try again")]
+    Contended(String),
 }
+
+/// An [`SubscriptionStore::update`] that did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError<E> {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The change itself refused.
+    #[error("change refused")]
+    Rejected(E),
+}
+
+/// How often [`SubscriptionStore::update`] retries a compare-and-set.
+const UPDATE_ATTEMPTS: usize = 20;
 
 /// One record read from Redis: usable, or the reason it is not.
 #[derive(Debug)]
@@ -118,6 +133,102 @@ impl SubscriptionStore {
             .ignore()
             .query_async(&mut conn)
             .await?;
+        Ok(())
+    }
+
+    /// Creates a webhook unless one with its id exists (`false` then), and
+    /// announces it.
+    pub async fn create(&self, webhook: &Webhook) -> Result<bool, StoreError> {
+        webhook.validate()?;
+        let json = serde_json::to_string(webhook).expect("a webhook serialises to JSON");
+        let script = redis::Script::new(
+            r"
+            if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
+            redis.call('DEL', KEYS[3])
+            redis.call('SADD', KEYS[2], ARGV[2])
+            redis.call('PUBLISH', KEYS[4], ARGV[2])
+            return 1
+            ",
+        );
+        let mut conn = self.conn.clone();
+        let created: i64 = script
+            .key(self.keys.webhook(&webhook.id))
+            .key(self.keys.ids())
+            .key(self.keys.health(&webhook.id))
+            .key(self.keys.changes())
+            .arg(json)
+            .arg(&webhook.id)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(created == 1)
+    }
+
+    /// Applies `change` to the webhook as stored and writes the result only if
+    /// nobody wrote it in between (a compare-and-set on the stored document,
+    /// retried on conflict), so a change made by another replica or the API
+    /// at the same moment is never overwritten. `change` returns `Ok(None)`
+    /// to leave the webhook as it is. `Ok(None)` when there is no webhook.
+    pub async fn update<E>(
+        &self,
+        id: &str,
+        mut change: impl FnMut(&Webhook) -> Result<Option<Webhook>, E>,
+    ) -> Result<Option<Webhook>, UpdateError<E>> {
+        let script = redis::Script::new(
+            r"
+            if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+            redis.call('SET', KEYS[1], ARGV[2])
+            redis.call('SADD', KEYS[2], ARGV[3])
+            redis.call('PUBLISH', KEYS[3], ARGV[3])
+            return 1
+            ",
+        );
+        use backon::BackoffBuilder;
+        let mut backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(2))
+            .with_max_delay(Duration::from_millis(200))
+            .with_jitter()
+            .with_max_times(UPDATE_ATTEMPTS)
+            .build();
+        loop {
+            let mut conn = self.conn.clone();
+            let raw: Option<String> = conn.get(self.keys.webhook(id)).await.map_err(StoreError::from)?;
+            let Some(raw) = raw else { return Ok(None) };
+            let current = match decode(id, self.keys.webhook(id), Some(raw.clone().into_bytes())) {
+                Loaded::Webhook(w) => *w,
+                Loaded::Missing(_) => return Ok(None),
+                Loaded::Invalid { key, reason } => return Err(StoreError::InvalidRecord { key, reason }.into()),
+            };
+            let Some(next) = change(&current).map_err(UpdateError::Rejected)? else {
+                return Ok(Some(current));
+            };
+            next.validate().map_err(StoreError::from)?;
+            let json = serde_json::to_string(&next).expect("a webhook serialises to JSON");
+            let written: i64 = script
+                .key(self.keys.webhook(id))
+                .key(self.keys.ids())
+                .key(self.keys.changes())
+                .arg(&raw)
+                .arg(json)
+                .arg(id)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(StoreError::from)?;
+            if written == 1 {
+                return Ok(Some(next));
+            }
+            // Someone wrote in between: wait a little (jittered, so
+            // contenders spread out) and apply the change to what is there now.
+            match backoff.next() {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => return Err(StoreError::Contended(id.to_owned()).into()),
+            }
+        }
+    }
+
+    /// Forgets a webhook's failure streak (when it is re-enabled).
+    pub async fn reset_health(&self, id: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let () = conn.del(self.keys.health(id)).await?;
         Ok(())
     }
 

@@ -49,6 +49,11 @@ pub struct Metrics {
     pub subscription_last_sync: IntGauge,
     pub redis_up: IntGauge,
     pub build_info: IntGaugeVec,
+    pub admin_requests: IntCounterVec,
+    pub admin_request_duration: HistogramVec,
+    pub admin_changes: IntCounterVec,
+    pub system_event_errors: IntCounter,
+    pub history_records: IntCounterVec,
 }
 
 /// Delivery outcomes (`outcome` label).
@@ -126,11 +131,23 @@ impl Metrics {
                 "herald_dead_letter_produce_duration_seconds",
                 "Time from producing a dead-letter record to the broker's acknowledgement.",
             )
-            .buckets(latency_buckets),
+            .buckets(latency_buckets.clone()),
         )
         .expect("valid metric definition");
         registry
             .register(Box::new(dead_letter_produce_duration.clone()))
+            .expect("metric registered once");
+        let admin_request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "herald_admin_request_duration_seconds",
+                "Management API request latency, by route template.",
+            )
+            .buckets(latency_buckets),
+            &["route"],
+        )
+        .expect("valid metric definition");
+        registry
+            .register(Box::new(admin_request_duration.clone()))
             .expect("metric registered once");
 
         let m = Metrics {
@@ -270,6 +287,31 @@ impl Metrics {
             ),
             redis_up: gauge(r, "herald_redis_up", "1 while the subscription change feed is connected to Redis."),
             build_info: gauge_vec(r, "herald_build_info", "Herald's version.", &["version"]),
+            admin_requests: counter_vec(
+                r,
+                "herald_admin_requests_total",
+                "Management API requests, by method, route template and status code.",
+                &["method", "route", "status"],
+            ),
+            admin_request_duration,
+            admin_changes: counter_vec(
+                r,
+                "herald_admin_changes_total",
+                "Webhook changes made through the management API, by action.",
+                &["action"],
+            ),
+            history_records: counter_vec(
+                r,
+                "herald_history_records_total",
+                "Delivery history records, by result: written (to Redis), dropped (queue full), \
+                 write_failed (Redis error), topic_failed (not acknowledged on history.topic).",
+                &["result"],
+            ),
+            system_event_errors: counter(
+                r,
+                "herald_system_event_errors_total",
+                "System events (webhook.created, ...) that could not be published.",
+            ),
             registry,
         };
         m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
@@ -296,6 +338,12 @@ impl Metrics {
         }
         for status in ["paused", "disabled"] {
             m.deliveries_not_attempted.with_label_values(&[status]);
+        }
+        for result in ["written", "dropped", "write_failed", "topic_failed"] {
+            m.history_records.with_label_values(&[result]);
+        }
+        for action in crate::admin::ACTIONS {
+            m.admin_changes.with_label_values(&[action]);
         }
         m.webhooks_disabled.with_label_values(&["gone"]);
         m.webhooks_disabled.with_label_values(&["auto"]);

@@ -235,6 +235,66 @@ impl Telemetry {
         warn!(webhook = webhook_id, kind, reason, "webhook disabled");
     }
 
+    // ---- management API -----------------------------------------------------
+
+    pub fn admin_request(&self, method: &str, route: &str, status: u16, took: Duration) {
+        self.metrics
+            .admin_requests
+            .with_label_values(&[method, route, &status.to_string()])
+            .inc();
+        self.metrics
+            .admin_request_duration
+            .with_label_values(&[route])
+            .observe(took.as_secs_f64());
+        debug!(
+            method,
+            route,
+            status,
+            took_ms = took.as_millis() as u64,
+            "admin request"
+        );
+    }
+
+    pub fn admin_unauthorized(&self) {
+        debug!("admin request without a valid token");
+    }
+
+    /// A webhook changed through the management API.
+    pub fn admin_change(&self, action: &'static str, webhook_id: &str, caller: &str) {
+        self.metrics.admin_changes.with_label_values(&[action]).inc();
+        info!(action, webhook = webhook_id, by = caller, "webhook changed");
+    }
+
+    pub fn history_dropped(&self) {
+        self.metrics.history_records.with_label_values(&["dropped"]).inc();
+        debug!("delivery history queue full: record dropped");
+    }
+
+    pub fn history_written(&self, n: usize) {
+        self.metrics
+            .history_records
+            .with_label_values(&["written"])
+            .inc_by(n as u64);
+    }
+
+    pub fn history_write_failed(&self, n: usize, error: &dyn std::fmt::Display) {
+        self.metrics
+            .history_records
+            .with_label_values(&["write_failed"])
+            .inc_by(n as u64);
+        warn!(records = n, %error, "delivery history not written to Redis");
+    }
+
+    pub fn history_topic_failed(&self, error: &dyn std::fmt::Display) {
+        self.metrics.history_records.with_label_values(&["topic_failed"]).inc();
+        warn!(%error, "delivery history record not published");
+    }
+
+    pub fn system_event_failed(&self, event: &str, webhook_id: &str, error: &dyn std::fmt::Display) {
+        self.metrics.system_event_errors.inc();
+        error!(event, webhook = webhook_id, %error, "system event not published");
+    }
+
     pub fn lifecycle_error(&self, webhook_id: &str, error: &dyn std::fmt::Display) {
         self.metrics.lifecycle_errors.inc();
         error!(webhook = webhook_id, %error, "could not apply a webhook status change");

@@ -156,6 +156,9 @@ reconnect_max_delay = "500ms"
 topic = "{dlq}"
 [system_events]
 topic = "{system}"
+[history]
+topic = ""
+flush_interval = "50ms"
 [delivery]
 allow_cidrs = ["127.0.0.0/8"]
 request_timeout = "5s"
@@ -218,6 +221,8 @@ pub fn webhook(id: &str, url: &str, events: &[&str]) -> Webhook {
 /// Herald running in this process.
 pub struct RunningApp {
     pub ops: SocketAddr,
+    /// The management API, when tokens are configured.
+    pub admin: Option<SocketAddr>,
     shutdown: CancellationToken,
     handle: JoinHandle<anyhow::Result<()>>,
 }
@@ -227,9 +232,15 @@ impl RunningApp {
         herald::telemetry::logging::init(&config.log);
         let app = Application::build(config).await.expect("application builds");
         let ops = app.ops_addr();
+        let admin = app.admin_addr();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        let running = RunningApp { ops, shutdown, handle };
+        let running = RunningApp {
+            ops,
+            admin,
+            shutdown,
+            handle,
+        };
         running.wait_ready().await;
         running
     }
@@ -410,6 +421,11 @@ impl TestReceiver {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Changes how later requests are answered.
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        *self.state.behaviour.lock().unwrap() = behaviour;
     }
 
     pub fn received(&self) -> Vec<Received> {

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod admin;
 mod deploy;
 mod envelopes;
 mod failures;

@@ -370,7 +370,7 @@ async fn a_paused_webhooks_deliveries_are_kept_and_replayed_on_resume_with_their
     store.put(&w).await.unwrap();
     let filter = ReplayFilter {
         webhook: Some("paused".into()),
-        reason: Some("webhook_paused".into()),
+        reasons: vec!["webhook_paused".into()],
         ..Default::default()
     };
     let config = env.config("");
@@ -416,7 +416,7 @@ async fn exhausted_deliveries_replay_once_the_endpoint_heals() {
     assert_eq!(letters[0].header(h::REASON), "retries_exhausted");
 
     let filter = ReplayFilter {
-        reason: Some("retries_exhausted".into()),
+        reasons: vec!["retries_exhausted".into()],
         ..Default::default()
     };
     let done = replay(&env.config(""), &filter, false, |_| {}).await.unwrap();

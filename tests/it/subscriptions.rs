@@ -214,3 +214,42 @@ async fn delivery_continues_while_redis_restarts() {
     );
     app.stop().await;
 }
+
+/// Concurrent read-modify-write changes (API requests on several replicas,
+/// Herald disabling a webhook) never overwrite one another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_are_never_lost() {
+    let env = TestEnv::new("subs-cas", &["events"], 1).await;
+    let store = env.store().await;
+    store
+        .put(&webhook("cas", "http://127.0.0.1:9/", &["base"]))
+        .await
+        .unwrap();
+    let changes = (0..20).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .update("cas", |current| {
+                    let mut next = current.clone();
+                    next.events.push(format!("e{i}"));
+                    Ok::<_, std::convert::Infallible>(Some(next))
+                })
+                .await
+                .unwrap()
+                .unwrap()
+        })
+    });
+    for change in futures::future::join_all(changes).await {
+        change.unwrap();
+    }
+    let stored = store.get("cas").await.unwrap().unwrap();
+    assert_eq!(stored.events.len(), 21, "{:?}", stored.events);
+    for i in 0..20 {
+        assert!(stored.events.contains(&format!("e{i}")));
+    }
+    let missing = store
+        .update("nope", |_| Ok::<_, std::convert::Infallible>(None))
+        .await
+        .unwrap();
+    assert!(missing.is_none());
+}

@@ -1,0 +1,433 @@
+//! A webhook's deliveries: history, statistics, manual retry, bulk replay
+//! and test pings.
+
+use std::time::SystemTime;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::admin::auth::Caller;
+use crate::admin::jobs::ReplayJob;
+use crate::admin::problem::{ApiJson, ApiPath, ApiQuery, Problem};
+use crate::admin::webhooks::load;
+use crate::admin::{AdminState, MAX_PAGE_SIZE};
+use crate::delivery::target::{EndpointDefaults, Target};
+use crate::event::{Event, EventMeta, SourceRecord};
+use crate::history::record::{AttemptRecord, Outcome};
+use crate::history::store::{Scope, Stats};
+use crate::history::HistoryStore;
+use crate::retry::replay::ReplayFilter;
+use crate::retry::sink::{reasons, DeliveryContext, Destination, FailureRecord};
+use crate::subscriptions::model::pattern_matches;
+
+fn history(state: &AdminState) -> Result<&HistoryStore, Problem> {
+    state.history().ok_or_else(|| {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "history-disabled",
+            "Delivery history is off",
+            Some("history.enabled is false on this deployment".into()),
+        )
+    })
+}
+
+fn redis_error(e: redis::RedisError) -> Problem {
+    Problem::unavailable("delivery history", &e)
+}
+
+/// Filters and paging of the delivery history.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveryQuery {
+    /// Only attempts with this outcome.
+    pub status: Option<Outcome>,
+    /// Only attempts of events of this type (exact, `prefix.*` or `*`).
+    pub event_type: Option<String>,
+    /// Only attempts of this delivery (`webhook-id`).
+    pub delivery_id: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size (1 to 500; default `admin.default_page_size`).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<usize>,
+}
+
+/// A page of attempts, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptPage {
+    pub data: Vec<AttemptRecord>,
+    pub next_cursor: Option<String>,
+}
+
+/// A webhook's delivery attempts, newest first: time, attempt number,
+/// outcome, duration, the request (headers and body) and the response
+/// (status, headers, body), bodies cut at `history.max_body_bytes`.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{id}/deliveries",
+    tag = "deliveries",
+    params(("id" = String, Path, description = "Webhook id"), DeliveryQuery),
+    responses((status = 200, description = "A page of attempts", body = AttemptPage))
+)]
+pub async fn list(
+    State(state): State<AdminState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<DeliveryQuery>,
+) -> Result<Json<AttemptPage>, Problem> {
+    let limit = query.limit.unwrap_or(state.config().admin.default_page_size);
+    if limit == 0 || limit > MAX_PAGE_SIZE {
+        return Err(Problem::bad_request(format!("`limit` must be 1 to {MAX_PAGE_SIZE}")));
+    }
+    load(&state, &caller, &id).await?;
+    let attempts = history(&state)?.attempts(&id).await.map_err(redis_error)?;
+    let start = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
+        None => 0,
+        Some(cursor) => {
+            attempts
+                .iter()
+                .position(|a| a.id == cursor)
+                .ok_or_else(|| Problem::bad_request("`cursor` is not an attempt of this webhook's history"))?
+                + 1
+        }
+    };
+    let event_type = query.event_type.filter(|e| !e.is_empty());
+    let delivery = query.delivery_id.filter(|d| !d.is_empty());
+    let mut matching = attempts[start..].iter().filter(|a| {
+        query.status.is_none_or(|s| a.outcome == s)
+            && event_type.as_ref().is_none_or(|p| pattern_matches(p, &a.event_type))
+            && delivery.as_ref().is_none_or(|d| a.delivery_id == *d)
+    });
+    let data: Vec<AttemptRecord> = matching.by_ref().take(limit).cloned().collect();
+    let next_cursor = if matching.next().is_some() {
+        data.last().map(|a| a.id.clone())
+    } else {
+        None
+    };
+    Ok(Json(AttemptPage { data, next_cursor }))
+}
+
+/// One attempt.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{id}/deliveries/{attempt_id}",
+    tag = "deliveries",
+    params(("id" = String, Path, description = "Webhook id"), ("attempt_id" = String, Path, description = "Attempt id (`att_...`)")),
+    responses((status = 200, description = "The attempt", body = AttemptRecord))
+)]
+pub async fn get(
+    State(state): State<AdminState>,
+    caller: Caller,
+    ApiPath((id, attempt_id)): ApiPath<(String, String)>,
+) -> Result<Json<AttemptRecord>, Problem> {
+    load(&state, &caller, &id).await?;
+    find(&state, &id, &attempt_id).await.map(Json)
+}
+
+async fn find(state: &AdminState, id: &str, attempt_id: &str) -> Result<AttemptRecord, Problem> {
+    history(state)?
+        .attempts(id)
+        .await
+        .map_err(redis_error)?
+        .into_iter()
+        .find(|a| a.id == attempt_id)
+        .ok_or_else(|| Problem::not_found("attempt", attempt_id))
+}
+
+/// A delivery scheduled again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Retried {
+    /// The `webhook-id` the new attempt carries: the same as before.
+    pub delivery_id: String,
+    /// Attempts already made; the next is this plus one.
+    pub attempts: u32,
+}
+
+/// Delivers an attempt's event again, now, with the same `webhook-id`: the
+/// event is read back from Kafka and goes through the first retry tier (due
+/// at once) to the webhook as it is now.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{id}/deliveries/{attempt_id}/retry",
+    tag = "deliveries",
+    params(("id" = String, Path, description = "Webhook id"), ("attempt_id" = String, Path, description = "Any attempt of the delivery")),
+    responses(
+        (status = 202, description = "Scheduled", body = Retried),
+        (status = 409, description = "No retry tier is configured, or the event is no longer retained by Kafka", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn retry(
+    State(state): State<AdminState>,
+    caller: Caller,
+    ApiPath((id, attempt_id)): ApiPath<(String, String)>,
+) -> Result<(StatusCode, Json<Retried>), Problem> {
+    load(&state, &caller, &id).await?;
+    let attempt = find(&state, &id, &attempt_id).await?;
+    if state.config().retry.tiers.is_empty() {
+        return Err(Problem::conflict(
+            "manual retry needs a retry tier (retry.tiers is empty)",
+        ));
+    }
+    let attempts = history(&state)?
+        .attempts(&id)
+        .await
+        .map_err(redis_error)?
+        .iter()
+        .filter(|a| a.delivery_id == attempt.delivery_id)
+        .map(|a| a.attempt)
+        .max()
+        .unwrap_or(attempt.attempt);
+    let source = &attempt.source;
+    let record = crate::kafka::read_record(&state.config().kafka, &source.topic, source.partition, source.offset)
+        .await
+        .map_err(|e| Problem::unavailable("Kafka cluster", &e))?
+        .ok_or_else(|| {
+            Problem::conflict(format!(
+                "the event ({}/{}/{}) is no longer retained by Kafka",
+                source.topic, source.partition, source.offset
+            ))
+        })?;
+    let meta = state
+        .envelopes()
+        .for_topic(&record.topic)
+        .recognise(&record)
+        .map_err(|why| Problem::conflict(format!("the event can no longer be read: {}", why.detail)))?;
+    let letter = FailureRecord {
+        destination: Destination::Retry {
+            tier: 0,
+            due_at: SystemTime::now(),
+        },
+        reason: reasons::MANUAL_RETRY,
+        detail: format!("retried through the management API by `{}`", caller.name),
+        record: &record,
+        meta: Some(&meta),
+        delivery: Some(DeliveryContext {
+            webhook_id: &id,
+            delivery_id: &attempt.delivery_id,
+            attempts,
+            last_attempt: None,
+            first_attempt_at: None,
+            previous_history: None,
+        }),
+    };
+    state
+        .failures()
+        .send(letter, &CancellationToken::new())
+        .await
+        .map_err(|_| Problem::unavailable("Kafka cluster", &"the retry record was not acknowledged"))?;
+    state.telemetry().admin_change("retried", &id, &caller.name);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Retried {
+            delivery_id: attempt.delivery_id,
+            attempts,
+        }),
+    ))
+}
+
+/// Which failed deliveries to replay.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    /// Dead-lettered at or after this time.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub since: Option<OffsetDateTime>,
+    /// Dead-lettered before this time.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub until: Option<OffsetDateTime>,
+    /// Dead-letter reasons to replay; default the failed ones:
+    /// `retries_exhausted`, `delivery_failed`, `endpoint_gone`.
+    #[serde(default)]
+    pub reasons: Option<Vec<String>>,
+}
+
+/// Re-delivers a webhook's failed deliveries (kept in the dead-letter topic)
+/// in a time range, with their original `webhook-id`s, as a background job.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{id}/replay",
+    tag = "deliveries",
+    params(("id" = String, Path, description = "Webhook id")),
+    request_body = ReplayRequest,
+    responses(
+        (status = 202, description = "Started; follow it at /v1/replays/{id}", body = ReplayJob),
+        (status = 409, description = "No retry tier is configured", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn replay(
+    State(state): State<AdminState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<ReplayRequest>,
+) -> Result<(StatusCode, Json<ReplayJob>), Problem> {
+    let webhook = load(&state, &caller, &id).await?;
+    if state.config().retry.tiers.is_empty() {
+        return Err(Problem::conflict("replay needs a retry tier (retry.tiers is empty)"));
+    }
+    if let (Some(since), Some(until)) = (body.since, body.until) {
+        if until <= since {
+            return Err(Problem::invalid("until", "must be later than `since`"));
+        }
+    }
+    let reasons = body.reasons.unwrap_or_else(|| {
+        vec![
+            reasons::RETRIES_EXHAUSTED.into(),
+            reasons::DELIVERY_FAILED.into(),
+            reasons::ENDPOINT_GONE.into(),
+        ]
+    });
+    if let Some(unknown) = reasons.iter().find(|r| !reasons::ALL.contains(&r.as_str())) {
+        return Err(Problem::invalid(
+            "reasons",
+            format!("`{unknown}` is not a dead-letter reason of deliveries"),
+        ));
+    }
+    let filter = ReplayFilter {
+        webhook: Some(id.clone()),
+        reasons,
+        since: body.since,
+        until: body.until,
+        ..Default::default()
+    };
+    let job = state.jobs().start(&state, &id, webhook.tenant.clone(), filter);
+    state.telemetry().admin_change("replayed", &id, &caller.name);
+    Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
+/// Success and failure counts of a webhook over the last hour, day and week.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{id}/stats",
+    tag = "deliveries",
+    params(("id" = String, Path, description = "Webhook id")),
+    responses((status = 200, description = "The statistics", body = Stats))
+)]
+pub async fn webhook_stats(
+    State(state): State<AdminState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Stats>, Problem> {
+    load(&state, &caller, &id).await?;
+    stats_of(&state, Scope::Webhook(id)).await
+}
+
+/// Success and failure counts of all of a tenant's deliveries.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/stats",
+    tag = "deliveries",
+    params(("tenant" = String, Path, description = "Tenant")),
+    responses((status = 200, description = "The statistics", body = Stats))
+)]
+pub async fn tenant_stats(
+    State(state): State<AdminState>,
+    caller: Caller,
+    ApiPath(tenant): ApiPath<String>,
+) -> Result<Json<Stats>, Problem> {
+    if !caller.can_access(Some(&tenant)) {
+        return Err(Problem::not_found("tenant", &tenant));
+    }
+    stats_of(&state, Scope::Tenant(tenant)).await
+}
+
+async fn stats_of(state: &AdminState, scope: Scope) -> Result<Json<Stats>, Problem> {
+    let stats = history(state)?
+        .stats(&scope, OffsetDateTime::now_utc())
+        .await
+        .map_err(redis_error)?;
+    Ok(Json(stats))
+}
+
+/// Which example event to send.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestRequest {
+    /// An event type of a catalog (the tenant's own first); its example
+    /// payload is sent.
+    #[schema(min_length = 1)]
+    pub event_type: String,
+}
+
+/// What the receiver answered to a test.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestResult {
+    /// The `webhook-id` of the test request.
+    pub delivery_id: String,
+    pub succeeded: bool,
+    /// `2xx`, `4xx`, `timeout`, `network`, `blocked`...
+    pub class: String,
+    pub status: Option<u16>,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+    pub response_headers: std::collections::BTreeMap<String, String>,
+    pub response_body: Option<String>,
+}
+
+/// Sends a catalog's example event of the chosen type to the webhook, signed
+/// like any delivery, and returns the receiver's response. Works for paused
+/// webhooks too; not retried, not counted in the statistics.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{id}/test",
+    tag = "deliveries",
+    params(("id" = String, Path, description = "Webhook id")),
+    request_body = TestRequest,
+    responses((status = 200, description = "The receiver's answer (a failed delivery is still 200)", body = TestResult))
+)]
+pub async fn test(
+    State(state): State<AdminState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<TestRequest>,
+) -> Result<Json<TestResult>, Problem> {
+    let webhook = load(&state, &caller, &id).await?;
+    let own = crate::admin::webhooks::catalog_for(&state, webhook.tenant.as_deref());
+    let example = own
+        .and_then(|c| c.event(&body.event_type))
+        .or_else(|| state.catalogs().example(&body.event_type))
+        .ok_or_else(|| Problem::invalid("event_type", format!("`{}` is in no catalog", body.event_type)))?;
+    let payload = serde_json::to_vec(&example.example).expect("JSON values serialise");
+    let defaults = EndpointDefaults::from(&state.config().delivery);
+    let target = Target::compile(webhook.clone(), &defaults, None).map_err(Problem::conflict)?;
+    let delivery_id = format!("msg_test_{}", hex::encode(rand::random::<[u8; 12]>()));
+    let event = Event {
+        record: SourceRecord {
+            topic: "herald.test".into(),
+            partition: 0,
+            offset: 0,
+            timestamp_ms: None,
+            key: None,
+            value: payload.into(),
+            headers: Vec::new(),
+        },
+        meta: EventMeta {
+            event_type: body.event_type.clone(),
+            event_id: None,
+            event_time: None,
+            tenant: webhook.tenant.clone(),
+            content_type: "application/json".into(),
+            forward_headers: Vec::new(),
+        },
+    };
+    let attempt = state.deliverer().deliver(&event, &target, delivery_id.clone(), 1).await;
+    let (succeeded, status, error) = match &attempt.result {
+        Ok(status) => (true, Some(*status), None),
+        Err(failure) => (false, failure.status(), Some(failure.describe())),
+    };
+    Ok(Json(TestResult {
+        delivery_id,
+        succeeded,
+        class: attempt.class().to_owned(),
+        status,
+        duration_ms: attempt.duration.as_millis() as u64,
+        error,
+        response_headers: attempt.response_headers.iter().cloned().collect(),
+        response_body: attempt.response_excerpt.clone(),
+    }))
+}

@@ -1,0 +1,414 @@
+//! The management API (`/v1`): what a product's webhook page, or a
+//! customer's script, calls to manage webhooks.
+//!
+//! It talks to the subscription store (the same keys and change
+//! announcements the pipeline follows), the replay library and the system
+//! event producer; it never reaches into the pipeline. Every route is
+//! described by `utoipa` annotations next to its handler, and the OpenAPI
+//! document generated from them is served at `/v1/openapi.json` and
+//! committed as `docs/openapi.json` (a test keeps the two equal).
+
+pub mod auth;
+pub mod catalog;
+pub mod deliveries;
+pub mod jobs;
+pub mod problem;
+pub mod webhooks;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::config::Config;
+use crate::delivery::ssrf::AddressPolicy;
+use crate::retry::lifecycle::SystemEvents;
+use crate::subscriptions::store::SubscriptionStore;
+use crate::telemetry::Telemetry;
+use auth::Tokens;
+use catalog::Catalogs;
+use problem::Problem;
+
+/// Largest page a list endpoint returns.
+pub const MAX_PAGE_SIZE: usize = 500;
+
+/// Changes made through the API (`action` label; the first six are also
+/// announced as the system event `webhook.<action>`).
+pub const ACTIONS: [&str; 8] = [
+    "created",
+    "updated",
+    "deleted",
+    "paused",
+    "resumed",
+    "secret_rotated",
+    "retried",
+    "replayed",
+];
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AdminState(Arc<Inner>);
+
+struct Inner {
+    config: Arc<Config>,
+    store: SubscriptionStore,
+    history: Option<crate::history::HistoryStore>,
+    deliverer: crate::delivery::Deliverer,
+    envelopes: crate::routing::envelope::Envelopes,
+    failures: crate::retry::sink::FailureSink,
+    events: SystemEvents,
+    catalogs: Catalogs,
+    tokens: Tokens,
+    policy: AddressPolicy,
+    telemetry: Telemetry,
+    jobs: jobs::Jobs,
+}
+
+/// What [`AdminState::new`] is built from.
+pub struct AdminParts {
+    pub store: SubscriptionStore,
+    pub history: Option<crate::history::HistoryStore>,
+    pub producer: rdkafka::producer::FutureProducer,
+    pub telemetry: Telemetry,
+}
+
+impl AdminState {
+    pub fn new(config: Arc<Config>, parts: AdminParts) -> anyhow::Result<AdminState> {
+        use anyhow::Context;
+        let catalogs =
+            Catalogs::load(&config.admin.catalog_files).map_err(|e| anyhow::anyhow!("admin.catalog_files: {e}"))?;
+        let deliverer = crate::delivery::Deliverer::new(&config.delivery)
+            .context("cannot build the HTTP client")?
+            .keeping_response_headers();
+        let envelopes = crate::routing::envelope::Envelopes::new(&config.envelope).context("invalid envelope rules")?;
+        let failures = crate::retry::sink::FailureSink::new(
+            parts.producer.clone(),
+            &config.dead_letter,
+            config.retry.topics(),
+            parts.telemetry.clone(),
+        );
+        Ok(AdminState(Arc::new(Inner {
+            tokens: Tokens::new(&config.admin.tokens),
+            policy: AddressPolicy::new(config.delivery.allow_cidrs.clone()),
+            events: SystemEvents::new(parts.producer, config.system_events.topic().map(str::to_owned)),
+            catalogs,
+            store: parts.store,
+            history: parts.history,
+            deliverer,
+            envelopes,
+            failures,
+            config,
+            telemetry: parts.telemetry,
+            jobs: jobs::Jobs::default(),
+        })))
+    }
+
+    pub fn tokens(&self) -> &Tokens {
+        &self.0.tokens
+    }
+
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.0.telemetry
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    pub(crate) fn store(&self) -> &SubscriptionStore {
+        &self.0.store
+    }
+
+    pub(crate) fn history(&self) -> Option<&crate::history::HistoryStore> {
+        self.0.history.as_ref()
+    }
+
+    pub(crate) fn deliverer(&self) -> &crate::delivery::Deliverer {
+        &self.0.deliverer
+    }
+
+    pub(crate) fn envelopes(&self) -> &crate::routing::envelope::Envelopes {
+        &self.0.envelopes
+    }
+
+    pub(crate) fn failures(&self) -> &crate::retry::sink::FailureSink {
+        &self.0.failures
+    }
+
+    pub(crate) fn catalogs(&self) -> &Catalogs {
+        &self.0.catalogs
+    }
+
+    pub(crate) fn policy(&self) -> &AddressPolicy {
+        &self.0.policy
+    }
+
+    pub(crate) fn jobs(&self) -> &jobs::Jobs {
+        &self.0.jobs
+    }
+
+    pub(crate) fn config_arc(&self) -> Arc<Config> {
+        self.0.config.clone()
+    }
+
+    /// Publishes `webhook.<action>` without holding up the response; a
+    /// failure is logged and counted.
+    pub(crate) fn announce(&self, action: &'static str, webhook: &crate::subscriptions::model::Webhook, by: &str) {
+        self.0.telemetry.admin_change(action, &webhook.id, by);
+        let event = format!("webhook.{action}");
+        let reason = format!("{action} through the management API by `{by}`");
+        match self.0.events.enqueue(&event, webhook, &reason) {
+            Ok(None) => {}
+            Ok(Some(ack)) => {
+                let telemetry = self.0.telemetry.clone();
+                let id = webhook.id.clone();
+                tokio::spawn(async move {
+                    match ack.await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err((e, _))) => telemetry.system_event_failed(&event, &id, &e),
+                        Err(_) => telemetry.system_event_failed(&event, &id, &"the producer was dropped"),
+                    }
+                });
+            }
+            Err(e) => self.0.telemetry.system_event_failed(&event, &webhook.id, &e),
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Herald management API",
+        description = "Webhooks, their signing secrets, event catalogs and replays. \
+Authenticate with `Authorization: Bearer <token>`; a tenant token sees only its tenant. \
+Errors are `application/problem+json` (RFC 9457).",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    components(schemas(Problem)),
+    tags(
+        (name = "webhooks", description = "Create, change, pause and delete webhooks"),
+        (name = "secrets", description = "Read and rotate signing secrets"),
+        (name = "deliveries", description = "Delivery history, statistics, manual retry, replay and test pings"),
+        (name = "catalogs", description = "The event types a webhook can subscribe to"),
+        (name = "replays", description = "Re-deliver what was kept while a webhook was paused or failing")
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The error responses every operation shares, added to the document from
+/// what each operation is (instead of repeated on every handler): 400 and
+/// 401 everywhere, 404 where a path names an object, 413/415/422 where there
+/// is a request body, 503 where Redis is read.
+fn add_common_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::HttpMethod;
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let problem = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build()
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let names_object = path.contains('{');
+        let reads_redis = path.starts_with("/v1/webhooks");
+        for method in [HttpMethod::Get, HttpMethod::Post, HttpMethod::Patch, HttpMethod::Delete] {
+            let operation = match method {
+                HttpMethod::Get => item.get.as_mut(),
+                HttpMethod::Post => item.post.as_mut(),
+                HttpMethod::Patch => item.patch.as_mut(),
+                _ => item.delete.as_mut(),
+            };
+            let Some(operation) = operation else { continue };
+            let has_body = operation.request_body.is_some();
+            let responses = &mut operation.responses.responses;
+            let mut add = |status: &str, description: &str| {
+                responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| problem(description).into());
+            };
+            add("400", "Malformed JSON, or an invalid query or path value");
+            add("401", "Missing or unknown bearer token");
+            if names_object {
+                add("404", "No such object (or another tenant's)");
+            }
+            if has_body {
+                add("413", "Body larger than admin.max_body_bytes");
+                add("415", "Body not sent as application/json");
+                add("422", "A field is invalid; `errors` names it");
+            }
+            if reads_redis {
+                add("503", "The subscription store is unavailable");
+            }
+        }
+    }
+}
+
+fn api() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::get, webhooks::update, webhooks::delete))
+        .routes(routes!(webhooks::pause))
+        .routes(routes!(webhooks::resume))
+        .routes(routes!(webhooks::get_secret, webhooks::rotate_secret))
+        .routes(routes!(deliveries::list))
+        .routes(routes!(deliveries::get))
+        .routes(routes!(deliveries::retry))
+        .routes(routes!(deliveries::replay))
+        .routes(routes!(deliveries::webhook_stats))
+        .routes(routes!(deliveries::tenant_stats))
+        .routes(routes!(deliveries::test))
+        .routes(routes!(jobs::get_replay))
+        .routes(routes!(catalog::list_catalogs))
+        .routes(routes!(catalog::get_catalog))
+}
+
+/// The OpenAPI document of the API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = api().split_for_parts().1;
+    add_common_errors(&mut doc);
+    doc
+}
+
+/// The API's router.
+pub fn router(state: AdminState) -> Router {
+    let (routes, mut doc) = api().split_for_parts();
+    add_common_errors(&mut doc);
+    let doc = Arc::new(doc.to_pretty_json().expect("the OpenAPI document serialises"));
+    let limit = state.config().admin.max_body_bytes;
+    routes
+        .route("/v1/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/v1/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        doc.as_str().to_owned(),
+                    )
+                }
+            }),
+        )
+        .fallback(|| async { Problem::route_not_found() })
+        .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Counts and times every request by its route template.
+async fn observe(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await.into_response();
+    state
+        .telemetry()
+        .admin_request(&method, &route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// Connects what the API needs: the subscription store and a producer for
+/// system events.
+pub async fn connect(config: Arc<Config>, telemetry: Telemetry) -> anyhow::Result<AdminState> {
+    use anyhow::Context;
+    let client = redis::Client::open(config.redis.url.as_str()).context("invalid redis.url")?;
+    let store = SubscriptionStore::connect(&client, &config.redis.prefix)
+        .await
+        .with_context(|| format!("cannot connect to Redis at {}", config.redis.url))?;
+    let producer: rdkafka::producer::FutureProducer = crate::kafka::producer_config(&config.kafka)
+        .create()
+        .context("cannot create the Kafka producer")?;
+    let history = if config.history.enabled {
+        Some(
+            crate::history::HistoryStore::connect(
+                &client,
+                &config.redis.prefix,
+                config.history.max_per_webhook,
+                config.history.max_age,
+            )
+            .await
+            .context("cannot connect to Redis for the delivery history")?,
+        )
+    } else {
+        None
+    };
+    let parts = AdminParts {
+        store,
+        history,
+        producer,
+        telemetry,
+    };
+    AdminState::new(config, parts)
+}
+
+/// Serves only the API (`herald api`) until `shutdown` is cancelled.
+pub async fn run_standalone(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if !config.admin.enabled() {
+        anyhow::bail!("the management API needs at least one token in admin.tokens");
+    }
+    let listener = TcpListener::bind(config.admin.listen)
+        .await
+        .with_context(|| format!("cannot listen on admin.listen = {}", config.admin.listen))?;
+    let telemetry = Telemetry::new(&config.kafka.topics);
+    let state = connect(Arc::new(config), telemetry).await?;
+    tracing::info!(admin = %listener.local_addr()?, "management API listening");
+    serve(listener, state, shutdown).await?;
+    Ok(())
+}
+
+/// Serves the API until `shutdown` is cancelled.
+pub async fn serve(listener: TcpListener, state: AdminState, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_committed_openapi_document_is_the_generated_one() {
+        let generated = super::openapi().to_pretty_json().unwrap() + "\n";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json");
+        if std::env::var_os("HERALD_WRITE_OPENAPI").is_some() {
+            std::fs::write(path, &generated).unwrap();
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "docs/openapi.json is stale: run `HERALD_WRITE_OPENAPI=1 cargo test --lib openapi` (or `herald openapi > docs/openapi.json`)"
+        );
+    }
+}

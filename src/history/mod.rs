@@ -1,0 +1,32 @@
+//! Delivery history and statistics: what the management API shows about a
+//! webhook's deliveries.
+//!
+//! Every attempt becomes an [`AttemptRecord`] (the request as sent, the
+//! response as received, bodies truncated at `history.max_body_bytes`) and a
+//! count in per-minute and per-hour buckets. Neither is on the delivery's
+//! path: the [`Recorder`] queues records in memory (bounded; beyond it a
+//! record is dropped and counted, never the delivery held) and writes them in
+//! batches, one Redis pipeline per flush; counters are summed in memory and
+//! never dropped. The full records (bodies untruncated) also go to
+//! `history.topic` for anyone who wants them.
+//!
+//! Redis keys (prefix `P`):
+//! - `P attempts:{webhook}`: sorted set of attempt JSON by time (ms), trimmed to
+//!   `history.max_per_webhook` and `history.max_age`, expiring with the latter;
+//! - `P stats:{scope}:m:{minute}` and `P stats:{scope}:h:{hour}`: hashes of
+//!   `succeeded`/`failed` counts per minute (kept 2 h) and per hour (kept 8 d),
+//!   where scope is `webhook:{id}` or `tenant:{tenant}`;
+//! - `P stats:{scope}:last`: `succeeded_at`/`failed_at` (epoch ms).
+
+pub mod record;
+pub mod recorder;
+pub mod store;
+
+pub use record::AttemptRecord;
+
+/// Milliseconds since the epoch.
+pub fn epoch_ms(t: time::OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+pub use recorder::Recorder;
+pub use store::HistoryStore;

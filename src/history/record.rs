@@ -1,0 +1,173 @@
+//! One delivery attempt as the history keeps it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use crate::delivery::target::Target;
+use crate::delivery::{text_prefix as truncated, Attempt, ATTEMPT_HEADER, USER_AGENT};
+use crate::event::Event;
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+}
+
+/// One attempt: when, what was sent, what came back.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AttemptRecord {
+    /// This attempt's id.
+    pub id: String,
+    pub webhook_id: String,
+    pub tenant: Option<String>,
+    /// The delivery's `webhook-id`, the same on every attempt.
+    pub delivery_id: String,
+    pub event_type: String,
+    pub event_id: Option<String>,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The retry tier it came from (1 = first tier), 0 for a first attempt.
+    pub tier: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub duration_ms: u64,
+    pub outcome: Outcome,
+    /// `2xx`, `4xx`, `5xx`, `timeout`, `network`, `blocked`, `saturated`...
+    pub class: String,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    pub request: RequestRecord,
+    /// Absent when no response came (timeout, network error...).
+    pub response: Option<ResponseRecord>,
+    /// Where the event is in Kafka (the source record).
+    pub source: SourceRef,
+}
+
+/// The request as sent. Values of the webhook's own headers (API keys) are
+/// redacted.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RequestRecord {
+    pub url: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: String,
+    /// The body's full size in bytes.
+    pub body_bytes: usize,
+    pub body_truncated: bool,
+}
+
+/// The response as received.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResponseRecord {
+    pub status: u16,
+    pub headers: BTreeMap<String, String>,
+    /// The start of the body (`delivery.max_response_bytes` at most).
+    pub body: Option<String>,
+    pub body_truncated: bool,
+}
+
+/// The Kafka position of the event.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SourceRef {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl AttemptRecord {
+    /// Builds the record of `attempt`; bodies are cut at `max_body` bytes
+    /// (`usize::MAX` keeps them whole).
+    pub fn new(
+        event: &Event,
+        target: &Target,
+        attempt: &Attempt,
+        tier: Option<usize>,
+        max_body: usize,
+    ) -> AttemptRecord {
+        let mut headers = BTreeMap::new();
+        headers.insert("content-type".to_owned(), event.meta.content_type.clone());
+        headers.insert("user-agent".to_owned(), USER_AGENT.to_owned());
+        headers.insert("webhook-id".to_owned(), attempt.delivery_id.clone());
+        if let Some((timestamp, signature)) = &attempt.signed {
+            headers.insert("webhook-timestamp".to_owned(), timestamp.to_string());
+            headers.insert("webhook-signature".to_owned(), signature.clone());
+        }
+        headers.insert(ATTEMPT_HEADER.to_owned(), attempt.attempt.to_string());
+        for name in target.webhook.headers.keys() {
+            headers.insert(name.to_ascii_lowercase(), "[redacted]".to_owned());
+        }
+        for (name, value) in &event.meta.forward_headers {
+            headers.insert(name.to_ascii_lowercase(), value.clone());
+        }
+        let body = &event.record.value;
+        let (body_text, body_truncated) = truncated(body, max_body);
+        let (outcome, error, status) = match &attempt.result {
+            Ok(status) => (Outcome::Succeeded, None, Some(*status)),
+            Err(failure) => (Outcome::Failed, Some(failure.describe()), failure.status()),
+        };
+        let response = status.map(|status| {
+            let (body, body_truncated) = match &attempt.response_excerpt {
+                Some(text) => {
+                    let (b, t) = truncated(text.as_bytes(), max_body);
+                    (Some(b), t)
+                }
+                None => (None, false),
+            };
+            ResponseRecord {
+                status,
+                headers: attempt.response_headers.iter().cloned().collect(),
+                body,
+                body_truncated,
+            }
+        });
+        AttemptRecord {
+            id: format!("att_{}", hex::encode(rand::random::<[u8; 10]>())),
+            webhook_id: target.id().to_owned(),
+            tenant: event.meta.tenant.clone(),
+            delivery_id: attempt.delivery_id.clone(),
+            event_type: event.meta.event_type.clone(),
+            event_id: event.meta.event_id.clone(),
+            attempt: attempt.attempt,
+            tier: tier.map_or(0, |t| t as u32 + 1),
+            at: attempt.started_at,
+            duration_ms: attempt.duration.as_millis() as u64,
+            outcome,
+            class: attempt.class().to_owned(),
+            error,
+            request: RequestRecord {
+                url: target.webhook.url.clone(),
+                headers,
+                body: body_text,
+                body_bytes: body.len(),
+                body_truncated,
+            },
+            response,
+            source: SourceRef {
+                topic: event.record.topic.to_string(),
+                partition: event.record.partition,
+                offset: event.record.offset,
+            },
+        }
+    }
+
+    /// This record with bodies cut at `max` bytes.
+    pub fn truncate_bodies(&mut self, max: usize) {
+        if self.request.body.len() > max {
+            let (b, _) = truncated(self.request.body.as_bytes(), max);
+            self.request.body = b;
+            self.request.body_truncated = true;
+        }
+        if let Some(response) = &mut self.response {
+            if let Some(body) = &response.body {
+                if body.len() > max {
+                    response.body = Some(truncated(body.as_bytes(), max).0);
+                    response.body_truncated = true;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! The history store: the only code that reads or writes history keys.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::Serialize;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use crate::history::record::{AttemptRecord, Outcome};
+
+/// Minute buckets are kept this long (the last hour is read from them).
+const MINUTE_BUCKETS_TTL: i64 = 2 * 3600;
+/// Hour buckets are kept this long (the last week is read from them).
+const HOUR_BUCKETS_TTL: i64 = 8 * 24 * 3600;
+
+/// Whose statistics: one webhook, or a whole tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    Webhook(String),
+    Tenant(String),
+}
+
+impl Scope {
+    fn key(&self) -> String {
+        match self {
+            Scope::Webhook(id) => format!("webhook:{id}"),
+            Scope::Tenant(t) => format!("tenant:{t}"),
+        }
+    }
+}
+
+/// Counts to add to one scope, by minute (epoch minutes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// minute -> (succeeded, failed)
+    pub by_minute: BTreeMap<i64, (u64, u64)>,
+    pub last_succeeded_ms: Option<i64>,
+    pub last_failed_ms: Option<i64>,
+}
+
+impl Counts {
+    pub fn add(&mut self, outcome: Outcome, at_ms: i64) {
+        let slot = self.by_minute.entry(at_ms.div_euclid(60_000)).or_default();
+        match outcome {
+            Outcome::Succeeded => {
+                slot.0 += 1;
+                self.last_succeeded_ms = self.last_succeeded_ms.max(Some(at_ms));
+            }
+            Outcome::Failed => {
+                slot.1 += 1;
+                self.last_failed_ms = self.last_failed_ms.max(Some(at_ms));
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: Counts) {
+        for (minute, (s, f)) in other.by_minute {
+            let slot = self.by_minute.entry(minute).or_default();
+            slot.0 += s;
+            slot.1 += f;
+        }
+        self.last_succeeded_ms = self.last_succeeded_ms.max(other.last_succeeded_ms);
+        self.last_failed_ms = self.last_failed_ms.max(other.last_failed_ms);
+    }
+}
+
+/// Succeeded and failed deliveries over one window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, ToSchema)]
+pub struct Window {
+    pub succeeded: u64,
+    pub failed: u64,
+    /// succeeded / (succeeded + failed); absent with no deliveries.
+    pub success_rate: Option<f64>,
+}
+
+impl Window {
+    fn of(succeeded: u64, failed: u64) -> Window {
+        let total = succeeded + failed;
+        Window {
+            succeeded,
+            failed,
+            success_rate: (total > 0).then(|| succeeded as f64 / total as f64),
+        }
+    }
+}
+
+/// Delivery statistics of a webhook or tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Stats {
+    /// The last 60 minutes.
+    pub last_hour: Window,
+    /// The last 24 hours (by whole hours, the current one included).
+    pub last_day: Window,
+    /// The last 7 days (by whole hours, the current one included).
+    pub last_week: Window,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_success_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_failure_at: Option<OffsetDateTime>,
+}
+
+/// Reads and writes history keys.
+#[derive(Clone)]
+pub struct HistoryStore {
+    conn: ConnectionManager,
+    prefix: String,
+    max_per_webhook: usize,
+    max_age: Duration,
+}
+
+impl HistoryStore {
+    pub async fn connect(
+        client: &redis::Client,
+        prefix: &str,
+        max_per_webhook: usize,
+        max_age: Duration,
+    ) -> Result<HistoryStore, redis::RedisError> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(2);
+        Ok(HistoryStore {
+            conn: client.get_connection_manager_with_config(config).await?,
+            prefix: prefix.to_owned(),
+            max_per_webhook,
+            max_age,
+        })
+    }
+
+    fn attempts_key(&self, webhook: &str) -> String {
+        format!("{}attempts:{webhook}", self.prefix)
+    }
+
+    fn stats_key(&self, scope: &Scope, part: &str) -> String {
+        format!("{}stats:{}:{part}", self.prefix, scope.key())
+    }
+
+    /// Writes a batch: attempt records (JSON, truncated already) and counts,
+    /// in one pipeline, trimming each touched webhook's history.
+    pub async fn write(
+        &self,
+        records: &[(String, i64, String)],
+        counts: &HashMap<Scope, Counts>,
+        now_ms: i64,
+    ) -> Result<(), redis::RedisError> {
+        let mut pipe = redis::pipe();
+        let mut touched = std::collections::BTreeSet::new();
+        for (webhook, at_ms, json) in records {
+            pipe.zadd(self.attempts_key(webhook), json, *at_ms).ignore();
+            touched.insert(webhook.as_str());
+        }
+        let max_age_ms = self.max_age.as_millis() as i64;
+        for webhook in touched {
+            let key = self.attempts_key(webhook);
+            pipe.cmd("ZREMRANGEBYSCORE")
+                .arg(&key)
+                .arg("-inf")
+                .arg(format!("({}", now_ms - max_age_ms))
+                .ignore();
+            pipe.zremrangebyrank(&key, 0, -(self.max_per_webhook as isize) - 1)
+                .ignore();
+            pipe.pexpire(&key, max_age_ms).ignore();
+        }
+        for (scope, c) in counts {
+            let mut hours: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+            for (minute, (s, f)) in &c.by_minute {
+                let key = self.stats_key(scope, &format!("m:{minute}"));
+                incr(&mut pipe, &key, *s, *f, MINUTE_BUCKETS_TTL);
+                let slot = hours.entry(minute.div_euclid(60)).or_default();
+                slot.0 += s;
+                slot.1 += f;
+            }
+            for (hour, (s, f)) in hours {
+                let key = self.stats_key(scope, &format!("h:{hour}"));
+                incr(&mut pipe, &key, s, f, HOUR_BUCKETS_TTL);
+            }
+            let last = self.stats_key(scope, "last");
+            // Keep the later time when replicas race: a tiny script would do,
+            // but times a few ms apart are equivalent for "last success".
+            if let Some(ms) = c.last_succeeded_ms {
+                pipe.hset(&last, "succeeded_at", ms).ignore();
+            }
+            if let Some(ms) = c.last_failed_ms {
+                pipe.hset(&last, "failed_at", ms).ignore();
+            }
+        }
+        let mut conn = self.conn.clone();
+        let () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Every kept attempt of `webhook`, newest first.
+    pub async fn attempts(&self, webhook: &str) -> Result<Vec<AttemptRecord>, redis::RedisError> {
+        let mut conn = self.conn.clone();
+        let raw: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.attempts_key(webhook))
+            .arg(0)
+            .arg(-1)
+            .arg("REV")
+            .query_async(&mut conn)
+            .await?;
+        Ok(raw
+            .iter()
+            .filter_map(|json| match serde_json::from_str(json) {
+                Ok(record) => Some(record),
+                Err(e) => {
+                    tracing::warn!(webhook, error = %e, "unreadable attempt record skipped");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// Forgets a webhook's history and statistics (every bucket that can
+    /// still exist), so a webhook created again with the same id starts afresh.
+    pub async fn delete(&self, webhook: &str, now: OffsetDateTime) -> Result<(), redis::RedisError> {
+        let scope = Scope::Webhook(webhook.to_owned());
+        let minute = (now.unix_timestamp_nanos() / 60_000_000_000) as i64;
+        let hour = minute.div_euclid(60);
+        let mut keys = vec![self.attempts_key(webhook), self.stats_key(&scope, "last")];
+        keys.extend((minute - MINUTE_BUCKETS_TTL / 60..=minute).map(|m| self.stats_key(&scope, &format!("m:{m}"))));
+        keys.extend((hour - HOUR_BUCKETS_TTL / 3600..=hour).map(|h| self.stats_key(&scope, &format!("h:{h}"))));
+        let mut conn = self.conn.clone();
+        let () = redis::cmd("DEL").arg(keys).query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Statistics of `scope` as of `now`.
+    pub async fn stats(&self, scope: &Scope, now: OffsetDateTime) -> Result<Stats, redis::RedisError> {
+        let now_ms = crate::history::epoch_ms(now);
+        let minute = now_ms.div_euclid(60_000);
+        let hour = minute.div_euclid(60);
+        let mut pipe = redis::pipe();
+        for m in (minute - 59)..=minute {
+            pipe.cmd("HMGET")
+                .arg(self.stats_key(scope, &format!("m:{m}")))
+                .arg("succeeded")
+                .arg("failed");
+        }
+        for h in (hour - 167)..=hour {
+            pipe.cmd("HMGET")
+                .arg(self.stats_key(scope, &format!("h:{h}")))
+                .arg("succeeded")
+                .arg("failed");
+        }
+        pipe.cmd("HMGET")
+            .arg(self.stats_key(scope, "last"))
+            .arg("succeeded_at")
+            .arg("failed_at");
+        let mut conn = self.conn.clone();
+        let rows: Vec<(Option<u64>, Option<u64>)> = pipe.query_async(&mut conn).await?;
+        let (minutes, rest) = rows.split_at(60);
+        let (hours, last) = rest.split_at(168);
+        let sum = |rows: &[(Option<u64>, Option<u64>)]| {
+            rows.iter()
+                .fold((0, 0), |(s, f), (a, b)| (s + a.unwrap_or(0), f + b.unwrap_or(0)))
+        };
+        let (hs, hf) = sum(minutes);
+        let (ds, df) = sum(&hours[168 - 24..]);
+        let (ws, wf) = sum(hours);
+        let at =
+            |ms: Option<u64>| ms.and_then(|ms| OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok());
+        Ok(Stats {
+            last_hour: Window::of(hs, hf),
+            last_day: Window::of(ds, df),
+            last_week: Window::of(ws, wf),
+            last_success_at: at(last[0].0),
+            last_failure_at: at(last[0].1),
+        })
+    }
+}
+
+fn incr(pipe: &mut redis::Pipeline, key: &str, succeeded: u64, failed: u64, ttl: i64) {
+    if succeeded > 0 {
+        pipe.hincr(key, "succeeded", succeeded).ignore();
+    }
+    if failed > 0 {
+        pipe.hincr(key, "failed", failed).ignore();
+    }
+    pipe.expire(key, ttl).ignore();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_fall_into_minutes_and_keep_the_latest_times() {
+        let mut c = Counts::default();
+        c.add(Outcome::Succeeded, 60_000 * 10 + 5);
+        c.add(Outcome::Failed, 60_000 * 10 + 7);
+        c.add(Outcome::Succeeded, 60_000 * 11);
+        let mut other = Counts::default();
+        other.add(Outcome::Succeeded, 60_000 * 10 + 1);
+        c.merge(other);
+        assert_eq!(c.by_minute[&10], (2, 1));
+        assert_eq!(c.by_minute[&11], (1, 0));
+        assert_eq!(c.last_succeeded_ms, Some(60_000 * 11));
+        assert_eq!(c.last_failed_ms, Some(60_000 * 10 + 7));
+    }
+
+    #[test]
+    fn a_window_without_deliveries_has_no_rate() {
+        assert_eq!(Window::of(0, 0).success_rate, None);
+        assert_eq!(Window::of(3, 1).success_rate, Some(0.75));
+    }
+}

@@ -1,0 +1,844 @@
+//! The management API against a running Herald: real Redis, real broker,
+//! real receivers.
+
+use std::time::Duration;
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use crate::helpers::*;
+
+const OPS: &str = "ops-token-0123456789abcdef";
+const ACME: &str = "acme-token-0123456789abcdef";
+const GLOBEX: &str = "globex-token-0123456789abcdef";
+
+fn admin_overlay(overlap: &str) -> String {
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+max_body_bytes = 4096
+secret_rotation_overlap = "{overlap}"
+tokens = [
+  {{ name = "ops", token = "{OPS}" }},
+  {{ name = "acme-portal", token = "{ACME}", tenant = "acme" }},
+  {{ name = "globex-portal", token = "{GLOBEX}", tenant = "globex" }},
+]
+[admin.tenants]
+acme = {{ catalog = "jimo" }}
+"#
+    )
+}
+
+/// A client of one running API.
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+impl Api {
+    fn new(app: &RunningApp) -> Api {
+        Api {
+            base: format!("http://{}", app.admin.expect("the API is on")),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn raw(&self, method: Method, path: &str, token: Option<&str>, body: Option<(&str, Vec<u8>)>) -> Reply {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some((content_type, bytes)) = body {
+            req = req.header("content-type", content_type).body(bytes);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"))
+        };
+        Reply { status, headers, body }
+    }
+
+    async fn call(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> Reply {
+        let body = body.map(|b| ("application/json", serde_json::to_vec(&b).unwrap()));
+        self.raw(method, path, Some(token), body).await
+    }
+
+    async fn ok(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> Value {
+        let reply = self.call(method.clone(), path, token, body).await;
+        assert!(
+            reply.status.is_success(),
+            "{method} {path}: {} {}",
+            reply.status,
+            reply.body
+        );
+        reply.body
+    }
+}
+
+/// Herald with the API on, a receiver answering 204, and a webhook (made by
+/// the ops token) sending every event matching `events` to it at `path`;
+/// returns the webhook's API path.
+async fn api_with_webhook(
+    env: &TestEnv,
+    overlap: &str,
+    path: &str,
+    events: &[&str],
+) -> (RunningApp, Api, TestReceiver, String) {
+    let app = env.spawn(&admin_overlay(overlap)).await;
+    let api = Api::new(&app);
+    let receiver = TestReceiver::ok().await;
+    let body = json!({"name": path, "url": receiver.url(path), "events": events});
+    let created = api.ok(Method::POST, "/v1/webhooks", OPS, Some(body)).await;
+    let webhook = format!("/v1/webhooks/{}", created["id"].as_str().unwrap());
+    (app, api, receiver, webhook)
+}
+
+/// A problem reply with this status naming this field.
+fn assert_problem(reply: &Reply, status: u16, field: Option<&str>) {
+    assert_eq!(reply.status.as_u16(), status, "{}", reply.body);
+    assert_eq!(
+        reply.headers.get("content-type").unwrap(),
+        "application/problem+json",
+        "{}",
+        reply.body
+    );
+    assert_eq!(reply.body["status"], status);
+    if let Some(field) = field {
+        assert_eq!(reply.body["errors"][0]["field"], field, "{}", reply.body);
+    }
+}
+
+fn system_events_of(records: &[ReadRecord], webhook: &str) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| serde_json::from_slice::<Value>(&r.value).unwrap())
+        .filter(|v| v["webhook"]["id"] == webhook)
+        .map(|v| v["event"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_are_managed_through_the_api_and_bad_requests_are_refused() {
+    let env = TestEnv::new("admin-crud", &["events"], 1).await;
+    let app = env.spawn(&admin_overlay("24h")).await;
+    let api = Api::new(&app);
+    let receiver = TestReceiver::ok().await;
+    let url = receiver.url("/hook");
+
+    // Authentication.
+    let reply = api.raw(Method::GET, "/v1/webhooks", None, None).await;
+    assert_problem(&reply, 401, None);
+    assert_eq!(reply.headers.get("www-authenticate").unwrap(), "Bearer");
+    assert_problem(
+        &api.call(Method::GET, "/v1/webhooks", "not-a-token", None).await,
+        401,
+        None,
+    );
+
+    // A tenant token creates in its own tenant, within its catalog.
+    let created = api
+        .call(
+            Method::POST,
+            "/v1/webhooks",
+            ACME,
+            Some(
+                json!({"name": "Tours", "url": url, "events": ["tour.*", "survey.completed"],
+                        "headers": {"x-api-key": "k1"}}),
+            ),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("wh_"));
+    assert_eq!(
+        created.headers.get("location").unwrap().to_str().unwrap(),
+        format!("/v1/webhooks/{id}")
+    );
+    assert_eq!(created.body["tenant"], "acme");
+    assert_eq!(created.body["status"], "active");
+    assert!(
+        created.body.get("secrets").is_none(),
+        "secrets are not part of the webhook view"
+    );
+    let path = format!("/v1/webhooks/{id}");
+    assert_eq!(api.ok(Method::GET, &path, ACME, None).await["name"], "Tours");
+    assert_eq!(api.ok(Method::GET, &path, OPS, None).await["name"], "Tours");
+    // Another tenant's webhook does not exist for them.
+    assert_problem(&api.call(Method::GET, &path, GLOBEX, None).await, 404, None);
+    assert_problem(&api.call(Method::DELETE, &path, GLOBEX, None).await, 404, None);
+    let reply = api
+        .call(
+            Method::POST,
+            "/v1/webhooks",
+            ACME,
+            Some(json!({"tenant": "globex", "name": "x", "url": url, "events": ["*"]})),
+        )
+        .await;
+    assert_problem(&reply, 422, Some("tenant"));
+    // The same id again is a conflict, so a retried create is safe.
+    let reply = api
+        .call(
+            Method::POST,
+            "/v1/webhooks",
+            ACME,
+            Some(json!({"id": id, "name": "x", "url": url, "events": ["*"]})),
+        )
+        .await;
+    assert_problem(&reply, 409, None);
+
+    // Refusals, each naming what is wrong.
+    let post = |body: Value| api.call(Method::POST, "/v1/webhooks", ACME, Some(body));
+    let base = json!({"name": "n", "url": url, "events": ["tour.completed"]});
+    let with = |k: &str, v: Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b
+    };
+    assert_problem(&post(with("colour", json!("red"))).await, 422, Some("colour"));
+    assert_problem(
+        &post(with("events", json!("tour.completed"))).await,
+        422,
+        Some("events"),
+    );
+    assert_problem(
+        &post(with("events", json!(["tour.exploded"]))).await,
+        422,
+        Some("events"),
+    );
+    assert_problem(
+        &post(with("events", json!(["USER_CREATED"]))).await,
+        422,
+        Some("events"),
+    );
+    assert_problem(&post(with("events", json!([]))).await, 422, Some("events"));
+    assert_problem(&post(with("url", json!("not a url"))).await, 422, Some("url"));
+    assert_problem(&post(with("url", json!("ftp://example.com/x"))).await, 422, Some("url"));
+    // A loopback destination the policy refuses (this test allows only 127.0.0.0/8).
+    let reply = post(with("url", json!("http://[::1]:9/hook"))).await;
+    assert_problem(&reply, 422, Some("url"));
+    assert!(
+        reply.body["detail"].as_str().unwrap().contains("SSRF"),
+        "{}",
+        reply.body
+    );
+    assert_problem(&post(with("name", json!(""))).await, 422, Some("name"));
+    assert_problem(&post(with("secret", json!("not-a-secret"))).await, 422, Some("secret"));
+    assert_problem(
+        &post(with("headers", json!({"webhook-id": "x"}))).await,
+        422,
+        Some("headers"),
+    );
+    assert_problem(
+        &post(with("limits", json!({"max_in_flight": 0}))).await,
+        422,
+        Some("limits"),
+    );
+    let reply = api
+        .raw(
+            Method::POST,
+            "/v1/webhooks",
+            Some(ACME),
+            Some(("application/json", b"{\"name\":".to_vec())),
+        )
+        .await;
+    assert_problem(&reply, 400, None);
+    let reply = api
+        .raw(
+            Method::POST,
+            "/v1/webhooks",
+            Some(ACME),
+            Some(("text/plain", b"{}".to_vec())),
+        )
+        .await;
+    assert_problem(&reply, 415, None);
+    let reply = post(with("name", json!("x".repeat(8192)))).await;
+    assert_problem(&reply, 413, None);
+    assert_problem(&api.call(Method::GET, "/v1/nothing-here", ACME, None).await, 404, None);
+
+    // Update: present fields replace, others stay; validation applies again.
+    let updated = api
+        .ok(
+            Method::PATCH,
+            &path,
+            ACME,
+            Some(json!({"name": "Tours and posts", "events": ["tour.*", "post.*"]})),
+        )
+        .await;
+    assert_eq!(updated["name"], "Tours and posts");
+    assert_eq!(updated["events"], json!(["tour.*", "post.*"]));
+    assert_eq!(updated["headers"], json!({"x-api-key": "k1"}));
+    assert_problem(
+        &api.call(Method::PATCH, &path, ACME, Some(json!({"status": "paused"})))
+            .await,
+        422,
+        Some("status"),
+    );
+    assert_problem(
+        &api.call(Method::PATCH, &path, ACME, Some(json!({"events": ["nope"]})))
+            .await,
+        422,
+        Some("events"),
+    );
+    assert_problem(
+        &api.call(Method::PATCH, &path, ACME, Some(json!({"url": "http://[::1]/"})))
+            .await,
+        422,
+        Some("url"),
+    );
+
+    // Pause and resume.
+    let paused = api.ok(Method::POST, &format!("{path}/pause"), ACME, None).await;
+    assert_eq!(paused["status"], "paused");
+    assert_eq!(paused["status_reason"], "paused by `acme-portal`");
+    let resumed = api.ok(Method::POST, &format!("{path}/resume"), ACME, None).await;
+    assert_eq!(resumed["webhook"]["status"], "active");
+    assert_eq!(resumed["replay"], Value::Null);
+
+    // Listing: tenants see their own; filters; cursor paging in id order.
+    let mut globex_ids = Vec::new();
+    for i in 0..5 {
+        let w = api
+            .ok(
+                Method::POST,
+                "/v1/webhooks",
+                GLOBEX,
+                Some(json!({"name": format!("g{i}"), "url": url, "events": [format!("thing.{i}")]})),
+            )
+            .await;
+        globex_ids.push(w["id"].as_str().unwrap().to_owned());
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("/v1/webhooks?limit=2&cursor={c}"),
+            None => "/v1/webhooks?limit=2".to_owned(),
+        };
+        let page = api.ok(Method::GET, &q, GLOBEX, None).await;
+        let data = page["data"].as_array().unwrap();
+        assert!(data.len() <= 2);
+        seen.extend(data.iter().map(|w| w["id"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, globex_ids, "every page in creation order, nothing twice");
+    let acme_list = api.ok(Method::GET, "/v1/webhooks", ACME, None).await;
+    assert_eq!(acme_list["data"].as_array().unwrap().len(), 1);
+    let acme_asks_globex = api.ok(Method::GET, "/v1/webhooks?tenant=globex", ACME, None).await;
+    assert_eq!(acme_asks_globex["data"], json!([]));
+    let all = api.ok(Method::GET, "/v1/webhooks?limit=500", OPS, None).await;
+    assert_eq!(all["data"].as_array().unwrap().len(), 6);
+    let by_event = api.ok(Method::GET, "/v1/webhooks?event=thing.3", OPS, None).await;
+    assert_eq!(by_event["data"][0]["id"], globex_ids[3].as_str());
+    assert_eq!(by_event["data"].as_array().unwrap().len(), 1);
+    let by_status = api.ok(Method::GET, "/v1/webhooks?status=paused", OPS, None).await;
+    assert_eq!(by_status["data"], json!([]));
+    assert_problem(
+        &api.call(Method::GET, "/v1/webhooks?limit=0", OPS, None).await,
+        400,
+        None,
+    );
+    assert_problem(
+        &api.call(Method::GET, "/v1/webhooks?cursor=%%%", OPS, None).await,
+        400,
+        None,
+    );
+    assert_problem(
+        &api.call(Method::GET, "/v1/webhooks?status=sleeping", OPS, None).await,
+        400,
+        None,
+    );
+
+    // Catalogs.
+    let catalogs = api.ok(Method::GET, "/v1/catalogs", ACME, None).await;
+    let counts: Vec<(String, u64)> = catalogs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_owned(),
+                c["event_count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [("iam".to_owned(), 91), ("jam".to_owned(), 2), ("jimo".to_owned(), 40)]
+    );
+    let jimo = api.ok(Method::GET, "/v1/catalogs/jimo", ACME, None).await;
+    assert_eq!(jimo["events"].as_array().unwrap().len(), 40);
+    assert_problem(&api.call(Method::GET, "/v1/catalogs/none", ACME, None).await, 404, None);
+
+    // Delete.
+    let reply = api.call(Method::DELETE, &path, ACME, None).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_problem(&api.call(Method::GET, &path, ACME, None).await, 404, None);
+    assert_problem(&api.call(Method::DELETE, &path, ACME, None).await, 404, None);
+
+    // The OpenAPI document is served without a token and is the committed one.
+    let served = reqwest::get(format!("{}/v1/openapi.json", api.base)).await.unwrap();
+    assert!(served.status().is_success());
+    let served: Value = serde_json::from_str(&served.text().await.unwrap()).unwrap();
+    let committed: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_path("docs/openapi.json")).unwrap()).unwrap();
+    assert!(
+        served == committed,
+        "the served OpenAPI document differs from docs/openapi.json"
+    );
+
+    // Every change was announced on the system topic, in order.
+    let records = read_topic(&env.system, 10, Duration::from_secs(20)).await;
+    assert_eq!(
+        system_events_of(&records, &id),
+        [
+            "webhook.created",
+            "webhook.updated",
+            "webhook.paused",
+            "webhook.resumed",
+            "webhook.deleted"
+        ]
+    );
+    let created_event: Value = serde_json::from_slice(&records[0].value).unwrap();
+    assert_eq!(created_event["tenant"], "acme");
+    assert!(created_event["reason"].as_str().unwrap().contains("acme-portal"));
+
+    let metrics = app.metrics().await;
+    assert!(metric_value(&metrics, r#"herald_admin_changes_total{action="created"}"#) >= 6.0);
+    assert!(
+        metric_value(
+            &metrics,
+            r#"herald_admin_requests_total{method="GET",route="/v1/webhooks/{id}",status="404"}"#
+        ) >= 1.0,
+        "requests are counted by route template"
+    );
+    app.stop().await;
+}
+
+/// An event published a second after a webhook is created through the API
+/// reaches it: the change is announced to the pipeline, not waited for by a
+/// periodic reload (the test's reload period is 2 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_created_through_the_api_receives_events_within_a_second() {
+    let env = TestEnv::new("admin-live", &["events"], 1).await;
+    let (app, _api, receiver, _) = api_with_webhook(&env, "24h", "/in", &["tour.*"]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let publisher = Publisher::new();
+    publisher
+        .json(
+            env.topic(),
+            r#"{"event":"tour.completed","version":"0","time":1740133769000,"id":"evt_live"}"#,
+        )
+        .await;
+    let got = receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].path, "/in");
+    assert!(!got[0].header("webhook-signature").is_empty());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pause_keeps_deliveries_and_resume_replays_them_with_the_same_ids() {
+    let env = TestEnv::new("admin-pause", &["events"], 1)
+        .await
+        .with_tiers(&[(60_000, None)], 1)
+        .await;
+    let (app, api, receiver, path) = api_with_webhook(&env, "24h", "/p", &["*"]).await;
+    api.ok(Method::POST, &format!("{path}/pause"), OPS, None).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let publisher = Publisher::new();
+    for i in 0..3 {
+        publisher
+            .json(
+                env.topic(),
+                &format!(r#"{{"event":"tour.completed","version":"0","time":1,"id":"evt_p{i}"}}"#),
+            )
+            .await;
+    }
+    let kept = read_topic(&env.dlq, 3, Duration::from_secs(20)).await;
+    assert_eq!(kept.len(), 3);
+    assert!(kept.iter().all(|r| r.header("herald.reason") == "webhook_paused"));
+    assert_eq!(receiver.count(), 0, "nothing is delivered while paused");
+
+    let resumed = api
+        .ok(
+            Method::POST,
+            &format!("{path}/resume"),
+            OPS,
+            Some(json!({"replay": true})),
+        )
+        .await;
+    assert_eq!(resumed["webhook"]["status"], "active");
+    let job = resumed["replay"]["id"].as_str().unwrap().to_owned();
+    let done = eventually(Duration::from_secs(30), "the replay to finish", || async {
+        let job = api.ok(Method::GET, &format!("/v1/replays/{job}"), OPS, None).await;
+        (job["state"] != "running").then_some(job)
+    })
+    .await;
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(
+        (done["matched"].as_u64(), done["replayed"].as_u64()),
+        (Some(3), Some(3))
+    );
+    // Another tenant cannot read the replay.
+    assert_eq!(
+        api.call(Method::GET, &format!("/v1/replays/{job}"), ACME, None)
+            .await
+            .status,
+        404
+    );
+
+    let got = receiver.wait_for(3, Duration::from_secs(20)).await;
+    let mut delivered: Vec<&str> = got.iter().map(|r| r.header("webhook-id")).collect();
+    let mut kept_ids: Vec<&str> = kept.iter().map(|r| r.header("herald.delivery.id")).collect();
+    delivered.sort_unstable();
+    kept_ids.sort_unstable();
+    assert_eq!(delivered, kept_ids, "replayed deliveries keep their webhook-id");
+    app.stop().await;
+}
+
+fn verifies(secret: &str, id: &str, timestamp: &str, body: &[u8], signature: &str) -> bool {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    let expected = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    );
+    signature.split(' ').any(|s| s == expected)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_secret_overlaps_with_the_previous_one_then_replaces_it() {
+    let env = TestEnv::new("admin-rotate", &["events"], 1).await;
+    let (app, api, receiver, path) = api_with_webhook(&env, "4s", "/r", &["*"]).await;
+    let old = api.ok(Method::GET, &format!("{path}/secret"), OPS, None).await;
+    let old_secret = old["secret"].as_str().unwrap().to_owned();
+    assert_eq!(old["previous"], json!([]));
+    assert_problem(
+        &api.call(
+            Method::POST,
+            &format!("{path}/secret"),
+            OPS,
+            Some(json!({"secret": "whsec_short"})),
+        )
+        .await,
+        422,
+        Some("secret"),
+    );
+
+    let rotated = api.ok(Method::POST, &format!("{path}/secret"), OPS, None).await;
+    let new_secret = rotated["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new_secret, old_secret);
+    assert_eq!(rotated["previous"][0]["secret"], old_secret.as_str());
+    let publisher = Publisher::new();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    publisher
+        .json(env.topic(), r#"{"event":"a","version":"0","time":1,"id":"evt_during"}"#)
+        .await;
+    let during = receiver.wait_for(1, Duration::from_secs(10)).await.remove(0);
+    let sig = during.header("webhook-signature");
+    let (id, ts) = (during.header("webhook-id"), during.header("webhook-timestamp"));
+    assert_eq!(sig.split(' ').count(), 2, "{sig}");
+    assert!(
+        verifies(&new_secret, id, ts, &during.body, sig),
+        "the new secret verifies"
+    );
+    assert!(
+        verifies(&old_secret, id, ts, &during.body, sig),
+        "the old secret still verifies"
+    );
+
+    // After the overlap only the new secret signs.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    publisher
+        .json(env.topic(), r#"{"event":"a","version":"0","time":1,"id":"evt_after"}"#)
+        .await;
+    let after = receiver.wait_for(2, Duration::from_secs(10)).await.remove(1);
+    let sig = after.header("webhook-signature");
+    let (id, ts) = (after.header("webhook-id"), after.header("webhook-timestamp"));
+    assert_eq!(sig.split(' ').count(), 1, "{sig}");
+    assert!(verifies(&new_secret, id, ts, &after.body, sig));
+    assert!(!verifies(&old_secret, id, ts, &after.body, sig));
+    let now = api.ok(Method::GET, &format!("{path}/secret"), OPS, None).await;
+    assert_eq!(now["previous"], json!([]), "an expired secret is no longer listed");
+
+    let records = read_topic(&env.system, 2, Duration::from_secs(20)).await;
+    assert!(system_events_of(&records, path.trim_start_matches("/v1/webhooks/"))
+        .contains(&"webhook.secret_rotated".to_owned()));
+    app.stop().await;
+}
+
+/// The history, statistics, manual retry, bulk replay and test ping of one
+/// webhook, against deliveries really made.
+#[tokio::test(flavor = "multi_thread")]
+async fn delivery_history_stats_retry_replay_and_test_ping() {
+    let env = TestEnv::new("admin-history", &["events"], 1)
+        .await
+        .with_tiers(&[(1000, None)], 1)
+        .await;
+    let attempts_topic = env.dlq.replace(".dlq", ".attempts");
+    create_topics(std::slice::from_ref(&attempts_topic), 1).await;
+    let overlay = admin_overlay("24h")
+        + "\n[envelope.default]\npreset = \"jimo\"\ntenant = \"/tenant\"\n"
+        + &format!("[history]\ntopic = \"{attempts_topic}\"\n");
+    let app = env.spawn(&overlay).await;
+    let api = Api::new(&app);
+    // Fails the first attempt of each delivery, accepts the second.
+    let receiver = TestReceiver::start(Behaviour::FailAttempts {
+        attempts: 1,
+        status: 500,
+        retry_after: None,
+    })
+    .await;
+    let body = json!({"name": "h", "tenant": "acme", "url": receiver.url("/h"), "events": ["tour.*"]});
+    let created = api.ok(Method::POST, "/v1/webhooks", OPS, Some(body)).await;
+    let path = format!("/v1/webhooks/{}", created["id"].as_str().unwrap());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let publisher = Publisher::new();
+    publisher
+        .json(
+            env.topic(),
+            r#"{"event":"tour.completed","version":"0","time":1,"id":"evt_h1","tenant":"acme"}"#,
+        )
+        .await;
+    receiver.wait_for(2, Duration::from_secs(20)).await;
+
+    // History: newest first, both attempts of one delivery, with their responses.
+    let page = eventually(Duration::from_secs(10), "two attempts in the history", || async {
+        let page = api.ok(Method::GET, &format!("{path}/deliveries"), ACME, None).await;
+        (page["data"].as_array().unwrap().len() == 2).then_some(page)
+    })
+    .await;
+    let (second, first) = (&page["data"][0], &page["data"][1]);
+    assert_eq!(
+        (first["attempt"].as_u64(), second["attempt"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(first["delivery_id"], second["delivery_id"]);
+    assert_eq!(first["outcome"], "failed");
+    assert_eq!(first["response"]["status"], 500);
+    assert_eq!(second["outcome"], "succeeded");
+    assert_eq!(second["response"]["status"], 204);
+    assert_eq!(second["tier"], 1);
+    assert_eq!(second["event_type"], "tour.completed");
+    assert_eq!(second["request"]["url"], receiver.url("/h").as_str());
+    assert!(second["request"]["body"].as_str().unwrap().contains("evt_h1"));
+    let delivered = receiver.received();
+    assert_eq!(
+        second["request"]["headers"]["webhook-id"],
+        delivered[1].header("webhook-id")
+    );
+    assert_eq!(
+        second["request"]["headers"]["webhook-signature"],
+        delivered[1].header("webhook-signature")
+    );
+    let failed = api
+        .ok(Method::GET, &format!("{path}/deliveries?status=failed"), ACME, None)
+        .await;
+    assert_eq!(failed["data"].as_array().unwrap().len(), 1);
+    let paged = api
+        .ok(Method::GET, &format!("{path}/deliveries?limit=1"), ACME, None)
+        .await;
+    assert_eq!(paged["data"][0]["id"], second["id"]);
+    let cursor = paged["next_cursor"].as_str().unwrap();
+    let rest = api
+        .ok(
+            Method::GET,
+            &format!("{path}/deliveries?limit=1&cursor={cursor}"),
+            ACME,
+            None,
+        )
+        .await;
+    assert_eq!(rest["data"][0]["id"], first["id"]);
+    assert_eq!(rest["next_cursor"], Value::Null);
+    let one = api
+        .ok(
+            Method::GET,
+            &format!("{path}/deliveries/{}", first["id"].as_str().unwrap()),
+            ACME,
+            None,
+        )
+        .await;
+    assert_eq!(one["id"], first["id"]);
+    assert_problem(
+        &api.call(Method::GET, &format!("{path}/deliveries"), GLOBEX, None).await,
+        404,
+        None,
+    );
+    // Every attempt, in full, on the attempts topic too.
+    let published = read_topic(&attempts_topic, 2, Duration::from_secs(20)).await;
+    let published: Vec<Value> = published
+        .iter()
+        .map(|r| serde_json::from_slice(&r.value).unwrap())
+        .collect();
+    assert_eq!(published.len(), 2);
+    assert!(published.iter().all(|a| a["delivery_id"] == first["delivery_id"]));
+    assert!(published[0]["request"]["body"].as_str().unwrap().contains("evt_h1"));
+
+    // Statistics match the deliveries made, per webhook and per tenant.
+    let stats = eventually(Duration::from_secs(10), "statistics", || async {
+        let s = api.ok(Method::GET, &format!("{path}/stats"), ACME, None).await;
+        (s["last_hour"]["succeeded"] == 1 && s["last_hour"]["failed"] == 1).then_some(s)
+    })
+    .await;
+    assert_eq!(stats["last_hour"]["success_rate"], 0.5);
+    assert_eq!(stats["last_week"]["succeeded"], 1);
+    assert!(stats["last_success_at"].is_string() && stats["last_failure_at"].is_string());
+    let tenant = api.ok(Method::GET, "/v1/tenants/acme/stats", ACME, None).await;
+    assert_eq!(
+        (
+            tenant["last_day"]["succeeded"].as_u64(),
+            tenant["last_day"]["failed"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert_problem(
+        &api.call(Method::GET, "/v1/tenants/acme/stats", GLOBEX, None).await,
+        404,
+        None,
+    );
+
+    // Manual retry: the same webhook-id again, as attempt 3.
+    let retried = api
+        .call(
+            Method::POST,
+            &format!("{path}/deliveries/{}/retry", first["id"].as_str().unwrap()),
+            ACME,
+            None,
+        )
+        .await;
+    assert_eq!(retried.status, StatusCode::ACCEPTED, "{}", retried.body);
+    let got = receiver.wait_for(3, Duration::from_secs(20)).await;
+    assert_eq!(got[2].header("webhook-id"), got[0].header("webhook-id"));
+    assert_eq!(got[2].attempt(), 3);
+
+    // Bulk replay of failed deliveries: a delivery that exhausted its tier...
+    receiver.set_behaviour(Behaviour::Status(503));
+    publisher
+        .json(
+            env.topic(),
+            r#"{"event":"tour.started","version":"0","time":1,"id":"evt_h2","tenant":"acme"}"#,
+        )
+        .await;
+    let letters = read_topic(&env.dlq, 1, Duration::from_secs(20)).await;
+    assert_eq!(letters[0].header("herald.reason"), "retries_exhausted");
+    // ...is delivered again, with its id, once the endpoint is back.
+    receiver.set_behaviour(Behaviour::Status(204));
+    let before = receiver.count();
+    let started = api
+        .call(
+            Method::POST,
+            &format!("{path}/replay"),
+            ACME,
+            Some(json!({"since": "2020-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    let job = started.body["id"].as_str().unwrap().to_owned();
+    let done = eventually(Duration::from_secs(30), "the replay", || async {
+        let j = api.ok(Method::GET, &format!("/v1/replays/{job}"), ACME, None).await;
+        (j["state"] != "running").then_some(j)
+    })
+    .await;
+    assert_eq!(
+        (done["state"].as_str(), done["replayed"].as_u64()),
+        (Some("done"), Some(1)),
+        "{done}"
+    );
+    let got = receiver.wait_for(before + 1, Duration::from_secs(20)).await;
+    assert_eq!(
+        got[before].header("webhook-id"),
+        letters[0].header("herald.delivery.id")
+    );
+    assert_problem(
+        &api.call(
+            Method::POST,
+            &format!("{path}/replay"),
+            ACME,
+            Some(json!({"reasons": ["bogus"]})),
+        )
+        .await,
+        422,
+        Some("reasons"),
+    );
+
+    // Test ping: the catalog's example, signed, and the receiver's answer.
+    let result = api
+        .ok(
+            Method::POST,
+            &format!("{path}/test"),
+            ACME,
+            Some(json!({"event_type": "tour.completed"})),
+        )
+        .await;
+    assert_eq!(
+        (result["succeeded"].as_bool(), result["status"].as_u64()),
+        (Some(true), Some(204)),
+        "{result}"
+    );
+    let ping = receiver.received().pop().unwrap();
+    assert_eq!(ping.header("webhook-id"), result["delivery_id"].as_str().unwrap());
+    let sent: Value = serde_json::from_slice(&ping.body).unwrap();
+    assert_eq!(sent["event"], "tour.completed");
+    let secret = api.ok(Method::GET, &format!("{path}/secret"), ACME, None).await;
+    assert!(verifies(
+        secret["secret"].as_str().unwrap(),
+        ping.header("webhook-id"),
+        ping.header("webhook-timestamp"),
+        &ping.body,
+        ping.header("webhook-signature")
+    ));
+    assert_problem(
+        &api.call(
+            Method::POST,
+            &format!("{path}/test"),
+            ACME,
+            Some(json!({"event_type": "no.such"})),
+        )
+        .await,
+        422,
+        Some("event_type"),
+    );
+
+    // Deleting the webhook forgets its history and statistics.
+    assert_eq!(
+        api.call(Method::DELETE, &path, ACME, None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let again = json!({"id": path.trim_start_matches("/v1/webhooks/"), "name": "h", "tenant": "acme", "url": receiver.url("/h"), "events": ["tour.*"]});
+    api.ok(Method::POST, "/v1/webhooks", ACME, Some(again)).await;
+    assert_eq!(
+        api.ok(Method::GET, &format!("{path}/deliveries"), ACME, None).await["data"],
+        json!([])
+    );
+    let fresh = api.ok(Method::GET, &format!("{path}/stats"), ACME, None).await;
+    assert_eq!(
+        (
+            fresh["last_week"]["succeeded"].as_u64(),
+            fresh["last_success_at"].as_str()
+        ),
+        (Some(0), None)
+    );
+    app.stop().await;
+}
