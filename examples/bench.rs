@@ -3,6 +3,8 @@
 //! Redis, builds in release mode and passes the addresses).
 //!
 //!     bench --brokers 127.0.0.1:PORT --herald target/release/herald [--events 20000] [--json FILE]
+//!           [--broker-pid PID] [--engine LABEL] [--large-events 1000000] [--large-webhooks 10000]
+//!           [--waiting-retries 1000] [--no-latency] [--fetch-wait-ms 10] [--work-dir DIR] [--redis URL]
 //!
 //! It measures, each on a fresh backlog of `--events` 1 KB records:
 //! - ceiling (a): the receiver driven directly over HTTP at the same concurrency;
@@ -11,7 +13,12 @@
 //! - Herald (its own process) draining the backlog with fan-out 1 and 10;
 //! - latency from publish to arrival at a fixed rate (half the measured
 //!   maximum, and a low rate), open loop;
-//! - Herald's peak RSS and CPU seconds per 1,000 deliveries.
+//! - Herald's peak RSS and CPU seconds per 1,000 deliveries;
+//! - Herald's CPU while retries wait in a delay topic, against idle;
+//! - Herald's peak RSS draining a large backlog (`--large-events`) spread over
+//!   many webhooks (`--large-webhooks`);
+//! - where the CPU went in each phase: the machine, Herald, the broker, and
+//!   this process (receiver, producer, null pipeline).
 //!
 //! Every Herald figure is also printed as a ratio to the ceilings.
 
@@ -47,6 +54,10 @@ struct Receiver {
     first_us: Arc<AtomicU64>,
     last_us: Arc<AtomicU64>,
     latencies_us: Arc<Mutex<Vec<u64>>>,
+    /// Requests answered 500 (paths under `/fail`).
+    failed: Arc<AtomicU64>,
+    /// The longest time between two arrivals: a stall of the pipeline.
+    max_gap_us: Arc<AtomicU64>,
 }
 
 impl Receiver {
@@ -55,6 +66,8 @@ impl Receiver {
         self.first_us.store(0, Ordering::SeqCst);
         self.last_us.store(0, Ordering::SeqCst);
         self.latencies_us.lock().unwrap().clear();
+        self.failed.store(0, Ordering::SeqCst);
+        self.max_gap_us.store(0, Ordering::SeqCst);
     }
 
     async fn wait(&self, n: u64, timeout: Duration) -> bool {
@@ -78,11 +91,18 @@ impl Receiver {
     }
 }
 
-async fn receive(State(r): State<Receiver>, body: Bytes) -> StatusCode {
+async fn receive(State(r): State<Receiver>, uri: axum::http::Uri, body: Bytes) -> StatusCode {
+    if uri.path().starts_with("/fail") {
+        r.failed.fetch_add(1, Ordering::SeqCst);
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
     let now = now_us();
     r.count.fetch_add(1, Ordering::SeqCst);
     let _ = r.first_us.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst);
-    r.last_us.fetch_max(now, Ordering::SeqCst);
+    let previous = r.last_us.fetch_max(now, Ordering::SeqCst);
+    if previous != 0 {
+        r.max_gap_us.fetch_max(now.saturating_sub(previous), Ordering::SeqCst);
+    }
     if let Some(pos) = memchr_find(&body, b"\"sent_us\":") {
         let digits: String = body[pos + 10..]
             .iter()
@@ -101,14 +121,87 @@ fn memchr_find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 fn body(n: u64, sent_us: Option<u64>) -> Vec<u8> {
+    typed_body("bench.tick", n, sent_us)
+}
+
+/// A 1 KB record of event type `event`.
+fn typed_body(event: &str, n: u64, sent_us: Option<u64>) -> Vec<u8> {
     let head = match sent_us {
-        Some(s) => format!(r#"{{"event":"bench.tick","version":"0","n":{n},"sent_us":{s},"pad":""#),
-        None => format!(r#"{{"event":"bench.tick","version":"0","n":{n},"pad":""#),
+        Some(s) => format!(r#"{{"event":"{event}","version":"0","n":{n},"sent_us":{s},"pad":""#),
+        None => format!(r#"{{"event":"{event}","version":"0","n":{n},"pad":""#),
     };
     let mut out = head.into_bytes();
     out.resize(1024 - 2, b'x');
     out.extend_from_slice(b"\"}");
     out
+}
+
+/// A phase's figures by name.
+type Figures = BTreeMap<String, f64>;
+
+fn figures<const N: usize>(pairs: [(&str, f64); N]) -> Figures {
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// Where the CPU went during a phase: the machine as a whole (from
+/// /proc/stat) and each process of interest (utime + stime), so a figure can
+/// be read against what bound it.
+struct Usage {
+    machine: (u64, u64),
+    procs: Vec<(&'static str, u32, f64)>,
+    started: Instant,
+}
+
+impl Usage {
+    fn start(procs: &[(&'static str, Option<u32>)]) -> Usage {
+        Usage {
+            machine: machine_jiffies(),
+            procs: procs
+                .iter()
+                .filter_map(|(name, pid)| pid.map(|pid| (*name, pid, cpu_seconds(pid))))
+                .collect(),
+            started: Instant::now(),
+        }
+    }
+
+    /// `machine_busy_pct` and `<name>_cores` (CPU seconds per second).
+    fn finish(&self) -> Figures {
+        let wall = self.started.elapsed().as_secs_f64();
+        let (busy, total) = machine_jiffies();
+        let mut out = Figures::new();
+        let (db, dt) = (busy - self.machine.0, total - self.machine.1);
+        out.insert("machine_busy_pct".into(), 100.0 * db as f64 / dt.max(1) as f64);
+        for (name, pid, before) in &self.procs {
+            out.insert(format!("{name}_cores"), (cpu_seconds(*pid) - before) / wall);
+        }
+        out
+    }
+}
+
+/// (busy, total) jiffies of all CPUs since boot.
+fn machine_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = f.iter().sum();
+    let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// What a drain took: Herald's CPU seconds and peak RSS, where the CPU went,
+/// and the seconds from the first to the last delivery.
+struct Drained {
+    cpu: f64,
+    rss: f64,
+    used: Figures,
+    span: f64,
 }
 
 struct Bench {
@@ -123,9 +216,27 @@ struct Bench {
     /// librdkafka `fetch.wait.max.ms` for Herald: how long the broker may
     /// hold a fetch that has no data (Tansu holds it the whole time).
     fetch_wait_ms: u64,
+    /// The broker's process, for its CPU use (when known).
+    broker_pid: Option<u32>,
+    /// Where each Herald's configuration and log are written.
+    work_dir: PathBuf,
 }
 
 impl Bench {
+    /// Starts measuring CPU: the machine, the broker, this process (the
+    /// receiver and the producer) and, when given, Herald.
+    fn usage(&self, herald: Option<u32>) -> Usage {
+        Usage::start(&self.usage_pids(herald))
+    }
+
+    fn usage_pids(&self, herald: Option<u32>) -> [(&'static str, Option<u32>); 3] {
+        [
+            ("herald", herald),
+            ("broker", self.broker_pid),
+            ("bench", Some(std::process::id())),
+        ]
+    }
+
     fn config(&self) -> herald::Config {
         herald::Config::from_toml_overlay(&format!("[kafka]\nbrokers = \"{}\"", self.brokers)).unwrap()
     }
@@ -156,8 +267,9 @@ impl Bench {
     }
 
     /// (a) The receiver alone, driven by an HTTP client at `CONCURRENCY`.
-    async fn http_ceiling(&self) -> f64 {
+    async fn http_ceiling(&self) -> (f64, Figures) {
         self.receiver.reset();
+        let usage = self.usage(None);
         let client = reqwest::Client::new();
         let url = format!("http://{}/direct", self.receiver_addr);
         let sem = Arc::new(Semaphore::new(CONCURRENCY));
@@ -174,11 +286,12 @@ impl Bench {
         for t in tasks {
             t.await.unwrap();
         }
-        self.events as f64 / start.elapsed().as_secs_f64()
+        (self.events as f64 / start.elapsed().as_secs_f64(), usage.finish())
     }
 
     /// (b) The broker alone: read the backlog, nothing else.
-    async fn broker_ceiling(&self, topic: &str) -> f64 {
+    async fn broker_ceiling(&self, topic: &str) -> (f64, Figures) {
+        let pids = self.usage_pids(None);
         let (brokers, topic, n) = (self.brokers.clone(), topic.to_owned(), self.events);
         let fetch_wait = self.fetch_wait_ms;
         let group = format!("bench-{}-broker", self.run_id);
@@ -194,11 +307,13 @@ impl Bench {
             let (mut got, mut first) = (0u64, None);
             while got < n {
                 if let Some(Ok(_)) = c.poll(Duration::from_millis(100)) {
-                    first.get_or_insert_with(Instant::now);
+                    // Measured from the first record: the group join is not the broker's rate.
+                    first.get_or_insert_with(|| (Instant::now(), Usage::start(&pids)));
                     got += 1;
                 }
             }
-            n as f64 / first.unwrap().elapsed().as_secs_f64()
+            let (first, usage) = first.unwrap();
+            (n as f64 / first.elapsed().as_secs_f64(), usage.finish())
         })
         .await
         .unwrap()
@@ -206,7 +321,7 @@ impl Bench {
 
     /// (c) The null pipeline: consume and POST each record; no routing,
     /// signing or offset tracking.
-    async fn null_pipeline(&self, topic: &str) -> f64 {
+    async fn null_pipeline(&self, topic: &str) -> (f64, Figures) {
         self.receiver.reset();
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
@@ -219,8 +334,10 @@ impl Bench {
         let client = reqwest::Client::new();
         let url = format!("http://{}/null", self.receiver_addr);
         let sem = Arc::new(Semaphore::new(CONCURRENCY));
+        let mut usage = None;
         for _ in 0..self.events {
             let m = consumer.recv().await.unwrap();
+            usage.get_or_insert_with(|| self.usage(None));
             let payload = m.payload().unwrap_or_default().to_vec();
             let permit = sem.clone().acquire_owned().await.unwrap();
             let (client, url) = (client.clone(), url.clone());
@@ -230,26 +347,48 @@ impl Bench {
             });
         }
         self.receiver.wait(self.events, Duration::from_secs(600)).await;
-        self.events as f64 / self.receiver.span()
+        (self.events as f64 / self.receiver.span(), usage.unwrap().finish())
     }
 
     async fn webhooks(&self, prefix: &str, fanout: usize) {
+        self.webhooks_with(prefix, fanout, "wh", |_| "bench.*".to_owned()).await
+    }
+
+    /// `count` webhooks at `/{path}/{i}`, webhook `i` subscribed to `pattern(i)`.
+    async fn webhooks_with(&self, prefix: &str, count: usize, path: &str, pattern: impl Fn(usize) -> String) {
         let client = redis::Client::open(self.redis.as_str()).unwrap();
         let store = herald::subscriptions::store::SubscriptionStore::connect(&client, prefix)
             .await
             .unwrap();
-        for i in 0..fanout {
+        let mut pending = futures::stream::FuturesUnordered::new();
+        for i in 0..count {
             let w = herald::subscriptions::model::Webhook::new(
                 &format!("bench-{i}"),
                 &format!("bench {i}"),
-                &format!("http://{}/wh/{i}", self.receiver_addr),
-                &["bench.*"],
+                &format!("http://{}/{path}/{i}", self.receiver_addr),
+                &[pattern(i).as_str()],
             );
-            store.put(&w).await.unwrap();
+            let store = &store;
+            pending.push(async move { store.put(&w).await.unwrap() });
+            if pending.len() >= 64 {
+                pending.next().await;
+            }
         }
+        while pending.next().await.is_some() {}
     }
 
     fn start_herald(&self, topic: &str, prefix: &str, dlq: &str) -> (tokio::process::Child, SocketAddr) {
+        self.start_herald_with(topic, prefix, dlq, "[retry]\ntiers = []\n")
+    }
+
+    /// Herald with the benchmark's settings plus `extra` (TOML sections).
+    fn start_herald_with(
+        &self,
+        topic: &str,
+        prefix: &str,
+        dlq: &str,
+        extra: &str,
+    ) -> (tokio::process::Child, SocketAddr) {
         let ops = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -257,20 +396,24 @@ impl Bench {
         let config = format!(
             "[kafka]\nbrokers = \"{b}\"\ngroup_id = \"{p}group\"\ntopics = [\"{topic}\"]\n\
              [redis]\nurl = \"{r}\"\nprefix = \"{p}\"\n[dead_letter]\ntopic = \"{dlq}\"\n\
-             [retry]\ntiers = []\n[system_events]\ntopic = \"\"\n[history]\ntopic = \"\"\n\
+             [system_events]\ntopic = \"\"\n[history]\ntopic = \"\"\n\
              [delivery]\nallow_cidrs = [\"127.0.0.0/8\"]\n[http]\nlisten = \"{ops}\"\n[log]\nlevel = \"warn\"\n\
-             [kafka.consumer_properties]\n\"fetch.wait.max.ms\" = \"{fetch_wait}\"\n",
+             [kafka.consumer_properties]\n\"fetch.wait.max.ms\" = \"{fetch_wait}\"\n{extra}",
             fetch_wait = self.fetch_wait_ms,
             b = self.brokers,
             r = self.redis,
             p = prefix,
         );
-        let path = std::env::temp_dir().join(format!("{prefix}herald.toml").replace(':', "-"));
+        let path = self.work_dir.join(format!("{prefix}herald.toml").replace(':', "-"));
         std::fs::write(&path, config).unwrap();
+        // Herald's own log (warnings, e.g. each failed delivery) goes to a file.
+        let log = std::fs::File::create(path.with_extension("log")).unwrap();
         let child = tokio::process::Command::new(&self.herald)
             .arg("--config")
             .arg(&path)
             .arg("run")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .kill_on_drop(true)
             .spawn()
             .expect("herald starts");
@@ -278,44 +421,59 @@ impl Bench {
     }
 
     /// Drains a backlog through Herald with `fanout` webhooks.
-    async fn herald_drain(&self, fanout: usize) -> BTreeMap<&'static str, f64> {
+    async fn herald_drain(&self, fanout: usize) -> Figures {
         let topic = self.topic(&format!("fanout{fanout}"), 6).await;
         let dlq = self.topic(&format!("fanout{fanout}-dlq"), 1).await;
         self.backlog(&topic).await;
         let prefix = format!("bench:{}:f{fanout}:", self.run_id);
         self.webhooks(&prefix, fanout).await;
         self.receiver.reset();
-        let (mut child, _ops) = self.start_herald(&topic, &prefix, &dlq);
-        let pid = child.id().unwrap();
-        let cpu_before = cpu_seconds(pid);
+        let (child, _ops) = self.start_herald(&topic, &prefix, &dlq);
         let want = self.events * fanout as u64;
-        let done = self.receiver.wait(want, Duration::from_secs(1200)).await;
+        let Drained { cpu, rss, used, span } = self.drain(child, want).await;
+        let mut out = figures([
+            (
+                "longest_stall_ms",
+                self.receiver.max_gap_us.load(Ordering::SeqCst) as f64 / 1000.0,
+            ),
+            ("deliveries_per_s", want as f64 / span),
+            ("events_per_s", self.events as f64 / span),
+            ("cpu_s_per_1000_deliveries", cpu / want as f64 * 1000.0),
+            ("peak_rss_mb", rss),
+        ]);
+        out.extend(used);
+        out
+    }
+
+    /// Waits until Herald (`child`) has made `want` deliveries, then stops it.
+    /// CPU is read from the first delivery on: start-up and the group join
+    /// are not part of the rate.
+    async fn drain(&self, mut child: tokio::process::Child, want: u64) -> Drained {
+        let pid = child.id().unwrap();
+        self.receiver.wait(1, Duration::from_secs(120)).await;
+        let usage = self.usage(Some(pid));
+        let cpu_before = cpu_seconds(pid);
+        let done = self.receiver.wait(want, Duration::from_secs(3600)).await;
         let cpu = cpu_seconds(pid) - cpu_before;
         let rss = peak_rss_mb(pid);
+        let used = usage.finish();
         let _ = std::process::Command::new("kill")
             .arg("-TERM")
             .arg(pid.to_string())
             .status();
         let _ = child.wait().await;
         assert!(done, "Herald did not deliver {want} within the time limit");
-        let span = self.receiver.span();
-        BTreeMap::from([
-            ("deliveries_per_s", want as f64 / span),
-            ("events_per_s", self.events as f64 / span),
-            ("cpu_s_per_1000_deliveries", cpu / want as f64 * 1000.0),
-            ("peak_rss_mb", rss),
-        ])
+        Drained {
+            cpu,
+            rss,
+            used,
+            span: self.receiver.span(),
+        }
     }
 
-    /// Open-loop latency at `rate` events/s for `seconds`, fan-out 1.
-    async fn latency(&self, rate: f64, seconds: u64) -> BTreeMap<&'static str, f64> {
-        let topic = self.topic(&format!("latency{}", rate as u64), 6).await;
-        let dlq = self.topic(&format!("latency{}-dlq", rate as u64), 1).await;
-        let prefix = format!("bench:{}:l{}:", self.run_id, rate as u64);
-        self.webhooks(&prefix, 1).await;
-        let (mut child, ops) = self.start_herald(&topic, &prefix, &dlq);
+    async fn wait_ready(&self, ops: SocketAddr) {
         let ready = format!("http://{ops}/readyz");
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         while !reqwest::get(&ready)
             .await
             .map(|r| r.status().is_success())
@@ -324,6 +482,107 @@ impl Bench {
             assert!(Instant::now() < deadline, "Herald not ready");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Memory with a large backlog and many webhooks: `events` records spread
+    /// over `webhooks` event types, webhook `i` subscribed to type `i`
+    /// (fan-out 1, every webhook busy). Herald starts only when the whole
+    /// backlog is in the broker; its peak RSS is read when it is drained.
+    async fn large_backlog(&self, events: u64, webhooks: usize) -> Figures {
+        let topic = self.topic("large", 6).await;
+        let dlq = self.topic("large-dlq", 1).await;
+        let prefix = format!("bench:{}:large:", self.run_id);
+        self.webhooks_with(&prefix, webhooks, "large", |i| format!("bench.e{i}"))
+            .await;
+        let start = Instant::now();
+        let mut pending = futures::stream::FuturesUnordered::new();
+        for n in 0..events {
+            let payload = typed_body(&format!("bench.e{}", n % webhooks as u64), n, None);
+            let key = n.to_string();
+            let record = FutureRecord::to(&topic).key(&key).payload(&payload);
+            pending.push(self.producer.send_result(record).map_err(|(e, _)| e).unwrap());
+            if pending.len() >= 2000 {
+                pending.next().await;
+            }
+        }
+        while pending.next().await.is_some() {}
+        let produced_in = start.elapsed().as_secs_f64();
+        self.receiver.reset();
+        let (child, ops) = self.start_herald(&topic, &prefix, &dlq);
+        let pid = child.id().unwrap();
+        self.wait_ready(ops).await;
+        let rss_ready = current_rss_mb(pid);
+        let Drained { cpu, rss, used, span } = self.drain(child, events).await;
+        let mut out = figures([
+            ("events", events as f64),
+            ("webhooks", webhooks as f64),
+            ("produce_s", produced_in),
+            ("deliveries_per_s", events as f64 / span),
+            ("cpu_s_per_1000_deliveries", cpu / events as f64 * 1000.0),
+            ("rss_ready_mb", rss_ready),
+            ("peak_rss_mb", rss),
+        ]);
+        out.extend(used);
+        out
+    }
+
+    /// What retries cost while they wait: every delivery fails (HTTP 500)
+    /// into a one-hour tier, then Herald's CPU is read over `seconds` with
+    /// all of them waiting, against the same span with none.
+    async fn waiting_retries(&self, count: u64, seconds: u64) -> Figures {
+        let topic = self.topic("waiting", 6).await;
+        let dlq = self.topic("waiting-dlq", 1).await;
+        let tier = self.topic("waiting-retry-1h", 6).await;
+        let prefix = format!("bench:{}:waiting:", self.run_id);
+        self.webhooks_with(&prefix, 1, "fail", |_| "bench.*".to_owned()).await;
+        let extra = format!("[retry]\ntiers = [{{ topic = \"{tier}\", delay = \"1h\" }}]\njitter = 0.0\n");
+        let (mut child, ops) = self.start_herald_with(&topic, &prefix, &dlq, &extra);
+        let pid = child.id().unwrap();
+        self.wait_ready(ops).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let idle = self.usage(Some(pid));
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        let idle = idle.finish();
+        self.receiver.reset();
+        for n in 0..count {
+            let payload = body(n, None);
+            let key = n.to_string();
+            let _ = self
+                .producer
+                .send_result(FutureRecord::to(&topic).key(&key).payload(&payload));
+        }
+        self.producer.flush(Timeout::After(Duration::from_secs(60))).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.receiver.failed.load(Ordering::SeqCst) < count && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Let the failures reach the tier and Herald settle on the wait.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let waiting = self.usage(Some(pid));
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        let waiting = waiting.finish();
+        let failed = self.receiver.failed.load(Ordering::SeqCst);
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+        let _ = child.wait().await;
+        figures([
+            ("retries_waiting", failed as f64),
+            ("seconds", seconds as f64),
+            ("herald_cores_idle", idle["herald_cores"]),
+            ("herald_cores_waiting", waiting["herald_cores"]),
+        ])
+    }
+
+    /// Open-loop latency at `rate` events/s for `seconds`, fan-out 1.
+    async fn latency(&self, rate: f64, seconds: u64) -> Figures {
+        let topic = self.topic(&format!("latency{}", rate as u64), 6).await;
+        let dlq = self.topic(&format!("latency{}-dlq", rate as u64), 1).await;
+        let prefix = format!("bench:{}:l{}:", self.run_id, rate as u64);
+        self.webhooks(&prefix, 1).await;
+        let (mut child, ops) = self.start_herald(&topic, &prefix, &dlq);
+        self.wait_ready(ops).await;
         self.receiver.reset();
         let total = (rate * seconds as f64) as u64;
         let interval = Duration::from_secs_f64(1.0 / rate);
@@ -344,7 +603,7 @@ impl Bench {
         let mut l = self.receiver.latencies_us.lock().unwrap().clone();
         l.sort_unstable();
         let q = |p: f64| l[((l.len() as f64 * p) as usize).min(l.len() - 1)] as f64 / 1000.0;
-        BTreeMap::from([
+        figures([
             ("rate_per_s", rate),
             ("p50_ms", q(0.50)),
             ("p95_ms", q(0.95)),
@@ -369,9 +628,17 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 fn peak_rss_mb(pid: u32) -> f64 {
+    status_mb(pid, "VmHWM:")
+}
+
+fn current_rss_mb(pid: u32) -> f64 {
+    status_mb(pid, "VmRSS:")
+}
+
+fn status_mb(pid: u32, field: &str) -> f64 {
     proc_field(pid, "status")
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
 }
@@ -379,21 +646,34 @@ fn peak_rss_mb(pid: u32) -> f64 {
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
-    let (mut brokers, mut herald, mut events, mut json_out) =
-        (String::new(), PathBuf::from("target/release/herald"), 20_000u64, None);
+    let mut brokers = String::new();
+    let mut herald = PathBuf::from("target/release/herald");
+    let (mut events, mut large_events, mut large_webhooks, mut waiting) =
+        (20_000u64, 1_000_000u64, 10_000usize, 1_000u64);
+    let (mut json_out, mut broker_pid, mut engine) = (None, None, "unknown".to_owned());
     let mut redis = "redis://127.0.0.1:6379/0".to_string();
+    let mut work_dir = std::env::temp_dir();
+    let mut latency = true;
     // Tansu holds a fetch with no data for the whole fetch.wait.max.ms (Apache
     // Kafka answers as soon as data arrives), so with Tansu this bounds both
     // latency and, on partially caught-up partitions, throughput.
     let mut fetch_wait_ms = 10u64;
     while let Some(a) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
         match a.as_str() {
-            "--brokers" => brokers = args.next().unwrap(),
-            "--redis" => redis = args.next().unwrap(),
-            "--herald" => herald = PathBuf::from(args.next().unwrap()),
-            "--events" => events = args.next().unwrap().parse().unwrap(),
-            "--json" => json_out = Some(PathBuf::from(args.next().unwrap())),
-            "--fetch-wait-ms" => fetch_wait_ms = args.next().unwrap().parse().unwrap(),
+            "--brokers" => brokers = value(),
+            "--broker-pid" => broker_pid = Some(value().parse().unwrap()),
+            "--engine" => engine = value(),
+            "--redis" => redis = value(),
+            "--herald" => herald = PathBuf::from(value()),
+            "--events" => events = value().parse().unwrap(),
+            "--large-events" => large_events = value().parse().unwrap(),
+            "--large-webhooks" => large_webhooks = value().parse().unwrap(),
+            "--waiting-retries" => waiting = value().parse().unwrap(),
+            "--no-latency" => latency = false,
+            "--json" => json_out = Some(PathBuf::from(value())),
+            "--work-dir" => work_dir = PathBuf::from(value()),
+            "--fetch-wait-ms" => fetch_wait_ms = value().parse().unwrap(),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -417,87 +697,168 @@ async fn main() {
         producer,
         run_id: format!("{:08x}", rand::random::<u32>()),
         fetch_wait_ms,
+        broker_pid,
+        work_dir,
     };
 
     eprintln!("ceilings ({events} records of 1 KB, concurrency {CONCURRENCY})...");
-    let http = bench.http_ceiling().await;
+    let (http, http_use) = bench.http_ceiling().await;
     let ceiling_topic = bench.topic("ceiling", 6).await;
     let produce = bench.backlog(&ceiling_topic).await;
-    let broker = bench.broker_ceiling(&ceiling_topic).await;
-    let null = bench.null_pipeline(&ceiling_topic).await;
+    let (broker, broker_use) = bench.broker_ceiling(&ceiling_topic).await;
+    let (null, null_use) = bench.null_pipeline(&ceiling_topic).await;
     let tightest = http.min(broker).min(null);
     eprintln!("Herald, fan-out 1...");
     let f1 = bench.herald_drain(1).await;
     eprintln!("Herald, fan-out 10...");
     let f10 = bench.herald_drain(10).await;
     let half = (f1["events_per_s"] / 2.0).max(10.0);
-    eprintln!("latency at {half:.0}/s and 50/s...");
-    let lat_half = bench.latency(half, 10).await;
-    let lat_low = bench.latency(50.0, 10).await;
+    let latencies = if latency {
+        eprintln!("latency at {half:.0}/s and 50/s...");
+        vec![bench.latency(half, 10).await, bench.latency(50.0, 10).await]
+    } else {
+        Vec::new()
+    };
+    let waiting = if waiting > 0 {
+        eprintln!("{waiting} retries waiting in a delay topic...");
+        Some(bench.waiting_retries(waiting, 10).await)
+    } else {
+        None
+    };
+    let large = if large_events > 0 {
+        eprintln!("backlog of {large_events} events for {large_webhooks} webhooks...");
+        Some(bench.large_backlog(large_events, large_webhooks).await)
+    } else {
+        None
+    };
 
+    let row = |name: String, value: String, note: String| println!("{name:<46} {value:>14}   {note}");
     println!(
-        "\nHerald benchmark: {events} events of 1 KB; receiver on 127.0.0.1; {} cores; fetch.wait.max.ms {fetch_wait_ms}",
+        "\nHerald benchmark: {events} events of 1 KB; receiver on 127.0.0.1; {} cores; broker: {engine}; fetch.wait.max.ms {fetch_wait_ms}",
         num_cpus()
     );
-    println!(
-        "{:<44} {:>12}",
-        "ceiling (a) HTTP receiver alone, req/s",
-        format!("{http:.0}")
+    row(
+        "ceiling (a) HTTP receiver alone, req/s".into(),
+        format!("{http:.0}"),
+        String::new(),
     );
-    println!("{:<44} {:>12}", "broker produce, records/s", format!("{produce:.0}"));
-    println!(
-        "{:<44} {:>12}",
-        "ceiling (b) broker alone, records/s",
-        format!("{broker:.0}")
+    row(
+        "broker produce, records/s".into(),
+        format!("{produce:.0}"),
+        String::new(),
     );
-    println!(
-        "{:<44} {:>12}",
-        "ceiling (c) null pipeline, records/s",
-        format!("{null:.0}")
+    row(
+        "ceiling (b) broker alone, records/s".into(),
+        format!("{broker:.0}"),
+        String::new(),
+    );
+    row(
+        "ceiling (c) null pipeline, records/s".into(),
+        format!("{null:.0}"),
+        String::new(),
     );
     for (name, r) in [("fan-out 1", &f1), ("fan-out 10", &f10)] {
         let d = r["deliveries_per_s"];
-        println!(
-            "{:<44} {:>12}   {:.0}% of null pipeline, {:.0}% of tightest ceiling",
+        row(
             format!("Herald {name}, deliveries/s"),
             format!("{d:.0}"),
-            100.0 * d / null,
-            100.0 * d / tightest
+            format!(
+                "{:.0}% of null pipeline, {:.0}% of tightest ceiling",
+                100.0 * d / null,
+                100.0 * d / tightest
+            ),
         );
-        println!(
-            "{:<44} {:>12}",
+        row(
             format!("Herald {name}, events/s"),
-            format!("{:.0}", r["events_per_s"])
+            format!("{:.0}", r["events_per_s"]),
+            String::new(),
         );
-        println!(
-            "{:<44} {:>12}",
+        row(
             format!("Herald {name}, CPU s per 1,000 deliveries"),
-            format!("{:.3}", r["cpu_s_per_1000_deliveries"])
+            format!("{:.3}", r["cpu_s_per_1000_deliveries"]),
+            String::new(),
         );
-        println!(
-            "{:<44} {:>12}",
+        row(
             format!("Herald {name}, peak RSS MB"),
-            format!("{:.1}", r["peak_rss_mb"])
+            format!("{:.1}", r["peak_rss_mb"]),
+            String::new(),
+        );
+        row(
+            format!("Herald {name}, longest stall ms"),
+            format!("{:.1}", r["longest_stall_ms"]),
+            "longest time without an arrival".into(),
         );
     }
-    for l in [&lat_half, &lat_low] {
-        println!(
-            "{:<44} {:>12}",
+    for l in &latencies {
+        row(
             format!("latency at {:.0}/s: p50/p95/p99/max ms", l["rate_per_s"]),
             format!(
                 "{:.1}/{:.1}/{:.1}/{:.1}",
                 l["p50_ms"], l["p95_ms"], l["p99_ms"], l["max_ms"]
-            )
+            ),
+            String::new(),
+        );
+    }
+    if let Some(w) = &waiting {
+        row(
+            format!("Herald CPU, idle / {:.0} retries waiting", w["retries_waiting"]),
+            format!("{:.4}/{:.4}", w["herald_cores_idle"], w["herald_cores_waiting"]),
+            format!("cores, over {:.0} s each", w["seconds"]),
+        );
+    }
+    if let Some(l) = &large {
+        let what = format!("{:.0} events, {:.0} webhooks", l["events"], l["webhooks"]);
+        row(
+            format!("{what}: peak RSS MB"),
+            format!("{:.1}", l["peak_rss_mb"]),
+            format!("{:.1} MB when ready", l["rss_ready_mb"]),
+        );
+        row(
+            format!("{what}: deliveries/s"),
+            format!("{:.0}", l["deliveries_per_s"]),
+            String::new(),
+        );
+    }
+
+    println!("\nwhere the CPU went (cores busy; the machine has {})", num_cpus());
+    println!(
+        "{:<22} {:>9} {:>8} {:>8} {:>8}",
+        "phase", "machine", "herald", "broker", "bench"
+    );
+    let phases: Vec<(&str, &Figures)> = [
+        ("(a) HTTP alone", Some(&http_use)),
+        ("(b) broker alone", Some(&broker_use)),
+        ("(c) null pipeline", Some(&null_use)),
+        ("Herald fan-out 1", Some(&f1)),
+        ("Herald fan-out 10", Some(&f10)),
+        ("large backlog", large.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(n, f)| f.map(|f| (n, f)))
+    .collect();
+    for (name, f) in &phases {
+        let cores = |k: &str| f.get(k).map_or("-".to_owned(), |v| format!("{v:.2}"));
+        println!(
+            "{name:<22} {:>8.0}% {:>8} {:>8} {:>8}",
+            f["machine_busy_pct"],
+            cores("herald_cores"),
+            cores("broker_cores"),
+            cores("bench_cores")
         );
     }
     let result = json!({
+        "engine": engine,
+        "cores": num_cpus(),
         "events": events,
         "fetch_wait_max_ms": fetch_wait_ms,
         "record_bytes": 1024,
         "concurrency": CONCURRENCY,
         "ceilings": {"http_req_per_s": http, "broker_produce_per_s": produce, "broker_consume_per_s": broker, "null_pipeline_per_s": null},
+        "ceiling_usage": {"http": http_use, "broker": broker_use, "null_pipeline": null_use},
         "herald": {"fanout_1": f1, "fanout_10": f10},
-        "latency": [lat_half, lat_low],
+        "latency": latencies,
+        "waiting_retries": waiting,
+        "large_backlog": large,
     });
     if let Some(path) = json_out {
         std::fs::write(&path, serde_json::to_string_pretty(&result).unwrap()).unwrap();

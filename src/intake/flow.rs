@@ -153,6 +153,11 @@ impl Flow {
         self.assigned_once.load(Ordering::Acquire)
     }
 
+    /// How many partitions are currently tracked.
+    pub fn assigned_count(&self) -> usize {
+        self.lock().partitions.len()
+    }
+
     /// Partitions currently tracked.
     pub fn assigned(&self) -> Vec<Tp> {
         self.lock().partitions.keys().cloned().collect()
