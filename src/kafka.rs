@@ -35,6 +35,10 @@ pub fn consumer_config(config: &KafkaConfig, group_id: &str) -> ClientConfig {
     // in-flight caps decide how much work is held, so a smaller prefetch
     // (still seconds of records) keeps memory bounded. Overridable.
     cc.set("queued.max.messages.kbytes", "16384");
+    // When that prefetch is full (Herald's in-flight limit reached, records
+    // waiting), librdkafka looks again only after fetch.queue.backoff.ms
+    // (default 1 s): a drained queue would idle for the rest of it.
+    cc.set("fetch.queue.backoff.ms", "50");
     if !config.statistics_interval.is_zero() {
         cc.set(
             "statistics.interval.ms",

@@ -185,6 +185,11 @@ struct Held {
     records: VecDeque<SourceRecord>,
 }
 
+/// How long the flow may stay full (records left in librdkafka's queue)
+/// before every partition is paused so that polling can go on: well inside
+/// `max.poll.interval.ms`, and short enough that a rebalance waits little.
+const PAUSE_ALL_AFTER: Duration = Duration::from_secs(1);
+
 /// A consumer group member feeding a [`Dispatch`].
 pub struct Intake {
     consumer: Arc<StreamConsumer<IntakeContext>>,
@@ -232,10 +237,27 @@ impl Intake {
     /// Consumes until `shutdown`, then drains in-flight events for at most
     /// `drain_timeout`, commits, and leaves the group.
     pub async fn run(mut self, dispatch: Arc<dyn Dispatch>, shutdown: CancellationToken, drain_timeout: Duration) {
+        // When the flow became full (no records taken), if it still is.
+        let mut full_since: Option<tokio::time::Instant> = None;
         loop {
+            let (full, globally_paused) = self.flow.fullness();
+            full_since = match (full, full_since) {
+                (false, _) => None,
+                (true, None) => Some(tokio::time::Instant::now()),
+                (true, since) => since,
+            };
+            let pause_all_at = full_since.map_or_else(tokio::time::Instant::now, |t| t + PAUSE_ALL_AFTER);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                // Full for long: pause everything and go on polling.
+                _ = tokio::time::sleep_until(pause_all_at), if full && !globally_paused => {
+                    let paused = self.flow.pause_all();
+                    if !paused.is_empty() {
+                        self.pause(&paused);
+                        self.telemetry.partitions_paused(paused.len(), self.flow.paused_count());
+                    }
+                }
                 _ = self.flow.woken() => {
                     self.telemetry.consumer_woke(self.name);
                     let actions = self.flow.take_actions();
@@ -247,7 +269,7 @@ impl Intake {
                     self.timer_keys.remove(&tp);
                     self.release(&tp, dispatch.as_ref());
                 }
-                message = self.consumer.recv() => {
+                message = self.consumer.recv(), if !full || globally_paused => {
                     self.telemetry.consumer_woke(self.name);
                     match message {
                         Ok(message) => {

@@ -7,10 +7,15 @@
 //! finished prefix) and partitions to resume. The rebalance callback waits
 //! here for revoked partitions to drain.
 //!
-//! Limits pause, they never buffer: a partition with
-//! `max_in_flight_per_partition` events in flight is paused until half have
-//! finished, and reaching `max_in_flight` overall pauses every partition until
-//! three quarters of the budget is free again.
+//! Limits never buffer: a partition with `max_in_flight_per_partition`
+//! events in flight is paused until half have finished. Reaching
+//! `max_in_flight` overall makes the flow *full*: the consumer loop stops
+//! taking records (librdkafka's prefetch, bounded by
+//! `queued.max.messages.kbytes`, waits) until a quarter of the budget is free
+//! again. Pausing every partition instead would make librdkafka drop that
+//! prefetch and fetch it again after each resume. Should the flow stay full
+//! for long, the loop pauses every partition ([`Flow::pause_all`]) so that it
+//! can go on polling (rebalances, `max.poll.interval.ms`) without admitting.
 //!
 //! Every assignment gets a new generation; a completion from an older one
 //! (its partition was revoked and perhaps re-assigned meanwhile) is ignored,
@@ -47,6 +52,9 @@ struct State {
     partitions: HashMap<Tp, Partition>,
     total: usize,
     generation: u64,
+    /// `max_in_flight` reached: take no records until three quarters is free.
+    full: bool,
+    /// Every partition was paused because the flow stayed full.
     globally_paused: bool,
 }
 
@@ -183,14 +191,8 @@ impl Flow {
             pause.push(tp.clone());
         }
         state.total += 1;
-        if !state.globally_paused && state.total >= self.limits.total {
-            state.globally_paused = true;
-            for (other, p) in state.partitions.iter_mut() {
-                if !p.paused {
-                    p.paused = true;
-                    pause.push(other.clone());
-                }
-            }
+        if state.total >= self.limits.total {
+            state.full = true;
         }
         let completion = Completion {
             flow: self.clone(),
@@ -226,7 +228,8 @@ impl Flow {
     pub fn take_actions(&self) -> Actions {
         let mut state = self.lock();
         let state = &mut *state;
-        if state.globally_paused && state.total <= self.limits.total * 3 / 4 {
+        if state.full && state.total <= self.limits.total * 3 / 4 {
+            state.full = false;
             state.globally_paused = false;
         }
         let resume_below = self.limits.per_partition / 2;
@@ -241,6 +244,42 @@ impl Flow {
             }
         }
         actions
+    }
+
+    /// Whether `max_in_flight` is reached: the consumer takes no records.
+    pub fn is_full(&self) -> bool {
+        self.lock().full
+    }
+
+    /// Whether every partition is paused because the flow stayed full.
+    pub fn is_globally_paused(&self) -> bool {
+        self.lock().globally_paused
+    }
+
+    /// [`Flow::is_full`] and [`Flow::is_globally_paused`] under one lock.
+    pub fn fullness(&self) -> (bool, bool) {
+        let state = self.lock();
+        (state.full, state.globally_paused)
+    }
+
+    /// The flow has stayed full for long: pauses every partition (returned)
+    /// until a quarter of the budget is free, so the consumer can go on
+    /// polling without admitting records.
+    pub fn pause_all(&self) -> Vec<Tp> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        if !state.full || state.globally_paused {
+            return Vec::new();
+        }
+        state.globally_paused = true;
+        let mut pause = Vec::new();
+        for (tp, p) in state.partitions.iter_mut() {
+            if !p.paused {
+                p.paused = true;
+                pause.push(tp.clone());
+            }
+        }
+        pause
     }
 
     /// The generation of `tp`'s current assignment, if it is assigned.
@@ -360,7 +399,7 @@ mod tests {
     }
 
     #[test]
-    fn the_global_limit_pauses_every_partition() {
+    fn the_global_limit_stops_intake_without_pausing() {
         let f = flow(100, 8);
         f.assign(&[tp(0), tp(1), tp(2)]);
         let mut held = Vec::new();
@@ -369,19 +408,44 @@ mod tests {
             assert!(pause.is_empty());
             held.push(c);
         }
-        let (c, mut pause) = f.admit(&tp(1), 10);
+        assert!(!f.is_full());
+        let (c, pause) = f.admit(&tp(1), 10);
         held.push(c);
-        pause.sort();
-        assert_eq!(pause, vec![tp(0), tp(1), tp(2)], "the eighth pauses every partition");
+        assert!(pause.is_empty(), "reaching the global limit pauses nothing");
+        assert!(f.is_full(), "the eighth fills the flow");
         held.remove(0).finish();
-        assert!(
-            f.take_actions().resume.is_empty(),
-            "7 of 8 in flight is above three quarters"
-        );
+        assert!(f.take_actions().resume.is_empty());
+        assert!(f.is_full(), "7 of 8 in flight is above three quarters");
         held.remove(0).finish();
+        assert!(f.take_actions().resume.is_empty(), "nothing was paused");
+        assert!(!f.is_full(), "6 of 8: intake goes on");
+        held.into_iter().for_each(Completion::finish);
+    }
+
+    #[test]
+    fn a_flow_that_stays_full_pauses_every_partition_until_a_quarter_is_free() {
+        let f = flow(4, 8);
+        f.assign(&[tp(0), tp(1), tp(2)]);
+        let mut held = Vec::new();
+        // Partition 0 reaches its own limit; two each on 1 and 2 fill the flow.
+        for (p, o) in [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (2, 0), (2, 1)] {
+            held.push(f.admit(&tp(p), o).0);
+        }
+        assert!(f.is_full());
+        let mut paused = f.pause_all();
+        paused.sort();
+        assert_eq!(paused, vec![tp(1), tp(2)], "partition 0 was already paused");
+        assert!(f.is_globally_paused());
+        assert!(f.pause_all().is_empty(), "only once");
+        // Partition 1's two finish: 6 of 8, the flow opens again; partition 0
+        // (4 of 4 in flight) stays paused by its own limit.
+        held.remove(4).finish();
+        held.remove(4).finish();
         let mut resumed = f.take_actions().resume;
         resumed.sort();
-        assert_eq!(resumed, vec![tp(0), tp(1), tp(2)]);
+        assert_eq!(resumed, vec![tp(1), tp(2)]);
+        assert!(!f.is_full() && !f.is_globally_paused());
+        assert!(f.is_paused(&tp(0)));
         held.into_iter().for_each(Completion::finish);
     }
 
