@@ -246,17 +246,18 @@ impl Flow {
         actions
     }
 
-    /// Whether `max_in_flight` is reached: the consumer takes no records.
-    pub fn is_full(&self) -> bool {
-        self.lock().full
+    #[cfg(test)]
+    fn is_full(&self) -> bool {
+        self.fullness().0
     }
 
-    /// Whether every partition is paused because the flow stayed full.
-    pub fn is_globally_paused(&self) -> bool {
-        self.lock().globally_paused
+    #[cfg(test)]
+    fn is_globally_paused(&self) -> bool {
+        self.fullness().1
     }
 
-    /// [`Flow::is_full`] and [`Flow::is_globally_paused`] under one lock.
+    /// Whether `max_in_flight` is reached (the consumer takes no records),
+    /// and whether every partition is paused because the flow stayed full.
     pub fn fullness(&self) -> (bool, bool) {
         let state = self.lock();
         (state.full, state.globally_paused)
