@@ -271,11 +271,22 @@ impl Application {
             tracing::info!(tiers = ?tier_topics, "consuming retry tiers");
             Some(retry_intake.run(Arc::new(RetrySpawner(pipeline)), shutdown.clone(), drain))
         };
-        match retry_run {
-            Some(retry_run) => {
-                tokio::join!(source_run, retry_run);
+        // The consumer loops run as runtime tasks, so the event tasks they
+        // spawn start on a worker's own queue rather than waking one from
+        // outside the runtime for every record.
+        // A loop that panics takes the other down with it (a graceful drain)
+        // and makes the process fail, rather than leaving half a consumer.
+        let mut runs = tokio::task::JoinSet::new();
+        runs.spawn(source_run);
+        if let Some(retry_run) = retry_run {
+            runs.spawn(retry_run);
+        }
+        let mut failure = None;
+        while let Some(ended) = runs.join_next().await {
+            if let Err(e) = ended {
+                shutdown.cancel();
+                failure.get_or_insert(e);
             }
-            None => source_run.await,
         }
         abort.cancel();
         // Intake has drained: write the history queued so far, then flush.
@@ -284,6 +295,9 @@ impl Application {
             let _ = writer.await;
         }
         let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
+        if let Some(e) = failure {
+            return Err(anyhow::anyhow!("a consumer loop failed: {e}"));
+        }
         tracing::info!("stopped");
         Ok(())
     }
