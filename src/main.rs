@@ -614,3 +614,6 @@ async fn deliveries(api: ApiArgs, command: DeliveriesCommand) -> anyhow::Result<
     }
     Ok(())
 }
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
