@@ -4,11 +4,14 @@
 //! Every attempt becomes an [`AttemptRecord`] (the request as sent, the
 //! response as received, bodies truncated at `history.max_body_bytes`) and a
 //! count in per-minute and per-hour buckets. Neither is on the delivery's
-//! path: the [`Recorder`] queues records in memory (bounded; beyond it a
-//! record is dropped and counted, never the delivery held) and writes them in
-//! batches, one Redis pipeline per flush; counters are summed in memory and
-//! never dropped. The full records (bodies untruncated) also go to
-//! `history.topic` for anyone who wants them.
+//! path: the [`Recorder`] queues what each attempt shares with its event (no
+//! copy, no serialisation) in memory (bounded; beyond it an attempt is dropped
+//! and counted, never the delivery held), and a writer builds the records and
+//! writes them in batches, one Redis pipeline per flush; counters are summed
+//! in memory and never dropped. Redis keeps a webhook's newest
+//! `history.max_per_webhook` attempts, so older queued ones are superseded
+//! rather than written and trimmed. The full records (bodies untruncated) of
+//! every attempt also go to `history.topic` for anyone who wants them.
 //!
 //! Redis keys (prefix `P`):
 //! - `P attempts:{webhook}`: sorted set of attempt JSON by time (ms), trimmed to

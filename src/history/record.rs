@@ -1,6 +1,9 @@
 //! One delivery attempt as the history keeps it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -8,7 +11,7 @@ use utoipa::ToSchema;
 
 use crate::delivery::target::Target;
 use crate::delivery::{text_prefix as truncated, Attempt, ATTEMPT_HEADER, USER_AGENT};
-use crate::event::Event;
+use crate::event::{Event, EventMeta};
 
 /// How an attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -78,18 +81,61 @@ pub struct SourceRef {
     pub offset: i64,
 }
 
+/// One attempt as the pipeline hands it to the recorder: shared buffers (the
+/// body, the target) and a few short strings, cheap to make on the delivery
+/// path. The writer turns it into an [`AttemptRecord`] only if it keeps it.
+#[derive(Debug, Clone)]
+pub struct PendingAttempt {
+    pub target: Arc<Target>,
+    pub meta: EventMeta,
+    pub body: Bytes,
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub attempt: Attempt,
+    pub tier: Option<usize>,
+}
+
+impl PendingAttempt {
+    pub fn new(event: &Event, target: &Arc<Target>, attempt: &Attempt, tier: Option<usize>) -> PendingAttempt {
+        PendingAttempt {
+            target: target.clone(),
+            meta: event.meta.clone(),
+            body: event.record.value.clone(),
+            topic: event.record.topic.clone(),
+            partition: event.record.partition,
+            offset: event.record.offset,
+            attempt: attempt.clone(),
+            tier,
+        }
+    }
+
+    pub fn webhook_id(&self) -> &str {
+        self.target.id()
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        if self.attempt.succeeded() {
+            Outcome::Succeeded
+        } else {
+            Outcome::Failed
+        }
+    }
+}
+
 impl AttemptRecord {
-    /// Builds the record of `attempt`; bodies are cut at `max_body` bytes
+    /// Builds the record of an attempt; bodies are cut at `max_body` bytes
     /// (`usize::MAX` keeps them whole).
-    pub fn new(
-        event: &Event,
-        target: &Target,
-        attempt: &Attempt,
-        tier: Option<usize>,
-        max_body: usize,
-    ) -> AttemptRecord {
+    pub fn new(pending: &PendingAttempt, max_body: usize) -> AttemptRecord {
+        let PendingAttempt {
+            target,
+            meta,
+            body,
+            attempt,
+            ..
+        } = pending;
         let mut headers = BTreeMap::new();
-        headers.insert("content-type".to_owned(), event.meta.content_type.clone());
+        headers.insert("content-type".to_owned(), meta.content_type.clone());
         headers.insert("user-agent".to_owned(), USER_AGENT.to_owned());
         headers.insert("webhook-id".to_owned(), attempt.delivery_id.clone());
         if let Some((timestamp, signature)) = &attempt.signed {
@@ -100,14 +146,13 @@ impl AttemptRecord {
         for name in target.webhook.headers.keys() {
             headers.insert(name.to_ascii_lowercase(), "[redacted]".to_owned());
         }
-        for (name, value) in &event.meta.forward_headers {
+        for (name, value) in &meta.forward_headers {
             headers.insert(name.to_ascii_lowercase(), value.clone());
         }
-        let body = &event.record.value;
         let (body_text, body_truncated) = truncated(body, max_body);
-        let (outcome, error, status) = match &attempt.result {
-            Ok(status) => (Outcome::Succeeded, None, Some(*status)),
-            Err(failure) => (Outcome::Failed, Some(failure.describe()), failure.status()),
+        let (error, status) = match &attempt.result {
+            Ok(status) => (None, Some(*status)),
+            Err(failure) => (Some(failure.describe()), failure.status()),
         };
         let response = status.map(|status| {
             let (body, body_truncated) = match &attempt.response_excerpt {
@@ -127,15 +172,15 @@ impl AttemptRecord {
         AttemptRecord {
             id: format!("att_{}", hex::encode(rand::random::<[u8; 10]>())),
             webhook_id: target.id().to_owned(),
-            tenant: event.meta.tenant.clone(),
+            tenant: meta.tenant.clone(),
             delivery_id: attempt.delivery_id.clone(),
-            event_type: event.meta.event_type.clone(),
-            event_id: event.meta.event_id.clone(),
+            event_type: meta.event_type.clone(),
+            event_id: meta.event_id.clone(),
             attempt: attempt.attempt,
-            tier: tier.map_or(0, |t| t as u32 + 1),
+            tier: pending.tier.map_or(0, |t| t as u32 + 1),
             at: attempt.started_at,
             duration_ms: attempt.duration.as_millis() as u64,
-            outcome,
+            outcome: pending.outcome(),
             class: attempt.class().to_owned(),
             error,
             request: RequestRecord {
@@ -147,9 +192,9 @@ impl AttemptRecord {
             },
             response,
             source: SourceRef {
-                topic: event.record.topic.to_string(),
-                partition: event.record.partition,
-                offset: event.record.offset,
+                topic: pending.topic.to_string(),
+                partition: pending.partition,
+                offset: pending.offset,
             },
         }
     }

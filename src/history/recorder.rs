@@ -1,41 +1,131 @@
 //! Queues attempt records and counts off the delivery path, and writes them
 //! in batches.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HistoryConfig;
 use crate::delivery::target::Target;
 use crate::delivery::Attempt;
 use crate::event::Event;
-use crate::history::record::AttemptRecord;
+use crate::history::record::{AttemptRecord, Outcome, PendingAttempt};
 use crate::history::store::{Counts, HistoryStore, Scope};
 use crate::telemetry::Telemetry;
 
-/// Most records written in one pipeline.
+/// Most records written in one Redis pipeline.
 const BATCH: usize = 1000;
 
 /// The handle the pipeline records attempts with.
 pub struct Recorder {
-    tx: mpsc::Sender<AttemptRecord>,
-    counts: Arc<Mutex<HashMap<Scope, Counts>>>,
-    /// Bodies are kept whole when the attempts topic wants them.
-    record_body_limit: usize,
+    queue: Arc<Mutex<Queue>>,
+    /// Wakes the writer early when the queue is half full.
+    flush_soon: Arc<Notify>,
+    limits: Limits,
     telemetry: Telemetry,
 }
 
-/// The background half: drains the queue into Redis and the attempts topic.
+/// Bounds of the queue.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Attempts queued in all.
+    capacity: usize,
+    /// Attempts queued per webhook, unless `keep_all`.
+    max_per_webhook: usize,
+    /// The attempts topic wants every attempt, so none is superseded.
+    keep_all: bool,
+}
+
+/// What became of a recorded attempt.
+#[derive(Debug, PartialEq, Eq)]
+enum Pushed {
+    /// Queued; the queue has just become half full.
+    Queued { half_full: bool },
+    /// Queued in place of its webhook's oldest queued attempt.
+    Superseded,
+    /// Not queued: the queue is full.
+    Dropped,
+}
+
+/// Attempts waiting to be written, by webhook, and the counts to add.
+#[derive(Default)]
+struct Queue {
+    attempts: HashMap<String, VecDeque<PendingAttempt>>,
+    len: usize,
+    webhooks: HashMap<String, Counts>,
+    tenants: HashMap<String, Counts>,
+}
+
+impl Queue {
+    fn counts(&mut self) -> HashMap<Scope, Counts> {
+        let webhooks = self.webhooks.drain().map(|(id, c)| (Scope::Webhook(id), c));
+        let tenants = self.tenants.drain().map(|(t, c)| (Scope::Tenant(t), c));
+        webhooks.chain(tenants).collect()
+    }
+
+    fn push(&mut self, pending: PendingAttempt, limits: &Limits) -> Pushed {
+        let waiting = self.attempts.get_mut(pending.webhook_id());
+        match waiting {
+            Some(waiting) if !limits.keep_all && waiting.len() >= limits.max_per_webhook => {
+                waiting.pop_front();
+                waiting.push_back(pending);
+                return Pushed::Superseded;
+            }
+            _ if self.len >= limits.capacity => return Pushed::Dropped,
+            Some(waiting) => waiting.push_back(pending),
+            None => {
+                self.attempts
+                    .insert(pending.webhook_id().to_owned(), VecDeque::from([pending]));
+            }
+        }
+        self.len += 1;
+        Pushed::Queued {
+            half_full: self.len == limits.capacity / 2,
+        }
+    }
+
+    fn restore(&mut self, counts: HashMap<Scope, Counts>) {
+        for (scope, c) in counts {
+            let slot = match scope {
+                Scope::Webhook(id) => self.webhooks.entry(id),
+                Scope::Tenant(t) => self.tenants.entry(t),
+            };
+            slot.or_default().merge(c);
+        }
+    }
+}
+
+fn count(map: &mut HashMap<String, Counts>, key: &str, outcome: Outcome, at_ms: i64) {
+    match map.get_mut(key) {
+        Some(c) => c.add(outcome, at_ms),
+        None => map.entry(key.to_owned()).or_default().add(outcome, at_ms),
+    }
+}
+
+/// Orders a webhook's attempts by time when more than `keep` wait, and
+/// returns the index from which they are the newest `keep`: Redis keeps only
+/// those, so only those are written.
+fn newest_last(waiting: &mut VecDeque<PendingAttempt>, keep: usize) -> usize {
+    let from = waiting.len().saturating_sub(keep);
+    if from > 0 {
+        waiting.make_contiguous().sort_by_key(|p| p.attempt.started_at);
+    }
+    from
+}
+
+/// The background half: builds the kept records and writes them to Redis and
+/// the attempts topic.
 pub struct Writer {
-    rx: mpsc::Receiver<AttemptRecord>,
-    counts: Arc<Mutex<HashMap<Scope, Counts>>>,
+    queue: Arc<Mutex<Queue>>,
+    flush_soon: Arc<Notify>,
     store: HistoryStore,
     producer: Option<(FutureProducer, String)>,
     max_body: usize,
+    max_per_webhook: usize,
     flush_interval: Duration,
     telemetry: Telemetry,
 }
@@ -47,25 +137,26 @@ impl Recorder {
         producer: Option<FutureProducer>,
         telemetry: Telemetry,
     ) -> (Arc<Recorder>, Writer) {
-        let (tx, rx) = mpsc::channel(config.queue_capacity);
-        let counts = Arc::new(Mutex::new(HashMap::new()));
+        let queue = Arc::new(Mutex::new(Queue::default()));
+        let flush_soon = Arc::new(Notify::new());
         let producer = producer.zip(config.topic().map(str::to_owned));
         let recorder = Recorder {
-            tx,
-            counts: counts.clone(),
-            record_body_limit: if producer.is_some() {
-                usize::MAX
-            } else {
-                config.max_body_bytes
+            queue: queue.clone(),
+            flush_soon: flush_soon.clone(),
+            limits: Limits {
+                capacity: config.queue_capacity,
+                max_per_webhook: config.max_per_webhook,
+                keep_all: producer.is_some(),
             },
             telemetry: telemetry.clone(),
         };
         let writer = Writer {
-            rx,
-            counts,
+            queue,
+            flush_soon,
             store,
             producer,
             max_body: config.max_body_bytes,
+            max_per_webhook: config.max_per_webhook,
             flush_interval: config.flush_interval,
             telemetry,
         };
@@ -73,80 +164,88 @@ impl Recorder {
     }
 
     /// Records one attempt: counted always, queued for history unless the
-    /// queue is full (then dropped and counted). Never waits.
-    pub fn record(&self, event: &Event, target: &Target, attempt: &Attempt, tier: Option<usize>) {
-        let record = AttemptRecord::new(event, target, attempt, tier, self.record_body_limit);
-        let at_ms = crate::history::epoch_ms(record.at);
-        {
-            let mut counts = self.counts.lock().expect("counts lock");
-            counts
-                .entry(Scope::Webhook(record.webhook_id.clone()))
-                .or_default()
-                .add(record.outcome, at_ms);
-            if let Some(tenant) = &record.tenant {
-                counts
-                    .entry(Scope::Tenant(tenant.clone()))
-                    .or_default()
-                    .add(record.outcome, at_ms);
+    /// queue is full (then dropped and counted). Never waits, and builds no
+    /// record: that is the writer's work, for the attempts it keeps.
+    ///
+    /// Redis keeps the newest `history.max_per_webhook` attempts of a
+    /// webhook, so unless the attempts topic wants every attempt, a webhook's
+    /// queued attempts beyond that many are superseded by newer ones here
+    /// rather than written and trimmed.
+    pub fn record(&self, event: &Event, target: &Arc<Target>, attempt: &Attempt, tier: Option<usize>) {
+        let pending = PendingAttempt::new(event, target, attempt, tier);
+        let outcome = pending.outcome();
+        let at_ms = crate::history::epoch_ms(attempt.started_at);
+        let pushed = {
+            let mut queue = self.queue.lock().expect("history queue lock");
+            count(&mut queue.webhooks, target.id(), outcome, at_ms);
+            if let Some(tenant) = &event.meta.tenant {
+                count(&mut queue.tenants, tenant, outcome, at_ms);
             }
-        }
-        if self.tx.try_send(record).is_err() {
-            self.telemetry.history_dropped();
+            queue.push(pending, &self.limits)
+        };
+        match pushed {
+            Pushed::Queued { half_full } => {
+                if half_full {
+                    self.flush_soon.notify_one();
+                }
+            }
+            Pushed::Superseded => self.telemetry.history_superseded(),
+            Pushed::Dropped => self.telemetry.history_dropped(),
         }
     }
 }
 
 impl Writer {
-    /// Writes batches every `flush_interval` until `shutdown`, then writes
-    /// what is left.
+    /// Writes every `flush_interval` (sooner when the queue is half full)
+    /// until `shutdown`, then writes what is left.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut ticker = tokio::time::interval(self.flush_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let stopping = tokio::select! {
                 _ = ticker.tick() => false,
+                _ = self.flush_soon.notified() => false,
                 _ = shutdown.cancelled() => true,
             };
-            loop {
-                let mut batch = Vec::new();
-                while batch.len() < BATCH {
-                    match self.rx.try_recv() {
-                        Ok(record) => batch.push(record),
-                        Err(_) => break,
-                    }
-                }
-                let full = batch.len() == BATCH;
-                self.flush(batch).await;
-                if !full {
-                    break;
-                }
-            }
+            self.flush().await;
             if stopping {
                 return;
             }
         }
     }
 
-    async fn flush(&mut self, records: Vec<AttemptRecord>) {
-        let counts = std::mem::take(&mut *self.counts.lock().expect("counts lock"));
-        if records.is_empty() && counts.is_empty() {
+    async fn flush(&mut self) {
+        let (attempts, counts) = {
+            let mut queue = self.queue.lock().expect("history queue lock");
+            queue.len = 0;
+            (std::mem::take(&mut queue.attempts), queue.counts())
+        };
+        if attempts.is_empty() && counts.is_empty() {
             return;
         }
         let mut acks = Vec::new();
-        let mut rows = Vec::with_capacity(records.len());
-        for mut record in records {
-            if let Some((producer, topic)) = &self.producer {
-                let full = serde_json::to_vec(&record).expect("records serialise");
-                let kafka = FutureRecord::to(topic).key(record.webhook_id.as_bytes()).payload(&full);
-                match producer.send_result(kafka) {
-                    Ok(ack) => acks.push(ack),
-                    Err((e, _)) => self.telemetry.history_topic_failed(&e),
+        let mut rows = Vec::new();
+        for (webhook, mut waiting) in attempts {
+            let keep_from = newest_last(&mut waiting, self.max_per_webhook);
+            for (i, pending) in waiting.iter().enumerate() {
+                if let Some((producer, topic)) = &self.producer {
+                    let full = serde_json::to_vec(&AttemptRecord::new(pending, usize::MAX)).expect("records serialise");
+                    let kafka = FutureRecord::to(topic).key(webhook.as_bytes()).payload(&full);
+                    match producer.send_result(kafka) {
+                        Ok(ack) => acks.push(ack),
+                        Err((e, _)) => self.telemetry.history_topic_failed(&e),
+                    }
                 }
-                record.truncate_bodies(self.max_body);
+                if i >= keep_from {
+                    let record = AttemptRecord::new(pending, self.max_body);
+                    let at_ms = crate::history::epoch_ms(record.at);
+                    let json = serde_json::to_string(&record).expect("records serialise");
+                    rows.push((webhook.clone(), at_ms, json));
+                }
             }
-            let at_ms = crate::history::epoch_ms(record.at);
-            let json = serde_json::to_string(&record).expect("records serialise");
-            rows.push((record.webhook_id, at_ms, json));
+            if keep_from > 0 {
+                self.telemetry.history_superseded_by(keep_from);
+            }
         }
         if !acks.is_empty() {
             let telemetry = self.telemetry.clone();
@@ -161,16 +260,137 @@ impl Writer {
             });
         }
         let now_ms = crate::history::epoch_ms(time::OffsetDateTime::now_utc());
-        match self.store.write(&rows, &counts, now_ms).await {
-            Ok(()) => self.telemetry.history_written(rows.len()),
-            Err(e) => {
-                self.telemetry.history_write_failed(rows.len(), &e);
-                // Counts are kept for the next flush; records are not.
-                let mut pending = self.counts.lock().expect("counts lock");
-                for (scope, c) in counts {
-                    pending.entry(scope).or_default().merge(c);
+        let mut counts = Some(counts);
+        let mut chunks = rows.chunks(BATCH);
+        let mut chunk = chunks.next().unwrap_or_default();
+        loop {
+            let with_counts = counts.take().unwrap_or_default();
+            match self.store.write(chunk, &with_counts, now_ms).await {
+                Ok(()) => self.telemetry.history_written(chunk.len()),
+                Err(e) => {
+                    self.telemetry.history_write_failed(chunk.len(), &e);
+                    // Counts are kept for the next flush; records are not.
+                    self.queue.lock().expect("history queue lock").restore(with_counts);
                 }
             }
+            match chunks.next() {
+                Some(next) => chunk = next,
+                None => break,
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::target::EndpointDefaults;
+    use crate::event::{EventMeta, SourceRecord};
+    use crate::subscriptions::model::tests::webhook;
+    use time::OffsetDateTime;
+
+    fn target(id: &str) -> Arc<Target> {
+        let defaults = EndpointDefaults {
+            max_in_flight: 4,
+            max_queue_wait: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+        };
+        Arc::new(Target::compile(webhook(id, "https://example.com/", &["*"]), &defaults, None).unwrap())
+    }
+
+    /// Attempt `n` (its offset) to `target`, started `n` seconds after the epoch.
+    fn pending(target: &Arc<Target>, n: i64) -> PendingAttempt {
+        let event = Event {
+            record: SourceRecord {
+                topic: Arc::from("events"),
+                partition: 0,
+                offset: n,
+                timestamp_ms: None,
+                key: None,
+                value: bytes::Bytes::from_static(b"{}"),
+                headers: Vec::new(),
+            },
+            meta: EventMeta {
+                event_type: "a.b".into(),
+                event_id: None,
+                event_time: None,
+                tenant: None,
+                content_type: "application/json".into(),
+                forward_headers: Vec::new(),
+            },
+        };
+        let attempt = Attempt {
+            delivery_id: format!("msg_{n}"),
+            attempt: 1,
+            started_at: OffsetDateTime::from_unix_timestamp(n).unwrap(),
+            duration: Duration::from_millis(1),
+            result: Ok(204),
+            response_excerpt: None,
+            signed: None,
+            response_headers: Vec::new(),
+        };
+        PendingAttempt::new(&event, target, &attempt, None)
+    }
+
+    fn offsets(queue: &Queue, webhook: &str) -> Vec<i64> {
+        queue.attempts[webhook].iter().map(|p| p.offset).collect()
+    }
+
+    #[test]
+    fn a_busy_webhook_keeps_only_its_newest_attempts_queued() {
+        let limits = Limits {
+            capacity: 100,
+            max_per_webhook: 3,
+            keep_all: false,
+        };
+        let (a, b) = (target("a"), target("b"));
+        let mut queue = Queue::default();
+        let results: Vec<Pushed> = (0..5).map(|n| queue.push(pending(&a, n), &limits)).collect();
+        assert_eq!(results[..3], [const { Pushed::Queued { half_full: false } }; 3]);
+        assert_eq!(results[3..], [Pushed::Superseded, Pushed::Superseded]);
+        assert_eq!(offsets(&queue, "a"), [2, 3, 4]);
+        assert_eq!(queue.push(pending(&b, 9), &limits), Pushed::Queued { half_full: false });
+        // Superseded attempts free no room and take none.
+        assert_eq!(queue.len, 4);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_says_when_it_is_half_full() {
+        let limits = Limits {
+            capacity: 4,
+            max_per_webhook: 10,
+            keep_all: false,
+        };
+        let (a, b) = (target("a"), target("b"));
+        let mut queue = Queue::default();
+        assert_eq!(queue.push(pending(&a, 0), &limits), Pushed::Queued { half_full: false });
+        assert_eq!(queue.push(pending(&b, 1), &limits), Pushed::Queued { half_full: true });
+        assert_eq!(queue.push(pending(&a, 2), &limits), Pushed::Queued { half_full: false });
+        assert_eq!(queue.push(pending(&a, 3), &limits), Pushed::Queued { half_full: false });
+        assert_eq!(queue.push(pending(&b, 4), &limits), Pushed::Dropped);
+        assert_eq!(offsets(&queue, "a"), [0, 2, 3]);
+        assert_eq!(offsets(&queue, "b"), [1]);
+    }
+
+    #[test]
+    fn with_the_attempts_topic_every_attempt_is_queued() {
+        let limits = Limits {
+            capacity: 100,
+            max_per_webhook: 3,
+            keep_all: true,
+        };
+        let a = target("a");
+        let mut queue = Queue::default();
+        for n in 0..10 {
+            assert!(matches!(queue.push(pending(&a, n), &limits), Pushed::Queued { .. }));
+        }
+        assert_eq!(offsets(&queue, "a"), (0..10).collect::<Vec<_>>());
+        // Only the newest three by start time go to Redis.
+        let mut waiting: VecDeque<PendingAttempt> = [5, 1, 9, 3, 7].iter().map(|n| pending(&a, *n)).collect();
+        let from = newest_last(&mut waiting, 3);
+        let kept: Vec<i64> = waiting.iter().skip(from).map(|p| p.offset).collect();
+        assert_eq!(kept, [5, 7, 9]);
+        let mut few: VecDeque<PendingAttempt> = [2, 1].iter().map(|n| pending(&a, *n)).collect();
+        assert_eq!(newest_last(&mut few, 3), 0);
     }
 }

@@ -303,7 +303,8 @@ impl Metrics {
             history_records: counter_vec(
                 r,
                 "herald_history_records_total",
-                "Delivery history records, by result: written (to Redis), dropped (queue full), \
+                "Delivery history records, by result: written (to Redis), superseded (by newer attempts \
+                 of the same webhook, beyond history.max_per_webhook), dropped (queue full), \
                  write_failed (Redis error), topic_failed (not acknowledged on history.topic).",
                 &["result"],
             ),
@@ -339,7 +340,7 @@ impl Metrics {
         for status in ["paused", "disabled"] {
             m.deliveries_not_attempted.with_label_values(&[status]);
         }
-        for result in ["written", "dropped", "write_failed", "topic_failed"] {
+        for result in ["written", "superseded", "dropped", "write_failed", "topic_failed"] {
             m.history_records.with_label_values(&[result]);
         }
         for action in crate::admin::ACTIONS {

@@ -270,6 +270,19 @@ impl Telemetry {
         debug!("delivery history queue full: record dropped");
     }
 
+    /// An attempt not written because newer attempts of its webhook replaced
+    /// it (Redis keeps only the newest `history.max_per_webhook`).
+    pub fn history_superseded(&self) {
+        self.history_superseded_by(1);
+    }
+
+    pub fn history_superseded_by(&self, n: usize) {
+        self.metrics
+            .history_records
+            .with_label_values(&["superseded"])
+            .inc_by(n as u64);
+    }
+
     pub fn history_written(&self, n: usize) {
         self.metrics
             .history_records
