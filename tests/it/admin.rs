@@ -771,6 +771,28 @@ async fn delivery_history_stats_retry_replay_and_test_ping() {
         got[before].header("webhook-id"),
         letters[0].header("herald.delivery.id")
     );
+    // History is written a flush after the attempt: wait for it, so that the
+    // deletion below cannot be overtaken by this attempt's record.
+    let replayed_id = letters[0].header("herald.delivery.id").to_owned();
+    eventually(
+        Duration::from_secs(10),
+        "the replayed attempt in the history",
+        || async {
+            let page = api
+                .ok(
+                    Method::GET,
+                    &format!("{path}/deliveries?delivery_id={replayed_id}"),
+                    ACME,
+                    None,
+                )
+                .await;
+            page["data"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|a| a["outcome"] == "succeeded"))
+                .then_some(())
+        },
+    )
+    .await;
     assert_problem(
         &api.call(
             Method::POST,
