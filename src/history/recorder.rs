@@ -228,16 +228,24 @@ impl Writer {
         for (webhook, mut waiting) in attempts {
             let keep_from = newest_last(&mut waiting, self.max_per_webhook);
             for (i, pending) in waiting.iter().enumerate() {
-                if let Some((producer, topic)) = &self.producer {
-                    let full = serde_json::to_vec(&AttemptRecord::new(pending, usize::MAX)).expect("records serialise");
-                    let kafka = FutureRecord::to(topic).key(webhook.as_bytes()).payload(&full);
-                    match producer.send_result(kafka) {
-                        Ok(ack) => acks.push(ack),
-                        Err((e, _)) => self.telemetry.history_topic_failed(&e),
+                let kept = i >= keep_from;
+                let mut record = match &self.producer {
+                    // The topic gets every attempt, bodies whole.
+                    Some((producer, topic)) => {
+                        let record = AttemptRecord::new(pending, usize::MAX);
+                        let full = serde_json::to_vec(&record).expect("records serialise");
+                        let kafka = FutureRecord::to(topic).key(webhook.as_bytes()).payload(&full);
+                        match producer.send_result(kafka) {
+                            Ok(ack) => acks.push(ack),
+                            Err((e, _)) => self.telemetry.history_topic_failed(&e),
+                        }
+                        record
                     }
-                }
-                if i >= keep_from {
-                    let record = AttemptRecord::new(pending, self.max_body);
+                    None if kept => AttemptRecord::new(pending, self.max_body),
+                    None => continue,
+                };
+                if kept {
+                    record.truncate_bodies(self.max_body);
                     let at_ms = crate::history::epoch_ms(record.at);
                     let json = serde_json::to_string(&record).expect("records serialise");
                     rows.push((webhook.clone(), at_ms, json));
@@ -260,11 +268,14 @@ impl Writer {
             });
         }
         let now_ms = crate::history::epoch_ms(time::OffsetDateTime::now_utc());
-        let mut counts = Some(counts);
-        let mut chunks = rows.chunks(BATCH);
-        let mut chunk = chunks.next().unwrap_or_default();
-        loop {
-            let with_counts = counts.take().unwrap_or_default();
+        // Counts go with the first pipeline (alone when no record is kept).
+        let mut counts = counts;
+        let mut chunks: Vec<&[(String, i64, String)]> = rows.chunks(BATCH).collect();
+        if chunks.is_empty() {
+            chunks.push(&[]);
+        }
+        for chunk in chunks {
+            let with_counts = std::mem::take(&mut counts);
             match self.store.write(chunk, &with_counts, now_ms).await {
                 Ok(()) => self.telemetry.history_written(chunk.len()),
                 Err(e) => {
@@ -272,10 +283,6 @@ impl Writer {
                     // Counts are kept for the next flush; records are not.
                     self.queue.lock().expect("history queue lock").restore(with_counts);
                 }
-            }
-            match chunks.next() {
-                Some(next) => chunk = next,
-                None => break,
             }
         }
     }
