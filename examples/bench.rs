@@ -394,7 +394,7 @@ impl Bench {
             .local_addr()
             .unwrap();
         let config = format!(
-            "[kafka]\nbrokers = \"{b}\"\ngroup_id = \"{p}group\"\ntopics = [\"{topic}\"]\n\
+            "[kafka]\nbrokers = \"{b}\"\ngroup_id = \"{p}group\"\ntopics = [\"{topic}\"]\ncreate_missing_topics = true\n\
              [redis]\nurl = \"{r}\"\nprefix = \"{p}\"\n[dead_letter]\ntopic = \"{dlq}\"\n\
              [system_events]\ntopic = \"\"\n[history]\ntopic = \"\"\n\
              [delivery]\nallow_cidrs = [\"127.0.0.0/8\"]\n[http]\nlisten = \"{ops}\"\n[log]\nlevel = \"warn\"\n\

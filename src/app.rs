@@ -13,21 +13,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use rdkafka::producer::{FutureProducer, Producer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::delivery::target::EndpointDefaults;
 use crate::delivery::Deliverer;
-use crate::intake::consumer::ConsumerSpec;
-use crate::intake::consumer::Intake;
+use crate::intake::consumer::{ConsumerSpec, Holding, Intake};
 use crate::intake::flow::{Flow, FlowLimits};
+use crate::kafka::TopicSpec;
 use crate::pipeline::RetrySpawner;
 use crate::pipeline::{Pipeline, Spawner};
-use crate::retry::lifecycle::Lifecycle;
+use crate::retry::policy::Policy;
 use crate::retry::sink::FailureSink;
 use crate::routing::envelope::Envelopes;
+use crate::subscriptions::lifecycle::Lifecycle;
 use crate::subscriptions::store::SubscriptionStore;
 use crate::subscriptions::sync::{SubscriptionIndex, SyncTask};
 use crate::telemetry::server::{self, OpsState};
@@ -70,7 +70,11 @@ impl Application {
         }
         let redis = redis::Client::open(config.redis.url.as_str()).context("invalid redis.url")?;
         let telemetry = Telemetry::new(&config.kafka.topics);
-        telemetry.metrics.preregister_retry(config.retry.tiers.len());
+        let mut retry_topics = config.retry.wait_topics().names();
+        retry_topics.push(config.dead_letter.topic.clone());
+        telemetry
+            .metrics
+            .preregister_retry(config.retry.tiers.len(), &retry_topics);
         Ok(Application {
             telemetry,
             index: SubscriptionIndex::new(),
@@ -177,28 +181,29 @@ impl Application {
         }
         tracing::info!(webhooks = index.load().len(), "subscriptions loaded");
 
-        let tier_topics = config.retry.topics();
-        let mut needed = vec![config.dead_letter.topic.as_str()];
-        needed.extend(tier_topics.iter().map(String::as_str));
-        needed.extend(config.system_events.topic());
-        needed.extend(config.history.topic());
-        crate::kafka::ensure_topics(&config.kafka, &needed, config.kafka.create_missing_topics)
-            .await
-            .context("dead-letter or retry topics unavailable")?;
-        let producer: FutureProducer = crate::kafka::producer_config(&config.kafka)
-            .create()
-            .context("cannot create the Kafka producer")?;
+        let waits = config.retry.wait_topics();
+        for unverified in crate::kafka::ensure_topics(
+            &config.kafka,
+            &written_topics(config),
+            config.kafka.create_missing_topics,
+        )
+        .await
+        .context("dead-letter or retry topics unavailable")?
+        {
+            tracing::warn!(topic = %unverified.topic, why = %unverified.why, "cannot verify that this topic keeps records long enough; check its retention.ms (docs/dead-letter.md)");
+        }
+        let producer = crate::kafka::SharedProducer::new(&config.kafka).context("cannot create the Kafka producer")?;
 
         let redis = redis::Client::open(config.redis.url.as_str()).context("invalid redis.url")?;
         let lifecycle = Lifecycle {
             store: SubscriptionStore::connect(&redis, &config.redis.prefix)
                 .await
                 .context("cannot connect to Redis")?,
-            events: crate::retry::lifecycle::SystemEvents::new(
+            events: crate::subscriptions::lifecycle::SystemEvents::new(
                 producer.clone(),
                 config.system_events.topic().map(str::to_owned),
             ),
-            auto_disable: crate::retry::lifecycle::AutoDisable {
+            auto_disable: crate::subscriptions::lifecycle::AutoDisable {
                 after: config.auto_disable.after,
                 consecutive_failures: config.auto_disable.consecutive_failures,
             },
@@ -234,10 +239,14 @@ impl Application {
             failures: FailureSink::new(
                 producer.clone(),
                 &config.dead_letter,
-                tier_topics.clone(),
+                crate::retry::sink::Topics::of(config),
                 telemetry.clone(),
             ),
-            schedule: config.retry.schedule(),
+            policy: Policy {
+                schedule: config.retry.schedule(),
+                final_statuses: config.retry.final_statuses.clone(),
+            },
+            waits: waits.clone(),
             telemetry: telemetry.clone(),
             abort: abort.clone(),
         });
@@ -245,7 +254,7 @@ impl Application {
             name: "source",
             group_id: config.kafka.group_id.clone(),
             topics: config.kafka.topics.clone(),
-            due: None,
+            hold: None,
         };
         let intake =
             Intake::new(&config.kafka, source, flow, telemetry.clone()).context("cannot create the Kafka consumer")?;
@@ -253,24 +262,25 @@ impl Application {
         let drain = config.shutdown.drain_timeout;
         let source_run = intake.run(Arc::new(Spawner(pipeline.clone())), shutdown.clone(), drain);
 
-        let retry_run = if tier_topics.is_empty() {
-            None
-        } else {
-            let spec = ConsumerSpec {
-                name: "retry",
-                group_id: config.retry.group_id(&config.kafka),
-                topics: tier_topics.clone(),
-                due: Some(crate::retry::record::due_at),
-            };
-            let retry_flow = Flow::new(FlowLimits {
-                per_partition: config.kafka.max_in_flight_per_partition,
-                total: config.kafka.max_in_flight,
-            });
-            let retry_intake = Intake::new(&config.kafka, spec, retry_flow, telemetry.clone())
-                .context("cannot create the retry consumer")?;
-            tracing::info!(tiers = ?tier_topics, "consuming retry tiers");
-            Some(retry_intake.run(Arc::new(RetrySpawner(pipeline)), shutdown.clone(), drain))
+        // The tiers and the redrive topic: one group, records held until due.
+        let spec = ConsumerSpec {
+            name: "retry",
+            group_id: config.retry.group_id(&config.kafka),
+            topics: waits.names(),
+            hold: Some(Holding {
+                policy: Arc::new(waits.clone()),
+                max_out_of_order: config.retry.max_out_of_order,
+                max_out_of_order_bytes: config.retry.max_out_of_order_bytes,
+            }),
         };
+        let retry_flow = Flow::new(FlowLimits {
+            per_partition: config.kafka.max_in_flight_per_partition,
+            total: config.kafka.max_in_flight,
+        });
+        let retry_intake = Intake::new(&config.kafka, spec, retry_flow, telemetry.clone())
+            .context("cannot create the retry consumer")?;
+        tracing::info!(topics = ?waits.names(), "consuming retry tiers and the redrive topic");
+        let retry_run = retry_intake.run(Arc::new(RetrySpawner(pipeline)), shutdown.clone(), drain);
         // The consumer loops run as runtime tasks, so the event tasks they
         // spawn start on a worker's own queue rather than waking one from
         // outside the runtime for every record.
@@ -278,9 +288,7 @@ impl Application {
         // and makes the process fail, rather than leaving half a consumer.
         let mut runs = tokio::task::JoinSet::new();
         runs.spawn(source_run);
-        if let Some(retry_run) = retry_run {
-            runs.spawn(retry_run);
-        }
+        runs.spawn(retry_run);
         let mut failure = None;
         while let Some(ended) = runs.join_next().await {
             if let Err(e) = ended {
@@ -301,6 +309,28 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Every topic Herald writes, with the retention each needs: the dead-letter
+/// topic keeps `dead_letter.retention`; a wait topic, at least the longest a
+/// record may wait there (created with twice that, or its configured
+/// retention).
+pub fn written_topics(config: &Config) -> Vec<TopicSpec> {
+    let mut topics = vec![TopicSpec {
+        name: config.dead_letter.topic.clone(),
+        create_retention: Some(config.dead_letter.retention),
+        min_retention: Some(config.dead_letter.retention),
+    }];
+    for wait in config.retry.wait_topics().all() {
+        topics.push(TopicSpec {
+            name: wait.topic.clone(),
+            create_retention: Some(wait.retention),
+            min_retention: Some(wait.longest + crate::retry::wait::RANGE_SLACK),
+        });
+    }
+    topics.extend(config.system_events.topic().map(TopicSpec::plain));
+    topics.extend(config.history.topic().map(TopicSpec::plain));
+    topics
 }
 
 /// A token cancelled on SIGTERM or SIGINT.

@@ -216,6 +216,10 @@ pub struct DeliveryConfig {
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterConfig {
     pub topic: String,
+    /// How long dead letters are kept for replay: `retention.ms` of the topic
+    /// when Herald creates it, and the least an existing topic must keep.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
     /// First delay before retrying a failed produce.
     #[serde(with = "humantime_serde")]
     pub produce_retry_min_delay: Duration,
@@ -234,6 +238,20 @@ pub struct RetryConfig {
     /// Consumer group of the tier consumers (default: `{kafka.group_id}.retry`).
     #[serde(default)]
     pub group_id: Option<String>,
+    /// Topic of deliveries due now: manual retries and replays.
+    pub redrive_topic: String,
+    /// `retention.ms` of the redrive topic when Herald creates it.
+    #[serde(default, with = "humantime_serde")]
+    pub redrive_retention: Option<Duration>,
+    /// Per partition: retries held aside out of order, and retries delivered
+    /// past the oldest of them, before it is moved to the end of a topic.
+    pub max_out_of_order: usize,
+    /// Per partition: bytes of retries held aside out of order.
+    pub max_out_of_order_bytes: usize,
+    /// HTTP statuses that end a delivery at once (dead-lettered as
+    /// `final_status`) instead of being retried; 410 always does.
+    #[serde(default)]
+    pub final_statuses: Vec<u16>,
 }
 
 impl RetryConfig {
@@ -251,8 +269,14 @@ impl RetryConfig {
         }
     }
 
+    /// The tier topics, in order.
     pub fn topics(&self) -> Vec<String> {
         self.tiers.iter().map(|t| t.topic.clone()).collect()
+    }
+
+    /// Every topic where retries wait: the tiers, then the redrive topic.
+    pub fn wait_topics(&self) -> crate::retry::wait::WaitTopics {
+        crate::retry::wait::WaitTopics::new(self)
     }
 }
 
@@ -596,6 +620,44 @@ impl Config {
                 ));
             }
         }
+        if r.redrive_topic.trim().is_empty() {
+            return Err(ConfigError::invalid("retry.redrive_topic", "must not be empty"));
+        }
+        if seen.contains(r.redrive_topic.as_str())
+            || r.redrive_topic == self.dead_letter.topic
+            || k.topics.contains(&r.redrive_topic)
+        {
+            return Err(ConfigError::invalid(
+                "retry.redrive_topic",
+                "must differ from every tier, source and dead-letter topic",
+            ));
+        }
+        positive("retry.max_out_of_order", r.max_out_of_order)?;
+        positive("retry.max_out_of_order_bytes", r.max_out_of_order_bytes)?;
+        for status in &r.final_statuses {
+            if !(300..=599).contains(status) {
+                return Err(ConfigError::invalid(
+                    "retry.final_statuses",
+                    format!("{status} is not a failure status (300 to 599)"),
+                ));
+            }
+        }
+        for (i, wait) in r.wait_topics().all().iter().enumerate() {
+            if wait.retention < wait.longest + crate::retry::wait::RANGE_SLACK {
+                let key = match wait.tier {
+                    Some(_) => format!("retry.tiers[{i}].retention"),
+                    None => "retry.redrive_retention".to_owned(),
+                };
+                return Err(ConfigError::invalid(
+                    key,
+                    format!(
+                        "must keep records at least as long as one may wait there ({}, plus a minute)",
+                        humantime::format_duration(wait.longest)
+                    ),
+                ));
+            }
+        }
+        nonzero("dead_letter.retention", self.dead_letter.retention)?;
         if r.group_id.as_deref() == Some(k.group_id.as_str()) {
             return Err(ConfigError::invalid(
                 "retry.group_id",
@@ -701,6 +763,27 @@ mod tests {
         assert!(err.to_string().contains("retry.tiers[0].delay"), "{err}");
         let err = Config::from_toml_overlay("[retry]\njitter = 1.5").unwrap_err();
         assert!(err.to_string().contains("retry.jitter"), "{err}");
+    }
+
+    #[test]
+    fn retention_redrive_and_final_statuses_are_checked() {
+        let err = |overlay: &str| Config::from_toml_overlay(overlay).unwrap_err().to_string();
+        assert!(
+            err("[retry]\ntiers = [{ topic = \"a\", delay = \"1h\", retention = \"2h\" }]")
+                .contains("retry.tiers[0].retention")
+        );
+        assert!(
+            Config::from_toml_overlay("[retry]\ntiers = [{ topic = \"a\", delay = \"1h\", retention = \"4h\" }]")
+                .is_ok()
+        );
+        assert!(err("[retry]\nredrive_topic = \"herald.retry.1h\"").contains("retry.redrive_topic"));
+        assert!(err("[retry]\nredrive_topic = \"herald.dlq\"").contains("retry.redrive_topic"));
+        assert!(err("[retry]\nredrive_retention = \"1h\"").contains("retry.redrive_retention"));
+        assert!(err("[retry]\nfinal_statuses = [200]").contains("retry.final_statuses"));
+        assert!(err("[retry]\nmax_out_of_order = 0").contains("retry.max_out_of_order"));
+        assert!(err("[dead_letter]\nretention = \"0s\"").contains("dead_letter.retention"));
+        let config = Config::from_toml_overlay("[retry]\nfinal_statuses = [400, 422]").unwrap();
+        assert_eq!(config.retry.final_statuses, [400, 422]);
     }
 
     #[test]

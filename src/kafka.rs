@@ -8,6 +8,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{FutureProducer, Producer as _};
 
 use crate::config::KafkaConfig;
 
@@ -66,7 +67,136 @@ pub fn producer_config(config: &KafkaConfig) -> ClientConfig {
     cc
 }
 
-/// A topic that is missing and could not be created.
+/// The producer every writer of a process shares, replaced when it fails
+/// fatally.
+///
+/// An idempotent producer can fail fatally (e.g. the broker lost track of its
+/// sequence numbers); librdkafka then refuses every later produce with
+/// `Fatal`. A writer that sees such an error calls [`SharedProducer::recover`]:
+/// the first to do so replaces the producer with a new one, and every writer
+/// then goes on with it. Records the failed producer had not delivered are
+/// reported failed to their writers, which write them again.
+#[derive(Clone)]
+pub struct SharedProducer {
+    current: std::sync::Arc<arc_swap::ArcSwap<FutureProducer>>,
+    config: std::sync::Arc<ClientConfig>,
+}
+
+/// Why the producer was replaced.
+#[derive(Debug, Clone)]
+pub struct Recreated {
+    pub code: RDKafkaErrorCode,
+    pub reason: String,
+}
+
+impl SharedProducer {
+    /// Creates the producer from Herald's producer configuration.
+    pub fn new(config: &KafkaConfig) -> rdkafka::error::KafkaResult<SharedProducer> {
+        Self::from_client_config(producer_config(config))
+    }
+
+    /// Creates the producer from `config` as given.
+    pub fn from_client_config(config: ClientConfig) -> rdkafka::error::KafkaResult<SharedProducer> {
+        let producer: FutureProducer = config.create()?;
+        Ok(SharedProducer {
+            current: std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(producer)),
+            config: std::sync::Arc::new(config),
+        })
+    }
+
+    /// The current producer.
+    pub fn get(&self) -> std::sync::Arc<FutureProducer> {
+        self.current.load_full()
+    }
+
+    /// After a produce through `used` failed: when `used` has failed fatally
+    /// and is still the current producer, replaces it and says why. Returns
+    /// `Ok(None)` when there was nothing to do (not fatal, or another writer
+    /// replaced it already).
+    pub fn recover(&self, used: &std::sync::Arc<FutureProducer>) -> rdkafka::error::KafkaResult<Option<Recreated>> {
+        let Some((code, reason)) = used.client().fatal_error() else {
+            return Ok(None);
+        };
+        let fresh: FutureProducer = self.config.create()?;
+        let previous = self.current.compare_and_swap(used, std::sync::Arc::new(fresh));
+        if !std::sync::Arc::ptr_eq(&previous, used) {
+            // Another writer replaced it first; the producer just made is dropped.
+            return Ok(None);
+        }
+        Ok(Some(Recreated { code, reason }))
+    }
+
+    /// Waits up to `timeout` for the current producer's queued records.
+    pub fn flush(&self, timeout: Duration) -> rdkafka::error::KafkaResult<()> {
+        use rdkafka::producer::Producer;
+        self.get().flush(timeout)
+    }
+}
+
+/// What a failed produce means for the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProduceError {
+    /// The record (with its key and headers) exceeds what the producer or
+    /// the broker accepts; writing it again the same way will fail again.
+    TooLarge,
+    /// The producer failed fatally: replace it ([`SharedProducer::recover`]).
+    Fatal,
+    /// The destination refuses this record for good (authorization, an
+    /// unknown topic, an invalid record): write it elsewhere.
+    Permanent,
+    /// Worth trying again after a pause (the broker is unreachable, a leader
+    /// is moving, a timeout).
+    Temporary,
+}
+
+/// Classifies a produce error.
+pub fn classify_produce_error(error: &rdkafka::error::KafkaError) -> ProduceError {
+    use rdkafka::error::KafkaError;
+    let code = match error {
+        KafkaError::MessageProduction(code) => *code,
+        KafkaError::Global(code) => *code,
+        _ => return ProduceError::Temporary,
+    };
+    match code {
+        RDKafkaErrorCode::MessageSizeTooLarge
+        | RDKafkaErrorCode::MessageBatchTooLarge
+        | RDKafkaErrorCode::InvalidMessageSize => ProduceError::TooLarge,
+        RDKafkaErrorCode::Fatal => ProduceError::Fatal,
+        RDKafkaErrorCode::TopicAuthorizationFailed
+        | RDKafkaErrorCode::ClusterAuthorizationFailed
+        | RDKafkaErrorCode::UnknownTopic
+        | RDKafkaErrorCode::UnknownPartition
+        | RDKafkaErrorCode::InvalidRecord
+        | RDKafkaErrorCode::InvalidTimestamp
+        | RDKafkaErrorCode::PolicyViolation
+        | RDKafkaErrorCode::InvalidRequiredAcks => ProduceError::Permanent,
+        _ => ProduceError::Temporary,
+    }
+}
+
+/// A topic Herald writes, with the retention it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    /// `retention.ms` set when Herald creates it.
+    pub create_retention: Option<Duration>,
+    /// The least an existing topic must keep records for: the longest a
+    /// record may wait there before it is read (or replayed).
+    pub min_retention: Option<Duration>,
+}
+
+impl TopicSpec {
+    /// A topic with no retention requirement.
+    pub fn plain(name: &str) -> TopicSpec {
+        TopicSpec {
+            name: name.to_owned(),
+            create_retention: None,
+            min_retention: None,
+        }
+    }
+}
+
+/// A topic that is missing, could not be created, or would lose records.
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {
     #[error("cannot read cluster metadata from {brokers}: {source}")]
@@ -79,36 +209,190 @@ pub enum TopicError {
     Missing(String),
     #[error("could not create topic `{topic}`: {reason}")]
     Create { topic: String, reason: String },
+    #[error(
+        "topic `{topic}` keeps records for {} (retention.ms = {retention_ms}), but a record may wait there for \
+         up to {}: it could expire before it is delivered or replayed. Raise its retention.ms to at least {}",
+        humantime::format_duration(Duration::from_millis(*.retention_ms as u64)),
+        humantime::format_duration(*.needed),
+        needed.as_millis()
+    )]
+    Retention {
+        topic: String,
+        retention_ms: i64,
+        needed: Duration,
+    },
+    #[error(
+        "topic `{topic}` has cleanup.policy = {policy}: compaction keeps one record per key and would drop \
+         waiting retries and dead letters; use cleanup.policy = delete"
+    )]
+    Compacted { topic: String, policy: String },
 }
 
-/// Makes sure `topics` exist, creating the missing ones when `create` is set.
-pub async fn ensure_topics(config: &KafkaConfig, topics: &[&str], create: bool) -> Result<(), TopicError> {
-    let missing = missing_topics(config, topics).await?;
-    if missing.is_empty() {
-        return Ok(());
+/// What the broker says about a topic's retention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// `retention.ms` (-1: forever).
+    pub ms: Option<i64>,
+    pub cleanup_policy: Option<String>,
+    /// `retention.bytes` (-1: no limit).
+    pub bytes: Option<i64>,
+}
+
+impl Retention {
+    /// Whether records of a topic with this retention live at least `needed`.
+    pub fn check(&self, topic: &str, needed: Duration) -> Result<(), TopicError> {
+        if let Some(policy) = &self.cleanup_policy {
+            if policy.split(',').any(|p| p.trim() == "compact") {
+                return Err(TopicError::Compacted {
+                    topic: topic.to_owned(),
+                    policy: policy.clone(),
+                });
+            }
+        }
+        match self.ms {
+            Some(ms) if ms >= 0 && (ms as u128) < needed.as_millis() => Err(TopicError::Retention {
+                topic: topic.to_owned(),
+                retention_ms: ms,
+                needed,
+            }),
+            _ => Ok(()),
+        }
     }
-    if !create {
-        return Err(TopicError::Missing(missing.join(", ")));
+}
+
+/// What [`ensure_topics`] could not verify (the broker did not say), for a warning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unverified {
+    pub topic: String,
+    pub why: String,
+}
+
+/// Makes sure `topics` exist (creating the missing ones when `create` is
+/// set, with their retention) and that the existing ones keep records long
+/// enough. Returns what could not be verified.
+pub async fn ensure_topics(
+    config: &KafkaConfig,
+    topics: &[TopicSpec],
+    create: bool,
+) -> Result<Vec<Unverified>, TopicError> {
+    let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
+    let missing = missing_topics(config, &names).await?;
+    if !missing.is_empty() {
+        if !create {
+            return Err(TopicError::Missing(missing.join(", ")));
+        }
+        let specs: Vec<TopicSpec> = topics.iter().filter(|t| missing.contains(&t.name)).cloned().collect();
+        create_topics_with(config, &specs, config.created_topic_partitions).await?;
     }
-    create_topics(config, &missing, config.created_topic_partitions).await
+    let checked: Vec<&TopicSpec> = topics.iter().filter(|t| t.min_retention.is_some()).collect();
+    if checked.is_empty() {
+        return Ok(Vec::new());
+    }
+    let retentions = describe_retention(config, &checked.iter().map(|t| t.name.as_str()).collect::<Vec<_>>()).await;
+    let mut unverified = Vec::new();
+    for (spec, retention) in checked.into_iter().zip(retentions) {
+        match retention {
+            Ok(r) => {
+                r.check(&spec.name, spec.min_retention.unwrap_or_default())?;
+                if r.bytes.is_some_and(|b| b >= 0) {
+                    unverified.push(Unverified {
+                        topic: spec.name.clone(),
+                        why: format!(
+                            "retention.bytes = {} may delete records before retention.ms does",
+                            r.bytes.unwrap_or_default()
+                        ),
+                    });
+                }
+            }
+            Err(why) => unverified.push(Unverified {
+                topic: spec.name.clone(),
+                why,
+            }),
+        }
+    }
+    Ok(unverified)
+}
+
+/// The retention of each of `topics`, or why it could not be read.
+pub async fn describe_retention(config: &KafkaConfig, topics: &[&str]) -> Vec<Result<Retention, String>> {
+    use rdkafka::admin::{ConfigResourceResult, ResourceSpecifier};
+    let admin: AdminClient<DefaultClientContext> = match base(config).create() {
+        Ok(a) => a,
+        Err(e) => return topics.iter().map(|_| Err(e.to_string())).collect(),
+    };
+    let specifiers: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(15)));
+    let results: Vec<ConfigResourceResult> = match admin.describe_configs(&specifiers, &options).await {
+        Ok(r) => r,
+        Err(e) => {
+            return topics
+                .iter()
+                .map(|_| Err(format!("describe configs failed: {e}")))
+                .collect()
+        }
+    };
+    let mut out: Vec<Result<Retention, String>> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(resource) => {
+                let number = |name: &str| {
+                    resource
+                        .get(name)
+                        .and_then(|e| e.value.as_deref())
+                        .and_then(|v| v.trim().parse::<i64>().ok())
+                };
+                let retention = Retention {
+                    ms: number("retention.ms"),
+                    cleanup_policy: resource.get("cleanup.policy").and_then(|e| e.value.clone()),
+                    bytes: number("retention.bytes"),
+                };
+                if retention.ms.is_none() {
+                    Err("the broker does not report retention.ms".to_owned())
+                } else {
+                    Ok(retention)
+                }
+            }
+            Err(code) => Err(format!("describe configs failed: {code}")),
+        })
+        .collect();
+    out.resize_with(topics.len(), || Err("the broker did not describe it".to_owned()));
+    out
 }
 
 /// Creates topics with `partitions` partitions; existing ones are left alone.
 pub async fn create_topics(config: &KafkaConfig, topics: &[String], partitions: i32) -> Result<(), TopicError> {
+    let specs: Vec<TopicSpec> = topics.iter().map(|t| TopicSpec::plain(t)).collect();
+    create_topics_with(config, &specs, partitions).await
+}
+
+/// Creates topics with `partitions` partitions and their retention;
+/// existing ones are left alone.
+pub async fn create_topics_with(config: &KafkaConfig, topics: &[TopicSpec], partitions: i32) -> Result<(), TopicError> {
     let admin: AdminClient<DefaultClientContext> = base(config).create().map_err(|e| TopicError::Metadata {
         brokers: config.brokers.clone(),
         source: e,
     })?;
+    let retention: Vec<Option<String>> = topics
+        .iter()
+        .map(|t| t.create_retention.map(|r| r.as_millis().to_string()))
+        .collect();
     let new: Vec<NewTopic> = topics
         .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(-1)))
+        .zip(&retention)
+        .map(|(t, ms)| {
+            let topic = NewTopic::new(&t.name, partitions, TopicReplication::Fixed(-1));
+            match ms {
+                Some(ms) => topic.set("retention.ms", ms).set("cleanup.policy", "delete"),
+                None => topic,
+            }
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin
         .create_topics(&new, &options)
         .await
         .map_err(|e| TopicError::Create {
-            topic: topics.join(", "),
+            topic: topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "),
             reason: e.to_string(),
         })?;
     for result in results {
@@ -214,5 +498,89 @@ mod tests {
         assert!(consumer.is_ok(), "{:?}", consumer.err());
         let producer: Result<rdkafka::producer::BaseProducer, _> = producer_config(&config).create();
         assert!(producer.is_ok(), "{:?}", producer.err());
+    }
+
+    #[test]
+    fn retention_shorter_than_the_longest_wait_is_refused() {
+        let week = Duration::from_secs(7 * 86_400);
+        let r = |ms: i64, policy: &str| Retention {
+            ms: Some(ms),
+            cleanup_policy: Some(policy.into()),
+            bytes: Some(-1),
+        };
+        assert!(r(-1, "delete").check("t", week).is_ok(), "forever is long enough");
+        assert!(r(week.as_millis() as i64 * 3, "delete").check("t", week).is_ok());
+        let err = r(week.as_millis() as i64, "delete")
+            .check("herald.retry.1w", week * 3)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`herald.retry.1w` keeps records for 7days"), "{err}");
+        assert!(err.contains("up to 21days"), "{err}");
+        assert!(err.contains("at least 1814400000"), "{err}");
+        let err = r(-1, "compact,delete").check("t", week).unwrap_err().to_string();
+        assert!(err.contains("cleanup.policy = compact,delete"), "{err}");
+        let unknown = Retention {
+            ms: None,
+            cleanup_policy: None,
+            bytes: None,
+        };
+        assert!(unknown.check("t", week).is_ok(), "nothing said, nothing refused");
+    }
+
+    #[test]
+    fn produce_errors_are_classified() {
+        use rdkafka::error::KafkaError;
+        let e = |code| classify_produce_error(&KafkaError::MessageProduction(code));
+        assert_eq!(e(RDKafkaErrorCode::MessageSizeTooLarge), ProduceError::TooLarge);
+        assert_eq!(e(RDKafkaErrorCode::MessageBatchTooLarge), ProduceError::TooLarge);
+        assert_eq!(e(RDKafkaErrorCode::Fatal), ProduceError::Fatal);
+        assert_eq!(e(RDKafkaErrorCode::TopicAuthorizationFailed), ProduceError::Permanent);
+        assert_eq!(e(RDKafkaErrorCode::UnknownTopic), ProduceError::Permanent);
+        assert_eq!(e(RDKafkaErrorCode::MessageTimedOut), ProduceError::Temporary);
+        assert_eq!(e(RDKafkaErrorCode::QueueFull), ProduceError::Temporary);
+        assert_eq!(e(RDKafkaErrorCode::BrokerTransportFailure), ProduceError::Temporary);
+        assert_eq!(classify_produce_error(&KafkaError::Canceled), ProduceError::Temporary);
+    }
+
+    #[tokio::test]
+    async fn a_fatally_failed_producer_is_replaced_once() {
+        use rdkafka::producer::FutureRecord;
+        let mut config = crate::config::Config::from_toml_overlay("").unwrap().kafka;
+        // Nothing listens there: the test never needs a broker.
+        config.brokers = "127.0.0.1:1".into();
+        let shared = SharedProducer::new(&config).unwrap();
+        let used = shared.get();
+        assert!(shared.recover(&used).unwrap().is_none(), "nothing to recover from");
+        let reason = std::ffi::CString::new("sequence lost").unwrap();
+        // SAFETY: the pointer is the live client of `used`; librdkafka only
+        // records the error (a test hook of its own).
+        let rc = unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                used.client().native_ptr(),
+                rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                reason.as_ptr(),
+            )
+        };
+        assert_eq!(rc, rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR);
+        let refused = used
+            .send(FutureRecord::<str, str>::to("t").payload("x"), Duration::ZERO)
+            .await
+            .unwrap_err()
+            .0;
+        assert_eq!(classify_produce_error(&refused), ProduceError::Fatal);
+        let other_writer = shared.clone();
+        let recreated = shared.recover(&used).unwrap().expect("replaced");
+        assert_eq!(recreated.code, RDKafkaErrorCode::OutOfOrderSequenceNumber);
+        assert!(recreated.reason.contains("sequence lost"), "{}", recreated.reason);
+        assert!(
+            other_writer.recover(&used).unwrap().is_none(),
+            "a second writer seeing the same failure does not replace it again"
+        );
+        let fresh = other_writer.get();
+        assert!(
+            !std::sync::Arc::ptr_eq(&fresh, &used),
+            "every clone sees the new producer"
+        );
+        assert!(fresh.client().fatal_error().is_none());
     }
 }

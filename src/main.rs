@@ -63,7 +63,7 @@ enum Command {
         #[arg(long)]
         key_pointer: Option<String>,
     },
-    /// Re-drive dead-lettered deliveries (same webhook-id) through the first retry tier.
+    /// Re-drive dead-lettered deliveries (same webhook-id) through the redrive topic, due now.
     Replay {
         /// Only this webhook's deliveries.
         #[arg(long)]
@@ -342,6 +342,7 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                 reasons,
                 since,
                 until,
+                ..Default::default()
             };
             let progress = |s: &herald::retry::replay::ReplaySummary| {
                 eprint!("\rscanned {} dead letters, {} matching", s.scanned, s.matched);

@@ -16,18 +16,18 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::target::Target;
-use crate::delivery::{delivery_id, Deliverer, Failure};
+use crate::delivery::{delivery_id, Deliverer};
 use crate::event::{Event, SourceRecord};
 use crate::intake::flow::Completion;
 use crate::intake::Dispatch;
-use crate::retry::lifecycle::Lifecycle;
-use crate::retry::record::RetryState;
-use crate::retry::schedule::{parse_retry_after, Schedule};
-use crate::retry::sink::{reasons, Abandoned, DeliveryContext, Destination, FailureRecord, FailureSink};
+use crate::retry::codec::{self, reasons, Binding, DeliveryContext, Destination, FailureRecord, RetryState};
+use crate::retry::policy::{AfterFailure, Kept, Policy};
+use crate::retry::sink::{Abandoned, FailureSink};
+use crate::retry::wait::WaitTopics;
 use crate::routing::envelope::Envelopes;
-use crate::subscriptions::model::WebhookStatus;
+use crate::subscriptions::lifecycle::Lifecycle;
 use crate::subscriptions::sync::SubscriptionIndex;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{RetryFrom, Telemetry};
 
 /// The parts the pipeline wires together.
 pub struct Pipeline {
@@ -35,7 +35,8 @@ pub struct Pipeline {
     pub index: Arc<SubscriptionIndex>,
     pub deliverer: Deliverer,
     pub failures: FailureSink,
-    pub schedule: Schedule,
+    pub policy: Policy,
+    pub waits: WaitTopics,
     /// Disables webhooks whose endpoint is gone (absent in tools that only deliver).
     pub lifecycle: Option<Arc<Lifecycle>>,
     /// Records every attempt for the delivery history and statistics.
@@ -59,7 +60,8 @@ impl Dispatch for Spawner {
     }
 }
 
-/// Dispatches due retry records onto the runtime.
+/// Dispatches due retry records onto the runtime, and moves the ones held
+/// out of order to the end of a wait topic.
 pub struct RetrySpawner(pub Arc<Pipeline>);
 
 impl Dispatch for RetrySpawner {
@@ -67,6 +69,14 @@ impl Dispatch for RetrySpawner {
         let pipeline = self.0.clone();
         tokio::spawn(async move {
             let result = pipeline.process_retry(record).await;
+            pipeline.finish(result, done);
+        });
+    }
+
+    fn requeue(&self, record: SourceRecord, done: Completion) {
+        let pipeline = self.0.clone();
+        tokio::spawn(async move {
+            let result = pipeline.requeue(record).await;
             pipeline.finish(result, done);
         });
     }
@@ -81,8 +91,10 @@ struct Job<'a> {
     attempts: u32,
     first_attempt_at: Option<OffsetDateTime>,
     history: Option<&'a str>,
-    /// The tier this attempt comes from (`None` for the first attempt).
+    /// The tier this attempt comes from (`None` for a first attempt or a redrive).
     tier: Option<usize>,
+    /// Where a retried attempt was read from.
+    from: Option<RetryFrom>,
 }
 
 impl Pipeline {
@@ -119,14 +131,16 @@ impl Pipeline {
             first_attempt_at: None,
             history: None,
             tier: None,
+            from: None,
         });
         let results = futures::future::join_all(jobs.map(|job| self.run(job))).await;
         results.into_iter().collect()
     }
 
-    /// A due record from a retry tier: deliver it again to its webhook.
+    /// A due record from a wait topic: deliver it again to its webhook, as
+    /// it is now, if it is still the webhook the delivery was routed to.
     pub async fn process_retry(&self, record: SourceRecord) -> Result<(), Abandoned> {
-        let state = match RetryState::decode(&record) {
+        let state = match codec::decode(&record) {
             Ok(state) => state,
             Err(e) => {
                 self.telemetry.retry_record_invalid(&record, &e);
@@ -135,8 +149,8 @@ impl Pipeline {
                     .await;
             }
         };
-        let late = SystemTime::now().duration_since(state.due_at).unwrap_or_default();
-        self.telemetry.retry_taken_up(state.tier, late);
+        let now = SystemTime::now();
+        let from = state.tier.map_or(RetryFrom::Redrive, RetryFrom::Tier);
         let meta = match self
             .envelopes
             .for_topic(&state.original.topic)
@@ -149,29 +163,26 @@ impl Pipeline {
             }
         };
         let event = Event {
-            record: state.original,
+            record: state.original.clone(),
             meta,
         };
-        // The webhook as it is now: a new URL, secret or status is honoured.
-        let Some(target) = self.index.load().get(&state.webhook_id) else {
-            self.telemetry.delivery_not_attempted(&state.webhook_id, "deleted");
-            let letter = FailureRecord {
-                destination: Destination::DeadLetter,
-                reason: reasons::WEBHOOK_DELETED,
-                detail: "the webhook was deleted before its retry was due".into(),
-                record: &event.record,
-                meta: Some(&event.meta),
-                delivery: Some(DeliveryContext {
-                    webhook_id: &state.webhook_id,
-                    delivery_id: &state.delivery_id,
-                    attempts: state.attempt,
-                    last_attempt: None,
-                    first_attempt_at: state.first_attempt_at,
-                    previous_history: state.history.as_deref(),
-                }),
+        // Crafted, or written by a replica whose clock is far ahead: never held for years.
+        if let Err(e) = self.waits.check_range(&record.topic, state.due_at, now) {
+            self.telemetry.retry_record_invalid(&record, &e);
+            let kept = Kept {
+                reason: reasons::INVALID_RETRY_RECORD,
+                detail: e.to_string(),
+                status: "invalid",
             };
-            return self.failures.send(letter, &self.abort).await;
-        };
+            return self.keep(&event, kept, &state, state.binding()).await;
+        }
+        let late = now.duration_since(state.due_at).unwrap_or_default();
+        self.telemetry.retry_taken_up(from, late);
+        let found = self.index.load().get(&state.webhook_id);
+        if let Err(kept) = Policy::same_webhook(found.as_deref(), &state.binding(), &event.meta) {
+            return self.keep(&event, kept, &state, state.binding()).await;
+        }
+        let target = found.expect("same_webhook found it");
         self.run(Job {
             event: &event,
             target,
@@ -179,9 +190,49 @@ impl Pipeline {
             attempts: state.attempt,
             first_attempt_at: state.first_attempt_at,
             history: state.history.as_deref(),
-            tier: Some(state.tier),
+            tier: state.tier,
+            from: Some(from),
         })
         .await
+    }
+
+    /// A retry held out of order is moved to the end of the wait topic
+    /// where it is in order for what it has left to wait (or the redrive topic).
+    pub async fn requeue(&self, record: SourceRecord) -> Result<(), Abandoned> {
+        let wait = codec::due_at(&record)
+            .and_then(|due| due.duration_since(SystemTime::now()).ok())
+            .unwrap_or_default();
+        let topic = self.waits.for_wait(wait).topic.clone();
+        self.failures.requeue(&record, &topic, &self.abort).await
+    }
+
+    /// Keeps a retry's delivery in the dead-letter topic without an attempt.
+    async fn keep(&self, event: &Event, kept: Kept, state: &RetryState, binding: Binding<'_>) -> Result<(), Abandoned> {
+        let delivery = DeliveryContext {
+            binding,
+            delivery_id: &state.delivery_id,
+            attempts: state.attempt,
+            last_attempt: None,
+            first_attempt_at: state.first_attempt_at,
+            previous_history: state.history.as_deref(),
+            tier: state.tier,
+        };
+        self.send_kept(event, kept, delivery).await
+    }
+
+    /// Dead-letters a delivery that is not attempted, with why.
+    async fn send_kept(&self, event: &Event, kept: Kept, delivery: DeliveryContext<'_>) -> Result<(), Abandoned> {
+        self.telemetry
+            .delivery_not_attempted(delivery.binding.webhook_id, kept.status, &kept.detail);
+        let letter = FailureRecord {
+            destination: Destination::DeadLetter,
+            reason: kept.reason,
+            detail: kept.detail,
+            record: &event.record,
+            meta: Some(&event.meta),
+            delivery: Some(delivery),
+        };
+        self.failures.send(letter, &self.abort).await
     }
 
     async fn dead_letter(&self, reason: &str, detail: String, record: &SourceRecord) -> Result<(), Abandoned> {
@@ -207,32 +258,21 @@ impl Pipeline {
             first_attempt_at,
             history,
             tier,
+            from,
         } = job;
-        let context = |last_attempt, first_attempt_at| DeliveryContext {
-            webhook_id: target.id(),
+        let context = |attempts, last_attempt, first_attempt_at| DeliveryContext {
+            binding: Binding::of(&target.webhook),
             delivery_id: &delivery_id,
             attempts,
             last_attempt,
             first_attempt_at,
             previous_history: history,
+            tier,
         };
-        if target.webhook.status != WebhookStatus::Active {
-            let status = target.webhook.status.as_str();
-            self.telemetry.delivery_not_attempted(target.id(), status);
-            let reason = if target.webhook.status == WebhookStatus::Paused {
-                reasons::WEBHOOK_PAUSED
-            } else {
-                reasons::WEBHOOK_DISABLED
-            };
-            let letter = FailureRecord {
-                destination: Destination::DeadLetter,
-                reason,
-                detail: format!("webhook is {status}; delivery kept for replay"),
-                record: &event.record,
-                meta: Some(&event.meta),
-                delivery: Some(context(None, first_attempt_at)),
-            };
-            return self.failures.send(letter, &self.abort).await;
+        if let Err(kept) = Policy::accepts(&target) {
+            return self
+                .send_kept(event, kept, context(attempts, None, first_attempt_at))
+                .await;
         }
 
         self.telemetry.delivery_started();
@@ -241,7 +281,7 @@ impl Pipeline {
             _ = self.abort.cancelled() => return Err(Abandoned),
         };
         self.telemetry
-            .delivery_finished(target.id(), &event.meta.event_type, tier, &attempt);
+            .delivery_finished(target.id(), &event.meta.event_type, from, &attempt);
         if let Some(history) = &self.history {
             history.record(event, &target, &attempt, tier);
         }
@@ -254,22 +294,21 @@ impl Pipeline {
         if let Some(lifecycle) = &self.lifecycle {
             lifecycle.delivery_failed(&target, failure).await;
         }
-
-        let next = self.schedule.next_tier(tier);
-        let gone = failure.status() == Some(410);
-        if gone {
-            self.endpoint_gone(&target).await;
-        }
-        let (destination, reason) = match next {
-            // 410 Gone: the endpoint said it will never accept this again.
-            _ if gone => (Destination::DeadLetter, reasons::ENDPOINT_GONE),
-            Some(next) => {
-                let delay = self.schedule.delay(next, retry_after(failure), &mut rand::rng());
-                let due_at = SystemTime::now() + delay;
-                (Destination::Retry { tier: next, due_at }, reasons::DELIVERY_FAILED)
+        let decision = self.policy.after_failure(
+            failure,
+            target.webhook.limits.final_statuses.as_deref(),
+            tier,
+            SystemTime::now(),
+            &mut rand::rng(),
+        );
+        let (destination, reason) = match decision {
+            AfterFailure::Retry { tier, due_at } => (Destination::Tier { tier, due_at }, reasons::DELIVERY_FAILED),
+            AfterFailure::DeadLetter { reason, disable } => {
+                if disable {
+                    self.endpoint_gone(&target).await;
+                }
+                (Destination::DeadLetter, reason)
             }
-            None if self.schedule.tiers.is_empty() => (Destination::DeadLetter, reasons::DELIVERY_FAILED),
-            None => (Destination::DeadLetter, reasons::RETRIES_EXHAUSTED),
         };
         let first = first_attempt_at.unwrap_or(attempt.started_at);
         let letter = FailureRecord {
@@ -278,10 +317,7 @@ impl Pipeline {
             detail: failure.describe(),
             record: &event.record,
             meta: Some(&event.meta),
-            delivery: Some(DeliveryContext {
-                attempts: attempts + 1,
-                ..context(Some(&attempt), Some(first))
-            }),
+            delivery: Some(context(attempts + 1, Some(&attempt), Some(first))),
         };
         self.failures.send(letter, &self.abort).await
     }
@@ -301,16 +337,5 @@ impl Pipeline {
         if let Err(e) = lifecycle.disable(target.id(), "gone", "webhook.disabled", reason).await {
             self.telemetry.lifecycle_error(target.id(), &e);
         }
-    }
-}
-
-/// The endpoint's `Retry-After`, honoured on 429 and 503.
-fn retry_after(failure: &Failure) -> Option<std::time::Duration> {
-    match failure {
-        Failure::Status {
-            status: 429 | 503,
-            retry_after: Some(value),
-        } => parse_retry_after(value, SystemTime::now()),
-        _ => None,
     }
 }

@@ -1,8 +1,6 @@
 //! A webhook's deliveries: history, statistics, manual retry, bulk replay
 //! and test pings.
 
-use std::time::SystemTime;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -21,8 +19,9 @@ use crate::event::{Event, EventMeta, SourceRecord};
 use crate::history::record::{AttemptRecord, Outcome};
 use crate::history::store::{Scope, Stats};
 use crate::history::HistoryStore;
+use crate::retry::codec::{reasons, Binding};
+use crate::retry::redrive::{deliver_again, Again};
 use crate::retry::replay::ReplayFilter;
-use crate::retry::sink::{reasons, DeliveryContext, Destination, FailureRecord};
 use crate::subscriptions::model::pattern_matches;
 
 fn history(state: &AdminState) -> Result<&HistoryStore, Problem> {
@@ -150,8 +149,8 @@ pub struct Retried {
 }
 
 /// Delivers an attempt's event again, now, with the same `webhook-id`: the
-/// event is read back from Kafka and goes through the first retry tier (due
-/// at once) to the webhook as it is now.
+/// event is read back from Kafka and goes through the redrive topic (due at
+/// once, whatever the retry tiers hold) to the webhook as it is now.
 #[utoipa::path(
     post,
     path = "/v1/webhooks/{id}/deliveries/{attempt_id}/retry",
@@ -159,7 +158,7 @@ pub struct Retried {
     params(("id" = String, Path, description = "Webhook id"), ("attempt_id" = String, Path, description = "Any attempt of the delivery")),
     responses(
         (status = 202, description = "Scheduled", body = Retried),
-        (status = 409, description = "No retry tier is configured, or the event is no longer retained by Kafka", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The event is no longer retained by Kafka", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn retry(
@@ -167,13 +166,8 @@ pub async fn retry(
     caller: Caller,
     ApiPath((id, attempt_id)): ApiPath<(String, String)>,
 ) -> Result<(StatusCode, Json<Retried>), Problem> {
-    load(&state, &caller, &id).await?;
+    let webhook = load(&state, &caller, &id).await?;
     let attempt = find(&state, &id, &attempt_id).await?;
-    if state.config().retry.tiers.is_empty() {
-        return Err(Problem::conflict(
-            "manual retry needs a retry tier (retry.tiers is empty)",
-        ));
-    }
     let attempts = history(&state)?
         .attempts(&id)
         .await
@@ -198,27 +192,15 @@ pub async fn retry(
         .for_topic(&record.topic)
         .recognise(&record)
         .map_err(|why| Problem::conflict(format!("the event can no longer be read: {}", why.detail)))?;
-    let letter = FailureRecord {
-        destination: Destination::Retry {
-            tier: 0,
-            due_at: SystemTime::now(),
-        },
-        reason: reasons::MANUAL_RETRY,
-        detail: format!("retried through the management API by `{}`", caller.name),
+    let again = Again {
         record: &record,
-        meta: Some(&meta),
-        delivery: Some(DeliveryContext {
-            webhook_id: &id,
-            delivery_id: &attempt.delivery_id,
-            attempts,
-            last_attempt: None,
-            first_attempt_at: None,
-            previous_history: None,
-        }),
+        meta: &meta,
+        binding: Binding::of(&webhook),
+        delivery_id: &attempt.delivery_id,
+        attempts,
+        by: &caller.name,
     };
-    state
-        .failures()
-        .send(letter, &CancellationToken::new())
+    deliver_again(state.failures(), again, &CancellationToken::new())
         .await
         .map_err(|_| Problem::unavailable("Kafka cluster", &"the retry record was not acknowledged"))?;
     state.telemetry().admin_change("retried", &id, &caller.name);
@@ -242,7 +224,7 @@ pub struct ReplayRequest {
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub until: Option<OffsetDateTime>,
     /// Dead-letter reasons to replay; default the failed ones:
-    /// `retries_exhausted`, `delivery_failed`, `endpoint_gone`.
+    /// `retries_exhausted`, `delivery_failed`, `endpoint_gone`, `final_status`.
     #[serde(default)]
     pub reasons: Option<Vec<String>>,
 }
@@ -257,7 +239,6 @@ pub struct ReplayRequest {
     request_body = ReplayRequest,
     responses(
         (status = 202, description = "Started; follow it at /v1/replays/{id}", body = ReplayJob),
-        (status = 409, description = "No retry tier is configured", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn replay(
@@ -267,21 +248,14 @@ pub async fn replay(
     ApiJson(body): ApiJson<ReplayRequest>,
 ) -> Result<(StatusCode, Json<ReplayJob>), Problem> {
     let webhook = load(&state, &caller, &id).await?;
-    if state.config().retry.tiers.is_empty() {
-        return Err(Problem::conflict("replay needs a retry tier (retry.tiers is empty)"));
-    }
     if let (Some(since), Some(until)) = (body.since, body.until) {
         if until <= since {
             return Err(Problem::invalid("until", "must be later than `since`"));
         }
     }
-    let reasons = body.reasons.unwrap_or_else(|| {
-        vec![
-            reasons::RETRIES_EXHAUSTED.into(),
-            reasons::DELIVERY_FAILED.into(),
-            reasons::ENDPOINT_GONE.into(),
-        ]
-    });
+    let reasons = body
+        .reasons
+        .unwrap_or_else(|| reasons::FAILED.iter().map(|r| r.to_string()).collect());
     if let Some(unknown) = reasons.iter().find(|r| !reasons::ALL.contains(&r.as_str())) {
         return Err(Problem::invalid(
             "reasons",
@@ -290,6 +264,8 @@ pub async fn replay(
     }
     let filter = ReplayFilter {
         webhook: Some(id.clone()),
+        tenant: webhook.tenant.clone(),
+        webhook_created_at: Some(webhook.created_at),
         reasons,
         since: body.since,
         until: body.until,

@@ -31,7 +31,7 @@ use utoipa_axum::routes;
 
 use crate::config::Config;
 use crate::delivery::ssrf::AddressPolicy;
-use crate::retry::lifecycle::SystemEvents;
+use crate::subscriptions::lifecycle::SystemEvents;
 use crate::subscriptions::store::SubscriptionStore;
 use crate::telemetry::Telemetry;
 use auth::Tokens;
@@ -77,7 +77,7 @@ struct Inner {
 pub struct AdminParts {
     pub store: SubscriptionStore,
     pub history: Option<crate::history::HistoryStore>,
-    pub producer: rdkafka::producer::FutureProducer,
+    pub producer: crate::kafka::SharedProducer,
     pub telemetry: Telemetry,
 }
 
@@ -93,7 +93,7 @@ impl AdminState {
         let failures = crate::retry::sink::FailureSink::new(
             parts.producer.clone(),
             &config.dead_letter,
-            config.retry.topics(),
+            crate::retry::sink::Topics::of(&config),
             parts.telemetry.clone(),
         );
         Ok(AdminState(Arc::new(Inner {
@@ -347,9 +347,7 @@ pub async fn connect(config: Arc<Config>, telemetry: Telemetry) -> anyhow::Resul
     let store = SubscriptionStore::connect(&client, &config.redis.prefix)
         .await
         .with_context(|| format!("cannot connect to Redis at {}", config.redis.url))?;
-    let producer: rdkafka::producer::FutureProducer = crate::kafka::producer_config(&config.kafka)
-        .create()
-        .context("cannot create the Kafka producer")?;
+    let producer = crate::kafka::SharedProducer::new(&config.kafka).context("cannot create the Kafka producer")?;
     let history = if config.history.enabled {
         Some(
             crate::history::HistoryStore::connect(

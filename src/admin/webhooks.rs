@@ -18,8 +18,8 @@ use crate::admin::auth::Caller;
 use crate::admin::jobs::ReplayJob;
 use crate::admin::problem::{ApiJson, ApiPath, ApiQuery, OptionalJson, Problem};
 use crate::admin::{AdminState, MAX_PAGE_SIZE};
+use crate::retry::codec::reasons;
 use crate::retry::replay::ReplayFilter;
-use crate::retry::sink::reasons;
 use crate::subscriptions::model::{
     decode_secret, generate_secret, pattern_matches, ExpiringSecret, Limits, Webhook, WebhookStatus,
 };
@@ -139,6 +139,12 @@ pub struct LimitsInput {
     #[serde(default)]
     #[schema(minimum = 1)]
     pub timeout_ms: Option<u64>,
+    /// HTTP statuses (300 to 599) that end a delivery at once (dead-lettered
+    /// as `final_status`) instead of being retried; replaces the deployment's
+    /// `retry.final_statuses` for this webhook. 410 Gone is always final.
+    #[serde(default)]
+    #[schema(max_items = 64)]
+    pub final_statuses: Option<Vec<u16>>,
 }
 
 impl From<LimitsInput> for Limits {
@@ -146,6 +152,7 @@ impl From<LimitsInput> for Limits {
         Limits {
             max_in_flight: l.max_in_flight,
             timeout_ms: l.timeout_ms,
+            final_statuses: l.final_statuses,
         }
     }
 }
@@ -648,12 +655,6 @@ pub async fn resume(
     OptionalJson(body): OptionalJson<ResumeWebhook>,
 ) -> Result<Json<Resumed>, Problem> {
     let body = body.unwrap_or_default();
-    if body.replay && state.config().retry.tiers.is_empty() {
-        return Err(Problem::invalid(
-            "replay",
-            "needs at least one retry tier (retry.tiers is empty)",
-        ));
-    }
     let now = OffsetDateTime::now_utc();
     let (webhook, changed) = change(&state, &caller, &id, |current| {
         if current.status == WebhookStatus::Active {
@@ -674,7 +675,9 @@ pub async fn resume(
     let replay = body.replay.then(|| {
         let filter = ReplayFilter {
             webhook: Some(id.clone()),
-            reasons: vec![reasons::WEBHOOK_PAUSED.into(), reasons::WEBHOOK_DISABLED.into()],
+            tenant: webhook.tenant.clone(),
+            webhook_created_at: Some(webhook.created_at),
+            reasons: reasons::KEPT.iter().map(|r| r.to_string()).collect(),
             ..Default::default()
         };
         state.jobs().start(&state, &id, webhook.tenant.clone(), filter)

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -123,7 +123,7 @@ pub struct Writer {
     queue: Arc<Mutex<Queue>>,
     flush_soon: Arc<Notify>,
     store: HistoryStore,
-    producer: Option<(FutureProducer, String)>,
+    producer: Option<(crate::kafka::SharedProducer, String)>,
     max_body: usize,
     max_per_webhook: usize,
     flush_interval: Duration,
@@ -134,7 +134,7 @@ impl Recorder {
     pub fn new(
         config: &HistoryConfig,
         store: HistoryStore,
-        producer: Option<FutureProducer>,
+        producer: Option<crate::kafka::SharedProducer>,
         telemetry: Telemetry,
     ) -> (Arc<Recorder>, Writer) {
         let queue = Arc::new(Mutex::new(Queue::default()));
@@ -235,9 +235,19 @@ impl Writer {
                         let record = AttemptRecord::new(pending, usize::MAX);
                         let full = serde_json::to_vec(&record).expect("records serialise");
                         let kafka = FutureRecord::to(topic).key(webhook.as_bytes()).payload(&full);
-                        match producer.send_result(kafka) {
+                        let current = producer.get();
+                        match current.send_result(kafka) {
                             Ok(ack) => acks.push(ack),
-                            Err((e, _)) => self.telemetry.history_topic_failed(&e),
+                            Err((e, _)) => {
+                                if crate::kafka::classify_produce_error(&e) == crate::kafka::ProduceError::Fatal {
+                                    match producer.recover(&current) {
+                                        Ok(Some(r)) => self.telemetry.producer_recreated(&r.code, &r.reason),
+                                        Ok(None) => {}
+                                        Err(e) => self.telemetry.producer_recreate_failed(&e),
+                                    }
+                                }
+                                self.telemetry.history_topic_failed(&e)
+                            }
                         }
                         record
                     }

@@ -12,7 +12,7 @@
 //!   deliveries finishing them must run on other workers: Herald needs the
 //!   multi-threaded runtime.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
 use crate::event::{RecordHeader, SourceRecord};
-use crate::intake::flow::{Actions, Flow, Tp};
+use crate::intake::flow::{Actions, Completion, Flow, Tp};
 use crate::intake::Dispatch;
 use crate::telemetry::Telemetry;
 
@@ -168,22 +168,141 @@ impl IntakeContext {
     }
 }
 
+/// When a record read by a holding consumer (the retry consumer) may be
+/// delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timing {
+    /// Now.
+    Now,
+    /// At this time, and the records behind it in its partition are due no
+    /// earlier (up to the small disorder its topic allows): the partition is
+    /// paused until then, at no cost.
+    InOrder(SystemTime),
+    /// At this time, but it is out of order (later than its topic's records
+    /// usually wait, e.g. after a long `Retry-After`): it is held aside while
+    /// the partition is read on, so it delays nothing behind it.
+    OutOfOrder(SystemTime),
+}
+
+/// Decides when records may be delivered; see [`Timing`].
+pub trait HoldPolicy: Send + Sync + 'static {
+    fn timing(&self, record: &SourceRecord, now: SystemTime) -> Timing;
+}
+
+/// How a holding consumer holds records.
+#[derive(Clone)]
+pub struct Holding {
+    pub policy: Arc<dyn HoldPolicy>,
+    /// Per partition: records held aside out of order, and records finished
+    /// past the oldest of them (delivered again should the process crash),
+    /// beyond which that oldest record is moved to the end of a wait topic
+    /// ([`Dispatch::requeue`]).
+    pub max_out_of_order: usize,
+    /// Per partition: bytes of records held aside beyond which the oldest is moved.
+    pub max_out_of_order_bytes: usize,
+}
+
 /// What one consumer reads, and whether it holds records until due.
 pub struct ConsumerSpec {
     /// `consumer` metric label: `source` or `retry`.
     pub name: &'static str,
     pub group_id: String,
     pub topics: Vec<String>,
-    /// When set, a record whose due time is in the future is held: its
-    /// partition is paused and resumed at the due time (retry tiers).
-    pub due: Option<fn(&SourceRecord) -> Option<SystemTime>>,
+    /// When set, records are held until due (the retry consumer).
+    pub hold: Option<Holding>,
 }
 
-/// Records held until due for one partition, in offset order.
+/// One record held until due.
+struct Waiting {
+    record: SourceRecord,
+    done: Completion,
+    in_order: bool,
+}
+
+/// The records of one partition held until due. Each is registered with the
+/// flow ([`Flow::hold`]), so no commit passes it.
 struct Held {
     generation: Option<u64>,
-    records: VecDeque<SourceRecord>,
+    by_due: BTreeMap<(SystemTime, i64), Waiting>,
+    /// Held records in order: while there is one, the partition is paused.
+    in_order: usize,
+    /// Held records out of order, by offset, with their due time.
+    out_of_order: BTreeMap<i64, SystemTime>,
+    out_of_order_bytes: usize,
+    /// Paused by this consumer because an in-order record waits.
+    paused: bool,
 }
+
+impl Held {
+    fn new(generation: Option<u64>) -> Held {
+        Held {
+            generation,
+            by_due: BTreeMap::new(),
+            in_order: 0,
+            out_of_order: BTreeMap::new(),
+            out_of_order_bytes: 0,
+            paused: false,
+        }
+    }
+
+    fn insert(&mut self, due: SystemTime, waiting: Waiting) {
+        if waiting.in_order {
+            self.in_order += 1;
+        } else {
+            self.out_of_order.insert(waiting.record.offset, due);
+            self.out_of_order_bytes += record_size(&waiting.record);
+        }
+        self.by_due.insert((due, waiting.record.offset), waiting);
+    }
+
+    fn remove(&mut self, key: (SystemTime, i64)) -> Option<Waiting> {
+        let waiting = self.by_due.remove(&key)?;
+        if waiting.in_order {
+            self.in_order -= 1;
+        } else {
+            self.out_of_order.remove(&key.1);
+            self.out_of_order_bytes -= record_size(&waiting.record);
+        }
+        Some(waiting)
+    }
+
+    /// Removes and returns every record due at `now`, earliest first.
+    fn take_due(&mut self, now: SystemTime) -> Vec<Waiting> {
+        let mut due = Vec::new();
+        while let Some((&key, _)) = self.by_due.first_key_value() {
+            if key.0 > now {
+                break;
+            }
+            due.extend(self.remove(key));
+        }
+        due
+    }
+
+    fn next_due(&self) -> Option<SystemTime> {
+        self.by_due.first_key_value().map(|(k, _)| k.0)
+    }
+
+    fn abandon(self) -> usize {
+        let n = self.by_due.len();
+        for (_, waiting) in self.by_due {
+            waiting.done.abandon();
+        }
+        n
+    }
+}
+
+fn record_size(record: &SourceRecord) -> usize {
+    record.value.len()
+        + record.key.as_ref().map_or(0, |k| k.len())
+        + record
+            .headers
+            .iter()
+            .map(|h| h.name.len() + h.value.as_ref().map_or(0, |v| v.len()))
+            .sum::<usize>()
+}
+
+/// The longest a timer is armed for; a later due time re-arms it then.
+const LONGEST_TIMER: Duration = Duration::from_secs(30 * 86_400);
 
 /// How long the flow may stay full (records left in librdkafka's queue)
 /// before every partition is paused so that polling can go on: well inside
@@ -198,12 +317,14 @@ pub struct Intake {
     flow: Arc<Flow>,
     telemetry: Telemetry,
     name: &'static str,
-    due: Option<fn(&SourceRecord) -> Option<SystemTime>>,
+    hold: Option<Holding>,
     /// Topic names, shared by every record instead of allocated per record.
     topics: Vec<Arc<str>>,
     held: HashMap<Tp, Held>,
     timers: DelayQueue<Tp>,
     timer_keys: HashMap<Tp, delay_queue::Key>,
+    /// The flow's epoch when held records were last checked against the assignment.
+    epoch: u64,
 }
 
 impl Intake {
@@ -226,11 +347,12 @@ impl Intake {
             flow,
             telemetry,
             name: spec.name,
-            due: spec.due,
+            hold: spec.hold,
             topics: spec.topics.iter().map(|t| Arc::from(t.as_str())).collect(),
             held: HashMap::new(),
             timers: DelayQueue::new(),
             timer_keys: HashMap::new(),
+            epoch: 0,
         })
     }
 
@@ -240,6 +362,7 @@ impl Intake {
         // When the flow became full (no records taken), if it still is.
         let mut full_since: Option<tokio::time::Instant> = None;
         loop {
+            self.forget_revoked();
             let (full, globally_paused) = self.flow.fullness();
             full_since = match (full, full_since) {
                 (false, _) => None,
@@ -262,6 +385,7 @@ impl Intake {
                     self.telemetry.consumer_woke(self.name);
                     let actions = self.flow.take_actions();
                     self.apply(actions);
+                    self.bound_all_out_of_order(dispatch.as_ref());
                 }
                 Some(expired) = self.timers.next(), if !self.timers.is_empty() => {
                     self.telemetry.consumer_woke(self.name);
@@ -295,72 +419,158 @@ impl Intake {
 
     /// A record arrived: admit it, or hold it until due.
     fn receive(&mut self, record: SourceRecord, dispatch: &dyn Dispatch) {
-        let Some(due) = self.due else {
+        let Some(hold) = &self.hold else {
             return self.admit(record, dispatch);
+        };
+        let (due, in_order) = match hold.policy.timing(&record, SystemTime::now()) {
+            Timing::Now => return self.admit(record, dispatch),
+            Timing::InOrder(at) => (at, true),
+            Timing::OutOfOrder(at) => (at, false),
         };
         let tp: Tp = (record.topic.clone(), record.partition);
         let generation = self.flow.generation(&tp);
-        if let Some(held) = self.held.get_mut(&tp) {
-            if held.generation == generation {
-                // Records behind a held one wait behind it, in order.
-                held.records.push_back(record);
-                self.report_held();
-                return;
-            }
-            // Held under an earlier assignment: that partition was revoked.
-            self.held.remove(&tp);
+        self.forget_if_stale(&tp, generation);
+        let done = self.flow.hold(&tp, record.offset);
+        let held = self.held.entry(tp.clone()).or_insert_with(|| Held::new(generation));
+        held.insert(due, Waiting { record, done, in_order });
+        if in_order && !held.paused {
+            held.paused = true;
+            self.pause(std::slice::from_ref(&tp));
         }
-        match due(&record) {
-            Some(at) if at > SystemTime::now() => {
-                self.pause(std::slice::from_ref(&tp));
-                self.schedule(&tp, at);
-                self.held.insert(
-                    tp,
-                    Held {
-                        generation,
-                        records: VecDeque::from([record]),
-                    },
-                );
-                self.report_held();
-            }
-            _ => self.admit(record, dispatch),
-        }
-    }
-
-    /// A held partition's timer fired: admit what is due, then resume it or
-    /// wait for the next due time.
-    fn release(&mut self, tp: &Tp, dispatch: &dyn Dispatch) {
-        let Some(due) = self.due else { return };
-        let current = self.flow.generation(tp);
-        let Some(mut held) = self.held.remove(tp) else { return };
-        if held.generation != current {
-            self.report_held();
-            return;
-        }
-        while let Some(front) = held.records.front() {
-            match due(front) {
-                Some(at) if at > SystemTime::now() => {
-                    self.schedule(tp, at);
-                    self.held.insert(tp.clone(), held);
-                    self.report_held();
-                    return;
-                }
-                _ => {
-                    let record = held.records.pop_front().expect("front exists");
-                    self.admit(record, dispatch);
-                }
-            }
+        self.schedule(&tp);
+        if !in_order {
+            self.bound_out_of_order(&tp, dispatch);
         }
         self.report_held();
-        if current.is_some() && !self.flow.is_paused(tp) {
+    }
+
+    /// A held partition's timer fired: start what is due, then resume the
+    /// partition when no in-order record waits any more.
+    fn release(&mut self, tp: &Tp, dispatch: &dyn Dispatch) {
+        let current = self.flow.generation(tp);
+        if self.forget_if_stale(tp, current) {
+            return;
+        }
+        let Some(held) = self.held.get_mut(tp) else { return };
+        let due = held.take_due(SystemTime::now());
+        let resume = held.paused && held.in_order == 0;
+        if resume {
+            held.paused = false;
+        }
+        let empty = held.by_due.is_empty();
+        for waiting in due {
+            self.start(waiting.record, waiting.done, dispatch);
+        }
+        if empty {
+            self.held.remove(tp);
+        } else {
+            self.schedule(tp);
+        }
+        if resume && current.is_some() && !self.flow.is_paused(tp) {
             if let Err(e) = self.consumer.resume(&partitions_tpl(std::slice::from_ref(tp))) {
                 self.telemetry.consumer_error(&e);
             }
         }
+        self.report_held();
     }
 
-    fn schedule(&mut self, tp: &Tp, at: SystemTime) {
-        let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+    /// Keeps what a partition holds out of order within its bounds: while
+    /// there are too many such records (or bytes), or too many records
+    /// finished past the oldest of them, that oldest one is moved to the end
+    /// of a wait topic, so it neither fills memory nor holds the commit back.
+    fn bound_out_of_order(&mut self, tp: &Tp, dispatch: &dyn Dispatch) {
+        let Some(hold) = &self.hold else { return };
+        let (max, max_bytes) = (hold.max_out_of_order, hold.max_out_of_order_bytes);
+        loop {
+            let Some(held) = self.held.get_mut(tp) else { return };
+            let Some((&oldest, &due)) = held.out_of_order.first_key_value() else {
+                return;
+            };
+            let over = held.out_of_order.len() > max
+                || held.out_of_order_bytes > max_bytes
+                || self.flow.finished_after(tp, oldest) >= max as u64;
+            if !over {
+                return;
+            }
+            let Some(mut waiting) = held.remove((due, oldest)) else {
+                return;
+            };
+            if held.by_due.is_empty() {
+                self.held.remove(tp);
+            }
+            let pause = self.flow.start(&mut waiting.done);
+            if !pause.is_empty() {
+                self.pause(&pause);
+                self.telemetry.partitions_paused(pause.len(), self.flow.paused_count());
+            }
+            self.telemetry.retry_requeued(&tp.0);
+            self.telemetry.record_consumed(&waiting.record);
+            dispatch.requeue(waiting.record, waiting.done);
+            self.report_held();
+        }
+    }
+
+    fn bound_all_out_of_order(&mut self, dispatch: &dyn Dispatch) {
+        if self.hold.is_none() {
+            return;
+        }
+        let tps: Vec<Tp> = self
+            .held
+            .iter()
+            .filter(|(_, h)| !h.out_of_order.is_empty())
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in tps {
+            self.bound_out_of_order(&tp, dispatch);
+        }
+    }
+
+    /// Drops (abandons) what is held for `tp` under an assignment other than
+    /// `current`; returns whether it did. The next owner holds those records again.
+    fn forget_if_stale(&mut self, tp: &Tp, current: Option<u64>) -> bool {
+        match self.held.get(tp) {
+            Some(held) if held.generation != current => {}
+            _ => return false,
+        }
+        if let Some(held) = self.held.remove(tp) {
+            held.abandon();
+        }
+        if let Some(key) = self.timer_keys.remove(tp) {
+            self.timers.remove(&key);
+        }
+        self.report_held();
+        true
+    }
+
+    /// After a rebalance, lets go of what is held for partitions no longer ours.
+    fn forget_revoked(&mut self) {
+        if self.hold.is_none() {
+            return;
+        }
+        let epoch = self.flow.epoch();
+        if epoch == self.epoch {
+            return;
+        }
+        self.epoch = epoch;
+        let tps: Vec<Tp> = self.held.keys().cloned().collect();
+        for tp in tps {
+            let current = self.flow.generation(&tp);
+            self.forget_if_stale(&tp, current);
+        }
+    }
+
+    /// Arms `tp`'s timer for its earliest held record.
+    fn schedule(&mut self, tp: &Tp) {
+        let Some(at) = self.held.get(tp).and_then(Held::next_due) else {
+            if let Some(key) = self.timer_keys.remove(tp) {
+                self.timers.remove(&key);
+            }
+            return;
+        };
+        let wait = at
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .min(LONGEST_TIMER);
         match self.timer_keys.get(tp) {
             Some(key) => self.timers.reset(key, wait),
             None => {
@@ -371,8 +581,12 @@ impl Intake {
     }
 
     fn report_held(&self) {
-        let n: usize = self.held.values().map(|h| h.records.len()).sum();
-        self.telemetry.retry_records_waiting(n);
+        let (mut all, mut out_of_order) = (0, 0);
+        for held in self.held.values() {
+            all += held.by_due.len();
+            out_of_order += held.out_of_order.len();
+        }
+        self.telemetry.retry_records_waiting(all, out_of_order);
     }
 
     fn pause(&self, tps: &[Tp]) {
@@ -392,6 +606,17 @@ impl Intake {
         dispatch.dispatch(record, done);
     }
 
+    /// A held record is due: it becomes an event in flight.
+    fn start(&self, record: SourceRecord, mut done: Completion, dispatch: &dyn Dispatch) {
+        self.telemetry.record_consumed(&record);
+        let pause = self.flow.start(&mut done);
+        if !pause.is_empty() {
+            self.pause(&pause);
+            self.telemetry.partitions_paused(pause.len(), self.flow.paused_count());
+        }
+        dispatch.dispatch(record, done);
+    }
+
     fn apply(&self, actions: Actions) {
         if !actions.store.is_empty() {
             match offsets_tpl(&actions.store).and_then(|tpl| self.consumer.store_offsets(&tpl)) {
@@ -400,11 +625,11 @@ impl Intake {
                 Err(e) => self.telemetry.offset_store_failed(&e),
             }
         }
-        // A partition holding a record until due stays paused until then.
+        // A partition holding an in-order record until due stays paused until then.
         let resume: Vec<Tp> = actions
             .resume
             .into_iter()
-            .filter(|tp| !self.held.contains_key(tp))
+            .filter(|tp| !self.held.get(tp).is_some_and(|h| h.paused))
             .collect();
         if !resume.is_empty() {
             let still_paused = self.flow.paused_count();
@@ -437,7 +662,13 @@ impl Intake {
         });
     }
 
-    async fn shut_down(self, drain_timeout: Duration) {
+    async fn shut_down(mut self, drain_timeout: Duration) {
+        // Held records are not worked on: the next owner holds them again.
+        let held: usize = self.held.drain().map(|(_, h)| h.abandon()).sum();
+        if held > 0 {
+            tracing::info!(held, "letting go of retries waiting until due");
+        }
+        self.report_held();
         let assigned = self.flow.assigned();
         if !assigned.is_empty() {
             // Stop fetching; nothing more is admitted.

@@ -20,6 +20,12 @@
 //! Every assignment gets a new generation; a completion from an older one
 //! (its partition was revoked and perhaps re-assigned meanwhile) is ignored,
 //! so an abandoned event can never move a new owner's offsets.
+//!
+//! A consumer that holds records until they are due (the retry tiers)
+//! registers each held record with [`Flow::hold`]: its offset then keeps the
+//! commit from passing it, but it is not work in flight (it counts toward no
+//! limit, and neither a rebalance nor shutdown waits for it) until
+//! [`Flow::start`] turns it into an event in flight.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,13 +51,34 @@ struct Partition {
     progress: PartitionProgress,
     generation: u64,
     paused: bool,
+    /// Registered records held until due (not in flight yet).
+    held: usize,
+}
+
+impl Partition {
+    fn new(generation: u64, paused: bool) -> Partition {
+        Partition {
+            progress: PartitionProgress::default(),
+            generation,
+            paused,
+            held: 0,
+        }
+    }
+
+    /// Events in flight: registered and not held.
+    fn active(&self) -> usize {
+        self.progress.in_flight() - self.held
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
     partitions: HashMap<Tp, Partition>,
+    /// Events in flight over all partitions (held records excluded).
     total: usize,
     generation: u64,
+    /// Changes whenever partitions are assigned or revoked.
+    epoch: u64,
     /// `max_in_flight` reached: take no records until three quarters is free.
     full: bool,
     /// Every partition was paused because the flow stayed full.
@@ -86,13 +113,15 @@ pub struct Completion {
     offset: i64,
     generation: u64,
     finished: bool,
+    /// Registered by [`Flow::hold`] and not yet started.
+    held: bool,
 }
 
 impl Completion {
     /// The event is finished: its offset may become committable.
     pub fn finish(mut self) {
         self.finished = true;
-        self.flow.finish(&self.tp, self.offset, self.generation);
+        self.flow.finish(&self.tp, self.offset, self.generation, self.held);
     }
 
     /// The event was not finished (hard stop): its offset stays uncommitted.
@@ -102,6 +131,11 @@ impl Completion {
 
     pub fn offset(&self) -> i64 {
         self.offset
+    }
+
+    /// Whether the record is held (registered, not yet started).
+    pub fn is_held(&self) -> bool {
+        self.held
     }
 }
 
@@ -139,18 +173,12 @@ impl Flow {
     pub fn assign(&self, tps: &[Tp]) {
         let mut state = self.lock();
         state.generation += 1;
+        state.epoch += 1;
         let generation = state.generation;
         let paused = state.globally_paused;
         for tp in tps {
-            if let Some(old) = state.partitions.insert(
-                tp.clone(),
-                Partition {
-                    progress: PartitionProgress::default(),
-                    generation,
-                    paused,
-                },
-            ) {
-                state.total -= old.progress.in_flight();
+            if let Some(old) = state.partitions.insert(tp.clone(), Partition::new(generation, paused)) {
+                state.total -= old.active();
             }
         }
         self.assigned_once.store(true, Ordering::Release);
@@ -175,36 +203,73 @@ impl Flow {
     /// partitions to pause now.
     pub fn admit(self: &Arc<Self>, tp: &Tp, offset: i64) -> (Completion, Vec<Tp>) {
         let mut state = self.lock();
-        let state = &mut *state;
+        let (mut completion, _) = Self::register(self, &mut state, tp, offset);
+        completion.held = false;
+        let pause = self.count_started(&mut state, tp);
+        (completion, pause)
+    }
+
+    /// Registers the record at `offset` as held until due: the commit will
+    /// not pass it, but it is not in flight until [`Flow::start`].
+    pub fn hold(self: &Arc<Self>, tp: &Tp, offset: i64) -> Completion {
+        let mut state = self.lock();
+        let (completion, part) = Self::register(self, &mut state, tp, offset);
+        part.held += 1;
+        completion
+    }
+
+    /// A held record is due: it becomes an event in flight. Returns the
+    /// partitions to pause now.
+    pub fn start(&self, done: &mut Completion) -> Vec<Tp> {
+        if !done.held {
+            return Vec::new();
+        }
+        done.held = false;
+        let mut state = self.lock();
+        match state.partitions.get_mut(&done.tp) {
+            Some(part) if part.generation == done.generation => part.held -= 1,
+            // Revoked meanwhile: the completion will be ignored anyway.
+            _ => return Vec::new(),
+        }
+        self.count_started(&mut state, &done.tp)
+    }
+
+    fn register<'s>(self: &Arc<Self>, state: &'s mut State, tp: &Tp, offset: i64) -> (Completion, &'s mut Partition) {
         let current_generation = state.generation;
         let globally_paused = state.globally_paused;
-        let part = state.partitions.entry(tp.clone()).or_insert_with(|| Partition {
-            progress: PartitionProgress::default(),
-            generation: current_generation,
-            paused: globally_paused,
-        });
+        let part = state
+            .partitions
+            .entry(tp.clone())
+            .or_insert_with(|| Partition::new(current_generation, globally_paused));
         part.progress.begin(offset);
-        let generation = part.generation;
+        let completion = Completion {
+            flow: self.clone(),
+            tp: tp.clone(),
+            offset,
+            generation: part.generation,
+            finished: false,
+            held: true,
+        };
+        (completion, part)
+    }
+
+    /// Counts one more event in flight on `tp`; returns the partitions to pause.
+    fn count_started(&self, state: &mut State, tp: &Tp) -> Vec<Tp> {
         let mut pause = Vec::new();
-        if !part.paused && part.progress.in_flight() >= self.limits.per_partition {
-            part.paused = true;
-            pause.push(tp.clone());
+        if let Some(part) = state.partitions.get_mut(tp) {
+            if !part.paused && part.active() >= self.limits.per_partition {
+                part.paused = true;
+                pause.push(tp.clone());
+            }
         }
         state.total += 1;
         if state.total >= self.limits.total {
             state.full = true;
         }
-        let completion = Completion {
-            flow: self.clone(),
-            tp: tp.clone(),
-            offset,
-            generation,
-            finished: false,
-        };
-        (completion, pause)
+        pause
     }
 
-    fn finish(&self, tp: &Tp, offset: i64, generation: u64) {
+    fn finish(&self, tp: &Tp, offset: i64, generation: u64, held: bool) {
         {
             let mut state = self.lock();
             let Some(part) = state.partitions.get_mut(tp) else {
@@ -213,7 +278,11 @@ impl Flow {
             if part.generation != generation || !part.progress.finish(offset) {
                 return;
             }
-            state.total -= 1;
+            if held {
+                part.held -= 1;
+            } else {
+                state.total -= 1;
+            }
         }
         self.drained.notify_all();
         self.wake.notify_one();
@@ -238,7 +307,7 @@ impl Flow {
             if let Some(offset) = part.progress.take_advance() {
                 actions.store.push((tp.clone(), offset));
             }
-            if part.paused && !state.globally_paused && part.progress.in_flight() <= resume_below {
+            if part.paused && !state.globally_paused && part.active() <= resume_below {
                 part.paused = false;
                 actions.resume.push(tp.clone());
             }
@@ -288,6 +357,21 @@ impl Flow {
         self.lock().partitions.get(tp).map(|p| p.generation)
     }
 
+    /// Changes whenever partitions are assigned or revoked, so a consumer can
+    /// tell when to look for records it holds of partitions it lost.
+    pub fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
+    /// Records of `tp` past `offset` that are finished but cannot be
+    /// committed yet because `offset` is not: what a crash would deliver again.
+    pub fn finished_after(&self, tp: &Tp, offset: i64) -> u64 {
+        self.lock()
+            .partitions
+            .get(tp)
+            .map_or(0, |p| p.progress.finished_after(offset))
+    }
+
     /// Whether the limits keep `tp` paused.
     pub fn is_paused(&self, tp: &Tp) -> bool {
         self.lock().partitions.get(tp).is_some_and(|p| p.paused)
@@ -311,7 +395,7 @@ impl Flow {
             let remaining: usize = tps
                 .iter()
                 .filter_map(|tp| state.partitions.get(tp))
-                .map(|p| p.progress.in_flight())
+                .map(Partition::active)
                 .sum();
             let now = Instant::now();
             if remaining == 0 || now >= deadline {
@@ -326,15 +410,17 @@ impl Flow {
     }
 
     /// Stops tracking `tps`; returns their final committable offsets and how
-    /// many events were abandoned in flight.
+    /// many events were abandoned in flight (held records are not counted:
+    /// the next owner holds them again).
     pub fn revoke(&self, tps: &[Tp]) -> (Vec<(Tp, i64)>, usize) {
         let mut state = self.lock();
+        state.epoch += 1;
         let mut stores = Vec::new();
         let mut abandoned = 0;
         for tp in tps {
             if let Some(mut part) = state.partitions.remove(tp) {
-                abandoned += part.progress.in_flight();
-                state.total -= part.progress.in_flight();
+                abandoned += part.active();
+                state.total -= part.active();
                 if let Some(offset) = part.progress.take_advance() {
                     stores.push((tp.clone(), offset));
                 }
@@ -472,6 +558,62 @@ mod tests {
         assert_eq!(f.take_actions().store, vec![]);
         n6.finish();
         assert_eq!(f.take_actions().store, vec![(tp(0), 7)]);
+    }
+
+    #[test]
+    fn held_records_pin_the_commit_but_are_not_in_flight() {
+        let f = flow(2, 3);
+        f.assign(&[tp(0)]);
+        let mut h0 = f.hold(&tp(0), 0);
+        let h1 = f.hold(&tp(0), 1);
+        assert!(h0.is_held());
+        let (c2, pause) = f.admit(&tp(0), 2);
+        assert!(pause.is_empty(), "held records count toward no limit");
+        assert_eq!(f.in_flight(), 1);
+        c2.finish();
+        assert_eq!(f.take_actions().store, vec![], "offset 0 is held: nothing committable");
+        assert_eq!(f.finished_after(&tp(0), 0), 1);
+        assert_eq!(
+            f.wait_drained(&[tp(0)], Instant::now()),
+            0,
+            "a rebalance does not wait for held records"
+        );
+        // Started: now it is work in flight, counted toward the limits.
+        let pause = f.start(&mut h0);
+        assert!(!h0.is_held());
+        assert!(pause.is_empty());
+        assert_eq!(f.in_flight(), 1);
+        assert!(f.start(&mut h0).is_empty(), "starting twice counts once");
+        assert_eq!(f.in_flight(), 1);
+        h0.finish();
+        assert_eq!(f.take_actions().store, vec![(tp(0), 1)]);
+        // A held record finished without starting (moved elsewhere) releases the commit.
+        h1.finish();
+        assert_eq!(f.take_actions().store, vec![(tp(0), 3)]);
+        assert_eq!(f.in_flight(), 0);
+    }
+
+    #[test]
+    fn revoking_abandons_held_records_without_counting_them() {
+        let f = flow(10, 10);
+        let before = f.epoch();
+        f.assign(&[tp(0)]);
+        assert_ne!(f.epoch(), before);
+        let h = f.hold(&tp(0), 0);
+        let (c, _) = f.admit(&tp(0), 1);
+        let epoch = f.epoch();
+        let (stores, abandoned) = f.revoke(&[tp(0)]);
+        assert_ne!(f.epoch(), epoch);
+        assert!(stores.is_empty());
+        assert_eq!(abandoned, 1, "only the event in flight");
+        assert_eq!(f.in_flight(), 0);
+        h.abandon();
+        c.finish();
+        assert_eq!(
+            f.in_flight(),
+            0,
+            "a late completion of a revoked partition changes nothing"
+        );
     }
 
     #[test]

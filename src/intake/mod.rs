@@ -18,4 +18,11 @@ use flow::Completion;
 pub trait Dispatch: Send + Sync + 'static {
     /// Starts work on `record`; `done` is finished when it is all done.
     fn dispatch(&self, record: SourceRecord, done: Completion);
+
+    /// Moves `record`, held out of order until due, to the end of a wait
+    /// topic; `done` is finished once the broker has it. Only holding
+    /// consumers call this; by default the record is dispatched.
+    fn requeue(&self, record: SourceRecord, done: Completion) {
+        self.dispatch(record, done);
+    }
 }

@@ -38,6 +38,16 @@ impl PartitionProgress {
         self.in_flight.len()
     }
 
+    /// Offsets past `offset` that were consumed and are finished (an upper
+    /// bound where the log has gaps): what a crash before `offset` finishes
+    /// would deliver again.
+    pub fn finished_after(&self, offset: i64) -> u64 {
+        let Some(next) = self.next else { return 0 };
+        let consumed = (next - offset - 1).max(0) as u64;
+        let unfinished = self.in_flight.range(offset + 1..).count() as u64;
+        consumed.saturating_sub(unfinished)
+    }
+
     /// The offset to commit: the next offset to consume after restart.
     pub fn committable(&self) -> Option<i64> {
         self.in_flight.first().copied().or(self.next)
@@ -110,6 +120,22 @@ mod tests {
         // A re-consumed older offset (after a seek) cannot move the commit back.
         p.begin(1);
         assert_eq!(p.take_advance(), None);
+    }
+
+    #[test]
+    fn counts_what_is_finished_past_an_unfinished_offset() {
+        let mut p = PartitionProgress::default();
+        assert_eq!(p.finished_after(0), 0);
+        for o in 10..20 {
+            p.begin(o);
+        }
+        assert_eq!(p.finished_after(10), 0);
+        for o in [11, 12, 15] {
+            p.finish(o);
+        }
+        assert_eq!(p.finished_after(10), 3);
+        assert_eq!(p.finished_after(12), 1, "only 15 is finished past 12");
+        assert_eq!(p.finished_after(19), 0);
     }
 
     #[test]

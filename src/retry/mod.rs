@@ -1,13 +1,17 @@
-//! Where failed deliveries go: retry tiers as Kafka delay topics, then the
-//! dead-letter topic.
+//! Everything after a failed attempt: when it is tried again, where it waits
+//! meanwhile, and where it ends when it is not.
 //!
-//! [`schedule`] decides when a retry is due, [`sink`] writes retry and
-//! dead-letter records (acknowledged before any source offset is committed),
-//! and [`record`] reads a retry record back when its tier consumer holds it
-//! until due (see `intake::consumer`).
+//! [`policy`] decides (final statuses, 410, the tiers, Retry-After, a webhook
+//! that changed); [`schedule`] computes due times; [`wait`] knows the topics
+//! retries wait in and when a waiting record may be delivered; [`codec`] is
+//! the record format; [`sink`] writes records and waits for the broker's
+//! acknowledgement; [`redrive`] delivers something again now (manual retry)
+//! and [`replay`] re-drives dead letters.
 
-pub mod lifecycle;
-pub mod record;
+pub mod codec;
+pub mod policy;
+pub mod redrive;
 pub mod replay;
 pub mod schedule;
 pub mod sink;
+pub mod wait;

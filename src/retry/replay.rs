@@ -2,19 +2,20 @@
 //!
 //! A replay reads the dead-letter topic from its start up to its end at the
 //! moment the replay begins, keeps the records that match the filter, and
-//! writes each one into the first retry tier, due now. The retry consumer
-//! then delivers it like any retry: to the webhook as it is now, with the
-//! same `webhook-id`, its attempt count and history carried on. A replayed
-//! delivery that fails again goes through the tiers once more.
+//! writes each one into the redrive topic, due now. The retry consumer then
+//! delivers it like any retry: to the webhook as it is now (if it is still
+//! the webhook the delivery was for), with the same `webhook-id`, its attempt
+//! count and history carried on. A replayed delivery that fails again goes
+//! through the tiers once more, from the first.
 //!
 //! Only deliveries can be replayed: a record that never was routed (invalid
 //! JSON, no event type) has no webhook, and is counted as skipped.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
@@ -22,14 +23,18 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::config::Config;
-use crate::retry::sink::headers as h;
+use crate::retry::codec::{self, headers as h};
 use crate::subscriptions::model::pattern_matches;
 
 /// Which dead letters to replay; every set field must match.
 #[derive(Debug, Clone, Default)]
 pub struct ReplayFilter {
     pub webhook: Option<String>,
+    /// The tenant of the webhook (or, for records that do not say, of the event).
     pub tenant: Option<String>,
+    /// The webhook's incarnation (`created_at`): dead letters of an earlier
+    /// webhook with the same id are not its own.
+    pub webhook_created_at: Option<OffsetDateTime>,
     /// An event type pattern: exact, `prefix.*` or `*`.
     pub event_type: Option<String>,
     /// `herald.reason` is one of these (any when empty), e.g.
@@ -56,8 +61,19 @@ impl ReplayFilter {
             (None, _, _) => false,
             (Some(at), since, until) => since.is_none_or(|s| at >= s) && until.is_none_or(|u| at < u),
         };
+        let tenant_ok = self.tenant.as_ref().is_none_or(|want| {
+            let tenant = headers.get(h::WEBHOOK_TENANT).or_else(|| headers.get(h::TENANT));
+            tenant == Some(want)
+        });
+        let incarnation_ok = self.webhook_created_at.is_none_or(|want| {
+            headers
+                .get(h::WEBHOOK_CREATED_AT)
+                .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+                .is_none_or(|at| at == want)
+        });
         eq(&self.webhook, h::WEBHOOK_ID)
-            && eq(&self.tenant, h::TENANT)
+            && tenant_ok
+            && incarnation_ok
             && (self.reasons.is_empty() || headers.get(h::REASON).is_some_and(|r| self.reasons.contains(r)))
             && event_type_ok
             && time_ok
@@ -73,15 +89,13 @@ pub struct ReplaySummary {
     pub matched: u64,
     /// Matching but not deliveries (never routed), so not replayable.
     pub skipped: u64,
-    /// Written to the first retry tier (0 on a dry run).
+    /// Written to the redrive topic (0 on a dry run).
     pub replayed: u64,
 }
 
 /// A replay that could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    #[error("replay needs at least one retry tier (retry.tiers is empty)")]
-    NoTiers,
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
 }
@@ -94,7 +108,7 @@ pub async fn replay(
     dry_run: bool,
     progress: impl Fn(&ReplaySummary) + Send + 'static,
 ) -> Result<ReplaySummary, ReplayError> {
-    let tier_topic = config.retry.tiers.first().ok_or(ReplayError::NoTiers)?.topic.clone();
+    let redrive_topic = config.retry.redrive_topic.clone();
     let producer: FutureProducer = crate::kafka::producer_config(&config.kafka).create()?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(Option<Vec<u8>>, Vec<u8>, OwnedHeaders)>(256);
     let reader = {
@@ -107,7 +121,7 @@ pub async fn replay(
         if dry_run {
             continue;
         }
-        let mut record = FutureRecord::to(&tier_topic).payload(&value).headers(headers);
+        let mut record = FutureRecord::to(&redrive_topic).payload(&value).headers(headers);
         if let Some(key) = &key {
             record = record.key(key);
         }
@@ -150,10 +164,6 @@ fn read(
         return Ok(summary);
     }
     consumer.assign(&tpl)?;
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis())
-        .to_string();
     while !ends.is_empty() {
         let Some(message) = consumer.poll(Duration::from_secs(1)) else {
             continue;
@@ -178,37 +188,12 @@ fn read(
             .unwrap_or_default();
         if filter.matches(&headers) {
             summary.matched += 1;
-            if headers.contains_key(h::WEBHOOK_ID) && headers.contains_key(h::DELIVERY_ID) {
-                let mut out = OwnedHeaders::new();
-                for hd in message
-                    .headers()
-                    .map(|hs| hs.iter().collect::<Vec<_>>())
-                    .unwrap_or_default()
-                {
-                    let drop = matches!(
-                        hd.key,
-                        h::RETRY_TIER | h::RETRY_DUE_AT | h::DEAD_LETTERED_AT | h::REASON | h::DETAIL
-                    );
-                    if !drop {
-                        out = out.insert(Header {
-                            key: hd.key,
-                            value: hd.value,
-                        });
-                    }
-                }
-                out = out
-                    .insert(Header {
-                        key: h::RETRY_TIER,
-                        value: Some("0"),
-                    })
-                    .insert(Header {
-                        key: h::RETRY_DUE_AT,
-                        value: Some(now_ms.as_str()),
-                    })
-                    .insert(Header {
-                        key: h::REPLAYED_FROM_REASON,
-                        value: headers.get(h::REASON).map(String::as_str),
-                    });
+            let raw: Vec<(&str, Option<&[u8]>)> = message
+                .headers()
+                .map(|hs| hs.iter().map(|hd| (hd.key, hd.value)).collect())
+                .unwrap_or_default();
+            if codec::is_redrivable(raw.iter().copied()) {
+                let out = codec::redrive(raw.iter().copied(), SystemTime::now());
                 let item = (
                     message.key().map(<[u8]>::to_vec),
                     message.payload().unwrap_or_default().to_vec(),
@@ -251,12 +236,29 @@ mod tests {
         let f = ReplayFilter {
             webhook: Some("wh_1".into()),
             tenant: Some("acme".into()),
+            webhook_created_at: None,
             event_type: Some("tour.*".into()),
             reasons: vec!["webhook_paused".into()],
             since: Some(t("2025-03-01T00:00:00Z")),
             until: Some(t("2025-03-02T00:00:00Z")),
         };
         assert!(f.matches(&letter));
+        // The webhook's own tenant and incarnation, where the record says.
+        let mut bound = letter.clone();
+        bound.insert(h::WEBHOOK_TENANT.into(), "globex".into());
+        bound.insert(h::WEBHOOK_CREATED_AT.into(), "2025-02-01T00:00:00.5Z".into());
+        assert!(!f.matches(&bound), "the webhook's tenant wins over the event's");
+        let globex = ReplayFilter {
+            tenant: Some("globex".into()),
+            webhook_created_at: Some(t("2025-02-01T00:00:00.5Z")),
+            ..f.clone()
+        };
+        assert!(globex.matches(&bound));
+        let recreated = ReplayFilter {
+            webhook_created_at: Some(t("2025-02-02T00:00:00Z")),
+            ..globex.clone()
+        };
+        assert!(!recreated.matches(&bound), "an earlier webhook with the same id");
         for other in [
             ReplayFilter {
                 webhook: Some("wh_2".into()),

@@ -24,6 +24,10 @@ pub struct Tier {
     /// The longest a `Retry-After` may push the retry (default: 3 x delay).
     #[serde(default, with = "humantime_serde")]
     pub max_delay: Option<Duration>,
+    /// `retention.ms` of the topic when Herald creates it (default: twice
+    /// the longest wait in it); at least the longest wait.
+    #[serde(default, with = "humantime_serde")]
+    pub retention: Option<Duration>,
 }
 
 impl Tier {
@@ -88,11 +92,13 @@ mod tests {
                     topic: "r1".into(),
                     delay: Duration::from_secs(3600),
                     max_delay: None,
+                    retention: None,
                 },
                 Tier {
                     topic: "r2".into(),
                     delay: Duration::from_secs(3 * 3600),
                     max_delay: Some(Duration::from_secs(4 * 3600)),
+                    retention: None,
                 },
             ],
             jitter,

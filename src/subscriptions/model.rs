@@ -74,6 +74,12 @@ pub struct Limits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1)]
     pub timeout_ms: Option<u64>,
+    /// HTTP statuses (300 to 599) that end a delivery to this endpoint at
+    /// once instead of being retried; replaces `retry.final_statuses` for it.
+    /// 410 Gone is always final.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 64)]
+    pub final_statuses: Option<Vec<u16>>,
 }
 
 /// One webhook subscription.
@@ -245,6 +251,17 @@ impl Webhook {
         }
         if self.limits.max_in_flight == Some(0) {
             return Err(invalid("limits", "`max_in_flight` must be at least 1"));
+        }
+        if let Some(statuses) = &self.limits.final_statuses {
+            if statuses.len() > 64 {
+                return Err(invalid("limits", "`final_statuses` may list at most 64 statuses"));
+            }
+            if let Some(s) = statuses.iter().find(|s| !(300..=599).contains(*s)) {
+                return Err(invalid(
+                    "limits",
+                    format!("`final_statuses`: {s} is not a failure status (300 to 599)"),
+                ));
+            }
         }
         if self.limits.timeout_ms == Some(0) {
             return Err(invalid("limits", "`timeout_ms` must be at least 1"));

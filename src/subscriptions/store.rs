@@ -84,8 +84,10 @@ const UPDATE_ATTEMPTS: usize = 20;
 #[derive(Debug)]
 pub enum Loaded {
     Webhook(Box<Webhook>),
-    /// The key exists but its content is unusable; skipped and reported.
+    /// The key exists but its content is unusable; reported, and the last
+    /// good version of the webhook (if any) goes on being used.
     Invalid {
+        id: String,
         key: String,
         reason: String,
     },
@@ -196,7 +198,7 @@ impl SubscriptionStore {
             let current = match decode(id, self.keys.webhook(id), Some(raw.clone().into_bytes())) {
                 Loaded::Webhook(w) => *w,
                 Loaded::Missing(_) => return Ok(None),
-                Loaded::Invalid { key, reason } => return Err(StoreError::InvalidRecord { key, reason }.into()),
+                Loaded::Invalid { key, reason, .. } => return Err(StoreError::InvalidRecord { key, reason }.into()),
             };
             let Some(next) = change(&current).map_err(UpdateError::Rejected)? else {
                 return Ok(Some(current));
@@ -285,7 +287,7 @@ impl SubscriptionStore {
     pub async fn get(&self, id: &str) -> Result<Option<Webhook>, StoreError> {
         match self.get_many(&[id.to_owned()]).await?.pop() {
             Some(Loaded::Webhook(w)) => Ok(Some(*w)),
-            Some(Loaded::Invalid { key, reason }) => Err(StoreError::InvalidRecord { key, reason }),
+            Some(Loaded::Invalid { key, reason, .. }) => Err(StoreError::InvalidRecord { key, reason }),
             _ => Ok(None),
         }
     }
@@ -331,6 +333,7 @@ fn decode(id: &str, key: String, doc: Option<Vec<u8>>) -> Loaded {
         Ok(w) => w,
         Err(e) => {
             return Loaded::Invalid {
+                id: id.to_owned(),
                 key,
                 reason: format!("not a webhook document: {e}"),
             }
@@ -338,12 +341,14 @@ fn decode(id: &str, key: String, doc: Option<Vec<u8>>) -> Loaded {
     };
     if webhook.id != id {
         return Loaded::Invalid {
+            id: id.to_owned(),
             key,
             reason: format!("its id `{}` does not match the key", webhook.id),
         };
     }
     if let Err(e) = webhook.validate() {
         return Loaded::Invalid {
+            id: id.to_owned(),
             key,
             reason: e.to_string(),
         };

@@ -209,27 +209,31 @@ impl SyncTask {
         Ok(())
     }
 
-    /// A record ready for the index, or `None` (deleted, or invalid and reported).
+    /// A record ready for the index, or `None` (deleted, or invalid and never
+    /// seen valid). A document that stops being usable (another writer broke
+    /// it) keeps its last good version in the index, so its events are still
+    /// delivered, not committed as having no subscriber; the error is logged
+    /// and counted at every sync until it is fixed or deleted.
     fn compile(&self, record: Loaded, state: &State) -> Option<(String, Arc<Target>)> {
-        match record {
+        let (id, key, reason) = match record {
             Loaded::Webhook(webhook) => {
                 let previous = state.targets.get(&webhook.id).map(Arc::as_ref);
                 let id = webhook.id.clone();
-                let key = Keys::new(self.prefix.clone()).webhook(&id);
                 match Target::compile(*webhook, &self.defaults, previous) {
-                    Ok(target) => Some((id, Arc::new(target))),
+                    Ok(target) => return Some((id, Arc::new(target))),
                     Err(reason) => {
-                        self.telemetry.subscription_record_invalid(&key, &reason);
-                        None
+                        let key = Keys::new(self.prefix.clone()).webhook(&id);
+                        (id, key, reason)
                     }
                 }
             }
-            Loaded::Invalid { key, reason } => {
-                self.telemetry.subscription_record_invalid(&key, &reason);
-                None
-            }
-            Loaded::Missing(_) => None,
-        }
+            Loaded::Invalid { id, key, reason } => (id, key, reason),
+            Loaded::Missing(_) => return None,
+        };
+        let last_good = state.targets.get(&id).cloned();
+        self.telemetry
+            .subscription_record_invalid(&key, &reason, last_good.is_some());
+        last_good.map(|target| (id, target))
     }
 
     fn publish(&self, state: &State, full: bool) {

@@ -29,6 +29,12 @@ pub struct Metrics {
     pub retry_records_waiting: IntGauge,
     pub retry_lateness: HistogramVec,
     pub retry_records_invalid: IntCounter,
+    pub retry_records_out_of_order: IntGauge,
+    pub retry_requeued: IntCounterVec,
+    pub retry_records_expired: IntCounterVec,
+    pub redrives: IntCounter,
+    pub failure_record_downgrades: IntCounterVec,
+    pub producer_recreated: IntCounter,
     pub consumer_wakeups: IntCounterVec,
     pub webhooks_disabled: IntCounterVec,
     pub lifecycle_errors: IntCounter,
@@ -208,6 +214,44 @@ impl Metrics {
                 "Retry records held in memory until due (at most about one per tier partition).",
             ),
             retry_lateness,
+            retry_records_out_of_order: gauge(
+                r,
+                "herald_retry_records_out_of_order",
+                "Of the retries held until due, those held aside because they are due later than their topic's \
+                 band (a long Retry-After): their partitions are read on meanwhile.",
+            ),
+            retry_requeued: counter_vec(
+                r,
+                "herald_retry_requeued_total",
+                "Retries held out of order that were moved to the end of a wait topic (retry.max_out_of_order), \
+                 by the topic they were read from: the extra broker writes of keeping every retry on time.",
+                &["topic"],
+            ),
+            retry_records_expired: counter_vec(
+                r,
+                "herald_retry_records_expired_total",
+                "Records of a retry, redrive or dead-letter topic deleted by retention before Herald read them: \
+                 retries lost. The topic's retention.ms is shorter than the schedule needs.",
+                &["topic"],
+            ),
+            redrives: counter(
+                r,
+                "herald_redrives_total",
+                "Deliveries written to the redrive topic and acknowledged (manual retries, replays).",
+            ),
+            failure_record_downgrades: counter_vec(
+                r,
+                "herald_failure_record_downgrades_total",
+                "Failure records the broker refused for good and that were written another way: \
+                 lean (optional diagnostics dropped), stub (too large even so: a dead letter pointing at the \
+                 source position), dead_letter (the retry topic refused it).",
+                &["to"],
+            ),
+            producer_recreated: counter(
+                r,
+                "herald_producer_recreated_total",
+                "Times the Kafka producer failed fatally and was replaced by a new one.",
+            ),
             retry_records_invalid: counter(
                 r,
                 "herald_retry_records_invalid_total",
@@ -337,8 +381,11 @@ impl Metrics {
         for status in crate::subscriptions::model::WebhookStatus::ALL {
             m.webhooks.with_label_values(&[status.as_str()]);
         }
-        for status in ["paused", "disabled"] {
+        for status in ["paused", "disabled", "deleted", "unsubscribed", "invalid"] {
             m.deliveries_not_attempted.with_label_values(&[status]);
+        }
+        for to in ["lean", "stub", "dead_letter"] {
+            m.failure_record_downgrades.with_label_values(&[to]);
         }
         for result in ["written", "superseded", "dropped", "write_failed", "topic_failed"] {
             m.history_records.with_label_values(&[result]);
@@ -360,18 +407,25 @@ impl Metrics {
         m
     }
 
-    /// Creates the per-tier series of `tiers` retry tiers (and every
-    /// dead-letter reason), so dashboards and alerts see zeros, not gaps.
-    pub fn preregister_retry(&self, tiers: usize) {
-        for tier in 1..=tiers {
-            let tier = tier.to_string();
-            self.retries_scheduled.with_label_values(&[&tier]);
+    /// Creates the per-tier series of `tiers` retry tiers, the per-topic
+    /// series of the wait and dead-letter `topics` (and every dead-letter
+    /// reason), so dashboards and alerts see zeros, not gaps.
+    pub fn preregister_retry(&self, tiers: usize, topics: &[String]) {
+        let labels = (1..=tiers).map(|t| t.to_string()).chain(["redrive".to_owned()]);
+        for tier in labels {
+            if tier != "redrive" {
+                self.retries_scheduled.with_label_values(&[&tier]);
+            }
             self.retry_lateness.with_label_values(&[&tier]);
             for outcome in OUTCOMES {
                 self.retry_attempts.with_label_values(&[&tier, outcome]);
             }
         }
-        for reason in crate::retry::sink::reasons::ALL {
+        for topic in topics {
+            self.retry_requeued.with_label_values(&[topic]);
+            self.retry_records_expired.with_label_values(&[topic]);
+        }
+        for reason in crate::retry::codec::reasons::ALL {
             self.dead_letters.with_label_values(&[reason]);
         }
         for reason in crate::routing::envelope::UnroutableReason::ALL {

@@ -19,6 +19,24 @@ use crate::event::SourceRecord;
 use crate::routing::envelope::Unroutable;
 pub use metrics::Metrics;
 
+/// Where a retried attempt came from (`tier` label: `1`... or `redrive`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryFrom {
+    /// Retry tier (0-based).
+    Tier(usize),
+    /// The redrive topic (manual retry, replay).
+    Redrive,
+}
+
+impl RetryFrom {
+    pub fn label(self) -> String {
+        match self {
+            RetryFrom::Tier(t) => (t + 1).to_string(),
+            RetryFrom::Redrive => "redrive".to_owned(),
+        }
+    }
+}
+
 /// The reporting handle passed to every stage.
 #[derive(Clone)]
 pub struct Telemetry {
@@ -150,14 +168,15 @@ impl Telemetry {
         self.metrics.deliveries_in_flight.inc();
     }
 
-    /// A delivery attempt ended; `tier` is the retry tier it came from.
-    pub fn delivery_finished(&self, webhook_id: &str, event_type: &str, tier: Option<usize>, attempt: &Attempt) {
+    /// A delivery attempt ended; `from` is where a retry came from: its tier,
+    /// or the redrive topic.
+    pub fn delivery_finished(&self, webhook_id: &str, event_type: &str, from: Option<RetryFrom>, attempt: &Attempt) {
         self.metrics.deliveries_in_flight.dec();
         let outcome = if attempt.succeeded() { "succeeded" } else { "failed" };
-        if let Some(tier) = tier {
+        if let Some(from) = from {
             self.metrics
                 .retry_attempts
-                .with_label_values(&[&(tier + 1).to_string(), outcome])
+                .with_label_values(&[&from.label(), outcome])
                 .inc();
         }
         self.metrics
@@ -191,11 +210,11 @@ impl Telemetry {
         }
     }
 
-    pub fn delivery_not_attempted(&self, webhook_id: &str, status: &'static str) {
+    pub fn delivery_not_attempted(&self, webhook_id: &str, status: &'static str, detail: &str) {
         self.metrics.deliveries_not_attempted.with_label_values(&[status]).inc();
         debug!(
             webhook = webhook_id,
-            status, "webhook is not active; delivery kept in the dead-letter topic"
+            status, detail, "delivery not attempted; kept in the dead-letter topic"
         );
     }
 
@@ -217,6 +236,55 @@ impl Telemetry {
             .duration_since(std::time::SystemTime::now())
             .map_or(0, |d| d.as_millis() as u64);
         debug!(tier = tier + 1, due_in_ms = in_ms, "retry scheduled");
+    }
+
+    pub fn redrive_written(&self, took: Duration) {
+        self.metrics.redrives.inc();
+        self.metrics.dead_letter_produce_duration.observe(took.as_secs_f64());
+        debug!("redrive record acknowledged");
+    }
+
+    /// A waiting retry was moved to the end of a wait topic.
+    pub fn retry_requeued(&self, from_topic: &str) {
+        self.metrics.retry_requeued.with_label_values(&[from_topic]).inc();
+        debug!(
+            topic = from_topic,
+            "retry held out of order moved to the end of a wait topic"
+        );
+    }
+
+    /// The broker refused a failure record for good; it is written as `to`.
+    pub fn failure_record_downgraded(&self, to: &'static str, topic: &str, error: &dyn std::fmt::Display) {
+        self.metrics.failure_record_downgrades.with_label_values(&[to]).inc();
+        let what = match to {
+            "lean" => "writing it again without its optional diagnostics",
+            "stub" => "dead-lettering a stub that points at the event's source position instead",
+            _ => "keeping the delivery in the dead-letter topic instead",
+        };
+        warn!(topic, %error, to, "the broker refused a failure record; {what}");
+    }
+
+    pub fn producer_recreated(&self, code: &dyn std::fmt::Display, reason: &str) {
+        self.metrics.producer_recreated.inc();
+        error!(%code, reason, "the Kafka producer failed fatally; replaced it with a new one (unacknowledged records are written again)");
+    }
+
+    pub fn producer_recreate_failed(&self, error: &dyn std::fmt::Display) {
+        error!(%error, "the Kafka producer failed fatally and could not be replaced; retrying");
+    }
+
+    /// Records of `topic` expired (deleted by retention) before they were read.
+    pub fn retry_records_expired(&self, topic: &str, partition: i32, from: i64, to: i64) {
+        let n = (to - from).max(0) as u64;
+        self.metrics.retry_records_expired.with_label_values(&[topic]).inc_by(n);
+        error!(
+            topic,
+            partition,
+            expired = n,
+            from_offset = from,
+            log_start = to,
+            "records expired before they were read: retention deleted them; raise the topic's retention.ms"
+        );
     }
 
     pub fn retry_record_invalid(&self, record: &SourceRecord, error: &dyn std::fmt::Display) {
@@ -314,29 +382,47 @@ impl Telemetry {
     }
 
     /// A due retry was taken up `late` after its due time.
-    pub fn retry_taken_up(&self, tier: usize, late: Duration) {
+    pub fn retry_taken_up(&self, from: RetryFrom, late: Duration) {
         self.metrics
             .retry_lateness
-            .with_label_values(&[&(tier + 1).to_string()])
+            .with_label_values(&[&from.label()])
             .observe(late.as_secs_f64());
     }
 
-    pub fn retry_records_waiting(&self, n: usize) {
-        self.metrics.retry_records_waiting.set(n as i64);
+    /// Retries held until due, and of those, held aside out of order.
+    pub fn retry_records_waiting(&self, all: usize, out_of_order: usize) {
+        self.metrics.retry_records_waiting.set(all as i64);
+        self.metrics.retry_records_out_of_order.set(out_of_order as i64);
     }
 
     pub fn consumer_woke(&self, consumer: &'static str) {
         self.metrics.consumer_wakeups.with_label_values(&[consumer]).inc();
     }
 
-    pub fn dead_letter_produce_failed(&self, reason: &str, error: &dyn std::fmt::Display, retry_in: Duration) {
+    pub fn dead_letter_produce_failed(
+        &self,
+        reason: &str,
+        error: &dyn std::fmt::Display,
+        permanent: bool,
+        retry_in: Duration,
+    ) {
         self.metrics.dead_letter_produce_errors.inc();
-        error!(
-            reason,
-            %error,
-            retry_in_ms = retry_in.as_millis() as u64,
-            "could not write a dead-letter record; retrying, its source offset stays uncommitted"
-        );
+        if permanent {
+            error!(
+                reason,
+                %error,
+                retry_in_ms = retry_in.as_millis() as u64,
+                "the broker refuses the dead-letter topic for good (authorization? deleted topic?); \
+                 retrying, its source offset stays uncommitted until it is fixed"
+            );
+        } else {
+            error!(
+                reason,
+                %error,
+                retry_in_ms = retry_in.as_millis() as u64,
+                "could not write a dead-letter record; retrying, its source offset stays uncommitted"
+            );
+        }
     }
 
     // ---- subscriptions --------------------------------------------------------
@@ -353,9 +439,19 @@ impl Telemetry {
         debug!(kind, ?counts, "subscription index updated");
     }
 
-    pub fn subscription_record_invalid(&self, key: &str, reason: &str) {
+    /// A webhook document cannot be used; `kept` when the last good version
+    /// of it goes on being used.
+    pub fn subscription_record_invalid(&self, key: &str, reason: &str, kept: bool) {
         self.metrics.subscription_records_invalid.inc();
-        warn!(key, reason, "skipping malformed webhook record");
+        if kept {
+            error!(
+                key,
+                reason,
+                "webhook document cannot be read; delivering with its last good version until it is fixed or deleted"
+            );
+        } else {
+            warn!(key, reason, "skipping malformed webhook record");
+        }
     }
 
     pub fn subscription_error(&self, stage: &'static str, error: &dyn std::fmt::Display, retry_in: Option<Duration>) {

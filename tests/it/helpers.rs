@@ -71,6 +71,8 @@ pub struct TestEnv {
     pub group: String,
     pub prefix: String,
     pub dlq: String,
+    /// The redrive topic (manual retries, replays).
+    pub redrive: String,
     /// The system events topic.
     pub system: String,
     pub redis_url: String,
@@ -87,9 +89,11 @@ impl TestEnv {
         let id = unique(name);
         let topics: Vec<String> = topics.iter().map(|t| format!("{id}.{t}")).collect();
         let dlq = format!("{id}.dlq");
+        let redrive = format!("{id}.redrive");
         let system = format!("{id}.system");
         let mut all = topics.clone();
         all.push(dlq.clone());
+        all.push(redrive.clone());
         all.push(system.clone());
         create_topics(&all, partitions).await;
         let env = TestEnv {
@@ -100,6 +104,7 @@ impl TestEnv {
             tiers: Vec::new(),
             system,
             dlq,
+            redrive,
             topics,
         };
         env
@@ -170,6 +175,7 @@ drain_timeout = "10s"
 level = "warn"
 [retry]
 jitter = 0.0
+redrive_topic = "{redrive}"
 tiers = [{tiers}]
 "#,
             tiers = self
@@ -186,6 +192,7 @@ tiers = [{tiers}]
             redis = self.redis_url,
             prefix = self.prefix,
             dlq = self.dlq,
+            redrive = self.redrive,
             system = self.system,
         )
     }

@@ -22,7 +22,7 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -62,13 +62,13 @@ pub struct Lifecycle {
 /// order.
 #[derive(Clone)]
 pub struct SystemEvents {
-    producer: FutureProducer,
+    producer: crate::kafka::SharedProducer,
     /// `None` disables them.
     topic: Option<String>,
 }
 
 impl SystemEvents {
-    pub fn new(producer: FutureProducer, topic: Option<String>) -> SystemEvents {
+    pub fn new(producer: crate::kafka::SharedProducer, topic: Option<String>) -> SystemEvents {
         SystemEvents { producer, topic }
     }
 
@@ -84,7 +84,7 @@ impl SystemEvents {
         let Some(topic) = &self.topic else { return Ok(None) };
         let body = system_event(event, webhook, reason);
         let record = FutureRecord::to(topic).key(webhook.id.as_str()).payload(&body);
-        match self.producer.send_result(record) {
+        match self.producer.get().send_result(record) {
             Ok(ack) => Ok(Some(ack)),
             Err((e, _)) => Err(LifecycleError::Publish(e)),
         }
@@ -96,6 +96,7 @@ impl SystemEvents {
         let body = system_event(event, webhook, reason);
         let record = FutureRecord::to(topic).key(webhook.id.as_str()).payload(&body);
         self.producer
+            .get()
             .send(record, Timeout::After(Duration::from_secs(30)))
             .await
             .map_err(|(e, _)| LifecycleError::Publish(e))?;

@@ -1,0 +1,855 @@
+//! The retry and dead-letter record format, in one place.
+//!
+//! A failure record keeps the original record's key, value and headers, and
+//! adds `herald.*` headers (UTF-8 text) saying what happened to the delivery
+//! and, for a record that waits for a retry, when it is due. The format is
+//! documented in `docs/dead-letter.md`; this module is the only code that
+//! writes ([`encode`], [`requeue`], [`redrive`]) or reads ([`decode`],
+//! [`due_at`]) it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::message::{Header, OwnedHeaders};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::delivery::Attempt;
+use crate::event::{EventMeta, SourceRecord};
+use crate::subscriptions::model::Webhook;
+
+/// Header names Herald adds; the original record's own `herald.*` headers
+/// are dropped so a re-driven record never carries two histories.
+pub mod headers {
+    pub const PREFIX: &str = "herald.";
+    pub const REASON: &str = "herald.reason";
+    pub const DETAIL: &str = "herald.detail";
+    pub const SOURCE_TOPIC: &str = "herald.source.topic";
+    pub const SOURCE_PARTITION: &str = "herald.source.partition";
+    pub const SOURCE_OFFSET: &str = "herald.source.offset";
+    pub const SOURCE_TIMESTAMP: &str = "herald.source.timestamp";
+    pub const EVENT_TYPE: &str = "herald.event.type";
+    pub const EVENT_ID: &str = "herald.event.id";
+    pub const TENANT: &str = "herald.tenant";
+    pub const WEBHOOK_ID: &str = "herald.webhook.id";
+    /// The webhook's own tenant (absent for a webhook bound to none).
+    pub const WEBHOOK_TENANT: &str = "herald.webhook.tenant";
+    /// The webhook's `created_at`: which incarnation of the id the delivery is for.
+    pub const WEBHOOK_CREATED_AT: &str = "herald.webhook.created_at";
+    pub const DELIVERY_ID: &str = "herald.delivery.id";
+    pub const ATTEMPT: &str = "herald.attempt";
+    pub const FIRST_ATTEMPT_AT: &str = "herald.first_attempt.at";
+    pub const LAST_ATTEMPT_AT: &str = "herald.last_attempt.at";
+    pub const LAST_CLASS: &str = "herald.last.class";
+    pub const LAST_STATUS: &str = "herald.last.status";
+    pub const LAST_ERROR: &str = "herald.last.error";
+    pub const LAST_RESPONSE: &str = "herald.last.response";
+    pub const DEAD_LETTERED_AT: &str = "herald.dead_lettered.at";
+    pub const HISTORY: &str = "herald.history";
+    /// The tier whose attempt this record waits for (absent for a redrive).
+    pub const RETRY_TIER: &str = "herald.retry.tier";
+    pub const RETRY_DUE_AT: &str = "herald.retry.due_at";
+    /// When the due time was set (this record written, or moved).
+    pub const RETRY_SCHEDULED_AT: &str = "herald.retry.scheduled_at";
+    /// How many times the record was moved to the end of a wait topic.
+    pub const RETRY_REQUEUED: &str = "herald.retry.requeued";
+    pub const REPLAYED_FROM_REASON: &str = "herald.replayed_from.reason";
+    /// Present on a dead letter whose value was dropped because it was too large.
+    pub const STUB: &str = "herald.stub";
+}
+
+/// Why a record is dead-lettered, besides the unroutable reasons.
+pub mod reasons {
+    pub const DELIVERY_FAILED: &str = "delivery_failed";
+    pub const WEBHOOK_PAUSED: &str = "webhook_paused";
+    pub const WEBHOOK_DISABLED: &str = "webhook_disabled";
+    pub const WEBHOOK_DELETED: &str = "webhook_deleted";
+    pub const WEBHOOK_UNSUBSCRIBED: &str = "webhook_unsubscribed";
+    pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
+    pub const ENDPOINT_GONE: &str = "endpoint_gone";
+    pub const FINAL_STATUS: &str = "final_status";
+    pub const INVALID_RETRY_RECORD: &str = "invalid_retry_record";
+    pub const RECORD_TOO_LARGE: &str = "record_too_large";
+
+    /// Every reason above.
+    pub const ALL: [&str; 10] = [
+        DELIVERY_FAILED,
+        WEBHOOK_PAUSED,
+        WEBHOOK_DISABLED,
+        WEBHOOK_DELETED,
+        WEBHOOK_UNSUBSCRIBED,
+        RETRIES_EXHAUSTED,
+        ENDPOINT_GONE,
+        FINAL_STATUS,
+        INVALID_RETRY_RECORD,
+        RECORD_TOO_LARGE,
+    ];
+    /// The reasons of deliveries that were attempted and failed.
+    pub const FAILED: [&str; 4] = [RETRIES_EXHAUSTED, DELIVERY_FAILED, ENDPOINT_GONE, FINAL_STATUS];
+    /// The reasons of deliveries kept, not attempted, while a webhook was not active.
+    pub const KEPT: [&str; 2] = [WEBHOOK_PAUSED, WEBHOOK_DISABLED];
+    /// Not a dead-letter reason: a redrive record written by a manual retry.
+    pub const MANUAL_RETRY: &str = "manual_retry";
+}
+
+use headers as h;
+
+/// The webhook a delivery is for: its id, and the tenant and incarnation
+/// (`created_at`) it had when the delivery was routed, so that a retry never
+/// reaches another webhook that re-uses the id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Binding<'a> {
+    pub webhook_id: &'a str,
+    pub tenant: Option<&'a str>,
+    pub created_at: Option<OffsetDateTime>,
+}
+
+impl<'a> Binding<'a> {
+    pub fn of(webhook: &'a Webhook) -> Binding<'a> {
+        Binding {
+            webhook_id: &webhook.id,
+            tenant: webhook.tenant.as_deref(),
+            created_at: Some(webhook.created_at),
+        }
+    }
+}
+
+/// The delivery a failure record is about.
+pub struct DeliveryContext<'a> {
+    pub binding: Binding<'a>,
+    pub delivery_id: &'a str,
+    /// Attempts made so far (0 when none was, e.g. for a paused webhook).
+    pub attempts: u32,
+    /// The last attempt, when this record follows one.
+    pub last_attempt: Option<&'a Attempt>,
+    pub first_attempt_at: Option<OffsetDateTime>,
+    /// The `herald.history` of earlier attempts (a JSON array), if any.
+    pub previous_history: Option<&'a str>,
+    /// The retry tier whose attempt this was (`None`: the first attempt or a redrive).
+    pub tier: Option<usize>,
+}
+
+/// Where a failure record goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// Retry tier `tier` (index into the schedule), due at `due_at`.
+    Tier { tier: usize, due_at: SystemTime },
+    /// The redrive topic, due now: a manual retry, a replay.
+    Redrive,
+    /// The dead-letter topic.
+    DeadLetter,
+}
+
+/// One failure record to write.
+pub struct FailureRecord<'a> {
+    pub destination: Destination,
+    pub reason: &'a str,
+    pub detail: String,
+    /// The original record (for a retry: as first consumed from its source).
+    pub record: &'a SourceRecord,
+    pub meta: Option<&'a EventMeta>,
+    pub delivery: Option<DeliveryContext<'a>>,
+}
+
+/// How much of a failure record to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Size {
+    /// Everything.
+    Full,
+    /// Without the optional diagnostics (`herald.history`,
+    /// `herald.last.response`, `herald.last.error`, a shortened detail): for a
+    /// record the broker refused as too large.
+    Lean,
+}
+
+/// Longest `herald.detail` in a [`Size::Lean`] record.
+const LEAN_DETAIL: usize = 256;
+
+pub fn millis(t: SystemTime) -> u128 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
+}
+
+fn from_millis(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// Appends headers one at a time.
+struct Out(OwnedHeaders);
+
+impl Out {
+    fn new(capacity: usize) -> Out {
+        Out(OwnedHeaders::new_with_capacity(capacity))
+    }
+
+    fn raw(&mut self, key: &str, value: Option<&[u8]>) {
+        let current = std::mem::replace(&mut self.0, OwnedHeaders::new());
+        self.0 = current.insert(Header { key, value });
+    }
+
+    fn add(&mut self, key: &str, value: &str) {
+        self.raw(key, Some(value.as_bytes()));
+    }
+}
+
+fn cut(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Every attempt so far as a compact JSON array:
+/// `[{"attempt":1,"at":"...","class":"5xx","status":503,"error":"..."}, ...]`.
+fn history(d: &DeliveryContext<'_>) -> String {
+    let mut entries: Vec<serde_json::Value> = d
+        .previous_history
+        .and_then(|h| serde_json::from_str(h).ok())
+        .unwrap_or_default();
+    if let Some(a) = d.last_attempt {
+        let (status, error) = match &a.result {
+            Ok(status) => (Some(*status), None),
+            Err(f) => (f.status(), Some(f.describe())),
+        };
+        entries.push(serde_json::json!({
+            "attempt": a.attempt,
+            "at": rfc3339(a.started_at),
+            "class": a.class(),
+            "status": status,
+            "error": error,
+            "duration_ms": a.duration.as_millis() as u64,
+        }));
+    }
+    serde_json::Value::Array(entries).to_string()
+}
+
+/// The headers of `letter`, written at `now`.
+pub fn encode(letter: &FailureRecord<'_>, now: SystemTime, size: Size) -> OwnedHeaders {
+    let record = letter.record;
+    let lean = size == Size::Lean;
+    let mut out = Out::new(record.headers.len() + 24);
+    for header in &record.headers {
+        if !header.name.starts_with(h::PREFIX) {
+            out.raw(&header.name, header.value.as_deref());
+        }
+    }
+    out.add(h::REASON, letter.reason);
+    out.add(
+        h::DETAIL,
+        if lean {
+            cut(&letter.detail, LEAN_DETAIL)
+        } else {
+            &letter.detail
+        },
+    );
+    out.add(h::SOURCE_TOPIC, &record.topic);
+    out.add(h::SOURCE_PARTITION, &record.partition.to_string());
+    out.add(h::SOURCE_OFFSET, &record.offset.to_string());
+    if let Some(ts) = record.timestamp_ms {
+        out.add(h::SOURCE_TIMESTAMP, &ts.to_string());
+    }
+    if let Some(meta) = letter.meta {
+        out.add(h::EVENT_TYPE, &meta.event_type);
+        if let Some(id) = &meta.event_id {
+            out.add(h::EVENT_ID, id);
+        }
+        if let Some(tenant) = &meta.tenant {
+            out.add(h::TENANT, tenant);
+        }
+    }
+    if let Some(d) = &letter.delivery {
+        out.add(h::WEBHOOK_ID, d.binding.webhook_id);
+        if let Some(tenant) = d.binding.tenant {
+            out.add(h::WEBHOOK_TENANT, tenant);
+        }
+        if let Some(created_at) = d.binding.created_at {
+            out.add(h::WEBHOOK_CREATED_AT, &rfc3339(created_at));
+        }
+        out.add(h::DELIVERY_ID, d.delivery_id);
+        if let Some(first) = d.first_attempt_at {
+            out.add(h::FIRST_ATTEMPT_AT, &rfc3339(first));
+        }
+        out.add(h::ATTEMPT, &d.attempts.to_string());
+        if let Some(attempt) = d.last_attempt {
+            out.add(h::LAST_ATTEMPT_AT, &rfc3339(attempt.started_at));
+            out.add(h::LAST_CLASS, attempt.class());
+            match &attempt.result {
+                Ok(status) => out.add(h::LAST_STATUS, &status.to_string()),
+                Err(failure) => {
+                    if let Some(status) = failure.status() {
+                        out.add(h::LAST_STATUS, &status.to_string());
+                    }
+                    if !lean {
+                        out.add(h::LAST_ERROR, &failure.describe());
+                    }
+                }
+            }
+            if let (Some(body), false) = (&attempt.response_excerpt, lean) {
+                out.add(h::LAST_RESPONSE, body);
+            }
+        }
+        if !lean {
+            out.add(h::HISTORY, &history(d));
+        }
+    }
+    match letter.destination {
+        Destination::Tier { tier, due_at } => {
+            out.add(h::RETRY_TIER, &tier.to_string());
+            out.add(h::RETRY_DUE_AT, &millis(due_at).to_string());
+            out.add(h::RETRY_SCHEDULED_AT, &millis(now).to_string());
+        }
+        Destination::Redrive => {
+            out.add(h::RETRY_DUE_AT, &millis(now).to_string());
+            out.add(h::RETRY_SCHEDULED_AT, &millis(now).to_string());
+        }
+        Destination::DeadLetter => out.add(h::DEAD_LETTERED_AT, &rfc3339(OffsetDateTime::from(now))),
+    }
+    out.0
+}
+
+/// The headers of a dead-letter stub for `letter`, whose record was too
+/// large to write even in its [`Size::Lean`] form: what it was and where the
+/// event is (its source position), without its value or original headers.
+pub fn stub(letter: &FailureRecord<'_>, now: SystemTime, refused: &str) -> OwnedHeaders {
+    let record = letter.record;
+    let mut out = Out::new(16);
+    out.add(h::REASON, reasons::RECORD_TOO_LARGE);
+    out.add(
+        h::DETAIL,
+        &format!(
+            "the {} record ({}: {}) was refused: {}; the event is at {}/{}/{} while the source topic retains it",
+            match letter.destination {
+                Destination::DeadLetter => "dead-letter",
+                _ => "retry",
+            },
+            letter.reason,
+            cut(&letter.detail, LEAN_DETAIL),
+            cut(refused, LEAN_DETAIL),
+            record.topic,
+            record.partition,
+            record.offset
+        ),
+    );
+    out.add(h::STUB, &format!("value of {} bytes dropped", record.value.len()));
+    out.add(h::SOURCE_TOPIC, &record.topic);
+    out.add(h::SOURCE_PARTITION, &record.partition.to_string());
+    out.add(h::SOURCE_OFFSET, &record.offset.to_string());
+    if let Some(meta) = letter.meta {
+        out.add(h::EVENT_TYPE, cut(&meta.event_type, LEAN_DETAIL));
+        if let Some(tenant) = &meta.tenant {
+            out.add(h::TENANT, cut(tenant, LEAN_DETAIL));
+        }
+    }
+    if let Some(d) = &letter.delivery {
+        out.add(h::WEBHOOK_ID, d.binding.webhook_id);
+        if let Some(tenant) = d.binding.tenant {
+            out.add(h::WEBHOOK_TENANT, tenant);
+        }
+        out.add(h::DELIVERY_ID, cut(d.delivery_id, LEAN_DETAIL));
+        out.add(h::ATTEMPT, &d.attempts.to_string());
+    }
+    out.add(h::DEAD_LETTERED_AT, &rfc3339(OffsetDateTime::from(now)));
+    out.0
+}
+
+/// The headers of `record` (a waiting retry) moved, unchanged otherwise, to
+/// the end of a wait topic at `now`: the same due time, one more move.
+pub fn requeue(record: &SourceRecord, now: SystemTime) -> OwnedHeaders {
+    let moves = number::<u32>(record, h::RETRY_REQUEUED).unwrap_or(0);
+    let mut out = Out::new(record.headers.len() + 2);
+    for header in &record.headers {
+        if header.name != h::RETRY_REQUEUED && header.name != h::RETRY_SCHEDULED_AT {
+            out.raw(&header.name, header.value.as_deref());
+        }
+    }
+    out.add(h::RETRY_SCHEDULED_AT, &millis(now).to_string());
+    out.add(h::RETRY_REQUEUED, &(moves + 1).to_string());
+    out.0
+}
+
+/// Whether a dead letter (by its headers) is a delivery that can be
+/// re-driven: it names its webhook and delivery, and carries its event.
+pub fn is_redrivable<'a>(mut headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>) -> bool {
+    let (mut webhook, mut delivery) = (false, false);
+    for (key, _) in headers.by_ref() {
+        match key {
+            h::WEBHOOK_ID => webhook = true,
+            h::DELIVERY_ID => delivery = true,
+            h::STUB => return false,
+            _ => {}
+        }
+    }
+    webhook && delivery
+}
+
+/// The headers of a redrive record made from a dead letter's headers: due
+/// `now`, with the delivery's id, attempts and history carried on and the
+/// dead-letter reason kept as `herald.replayed_from.reason`.
+pub fn redrive<'a>(dead_letter: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>, now: SystemTime) -> OwnedHeaders {
+    let mut out = Out::new(32);
+    let mut reason = None;
+    for (key, value) in dead_letter {
+        match key {
+            h::REASON => reason = value,
+            h::DETAIL
+            | h::RETRY_TIER
+            | h::RETRY_DUE_AT
+            | h::RETRY_SCHEDULED_AT
+            | h::RETRY_REQUEUED
+            | h::DEAD_LETTERED_AT
+            | h::REPLAYED_FROM_REASON => {}
+            _ => out.raw(key, value),
+        }
+    }
+    out.add(h::RETRY_DUE_AT, &millis(now).to_string());
+    out.add(h::RETRY_SCHEDULED_AT, &millis(now).to_string());
+    if let Some(reason) = reason {
+        out.raw(h::REPLAYED_FROM_REASON, Some(reason));
+    }
+    out.0
+}
+
+/// A retry record that lacks what Herald wrote into it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("retry record is missing or has an invalid `{0}` header")]
+pub struct InvalidRetryRecord(pub &'static str);
+
+/// What a retry record says about its delivery.
+#[derive(Debug, Clone)]
+pub struct RetryState {
+    /// The tier whose attempt this is (`None`: a redrive, e.g. a manual retry
+    /// or replay; failing again starts the tiers from the first).
+    pub tier: Option<usize>,
+    pub due_at: SystemTime,
+    /// When the due time was set, if the record says.
+    pub scheduled_at: Option<SystemTime>,
+    /// Times the record was moved to the end of a wait topic.
+    pub requeued: u32,
+    pub webhook_id: String,
+    pub webhook_tenant: Option<String>,
+    /// The webhook's `created_at` when the delivery was routed (absent in
+    /// records written before Herald recorded it).
+    pub webhook_created_at: Option<OffsetDateTime>,
+    pub delivery_id: String,
+    /// Attempts made so far.
+    pub attempt: u32,
+    pub first_attempt_at: Option<OffsetDateTime>,
+    /// Earlier attempts, as the `herald.history` JSON array.
+    pub history: Option<String>,
+    /// The reason of the dead letter this record re-drives, if it does.
+    pub replayed_from: Option<String>,
+    /// The event as first consumed from its source topic.
+    pub original: SourceRecord,
+}
+
+impl RetryState {
+    pub fn binding(&self) -> Binding<'_> {
+        Binding {
+            webhook_id: &self.webhook_id,
+            tenant: self.webhook_tenant.as_deref(),
+            created_at: self.webhook_created_at,
+        }
+    }
+}
+
+fn text<'a>(record: &'a SourceRecord, name: &'static str) -> Result<&'a str, InvalidRetryRecord> {
+    record
+        .header(name)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .ok_or(InvalidRetryRecord(name))
+}
+
+fn number<T: std::str::FromStr>(record: &SourceRecord, name: &'static str) -> Result<T, InvalidRetryRecord> {
+    text(record, name)?.parse().map_err(|_| InvalidRetryRecord(name))
+}
+
+fn time_of(record: &SourceRecord, name: &'static str) -> Result<Option<OffsetDateTime>, InvalidRetryRecord> {
+    match record.header(name) {
+        None => Ok(None),
+        Some(_) => OffsetDateTime::parse(text(record, name)?, &Rfc3339)
+            .map(Some)
+            .map_err(|_| InvalidRetryRecord(name)),
+    }
+}
+
+/// The due time of a retry record, if it has one.
+pub fn due_at(record: &SourceRecord) -> Option<SystemTime> {
+    number(record, h::RETRY_DUE_AT).ok().map(from_millis)
+}
+
+/// When a retry record's due time was set: its `herald.retry.scheduled_at`,
+/// else the record's timestamp.
+pub fn scheduled_at(record: &SourceRecord) -> Option<SystemTime> {
+    number(record, h::RETRY_SCHEDULED_AT).ok().map(from_millis).or_else(|| {
+        record
+            .timestamp_ms
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(from_millis)
+    })
+}
+
+/// Decodes the `herald.*` headers of a record read from a wait topic.
+pub fn decode(record: &SourceRecord) -> Result<RetryState, InvalidRetryRecord> {
+    let source_topic = text(record, h::SOURCE_TOPIC)?;
+    let original = SourceRecord {
+        topic: Arc::from(source_topic),
+        partition: number(record, h::SOURCE_PARTITION)?,
+        offset: number(record, h::SOURCE_OFFSET)?,
+        timestamp_ms: number(record, h::SOURCE_TIMESTAMP).ok(),
+        key: record.key.clone(),
+        value: record.value.clone(),
+        headers: record
+            .headers
+            .iter()
+            .filter(|hd| !hd.name.starts_with(h::PREFIX))
+            .cloned()
+            .collect(),
+    };
+    let tier = match record.header(h::RETRY_TIER) {
+        None => None,
+        Some(_) => Some(number(record, h::RETRY_TIER)?),
+    };
+    Ok(RetryState {
+        tier,
+        due_at: due_at(record).ok_or(InvalidRetryRecord(h::RETRY_DUE_AT))?,
+        scheduled_at: scheduled_at(record),
+        requeued: number(record, h::RETRY_REQUEUED).unwrap_or(0),
+        webhook_id: text(record, h::WEBHOOK_ID)?.to_owned(),
+        webhook_tenant: record
+            .header(h::WEBHOOK_TENANT)
+            .map(|_| text(record, h::WEBHOOK_TENANT))
+            .transpose()?
+            .map(str::to_owned),
+        webhook_created_at: time_of(record, h::WEBHOOK_CREATED_AT)?,
+        delivery_id: text(record, h::DELIVERY_ID)?.to_owned(),
+        attempt: number(record, h::ATTEMPT)?,
+        first_attempt_at: time_of(record, h::FIRST_ATTEMPT_AT).ok().flatten(),
+        history: text(record, h::HISTORY).ok().map(str::to_owned),
+        replayed_from: text(record, h::REPLAYED_FROM_REASON).ok().map(str::to_owned),
+        original,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::Failure;
+    use crate::event::RecordHeader;
+    use rdkafka::message::Headers;
+
+    fn source() -> SourceRecord {
+        SourceRecord {
+            topic: "events".into(),
+            partition: 2,
+            offset: 41,
+            timestamp_ms: Some(1_700_000_000_000),
+            key: Some("k".into()),
+            value: r#"{"event":"tour.completed"}"#.into(),
+            headers: vec![
+                RecordHeader {
+                    name: "trace".into(),
+                    value: Some("t-1".into()),
+                },
+                RecordHeader {
+                    name: "herald.reason".into(),
+                    value: Some("forged".into()),
+                },
+            ],
+        }
+    }
+
+    fn meta() -> EventMeta {
+        EventMeta {
+            event_type: "tour.completed".into(),
+            event_id: Some("evt_1".into()),
+            event_time: None,
+            tenant: Some("acme".into()),
+            content_type: "application/json".into(),
+            forward_headers: Vec::new(),
+        }
+    }
+
+    fn attempt() -> Attempt {
+        Attempt {
+            delivery_id: "msg_1".into(),
+            attempt: 2,
+            started_at: OffsetDateTime::from_unix_timestamp(1_700_000_100).unwrap(),
+            duration: Duration::from_millis(12),
+            result: Err(Failure::Status {
+                status: 503,
+                retry_after: None,
+            }),
+            response_excerpt: Some("busy".into()),
+            signed: None,
+            response_headers: Vec::new(),
+        }
+    }
+
+    /// A delivery of webhook `w` bound to no tenant or incarnation.
+    fn unbound<'a>(attempts: u32, last_attempt: Option<&'a Attempt>, history: Option<&'a str>) -> DeliveryContext<'a> {
+        DeliveryContext {
+            binding: Binding {
+                webhook_id: "w",
+                tenant: None,
+                created_at: None,
+            },
+            delivery_id: "msg_1",
+            attempts,
+            last_attempt,
+            first_attempt_at: None,
+            previous_history: history,
+            tier: None,
+        }
+    }
+
+    /// The record a consumer would read back, with `headers` and `record`'s key and value.
+    fn read_back(record: &SourceRecord, headers: &OwnedHeaders, topic: &str) -> SourceRecord {
+        SourceRecord {
+            topic: topic.into(),
+            partition: 0,
+            offset: 7,
+            timestamp_ms: Some(1_700_000_200_000),
+            key: record.key.clone(),
+            value: record.value.clone(),
+            headers: headers
+                .iter()
+                .map(|hd| RecordHeader {
+                    name: hd.key.to_owned(),
+                    value: hd.value.map(bytes::Bytes::copy_from_slice),
+                })
+                .collect(),
+        }
+    }
+
+    fn pairs(headers: &OwnedHeaders) -> Vec<(String, String)> {
+        headers
+            .iter()
+            .map(|hd| {
+                (
+                    hd.key.to_owned(),
+                    String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_retry_record_round_trips() {
+        let record = source();
+        let meta = meta();
+        let attempt = attempt();
+        let created = OffsetDateTime::from_unix_timestamp(1_690_000_000).unwrap() + Duration::from_nanos(123_456_789);
+        let now = from_millis(1_700_000_101_000);
+        let due = now + Duration::from_secs(3600);
+        let letter = FailureRecord {
+            destination: Destination::Tier { tier: 1, due_at: due },
+            reason: reasons::DELIVERY_FAILED,
+            detail: "endpoint answered HTTP 503".into(),
+            record: &record,
+            meta: Some(&meta),
+            delivery: Some(DeliveryContext {
+                binding: Binding {
+                    webhook_id: "orders",
+                    tenant: Some("acme"),
+                    created_at: Some(created),
+                },
+                delivery_id: "msg_1",
+                attempts: 2,
+                last_attempt: Some(&attempt),
+                first_attempt_at: Some(OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap()),
+                previous_history: Some(r#"[{"attempt":1}]"#),
+                tier: Some(0),
+            }),
+        };
+        let headers = encode(&letter, now, Size::Full);
+        let back = read_back(&record, &headers, "herald.retry.3h");
+        let state = decode(&back).unwrap();
+        assert_eq!(state.tier, Some(1));
+        assert_eq!(millis(state.due_at), millis(due));
+        assert_eq!(state.scheduled_at.map(millis), Some(millis(now)));
+        assert_eq!(state.requeued, 0);
+        assert_eq!(state.webhook_id, "orders");
+        assert_eq!(state.webhook_tenant.as_deref(), Some("acme"));
+        assert_eq!(
+            state.webhook_created_at,
+            Some(created),
+            "the incarnation keeps its nanoseconds"
+        );
+        assert_eq!(state.delivery_id, "msg_1");
+        assert_eq!(state.attempt, 2);
+        let history: Vec<serde_json::Value> = serde_json::from_str(state.history.as_deref().unwrap()).unwrap();
+        assert_eq!(history.len(), 2);
+        assert_eq!(history[1]["status"], 503);
+        // The original record comes back as it was consumed, without forged herald headers.
+        assert_eq!(&*state.original.topic, "events");
+        assert_eq!((state.original.partition, state.original.offset), (2, 41));
+        assert_eq!(state.original.timestamp_ms, Some(1_700_000_000_000));
+        assert_eq!(state.original.value, record.value);
+        assert_eq!(state.original.headers, vec![record.headers[0].clone()]);
+    }
+
+    #[test]
+    fn lean_records_drop_only_the_optional_diagnostics() {
+        let record = source();
+        let meta = meta();
+        let attempt = attempt();
+        let long_history = format!("[{}]", vec!["{}"; 1000].join(","));
+        let letter = FailureRecord {
+            destination: Destination::Tier {
+                tier: 0,
+                due_at: SystemTime::now(),
+            },
+            reason: reasons::DELIVERY_FAILED,
+            detail: "x".repeat(10_000),
+            record: &record,
+            meta: Some(&meta),
+            delivery: Some(unbound(1, Some(&attempt), Some(&long_history))),
+        };
+        let full = pairs(&encode(&letter, SystemTime::now(), Size::Full));
+        let lean = pairs(&encode(&letter, SystemTime::now(), Size::Lean));
+        let size = |p: &[(String, String)]| p.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        assert!(size(&lean) < size(&full) / 4, "{} vs {}", size(&lean), size(&full));
+        let keys: Vec<&str> = lean.iter().map(|(k, _)| k.as_str()).collect();
+        for gone in [h::HISTORY, h::LAST_ERROR, h::LAST_RESPONSE] {
+            assert!(!keys.contains(&gone), "{gone}");
+        }
+        let back = read_back(&record, &encode(&letter, SystemTime::now(), Size::Lean), "t");
+        let state = decode(&back).expect("a lean record is still a retry record");
+        assert_eq!(state.delivery_id, "msg_1");
+        assert_eq!(back.header("trace"), Some(&b"t-1"[..]), "original headers are kept");
+    }
+
+    #[test]
+    fn a_requeued_record_keeps_its_due_time_and_counts_moves() {
+        let record = source();
+        let due = from_millis(1_700_000_500_000);
+        let letter = FailureRecord {
+            destination: Destination::Tier { tier: 0, due_at: due },
+            reason: reasons::DELIVERY_FAILED,
+            detail: String::new(),
+            record: &record,
+            meta: Some(&meta()),
+            delivery: Some(unbound(1, None, None)),
+        };
+        let first = read_back(
+            &record,
+            &encode(&letter, from_millis(1_700_000_000_000), Size::Full),
+            "r",
+        );
+        let moved = read_back(&first, &requeue(&first, from_millis(1_700_000_100_000)), "r");
+        let again = read_back(&moved, &requeue(&moved, from_millis(1_700_000_200_000)), "r");
+        let state = decode(&again).unwrap();
+        assert_eq!(state.due_at, due);
+        assert_eq!(state.requeued, 2);
+        assert_eq!(state.scheduled_at, Some(from_millis(1_700_000_200_000)));
+        assert_eq!(
+            again
+                .headers
+                .iter()
+                .filter(|hd| hd.name == h::RETRY_SCHEDULED_AT)
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_is_redriven_due_now_with_its_delivery_carried_on() {
+        let record = source();
+        let meta = meta();
+        let attempt = attempt();
+        let letter = FailureRecord {
+            destination: Destination::DeadLetter,
+            reason: reasons::RETRIES_EXHAUSTED,
+            detail: "endpoint answered HTTP 503".into(),
+            record: &record,
+            meta: Some(&meta),
+            delivery: Some(DeliveryContext {
+                binding: Binding {
+                    webhook_id: "orders",
+                    tenant: Some("acme"),
+                    created_at: None,
+                },
+                delivery_id: "msg_1",
+                attempts: 6,
+                last_attempt: Some(&attempt),
+                first_attempt_at: None,
+                previous_history: None,
+                tier: Some(4),
+            }),
+        };
+        let dead = encode(&letter, SystemTime::now(), Size::Full);
+        assert!(is_redrivable(dead.iter().map(|hd| (hd.key, hd.value))));
+        let now = from_millis(1_800_000_000_000);
+        let redriven = read_back(
+            &record,
+            &redrive(dead.iter().map(|hd| (hd.key, hd.value)), now),
+            "redrive",
+        );
+        let state = decode(&redriven).unwrap();
+        assert_eq!(state.tier, None, "a redrive starts the tiers again");
+        assert_eq!(state.due_at, now);
+        assert_eq!(state.attempt, 6);
+        assert_eq!(state.delivery_id, "msg_1");
+        assert_eq!(state.replayed_from.as_deref(), Some(reasons::RETRIES_EXHAUSTED));
+        assert!(redriven.header(h::REASON).is_none());
+        assert!(redriven.header(h::DEAD_LETTERED_AT).is_none());
+    }
+
+    #[test]
+    fn a_stub_points_at_the_source_and_is_not_redrivable() {
+        let record = source();
+        let meta = meta();
+        let letter = FailureRecord {
+            destination: Destination::Tier {
+                tier: 0,
+                due_at: SystemTime::now(),
+            },
+            reason: reasons::DELIVERY_FAILED,
+            detail: "endpoint answered HTTP 500".into(),
+            record: &record,
+            meta: Some(&meta),
+            delivery: Some(unbound(1, None, None)),
+        };
+        let stub = stub(&letter, SystemTime::now(), "Broker: Message size too large");
+        let p = pairs(&stub);
+        let get = |k: &str| p.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        assert_eq!(get(h::REASON), Some(reasons::RECORD_TOO_LARGE));
+        assert_eq!(get(h::SOURCE_OFFSET), Some("41"));
+        assert!(get(h::DETAIL).unwrap().contains("events/2/41"));
+        assert!(get("trace").is_none(), "original headers are not copied");
+        assert!(!is_redrivable(stub.iter().map(|hd| (hd.key, hd.value))));
+    }
+
+    #[test]
+    fn records_without_what_herald_wrote_are_refused() {
+        let mut record = source();
+        assert_eq!(decode(&record).unwrap_err(), InvalidRetryRecord(h::SOURCE_TOPIC));
+        record.headers = vec![
+            RecordHeader {
+                name: h::SOURCE_TOPIC.into(),
+                value: Some("events".into()),
+            },
+            RecordHeader {
+                name: h::SOURCE_PARTITION.into(),
+                value: Some("0".into()),
+            },
+            RecordHeader {
+                name: h::SOURCE_OFFSET.into(),
+                value: Some("1".into()),
+            },
+            RecordHeader {
+                name: h::RETRY_DUE_AT.into(),
+                value: Some("soon".into()),
+            },
+        ];
+        assert_eq!(decode(&record).unwrap_err(), InvalidRetryRecord(h::RETRY_DUE_AT));
+        assert_eq!(due_at(&record), None);
+    }
+}
