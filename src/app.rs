@@ -333,6 +333,33 @@ pub fn written_topics(config: &Config) -> Vec<TopicSpec> {
     topics
 }
 
+/// What `herald check-config --broker` found about the topics Herald writes.
+#[derive(Debug, Default)]
+pub struct TopicCheck {
+    /// Missing, and created at start (`kafka.create_missing_topics`).
+    pub to_create: Vec<String>,
+    /// What the broker did not say (retention unknown).
+    pub unverified: Vec<crate::kafka::Unverified>,
+}
+
+/// Checks the topics Herald writes against the cluster, as `herald run`
+/// does at start (without creating anything): they exist (or will be
+/// created), and keep records at least as long as one may wait there.
+pub async fn check_topics(config: &Config) -> Result<TopicCheck, crate::kafka::TopicError> {
+    let topics = written_topics(config);
+    let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
+    let missing = crate::kafka::missing_topics(&config.kafka, &names).await?;
+    if !missing.is_empty() && !config.kafka.create_missing_topics {
+        return Err(crate::kafka::TopicError::Missing(missing.join(", ")));
+    }
+    let existing: Vec<TopicSpec> = topics.into_iter().filter(|t| !missing.contains(&t.name)).collect();
+    let unverified = crate::kafka::verify_retention(&config.kafka, &existing).await?;
+    Ok(TopicCheck {
+        to_create: missing,
+        unverified,
+    })
+}
+
 /// A token cancelled on SIGTERM or SIGINT.
 pub fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();

@@ -214,14 +214,74 @@ pub fn catalogs_table(v: &Value) -> String {
 }
 
 /// A replay's progress as one line.
+/// A replay's progress on standard error: a bar with rate and ETA on a
+/// terminal, a plain line every few seconds otherwise (logs, CI).
+pub struct ReplayProgress {
+    bar: Option<indicatif::ProgressBar>,
+    last_line: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// How often the plain line is written.
+const PLAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl ReplayProgress {
+    /// A bar when standard error is a terminal.
+    pub fn new() -> ReplayProgress {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} dead letters read  {per_sec}  ETA {eta}  {msg}",
+                )
+                .expect("a valid template"),
+            );
+            bar
+        });
+        ReplayProgress {
+            bar,
+            last_line: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Shows where the replay is; `done` for the last time.
+    pub fn update(&self, total: u64, scanned: u64, matched: u64, replayed: u64, done: bool) {
+        let detail = format!("matched {matched}, replayed {replayed}");
+        match &self.bar {
+            Some(bar) => {
+                bar.set_length(total);
+                bar.set_position(scanned);
+                bar.set_message(detail);
+                if done {
+                    bar.finish();
+                }
+            }
+            None => {
+                let mut last = self.last_line.lock().unwrap_or_else(|p| p.into_inner());
+                if done || last.is_none_or(|at| at.elapsed() >= PLAIN_EVERY) {
+                    eprintln!("read {scanned} of {total} dead letters, {detail}");
+                    *last = Some(std::time::Instant::now());
+                }
+            }
+        }
+    }
+}
+
+impl Default for ReplayProgress {
+    fn default() -> Self {
+        ReplayProgress::new()
+    }
+}
+
 pub fn replay_line(job: &Value) -> String {
     format!(
-        "replay {}: {} (scanned {}, matched {}, replayed {})",
+        "replay {}: {} (scanned {}, matched {}, replayed {}, re-driven before {})",
         text_of(&job["id"]),
         text_of(&job["state"]),
         text_of(&job["scanned"]),
         text_of(&job["matched"]),
         text_of(&job["replayed"]),
+        text_of(&job["already_redriven"]),
     )
 }
 

@@ -284,23 +284,27 @@ pub async fn ensure_topics(
         let specs: Vec<TopicSpec> = topics.iter().filter(|t| missing.contains(&t.name)).cloned().collect();
         create_topics_with(config, &specs, config.created_topic_partitions).await?;
     }
+    verify_retention(config, topics).await
+}
+
+/// Checks that those of `topics` with a retention requirement keep records
+/// long enough (and are not compacted); returns what the broker did not say.
+pub async fn verify_retention(config: &KafkaConfig, topics: &[TopicSpec]) -> Result<Vec<Unverified>, TopicError> {
     let checked: Vec<&TopicSpec> = topics.iter().filter(|t| t.min_retention.is_some()).collect();
     if checked.is_empty() {
         return Ok(Vec::new());
     }
-    let retentions = describe_retention(config, &checked.iter().map(|t| t.name.as_str()).collect::<Vec<_>>()).await;
+    let names: Vec<&str> = checked.iter().map(|t| t.name.as_str()).collect();
+    let retentions = describe_retention(config, &names).await;
     let mut unverified = Vec::new();
     for (spec, retention) in checked.into_iter().zip(retentions) {
         match retention {
             Ok(r) => {
                 r.check(&spec.name, spec.min_retention.unwrap_or_default())?;
-                if r.bytes.is_some_and(|b| b >= 0) {
+                if let Some(bytes) = r.bytes.filter(|b| *b >= 0) {
                     unverified.push(Unverified {
                         topic: spec.name.clone(),
-                        why: format!(
-                            "retention.bytes = {} may delete records before retention.ms does",
-                            r.bytes.unwrap_or_default()
-                        ),
+                        why: format!("retention.bytes = {bytes} may delete records before retention.ms does"),
                     });
                 }
             }
@@ -409,7 +413,8 @@ pub async fn create_topics_with(config: &KafkaConfig, topics: &[TopicSpec], part
     Ok(())
 }
 
-async fn missing_topics(config: &KafkaConfig, topics: &[&str]) -> Result<Vec<String>, TopicError> {
+/// Those of `topics` the cluster does not have.
+pub async fn missing_topics(config: &KafkaConfig, topics: &[&str]) -> Result<Vec<String>, TopicError> {
     let cc = base(config);
     let brokers = config.brokers.clone();
     let wanted: Vec<String> = topics.iter().map(|t| t.to_string()).collect();

@@ -28,7 +28,13 @@ enum Command {
     /// Print the management API's OpenAPI document.
     Openapi,
     /// Check the configuration and exit (status 2 and the key at fault when invalid).
-    CheckConfig,
+    CheckConfig {
+        /// Also check the topics Herald writes against kafka.brokers: they
+        /// exist (or will be created) and keep records at least as long as
+        /// one may wait there.
+        #[arg(long)]
+        broker: bool,
+    },
     /// Manage webhooks through the management API.
     Webhooks {
         #[command(flatten)]
@@ -85,6 +91,9 @@ enum Command {
         /// Count what would be replayed, change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Re-drive dead letters an earlier replay re-drove too (each is otherwise re-driven once).
+        #[arg(long)]
+        force: bool,
     },
     /// Create Kafka topics (existing ones are left alone).
     CreateTopics {
@@ -215,6 +224,9 @@ enum DeliveriesCommand {
         /// Dead-lettered before this RFC 3339 time.
         #[arg(long)]
         until: Option<String>,
+        /// Re-drive dead letters an earlier replay re-drove too (each is otherwise re-driven once).
+        #[arg(long)]
+        force: bool,
     },
     /// Success and failure counts over the last hour, day and week.
     Stats {
@@ -293,9 +305,22 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             println!("{}", herald::admin::openapi().to_pretty_json()?);
             Ok(())
         }
-        Command::CheckConfig => {
+        Command::CheckConfig { broker } => {
             // The values are not printed: pass-through properties may hold credentials.
             println!("configuration is valid");
+            if broker {
+                let check = herald::app::check_topics(&config).await?;
+                for topic in &check.to_create {
+                    println!("topic {topic} is missing; herald run creates it (kafka.create_missing_topics)");
+                }
+                for u in &check.unverified {
+                    println!(
+                        "topic {}: cannot verify that it keeps records long enough: {}",
+                        u.topic, u.why
+                    );
+                }
+                println!("topics are ready");
+            }
             Ok(())
         }
         Command::Webhooks { api, command } => webhooks(api, command).await,
@@ -334,6 +359,7 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             since,
             until,
             dry_run,
+            force,
         } => {
             let filter = herald::retry::replay::ReplayFilter {
                 webhook,
@@ -344,23 +370,32 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                 until,
                 ..Default::default()
             };
-            let progress = |s: &herald::retry::replay::ReplaySummary| {
-                eprint!("\rscanned {} dead letters, {} matching", s.scanned, s.matched);
+            let shown = std::sync::Arc::new(client::ReplayProgress::new());
+            let progress = {
+                let shown = shown.clone();
+                move |s: &herald::retry::replay::ReplaySummary| {
+                    shown.update(s.total, s.scanned, s.matched, s.replayed, false)
+                }
             };
-            let summary = herald::retry::replay::replay(&config, &filter, dry_run, progress).await?;
-            eprintln!();
+            let options = herald::retry::replay::ReplayOptions { dry_run, force };
+            let summary = herald::retry::replay::replay(&config, &filter, options, progress).await?;
+            shown.update(summary.total, summary.scanned, summary.matched, summary.replayed, true);
             if dry_run {
                 println!(
-                    "dry run: {} of {} dead letters match; {} would be replayed ({} are not deliveries)",
+                    "dry run: {} of {} dead letters match; {} would be replayed \
+                     ({} are not deliveries, {} were re-driven before{})",
                     summary.matched,
                     summary.scanned,
-                    summary.matched - summary.skipped,
-                    summary.skipped
+                    summary.would_replay(),
+                    summary.skipped,
+                    summary.already_redriven,
+                    if force { " and would be again" } else { "" }
                 );
             } else {
                 println!(
-                    "replayed {} of {} matching dead letters ({} scanned; {} are not deliveries)",
-                    summary.replayed, summary.matched, summary.scanned, summary.skipped
+                    "replayed {} of {} matching dead letters ({} scanned; {} are not deliveries; \
+                     {} were re-driven before, skipped: --force re-drives them)",
+                    summary.replayed, summary.matched, summary.scanned, summary.skipped, summary.already_redriven
                 );
             }
             Ok(())
@@ -520,11 +555,14 @@ async fn webhooks(api: ApiArgs, command: WebhooksCommand) -> anyhow::Result<()> 
 
 /// Shows a replay's progress until it ends.
 async fn follow_replay(client: &ApiClient, job_id: &str) -> anyhow::Result<()> {
+    let shown = client::ReplayProgress::new();
     loop {
         let job = client.get(&format!("/v1/replays/{}", encode(job_id))).await?;
-        eprint!("\r{}", client::replay_line(&job));
-        if job["state"] != "running" {
-            eprintln!();
+        let n = |k: &str| job[k].as_u64().unwrap_or(0);
+        let done = job["state"] != "running";
+        shown.update(n("total"), n("scanned"), n("matched"), n("replayed"), done);
+        if done {
+            eprintln!("{}", client::replay_line(&job));
             if job["state"] == "failed" {
                 anyhow::bail!("replay failed: {}", job["error"]);
             }
@@ -579,8 +617,16 @@ async fn deliveries(api: ApiArgs, command: DeliveriesCommand) -> anyhow::Result<
                 )
             });
         }
-        DeliveriesCommand::Replay { webhook, since, until } => {
+        DeliveriesCommand::Replay {
+            webhook,
+            since,
+            until,
+            force,
+        } => {
             let mut body = serde_json::Map::new();
+            if force {
+                body.insert("force".into(), true.into());
+            }
             if let Some(since) = since {
                 body.insert("since".into(), since.into());
             }

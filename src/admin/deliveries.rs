@@ -227,6 +227,10 @@ pub struct ReplayRequest {
     /// `retries_exhausted`, `delivery_failed`, `endpoint_gone`, `final_status`.
     #[serde(default)]
     pub reasons: Option<Vec<String>>,
+    /// Re-drive dead letters an earlier replay re-drove too (each is
+    /// otherwise re-driven once).
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// Re-delivers a webhook's failed deliveries (kept in the dead-letter topic)
@@ -271,7 +275,10 @@ pub async fn replay(
         until: body.until,
         ..Default::default()
     };
-    let job = state.jobs().start(&state, &id, webhook.tenant.clone(), filter);
+    let job = state
+        .jobs()
+        .start(&state, &id, webhook.tenant.clone(), filter, body.force)
+        .await?;
     state.telemetry().admin_change("replayed", &id, &caller.name);
     Ok((StatusCode::ACCEPTED, Json(job)))
 }

@@ -78,6 +78,8 @@ pub struct AdminParts {
     pub store: SubscriptionStore,
     pub history: Option<crate::history::HistoryStore>,
     pub producer: crate::kafka::SharedProducer,
+    /// For replay jobs' state.
+    pub redis: redis::aio::ConnectionManager,
     pub telemetry: Telemetry,
 }
 
@@ -96,6 +98,7 @@ impl AdminState {
             crate::retry::sink::Topics::of(&config),
             parts.telemetry.clone(),
         );
+        let prefix = config.redis.prefix.clone();
         Ok(AdminState(Arc::new(Inner {
             tokens: Tokens::new(&config.admin.tokens),
             policy: AddressPolicy::new(config.delivery.allow_cidrs.clone()),
@@ -108,7 +111,7 @@ impl AdminState {
             failures,
             config,
             telemetry: parts.telemetry,
-            jobs: jobs::Jobs::default(),
+            jobs: jobs::Jobs::new(parts.redis, &prefix),
         })))
     }
 
@@ -347,6 +350,10 @@ pub async fn connect(config: Arc<Config>, telemetry: Telemetry) -> anyhow::Resul
     let store = SubscriptionStore::connect(&client, &config.redis.prefix)
         .await
         .with_context(|| format!("cannot connect to Redis at {}", config.redis.url))?;
+    let redis = client
+        .get_connection_manager()
+        .await
+        .with_context(|| format!("cannot connect to Redis at {}", config.redis.url))?;
     let producer = crate::kafka::SharedProducer::new(&config.kafka).context("cannot create the Kafka producer")?;
     let history = if config.history.enabled {
         Some(
@@ -366,6 +373,7 @@ pub async fn connect(config: Arc<Config>, telemetry: Telemetry) -> anyhow::Resul
         store,
         history,
         producer,
+        redis,
         telemetry,
     };
     AdminState::new(config, parts)

@@ -45,6 +45,9 @@ pub struct WebhookView {
     pub status: WebhookStatus,
     /// Why the status is what it is, e.g. why Herald disabled it.
     pub status_reason: Option<String>,
+    /// When the status last changed, if known.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub status_changed_at: Option<OffsetDateTime>,
     /// Extra request headers, e.g. an API key.
     pub headers: BTreeMap<String, String>,
     pub limits: Limits,
@@ -64,6 +67,7 @@ impl From<&Webhook> for WebhookView {
             events: w.events.clone(),
             status: w.status,
             status_reason: w.status_reason.clone(),
+            status_changed_at: w.status_changed_at,
             headers: w.headers.clone(),
             limits: w.limits.clone(),
             created_at: w.created_at,
@@ -188,7 +192,8 @@ pub struct WebhookPage {
 #[serde(deny_unknown_fields)]
 pub struct ResumeWebhook {
     /// Also re-deliver what was kept (dead-lettered as `webhook_paused` or
-    /// `webhook_disabled`) while the webhook was not active.
+    /// `webhook_disabled`) during the pause or disablement this ends; what an
+    /// earlier replay re-drove is not re-driven again.
     #[serde(default)]
     pub replay: bool,
 }
@@ -394,6 +399,7 @@ pub async fn create(
         events: body.events,
         status: WebhookStatus::Active,
         status_reason: None,
+        status_changed_at: Some(now),
         secrets: vec![body.secret.unwrap_or_else(generate_secret)],
         previous_secrets: Vec::new(),
         headers: body.headers,
@@ -625,6 +631,7 @@ pub async fn pause(
             let mut next = current.clone();
             next.status = WebhookStatus::Paused;
             next.status_reason = Some(format!("paused by `{}`", caller.name));
+            next.status_changed_at = Some(now);
             next.updated_at = now;
             Ok(Some(next))
         }
@@ -635,6 +642,10 @@ pub async fn pause(
     }
     Ok(Json(WebhookView::from(&webhook)))
 }
+
+/// How much earlier than a pause's start a resume's replay looks, for the
+/// clocks of replicas that dead-lettered its deliveries.
+const KEPT_SINCE_SLACK: time::Duration = time::Duration::minutes(1);
 
 /// Resumes a paused or disabled webhook, optionally replaying what was kept
 /// while it was not active.
@@ -656,13 +667,17 @@ pub async fn resume(
 ) -> Result<Json<Resumed>, Problem> {
     let body = body.unwrap_or_default();
     let now = OffsetDateTime::now_utc();
+    // When the pause (or disablement) being ended began.
+    let mut kept_since = None;
     let (webhook, changed) = change(&state, &caller, &id, |current| {
         if current.status == WebhookStatus::Active {
             return Ok(None);
         }
+        kept_since = current.status_changed_at;
         let mut next = current.clone();
         next.status = WebhookStatus::Active;
         next.status_reason = None;
+        next.status_changed_at = Some(now);
         next.updated_at = now;
         Ok(Some(next))
     })
@@ -672,16 +687,35 @@ pub async fn resume(
         state.store().reset_health(&id).await.map_err(store_error)?;
         state.announce("resumed", &webhook, &caller.name);
     }
-    let replay = body.replay.then(|| {
-        let filter = ReplayFilter {
-            webhook: Some(id.clone()),
-            tenant: webhook.tenant.clone(),
-            webhook_created_at: Some(webhook.created_at),
-            reasons: reasons::KEPT.iter().map(|r| r.to_string()).collect(),
-            ..Default::default()
-        };
-        state.jobs().start(&state, &id, webhook.tenant.clone(), filter)
-    });
+    // What was kept during this pause: dead-lettered since it began (less a
+    // minute for replicas' clocks), until now. Resuming an active webhook
+    // replays what was kept before it became active. Either way a dead
+    // letter already re-driven is not re-driven again.
+    let replay_window = if changed {
+        (kept_since.map(|t| t - KEPT_SINCE_SLACK), Some(now))
+    } else {
+        (None, webhook.status_changed_at)
+    };
+    let replay = match body.replay {
+        false => None,
+        true => {
+            let filter = ReplayFilter {
+                webhook: Some(id.clone()),
+                tenant: webhook.tenant.clone(),
+                webhook_created_at: Some(webhook.created_at),
+                reasons: reasons::KEPT.iter().map(|r| r.to_string()).collect(),
+                since: replay_window.0,
+                until: replay_window.1,
+                ..Default::default()
+            };
+            Some(
+                state
+                    .jobs()
+                    .start(&state, &id, webhook.tenant.clone(), filter, false)
+                    .await?,
+            )
+        }
+    };
     Ok(Json(Resumed {
         webhook: WebhookView::from(&webhook),
         replay,

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::KafkaConfig;
 use crate::event::{RecordHeader, SourceRecord};
 use crate::intake::flow::{Actions, Completion, Flow, Tp};
+use crate::intake::offsets::{Offsets, Seen};
 use crate::intake::Dispatch;
 use crate::telemetry::Telemetry;
 
@@ -187,6 +188,12 @@ pub enum Timing {
 /// Decides when records may be delivered; see [`Timing`].
 pub trait HoldPolicy: Send + Sync + 'static {
     fn timing(&self, record: &SourceRecord, now: SystemTime) -> Timing;
+
+    /// Whether moving `record` (held out of order) to the end of a wait
+    /// topic would take it out of its partition's out-of-order records: it
+    /// would be in order where it goes. Otherwise moving it to make room
+    /// would only bring it back.
+    fn moves_in_order(&self, record: &SourceRecord, now: SystemTime) -> bool;
 }
 
 /// How a holding consumer holds records.
@@ -229,7 +236,10 @@ struct Held {
     /// Held records out of order, by offset, with their due time.
     out_of_order: BTreeMap<i64, SystemTime>,
     out_of_order_bytes: usize,
-    /// Paused by this consumer because an in-order record waits.
+    /// Out of order records fill their bounds and none can be moved usefully:
+    /// the partition is not read on until some are due.
+    full: bool,
+    /// Paused by this consumer (an in-order record waits, or it is full).
     paused: bool,
 }
 
@@ -241,8 +251,14 @@ impl Held {
             in_order: 0,
             out_of_order: BTreeMap::new(),
             out_of_order_bytes: 0,
+            full: false,
             paused: false,
         }
+    }
+
+    /// Whether the partition should not be read on.
+    fn wants_pause(&self) -> bool {
+        self.in_order > 0 || self.full
     }
 
     fn insert(&mut self, due: SystemTime, waiting: Waiting) {
@@ -325,6 +341,7 @@ pub struct Intake {
     timer_keys: HashMap<Tp, delay_queue::Key>,
     /// The flow's epoch when held records were last checked against the assignment.
     epoch: u64,
+    offsets: Offsets,
 }
 
 impl Intake {
@@ -353,6 +370,7 @@ impl Intake {
             timers: DelayQueue::new(),
             timer_keys: HashMap::new(),
             epoch: 0,
+            offsets: Offsets::default(),
         })
     }
 
@@ -419,6 +437,9 @@ impl Intake {
 
     /// A record arrived: admit it, or hold it until due.
     fn receive(&mut self, record: SourceRecord, dispatch: &dyn Dispatch) {
+        if !self.check_offset(&record) {
+            return;
+        }
         let Some(hold) = &self.hold else {
             return self.admit(record, dispatch);
         };
@@ -433,15 +454,70 @@ impl Intake {
         let done = self.flow.hold(&tp, record.offset);
         let held = self.held.entry(tp.clone()).or_insert_with(|| Held::new(generation));
         held.insert(due, Waiting { record, done, in_order });
-        if in_order && !held.paused {
-            held.paused = true;
-            self.pause(std::slice::from_ref(&tp));
-        }
         self.schedule(&tp);
         if !in_order {
             self.bound_out_of_order(&tp, dispatch);
         }
+        self.update_pause(&tp);
         self.report_held();
+    }
+
+    /// Pauses `tp` while it holds an in-order record or is full, and resumes
+    /// it after (unless the flow's limits keep it paused).
+    fn update_pause(&mut self, tp: &Tp) {
+        let Some(held) = self.held.get_mut(tp) else { return };
+        let wanted = held.wants_pause();
+        if wanted == held.paused {
+            return;
+        }
+        held.paused = wanted;
+        if wanted {
+            self.pause(std::slice::from_ref(tp));
+        } else if self.flow.generation(tp).is_some() && !self.flow.is_paused(tp) {
+            if let Err(e) = self.consumer.resume(&partitions_tpl(std::slice::from_ref(tp))) {
+                self.telemetry.consumer_error(&e);
+            }
+        }
+    }
+
+    /// Whether `record` is to be worked on: not a copy of one already handed
+    /// over. In the wait topics, also reports records deleted before they
+    /// were read: skipped offsets, or a first record past the group's
+    /// committed offset.
+    fn check_offset(&mut self, record: &SourceRecord) -> bool {
+        let tp: Tp = (record.topic.clone(), record.partition);
+        let generation = self.flow.generation(&tp);
+        match self.offsets.see(&tp, generation, record.offset) {
+            Seen::Again => {
+                self.telemetry.record_repeated(self.name, record);
+                return false;
+            }
+            Seen::Gap { from, to } if self.hold.is_some() => {
+                self.telemetry
+                    .retry_records_expired(&record.topic, record.partition, from, to)
+            }
+            Seen::First if self.hold.is_some() => self.check_committed(tp, record.offset),
+            _ => {}
+        }
+        true
+    }
+
+    /// Compares the first record read of a partition with the group's
+    /// committed offset (off the loop): records between them were deleted.
+    fn check_committed(&self, tp: Tp, first: i64) {
+        let (consumer, telemetry) = (self.consumer.clone(), self.telemetry.clone());
+        tokio::task::spawn_blocking(move || {
+            let committed =
+                consumer.committed_offsets(partitions_tpl(std::slice::from_ref(&tp)), Duration::from_secs(10));
+            let offset = committed
+                .ok()
+                .and_then(|tpl| tpl.find_partition(&tp.0, tp.1).map(|e| e.offset()));
+            if let Some(Offset::Offset(committed)) = offset {
+                if committed < first {
+                    telemetry.retry_records_expired(&tp.0, tp.1, committed, first);
+                }
+            }
+        });
     }
 
     /// A held partition's timer fired: start what is due, then resume the
@@ -453,51 +529,49 @@ impl Intake {
         }
         let Some(held) = self.held.get_mut(tp) else { return };
         let due = held.take_due(SystemTime::now());
-        let resume = held.paused && held.in_order == 0;
-        if resume {
-            held.paused = false;
-        }
-        let empty = held.by_due.is_empty();
         for waiting in due {
             self.start(waiting.record, waiting.done, dispatch);
         }
-        if empty {
+        self.schedule(tp);
+        self.bound_out_of_order(tp, dispatch);
+        self.update_pause(tp);
+        if self.held.get(tp).is_some_and(|h| h.by_due.is_empty() && !h.paused) {
             self.held.remove(tp);
-        } else {
-            self.schedule(tp);
-        }
-        if resume && current.is_some() && !self.flow.is_paused(tp) {
-            if let Err(e) = self.consumer.resume(&partitions_tpl(std::slice::from_ref(tp))) {
-                self.telemetry.consumer_error(&e);
-            }
         }
         self.report_held();
     }
 
-    /// Keeps what a partition holds out of order within its bounds: while
-    /// there are too many such records (or bytes), or too many records
-    /// finished past the oldest of them, that oldest one is moved to the end
-    /// of a wait topic, so it neither fills memory nor holds the commit back.
+    /// Keeps what a partition holds out of order within its bounds:
+    /// - when too many records finished past the oldest of them (a crash
+    ///   would deliver them again), that oldest one is moved to the end of a
+    ///   wait topic, so it no longer holds the commit back;
+    /// - when too many (or too many bytes) are held, the oldest is moved if it
+    ///   is in order where it goes; if not, the partition is not read on
+    ///   until some are due (moving it would only bring it back).
     fn bound_out_of_order(&mut self, tp: &Tp, dispatch: &dyn Dispatch) {
-        let Some(hold) = &self.hold else { return };
-        let (max, max_bytes) = (hold.max_out_of_order, hold.max_out_of_order_bytes);
+        let Some(hold) = self.hold.clone() else { return };
         loop {
             let Some(held) = self.held.get_mut(tp) else { return };
             let Some((&oldest, &due)) = held.out_of_order.first_key_value() else {
+                held.full = false;
                 return;
             };
-            let over = held.out_of_order.len() > max
-                || held.out_of_order_bytes > max_bytes
-                || self.flow.finished_after(tp, oldest) >= max as u64;
-            if !over {
+            let redelivery = self.flow.finished_after(tp, oldest) >= hold.max_out_of_order as u64;
+            let crowded = held.out_of_order.len() > hold.max_out_of_order
+                || held.out_of_order_bytes > hold.max_out_of_order_bytes;
+            let movable = redelivery
+                || (crowded
+                    && held
+                        .by_due
+                        .get(&(due, oldest))
+                        .is_some_and(|w| hold.policy.moves_in_order(&w.record, SystemTime::now())));
+            if !movable {
+                held.full = crowded;
                 return;
             }
             let Some(mut waiting) = held.remove((due, oldest)) else {
                 return;
             };
-            if held.by_due.is_empty() {
-                self.held.remove(tp);
-            }
             let pause = self.flow.start(&mut waiting.done);
             if !pause.is_empty() {
                 self.pause(&pause);
@@ -506,7 +580,6 @@ impl Intake {
             self.telemetry.retry_requeued(&tp.0);
             self.telemetry.record_consumed(&waiting.record);
             dispatch.requeue(waiting.record, waiting.done);
-            self.report_held();
         }
     }
 
@@ -522,7 +595,9 @@ impl Intake {
             .collect();
         for tp in tps {
             self.bound_out_of_order(&tp, dispatch);
+            self.update_pause(&tp);
         }
+        self.report_held();
     }
 
     /// Drops (abandons) what is held for `tp` under an assignment other than
@@ -544,9 +619,6 @@ impl Intake {
 
     /// After a rebalance, lets go of what is held for partitions no longer ours.
     fn forget_revoked(&mut self) {
-        if self.hold.is_none() {
-            return;
-        }
         let epoch = self.flow.epoch();
         if epoch == self.epoch {
             return;
@@ -557,6 +629,8 @@ impl Intake {
             let current = self.flow.generation(&tp);
             self.forget_if_stale(&tp, current);
         }
+        let flow = &self.flow;
+        self.offsets.retain(|tp, g| flow.generation(tp) == g);
     }
 
     /// Arms `tp`'s timer for its earliest held record.

@@ -9,6 +9,7 @@
 
 pub mod consumer;
 pub mod flow;
+pub mod offsets;
 pub mod progress;
 
 use crate::event::SourceRecord;

@@ -14,7 +14,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
+use futures::StreamExt;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
@@ -83,14 +85,34 @@ impl ReplayFilter {
 /// What a replay did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReplaySummary {
+    /// Dead letters to read (the topic's size when the replay began).
+    pub total: u64,
     /// Dead letters read.
     pub scanned: u64,
     /// Matching the filter.
     pub matched: u64,
-    /// Matching but not deliveries (never routed), so not replayable.
+    /// Matching but not deliveries (never routed, or a stub), so not replayable.
     pub skipped: u64,
+    /// Matching deliveries re-driven by an earlier replay, not again (unless forced).
+    pub already_redriven: u64,
     /// Written to the redrive topic (0 on a dry run).
     pub replayed: u64,
+}
+
+impl ReplaySummary {
+    /// What a dry run would re-drive.
+    pub fn would_replay(&self) -> u64 {
+        self.matched - self.skipped - self.already_redriven
+    }
+}
+
+/// How a replay runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayOptions {
+    /// Only count.
+    pub dry_run: bool,
+    /// Re-drive dead letters an earlier replay re-drove too.
+    pub force: bool,
 }
 
 /// A replay that could not run.
@@ -98,52 +120,224 @@ pub struct ReplaySummary {
 pub enum ReplayError {
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("redis (which dead letters were re-driven): {0}")]
+    Redis(#[from] redis::RedisError),
 }
 
-/// Replays matching dead letters (or only counts them when `dry_run`);
-/// `progress` is called as records are read.
+/// What the reader thread tells the writer.
+enum Read {
+    /// A matching delivery.
+    Delivery(Redrive),
+    /// How far the reader is (scanned, matched, skipped not deliveries).
+    Progress {
+        total: u64,
+        scanned: u64,
+        matched: u64,
+        skipped: u64,
+    },
+}
+
+/// One dead letter to re-drive.
+struct Redrive {
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    headers: OwnedHeaders,
+}
+
+/// Which dead letters were re-driven, so a second replay over the same range
+/// skips them: a bitmap per 4,096 offsets of a dead-letter partition in Redis
+/// (`{prefix}redriven:{topic}:{partition}:{offset / 4096}`), expiring with
+/// the dead letters themselves (`dead_letter.retention`).
+pub struct RedriveMarks {
+    conn: redis::aio::ConnectionManager,
+    prefix: String,
+    topic: String,
+    ttl: Duration,
+    cache: HashMap<(i32, i64), Vec<u8>>,
+}
+
+/// Offsets per bitmap.
+const MARK_BUCKET: i64 = 4096;
+
+impl RedriveMarks {
+    pub async fn connect(config: &Config) -> Result<RedriveMarks, ReplayError> {
+        let client = redis::Client::open(config.redis.url.as_str())?;
+        let conn = client
+            .get_connection_manager_with_config(
+                redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(5)))
+                    .set_response_timeout(Some(Duration::from_secs(5))),
+            )
+            .await?;
+        Ok(RedriveMarks {
+            conn,
+            prefix: config.redis.prefix.clone(),
+            topic: config.dead_letter.topic.clone(),
+            ttl: config.dead_letter.retention,
+            cache: HashMap::new(),
+        })
+    }
+
+    fn key(&self, partition: i32, bucket: i64) -> String {
+        format!("{}redriven:{}:{partition}:{bucket}", self.prefix, self.topic)
+    }
+
+    /// Whether the dead letter at `partition`/`offset` was re-driven.
+    pub async fn is_marked(&mut self, partition: i32, offset: i64) -> Result<bool, ReplayError> {
+        let bucket = offset.div_euclid(MARK_BUCKET);
+        if !self.cache.contains_key(&(partition, bucket)) {
+            if self.cache.len() >= 64 {
+                self.cache.clear();
+            }
+            let bits: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(self.key(partition, bucket))
+                .query_async(&mut self.conn)
+                .await?;
+            self.cache.insert((partition, bucket), bits.unwrap_or_default());
+        }
+        let bits = &self.cache[&(partition, bucket)];
+        let bit = offset.rem_euclid(MARK_BUCKET) as usize;
+        // Redis numbers a string's bits from the most significant of its first byte.
+        Ok(bits.get(bit / 8).is_some_and(|byte| byte & (0x80 >> (bit % 8)) != 0))
+    }
+
+    /// Marks dead letters as re-driven.
+    pub async fn mark(&mut self, letters: &[(i32, i64)]) -> Result<(), ReplayError> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        let mut keys = std::collections::BTreeSet::new();
+        for &(partition, offset) in letters {
+            let key = self.key(partition, offset.div_euclid(MARK_BUCKET));
+            pipe.cmd("SETBIT")
+                .arg(&key)
+                .arg(offset.rem_euclid(MARK_BUCKET))
+                .arg(1)
+                .ignore();
+            keys.insert(key);
+        }
+        for key in keys {
+            pipe.cmd("EXPIRE").arg(key).arg(self.ttl.as_secs().max(1)).ignore();
+        }
+        let () = pipe.query_async(&mut self.conn).await?;
+        for &(partition, offset) in letters {
+            self.cache.remove(&(partition, offset.div_euclid(MARK_BUCKET)));
+        }
+        Ok(())
+    }
+}
+
+/// Replays matching dead letters (or only counts them on a dry run), each
+/// at most once unless forced; `progress` is called as records are read.
 pub async fn replay(
     config: &Config,
     filter: &ReplayFilter,
-    dry_run: bool,
+    options: ReplayOptions,
     progress: impl Fn(&ReplaySummary) + Send + 'static,
 ) -> Result<ReplaySummary, ReplayError> {
     let redrive_topic = config.retry.redrive_topic.clone();
     let producer: FutureProducer = crate::kafka::producer_config(&config.kafka).create()?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Option<Vec<u8>>, Vec<u8>, OwnedHeaders)>(256);
+    let mut marks = RedriveMarks::connect(config).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Read>(256);
     let reader = {
         let config = config.clone();
         let filter = filter.clone();
-        tokio::task::spawn_blocking(move || read(&config, &filter, tx, progress))
+        tokio::task::spawn_blocking(move || read(&config, &filter, tx))
     };
-    let mut replayed = 0;
-    while let Some((key, value, headers)) = rx.recv().await {
-        if dry_run {
+    let mut summary = ReplaySummary::default();
+    // Acknowledgements awaited while later records are sent: a replay of
+    // thousands is written in a moment, not one round trip at a time.
+    let mut acks = futures::stream::FuturesUnordered::new();
+    let mut written: Vec<(i32, i64)> = Vec::new();
+    while let Some(read) = rx.recv().await {
+        let item = match read {
+            Read::Progress {
+                total,
+                scanned,
+                matched,
+                skipped,
+            } => {
+                (summary.total, summary.scanned, summary.matched, summary.skipped) = (total, scanned, matched, skipped);
+                progress(&summary);
+                continue;
+            }
+            Read::Delivery(item) => item,
+        };
+        if !options.force && marks.is_marked(item.partition, item.offset).await? {
+            summary.already_redriven += 1;
             continue;
         }
-        let mut record = FutureRecord::to(&redrive_topic).payload(&value).headers(headers);
-        if let Some(key) = &key {
+        if options.dry_run {
+            continue;
+        }
+        let mut record = FutureRecord::to(&redrive_topic)
+            .payload(&item.value)
+            .headers(item.headers);
+        if let Some(key) = &item.key {
             record = record.key(key);
         }
-        producer
-            .send(record, Timeout::After(Duration::from_secs(30)))
-            .await
-            .map_err(|(e, _)| e)?;
-        replayed += 1;
+        let ack = loop {
+            match producer.send_result(record) {
+                Ok(ack) => break ack,
+                // The producer's queue is full: wait for acknowledgements.
+                Err((rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    match acks.next().await {
+                        Some(ack) => written.push(acknowledged(ack)?),
+                        None => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        };
+        let at = (item.partition, item.offset);
+        acks.push(async move { (at, ack.await) });
+        while acks.len() >= MAX_UNACKNOWLEDGED {
+            if let Some(ack) = acks.next().await {
+                written.push(acknowledged(ack)?);
+            }
+        }
+        if written.len() >= MARK_BATCH {
+            summary.replayed += written.len() as u64;
+            marks.mark(&written).await?;
+            written.clear();
+        }
     }
+    while let Some(ack) = acks.next().await {
+        written.push(acknowledged(ack)?);
+    }
+    summary.replayed += written.len() as u64;
+    marks.mark(&written).await?;
     producer.flush(Timeout::After(Duration::from_secs(30)))?;
-    let mut summary = reader.await.expect("the reader does not panic")?;
-    summary.replayed = replayed;
+    reader.await.expect("the reader does not panic")?;
+    progress(&summary);
     Ok(summary)
 }
 
+/// Records written and not yet acknowledged, at most.
+const MAX_UNACKNOWLEDGED: usize = 1000;
+/// Re-driven dead letters marked in Redis at a time.
+const MARK_BATCH: usize = 500;
+
+type Ack = (
+    (i32, i64),
+    Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures::channel::oneshot::Canceled>,
+);
+
+/// One redrive record's acknowledgement: the dead letter it re-drove, or why not.
+fn acknowledged((at, ack): Ack) -> Result<(i32, i64), ReplayError> {
+    match ack {
+        Ok(Ok(_)) => Ok(at),
+        Ok(Err((e, _))) => Err(e.into()),
+        Err(_) => Err(rdkafka::error::KafkaError::Canceled.into()),
+    }
+}
+
 /// Reads the dead-letter topic up to its current end, sending matches on.
-fn read(
-    config: &Config,
-    filter: &ReplayFilter,
-    tx: tokio::sync::mpsc::Sender<(Option<Vec<u8>>, Vec<u8>, OwnedHeaders)>,
-    progress: impl Fn(&ReplaySummary),
-) -> Result<ReplaySummary, ReplayError> {
+fn read(config: &Config, filter: &ReplayFilter, tx: tokio::sync::mpsc::Sender<Read>) -> Result<(), ReplayError> {
     let topic = &config.dead_letter.topic;
     let consumer: BaseConsumer =
         crate::kafka::consumer_config(&config.kafka, &format!("{}.replay", config.kafka.group_id))
@@ -152,16 +346,25 @@ fn read(
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(15))?;
     let mut ends = HashMap::new();
     let mut tpl = TopicPartitionList::new();
+    let mut total = 0;
     for p in metadata.topics().first().map(|t| t.partitions()).unwrap_or_default() {
         let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(15))?;
         if high > low {
             ends.insert(p.id(), high);
+            total += (high - low) as u64;
             tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))?;
         }
     }
-    let mut summary = ReplaySummary::default();
+    let (mut scanned, mut matched, mut skipped) = (0, 0, 0);
+    let report = |scanned, matched, skipped| Read::Progress {
+        total,
+        scanned,
+        matched,
+        skipped,
+    };
     if ends.is_empty() {
-        return Ok(summary);
+        let _ = tx.blocking_send(report(0, 0, 0));
+        return Ok(());
     }
     consumer.assign(&tpl)?;
     while !ends.is_empty() {
@@ -169,10 +372,15 @@ fn read(
             continue;
         };
         let message = message?;
-        if message.offset() + 1 >= ends.get(&message.partition()).copied().unwrap_or(0) {
+        let end = ends.get(&message.partition()).copied().unwrap_or(0);
+        if message.offset() >= end {
+            // Written after the replay began: not part of it.
+            continue;
+        }
+        if message.offset() + 1 >= end {
             ends.remove(&message.partition());
         }
-        summary.scanned += 1;
+        scanned += 1;
         let headers: HashMap<String, String> = message
             .headers()
             .map(|hs| {
@@ -187,31 +395,32 @@ fn read(
             })
             .unwrap_or_default();
         if filter.matches(&headers) {
-            summary.matched += 1;
+            matched += 1;
             let raw: Vec<(&str, Option<&[u8]>)> = message
                 .headers()
                 .map(|hs| hs.iter().map(|hd| (hd.key, hd.value)).collect())
                 .unwrap_or_default();
             if codec::is_redrivable(raw.iter().copied()) {
-                let out = codec::redrive(raw.iter().copied(), SystemTime::now());
-                let item = (
-                    message.key().map(<[u8]>::to_vec),
-                    message.payload().unwrap_or_default().to_vec(),
-                    out,
-                );
-                if tx.blocking_send(item).is_err() {
-                    break;
+                let item = Redrive {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    value: message.payload().unwrap_or_default().to_vec(),
+                    headers: codec::redrive(raw.iter().copied(), SystemTime::now()),
+                };
+                if tx.blocking_send(Read::Delivery(item)).is_err() {
+                    return Ok(());
                 }
             } else {
-                summary.skipped += 1;
+                skipped += 1;
             }
         }
-        if summary.scanned % 500 == 0 {
-            progress(&summary);
+        if scanned % 500 == 0 && tx.blocking_send(report(scanned, matched, skipped)).is_err() {
+            return Ok(());
         }
     }
-    progress(&summary);
-    Ok(summary)
+    let _ = tx.blocking_send(report(scanned, matched, skipped));
+    Ok(())
 }
 
 #[cfg(test)]

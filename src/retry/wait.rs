@@ -148,6 +148,13 @@ impl WaitTopics {
 }
 
 impl HoldPolicy for WaitTopics {
+    fn moves_in_order(&self, record: &SourceRecord, now: SystemTime) -> bool {
+        let wait = codec::due_at(record)
+            .and_then(|due| due.duration_since(now).ok())
+            .unwrap_or_default();
+        self.for_wait(wait).tier.is_some()
+    }
+
     fn timing(&self, record: &SourceRecord, now: SystemTime) -> Timing {
         let (Some(topic), Some(due)) = (self.get(&record.topic), codec::due_at(record)) else {
             // Not Herald's record: delivery says why it cannot be used.
@@ -307,6 +314,22 @@ mod tests {
         );
         assert_eq!(w.for_wait(m(90)).topic, "herald.retry.redrive");
         assert_eq!(w.for_wait(m(239)).topic, "herald.retry.redrive");
+    }
+
+    #[test]
+    fn moving_a_record_helps_only_when_it_is_in_order_where_it_goes() {
+        let w = waits(0.1);
+        let now = at(0);
+        let m = |mins: u64| Duration::from_secs(mins * 60);
+        assert!(
+            w.moves_in_order(&record("r1", now, now + m(180)), now),
+            "into the 3h tier's band"
+        );
+        assert!(
+            !w.moves_in_order(&record("r1", now, now + m(100)), now),
+            "only the redrive topic"
+        );
+        assert!(!w.moves_in_order(&record("herald.retry.redrive", now, now + m(5)), now));
     }
 
     #[test]

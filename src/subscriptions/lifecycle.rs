@@ -135,6 +135,7 @@ impl Lifecycle {
                 let mut next = current.clone();
                 next.status = WebhookStatus::Disabled;
                 next.status_reason = Some(reason.clone());
+                next.status_changed_at = Some(now);
                 next.updated_at = now;
                 changed = true;
                 Ok(Some(next))

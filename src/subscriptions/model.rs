@@ -97,6 +97,15 @@ pub struct Webhook {
     /// Why the status is what it is (e.g. why Herald disabled it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_reason: Option<String>,
+    /// When the status last changed (absent in documents written before
+    /// Herald recorded it): a resume with replay re-delivers what was kept
+    /// since then.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub status_changed_at: Option<OffsetDateTime>,
     /// Signing secrets, newest first; each signs every request while listed.
     pub secrets: Vec<String>,
     /// Secrets replaced by a rotation, still signing until their expiry so
@@ -177,6 +186,7 @@ impl Webhook {
             events: events.iter().map(|e| e.to_string()).collect(),
             status: WebhookStatus::Active,
             status_reason: None,
+            status_changed_at: None,
             secrets: vec![generate_secret()],
             previous_secrets: Vec::new(),
             headers: BTreeMap::new(),

@@ -36,6 +36,7 @@ pub struct Metrics {
     pub failure_record_downgrades: IntCounterVec,
     pub producer_recreated: IntCounter,
     pub consumer_wakeups: IntCounterVec,
+    pub records_repeated: IntCounterVec,
     pub webhooks_disabled: IntCounterVec,
     pub lifecycle_errors: IntCounter,
     pub dead_letter_produce_errors: IntCounter,
@@ -214,6 +215,12 @@ impl Metrics {
                 "Retry records held in memory until due (at most about one per tier partition).",
             ),
             retry_lateness,
+            records_repeated: counter_vec(
+                r,
+                "herald_records_repeated_total",
+                "Records a broker handed over twice within one assignment (a broker fault), dropped, by consumer.",
+                &["consumer"],
+            ),
             retry_records_out_of_order: gauge(
                 r,
                 "herald_retry_records_out_of_order",
@@ -392,6 +399,9 @@ impl Metrics {
         }
         for action in crate::admin::ACTIONS {
             m.admin_changes.with_label_values(&[action]);
+        }
+        for consumer in ["source", "retry"] {
+            m.records_repeated.with_label_values(&[consumer]);
         }
         m.webhooks_disabled.with_label_values(&["gone"]);
         m.webhooks_disabled.with_label_values(&["auto"]);

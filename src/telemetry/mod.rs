@@ -58,6 +58,18 @@ impl Telemetry {
         trace!(topic = %record.topic, partition = record.partition, offset = record.offset, "record consumed");
     }
 
+    /// The broker handed over a record already handed over (dropped).
+    pub fn record_repeated(&self, consumer: &'static str, record: &SourceRecord) {
+        self.metrics.records_repeated.with_label_values(&[consumer]).inc();
+        warn!(
+            consumer,
+            topic = %record.topic,
+            partition = record.partition,
+            offset = record.offset,
+            "the broker handed over a record again; the copy is dropped"
+        );
+    }
+
     pub fn event_completed(&self) {
         self.metrics.events_completed.inc();
         self.metrics.events_in_flight.dec();

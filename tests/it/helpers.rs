@@ -92,10 +92,11 @@ impl TestEnv {
         let redrive = format!("{id}.redrive");
         let system = format!("{id}.system");
         let mut all = topics.clone();
-        all.push(dlq.clone());
-        all.push(redrive.clone());
         all.push(system.clone());
         create_topics(&all, partitions).await;
+        // Kept as long as Herald needs (it checks at start).
+        create_topics_keeping(&[dlq.clone()], partitions, Duration::from_secs(30 * 86_400)).await;
+        create_topics_keeping(&[redrive.clone()], partitions, Duration::from_secs(86_400)).await;
         let env = TestEnv {
             group: format!("{id}-group"),
             prefix: format!("test:{id}:"),
@@ -120,7 +121,7 @@ impl TestEnv {
             .map(|(i, (delay, max))| (format!("{base}.retry.{}", i + 1), *delay, *max))
             .collect();
         let topics: Vec<String> = self.tiers.iter().map(|t| t.0.clone()).collect();
-        create_topics(&topics, partitions).await;
+        create_topics_keeping(&topics, partitions, Duration::from_secs(86_400)).await;
         self
     }
 
@@ -220,6 +221,22 @@ pub async fn create_topics(topics: &[String], partitions: i32) {
         .expect("topics created");
 }
 
+/// Creates `topics` with `retention.ms` set to `retention`.
+pub async fn create_topics_keeping(topics: &[String], partitions: i32, retention: Duration) {
+    let config = Config::from_toml_overlay(&format!("[kafka]\nbrokers = \"{}\"", brokers())).unwrap();
+    let specs: Vec<herald::kafka::TopicSpec> = topics
+        .iter()
+        .map(|t| herald::kafka::TopicSpec {
+            name: t.clone(),
+            create_retention: Some(retention),
+            min_retention: None,
+        })
+        .collect();
+    herald::kafka::create_topics_with(&config.kafka, &specs, partitions)
+        .await
+        .expect("topics created");
+}
+
 /// A webhook with one fresh secret, active, subscribed to `events`.
 pub fn webhook(id: &str, url: &str, events: &[&str]) -> Webhook {
     Webhook::new(id, &format!("{id} test webhook"), url, events)
@@ -297,6 +314,8 @@ pub struct HeraldProcess {
     pub child: tokio::process::Child,
     /// Where its /metrics, /healthz and /readyz are served.
     pub ops: SocketAddr,
+    /// Where its management API is served, when its configuration has tokens.
+    pub admin: SocketAddr,
     _config: tempfile::NamedTempFile,
 }
 
@@ -305,22 +324,27 @@ impl HeraldProcess {
         use std::io::Write;
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(config_toml.as_bytes()).unwrap();
-        let ops = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+        };
+        let (ops, admin) = (free(), free());
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
             .arg("--config")
             .arg(file.path())
             .arg("run")
             .env("RUST_LOG", "warn")
             .env("HERALD_HTTP__LISTEN", ops.to_string())
+            .env("HERALD_ADMIN__LISTEN", admin.to_string())
             .kill_on_drop(true)
             .spawn()
             .expect("herald starts");
         HeraldProcess {
             child,
             ops,
+            admin,
             _config: file,
         }
     }

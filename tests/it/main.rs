@@ -4,10 +4,15 @@
 mod helpers;
 
 mod admin;
+mod api;
 mod deploy;
 mod envelopes;
+mod failure_path;
 mod failures;
+mod ordering;
+mod replays;
 mod resilience;
+mod retention;
 mod retries;
 mod signatures;
 mod subscriptions;

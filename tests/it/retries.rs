@@ -338,7 +338,7 @@ async fn gone_disables_the_webhook_announces_it_and_keeps_later_deliveries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_webhooks_deliveries_are_kept_and_replayed_on_resume_with_their_ids() {
-    use herald::retry::replay::{replay, ReplayFilter};
+    use herald::retry::replay::{replay, ReplayFilter, ReplayOptions};
     use herald::subscriptions::model::WebhookStatus;
 
     let env = TestEnv::new("replay", &["events"], 1)
@@ -374,7 +374,11 @@ async fn a_paused_webhooks_deliveries_are_kept_and_replayed_on_resume_with_their
         ..Default::default()
     };
     let config = env.config("");
-    let counted = replay(&config, &filter, true, |_| {}).await.unwrap();
+    let dry = ReplayOptions {
+        dry_run: true,
+        force: false,
+    };
+    let counted = replay(&config, &filter, dry, |_| {}).await.unwrap();
     assert_eq!(
         (counted.scanned, counted.matched, counted.replayed),
         (5, 5, 0),
@@ -382,7 +386,9 @@ async fn a_paused_webhooks_deliveries_are_kept_and_replayed_on_resume_with_their
     );
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(receiver.count(), 0);
-    let done = replay(&config, &filter, false, |_| {}).await.unwrap();
+    let done = replay(&config, &filter, ReplayOptions::default(), |_| {})
+        .await
+        .unwrap();
     assert_eq!(done.replayed, 5);
 
     let got = receiver.wait_for(5, Duration::from_secs(20)).await;
@@ -398,7 +404,7 @@ async fn a_paused_webhooks_deliveries_are_kept_and_replayed_on_resume_with_their
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_deliveries_replay_once_the_endpoint_heals() {
-    use herald::retry::replay::{replay, ReplayFilter};
+    use herald::retry::replay::{replay, ReplayFilter, ReplayOptions};
 
     let env = TestEnv::new("replay-dlq", &["events"], 1)
         .await
@@ -419,7 +425,9 @@ async fn exhausted_deliveries_replay_once_the_endpoint_heals() {
         reasons: vec!["retries_exhausted".into()],
         ..Default::default()
     };
-    let done = replay(&env.config(""), &filter, false, |_| {}).await.unwrap();
+    let done = replay(&env.config(""), &filter, ReplayOptions::default(), |_| {})
+        .await
+        .unwrap();
     assert_eq!(done.replayed, 1);
     let got = receiver.wait_for(3, Duration::from_secs(20)).await;
     assert_eq!(got.iter().map(Received::attempt).collect::<Vec<_>>(), [1, 2, 3]);
