@@ -4,7 +4,8 @@
 //!
 //!     bench --brokers 127.0.0.1:PORT --herald target/release/herald [--events 20000] [--json FILE]
 //!           [--broker-pid PID] [--engine LABEL] [--large-events 1000000] [--large-webhooks 10000]
-//!           [--waiting-retries 1000] [--no-latency] [--fetch-wait-ms 10] [--work-dir DIR] [--redis URL]
+//!           [--waiting-retries 1000] [--due-retries 100000] [--no-latency] [--fetch-wait-ms 10]
+//!           [--work-dir DIR] [--redis URL]
 //!
 //! It measures, each on a fresh backlog of `--events` 1 KB records:
 //! - ceiling (a): the receiver driven directly over HTTP at the same concurrency;
@@ -15,6 +16,9 @@
 //!   maximum, and a low rate), open loop;
 //! - Herald's peak RSS and CPU seconds per 1,000 deliveries;
 //! - Herald's CPU while retries wait in a delay topic, against idle;
+//! - a one-partition retry tier holding `--due-retries` retries, all due,
+//!   drained against the source path draining as many events from one
+//!   partition in the same run;
 //! - Herald's peak RSS draining a large backlog (`--large-events`) spread over
 //!   many webhooks (`--large-webhooks`);
 //! - where the CPU went in each phase: the machine, Herald, the broker, and
@@ -575,6 +579,109 @@ impl Bench {
         ])
     }
 
+    /// `count` events `writer(n)` puts on `topic`, pipelined.
+    async fn produce(
+        &self,
+        topic: &str,
+        count: u64,
+        record: impl Fn(u64) -> (Vec<u8>, rdkafka::message::OwnedHeaders),
+    ) {
+        let mut pending = futures::stream::FuturesUnordered::new();
+        for n in 0..count {
+            let (payload, headers) = record(n);
+            let key = n.to_string();
+            let r = FutureRecord::to(topic).key(&key).payload(&payload).headers(headers);
+            pending.push(self.producer.send_result(r).map_err(|(e, _)| e).unwrap());
+            if pending.len() >= 2000 {
+                pending.next().await;
+            }
+        }
+        while pending.next().await.is_some() {}
+        self.producer.flush(Timeout::After(Duration::from_secs(60))).unwrap();
+    }
+
+    /// A tier partition holding `count` retries that are all due, drained
+    /// by Herald, against the source path draining `count` events from one
+    /// partition (fan-out 1, same webhook) in the same run.
+    async fn due_retries(&self, count: u64) -> Figures {
+        use herald::retry::codec::{self, Binding, DeliveryContext, Destination, FailureRecord, Size};
+        let source = self.topic("due-source", 1).await;
+        let dlq = self.topic("due-dlq", 1).await;
+        let tier = self.topic("due-retry-1h", 1).await;
+        let redrive = self.topic("due-redrive", 1).await;
+        let prefix = format!("bench:{}:due:", self.run_id);
+        self.webhooks_with(&prefix, 1, "due", |_| "bench.*".to_owned()).await;
+        let extra = format!(
+            "[retry]\ntiers = [{{ topic = \"{tier}\", delay = \"1h\" }}]\njitter = 0.0\nredrive_topic = \"{redrive}\"\n"
+        );
+        self.produce(&source, count, |n| {
+            (body(n, None), rdkafka::message::OwnedHeaders::new())
+        })
+        .await;
+        self.receiver.reset();
+        let (child, _) = self.start_herald_with(&source, &prefix, &dlq, &extra);
+        let from_source = self.drain(child, count).await;
+
+        // Written as Herald writes a failed delivery's retry, due a minute ago.
+        let meta = herald::event::EventMeta {
+            event_type: "bench.tick".into(),
+            event_id: None,
+            event_time: None,
+            tenant: None,
+            content_type: "application/json".into(),
+            forward_headers: Vec::new(),
+        };
+        let due = SystemTime::now() - Duration::from_secs(60);
+        let retry = |n: u64| {
+            let record = herald::event::SourceRecord {
+                topic: source.as_str().into(),
+                partition: 0,
+                offset: n as i64,
+                timestamp_ms: None,
+                key: None,
+                value: body(n, None).into(),
+                headers: Vec::new(),
+            };
+            let delivery_id = format!("msg_due_{n}");
+            let letter = FailureRecord {
+                destination: Destination::Tier { tier: 0, due_at: due },
+                reason: codec::reasons::DELIVERY_FAILED,
+                detail: "endpoint answered HTTP 500".into(),
+                record: &record,
+                meta: Some(&meta),
+                delivery: Some(DeliveryContext {
+                    binding: Binding {
+                        webhook_id: "bench-0",
+                        tenant: None,
+                        created_at: None,
+                    },
+                    delivery_id: &delivery_id,
+                    attempts: 1,
+                    last_attempt: None,
+                    first_attempt_at: None,
+                    previous_history: None,
+                    tier: None,
+                }),
+            };
+            let headers = codec::encode(&letter, due - Duration::from_secs(3600), Size::Full);
+            (record.value.to_vec(), headers)
+        };
+        self.produce(&tier, count, retry).await;
+        self.receiver.reset();
+        let (child, _) = self.start_herald_with(&source, &prefix, &dlq, &extra);
+        let from_tier = self.drain(child, count).await;
+        let rate = |d: &Drained| count as f64 / d.span;
+        figures([
+            ("retries", count as f64),
+            ("source_deliveries_per_s", rate(&from_source)),
+            ("tier_deliveries_per_s", rate(&from_tier)),
+            ("tier_to_source_ratio", rate(&from_tier) / rate(&from_source)),
+            ("source_cpu_s_per_1000", from_source.cpu / count as f64 * 1000.0),
+            ("tier_cpu_s_per_1000", from_tier.cpu / count as f64 * 1000.0),
+            ("tier_peak_rss_mb", from_tier.rss),
+        ])
+    }
+
     /// Open-loop latency at `rate` events/s for `seconds`, fan-out 1.
     async fn latency(&self, rate: f64, seconds: u64) -> Figures {
         let topic = self.topic(&format!("latency{}", rate as u64), 6).await;
@@ -654,6 +761,7 @@ async fn main() {
     let mut redis = "redis://127.0.0.1:6379/0".to_string();
     let mut work_dir = std::env::temp_dir();
     let mut latency = true;
+    let mut due_retries = 100_000u64;
     // Tansu holds a fetch with no data for the whole fetch.wait.max.ms (Apache
     // Kafka answers as soon as data arrives), so with Tansu this bounds both
     // latency and, on partially caught-up partitions, throughput.
@@ -670,6 +778,7 @@ async fn main() {
             "--large-events" => large_events = value().parse().unwrap(),
             "--large-webhooks" => large_webhooks = value().parse().unwrap(),
             "--waiting-retries" => waiting = value().parse().unwrap(),
+            "--due-retries" => due_retries = value().parse().unwrap(),
             "--no-latency" => latency = false,
             "--json" => json_out = Some(PathBuf::from(value())),
             "--work-dir" => work_dir = PathBuf::from(value()),
@@ -722,6 +831,12 @@ async fn main() {
     let waiting = if waiting > 0 {
         eprintln!("{waiting} retries waiting in a delay topic...");
         Some(bench.waiting_retries(waiting, 10).await)
+    } else {
+        None
+    };
+    let due = if due_retries > 0 {
+        eprintln!("a tier partition of {due_retries} due retries, against the source path...");
+        Some(bench.due_retries(due_retries).await)
     } else {
         None
     };
@@ -806,6 +921,22 @@ async fn main() {
             format!("cores, over {:.0} s each", w["seconds"]),
         );
     }
+    if let Some(d) = &due {
+        row(
+            format!("{:.0} due retries, one tier partition, deliveries/s", d["retries"]),
+            format!("{:.0}", d["tier_deliveries_per_s"]),
+            format!(
+                "{:.0}% of the source path's {:.0}/s (one partition, same run)",
+                100.0 * d["tier_to_source_ratio"],
+                d["source_deliveries_per_s"]
+            ),
+        );
+        row(
+            "due retries, CPU s per 1,000 deliveries".into(),
+            format!("{:.3}", d["tier_cpu_s_per_1000"]),
+            format!("{:.3} on the source path", d["source_cpu_s_per_1000"]),
+        );
+    }
     if let Some(l) = &large {
         let what = format!("{:.0} events, {:.0} webhooks", l["events"], l["webhooks"]);
         row(
@@ -858,6 +989,7 @@ async fn main() {
         "herald": {"fanout_1": f1, "fanout_10": f10},
         "latency": latencies,
         "waiting_retries": waiting,
+        "due_retries": due,
         "large_backlog": large,
     });
     if let Some(path) = json_out {

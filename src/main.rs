@@ -117,6 +117,71 @@ struct ApiArgs {
     json: bool,
 }
 
+/// A webhook's own limits.
+#[derive(clap::Args, Default)]
+struct LimitArgs {
+    /// Concurrent requests to this endpoint (may lower delivery.max_in_flight_per_endpoint).
+    #[arg(long)]
+    max_in_flight: Option<usize>,
+    /// Request deadline for this endpoint, in milliseconds (may lower delivery.request_timeout).
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Statuses that end a delivery without retries: `400,422`; `none` retries
+    /// every failure; `default` follows retry.final_statuses. 410 is always final.
+    #[arg(long, value_parser = parse_final_statuses)]
+    final_statuses: Option<FinalStatuses>,
+}
+
+/// `--final-statuses`.
+#[derive(Clone, Debug)]
+enum FinalStatuses {
+    Default,
+    These(Vec<u16>),
+}
+
+fn parse_final_statuses(s: &str) -> Result<FinalStatuses, String> {
+    match s.trim() {
+        "default" => Ok(FinalStatuses::Default),
+        "none" => Ok(FinalStatuses::These(Vec::new())),
+        list => list
+            .split(',')
+            .map(|c| {
+                c.trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|c| (300..=599).contains(c))
+                    .ok_or_else(|| format!("`{c}` is not an HTTP status from 300 to 599"))
+            })
+            .collect::<Result<Vec<u16>, String>>()
+            .map(FinalStatuses::These),
+    }
+}
+
+impl LimitArgs {
+    fn given(&self) -> bool {
+        self.max_in_flight.is_some() || self.timeout_ms.is_some() || self.final_statuses.is_some()
+    }
+
+    /// `limits` with these flags applied.
+    fn apply(&self, limits: &mut serde_json::Map<String, Value>) {
+        if let Some(n) = self.max_in_flight {
+            limits.insert("max_in_flight".into(), n.into());
+        }
+        if let Some(ms) = self.timeout_ms {
+            limits.insert("timeout_ms".into(), ms.into());
+        }
+        match &self.final_statuses {
+            None => {}
+            Some(FinalStatuses::Default) => {
+                limits.remove("final_statuses");
+            }
+            Some(FinalStatuses::These(codes)) => {
+                limits.insert("final_statuses".into(), codes.clone().into());
+            }
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum WebhooksCommand {
     /// Create a webhook from flags, or from a JSON file with the API's create body.
@@ -139,6 +204,8 @@ enum WebhooksCommand {
         /// The webhook's id; generated when absent.
         #[arg(long)]
         id: Option<String>,
+        #[command(flatten)]
+        limits: LimitArgs,
         /// JSON file holding the create body (flags override its fields).
         #[arg(long)]
         file: Option<PathBuf>,
@@ -161,7 +228,7 @@ enum WebhooksCommand {
     },
     /// Show one webhook.
     Get { id: String },
-    /// Change a webhook's name, URL, events or headers.
+    /// Change a webhook's name, URL, events, headers or limits.
     Update {
         id: String,
         #[arg(long)]
@@ -174,13 +241,15 @@ enum WebhooksCommand {
         /// Replaces the headers, as NAME=VALUE (repeatable).
         #[arg(long = "header", value_parser = parse_header)]
         headers: Vec<(String, String)>,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Pause deliveries (they are kept for a replay on resume).
     Pause { id: String },
     /// Resume deliveries.
     Resume {
         id: String,
-        /// Re-deliver what was kept while it was paused or disabled, and follow the replay.
+        /// Re-deliver what was kept during this pause or disablement, and follow the replay.
         #[arg(long)]
         replay: bool,
     },
@@ -423,6 +492,7 @@ async fn webhooks(api: ApiArgs, command: WebhooksCommand) -> anyhow::Result<()> 
             headers,
             secret,
             id,
+            limits,
             file,
         } => {
             let mut body = match file {
@@ -448,6 +518,15 @@ async fn webhooks(api: ApiArgs, command: WebhooksCommand) -> anyhow::Result<()> 
             set("headers", (!headers.is_empty()).then(|| headers_json(headers)));
             set("secret", secret.map(Value::from));
             set("id", id.map(Value::from));
+            if limits.given() {
+                let mut current = obj
+                    .get("limits")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                limits.apply(&mut current);
+                obj.insert("limits".into(), Value::Object(current));
+            }
             one(&client.post("/v1/webhooks", Some(&body)).await?);
         }
         WebhooksCommand::List {
@@ -492,8 +571,16 @@ async fn webhooks(api: ApiArgs, command: WebhooksCommand) -> anyhow::Result<()> 
             url,
             events,
             headers,
+            limits,
         } => {
             let mut body = serde_json::Map::new();
+            if limits.given() {
+                // The API replaces limits whole: change only what was asked.
+                let current = client.get(&format!("/v1/webhooks/{}", encode(&id))).await?;
+                let mut merged = current["limits"].as_object().cloned().unwrap_or_default();
+                limits.apply(&mut merged);
+                body.insert("limits".into(), Value::Object(merged));
+            }
             if let Some(name) = name {
                 body.insert("name".into(), name.into());
             }
@@ -507,7 +594,9 @@ async fn webhooks(api: ApiArgs, command: WebhooksCommand) -> anyhow::Result<()> 
                 body.insert("headers".into(), headers_json(headers));
             }
             if body.is_empty() {
-                anyhow::bail!("nothing to change: pass --name, --url, --event or --header");
+                anyhow::bail!(
+                    "nothing to change: pass --name, --url, --event, --header, --max-in-flight, --timeout-ms or --final-statuses"
+                );
             }
             let path = format!("/v1/webhooks/{}", encode(&id));
             let v = client

@@ -369,3 +369,49 @@ async fn final_statuses_end_a_delivery_at_once_globally_and_per_webhook() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_statuses_are_set_through_the_command_line_without_losing_other_limits() {
+    let env = TestEnv::new("final-cli", &["events"], 1).await;
+    let app = env.spawn(&admin_overlay("24h")).await;
+    let api = Api::new(&app);
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(args)
+            .env("HERALD_API_URL", &api.base)
+            .env("HERALD_API_TOKEN", OPS)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    };
+    cli(&[
+        "webhooks",
+        "create",
+        "--id",
+        "cli",
+        "--name",
+        "cli",
+        "--url",
+        "https://example.com/hook",
+        "--event",
+        "*",
+        "--max-in-flight",
+        "3",
+        "--final-statuses",
+        "400,422",
+    ]);
+    let limits = |w: serde_json::Value| w["limits"].clone();
+    let w = api.ok(Method::GET, "/v1/webhooks/cli", OPS, None).await;
+    assert_eq!(limits(w), json!({"max_in_flight": 3, "final_statuses": [400, 422]}));
+    cli(&["webhooks", "update", "cli", "--final-statuses", "none"]);
+    let w = api.ok(Method::GET, "/v1/webhooks/cli", OPS, None).await;
+    assert_eq!(
+        limits(w),
+        json!({"max_in_flight": 3, "final_statuses": []}),
+        "only what was asked changes"
+    );
+    cli(&["webhooks", "update", "cli", "--final-statuses", "default"]);
+    let w = api.ok(Method::GET, "/v1/webhooks/cli", OPS, None).await;
+    assert_eq!(limits(w), json!({"max_in_flight": 3}));
+    app.stop().await;
+}

@@ -95,8 +95,8 @@ impl TestEnv {
         all.push(system.clone());
         create_topics(&all, partitions).await;
         // Kept as long as Herald needs (it checks at start).
-        create_topics_keeping(&[dlq.clone()], partitions, Duration::from_secs(30 * 86_400)).await;
-        create_topics_keeping(&[redrive.clone()], partitions, Duration::from_secs(86_400)).await;
+        create_topics_keeping(std::slice::from_ref(&dlq), partitions, Duration::from_secs(30 * 86_400)).await;
+        create_topics_keeping(std::slice::from_ref(&redrive), partitions, Duration::from_secs(86_400)).await;
         let env = TestEnv {
             group: format!("{id}-group"),
             prefix: format!("test:{id}:"),
