@@ -107,6 +107,23 @@ start_broker() {
     >"$HERALD_STATE/$name.log" 2>&1) &
   echo $! >"$HERALD_STATE/$name.pid"
   wait_for "the broker" 60 port_open 127.0.0.1 "$port"
+  [ "$engine" = sqlite ] && index_tansu_headers "$HERALD_STATE/$name.db"
+  return 0
+}
+
+# index_tansu_headers DB: Tansu 0.6.0's sqlite schema has no index on record
+# headers, so each record a fetch returns scans every header row the broker
+# holds; past ~20,000 rows one fetch of a few thousand records takes longer
+# than a consumer's session timeout and every group stalls. The index (on
+# the columns its header query filters by) makes that lookup direct; added
+# once the broker has created its schema, it changes nothing else.
+index_tansu_headers() {
+  python3 - "$1" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], timeout=30)
+db.execute("create index if not exists header_topition_offset on header (topition, offset_id)")
+db.commit()
+PY
 }
 
 # stop_pidfile NAME: stops the process recorded in $HERALD_STATE/NAME.pid.
