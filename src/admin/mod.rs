@@ -397,9 +397,16 @@ pub async fn run_standalone(config: Config, shutdown: CancellationToken) -> anyh
 
 /// Serves the API until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, state: AdminState, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    let served = axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+        .await;
+    // System events announced by the last requests are still on their way.
+    let events = state.0.events.clone();
+    let flushed = tokio::task::spawn_blocking(move || events.flush(std::time::Duration::from_secs(5))).await;
+    if let Ok(Err(e)) = flushed {
+        state.0.telemetry.system_event_failed("(pending at shutdown)", "-", &e);
+    }
+    served
 }
 
 #[cfg(test)]

@@ -90,6 +90,11 @@ impl SystemEvents {
         }
     }
 
+    /// Waits up to `timeout` for the events still being published.
+    pub fn flush(&self, timeout: Duration) -> rdkafka::error::KafkaResult<()> {
+        self.producer.flush(timeout)
+    }
+
     /// Publishes `event` about `webhook` and waits for the broker's ack.
     pub async fn publish(&self, event: &str, webhook: &Webhook, reason: &str) -> Result<(), LifecycleError> {
         let Some(topic) = &self.topic else { return Ok(()) };
