@@ -41,6 +41,7 @@ pub struct Application {
     telemetry: Telemetry,
     index: Arc<SubscriptionIndex>,
     flow: Arc<Flow>,
+    retry_flow: Arc<Flow>,
     envelopes: Envelopes,
     deliverer: Deliverer,
     redis: redis::Client,
@@ -82,6 +83,10 @@ impl Application {
                 per_partition: config.kafka.max_in_flight_per_partition,
                 total: config.kafka.max_in_flight,
             }),
+            retry_flow: Flow::new(FlowLimits {
+                per_partition: config.kafka.max_in_flight_per_partition,
+                total: config.kafka.max_in_flight,
+            }),
             listener,
             admin_listener,
             envelopes,
@@ -110,6 +115,7 @@ impl Application {
             telemetry,
             index,
             flow,
+            retry_flow,
             envelopes,
             deliverer,
             redis,
@@ -131,6 +137,8 @@ impl Application {
                 metrics: telemetry.metrics.clone(),
                 index: index.clone(),
                 flow: flow.clone(),
+                consumers: vec![("source", flow.clone()), ("retry", retry_flow.clone())],
+                stall_after: config.http.stall_after,
             },
             side_tasks.clone(),
         ));
@@ -146,7 +154,8 @@ impl Application {
             .run(side_tasks.clone()),
         );
 
-        let result = Self::run_pipeline(&config, &telemetry, index, flow, envelopes, deliverer, &shutdown).await;
+        let flows = (flow, retry_flow);
+        let result = Self::run_pipeline(&config, &telemetry, index, flows, envelopes, deliverer, &shutdown).await;
 
         side_tasks.cancel();
         let _ = sync.await;
@@ -169,7 +178,7 @@ impl Application {
         config: &Config,
         telemetry: &Telemetry,
         index: Arc<SubscriptionIndex>,
-        flow: Arc<Flow>,
+        (flow, retry_flow): (Arc<Flow>, Arc<Flow>),
         envelopes: Envelopes,
         deliverer: Deliverer,
         shutdown: &CancellationToken,
@@ -273,10 +282,6 @@ impl Application {
                 max_out_of_order_bytes: config.retry.max_out_of_order_bytes,
             }),
         };
-        let retry_flow = Flow::new(FlowLimits {
-            per_partition: config.kafka.max_in_flight_per_partition,
-            total: config.kafka.max_in_flight,
-        });
         let retry_intake = Intake::new(&config.kafka, spec, retry_flow, telemetry.clone())
             .context("cannot create the retry consumer")?;
         tracing::info!(topics = ?waits.names(), "consuming retry tiers and the redrive topic");

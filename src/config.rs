@@ -310,6 +310,11 @@ impl SystemEventsConfig {
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// A partition is reported stalled on `/status` when its oldest event in
+    /// flight is older than this, or records wait and nothing was committed
+    /// for this long.
+    #[serde(with = "humantime_serde")]
+    pub stall_after: Duration,
 }
 
 /// Delivery history and statistics.
@@ -593,6 +598,7 @@ impl Config {
             self.dead_letter.produce_retry_min_delay,
         )?;
         nonzero("shutdown.drain_timeout", self.shutdown.drain_timeout)?;
+        nonzero("http.stall_after", self.http.stall_after)?;
         let r = &self.retry;
         if !(0.0..1.0).contains(&r.jitter) {
             return Err(ConfigError::invalid("retry.jitter", "must be at least 0 and below 1"));

@@ -74,28 +74,29 @@ fn partitions_tpl(tps: &[Tp]) -> TopicPartitionList {
 }
 
 impl ClientContext for IntakeContext {
+    /// Every `kafka.statistics_interval`: each assigned partition's lag,
+    /// the age of its oldest event in flight and when it last committed.
     fn stats(&self, statistics: Statistics) {
-        let mut current = HashSet::new();
         for (name, topic) in &statistics.topics {
             for (id, partition) in &topic.partitions {
                 if *id < 0 || !partition.desired {
                     continue;
                 }
-                let lag = if partition.consumer_lag >= 0 {
-                    partition.consumer_lag
-                } else if partition.hi_offset >= 0 && partition.committed_offset >= 0 {
-                    (partition.hi_offset - partition.committed_offset).max(0)
-                } else {
-                    continue;
-                };
-                self.telemetry.consumer_lag(self.name, name, *id, lag);
-                current.insert((name.clone(), *id));
+                if let Some(lag) = lag_of(partition.hi_offset, partition.committed_offset, partition.lo_offset) {
+                    self.flow.set_lag(&(Arc::from(name.as_str()), *id), lag);
+                }
             }
+        }
+        let health = self.flow.health();
+        let mut current = HashSet::new();
+        for h in &health {
+            self.telemetry.partition_health(self.name, h);
+            current.insert((h.tp.0.to_string(), h.tp.1));
         }
         // Series of partitions no longer assigned disappear; other consumers' stay.
         let mut reported = self.lag_reported.lock().unwrap_or_else(|p| p.into_inner());
         for (topic, partition) in reported.difference(&current) {
-            self.telemetry.consumer_lag_gone(self.name, topic, *partition);
+            self.telemetry.partition_health_gone(self.name, topic, *partition);
         }
         *reported = current;
     }
@@ -123,7 +124,14 @@ impl ConsumerContext for IntakeContext {
         }
     }
 
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        let committed: Vec<Tp> = offsets
+            .elements()
+            .iter()
+            .filter(|e| e.error().is_ok() && matches!(e.offset(), Offset::Offset(_)))
+            .map(|e| (Arc::<str>::from(e.topic()), e.partition()))
+            .collect();
+        self.flow.committed(&committed);
         match result {
             Ok(()) => self.telemetry.offsets_committed(Ok(())),
             // Nothing to commit is not a failure.
@@ -207,6 +215,17 @@ pub struct Holding {
     pub max_out_of_order: usize,
     /// Per partition: bytes of records held aside beyond which the oldest is moved.
     pub max_out_of_order_bytes: usize,
+}
+
+/// Records between what the group committed and the partition's end; from
+/// the log start when the group never committed on it (where
+/// `auto.offset.reset` starts). `None` while the client does not know the end.
+pub fn lag_of(hi: i64, committed: i64, log_start: i64) -> Option<i64> {
+    if hi < 0 {
+        return None;
+    }
+    let from = if committed >= 0 { committed } else { log_start.max(0) };
+    Some((hi - from).max(0))
 }
 
 /// What one consumer reads, and whether it holds records until due.

@@ -27,10 +27,10 @@
 //! limit, and neither a rebalance nor shutdown waits for it) until
 //! [`Flow::start`] turns it into an event in flight.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use tokio::sync::Notify;
 
@@ -53,6 +53,14 @@ struct Partition {
     paused: bool,
     /// Registered records held until due (not in flight yet).
     held: usize,
+    /// When each event in flight started (held records are not in it).
+    started: BTreeMap<i64, Instant>,
+    /// When an offset of this partition was last committed (or it was
+    /// assigned, if none was since).
+    last_commit: SystemTime,
+    /// Records between the committed offset and the partition's end, as the
+    /// client last reported.
+    lag: Option<i64>,
 }
 
 impl Partition {
@@ -62,6 +70,9 @@ impl Partition {
             generation,
             paused,
             held: 0,
+            started: BTreeMap::new(),
+            last_commit: SystemTime::now(),
+            lag: None,
         }
     }
 
@@ -92,6 +103,21 @@ pub struct Actions {
     pub store: Vec<(Tp, i64)>,
     /// Partitions to resume.
     pub resume: Vec<Tp>,
+}
+
+/// How one assigned partition is doing, for metrics and `/status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionHealth {
+    pub tp: Tp,
+    /// Events in flight (started, unfinished).
+    pub in_flight: usize,
+    /// Records held until due.
+    pub held: usize,
+    /// How long the oldest event in flight has been (zero when none).
+    pub oldest_unfinished: std::time::Duration,
+    pub last_commit: SystemTime,
+    /// Records behind the partition's end, as last reported.
+    pub lag: Option<i64>,
 }
 
 /// Shared flow state. See the module docs.
@@ -205,7 +231,7 @@ impl Flow {
         let mut state = self.lock();
         let (mut completion, _) = Self::register(self, &mut state, tp, offset);
         completion.held = false;
-        let pause = self.count_started(&mut state, tp);
+        let pause = self.count_started(&mut state, tp, offset);
         (completion, pause)
     }
 
@@ -231,7 +257,7 @@ impl Flow {
             // Revoked meanwhile: the completion will be ignored anyway.
             _ => return Vec::new(),
         }
-        self.count_started(&mut state, &done.tp)
+        self.count_started(&mut state, &done.tp, done.offset)
     }
 
     fn register<'s>(self: &Arc<Self>, state: &'s mut State, tp: &Tp, offset: i64) -> (Completion, &'s mut Partition) {
@@ -254,9 +280,10 @@ impl Flow {
     }
 
     /// Counts one more event in flight on `tp`; returns the partitions to pause.
-    fn count_started(&self, state: &mut State, tp: &Tp) -> Vec<Tp> {
+    fn count_started(&self, state: &mut State, tp: &Tp, offset: i64) -> Vec<Tp> {
         let mut pause = Vec::new();
         if let Some(part) = state.partitions.get_mut(tp) {
+            part.started.insert(offset, Instant::now());
             if !part.paused && part.active() >= self.limits.per_partition {
                 part.paused = true;
                 pause.push(tp.clone());
@@ -281,6 +308,7 @@ impl Flow {
             if held {
                 part.held -= 1;
             } else {
+                part.started.remove(&offset);
                 state.total -= 1;
             }
         }
@@ -370,6 +398,48 @@ impl Flow {
             .partitions
             .get(tp)
             .map_or(0, |p| p.progress.finished_after(offset))
+    }
+
+    /// Offsets of these partitions were committed.
+    pub fn committed(&self, tps: &[Tp]) {
+        let now = SystemTime::now();
+        let mut state = self.lock();
+        for tp in tps {
+            if let Some(part) = state.partitions.get_mut(tp) {
+                part.last_commit = now;
+            }
+        }
+    }
+
+    /// The client's latest count of records behind `tp`'s end.
+    pub fn set_lag(&self, tp: &Tp, lag: i64) {
+        if let Some(part) = self.lock().partitions.get_mut(tp) {
+            part.lag = Some(lag);
+        }
+    }
+
+    /// How every assigned partition is doing.
+    pub fn health(&self) -> Vec<PartitionHealth> {
+        let now = Instant::now();
+        let state = self.lock();
+        let mut out: Vec<PartitionHealth> = state
+            .partitions
+            .iter()
+            .map(|(tp, p)| PartitionHealth {
+                tp: tp.clone(),
+                in_flight: p.active(),
+                held: p.held,
+                oldest_unfinished: p
+                    .started
+                    .values()
+                    .min()
+                    .map_or(std::time::Duration::ZERO, |t| now.duration_since(*t)),
+                last_commit: p.last_commit,
+                lag: p.lag,
+            })
+            .collect();
+        out.sort_by(|a, b| a.tp.cmp(&b.tp));
+        out
     }
 
     /// Whether the limits keep `tp` paused.
@@ -614,6 +684,46 @@ mod tests {
             0,
             "a late completion of a revoked partition changes nothing"
         );
+    }
+
+    #[test]
+    fn health_reports_the_oldest_event_in_flight_and_the_last_commit() {
+        let f = flow(10, 10);
+        f.assign(&[tp(0), tp(1)]);
+        let assigned = f.health();
+        assert_eq!(assigned.len(), 2);
+        assert_eq!(assigned[0].oldest_unfinished, std::time::Duration::ZERO);
+        assert_eq!(assigned[0].lag, None);
+        let (c0, _) = f.admit(&tp(0), 0);
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let (c1, _) = f.admit(&tp(0), 1);
+        let mut held = f.hold(&tp(0), 2);
+        let h = &f.health()[0];
+        assert_eq!((h.in_flight, h.held), (2, 1));
+        assert!(h.oldest_unfinished >= std::time::Duration::from_millis(30), "{h:?}");
+        c0.finish();
+        let h = &f.health()[0];
+        assert!(
+            h.oldest_unfinished < std::time::Duration::from_millis(30),
+            "the next oldest: {h:?}"
+        );
+        c1.finish();
+        assert_eq!(
+            f.health()[0].oldest_unfinished,
+            std::time::Duration::ZERO,
+            "a held record is not in flight"
+        );
+        f.start(&mut held);
+        assert_eq!(f.health()[0].in_flight, 1);
+        held.finish();
+
+        let before = f.health()[1].last_commit;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        f.committed(&[tp(1)]);
+        f.set_lag(&tp(1), 7);
+        let h = &f.health()[1];
+        assert!(h.last_commit > before);
+        assert_eq!(h.lag, Some(7));
     }
 
     #[test]

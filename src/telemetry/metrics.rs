@@ -6,8 +6,8 @@
 //! are created at start so dashboards and alerts see zeros, not gaps.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric Herald exports.
@@ -49,6 +49,8 @@ pub struct Metrics {
     pub offset_commits: IntCounterVec,
     pub consumer_errors: IntCounter,
     pub consumer_lag: IntGaugeVec,
+    pub oldest_unfinished: GaugeVec,
+    pub last_commit: GaugeVec,
     pub webhooks: IntGaugeVec,
     pub subscription_syncs: IntCounterVec,
     pub subscription_errors: IntCounterVec,
@@ -86,6 +88,14 @@ fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     let metric = IntGauge::new(name, help).expect("valid metric definition");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric registered once");
+    metric
+}
+
+fn float_gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let metric = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
     registry
         .register(Box::new(metric.clone()))
         .expect("metric registered once");
@@ -309,8 +319,23 @@ impl Metrics {
             consumer_lag: gauge_vec(
                 r,
                 "herald_consumer_lag_messages",
-                "Records between the committed offset and the end of each assigned partition, by consumer \
-                 (source, or retry: waiting retries are lag there by design).",
+                "Records between the committed offset (the log start when the group never committed) and the \
+                 end of each assigned partition, by consumer (source, or retry: waiting retries are lag there \
+                 by design).",
+                &["consumer", "topic", "partition"],
+            ),
+            oldest_unfinished: float_gauge_vec(
+                r,
+                "herald_oldest_unfinished_seconds",
+                "Age of the oldest event in flight on each assigned partition (0 when none); for the retry \
+                 consumer counted from when it came due. A stuck event holds its partition's commit.",
+                &["consumer", "topic", "partition"],
+            ),
+            last_commit: float_gauge_vec(
+                r,
+                "herald_partition_last_commit_timestamp_seconds",
+                "When an offset of each assigned partition was last committed (its assignment time when none \
+                 was since): with lag, no commit for long means a partition that does not progress.",
                 &["consumer", "topic", "partition"],
             ),
             webhooks: gauge_vec(r, "herald_webhooks", "Webhooks in the subscription index, by status.", &["status"]),

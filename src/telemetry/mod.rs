@@ -138,18 +138,30 @@ impl Telemetry {
         warn!(%error, "could not store offsets for commit");
     }
 
-    pub fn consumer_lag(&self, consumer: &str, topic: &str, partition: i32, lag: i64) {
+    /// One assigned partition's lag, oldest event in flight and last commit.
+    pub fn partition_health(&self, consumer: &str, h: &crate::intake::flow::PartitionHealth) {
+        let partition = h.tp.1.to_string();
+        let labels = [consumer, &*h.tp.0, partition.as_str()];
+        if let Some(lag) = h.lag {
+            self.metrics.consumer_lag.with_label_values(&labels).set(lag);
+        }
         self.metrics
-            .consumer_lag
-            .with_label_values(&[consumer, topic, &partition.to_string()])
-            .set(lag);
+            .oldest_unfinished
+            .with_label_values(&labels)
+            .set(h.oldest_unfinished.as_secs_f64());
+        let committed = h
+            .last_commit
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.metrics.last_commit.with_label_values(&labels).set(committed);
     }
 
-    pub fn consumer_lag_gone(&self, consumer: &str, topic: &str, partition: i32) {
-        let _ = self
-            .metrics
-            .consumer_lag
-            .remove_label_values(&[consumer, topic, &partition.to_string()]);
+    pub fn partition_health_gone(&self, consumer: &str, topic: &str, partition: i32) {
+        let partition = partition.to_string();
+        let labels = [consumer, topic, partition.as_str()];
+        let _ = self.metrics.consumer_lag.remove_label_values(&labels);
+        let _ = self.metrics.oldest_unfinished.remove_label_values(&labels);
+        let _ = self.metrics.last_commit.remove_label_values(&labels);
     }
 
     // ---- routing ------------------------------------------------------------

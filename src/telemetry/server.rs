@@ -1,12 +1,16 @@
-//! The operational HTTP listener: `/metrics`, `/healthz`, `/readyz`.
+//! The operational HTTP listener: `/metrics`, `/healthz`, `/readyz`, `/status`.
 //!
 //! Liveness only says the process serves HTTP. Readiness says this replica is
 //! doing its job: the subscription index has loaded from Redis and the
 //! consumer group has given it an assignment. A replica with an empty
 //! assignment (more replicas than partitions) is still ready: it is a healthy
-//! standby, and a rolling update must not wait on it forever.
+//! standby, and a rolling update must not wait on it forever. Neither says
+//! whether its partitions progress: `/status` does, per assigned partition,
+//! and names those that stalled (a restart would not help them; see
+//! docs/operations.md).
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -26,7 +30,12 @@ use crate::telemetry::Metrics;
 pub struct OpsState {
     pub metrics: Metrics,
     pub index: Arc<SubscriptionIndex>,
+    /// The source consumer's flow (readiness).
     pub flow: Arc<Flow>,
+    /// Every consumer's flow, by name (`/status`).
+    pub consumers: Vec<(&'static str, Arc<Flow>)>,
+    /// When a partition counts as stalled.
+    pub stall_after: Duration,
 }
 
 /// The router, separate from serving so tests can call it directly.
@@ -35,6 +44,7 @@ pub fn router(state: OpsState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/status", get(status))
         .with_state(state)
 }
 
@@ -68,4 +78,120 @@ async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body))
+}
+
+/// Why a partition counts as stalled, if it does.
+fn stalled(h: &crate::intake::flow::PartitionHealth, stall_after: Duration, now: SystemTime) -> Option<String> {
+    if h.oldest_unfinished > stall_after {
+        return Some(format!(
+            "an event has been in flight for {}",
+            humantime::format_duration(Duration::from_secs(h.oldest_unfinished.as_secs()))
+        ));
+    }
+    let quiet = now.duration_since(h.last_commit).unwrap_or_default();
+    match h.lag {
+        Some(lag) if lag > 0 && h.held == 0 && quiet > stall_after => Some(format!(
+            "{lag} records wait and nothing was committed for {}",
+            humantime::format_duration(Duration::from_secs(quiet.as_secs()))
+        )),
+        _ => None,
+    }
+}
+
+/// Every assigned partition of every consumer: lag, events in flight and
+/// held, the oldest one's age, the last commit, and whether it stalled.
+/// 200 when none stalled, 503 otherwise (for a probe that should page, not
+/// restart).
+async fn status(State(state): State<OpsState>) -> impl IntoResponse {
+    let now = SystemTime::now();
+    let mut stalled_count = 0;
+    let consumers: serde_json::Map<String, serde_json::Value> = state
+        .consumers
+        .iter()
+        .map(|(name, flow)| {
+            let partitions: Vec<serde_json::Value> = flow
+                .health()
+                .iter()
+                .map(|h| {
+                    let why = stalled(h, state.stall_after, now);
+                    stalled_count += usize::from(why.is_some());
+                    let committed = time::OffsetDateTime::from(h.last_commit)
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default();
+                    json!({
+                        "topic": &*h.tp.0,
+                        "partition": h.tp.1,
+                        "lag": h.lag,
+                        "in_flight": h.in_flight,
+                        "held_until_due": h.held,
+                        "oldest_unfinished_seconds": h.oldest_unfinished.as_secs_f64(),
+                        "last_commit": committed,
+                        "seconds_since_commit": now.duration_since(h.last_commit).unwrap_or_default().as_secs(),
+                        "stalled": why,
+                    })
+                })
+                .collect();
+            (name.to_string(), json!({ "partitions": partitions }))
+        })
+        .collect();
+    let body = json!({
+        "stalled_partitions": stalled_count,
+        "stall_after_seconds": state.stall_after.as_secs(),
+        "consumers": consumers,
+    });
+    let code = if stalled_count == 0 {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::intake::flow::PartitionHealth;
+
+    fn health(oldest: u64, lag: Option<i64>, held: usize, quiet: u64, now: SystemTime) -> PartitionHealth {
+        PartitionHealth {
+            tp: ("t".into(), 0),
+            in_flight: 1,
+            held,
+            oldest_unfinished: Duration::from_secs(oldest),
+            last_commit: now - Duration::from_secs(quiet),
+            lag,
+        }
+    }
+
+    #[test]
+    fn a_partition_stalls_on_an_old_event_or_on_waiting_records_and_no_commit() {
+        let now = SystemTime::now();
+        let bound = Duration::from_secs(120);
+        assert_eq!(
+            stalled(&health(5, Some(10), 0, 5, now), bound, now),
+            None,
+            "busy and progressing"
+        );
+        assert_eq!(
+            stalled(&health(0, Some(0), 0, 3600, now), bound, now),
+            None,
+            "idle: nothing waits"
+        );
+        assert!(stalled(&health(300, Some(1), 0, 5, now), bound, now)
+            .unwrap()
+            .contains("in flight for 5m"));
+        assert!(stalled(&health(0, Some(3), 0, 600, now), bound, now)
+            .unwrap()
+            .contains("3 records wait and nothing was committed for 10m"));
+        assert_eq!(
+            stalled(&health(0, Some(3), 2, 600, now), bound, now),
+            None,
+            "retries held until due are waiting, not stalled"
+        );
+        assert_eq!(
+            stalled(&health(0, None, 0, 600, now), bound, now),
+            None,
+            "lag not known yet"
+        );
+    }
 }

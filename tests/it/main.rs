@@ -15,4 +15,5 @@ mod resilience;
 mod retention;
 mod retries;
 mod signatures;
+mod stuck;
 mod subscriptions;
