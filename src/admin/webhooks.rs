@@ -148,15 +148,23 @@ pub struct LimitsInput {
     /// `retry.final_statuses` for this webhook. 410 Gone is always final.
     #[serde(default)]
     #[schema(max_items = 64)]
-    pub final_statuses: Option<Vec<u16>>,
+    pub final_statuses: Option<Vec<FailureStatus>>,
 }
+
+/// An HTTP status that is a failure: 300 to 599.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(minimum = 300, maximum = 599)]
+pub struct FailureStatus(pub u16);
 
 impl From<LimitsInput> for Limits {
     fn from(l: LimitsInput) -> Limits {
         Limits {
             max_in_flight: l.max_in_flight,
             timeout_ms: l.timeout_ms,
-            final_statuses: l.final_statuses,
+            final_statuses: l
+                .final_statuses
+                .map(|statuses| statuses.into_iter().map(|s| s.0).collect()),
         }
     }
 }
