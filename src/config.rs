@@ -148,13 +148,37 @@ fn properties<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String,
 }
 
 /// Where subscriptions are stored.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://host:port/db`.
     pub url: String,
     /// Prefix of every key and channel Herald reads or writes.
     pub prefix: String,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.redacted_url())
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+impl RedisConfig {
+    /// `url` as it may be shown in errors and logs: without its password.
+    pub fn redacted_url(&self) -> String {
+        match url::Url::parse(&self.url) {
+            Ok(mut url) => {
+                if url.password().is_some() {
+                    let _ = url.set_password(Some("***"));
+                }
+                url.to_string()
+            }
+            Err(_) => "(an unparsable redis.url)".to_owned(),
+        }
+    }
 }
 
 /// How the in-memory subscription index follows Redis.
@@ -189,6 +213,9 @@ pub struct EnvelopeConfig {
 pub struct DeliveryConfig {
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Name resolution deadline, apart from the connection's.
+    #[serde(with = "humantime_serde")]
+    pub resolve_timeout: Duration,
     /// Whole-request deadline, including reading the response.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -586,6 +613,7 @@ impl Config {
         }
         let d = &self.delivery;
         nonzero("delivery.connect_timeout", d.connect_timeout)?;
+        nonzero("delivery.resolve_timeout", d.resolve_timeout)?;
         nonzero("delivery.request_timeout", d.request_timeout)?;
         positive("delivery.max_in_flight", d.max_in_flight)?;
         positive("delivery.max_in_flight_per_endpoint", d.max_in_flight_per_endpoint)?;
@@ -790,6 +818,15 @@ mod tests {
         assert!(err("[dead_letter]\nretention = \"0s\"").contains("dead_letter.retention"));
         let config = Config::from_toml_overlay("[retry]\nfinal_statuses = [400, 422]").unwrap();
         assert_eq!(config.retry.final_statuses, [400, 422]);
+    }
+
+    #[test]
+    fn the_redis_password_never_shows() {
+        let config =
+            Config::from_toml_overlay("[redis]\nurl = \"redis://herald:s3cr3t-pass@redis.internal:6380/2\"").unwrap();
+        let shown = config.redis.redacted_url();
+        assert_eq!(shown, "redis://herald:***@redis.internal:6380/2");
+        assert!(!format!("{config:?}").contains("s3cr3t-pass"), "nor in debug output");
     }
 
     #[test]

@@ -330,7 +330,7 @@ pub fn router(state: AdminState) -> Router {
 /// Counts and times every request by its route template.
 async fn observe(State(state): State<AdminState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method()).to_owned();
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -342,6 +342,22 @@ async fn observe(State(state): State<AdminState>, request: Request, next: Next) 
     response
 }
 
+/// The `method` label: the methods the API serves, or `other`, so that a
+/// caller cannot create series with methods of its own.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// Connects what the API needs: the subscription store and a producer for
 /// system events.
 pub async fn connect(config: Arc<Config>, telemetry: Telemetry) -> anyhow::Result<AdminState> {
@@ -349,11 +365,11 @@ pub async fn connect(config: Arc<Config>, telemetry: Telemetry) -> anyhow::Resul
     let client = redis::Client::open(config.redis.url.as_str()).context("invalid redis.url")?;
     let store = SubscriptionStore::connect(&client, &config.redis.prefix)
         .await
-        .with_context(|| format!("cannot connect to Redis at {}", config.redis.url))?;
+        .with_context(|| format!("cannot connect to Redis at {}", config.redis.redacted_url()))?;
     let redis = client
         .get_connection_manager()
         .await
-        .with_context(|| format!("cannot connect to Redis at {}", config.redis.url))?;
+        .with_context(|| format!("cannot connect to Redis at {}", config.redis.redacted_url()))?;
     let producer = crate::kafka::SharedProducer::new(&config.kafka).context("cannot create the Kafka producer")?;
     let history = if config.history.enabled {
         Some(
@@ -411,6 +427,15 @@ pub async fn serve(listener: TcpListener, state: AdminState, shutdown: Cancellat
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn methods_of_a_callers_own_are_one_label() {
+        use axum::http::Method;
+        assert_eq!(super::method_label(&Method::GET), "GET");
+        assert_eq!(super::method_label(&Method::PATCH), "PATCH");
+        let probe = Method::from_bytes(b"ZZPROBE1").unwrap();
+        assert_eq!(super::method_label(&probe), "other");
+    }
+
     #[test]
     fn the_committed_openapi_document_is_the_generated_one() {
         let generated = super::openapi().to_pretty_json().unwrap() + "\n";

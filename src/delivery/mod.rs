@@ -158,7 +158,7 @@ impl Deliverer {
             .timeout(config.request_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver::new(policy.clone())))
+            .dns_resolver(Arc::new(GuardedResolver::new(policy.clone(), config.resolve_timeout)))
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
             .pool_idle_timeout(config.pool_idle_timeout)
             .tcp_nodelay(true)
@@ -338,6 +338,11 @@ pub fn text_prefix(bytes: &[u8], max: usize) -> (String, bool) {
 /// An error and its sources on one line (reqwest's own message hides the cause).
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
+    // reqwest names the URL it was sending to: its path and query may hold a
+    // secret (Slack- and Discord-style webhooks), so only its origin stays.
+    if let Some(url) = err.downcast_ref::<reqwest::Error>().and_then(reqwest::Error::url) {
+        out = out.replace(url.as_str(), &redact_url(url));
+    }
     let mut source = err.source();
     while let Some(e) = source {
         let text = e.to_string();
@@ -348,6 +353,31 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         source = e.source();
     }
     out
+}
+
+/// A URL as it may be shown anywhere but the webhook document itself: its
+/// scheme, host and port, with any path or query replaced by `/…`
+/// (`https://hooks.slack.com/…`). Credentials in a URL are never valid in a
+/// webhook, and are dropped too.
+pub fn redact_url(url: &url::Url) -> String {
+    let mut out = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
+    if let Some(port) = url.port() {
+        out.push_str(&format!(":{port}"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        out.push_str("/…");
+    } else {
+        out.push('/');
+    }
+    out
+}
+
+/// [`redact_url`] of a URL given as text (what cannot be parsed is withheld).
+pub fn redact_url_text(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(url) => redact_url(&url),
+        Err(_) => "(an unparsable URL)".to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -361,6 +391,35 @@ mod tests {
         let (text, cut) = text_prefix("héllo".as_bytes(), 2);
         assert_eq!((text.as_str(), cut), ("h", true));
         assert_eq!(text_prefix(b"", 0), (String::new(), false));
+    }
+
+    #[test]
+    fn urls_keep_only_their_origin() {
+        let r = |u: &str| redact_url_text(u);
+        assert_eq!(
+            r("https://hooks.slack.com/services/T000/B000/XXXXSECRET"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(r("https://example.com/hook?token=SECRET"), "https://example.com/…");
+        assert_eq!(r("http://127.0.0.1:8080/"), "http://127.0.0.1:8080/");
+        assert_eq!(r("https://u:p@example.com/x"), "https://example.com/…");
+        assert_eq!(r("not a url"), "(an unparsable URL)");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_names_the_destination_without_its_path() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/services/T0/B0/XXXXSECRET?token=QSECRET");
+        let err = reqwest::Client::new().post(&url).send().await.unwrap_err();
+        assert!(err.to_string().contains("XXXXSECRET"), "reqwest names the whole URL");
+        let text = error_chain(&err);
+        assert!(!text.contains("SECRET"), "{text}");
+        assert!(text.contains(&format!("http://127.0.0.1:{port}/…")), "{text}");
+        assert!(text.to_lowercase().contains("connection refused"), "{text}");
     }
     use crate::event::{EventMeta, SourceRecord};
     use bytes::Bytes;

@@ -109,6 +109,11 @@ fn special_v6(ip: Ipv6Addr) -> Option<&'static str> {
         [0x100, 0, 0, 0, ..] => "discard",
         [0x2001, 0, ..] => "Teredo",
         [0x2001, 0xdb8, ..] => "documentation",
+        // IETF protocol assignments (2001::/23: benchmarking, ORCHID, AMT...).
+        [0x2001, x, ..] if x < 0x200 => "IETF protocol",
+        // 3fff::/20, documentation (RFC 9637).
+        [0x3fff, y, ..] if y & 0xf000 == 0 => "documentation",
+        [0x5f00, ..] => "segment routing",
         [x, ..] if x & 0xfe00 == 0xfc00 => "unique local",
         [x, ..] if x & 0xffc0 == 0xfe80 => "link-local",
         [x, ..] if x & 0xffc0 == 0xfec0 => "site-local",
@@ -118,37 +123,84 @@ fn special_v6(ip: Ipv6Addr) -> Option<&'static str> {
 }
 
 /// The IPv4 address an IPv6 address leads to: IPv4-mapped (`::ffff:a.b.c.d`),
-/// NAT64 (`64:ff9b::a.b.c.d`) and 6to4 (`2002:aabb:ccdd::`).
+/// IPv4-translated (`::ffff:0:a.b.c.d`, SIIT), NAT64 (`64:ff9b::a.b.c.d`) and
+/// 6to4 (`2002:aabb:ccdd::`).
 fn embedded_v4(ip: IpAddr) -> Option<Ipv4Addr> {
     let IpAddr::V6(v6) = ip else { return None };
     let s = v6.segments();
     let from = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
     match s {
         [0, 0, 0, 0, 0, 0xffff, hi, lo] => Some(from(hi, lo)),
+        [0, 0, 0, 0, 0xffff, 0, hi, lo] => Some(from(hi, lo)),
         [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => Some(from(hi, lo)),
         [0x2002, hi, lo, ..] => Some(from(hi, lo)),
         _ => None,
     }
 }
 
+/// How a name is looked up (the system resolver, or a test's).
+type Lookup =
+    Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, std::io::Result<Vec<SocketAddr>>> + Send + Sync>;
+
 /// A DNS resolver for reqwest that drops addresses the policy refuses, and
-/// fails with [`Blocked`] when none is left.
-#[derive(Debug, Clone)]
+/// fails with [`Blocked`] when none is left. A lookup that takes longer than
+/// its timeout fails, so a slow or hostile name server cannot hold a
+/// delivery slot.
+#[derive(Clone)]
 pub struct GuardedResolver {
     policy: Arc<AddressPolicy>,
+    timeout: std::time::Duration,
+    lookup: Lookup,
+}
+
+impl std::fmt::Debug for GuardedResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardedResolver")
+            .field("policy", &self.policy)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl GuardedResolver {
-    pub fn new(policy: Arc<AddressPolicy>) -> Self {
-        GuardedResolver { policy }
+    /// Resolves with the system resolver, for at most `timeout`.
+    pub fn new(policy: Arc<AddressPolicy>, timeout: std::time::Duration) -> Self {
+        let lookup: Lookup = Arc::new(|name: String| {
+            Box::pin(async move { Ok(tokio::net::lookup_host((name.as_str(), 0)).await?.collect()) })
+        });
+        GuardedResolver {
+            policy,
+            timeout,
+            lookup,
+        }
+    }
+
+    /// Resolves with `lookup` instead (tests).
+    #[cfg(test)]
+    fn with_lookup(mut self, lookup: Lookup) -> Self {
+        self.lookup = lookup;
+        self
     }
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let policy = self.policy.clone();
+        let (lookup, timeout) = (self.lookup.clone(), self.timeout);
         Box::pin(async move {
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            let resolved: Vec<SocketAddr> = match tokio::time::timeout(timeout, lookup(name.as_str().to_owned())).await
+            {
+                Ok(found) => found?,
+                Err(_) => {
+                    let err: Box<dyn StdError + Send + Sync> = format!(
+                        "resolving {} took longer than delivery.resolve_timeout ({})",
+                        name.as_str(),
+                        humantime::format_duration(timeout)
+                    )
+                    .into();
+                    return Err(err);
+                }
+            };
             let mut first_refusal = None;
             let allowed: Vec<SocketAddr> = resolved
                 .into_iter()
@@ -234,6 +286,16 @@ mod tests {
             "2001:db8::1",
             "2001:0::1",
             "100::1",
+            // IPv4-translated (SIIT) forms of loopback and metadata.
+            "::ffff:0:7f00:1",
+            "::ffff:0:a9fe:a9fe",
+            "::ffff:0:a00:1",
+            "2001:2::1",
+            "2001:10::1",
+            "2001:1ff::1",
+            "3fff::1",
+            "3fff:fff::1",
+            "5f00::1",
         ] {
             assert!(blocked(ip), "{ip} should be refused");
         }
@@ -253,8 +315,12 @@ mod tests {
             "2606:4700:4700::1111",
             "2a00:1450:4001::200e",
             "::ffff:8.8.8.8",
+            "::ffff:0:808:808",
             "64:ff9b::808:808",
             "2002:0808:0808::",
+            "2001:200::1",
+            "3ff0:1::1",
+            "3fff:1000::1",
         ] {
             assert!(!blocked(ip), "{ip} should be allowed");
         }
@@ -303,7 +369,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_resolver_refuses_names_of_blocked_addresses() {
-        let resolver = GuardedResolver::new(Arc::new(AddressPolicy::default()));
+        let resolver = GuardedResolver::new(Arc::new(AddressPolicy::default()), std::time::Duration::from_secs(5));
         let err = resolver
             .resolve("localhost".parse().unwrap())
             .await
@@ -312,9 +378,34 @@ mod tests {
         let blocked = find_blocked(err.as_ref()).expect("a Blocked error");
         assert_eq!(blocked.range, "loopback");
 
-        let allowing = GuardedResolver::new(Arc::new(AddressPolicy::new(vec!["127.0.0.0/8".parse().unwrap()])));
+        let allowing = GuardedResolver::new(
+            Arc::new(AddressPolicy::new(vec!["127.0.0.0/8".parse().unwrap()])),
+            std::time::Duration::from_secs(5),
+        );
         let addrs: Vec<SocketAddr> = allowing.resolve("localhost".parse().unwrap()).await.unwrap().collect();
         assert!(!addrs.is_empty());
         assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.is_ipv4()), "{addrs:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lookup_that_never_answers_fails_at_its_timeout() {
+        let never: Lookup = Arc::new(|_| Box::pin(std::future::pending()));
+        let resolver = GuardedResolver::new(Arc::new(AddressPolicy::default()), std::time::Duration::from_secs(5))
+            .with_lookup(never);
+        let started = tokio::time::Instant::now();
+        let err = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            resolver.resolve("slow.example".parse().unwrap()),
+        )
+        .await
+        .expect("the resolver gives up by itself")
+        .err()
+        .expect("an error");
+        assert!(
+            err.to_string()
+                .contains("took longer than delivery.resolve_timeout (5s)"),
+            "{err}"
+        );
+        assert_eq!(started.elapsed(), std::time::Duration::from_secs(5));
     }
 }

@@ -55,6 +55,8 @@ pub struct AttemptRecord {
 /// redacted.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RequestRecord {
+    /// The destination, its path and query withheld (they may hold a
+    /// secret); the webhook document has it whole.
     pub url: String,
     pub headers: BTreeMap<String, String>,
     pub body: String,
@@ -184,7 +186,7 @@ impl AttemptRecord {
             class: attempt.class().to_owned(),
             error,
             request: RequestRecord {
-                url: target.webhook.url.clone(),
+                url: crate::delivery::redact_url(&target.url),
                 headers,
                 body: body_text,
                 body_bytes: body.len(),

@@ -844,7 +844,11 @@ mod tests {
         assert_eq!(lag_of(100, 100, 0), Some(0));
         // Never committed (librdkafka reports -1001): everything from the log start waits.
         assert_eq!(lag_of(2, -1001, 0), Some(2));
-        assert_eq!(lag_of(100, -1001, 30), Some(70), "records before the log start are gone");
+        assert_eq!(
+            lag_of(100, -1001, 30),
+            Some(70),
+            "records before the log start are gone"
+        );
         assert_eq!(lag_of(100, -1001, -1), Some(100));
         assert_eq!(lag_of(-1, 5, 0), None, "the end is not known yet");
     }

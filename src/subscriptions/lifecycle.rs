@@ -231,7 +231,9 @@ pub fn system_event(event: &str, webhook: &Webhook, reason: &str) -> String {
         "webhook": {
             "id": webhook.id,
             "name": webhook.name,
-            "url": webhook.url,
+            // Routed to other webhooks (a global one sees every tenant's): the
+            // URL's path and query may hold a secret.
+            "url": crate::delivery::redact_url_text(&webhook.url),
             "status": webhook.status.as_str(),
         },
         "reason": reason,

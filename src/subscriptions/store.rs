@@ -325,17 +325,42 @@ impl SubscriptionStore {
     }
 }
 
+/// Why a document is not a webhook, naming the field and position but never
+/// the value: serde's own messages quote what they found, which may be a
+/// secret written in the wrong place.
+fn document_error(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let inner = e.inner();
+    let what = match inner.classify() {
+        serde_json::error::Category::Syntax => "not valid JSON",
+        serde_json::error::Category::Eof => "cut short",
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Data => "a field is missing or has the wrong type or value",
+    };
+    let path = e.path().to_string();
+    let at = if path == "." {
+        String::new()
+    } else {
+        format!(" at `{path}`")
+    };
+    format!(
+        "not a webhook document: {what}{at} (line {}, column {})",
+        inner.line(),
+        inner.column()
+    )
+}
+
 fn decode(id: &str, key: String, doc: Option<Vec<u8>>) -> Loaded {
     let Some(doc) = doc else {
         return Loaded::Missing(id.to_owned());
     };
-    let webhook: Webhook = match serde_json::from_slice(&doc) {
+    let mut de = serde_json::Deserializer::from_slice(&doc);
+    let webhook: Webhook = match serde_path_to_error::deserialize(&mut de) {
         Ok(w) => w,
         Err(e) => {
             return Loaded::Invalid {
                 id: id.to_owned(),
                 key,
-                reason: format!("not a webhook document: {e}"),
+                reason: document_error(&e),
             }
         }
     };
@@ -354,4 +379,32 @@ fn decode(id: &str, key: String, doc: Option<Vec<u8>>) -> Loaded {
         };
     }
     Loaded::Webhook(Box::new(webhook))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(doc: &str) -> String {
+        match decode("w", "p:webhook:w".into(), Some(doc.as_bytes().to_vec())) {
+            Loaded::Invalid { reason, .. } => reason,
+            _ => panic!("{doc} decoded"),
+        }
+    }
+
+    #[test]
+    fn a_broken_document_is_named_without_echoing_its_values() {
+        let misplaced = r#"{"id":"w","name":"n","url":"https://example.com/","events":["*"],
+            "status":"whsec_SUPERSECRETVALUE","secrets":[],"created_at":"2025-01-01T00:00:00Z",
+            "updated_at":"2025-01-01T00:00:00Z"}"#;
+        let why = reason(misplaced);
+        assert!(!why.contains("SUPERSECRET"), "{why}");
+        assert!(why.contains("at `status`"), "{why}");
+        let wrong_type = r#"{"id":"w","secrets":"whsec_SUPERSECRETVALUE"}"#;
+        let why = reason(wrong_type);
+        assert!(!why.contains("SUPERSECRET"), "{why}");
+        assert!(why.contains("line 1"), "{why}");
+        assert!(reason("{\"id\":").contains("cut short"));
+        assert!(reason("nonsense").contains("not valid JSON"));
+    }
 }

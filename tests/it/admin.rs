@@ -549,7 +549,8 @@ async fn delivery_history_stats_retry_replay_and_test_ping() {
     assert_eq!(second["response"]["status"], 204);
     assert_eq!(second["tier"], 1);
     assert_eq!(second["event_type"], "tour.completed");
-    assert_eq!(second["request"]["url"], receiver.url("/h").as_str());
+    // The path and query are withheld (they may hold a secret).
+    assert_eq!(second["request"]["url"], format!("http://{}/…", receiver.addr));
     assert!(second["request"]["body"].as_str().unwrap().contains("evt_h1"));
     let delivered = receiver.received();
     assert_eq!(

@@ -14,6 +14,7 @@ mod replays;
 mod resilience;
 mod retention;
 mod retries;
+mod security;
 mod signatures;
 mod stuck;
 mod subscriptions;

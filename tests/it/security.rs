@@ -1,0 +1,139 @@
+//! What must not leak: secrets in a webhook's URL, the Redis password, and
+//! metric series of a caller's choosing.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::api::*;
+use crate::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_in_a_webhook_url_never_leaves_the_webhook_document() {
+    let env = TestEnv::new("url-secret", &["events"], 1)
+        .await
+        .with_tiers(&[(300, None)], 1)
+        .await;
+    let app = env.spawn(&admin_overlay("24h")).await;
+    let api = Api::new(&app);
+    // Slack- and Discord-style: the path and query are the credential. Nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/services/T0/B0/XXXXSECRET?token=QSECRET");
+    api.ok(
+        Method::POST,
+        "/v1/webhooks",
+        OPS,
+        Some(json!({"id": "slack", "name": "slack", "url": url, "events": ["*"]})),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Publisher::new()
+        .json(env.topic(), r#"{"event":"tour.completed","version":"0"}"#)
+        .await;
+
+    let letters = read_topic(&env.dlq, 1, Duration::from_secs(30)).await;
+    assert_eq!(letters[0].header("herald.last.class"), "network");
+    assert!(
+        letters[0]
+            .header("herald.last.error")
+            .contains(&format!("127.0.0.1:{port}/…")),
+        "the origin is named: {}",
+        letters[0].header("herald.last.error")
+    );
+    let mut seen = Vec::new();
+    for letter in &letters {
+        for (name, value) in &letter.headers {
+            seen.push(format!("dead letter {name}: {value}"));
+        }
+    }
+    for event in read_topic(&env.system, 1, Duration::from_secs(10)).await {
+        seen.push(format!("system event: {}", String::from_utf8_lossy(&event.value)));
+    }
+    let history = eventually(Duration::from_secs(10), "two attempts in the history", || async {
+        let page = api.ok(Method::GET, "/v1/webhooks/slack/deliveries", OPS, None).await;
+        (page["data"].as_array().unwrap().len() == 2).then_some(page)
+    })
+    .await;
+    seen.push(format!("history: {history}"));
+    let test = api
+        .ok(
+            Method::POST,
+            "/v1/webhooks/slack/test",
+            OPS,
+            Some(json!({"event_type": "tour.completed"})),
+        )
+        .await;
+    assert_eq!(test["class"], "network");
+    seen.push(format!("test ping: {test}"));
+    seen.push(format!("metrics: {}", app.metrics().await));
+    for place in &seen {
+        assert!(!place.contains("SECRET"), "leaked: {place}");
+    }
+    // The document itself keeps it, for the owner.
+    let webhook = api.ok(Method::GET, "/v1/webhooks/slack", OPS, None).await;
+    assert_eq!(webhook["url"], url.as_str());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_password_never_reaches_an_error() {
+    let env = TestEnv::new("redis-secret", &["events"], 1).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // The test configuration has its own [redis] table: the URL comes from the environment.
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut file, (env.config_toml() + &admin_overlay("24h")).as_bytes()).unwrap();
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .arg("--config")
+            .arg(file.path())
+            .arg("api")
+            .env(
+                "HERALD_REDIS__URL",
+                format!("redis://:topsecretpw@127.0.0.1:{closed}/0"),
+            )
+            .env("HERALD_ADMIN__LISTEN", "127.0.0.1:0")
+            .output(),
+    )
+    .await
+    .expect("herald api gives up on an unreachable Redis")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("cannot connect to Redis at redis://:***@127.0.0.1"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("topsecretpw"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_own_http_methods_make_no_metric_series() {
+    let env = TestEnv::new("methods", &["events"], 1).await;
+    let app = env.spawn(&admin_overlay("24h")).await;
+    let api = Api::new(&app);
+    for method in ["ZZPROBE1", "ZZPROBE2"] {
+        let reply = api
+            .raw(
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                "/v1/webhooks",
+                None,
+                None,
+            )
+            .await;
+        assert!(reply.status.is_client_error(), "{method}: {}", reply.status);
+    }
+    let text = app.metrics().await;
+    assert!(!text.contains("ZZPROBE"), "a caller chose series");
+    assert!(text.contains(r#"method="other""#));
+    app.stop().await;
+}
