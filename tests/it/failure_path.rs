@@ -12,14 +12,6 @@ use serde_json::json;
 use crate::api::*;
 use crate::helpers::*;
 
-fn failing(attempts: u32, status: u16) -> Behaviour {
-    Behaviour::FailAttempts {
-        attempts,
-        status,
-        retry_after: None,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_re_created_id_never_receives_the_old_webhooks_retries_or_dead_letters() {
     let mut env = TestEnv::new("recreated", &["events"], 1)
@@ -219,7 +211,7 @@ async fn a_retry_due_years_ahead_is_dead_lettered_not_held() {
         .await
         .with_tiers(&[(1000, None)], 1)
         .await;
-    let receiver = TestReceiver::start(failing(1, 500)).await;
+    let receiver = TestReceiver::start(failing(1, 500, None)).await;
     env.store()
         .await
         .put(&webhook("w", &receiver.url("/"), &["*"]))
@@ -336,7 +328,7 @@ async fn final_statuses_end_a_delivery_at_once_globally_and_per_webhook() {
         .await;
     let unprocessable = TestReceiver::start(Behaviour::Status(422)).await;
     let bad = TestReceiver::start(Behaviour::Status(400)).await;
-    let retried = TestReceiver::start(failing(1, 422)).await;
+    let retried = TestReceiver::start(failing(1, 422, None)).await;
     let store = env.store().await;
     store
         .put(&webhook("unprocessable", &unprocessable.url("/"), &["*"]))

@@ -395,6 +395,16 @@ pub enum Behaviour {
     },
 }
 
+/// Answers `status` (with `Retry-After` when given) to the first `attempts`
+/// attempts of each delivery, 204 after.
+pub fn failing(attempts: u32, status: u16, retry_after: Option<&str>) -> Behaviour {
+    Behaviour::FailAttempts {
+        attempts,
+        status,
+        retry_after: retry_after.map(str::to_owned),
+    }
+}
+
 /// One request a receiver got.
 #[derive(Clone, Debug)]
 pub struct Received {

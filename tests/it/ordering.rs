@@ -15,12 +15,32 @@ fn event(kind: &str, n: usize) -> String {
     format!(r#"{{"event":"{kind}.happened","version":"0","time":1,"id":"evt_{kind}_{n}"}}"#)
 }
 
-fn failing(attempts: u32, status: u16, retry_after: Option<&str>) -> Behaviour {
-    Behaviour::FailAttempts {
-        attempts,
-        status,
-        retry_after: retry_after.map(str::to_owned),
-    }
+/// A one-partition tier with two webhooks: `slow` (its first attempt
+/// answered 429/503 with `Retry-After: retry_after`) and `quick` (500 once).
+/// Herald runs with `overlay`; one `slow.*` event is published and its retry
+/// is in the tier before this returns, so it heads the tier's partition.
+async fn slow_retry_first(
+    env: &TestEnv,
+    status: u16,
+    retry_after: &str,
+    overlay: &str,
+) -> (RunningApp, TestReceiver, TestReceiver, Publisher) {
+    let slow = TestReceiver::start(failing(1, status, Some(retry_after))).await;
+    let quick = TestReceiver::start(failing(1, 500, None)).await;
+    let store = env.store().await;
+    store.put(&webhook("slow", &slow.url("/"), &["slow.*"])).await.unwrap();
+    store
+        .put(&webhook("quick", &quick.url("/"), &["quick.*"]))
+        .await
+        .unwrap();
+    let app = env.spawn(overlay).await;
+    let publisher = Publisher::new();
+    publisher.json(env.topic(), &event("slow", 0)).await;
+    eventually(Duration::from_secs(20), "the slow retry in the tier", || async {
+        (app.metric(r#"herald_retries_scheduled_total{tier="1"}"#).await == 1.0).then_some(())
+    })
+    .await;
+    (app, slow, quick, publisher)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,22 +50,7 @@ async fn a_long_retry_after_holds_back_no_other_webhooks_retry() {
         .with_tiers(&[(3000, Some(120_000))], 1)
         .await;
     // Asks for 12 s, four times the tier's delay; the other fails plainly.
-    let slow = TestReceiver::start(failing(1, 429, Some("12"))).await;
-    let quick = TestReceiver::start(failing(1, 500, None)).await;
-    let store = env.store().await;
-    store.put(&webhook("slow", &slow.url("/"), &["slow.*"])).await.unwrap();
-    store
-        .put(&webhook("quick", &quick.url("/"), &["quick.*"]))
-        .await
-        .unwrap();
-    let app = env.spawn("").await;
-    let publisher = Publisher::new();
-    publisher.json(env.topic(), &event("slow", 0)).await;
-    // Its retry record is first in the tier's one partition.
-    eventually(Duration::from_secs(20), "the slow retry in the tier", || async {
-        (app.metric(r#"herald_retries_scheduled_total{tier="1"}"#).await == 1.0).then_some(())
-    })
-    .await;
+    let (app, slow, quick, publisher) = slow_retry_first(&env, 429, "12", "").await;
     publisher.json(env.topic(), &event("quick", 0)).await;
 
     let got = quick.wait_for(2, Duration::from_secs(30)).await;
@@ -200,21 +205,7 @@ async fn a_retry_held_out_of_order_is_moved_once_enough_was_delivered_past_it_an
         .with_tiers(&[(2000, Some(120_000))], 1)
         .await;
     // Asks for 8 s, out of order in a 2 s tier; three others pass it by.
-    let slow = TestReceiver::start(failing(1, 503, Some("8"))).await;
-    let quick = TestReceiver::start(failing(1, 500, None)).await;
-    let store = env.store().await;
-    store.put(&webhook("slow", &slow.url("/"), &["slow.*"])).await.unwrap();
-    store
-        .put(&webhook("quick", &quick.url("/"), &["quick.*"]))
-        .await
-        .unwrap();
-    let app = env.spawn("[retry]\nmax_out_of_order = 2").await;
-    let publisher = Publisher::new();
-    publisher.json(env.topic(), &event("slow", 0)).await;
-    eventually(Duration::from_secs(20), "the slow retry in the tier", || async {
-        (app.metric(r#"herald_retries_scheduled_total{tier="1"}"#).await == 1.0).then_some(())
-    })
-    .await;
+    let (app, slow, quick, publisher) = slow_retry_first(&env, 503, "8", "[retry]\nmax_out_of_order = 2").await;
     for n in 0..3 {
         publisher.json(env.topic(), &event("quick", n)).await;
     }

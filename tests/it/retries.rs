@@ -10,14 +10,6 @@ use crate::helpers::*;
 
 const EVENT: &str = r#"{"event":"invoice.paid","version":"0","time":1740133769000}"#;
 
-fn failing(attempts: u32, status: u16, retry_after: Option<&str>) -> Behaviour {
-    Behaviour::FailAttempts {
-        attempts,
-        status,
-        retry_after: retry_after.map(str::to_owned),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_failing_twice_arrives_three_times_with_one_id_spaced_by_the_tiers() {
     let env = TestEnv::new("retry-ok", &["events"], 1)
