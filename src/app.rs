@@ -82,10 +82,12 @@ impl Application {
             flow: Flow::new(FlowLimits {
                 per_partition: config.kafka.max_in_flight_per_partition,
                 total: config.kafka.max_in_flight,
+                bytes: config.kafka.max_in_flight_bytes,
             }),
             retry_flow: Flow::new(FlowLimits {
                 per_partition: config.kafka.max_in_flight_per_partition,
                 total: config.kafka.max_in_flight,
+                bytes: config.kafka.max_in_flight_bytes,
             }),
             listener,
             admin_listener,

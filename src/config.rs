@@ -89,6 +89,8 @@ pub struct KafkaConfig {
     pub max_in_flight_per_partition: usize,
     /// Events in flight over all partitions before every partition is paused.
     pub max_in_flight: usize,
+    /// Bytes of those events (per consumer: source and retry) before the same.
+    pub max_in_flight_bytes: usize,
     /// How long a revoked partition's in-flight events may take to finish.
     #[serde(with = "humantime_serde")]
     pub revoke_drain_timeout: Duration,
@@ -223,6 +225,15 @@ pub struct DeliveryConfig {
     pub max_in_flight: usize,
     /// Concurrent requests to one endpoint (a webhook may set a lower one).
     pub max_in_flight_per_endpoint: usize,
+    /// Concurrent requests of one tenant's webhooks (those without a tenant
+    /// share one such bucket); freed slots go to the tenant holding the fewest.
+    pub max_in_flight_per_tenant: usize,
+    /// Concurrent requests to one destination host and port, over every
+    /// webhook and tenant.
+    pub max_in_flight_per_host: usize,
+    /// Per-host exceptions to `max_in_flight_per_host`, by host name.
+    #[serde(default)]
+    pub max_in_flight_by_host: BTreeMap<String, usize>,
     /// How long a delivery may wait for a free slot at its endpoint before it
     /// fails as `saturated`, so a slow or dead endpoint cannot hold a partition.
     #[serde(with = "humantime_serde")]
@@ -232,10 +243,65 @@ pub struct DeliveryConfig {
     /// Networks that are reachable even though the SSRF policy blocks them.
     #[serde(default)]
     pub allow_cidrs: Vec<IpNet>,
+    /// Networks that only the named tenant's webhooks may reach, beyond
+    /// `allow_cidrs`.
+    #[serde(default)]
+    pub tenant_allow_cidrs: BTreeMap<String, Vec<IpNet>>,
+    /// Destination ports a webhook URL may name (explicitly or by its scheme).
+    pub allow_ports: Vec<PortRange>,
+    /// Keep the response headers and body of a destination that the SSRF
+    /// policy refuses by default and only an allowlist opens, in delivery
+    /// history and test results. Off, only the status is shown, so the API
+    /// cannot be used to read internal services.
+    pub allowlisted_response_details: bool,
     /// Idle pooled connections kept per host.
     pub pool_max_idle_per_host: usize,
     #[serde(with = "humantime_serde")]
     pub pool_idle_timeout: Duration,
+}
+
+/// A destination port, or an inclusive range of them (`443` or `"8000-8999"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(u16),
+            Range(String),
+        }
+        let invalid = |text: &str| {
+            serde::de::Error::custom(format!(
+                "invalid port range {text:?}: expected a port (443) or \"first-last\" (\"8000-8999\")"
+            ))
+        };
+        match Raw::deserialize(deserializer)? {
+            Raw::One(port) => Ok(PortRange {
+                first: port,
+                last: port,
+            }),
+            Raw::Range(text) => {
+                let (first, last) = text.split_once('-').unwrap_or((&text, &text));
+                let first: u16 = first.trim().parse().map_err(|_| invalid(&text))?;
+                let last: u16 = last.trim().parse().map_err(|_| invalid(&text))?;
+                if first > last {
+                    return Err(invalid(&text));
+                }
+                Ok(PortRange { first, last })
+            }
+        }
+    }
 }
 
 /// Where deliveries that did not succeed, and unusable events, are kept.
@@ -356,6 +422,8 @@ pub struct HistoryConfig {
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
     pub queue_capacity: usize,
+    /// Bytes the queued attempts may hold (their event bodies, mostly).
+    pub queue_capacity_bytes: usize,
     /// Topic of full attempt records; empty disables it.
     pub topic: String,
 }
@@ -388,6 +456,13 @@ pub struct AdminConfig {
     /// Per-tenant settings.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// Webhooks a tenant may create through the API (a tenant's own
+    /// `max_webhooks` overrides it).
+    pub max_webhooks_per_tenant: usize,
+    /// Replays running at once over every replica (one per webhook at most).
+    pub max_replays: usize,
+    /// Of those, at most this many for one tenant's webhooks.
+    pub max_replays_per_tenant: usize,
 }
 
 impl AdminConfig {
@@ -424,6 +499,9 @@ pub struct TenantConfig {
     /// The catalog its webhooks' event patterns must match; "" allows any.
     #[serde(default)]
     pub catalog: String,
+    /// Its webhook quota, instead of `admin.max_webhooks_per_tenant`.
+    #[serde(default)]
+    pub max_webhooks: Option<usize>,
 }
 
 /// Shortest accepted API token.
@@ -572,6 +650,7 @@ impl Config {
         }
         positive("kafka.max_in_flight_per_partition", k.max_in_flight_per_partition)?;
         positive("kafka.max_in_flight", k.max_in_flight)?;
+        positive("kafka.max_in_flight_bytes", k.max_in_flight_bytes)?;
         if k.created_topic_partitions < 1 {
             return Err(ConfigError::invalid(
                 "kafka.created_topic_partitions",
@@ -617,6 +696,20 @@ impl Config {
         nonzero("delivery.request_timeout", d.request_timeout)?;
         positive("delivery.max_in_flight", d.max_in_flight)?;
         positive("delivery.max_in_flight_per_endpoint", d.max_in_flight_per_endpoint)?;
+        positive("delivery.max_in_flight_per_tenant", d.max_in_flight_per_tenant)?;
+        positive("admin.max_replays", self.admin.max_replays)?;
+        positive("admin.max_webhooks_per_tenant", self.admin.max_webhooks_per_tenant)?;
+        positive("admin.max_replays_per_tenant", self.admin.max_replays_per_tenant)?;
+        positive("delivery.max_in_flight_per_host", d.max_in_flight_per_host)?;
+        for (host, n) in &d.max_in_flight_by_host {
+            positive(&format!("delivery.max_in_flight_by_host.\"{host}\""), *n)?;
+        }
+        if d.allow_ports.is_empty() {
+            return Err(ConfigError::invalid(
+                "delivery.allow_ports",
+                "must name at least one port (\"1-65535\" allows every port)",
+            ));
+        }
         nonzero("delivery.max_queue_wait", d.max_queue_wait)?;
         if self.dead_letter.topic.trim().is_empty() {
             return Err(ConfigError::invalid("dead_letter.topic", "must not be empty"));
@@ -703,6 +796,7 @@ impl Config {
         nonzero("history.max_age", h.max_age)?;
         nonzero("history.flush_interval", h.flush_interval)?;
         positive("history.queue_capacity", h.queue_capacity)?;
+        positive("history.queue_capacity_bytes", h.queue_capacity_bytes)?;
         if h.topic()
             .is_some_and(|t| t == self.dead_letter.topic || k.topics.iter().any(|s| s == t))
         {

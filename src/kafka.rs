@@ -61,6 +61,10 @@ pub fn producer_config(config: &KafkaConfig) -> ClientConfig {
     cc.set("acks", "all");
     cc.set("linger.ms", "5");
     cc.set("compression.type", "lz4");
+    // librdkafka buffers up to 1 GiB of unacknowledged records by default;
+    // with 1 MB events that alone would exceed a replica's memory. Writers
+    // wait (QueueFull is retried) when 64 MiB are outstanding.
+    cc.set("queue.buffering.max.kbytes", "65536");
     for (k, v) in &config.producer_properties {
         cc.set(k, v);
     }

@@ -447,7 +447,8 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                 }
             };
             let options = herald::retry::replay::ReplayOptions { dry_run, force };
-            let summary = herald::retry::replay::replay(&config, &filter, options, progress).await?;
+            let producer: rdkafka::producer::FutureProducer = herald::kafka::producer_config(&config.kafka).create()?;
+            let summary = herald::retry::replay::replay(&config, &producer, &filter, options, progress).await?;
             shown.update(summary.total, summary.scanned, summary.matched, summary.replayed, true);
             if dry_run {
                 println!(

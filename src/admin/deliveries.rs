@@ -243,6 +243,7 @@ pub struct ReplayRequest {
     request_body = ReplayRequest,
     responses(
         (status = 202, description = "Started; follow it at /v1/replays/{id}", body = ReplayJob),
+        (status = 429, description = "A replay of this webhook is running, or too many of the tenant's or in all (admin.max_replays); try again after Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn replay(
@@ -275,9 +276,13 @@ pub async fn replay(
         until: body.until,
         ..Default::default()
     };
+    let admitted = state
+        .jobs()
+        .admit(state.config(), &id, webhook.tenant.as_deref())
+        .await?;
     let job = state
         .jobs()
-        .start(&state, &id, webhook.tenant.clone(), filter, body.force)
+        .start(admitted, &state, &id, webhook.tenant.clone(), filter, body.force)
         .await?;
     state.telemetry().admin_change("replayed", &id, &caller.name);
     Ok((StatusCode::ACCEPTED, Json(job)))
@@ -350,6 +355,9 @@ pub struct TestResult {
     pub error: Option<String>,
     pub response_headers: std::collections::BTreeMap<String, String>,
     pub response_body: Option<String>,
+    /// The response headers and body are not shown: the destination is
+    /// reachable only through an allowlist (`delivery.allowlisted_response_details`).
+    pub response_withheld: bool,
 }
 
 /// Sends a catalog's example event of the chosen type to the webhook, signed
@@ -412,5 +420,6 @@ pub async fn test(
         error,
         response_headers: attempt.response_headers.iter().cloned().collect(),
         response_body: attempt.response_excerpt.clone(),
+        response_withheld: attempt.details_withheld,
     }))
 }

@@ -20,6 +20,7 @@ use utoipa::ToSchema;
 use crate::admin::auth::Caller;
 use crate::admin::problem::{ApiPath, Problem};
 use crate::admin::AdminState;
+use crate::config::Config;
 use crate::retry::replay::{ReplayFilter, ReplayOptions, ReplaySummary};
 
 /// How long a job's state is kept after its last update.
@@ -79,6 +80,50 @@ pub struct Jobs {
     prefix: String,
 }
 
+/// A place among the running replays (`admin.max_replays`), held from
+/// before a replay is started until it finishes. Dropped without starting
+/// one, it frees its place.
+pub struct Admitted {
+    id: String,
+    jobs: Jobs,
+    started: bool,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if self.started {
+            return;
+        }
+        let (jobs, id) = (self.jobs.clone(), std::mem::take(&mut self.id));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { jobs.release(&id).await });
+        }
+    }
+}
+
+/// Takes a place among the running replays when the caps allow, after
+/// dropping those whose lease ran out (their replica stopped).
+const ADMIT: &str = r#"
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+for _, job in ipairs(expired) do redis.call('HDEL', KEYS[2], job) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local running = redis.call('ZRANGE', KEYS[1], 0, -1)
+local same_tenant = 0
+for _, job in ipairs(running) do
+  local owner = redis.call('HGET', KEYS[2], job)
+  if owner then
+    local cut = string.find(owner, '\n', 1, true)
+    if string.sub(owner, 1, cut - 1) == ARGV[4] then return {'webhook', job} end
+    if string.sub(owner, cut + 1) == ARGV[5] then same_tenant = same_tenant + 1 end
+  end
+end
+if #running >= tonumber(ARGV[6]) then return {'total', ''} end
+if same_tenant >= tonumber(ARGV[7]) then return {'tenant', ''} end
+redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[4] .. '\n' .. ARGV[5])
+return {'ok', ''}
+"#;
+
 /// A job's state could not be read or written.
 fn redis_problem(e: redis::RedisError) -> Problem {
     Problem::unavailable("replay jobs (Redis)", &e)
@@ -94,6 +139,95 @@ impl Jobs {
 
     fn key(&self, id: &str) -> String {
         format!("{}replay:{id}", self.prefix)
+    }
+
+    /// The running replays (a sorted set of job ids by lease end) and whose
+    /// they are (a hash of job id to `webhook\ntenant`).
+    fn running_keys(&self) -> (String, String) {
+        (
+            format!("{}replays:running", self.prefix),
+            format!("{}replays:running:owners", self.prefix),
+        )
+    }
+
+    /// A place for a replay of `webhook_id`, or 429 naming the cap reached.
+    pub async fn admit(&self, config: &Config, webhook_id: &str, tenant: Option<&str>) -> Result<Admitted, Problem> {
+        let id = format!("rpl_{}", hex::encode(rand::random::<[u8; 10]>()));
+        let (running, owners) = self.running_keys();
+        let mut conn = self.conn.clone();
+        let (verdict, other): (String, String) = redis::Script::new(ADMIT)
+            .key(running)
+            .key(owners)
+            .arg(now_ms())
+            .arg(STALE_AFTER.as_millis() as u64)
+            .arg(&id)
+            .arg(webhook_id)
+            .arg(tenant.unwrap_or(""))
+            .arg(config.admin.max_replays)
+            .arg(config.admin.max_replays_per_tenant)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_problem)?;
+        let refused = match verdict.as_str() {
+            "ok" => {
+                return Ok(Admitted {
+                    id,
+                    jobs: self.clone(),
+                    started: false,
+                })
+            }
+            "webhook" => format!(
+                "replay {other} of this webhook is still running; follow it at /v1/replays/{other} \
+                 and start another when it is done"
+            ),
+            "tenant" => format!(
+                "{} replays of this tenant's webhooks are running (admin.max_replays_per_tenant); \
+                 try again when one is done",
+                config.admin.max_replays_per_tenant
+            ),
+            _ => format!(
+                "{} replays are running (admin.max_replays); try again when one is done",
+                config.admin.max_replays
+            ),
+        };
+        tracing::info!(webhook = webhook_id, cap = %verdict, "replay refused: too many running");
+        Err(Problem::too_many(refused))
+    }
+
+    /// Extends a running replay's place for another [`STALE_AFTER`].
+    async fn renew(&self, id: &str) {
+        let (running, _) = self.running_keys();
+        let mut conn = self.conn.clone();
+        let renewed: Result<i64, _> = redis::cmd("ZADD")
+            .arg(running)
+            .arg("XX")
+            .arg(now_ms() + STALE_AFTER.as_millis() as i64)
+            .arg(id)
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = renewed {
+            tracing::warn!(job = %id, error = %e, "replay lease not renewed");
+        }
+    }
+
+    /// Frees a replay's place.
+    async fn release(&self, id: &str) {
+        let (running, owners) = self.running_keys();
+        let mut conn = self.conn.clone();
+        let released: Result<(), _> = redis::pipe()
+            .cmd("ZREM")
+            .arg(running)
+            .arg(id)
+            .ignore()
+            .cmd("HDEL")
+            .arg(owners)
+            .arg(id)
+            .ignore()
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = released {
+            tracing::warn!(job = %id, error = %e, "replay place not freed; it frees itself in 2 minutes");
+        }
     }
 
     async fn save(&self, stored: &Stored) -> Result<(), redis::RedisError> {
@@ -112,6 +246,7 @@ impl Jobs {
     /// background; returns the job as it starts.
     pub async fn start(
         &self,
+        mut admitted: Admitted,
         state: &AdminState,
         webhook_id: &str,
         tenant: Option<String>,
@@ -121,7 +256,7 @@ impl Jobs {
         let now = OffsetDateTime::now_utc();
         let stored = Stored {
             job: ReplayJob {
-                id: format!("rpl_{}", hex::encode(rand::random::<[u8; 10]>())),
+                id: admitted.id.clone(),
                 webhook_id: webhook_id.to_owned(),
                 state: JobState::Running,
                 total: 0,
@@ -137,7 +272,9 @@ impl Jobs {
             updated_at: now,
         };
         self.save(&stored).await.map_err(redis_problem)?;
+        admitted.started = true;
         let snapshot = stored.job.clone();
+        let producer = state.producer().clone();
         let shared = Arc::new(Mutex::new(stored));
         let config = state.config_arc();
         let jobs = self.clone();
@@ -165,14 +302,16 @@ impl Jobs {
                     if let Err(e) = jobs.save(&stored).await {
                         tracing::warn!(job = %stored.job.id, error = %e, "replay progress not saved");
                     }
+                    jobs.renew(&stored.job.id).await;
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             })
         };
         tokio::spawn(async move {
             let options = ReplayOptions { dry_run: false, force };
-            let result = crate::retry::replay::replay(&config, &filter, options, progress).await;
+            let result = crate::retry::replay::replay(&config, &producer.get(), &filter, options, progress).await;
             writer.abort();
+            jobs.release(&admitted.id).await;
             let mut stored = shared.lock().expect("job lock").clone();
             let now = OffsetDateTime::now_utc();
             stored.job.finished_at = Some(now);
@@ -219,6 +358,10 @@ impl Jobs {
         }
         Ok(Some((job, stored.tenant)))
     }
+}
+
+fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 fn apply(job: &mut ReplayJob, s: &ReplaySummary) {

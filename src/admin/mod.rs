@@ -68,7 +68,8 @@ struct Inner {
     events: SystemEvents,
     catalogs: Catalogs,
     tokens: Tokens,
-    policy: AddressPolicy,
+    egress: crate::delivery::ssrf::Egress,
+    producer: crate::kafka::SharedProducer,
     telemetry: Telemetry,
     jobs: jobs::Jobs,
 }
@@ -101,8 +102,9 @@ impl AdminState {
         let prefix = config.redis.prefix.clone();
         Ok(AdminState(Arc::new(Inner {
             tokens: Tokens::new(&config.admin.tokens),
-            policy: AddressPolicy::new(config.delivery.allow_cidrs.clone()),
-            events: SystemEvents::new(parts.producer, config.system_events.topic().map(str::to_owned)),
+            egress: crate::delivery::ssrf::Egress::new(&config.delivery),
+            events: SystemEvents::new(parts.producer.clone(), config.system_events.topic().map(str::to_owned)),
+            producer: parts.producer,
             catalogs,
             store: parts.store,
             history: parts.history,
@@ -151,8 +153,14 @@ impl AdminState {
         &self.0.catalogs
     }
 
-    pub(crate) fn policy(&self) -> &AddressPolicy {
-        &self.0.policy
+    /// The SSRF policy of `tenant`'s webhooks.
+    pub(crate) fn policy(&self, tenant: Option<&str>) -> &AddressPolicy {
+        self.0.egress.policy(tenant)
+    }
+
+    /// The producer shared by everything the API writes to Kafka.
+    pub(crate) fn producer(&self) -> &crate::kafka::SharedProducer {
+        &self.0.producer
     }
 
     pub(crate) fn jobs(&self) -> &jobs::Jobs {

@@ -39,6 +39,9 @@ pub struct FieldError {
 
 const TYPE_BASE: &str = "https://herald.dev/problems/";
 
+/// `Retry-After` of a 429: long work (a replay) is what is limited.
+const RETRY_AFTER_SECONDS: &str = "30";
+
 impl Problem {
     pub fn new(status: StatusCode, kind: &str, title: &str, detail: impl Into<Option<String>>) -> Problem {
         Problem {
@@ -112,6 +115,17 @@ impl Problem {
         Problem::new(StatusCode::CONFLICT, "conflict", "Conflict", Some(detail.into()))
     }
 
+    /// A limit on concurrent work was reached; the response says when to
+    /// try again (`Retry-After`).
+    pub fn too_many(detail: impl Into<String>) -> Problem {
+        Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too-many-requests",
+            "Too many requests",
+            Some(detail.into()),
+        )
+    }
+
     /// A dependency (Redis, Kafka) failed; the message is logged, the client
     /// gets a generic one.
     pub fn unavailable(what: &str, error: &dyn std::fmt::Display) -> Problem {
@@ -137,6 +151,9 @@ impl IntoResponse for Problem {
         );
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
         }
         response
     }

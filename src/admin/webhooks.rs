@@ -23,7 +23,7 @@ use crate::retry::replay::ReplayFilter;
 use crate::subscriptions::model::{
     decode_secret, generate_secret, pattern_matches, ExpiringSecret, Limits, Webhook, WebhookStatus,
 };
-use crate::subscriptions::store::{StoreError, UpdateError};
+use crate::subscriptions::store::{Created, StoreError, UpdateError};
 
 /// Longest webhook name.
 pub const MAX_NAME_LEN: usize = 256;
@@ -321,7 +321,7 @@ fn check(state: &AdminState, webhook: &Webhook) -> Result<(), Problem> {
         }
     }
     webhook.validate().map_err(|e| Problem::invalid(e.field, e.message))?;
-    check_destination(state, &webhook.url)?;
+    check_destination(state, &webhook.url, webhook.tenant.as_deref())?;
     if let Some(catalog) = catalog_for(state, webhook.tenant.as_deref()) {
         for pattern in &webhook.events {
             if !catalog.allows(pattern) {
@@ -354,17 +354,17 @@ pub(crate) fn catalog_for<'a>(
 /// Refuses destinations the SSRF policy would refuse at delivery time, where
 /// that can be known without a DNS lookup: IP literals and `localhost`.
 /// Names are checked again on every connection, on the addresses resolved.
-fn check_destination(state: &AdminState, url: &str) -> Result<(), Problem> {
+fn check_destination(state: &AdminState, url: &str, tenant: Option<&str>) -> Result<(), Problem> {
     let url = url::Url::parse(url).map_err(|e| Problem::invalid("url", format!("is not a URL: {e}")))?;
     state
-        .policy()
+        .policy(tenant)
         .check_url(&url)
         .map_err(|blocked| Problem::invalid("url", blocked.to_string()))?;
     if let Some(url::Host::Domain(host)) = url.host() {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         if host == "localhost" || host.ends_with(".localhost") {
             state
-                .policy()
+                .policy(tenant)
                 .check(IpAddr::V4(Ipv4Addr::LOCALHOST))
                 .map_err(|blocked| Problem::invalid("url", format!("`{host}` is loopback: {blocked}")))?;
         }
@@ -380,6 +380,7 @@ fn check_destination(state: &AdminState, url: &str) -> Result<(), Problem> {
     request_body = CreateWebhook,
     responses(
         (status = 201, description = "Created", body = WebhookView, headers(("location" = String, description = "The webhook's URL"))),
+        (status = 403, description = "The tenant has its quota of webhooks", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The id is taken", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -416,8 +417,36 @@ pub async fn create(
         limits: body.limits.into(),
     };
     check(&state, &webhook)?;
-    if !state.store().create(&webhook).await.map_err(store_error)? {
-        return Err(Problem::conflict(format!("a webhook `{}` already exists", webhook.id)));
+    let admin = &state.config().admin;
+    let quota = webhook.tenant.as_deref().map(|t| {
+        admin
+            .tenants
+            .get(t)
+            .and_then(|c| c.max_webhooks)
+            .unwrap_or(admin.max_webhooks_per_tenant)
+    });
+    match state
+        .store()
+        .create_within(&webhook, quota)
+        .await
+        .map_err(store_error)?
+    {
+        Created::Created => {}
+        Created::Exists => {
+            return Err(Problem::conflict(format!("a webhook `{}` already exists", webhook.id)));
+        }
+        Created::OverQuota => {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "quota-exceeded",
+                "Quota exceeded",
+                Some(format!(
+                    "the tenant has its quota of {} webhooks; delete one first, or ask an operator \
+                     (admin.max_webhooks_per_tenant, admin.tenants.<tenant>.max_webhooks)",
+                    quota.unwrap_or_default()
+                )),
+            ));
+        }
     }
     state.announce("created", &webhook, &caller.name);
     let location = format!("/v1/webhooks/{}", webhook.id);
@@ -665,6 +694,7 @@ const KEPT_SINCE_SLACK: time::Duration = time::Duration::minutes(1);
     request_body(content = Option<ResumeWebhook>, description = "Optional; `{\"replay\": true}` re-delivers what was kept"),
     responses(
         (status = 200, description = "The active webhook, and the replay started", body = Resumed),
+        (status = 429, description = "With `replay`: a replay of this webhook is running, or too many (admin.max_replays); nothing was changed", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn resume(
@@ -674,6 +704,19 @@ pub async fn resume(
     OptionalJson(body): OptionalJson<ResumeWebhook>,
 ) -> Result<Json<Resumed>, Problem> {
     let body = body.unwrap_or_default();
+    // A replay's place is taken first: refused, nothing changes.
+    let admitted = match body.replay {
+        true => {
+            let current = load(&state, &caller, &id).await?;
+            Some(
+                state
+                    .jobs()
+                    .admit(state.config(), &id, current.tenant.as_deref())
+                    .await?,
+            )
+        }
+        false => None,
+    };
     let now = OffsetDateTime::now_utc();
     // When the pause (or disablement) being ended began.
     let mut kept_since = None;
@@ -704,9 +747,9 @@ pub async fn resume(
     } else {
         (None, webhook.status_changed_at)
     };
-    let replay = match body.replay {
-        false => None,
-        true => {
+    let replay = match admitted {
+        None => None,
+        Some(admitted) => {
             let filter = ReplayFilter {
                 webhook: Some(id.clone()),
                 tenant: webhook.tenant.clone(),
@@ -719,7 +762,7 @@ pub async fn resume(
             Some(
                 state
                     .jobs()
-                    .start(&state, &id, webhook.tenant.clone(), filter, false)
+                    .start(admitted, &state, &id, webhook.tenant.clone(), filter, false)
                     .await?,
             )
         }

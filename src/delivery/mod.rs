@@ -6,21 +6,24 @@
 //! (status class, timeout, network, blocked by the SSRF policy, or an endpoint
 //! saturated with waiting deliveries).
 
+pub mod shares;
 pub mod signing;
 pub mod ssrf;
 pub mod target;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
-use tokio::sync::Semaphore;
 
 use crate::config::DeliveryConfig;
 use crate::event::Event;
-use ssrf::{AddressPolicy, GuardedResolver};
+pub use shares::Limit;
+use shares::{HostSlots, TenantSlots};
+use ssrf::{AddressPolicy, Egress, GuardedResolver};
 use target::Target;
 
 /// The attempt number (1 for the first), so receivers can tell retries apart.
@@ -56,8 +59,9 @@ pub enum Failure {
     Network(String),
     /// The destination address is refused by the SSRF policy.
     Blocked(String),
-    /// No request slot at the endpoint became free within `delivery.max_queue_wait`.
-    Saturated,
+    /// No request slot became free within `delivery.max_queue_wait`: at the
+    /// endpoint, its host, the tenant's share or the replica's.
+    Saturated(Limit),
 }
 
 impl Failure {
@@ -68,7 +72,7 @@ impl Failure {
             Failure::Timeout => "timeout",
             Failure::Network(_) => "network",
             Failure::Blocked(_) => "blocked",
-            Failure::Saturated => "saturated",
+            Failure::Saturated(_) => "saturated",
         }
     }
 
@@ -79,7 +83,11 @@ impl Failure {
             Failure::Timeout => "no response within the request timeout".into(),
             Failure::Network(e) => e.clone(),
             Failure::Blocked(e) => e.clone(),
-            Failure::Saturated => "no free request slot at this endpoint within delivery.max_queue_wait".into(),
+            Failure::Saturated(limit) => format!(
+                "no free request slot for {} within delivery.max_queue_wait ({})",
+                limit.describe(),
+                limit.key()
+            ),
         }
     }
 
@@ -117,6 +125,10 @@ pub struct Attempt {
     pub signed: Option<(i64, String)>,
     /// The response's headers (only kept when the deliverer records history).
     pub response_headers: Vec<(String, String)>,
+    /// The response's headers and body were not kept: the destination is
+    /// reachable only through an allowlist
+    /// (`delivery.allowlisted_response_details`).
+    pub details_withheld: bool,
 }
 
 /// At most this many response headers are kept, each value at most
@@ -138,21 +150,29 @@ impl Attempt {
     }
 }
 
-/// Makes deliveries: one pooled HTTP client shared by every delivery.
+/// Makes deliveries: one pooled HTTP client shared by every delivery (and
+/// one for each tenant with networks of its own, whose resolver admits them).
 pub struct Deliverer {
-    client: reqwest::Client,
-    policy: Arc<AddressPolicy>,
-    global: Arc<Semaphore>,
+    shared: Client,
+    tenant_clients: HashMap<String, Client>,
+    tenants: Arc<TenantSlots>,
+    hosts: Arc<HostSlots>,
     max_response_bytes: usize,
     /// Keep response headers in each [`Attempt`] (for delivery history).
     keep_response_headers: bool,
+    /// Keep the response of destinations only an allowlist opens.
+    allowlisted_details: bool,
 }
 
-impl Deliverer {
-    /// Builds the client: SSRF-guarded resolution, no redirects, no proxy.
-    pub fn new(config: &DeliveryConfig) -> Result<Deliverer, reqwest::Error> {
-        let policy = Arc::new(AddressPolicy::new(config.allow_cidrs.clone()));
-        let client = reqwest::Client::builder()
+/// An HTTP client and the SSRF policy its resolver applies.
+struct Client {
+    http: reqwest::Client,
+    policy: Arc<AddressPolicy>,
+}
+
+impl Client {
+    fn new(config: &DeliveryConfig, policy: &Arc<AddressPolicy>) -> Result<Client, reqwest::Error> {
+        let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
@@ -163,12 +183,32 @@ impl Deliverer {
             .pool_idle_timeout(config.pool_idle_timeout)
             .tcp_nodelay(true)
             .build()?;
+        Ok(Client {
+            http,
+            policy: policy.clone(),
+        })
+    }
+}
+
+impl Deliverer {
+    /// Builds the clients: SSRF-guarded resolution, no redirects, no proxy.
+    pub fn new(config: &DeliveryConfig) -> Result<Deliverer, reqwest::Error> {
+        let egress = Egress::new(config);
+        let tenant_clients = egress
+            .tenants()
+            .map(|(tenant, policy)| Ok((tenant.to_owned(), Client::new(config, policy)?)))
+            .collect::<Result<_, reqwest::Error>>()?;
         Ok(Deliverer {
-            client,
-            policy,
-            global: Arc::new(Semaphore::new(config.max_in_flight)),
+            shared: Client::new(config, egress.shared())?,
+            tenant_clients,
+            tenants: TenantSlots::new(config.max_in_flight, config.max_in_flight_per_tenant),
+            hosts: HostSlots::new(
+                config.max_in_flight_per_host,
+                config.max_in_flight_by_host.clone().into_iter().collect(),
+            ),
             max_response_bytes: config.max_response_bytes,
             keep_response_headers: false,
+            allowlisted_details: config.allowlisted_response_details,
         })
     }
 
@@ -178,9 +218,9 @@ impl Deliverer {
         self
     }
 
-    /// Delivers `event` to `target` once. Waits for the endpoint's and the
-    /// global concurrency limits, never for longer than the endpoint's queue
-    /// allows.
+    /// Delivers `event` to `target` once. Waits for a slot at the endpoint,
+    /// at its host and in the tenant's share of the replica's, all of them
+    /// together for no longer than the endpoint's queue allows.
     pub async fn deliver(&self, event: &Event, target: &Target, delivery_id: String, attempt: u32) -> Attempt {
         let started_at = OffsetDateTime::now_utc();
         let clock = Instant::now();
@@ -193,26 +233,36 @@ impl Deliverer {
             response_excerpt,
             signed: None,
             response_headers: Vec::new(),
+            details_withheld: false,
         };
-        if let Err(blocked) = self.policy.check_url(&target.url) {
-            return finish(Err(Failure::Blocked(blocked.to_string())), None);
+        let client = self.client_of(target);
+        if let Err(refused) = client.policy.check_url(&target.url) {
+            return finish(Err(Failure::Blocked(refused.to_string())), None);
         }
-        let Ok(_endpoint_permit) = target.limiter.acquire().await else {
-            return finish(Err(Failure::Saturated), None);
+        let deadline = tokio::time::Instant::now() + target.limiter.max_wait();
+        // The narrowest first, so a shared slot is only held by a request
+        // that is otherwise ready to go.
+        let Ok(_endpoint_permit) = target.limiter.acquire_until(deadline).await else {
+            return finish(Err(Failure::Saturated(Limit::Endpoint)), None);
         };
-        let Ok(_global_permit) = self.global.acquire().await else {
-            // The semaphore is never closed; treat it as saturation if it were.
-            return finish(Err(Failure::Saturated), None);
+        let _host_permit = match self.hosts.acquire(&target.url, deadline).await {
+            Ok(permit) => permit,
+            Err(limit) => return finish(Err(Failure::Saturated(limit)), None),
+        };
+        let _tenant_permit = match self.tenants.acquire(target.webhook.tenant.as_deref(), deadline).await {
+            Ok(permit) => permit,
+            Err(limit) => return finish(Err(Failure::Saturated(limit)), None),
         };
         // Time spent queueing is not part of the request's own duration.
         let clock = Instant::now();
         let timestamp = OffsetDateTime::now_utc().unix_timestamp();
         let signature = target.signer.sign(&delivery_id, timestamp, &event.record.value);
-        let request = self.build_request(event, target, &delivery_id, attempt, timestamp, &signature);
+        let request = Self::build_request(client, event, target, &delivery_id, attempt, timestamp, &signature);
         let mut response_headers = Vec::new();
+        let mut details_withheld = false;
         let (result, excerpt) = match request {
             Err(e) => (Err(Failure::Network(error_chain(&e))), None),
-            Ok(request) => match self.client.execute(request).await {
+            Ok(request) => match client.http.execute(request).await {
                 Ok(response) => {
                     let status = response.status().as_u16();
                     let retry_after = response
@@ -220,10 +270,18 @@ impl Deliverer {
                         .get(RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned);
-                    if self.keep_response_headers {
-                        response_headers = kept_headers(response.headers());
-                    }
-                    let excerpt = self.read_excerpt(response).await;
+                    details_withheld = !self.allowlisted_details
+                        && response
+                            .remote_addr()
+                            .is_some_and(|addr| ssrf::opened_by_allowlist(addr.ip()));
+                    let excerpt = if details_withheld {
+                        None
+                    } else {
+                        if self.keep_response_headers {
+                            response_headers = kept_headers(response.headers());
+                        }
+                        self.read_excerpt(response).await
+                    };
                     if (200..300).contains(&status) {
                         (Ok(status), excerpt)
                     } else {
@@ -242,11 +300,22 @@ impl Deliverer {
             response_excerpt: excerpt,
             signed: Some((timestamp, signature)),
             response_headers,
+            details_withheld,
         }
     }
 
+    /// The client whose resolver applies `target`'s tenant's policy.
+    fn client_of(&self, target: &Target) -> &Client {
+        target
+            .webhook
+            .tenant
+            .as_deref()
+            .and_then(|t| self.tenant_clients.get(t))
+            .unwrap_or(&self.shared)
+    }
+
     fn build_request(
-        &self,
+        client: &Client,
         event: &Event,
         target: &Target,
         delivery_id: &str,
@@ -255,8 +324,8 @@ impl Deliverer {
         signature: &str,
     ) -> Result<reqwest::Request, reqwest::Error> {
         let body = event.record.value.clone();
-        let mut builder = self
-            .client
+        let mut builder = client
+            .http
             .post(target.url.clone())
             .timeout(target.timeout)
             .headers(target.headers.clone());
@@ -479,7 +548,7 @@ mod tests {
         assert_eq!(status(404), "4xx");
         assert_eq!(status(503), "5xx");
         assert_eq!(Failure::Timeout.class(), "timeout");
-        assert_eq!(Failure::Saturated.class(), "saturated");
+        assert_eq!(Failure::Saturated(Limit::Tenant).class(), "saturated");
         assert_eq!(Failure::Blocked("x".into()).class(), "blocked");
     }
 }

@@ -10,6 +10,7 @@
 //! [`AddressPolicy::check_url`] before the request is made. Redirects are not
 //! followed and proxies are not used, so nothing else picks a destination.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -17,6 +18,8 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::{Host, Url};
+
+use crate::config::{DeliveryConfig, PortRange};
 
 /// A destination refused by the policy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,16 +29,41 @@ pub struct Blocked {
     pub range: &'static str,
 }
 
+/// A destination port outside `delivery.allow_ports`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("destination port {port} is not in delivery.allow_ports")]
+pub struct PortRefused {
+    pub port: u16,
+}
+
+/// Why a URL may not be delivered to, known before connecting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error(transparent)]
+    Address(#[from] Blocked),
+    #[error(transparent)]
+    Port(#[from] PortRefused),
+}
+
 /// Which addresses may be connected to: everything public, plus the
-/// configured allowlist.
+/// configured allowlist; and on which ports.
 #[derive(Debug, Clone, Default)]
 pub struct AddressPolicy {
     allow: Vec<IpNet>,
+    /// `None` allows every port.
+    ports: Option<Vec<PortRange>>,
 }
 
 impl AddressPolicy {
+    /// Public addresses and `allow`, on any port.
     pub fn new(allow: Vec<IpNet>) -> Self {
-        AddressPolicy { allow }
+        AddressPolicy { allow, ports: None }
+    }
+
+    /// The same, on `ports` only.
+    pub fn on_ports(mut self, ports: Vec<PortRange>) -> Self {
+        self.ports = Some(ports);
+        self
     }
 
     /// Whether `ip` may be connected to.
@@ -55,15 +83,70 @@ impl AddressPolicy {
         }
     }
 
-    /// Checks a URL whose host is an IP literal; names are checked when
-    /// resolved.
-    pub fn check_url(&self, url: &Url) -> Result<(), Blocked> {
+    /// Checks a URL's port, and its host when it is an IP literal; names
+    /// are checked when resolved.
+    pub fn check_url(&self, url: &Url) -> Result<(), Refused> {
+        if let Some(ports) = &self.ports {
+            let port = url.port_or_known_default().unwrap_or(0);
+            if !ports.iter().any(|range| range.contains(port)) {
+                return Err(PortRefused { port }.into());
+            }
+        }
         match url.host() {
-            Some(Host::Ipv4(v4)) => self.check(IpAddr::V4(v4)),
-            Some(Host::Ipv6(v6)) => self.check(IpAddr::V6(v6)),
+            Some(Host::Ipv4(v4)) => Ok(self.check(IpAddr::V4(v4))?),
+            Some(Host::Ipv6(v6)) => Ok(self.check(IpAddr::V6(v6))?),
             _ => Ok(()),
         }
     }
+}
+
+/// The SSRF policy of each tenant: the shared allowlist
+/// (`delivery.allow_cidrs`) plus the tenant's own
+/// (`delivery.tenant_allow_cidrs`), on `delivery.allow_ports`.
+#[derive(Debug, Clone)]
+pub struct Egress {
+    shared: Arc<AddressPolicy>,
+    tenants: HashMap<String, Arc<AddressPolicy>>,
+}
+
+impl Egress {
+    pub fn new(config: &DeliveryConfig) -> Egress {
+        let policy = |allow: Vec<IpNet>| Arc::new(AddressPolicy::new(allow).on_ports(config.allow_ports.clone()));
+        let tenants = config
+            .tenant_allow_cidrs
+            .iter()
+            .map(|(tenant, own)| {
+                let mut allow = config.allow_cidrs.clone();
+                allow.extend(own.iter().copied());
+                (tenant.clone(), policy(allow))
+            })
+            .collect();
+        Egress {
+            shared: policy(config.allow_cidrs.clone()),
+            tenants,
+        }
+    }
+
+    /// The policy of `tenant`'s webhooks.
+    pub fn policy(&self, tenant: Option<&str>) -> &Arc<AddressPolicy> {
+        tenant.and_then(|t| self.tenants.get(t)).unwrap_or(&self.shared)
+    }
+
+    /// The policy of webhooks without an allowlist of their tenant's own.
+    pub fn shared(&self) -> &Arc<AddressPolicy> {
+        &self.shared
+    }
+
+    /// Tenants with networks of their own, and their policies.
+    pub fn tenants(&self) -> impl Iterator<Item = (&str, &Arc<AddressPolicy>)> {
+        self.tenants.iter().map(|(t, p)| (t.as_str(), p))
+    }
+}
+
+/// Whether a destination the policy let through was reachable only because
+/// an allowlist opened it (its address is in a range refused by default).
+pub fn opened_by_allowlist(ip: IpAddr) -> bool {
+    special_range(ip).is_some()
 }
 
 /// The name of the special-purpose range `ip` is in, or `None` for a
@@ -365,6 +448,61 @@ mod tests {
             "decimal form is normalised"
         );
         assert!(policy.check_url(&Url::parse("https://example.com/").unwrap()).is_ok());
+    }
+
+    #[test]
+    fn only_the_allowed_ports_are_reached() {
+        let ports = vec![
+            PortRange { first: 80, last: 80 },
+            PortRange { first: 443, last: 443 },
+            PortRange {
+                first: 8000,
+                last: 8999,
+            },
+        ];
+        let policy = AddressPolicy::default().on_ports(ports);
+        let check = |u: &str| policy.check_url(&Url::parse(u).unwrap());
+        assert!(check("https://example.com/").is_ok(), "443 by the scheme");
+        assert!(check("http://example.com/").is_ok(), "80 by the scheme");
+        assert!(check("https://example.com:8443/").is_ok());
+        assert_eq!(
+            check("https://example.com:6379/"),
+            Err(Refused::Port(PortRefused { port: 6379 }))
+        );
+        assert_eq!(
+            check("http://example.com:22/").unwrap_err().to_string(),
+            "destination port 22 is not in delivery.allow_ports"
+        );
+        assert!(check("http://example.com:9000/").is_err());
+        assert!(AddressPolicy::default()
+            .check_url(&Url::parse("http://example.com:22/").unwrap())
+            .is_ok());
+    }
+
+    #[test]
+    fn a_tenants_networks_are_open_to_it_alone() {
+        let config = crate::config::Config::from_toml_overlays(&[r#"
+[delivery]
+allow_cidrs = ["192.0.2.0/24"]
+tenant_allow_cidrs = { acme = ["10.20.0.0/16"] }
+allow_ports = [443]
+"#])
+        .unwrap();
+        let egress = Egress::new(&config.delivery);
+        let internal: IpAddr = "10.20.1.2".parse().unwrap();
+        let shared: IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(egress.policy(Some("acme")).check(internal).is_ok());
+        assert!(egress.policy(Some("acme")).check(shared).is_ok(), "the shared list too");
+        assert!(egress.policy(Some("globex")).check(internal).is_err());
+        assert!(egress.policy(None).check(internal).is_err());
+        assert!(egress.policy(Some("globex")).check(shared).is_ok());
+        let url = Url::parse("http://10.20.1.2:8080/").unwrap();
+        assert!(
+            matches!(egress.policy(Some("acme")).check_url(&url), Err(Refused::Port(_))),
+            "the ports apply to every tenant"
+        );
+        assert!(opened_by_allowlist(internal));
+        assert!(!opened_by_allowlist("93.184.215.14".parse().unwrap()));
     }
 
     #[tokio::test]

@@ -61,11 +61,21 @@ impl EndpointLimiter {
 
     /// Waits for a request slot, at most the configured time.
     pub async fn acquire(&self) -> Result<OwnedSemaphorePermit, Saturated> {
+        self.acquire_until(tokio::time::Instant::now() + self.max_wait).await
+    }
+
+    /// The longest a delivery may wait for its slots (`delivery.max_queue_wait`).
+    pub fn max_wait(&self) -> Duration {
+        self.max_wait
+    }
+
+    /// Waits for a request slot until `deadline` at most.
+    pub async fn acquire_until(&self, deadline: tokio::time::Instant) -> Result<OwnedSemaphorePermit, Saturated> {
         if let Ok(permit) = self.permits.clone().try_acquire_owned() {
             return Ok(permit);
         }
         self.queued.fetch_add(1, Ordering::AcqRel);
-        let waited = tokio::time::timeout(self.max_wait, self.permits.clone().acquire_owned()).await;
+        let waited = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await;
         self.queued.fetch_sub(1, Ordering::AcqRel);
         match waited {
             Ok(Ok(permit)) => Ok(permit),

@@ -73,6 +73,10 @@ pub struct ResponseRecord {
     /// The start of the body (`delivery.max_response_bytes` at most).
     pub body: Option<String>,
     pub body_truncated: bool,
+    /// The headers and body are not kept: the destination is reachable only
+    /// through an allowlist (`delivery.allowlisted_response_details`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub withheld: bool,
 }
 
 /// The Kafka position of the event.
@@ -114,6 +118,12 @@ impl PendingAttempt {
 
     pub fn webhook_id(&self) -> &str {
         self.target.id()
+    }
+
+    /// The bytes it keeps alive: the event's body (shared with the delivery,
+    /// held alone once the delivery is done) and the response excerpt.
+    pub fn size(&self) -> usize {
+        self.body.len() + self.attempt.response_excerpt.as_ref().map_or(0, String::len) + 512
     }
 
     pub fn outcome(&self) -> Outcome {
@@ -169,6 +179,7 @@ impl AttemptRecord {
                 headers: attempt.response_headers.iter().cloned().collect(),
                 body,
                 body_truncated,
+                withheld: attempt.details_withheld,
             }
         });
         AttemptRecord {

@@ -34,6 +34,8 @@ pub struct Recorder {
 struct Limits {
     /// Attempts queued in all.
     capacity: usize,
+    /// Bytes they may hold (bodies, mostly).
+    capacity_bytes: usize,
     /// Attempts queued per webhook, unless `keep_all`.
     max_per_webhook: usize,
     /// The attempts topic wants every attempt, so none is superseded.
@@ -56,6 +58,8 @@ enum Pushed {
 struct Queue {
     attempts: HashMap<String, VecDeque<PendingAttempt>>,
     len: usize,
+    /// Bytes held by the queued attempts (see [`PendingAttempt::size`]).
+    bytes: usize,
     webhooks: HashMap<String, Counts>,
     tenants: HashMap<String, Counts>,
 }
@@ -68,14 +72,18 @@ impl Queue {
     }
 
     fn push(&mut self, pending: PendingAttempt, limits: &Limits) -> Pushed {
+        let size = pending.size();
         let waiting = self.attempts.get_mut(pending.webhook_id());
         match waiting {
             Some(waiting) if !limits.keep_all && waiting.len() >= limits.max_per_webhook => {
-                waiting.pop_front();
+                let oldest = waiting.pop_front().map_or(0, |p| p.size());
+                self.bytes = self.bytes - oldest + pending.size();
                 waiting.push_back(pending);
                 return Pushed::Superseded;
             }
-            _ if self.len >= limits.capacity => return Pushed::Dropped,
+            _ if self.len >= limits.capacity || self.bytes + pending.size() > limits.capacity_bytes => {
+                return Pushed::Dropped
+            }
             Some(waiting) => waiting.push_back(pending),
             None => {
                 self.attempts
@@ -83,6 +91,7 @@ impl Queue {
             }
         }
         self.len += 1;
+        self.bytes += size;
         Pushed::Queued {
             half_full: self.len == limits.capacity / 2,
         }
@@ -145,6 +154,7 @@ impl Recorder {
             flush_soon: flush_soon.clone(),
             limits: Limits {
                 capacity: config.queue_capacity,
+                capacity_bytes: config.queue_capacity_bytes,
                 max_per_webhook: config.max_per_webhook,
                 keep_all: producer.is_some(),
             },
@@ -218,6 +228,7 @@ impl Writer {
         let (attempts, counts) = {
             let mut queue = self.queue.lock().expect("history queue lock");
             queue.len = 0;
+            queue.bytes = 0;
             (std::mem::take(&mut queue.attempts), queue.counts())
         };
         if attempts.is_empty() && counts.is_empty() {
@@ -345,6 +356,7 @@ mod tests {
             response_excerpt: None,
             signed: None,
             response_headers: Vec::new(),
+            details_withheld: false,
         };
         PendingAttempt::new(&event, target, &attempt, None)
     }
@@ -357,6 +369,7 @@ mod tests {
     fn a_busy_webhook_keeps_only_its_newest_attempts_queued() {
         let limits = Limits {
             capacity: 100,
+            capacity_bytes: usize::MAX,
             max_per_webhook: 3,
             keep_all: false,
         };
@@ -375,6 +388,7 @@ mod tests {
     fn a_full_queue_drops_and_says_when_it_is_half_full() {
         let limits = Limits {
             capacity: 4,
+            capacity_bytes: usize::MAX,
             max_per_webhook: 10,
             keep_all: false,
         };
@@ -393,6 +407,7 @@ mod tests {
     fn with_the_attempts_topic_every_attempt_is_queued() {
         let limits = Limits {
             capacity: 100,
+            capacity_bytes: usize::MAX,
             max_per_webhook: 3,
             keep_all: true,
         };

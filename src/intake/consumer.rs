@@ -87,6 +87,7 @@ impl ClientContext for IntakeContext {
                 }
             }
         }
+        self.telemetry.in_flight_bytes(self.name, self.flow.in_flight_bytes());
         let health = self.flow.health();
         let mut current = HashSet::new();
         for h in &health {
@@ -470,7 +471,7 @@ impl Intake {
         let tp: Tp = (record.topic.clone(), record.partition);
         let generation = self.flow.generation(&tp);
         self.forget_if_stale(&tp, generation);
-        let done = self.flow.hold(&tp, record.offset);
+        let done = self.flow.hold(&tp, record.offset, record_size(&record));
         let held = self.held.entry(tp.clone()).or_insert_with(|| Held::new(generation));
         held.insert(due, Waiting { record, done, in_order });
         self.schedule(&tp);
@@ -691,7 +692,7 @@ impl Intake {
     fn admit(&self, record: SourceRecord, dispatch: &dyn Dispatch) {
         self.telemetry.record_consumed(&record);
         let tp: Tp = (record.topic.clone(), record.partition);
-        let (done, pause) = self.flow.admit(&tp, record.offset);
+        let (done, pause) = self.flow.admit(&tp, record.offset, record_size(&record));
         if !pause.is_empty() {
             self.pause(&pause);
             self.telemetry.partitions_paused(pause.len(), self.flow.paused_count());

@@ -9,7 +9,9 @@
 //!
 //! Limits never buffer: a partition with `max_in_flight_per_partition`
 //! events in flight is paused until half have finished. Reaching
-//! `max_in_flight` overall makes the flow *full*: the consumer loop stops
+//! `max_in_flight` events, or `max_in_flight_bytes` of them, overall makes
+//! the flow *full* (one event larger than the whole budget is still let
+//! through, alone): the consumer loop stops
 //! taking records (librdkafka's prefetch, bounded by
 //! `queued.max.messages.kbytes`, waits) until a quarter of the budget is free
 //! again. Pausing every partition instead would make librdkafka drop that
@@ -44,6 +46,8 @@ pub type Tp = (Arc<str>, i32);
 pub struct FlowLimits {
     pub per_partition: usize,
     pub total: usize,
+    /// Bytes of the events in flight (key, value and headers).
+    pub bytes: usize,
 }
 
 #[derive(Debug)]
@@ -53,8 +57,9 @@ struct Partition {
     paused: bool,
     /// Registered records held until due (not in flight yet).
     held: usize,
-    /// When each event in flight started (held records are not in it).
-    started: BTreeMap<i64, Instant>,
+    /// When each event in flight started, and its size (held records are
+    /// not in it).
+    started: BTreeMap<i64, (Instant, usize)>,
     /// When an offset of this partition was last committed (or it was
     /// assigned, if none was since).
     last_commit: SystemTime,
@@ -87,6 +92,8 @@ struct State {
     partitions: HashMap<Tp, Partition>,
     /// Events in flight over all partitions (held records excluded).
     total: usize,
+    /// Their bytes.
+    bytes: usize,
     generation: u64,
     /// Changes whenever partitions are assigned or revoked.
     epoch: u64,
@@ -141,6 +148,8 @@ pub struct Completion {
     finished: bool,
     /// Registered by [`Flow::hold`] and not yet started.
     held: bool,
+    /// The record's size, counted while it is in flight.
+    bytes: usize,
 }
 
 impl Completion {
@@ -225,21 +234,21 @@ impl Flow {
         self.lock().partitions.keys().cloned().collect()
     }
 
-    /// Admits the record at `offset`; returns its completion and the
-    /// partitions to pause now.
-    pub fn admit(self: &Arc<Self>, tp: &Tp, offset: i64) -> (Completion, Vec<Tp>) {
+    /// Admits the record at `offset`, of `bytes`; returns its completion and
+    /// the partitions to pause now.
+    pub fn admit(self: &Arc<Self>, tp: &Tp, offset: i64, bytes: usize) -> (Completion, Vec<Tp>) {
         let mut state = self.lock();
-        let (mut completion, _) = Self::register(self, &mut state, tp, offset);
+        let (mut completion, _) = Self::register(self, &mut state, tp, offset, bytes);
         completion.held = false;
-        let pause = self.count_started(&mut state, tp, offset);
+        let pause = self.count_started(&mut state, tp, offset, bytes);
         (completion, pause)
     }
 
-    /// Registers the record at `offset` as held until due: the commit will
-    /// not pass it, but it is not in flight until [`Flow::start`].
-    pub fn hold(self: &Arc<Self>, tp: &Tp, offset: i64) -> Completion {
+    /// Registers the record at `offset` (of `bytes`) as held until due: the
+    /// commit will not pass it, but it is not in flight until [`Flow::start`].
+    pub fn hold(self: &Arc<Self>, tp: &Tp, offset: i64, bytes: usize) -> Completion {
         let mut state = self.lock();
-        let (completion, part) = Self::register(self, &mut state, tp, offset);
+        let (completion, part) = Self::register(self, &mut state, tp, offset, bytes);
         part.held += 1;
         completion
     }
@@ -257,10 +266,16 @@ impl Flow {
             // Revoked meanwhile: the completion will be ignored anyway.
             _ => return Vec::new(),
         }
-        self.count_started(&mut state, &done.tp, done.offset)
+        self.count_started(&mut state, &done.tp, done.offset, done.bytes)
     }
 
-    fn register<'s>(self: &Arc<Self>, state: &'s mut State, tp: &Tp, offset: i64) -> (Completion, &'s mut Partition) {
+    fn register<'s>(
+        self: &Arc<Self>,
+        state: &'s mut State,
+        tp: &Tp,
+        offset: i64,
+        bytes: usize,
+    ) -> (Completion, &'s mut Partition) {
         let current_generation = state.generation;
         let globally_paused = state.globally_paused;
         let part = state
@@ -275,22 +290,24 @@ impl Flow {
             generation: part.generation,
             finished: false,
             held: true,
+            bytes,
         };
         (completion, part)
     }
 
     /// Counts one more event in flight on `tp`; returns the partitions to pause.
-    fn count_started(&self, state: &mut State, tp: &Tp, offset: i64) -> Vec<Tp> {
+    fn count_started(&self, state: &mut State, tp: &Tp, offset: i64, bytes: usize) -> Vec<Tp> {
         let mut pause = Vec::new();
         if let Some(part) = state.partitions.get_mut(tp) {
-            part.started.insert(offset, Instant::now());
+            part.started.insert(offset, (Instant::now(), bytes));
             if !part.paused && part.active() >= self.limits.per_partition {
                 part.paused = true;
                 pause.push(tp.clone());
             }
         }
         state.total += 1;
-        if state.total >= self.limits.total {
+        state.bytes += bytes;
+        if state.total >= self.limits.total || state.bytes >= self.limits.bytes {
             state.full = true;
         }
         pause
@@ -308,8 +325,9 @@ impl Flow {
             if held {
                 part.held -= 1;
             } else {
-                part.started.remove(&offset);
+                let bytes = part.started.remove(&offset).map_or(0, |(_, bytes)| bytes);
                 state.total -= 1;
+                state.bytes -= bytes;
             }
         }
         self.drained.notify_all();
@@ -325,7 +343,7 @@ impl Flow {
     pub fn take_actions(&self) -> Actions {
         let mut state = self.lock();
         let state = &mut *state;
-        if state.full && state.total <= self.limits.total * 3 / 4 {
+        if state.full && state.total <= self.limits.total * 3 / 4 && state.bytes <= self.limits.bytes / 4 * 3 {
             state.full = false;
             state.globally_paused = false;
         }
@@ -432,8 +450,9 @@ impl Flow {
                 oldest_unfinished: p
                     .started
                     .values()
+                    .map(|(t, _)| *t)
                     .min()
-                    .map_or(std::time::Duration::ZERO, |t| now.duration_since(*t)),
+                    .map_or(std::time::Duration::ZERO, |t| now.duration_since(t)),
                 last_commit: p.last_commit,
                 lag: p.lag,
             })
@@ -455,6 +474,11 @@ impl Flow {
     /// Events in flight over all partitions.
     pub fn in_flight(&self) -> usize {
         self.lock().total
+    }
+
+    /// Bytes of the events in flight.
+    pub fn in_flight_bytes(&self) -> usize {
+        self.lock().bytes
     }
 
     /// Blocks the calling thread until `tps` have nothing in flight or
@@ -491,6 +515,7 @@ impl Flow {
             if let Some(mut part) = state.partitions.remove(tp) {
                 abandoned += part.active();
                 state.total -= part.active();
+                state.bytes -= part.started.values().map(|(_, bytes)| bytes).sum::<usize>();
                 if let Some(offset) = part.progress.take_advance() {
                     stores.push((tp.clone(), offset));
                 }
@@ -518,15 +543,19 @@ mod tests {
     }
 
     fn flow(per_partition: usize, total: usize) -> Arc<Flow> {
-        Flow::new(FlowLimits { per_partition, total })
+        Flow::new(FlowLimits {
+            per_partition,
+            total,
+            bytes: usize::MAX,
+        })
     }
 
     #[test]
     fn stores_the_contiguous_prefix_as_completions_arrive() {
         let f = flow(100, 1000);
         f.assign(&[tp(0)]);
-        let (c0, _) = f.admit(&tp(0), 0);
-        let (c1, _) = f.admit(&tp(0), 1);
+        let (c0, _) = f.admit(&tp(0), 0, 1);
+        let (c1, _) = f.admit(&tp(0), 1, 1);
         c1.finish();
         assert_eq!(f.take_actions().store, vec![]);
         c0.finish();
@@ -540,11 +569,11 @@ mod tests {
         f.assign(&[tp(0), tp(1)]);
         let mut held = Vec::new();
         for o in 0..3 {
-            let (c, pause) = f.admit(&tp(0), o);
+            let (c, pause) = f.admit(&tp(0), o, 1);
             assert!(pause.is_empty());
             held.push(c);
         }
-        let (c, pause) = f.admit(&tp(0), 3);
+        let (c, pause) = f.admit(&tp(0), 3, 1);
         held.push(c);
         assert_eq!(pause, vec![tp(0)], "the fourth in flight pauses partition 0 only");
         held.remove(0).finish();
@@ -556,17 +585,53 @@ mod tests {
     }
 
     #[test]
+    fn the_byte_budget_stops_intake_until_a_quarter_is_free() {
+        let f = Flow::new(FlowLimits {
+            per_partition: 100,
+            total: 100,
+            bytes: 1000,
+        });
+        f.assign(&[tp(0), tp(1)]);
+        let (a, _) = f.admit(&tp(0), 0, 150);
+        let (b, _) = f.admit(&tp(1), 0, 750);
+        assert!(!f.is_full());
+        assert_eq!(f.in_flight_bytes(), 900);
+        let (c, pause) = f.admit(&tp(0), 1, 100);
+        assert!(pause.is_empty() && f.is_full(), "1000 bytes: full, nothing paused");
+        a.finish();
+        f.take_actions();
+        assert!(f.is_full(), "850 bytes: not yet a quarter free");
+        b.finish();
+        f.take_actions();
+        assert!(!f.is_full(), "100 bytes");
+        c.finish();
+        // One event larger than the whole budget still goes, alone.
+        let (big, _) = f.admit(&tp(0), 2, 5000);
+        assert!(f.is_full());
+        // Held records count once started, and a revoke gives their bytes back.
+        let mut held = f.hold(&tp(1), 1, 300);
+        assert_eq!(f.in_flight_bytes(), 5000);
+        f.start(&mut held);
+        assert_eq!(f.in_flight_bytes(), 5300);
+        f.revoke(&[tp(1)]);
+        assert_eq!(f.in_flight_bytes(), 5000);
+        big.finish();
+        held.finish();
+        assert_eq!(f.in_flight_bytes(), 0);
+    }
+
+    #[test]
     fn the_global_limit_stops_intake_without_pausing() {
         let f = flow(100, 8);
         f.assign(&[tp(0), tp(1), tp(2)]);
         let mut held = Vec::new();
         for o in 0..7 {
-            let (c, pause) = f.admit(&tp(o as i32 % 2), o);
+            let (c, pause) = f.admit(&tp(o as i32 % 2), o, 1);
             assert!(pause.is_empty());
             held.push(c);
         }
         assert!(!f.is_full());
-        let (c, pause) = f.admit(&tp(1), 10);
+        let (c, pause) = f.admit(&tp(1), 10, 1);
         held.push(c);
         assert!(pause.is_empty(), "reaching the global limit pauses nothing");
         assert!(f.is_full(), "the eighth fills the flow");
@@ -586,7 +651,7 @@ mod tests {
         let mut held = Vec::new();
         // Partition 0 reaches its own limit; two each on 1 and 2 fill the flow.
         for (p, o) in [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (2, 0), (2, 1)] {
-            held.push(f.admit(&tp(p), o).0);
+            held.push(f.admit(&tp(p), o, 1).0);
         }
         assert!(f.is_full());
         let mut paused = f.pause_all();
@@ -610,9 +675,9 @@ mod tests {
     fn revoke_returns_the_finished_prefix_and_ignores_late_completions() {
         let f = flow(100, 1000);
         f.assign(&[tp(0)]);
-        let (c5, _) = f.admit(&tp(0), 5);
-        let (c6, _) = f.admit(&tp(0), 6);
-        let (c7, _) = f.admit(&tp(0), 7);
+        let (c5, _) = f.admit(&tp(0), 5, 1);
+        let (c6, _) = f.admit(&tp(0), 6, 1);
+        let (c7, _) = f.admit(&tp(0), 7, 1);
         c5.finish();
         c7.finish();
         let (stores, abandoned) = f.revoke(&[tp(0)]);
@@ -622,7 +687,7 @@ mod tests {
 
         // Re-assigned: the late completion of the old generation changes nothing.
         f.assign(&[tp(0)]);
-        let (n6, _) = f.admit(&tp(0), 6);
+        let (n6, _) = f.admit(&tp(0), 6, 1);
         c6.finish();
         assert_eq!(f.in_flight(), 1);
         assert_eq!(f.take_actions().store, vec![]);
@@ -634,10 +699,10 @@ mod tests {
     fn held_records_pin_the_commit_but_are_not_in_flight() {
         let f = flow(2, 3);
         f.assign(&[tp(0)]);
-        let mut h0 = f.hold(&tp(0), 0);
-        let h1 = f.hold(&tp(0), 1);
+        let mut h0 = f.hold(&tp(0), 0, 1);
+        let h1 = f.hold(&tp(0), 1, 1);
         assert!(h0.is_held());
-        let (c2, pause) = f.admit(&tp(0), 2);
+        let (c2, pause) = f.admit(&tp(0), 2, 1);
         assert!(pause.is_empty(), "held records count toward no limit");
         assert_eq!(f.in_flight(), 1);
         c2.finish();
@@ -669,8 +734,8 @@ mod tests {
         let before = f.epoch();
         f.assign(&[tp(0)]);
         assert_ne!(f.epoch(), before);
-        let h = f.hold(&tp(0), 0);
-        let (c, _) = f.admit(&tp(0), 1);
+        let h = f.hold(&tp(0), 0, 1);
+        let (c, _) = f.admit(&tp(0), 1, 1);
         let epoch = f.epoch();
         let (stores, abandoned) = f.revoke(&[tp(0)]);
         assert_ne!(f.epoch(), epoch);
@@ -694,10 +759,10 @@ mod tests {
         assert_eq!(assigned.len(), 2);
         assert_eq!(assigned[0].oldest_unfinished, std::time::Duration::ZERO);
         assert_eq!(assigned[0].lag, None);
-        let (c0, _) = f.admit(&tp(0), 0);
+        let (c0, _) = f.admit(&tp(0), 0, 1);
         std::thread::sleep(std::time::Duration::from_millis(30));
-        let (c1, _) = f.admit(&tp(0), 1);
-        let mut held = f.hold(&tp(0), 2);
+        let (c1, _) = f.admit(&tp(0), 1, 1);
+        let mut held = f.hold(&tp(0), 2, 1);
         let h = &f.health()[0];
         assert_eq!((h.in_flight, h.held), (2, 1));
         assert!(h.oldest_unfinished >= std::time::Duration::from_millis(30), "{h:?}");
@@ -730,7 +795,7 @@ mod tests {
     fn waiting_for_a_drain_returns_when_completions_arrive() {
         let f = flow(100, 1000);
         f.assign(&[tp(0)]);
-        let (c, _) = f.admit(&tp(0), 0);
+        let (c, _) = f.admit(&tp(0), 0, 1);
         let waiter = {
             let f = f.clone();
             std::thread::spawn(move || f.wait_drained(&[tp(0)], Instant::now() + std::time::Duration::from_secs(30)))
@@ -743,7 +808,7 @@ mod tests {
     fn waiting_for_a_drain_gives_up_at_the_deadline() {
         let f = flow(100, 1000);
         f.assign(&[tp(0)]);
-        let (c, _) = f.admit(&tp(0), 0);
+        let (c, _) = f.admit(&tp(0), 0, 1);
         assert_eq!(f.wait_drained(&[tp(0)], Instant::now()), 1);
         c.abandon();
     }

@@ -589,6 +589,7 @@ mod tests {
             response_excerpt: Some("busy".into()),
             signed: None,
             response_headers: Vec::new(),
+            details_withheld: false,
         }
     }
 

@@ -251,7 +251,7 @@ mod tests {
             status(503, None),
             Failure::Timeout,
             Failure::Network("connection refused".into()),
-            Failure::Saturated,
+            Failure::Saturated(crate::delivery::Limit::Tenant),
         ] {
             assert!(
                 matches!(

@@ -18,8 +18,7 @@ use futures::StreamExt;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::util::Timeout;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -232,14 +231,15 @@ impl RedriveMarks {
 
 /// Replays matching dead letters (or only counts them on a dry run), each
 /// at most once unless forced; `progress` is called as records are read.
+/// Redrive records are written with `producer` (the process's shared one).
 pub async fn replay(
     config: &Config,
+    producer: &FutureProducer,
     filter: &ReplayFilter,
     options: ReplayOptions,
     progress: impl Fn(&ReplaySummary) + Send + 'static,
 ) -> Result<ReplaySummary, ReplayError> {
     let redrive_topic = config.retry.redrive_topic.clone();
-    let producer: FutureProducer = crate::kafka::producer_config(&config.kafka).create()?;
     let mut marks = RedriveMarks::connect(config).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Read>(256);
     let reader = {
@@ -311,7 +311,6 @@ pub async fn replay(
     }
     summary.replayed += written.len() as u64;
     marks.mark(&written).await?;
-    producer.flush(Timeout::After(Duration::from_secs(30)))?;
     reader.await.expect("the reader does not panic")?;
     progress(&summary);
     Ok(summary)

@@ -183,7 +183,7 @@ impl Lifecycle {
     /// webhook when the streak is too long.
     pub async fn delivery_failed(&self, target: &Target, failure: &Failure) {
         // Waiting for Herald's own endpoint slot says nothing of the endpoint.
-        if !self.auto_disable.enabled() || matches!(failure, Failure::Saturated) {
+        if !self.auto_disable.enabled() || matches!(failure, Failure::Saturated(_)) {
             return;
         }
         target.health.suspect.store(true, Ordering::Relaxed);

@@ -47,11 +47,33 @@ impl Keys {
         format!("{}webhooks:changed", self.prefix)
     }
 
+    /// `{prefix}tenant:{tenant}:webhooks`: the ids of a tenant's webhooks,
+    /// kept by Herald's writes (for the per-tenant quota).
+    pub fn tenant(&self, tenant: &str) -> String {
+        format!("{}tenant:{tenant}:webhooks", self.prefix)
+    }
+
+    /// `{prefix}tenants:indexed`: set once every webhook written before the
+    /// tenant sets existed has been added to its set.
+    pub fn tenants_indexed(&self) -> String {
+        format!("{}tenants:indexed", self.prefix)
+    }
+
     /// `{prefix}health:{id}`: the webhook's failure streak (a hash of
     /// `failures`, `first_failure_at`, `last_success_at`, epoch ms).
     pub fn health(&self, id: &str) -> String {
         format!("{}health:{id}", self.prefix)
     }
+}
+
+/// What [`SubscriptionStore::create_within`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    Created,
+    /// A webhook with that id exists.
+    Exists,
+    /// The tenant has its quota of webhooks.
+    OverQuota,
 }
 
 /// A store operation that failed.
@@ -125,12 +147,16 @@ impl SubscriptionStore {
         webhook.validate()?;
         let json = serde_json::to_string(webhook).expect("a webhook serialises to JSON");
         let mut conn = self.conn.clone();
-        let () = redis::pipe()
-            .atomic()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .set(self.keys.webhook(&webhook.id), json)
             .ignore()
             .sadd(self.keys.ids(), &webhook.id)
-            .ignore()
+            .ignore();
+        if let Some(tenant) = &webhook.tenant {
+            pipe.sadd(self.keys.tenant(tenant), &webhook.id).ignore();
+        }
+        let () = pipe
             .publish(self.keys.changes(), &webhook.id)
             .ignore()
             .query_async(&mut conn)
@@ -141,28 +167,86 @@ impl SubscriptionStore {
     /// Creates a webhook unless one with its id exists (`false` then), and
     /// announces it.
     pub async fn create(&self, webhook: &Webhook) -> Result<bool, StoreError> {
+        Ok(self.create_within(webhook, None).await? == Created::Created)
+    }
+
+    /// Creates a webhook unless one with its id exists, or its tenant already
+    /// has `quota` webhooks, and announces it.
+    pub async fn create_within(&self, webhook: &Webhook, quota: Option<usize>) -> Result<Created, StoreError> {
         webhook.validate()?;
         let json = serde_json::to_string(webhook).expect("a webhook serialises to JSON");
+        // At the quota, members whose document is gone or names another
+        // tenant (written by someone else since) are dropped before
+        // counting again, so the set never refuses on stale ids.
         let script = redis::Script::new(
             r"
-            if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
+            if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+            local quota = tonumber(ARGV[3])
+            if ARGV[4] ~= '' and quota > 0 and redis.call('SCARD', KEYS[5]) >= quota then
+                for _, id in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+                    local doc = redis.call('GET', ARGV[5] .. id)
+                    local ok, w = pcall(cjson.decode, doc or 'null')
+                    if not doc or not ok or type(w) ~= 'table' or w.tenant ~= ARGV[4] then
+                        redis.call('SREM', KEYS[5], id)
+                    end
+                end
+                if redis.call('SCARD', KEYS[5]) >= quota then return -1 end
+            end
+            redis.call('SET', KEYS[1], ARGV[1])
             redis.call('DEL', KEYS[3])
             redis.call('SADD', KEYS[2], ARGV[2])
+            if ARGV[4] ~= '' then redis.call('SADD', KEYS[5], ARGV[2]) end
             redis.call('PUBLISH', KEYS[4], ARGV[2])
             return 1
             ",
         );
+        let tenant = webhook.tenant.as_deref().unwrap_or("");
         let mut conn = self.conn.clone();
         let created: i64 = script
             .key(self.keys.webhook(&webhook.id))
             .key(self.keys.ids())
             .key(self.keys.health(&webhook.id))
             .key(self.keys.changes())
+            .key(self.keys.tenant(tenant))
             .arg(json)
             .arg(&webhook.id)
+            .arg(quota.unwrap_or(0))
+            .arg(tenant)
+            .arg(self.keys.webhook(""))
             .invoke_async(&mut conn)
             .await?;
-        Ok(created == 1)
+        Ok(match created {
+            1 => Created::Created,
+            0 => Created::Exists,
+            _ => Created::OverQuota,
+        })
+    }
+
+    /// Adds every webhook in `loaded` to its tenant's set, once per prefix:
+    /// webhooks written before the sets existed (or by other writers before
+    /// this ran) count toward the quota from then on.
+    pub async fn index_tenants_once(&self, loaded: &[Loaded]) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let done: bool = conn.exists(self.keys.tenants_indexed()).await?;
+        if done {
+            return Ok(());
+        }
+        let members: Vec<(&str, &str)> = loaded
+            .iter()
+            .filter_map(|l| match l {
+                Loaded::Webhook(w) => w.tenant.as_deref().map(|t| (t, w.id.as_str())),
+                _ => None,
+            })
+            .collect();
+        for chunk in members.chunks(LOAD_BATCH) {
+            let mut pipe = redis::pipe();
+            for (tenant, id) in chunk {
+                pipe.sadd(self.keys.tenant(tenant), *id).ignore();
+            }
+            let () = pipe.query_async(&mut conn).await?;
+        }
+        let () = conn.set(self.keys.tenants_indexed(), 1).await?;
+        Ok(())
     }
 
     /// Applies `change` to the webhook as stored and writes the result only if
@@ -266,19 +350,37 @@ impl SubscriptionStore {
         Ok(())
     }
 
-    /// Deletes a webhook and announces it; `false` when it did not exist.
+    /// Deletes a webhook (and its id from its tenant's set) and announces
+    /// it; `false` when it did not exist.
     pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        let script = redis::Script::new(
+            r"
+            local doc = redis.call('GET', KEYS[1])
+            local deleted = redis.call('DEL', KEYS[1])
+            redis.call('DEL', KEYS[2])
+            redis.call('SREM', KEYS[3], ARGV[1])
+            if doc then
+                local ok, w = pcall(cjson.decode, doc)
+                if ok and type(w) == 'table' and type(w.tenant) == 'string' then
+                    redis.call('SREM', ARGV[2] .. w.tenant .. ARGV[3], ARGV[1])
+                end
+            end
+            redis.call('PUBLISH', KEYS[4], ARGV[1])
+            return deleted
+            ",
+        );
+        let tenant_key = self.keys.tenant("\u{0}");
+        let (before, after) = tenant_key.split_once('\u{0}').expect("the tenant is in the key");
         let mut conn = self.conn.clone();
-        let (deleted,): (i64,) = redis::pipe()
-            .atomic()
-            .del(self.keys.webhook(id))
-            .del(self.keys.health(id))
-            .ignore()
-            .srem(self.keys.ids(), id)
-            .ignore()
-            .publish(self.keys.changes(), id)
-            .ignore()
-            .query_async(&mut conn)
+        let deleted: i64 = script
+            .key(self.keys.webhook(id))
+            .key(self.keys.health(id))
+            .key(self.keys.ids())
+            .key(self.keys.changes())
+            .arg(id)
+            .arg(before)
+            .arg(after)
+            .invoke_async(&mut conn)
             .await?;
         Ok(deleted > 0)
     }

@@ -79,6 +79,8 @@ pub struct SyncTask {
 /// The loop's own copy of every compiled webhook, by id.
 struct State {
     targets: BTreeMap<String, Arc<Target>>,
+    /// The store's tenant sets are known to hold every webhook.
+    tenants_indexed: bool,
 }
 
 enum Disconnect {
@@ -91,6 +93,7 @@ impl SyncTask {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut state = State {
             targets: BTreeMap::new(),
+            tenants_indexed: false,
         };
         let mut backoff = self.backoff();
         loop {
@@ -176,6 +179,13 @@ impl SyncTask {
 
     async fn full_reload(&self, store: &SubscriptionStore, state: &mut State) -> Result<(), StoreError> {
         let loaded = store.load_all().await?;
+        if !state.tenants_indexed {
+            // Once per prefix in the store's life; a failure is retried at the next full load.
+            match store.index_tenants_once(&loaded).await {
+                Ok(()) => state.tenants_indexed = true,
+                Err(e) => tracing::warn!(error = %e, "webhooks not yet added to their tenants' sets"),
+            }
+        }
         let mut targets = BTreeMap::new();
         for record in loaded {
             if let Some((id, target)) = self.compile(record, state) {

@@ -50,6 +50,7 @@ pub struct Metrics {
     pub consumer_errors: IntCounter,
     pub consumer_lag: IntGaugeVec,
     pub oldest_unfinished: GaugeVec,
+    pub in_flight_bytes: IntGaugeVec,
     pub last_commit: GaugeVec,
     pub webhooks: IntGaugeVec,
     pub subscription_syncs: IntCounterVec,
@@ -323,6 +324,13 @@ impl Metrics {
                  end of each assigned partition, by consumer (source, or retry: waiting retries are lag there \
                  by design).",
                 &["consumer", "topic", "partition"],
+            ),
+            in_flight_bytes: gauge_vec(
+                r,
+                "herald_in_flight_bytes",
+                "Bytes of the events in flight (key, value and headers), by consumer; bounded by \
+                 kafka.max_in_flight_bytes.",
+                &["consumer"],
             ),
             oldest_unfinished: float_gauge_vec(
                 r,

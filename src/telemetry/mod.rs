@@ -156,6 +156,14 @@ impl Telemetry {
         self.metrics.last_commit.with_label_values(&labels).set(committed);
     }
 
+    /// Bytes of a consumer's events in flight.
+    pub fn in_flight_bytes(&self, consumer: &str, bytes: usize) {
+        self.metrics
+            .in_flight_bytes
+            .with_label_values(&[consumer])
+            .set(bytes as i64);
+    }
+
     pub fn partition_health_gone(&self, consumer: &str, topic: &str, partition: i32) {
         let partition = partition.to_string();
         let labels = [consumer, topic, partition.as_str()];

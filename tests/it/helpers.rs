@@ -167,6 +167,8 @@ topic = ""
 flush_interval = "50ms"
 [delivery]
 allow_cidrs = ["127.0.0.0/8"]
+allow_ports = ["1-65535"]
+allowlisted_response_details = true
 request_timeout = "5s"
 [http]
 listen = "127.0.0.1:0"

@@ -9,6 +9,7 @@ mod deploy;
 mod envelopes;
 mod failure_path;
 mod failures;
+mod fairness;
 mod ordering;
 mod replays;
 mod resilience;

@@ -370,7 +370,7 @@ async fn a_paused_webhooks_deliveries_are_kept_and_replayed_on_resume_with_their
         dry_run: true,
         force: false,
     };
-    let counted = replay(&config, &filter, dry, |_| {}).await.unwrap();
+    let counted = replay(&config, &producer(&config), &filter, dry, |_| {}).await.unwrap();
     assert_eq!(
         (counted.scanned, counted.matched, counted.replayed),
         (5, 5, 0),
@@ -378,7 +378,7 @@ async fn a_paused_webhooks_deliveries_are_kept_and_replayed_on_resume_with_their
     );
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(receiver.count(), 0);
-    let done = replay(&config, &filter, ReplayOptions::default(), |_| {})
+    let done = replay(&config, &producer(&config), &filter, ReplayOptions::default(), |_| {})
         .await
         .unwrap();
     assert_eq!(done.replayed, 5);
@@ -417,9 +417,15 @@ async fn exhausted_deliveries_replay_once_the_endpoint_heals() {
         reasons: vec!["retries_exhausted".into()],
         ..Default::default()
     };
-    let done = replay(&env.config(""), &filter, ReplayOptions::default(), |_| {})
-        .await
-        .unwrap();
+    let done = replay(
+        &env.config(""),
+        &producer(&env.config("")),
+        &filter,
+        ReplayOptions::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
     assert_eq!(done.replayed, 1);
     let got = receiver.wait_for(3, Duration::from_secs(20)).await;
     assert_eq!(got.iter().map(Received::attempt).collect::<Vec<_>>(), [1, 2, 3]);
@@ -544,4 +550,8 @@ async fn a_due_retry_goes_to_the_webhook_as_it_is_now() {
     );
     assert_eq!(old.count(), 1);
     app.stop().await;
+}
+
+fn producer(config: &herald::config::Config) -> rdkafka::producer::FutureProducer {
+    herald::kafka::producer_config(&config.kafka).create().unwrap()
 }

@@ -102,7 +102,8 @@ async fn malformed_records_are_skipped_and_named() {
         .await
         .unwrap();
     let app = env.spawn("").await;
-    assert_eq!(app.metric("herald_subscription_records_invalid_total").await, 1.0);
+    // Counted at every sync that reads it (a re-sync may have run already).
+    assert!(app.metric("herald_subscription_records_invalid_total").await >= 1.0);
     assert_eq!(app.metric(r#"herald_webhooks{status="active"}"#).await, 1.0);
     Publisher::new().json(env.topic(), EVENT).await;
     receiver.wait_for(1, Duration::from_secs(10)).await;

@@ -1,0 +1,480 @@
+//! Sharing the delivery slots fairly between tenants and destination hosts.
+//!
+//! Every request holds, besides its endpoint's slot, one slot of its
+//! destination host (`delivery.max_in_flight_per_host`) and one of the
+//! replica's `delivery.max_in_flight`. The overall slots are shared between
+//! tenants, not handed out first come first served:
+//!
+//! - a tenant holds at most `delivery.max_in_flight_per_tenant` of them, so
+//!   slots are always left for the others;
+//! - when slots are short, a freed slot goes to the waiting tenant that holds
+//!   the fewest (max-min fairness), so a tenant with one delivery waiting is
+//!   served before another tenant's thousandth, however long that queue is.
+//!
+//! Webhooks without a tenant (an operator's own) share one bucket.
+//!
+//! A hand-written scheduler: tokio's semaphore is strictly FIFO and has no
+//! notion of who waits, which is exactly the unfairness this removes. The
+//! state is one small map under a mutex held for a few operations per
+//! request; a host's slots are plain semaphores, removed when unused so the
+//! map holds only the hosts with requests in flight.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// The limit that had no free slot before the delivery's deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The webhook's own (`delivery.max_in_flight_per_endpoint` or its `limits.max_in_flight`).
+    Endpoint,
+    /// The destination host's (`delivery.max_in_flight_per_host`).
+    Host,
+    /// The tenant's share (`delivery.max_in_flight_per_tenant`).
+    Tenant,
+    /// The replica's (`delivery.max_in_flight`).
+    Overall,
+}
+
+impl Limit {
+    /// The configuration key an operator would raise.
+    pub fn key(self) -> &'static str {
+        match self {
+            Limit::Endpoint => "delivery.max_in_flight_per_endpoint",
+            Limit::Host => "delivery.max_in_flight_per_host",
+            Limit::Tenant => "delivery.max_in_flight_per_tenant",
+            Limit::Overall => "delivery.max_in_flight",
+        }
+    }
+
+    /// What had no free slot, for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Limit::Endpoint => "this endpoint",
+            Limit::Host => "this destination host",
+            Limit::Tenant => "this tenant",
+            Limit::Overall => "this replica",
+        }
+    }
+}
+
+/// The replica's request slots, shared fairly between tenants.
+#[derive(Debug)]
+pub struct TenantSlots {
+    total: usize,
+    per_tenant: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    available: usize,
+    tenants: HashMap<Arc<str>, Tenant>,
+    /// Tenants that have waiters and room under their cap, by the slots they
+    /// hold, then by their oldest waiter: the first is served next.
+    ready: BTreeSet<(usize, u64, Arc<str>)>,
+    next_waiter: u64,
+}
+
+#[derive(Debug, Default)]
+struct Tenant {
+    in_flight: usize,
+    waiters: VecDeque<(u64, oneshot::Sender<()>)>,
+    /// Its key in `ready`, when it is there.
+    ready_key: Option<(usize, u64)>,
+}
+
+/// One of the replica's slots, given back when dropped.
+#[derive(Debug)]
+pub struct TenantPermit {
+    slots: Arc<TenantSlots>,
+    tenant: Arc<str>,
+}
+
+impl Drop for TenantPermit {
+    fn drop(&mut self) {
+        self.slots.release(&self.tenant);
+    }
+}
+
+/// The bucket of webhooks without a tenant.
+const NO_TENANT: &str = "";
+
+impl TenantSlots {
+    /// `total` slots, at most `per_tenant` of them held by one tenant.
+    pub fn new(total: usize, per_tenant: usize) -> Arc<TenantSlots> {
+        Arc::new(TenantSlots {
+            total,
+            per_tenant: per_tenant.min(total).max(1),
+            state: Mutex::new(State {
+                available: total,
+                ..State::default()
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock would be a bug in the few lines
+        // below; the counts are still consistent then, so go on.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits until `deadline` at most for a slot for `tenant`.
+    pub async fn acquire(self: &Arc<Self>, tenant: Option<&str>, deadline: Instant) -> Result<TenantPermit, Limit> {
+        let name: Arc<str> = Arc::from(tenant.unwrap_or(NO_TENANT));
+        let (id, rx) = {
+            let mut state = self.lock();
+            let available = state.available;
+            let t = state.tenants.entry(name.clone()).or_default();
+            if available > 0 && t.in_flight < self.per_tenant && t.waiters.is_empty() {
+                t.in_flight += 1;
+                state.available -= 1;
+                return Ok(self.permit(name));
+            }
+            let id = state.next_waiter;
+            state.next_waiter += 1;
+            let (tx, rx) = oneshot::channel();
+            t_of(&mut state, &name).waiters.push_back((id, tx));
+            self.refresh(&mut state, &name);
+            (id, rx)
+        };
+        let mut wait = Wait {
+            slots: self,
+            tenant: &name,
+            id,
+            rx: Some(rx),
+        };
+        let granted = tokio::time::timeout_at(deadline, wait.rx.as_mut().expect("set above")).await;
+        match granted {
+            Ok(Ok(())) => {
+                wait.rx = None;
+                Ok(self.permit(name.clone()))
+            }
+            // Timed out; `wait`'s drop gives back a slot granted meanwhile.
+            _ => {
+                // The tenant's share is to blame only when it is below the whole.
+                let full = self.per_tenant < self.total && {
+                    let state = self.lock();
+                    state.tenants.get(&name).is_some_and(|t| t.in_flight >= self.per_tenant)
+                };
+                Err(if full { Limit::Tenant } else { Limit::Overall })
+            }
+        }
+    }
+
+    fn permit(self: &Arc<Self>, tenant: Arc<str>) -> TenantPermit {
+        TenantPermit {
+            slots: self.clone(),
+            tenant,
+        }
+    }
+
+    fn release(&self, tenant: &Arc<str>) {
+        let mut state = self.lock();
+        if let Some(t) = state.tenants.get_mut(tenant) {
+            t.in_flight = t.in_flight.saturating_sub(1);
+        }
+        state.available += 1;
+        self.refresh(&mut state, tenant);
+        self.dispatch(&mut state);
+    }
+
+    /// Hands free slots to the waiting tenants that hold the fewest.
+    fn dispatch(&self, state: &mut State) {
+        while state.available > 0 {
+            let Some((_, _, name)) = state.ready.pop_first() else {
+                return;
+            };
+            let t = t_of(state, &name);
+            t.ready_key = None;
+            if let Some((_, tx)) = t.waiters.pop_front() {
+                if tx.send(()).is_ok() {
+                    t.in_flight += 1;
+                    state.available -= 1;
+                }
+            }
+            self.refresh(state, &name);
+        }
+    }
+
+    /// Puts `name` in `ready` under its current key (or takes it out), and
+    /// forgets a tenant that holds nothing and waits for nothing.
+    fn refresh(&self, state: &mut State, name: &Arc<str>) {
+        let Some(t) = state.tenants.get_mut(name) else { return };
+        let key = match t.waiters.front() {
+            Some((id, _)) if t.in_flight < self.per_tenant => Some((t.in_flight, *id)),
+            _ => None,
+        };
+        let idle = t.in_flight == 0 && t.waiters.is_empty();
+        if key == t.ready_key {
+            if idle {
+                state.tenants.remove(name);
+            }
+            return;
+        }
+        let old = std::mem::replace(&mut t.ready_key, key);
+        if let Some((n, id)) = old {
+            state.ready.remove(&(n, id, name.clone()));
+        }
+        if let Some((n, id)) = key {
+            state.ready.insert((n, id, name.clone()));
+        }
+        if idle {
+            state.tenants.remove(name);
+        }
+    }
+
+    /// Slots held by `tenant` (for tests and diagnostics).
+    pub fn held_by(&self, tenant: Option<&str>) -> usize {
+        let state = self.lock();
+        state
+            .tenants
+            .get(tenant.unwrap_or(NO_TENANT))
+            .map_or(0, |t| t.in_flight)
+    }
+}
+
+fn t_of<'a>(state: &'a mut State, name: &Arc<str>) -> &'a mut Tenant {
+    state.tenants.entry(name.clone()).or_default()
+}
+
+/// A queued request for a slot. Dropped before it was granted (timed out,
+/// or the delivery abandoned), it leaves the queue; granted but never
+/// claimed, it gives the slot back.
+struct Wait<'a> {
+    slots: &'a Arc<TenantSlots>,
+    tenant: &'a Arc<str>,
+    id: u64,
+    rx: Option<oneshot::Receiver<()>>,
+}
+
+impl Drop for Wait<'_> {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else { return };
+        let mut state = self.slots.lock();
+        if let Some(t) = state.tenants.get_mut(self.tenant) {
+            if let Some(pos) = t.waiters.iter().position(|(id, _)| *id == self.id) {
+                t.waiters.remove(pos);
+                self.slots.refresh(&mut state, self.tenant);
+                return;
+            }
+        }
+        // Not queued any more: it was granted (under the lock) and not claimed.
+        if rx.try_recv().is_ok() {
+            drop(state);
+            self.slots.release(self.tenant);
+        }
+    }
+}
+
+/// Request slots per destination host (`host:port`).
+#[derive(Debug)]
+pub struct HostSlots {
+    default: usize,
+    overrides: HashMap<String, usize>,
+    hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// One of a host's slots, given back when dropped.
+#[derive(Debug)]
+pub struct HostPermit {
+    permit: Option<OwnedSemaphorePermit>,
+    slots: Arc<HostSlots>,
+    host: String,
+}
+
+impl Drop for HostPermit {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        let mut hosts = self.slots.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        // Only the map holds it: nobody uses or waits for this host now.
+        if hosts.get(&self.host).is_some_and(|s| Arc::strong_count(s) == 1) {
+            hosts.remove(&self.host);
+        }
+    }
+}
+
+impl HostSlots {
+    /// `default` slots per host; `overrides` by host name (the port not
+    /// included: `hooks.slack.com`).
+    pub fn new(default: usize, overrides: HashMap<String, usize>) -> Arc<HostSlots> {
+        Arc::new(HostSlots {
+            default,
+            overrides: overrides
+                .into_iter()
+                .map(|(h, n)| (h.to_ascii_lowercase(), n))
+                .collect(),
+            hosts: Mutex::default(),
+        })
+    }
+
+    /// Waits until `deadline` at most for a slot at `url`'s host.
+    pub async fn acquire(self: &Arc<Self>, url: &url::Url, deadline: Instant) -> Result<HostPermit, Limit> {
+        let name = url.host_str().unwrap_or("").to_ascii_lowercase();
+        let host = format!("{name}:{}", url.port_or_known_default().unwrap_or(0));
+        let semaphore = {
+            let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+            let capacity = self.overrides.get(&name).copied().unwrap_or(self.default).max(1);
+            hosts
+                .entry(host.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(capacity)))
+                .clone()
+        };
+        let permit = match semaphore.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => tokio::time::timeout_at(deadline, semaphore.acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok),
+        };
+        // Whatever happened, this is a permit-like value so the map entry
+        // is cleaned up by the same drop.
+        let permit = HostPermit {
+            permit,
+            slots: self.clone(),
+            host,
+        };
+        if permit.permit.is_some() {
+            Ok(permit)
+        } else {
+            Err(Limit::Host)
+        }
+    }
+
+    /// Hosts with requests in flight or waiting.
+    pub fn tracked(&self) -> usize {
+        self.hosts.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn later(ms: u64) -> Instant {
+        Instant::now() + Duration::from_millis(ms)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tenant_never_holds_more_than_its_share() {
+        let slots = TenantSlots::new(4, 2);
+        let a1 = slots.acquire(Some("a"), later(10)).await.unwrap();
+        let _a2 = slots.acquire(Some("a"), later(10)).await.unwrap();
+        // Two slots are free, but not for a.
+        assert_eq!(slots.acquire(Some("a"), later(10)).await.unwrap_err(), Limit::Tenant);
+        let _b = slots.acquire(Some("b"), later(10)).await.unwrap();
+        let _c = slots.acquire(None, later(10)).await.unwrap();
+        assert_eq!(slots.acquire(Some("d"), later(10)).await.unwrap_err(), Limit::Overall);
+        drop(a1);
+        assert_eq!(slots.held_by(Some("a")), 1);
+        let _a3 = slots.acquire(Some("a"), later(10)).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_freed_slot_goes_to_the_tenant_holding_the_fewest() {
+        let slots = TenantSlots::new(4, 4);
+        let held: Vec<_> = futures::future::join_all((0..3).map(|_| slots.acquire(Some("busy"), later(10))))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let other = slots.acquire(Some("other"), later(10)).await.unwrap();
+        // The busy tenant queues many more; another tenant queues one after them.
+        let mut busy = Vec::new();
+        for _ in 0..5 {
+            let s = slots.clone();
+            busy.push(tokio::spawn(async move {
+                s.acquire(Some("busy"), later(60_000)).await.map(|_| ())
+            }));
+        }
+        tokio::task::yield_now().await;
+        let quiet = {
+            let s = slots.clone();
+            tokio::spawn(async move {
+                let permit = s.acquire(Some("quiet"), later(60_000)).await.unwrap();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                drop(permit);
+            })
+        };
+        tokio::task::yield_now().await;
+        let mut held = held.into_iter();
+        drop(held.next());
+        tokio::task::yield_now().await;
+        assert_eq!(slots.held_by(Some("quiet")), 1, "the quiet tenant is served first");
+        assert_eq!(slots.held_by(Some("busy")), 2);
+        quiet.await.unwrap();
+        drop(held);
+        drop(other);
+        for b in busy {
+            b.await.unwrap().unwrap();
+        }
+        assert_eq!(slots.held_by(Some("busy")), 0);
+        assert!(slots.lock().tenants.is_empty(), "idle tenants are forgotten");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_wait_leaves_no_slot_behind() {
+        let slots = TenantSlots::new(1, 1);
+        let held = slots.acquire(Some("a"), later(10)).await.unwrap();
+        let waiter = {
+            let s = slots.clone();
+            tokio::spawn(async move { s.acquire(Some("b"), later(60_000)).await.map(|_| ()) })
+        };
+        tokio::task::yield_now().await;
+        waiter.abort();
+        let _ = waiter.await;
+        drop(held);
+        assert_eq!(slots.lock().available, 1);
+        {
+            let state = slots.lock();
+            assert!(state.tenants.is_empty() && state.ready.is_empty(), "{state:?}");
+        }
+        // And a wait that times out leaves the queue.
+        let held = slots.acquire(Some("a"), later(10)).await.unwrap();
+        let started = Instant::now();
+        assert_eq!(slots.acquire(Some("b"), later(500)).await.unwrap_err(), Limit::Overall);
+        assert_eq!(started.elapsed(), Duration::from_millis(500));
+        drop(held);
+        assert_eq!(slots.lock().available, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hosts_have_their_own_slots_and_are_forgotten_when_idle() {
+        let hosts = HostSlots::new(2, HashMap::from([("big.example".to_owned(), 3)]));
+        let url = |u: &str| url::Url::parse(u).unwrap();
+        let a1 = hosts
+            .acquire(&url("https://victim.example/a"), later(10))
+            .await
+            .unwrap();
+        let _a2 = hosts
+            .acquire(&url("https://VICTIM.example/b?x"), later(10))
+            .await
+            .unwrap();
+        assert_eq!(
+            hosts
+                .acquire(&url("https://victim.example:443/c"), later(10))
+                .await
+                .unwrap_err(),
+            Limit::Host
+        );
+        // Another port is another destination.
+        let _other = hosts
+            .acquire(&url("https://victim.example:8443/"), later(10))
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            std::mem::forget(hosts.acquire(&url("https://big.example/"), later(10)).await.unwrap());
+        }
+        assert!(hosts.acquire(&url("https://big.example/"), later(10)).await.is_err());
+        drop(a1);
+        let _a3 = hosts.acquire(&url("https://victim.example/"), later(10)).await.unwrap();
+        assert_eq!(hosts.tracked(), 3);
+        drop(_a3);
+        drop(_a2);
+        drop(_other);
+        assert_eq!(hosts.tracked(), 1, "only the host with (leaked) permits is left");
+    }
+}
