@@ -509,7 +509,16 @@ pub async fn list(
         (Some(own), _) => Some(own.clone()),
         (None, asked) => asked.clone(),
     };
-    let mut ids = state.store().ids().await.map_err(store_error)?;
+    // A tenant's own set when the store has them (only its documents are
+    // read); every id otherwise. Each document is checked either way.
+    let own = match &tenant {
+        Some(t) => state.store().tenant_ids(t).await.map_err(store_error)?,
+        None => None,
+    };
+    let mut ids = match own {
+        Some(ids) => ids,
+        None => state.store().ids().await.map_err(store_error)?,
+    };
     ids.sort_unstable();
     let start = after.as_ref().map_or(0, |a| ids.partition_point(|id| id <= a));
     let mut data = Vec::with_capacity(limit);

@@ -350,6 +350,40 @@ impl SubscriptionStore {
         Ok(())
     }
 
+    /// Moves webhooks between tenant sets: `(id, from, to)`.
+    pub async fn move_tenants(&self, moves: &[(String, Option<String>, Option<String>)]) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        for chunk in moves.chunks(LOAD_BATCH) {
+            let mut pipe = redis::pipe();
+            for (id, from, to) in chunk {
+                if let Some(from) = from {
+                    pipe.srem(self.keys.tenant(from), id).ignore();
+                }
+                if let Some(to) = to {
+                    pipe.sadd(self.keys.tenant(to), id).ignore();
+                }
+            }
+            let () = pipe.query_async(&mut conn).await?;
+        }
+        Ok(())
+    }
+
+    /// The ids of `tenant`'s webhooks as its set holds them, or `None` while
+    /// the sets are not complete (no replica has indexed the store yet).
+    pub async fn tenant_ids(&self, tenant: &str) -> Result<Option<Vec<String>>, StoreError> {
+        let mut conn = self.conn.clone();
+        let (indexed, mut ids): (bool, Vec<String>) = redis::pipe()
+            .exists(self.keys.tenants_indexed())
+            .smembers(self.keys.tenant(tenant))
+            .query_async(&mut conn)
+            .await?;
+        if !indexed {
+            return Ok(None);
+        }
+        ids.sort();
+        Ok(Some(ids))
+    }
+
     /// Deletes a webhook (and its id from its tenant's set) and announces
     /// it; `false` when it did not exist.
     pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {

@@ -179,6 +179,7 @@ impl SyncTask {
 
     async fn full_reload(&self, store: &SubscriptionStore, state: &mut State) -> Result<(), StoreError> {
         let loaded = store.load_all().await?;
+        let follow = state.tenants_indexed;
         if !state.tenants_indexed {
             // Once per prefix in the store's life; a failure is retried at the next full load.
             match store.index_tenants_once(&loaded).await {
@@ -192,9 +193,39 @@ impl SyncTask {
                 targets.insert(id, target);
             }
         }
-        state.targets = targets;
+        let previous = std::mem::replace(&mut state.targets, targets);
+        if follow {
+            let ids: BTreeSet<&String> = previous.keys().chain(state.targets.keys()).collect();
+            self.follow_tenants(store, &previous, &state.targets, ids).await;
+        }
         self.publish(state, true);
         Ok(())
+    }
+
+    /// Keeps the store's tenant sets in step with the webhooks among `ids`
+    /// whose tenant changed between `before` and `after` (created, deleted
+    /// or moved, by any writer), so a tenant's list and quota see them.
+    async fn follow_tenants<'a>(
+        &self,
+        store: &SubscriptionStore,
+        before: &BTreeMap<String, Arc<Target>>,
+        after: &BTreeMap<String, Arc<Target>>,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) {
+        let tenant = |map: &BTreeMap<String, Arc<Target>>, id: &str| map.get(id).and_then(|t| t.webhook.tenant.clone());
+        let moves: Vec<(String, Option<String>, Option<String>)> = ids
+            .into_iter()
+            .filter_map(|id| {
+                let (old, new) = (tenant(before, id), tenant(after, id));
+                (old != new).then(|| (id.clone(), old, new))
+            })
+            .collect();
+        if moves.is_empty() {
+            return;
+        }
+        if let Err(e) = store.move_tenants(&moves).await {
+            tracing::warn!(error = %e, webhooks = moves.len(), "tenant sets not updated; the next full sync retries");
+        }
     }
 
     async fn apply_changes(
@@ -205,15 +236,18 @@ impl SyncTask {
     ) -> Result<(), StoreError> {
         let ids: Vec<String> = ids.into_iter().collect();
         let loaded = store.get_many(&ids).await?;
+        let mut before = BTreeMap::new();
         for (id, record) in ids.iter().zip(loaded) {
-            match self.compile(record, state) {
-                Some((id, target)) => {
-                    state.targets.insert(id, target);
-                }
-                None => {
-                    state.targets.remove(id);
-                }
+            let old = match self.compile(record, state) {
+                Some((id, target)) => state.targets.insert(id, target),
+                None => state.targets.remove(id),
+            };
+            if let Some(old) = old {
+                before.insert(id.clone(), old);
             }
+        }
+        if state.tenants_indexed {
+            self.follow_tenants(store, &before, &state.targets, &ids).await;
         }
         self.publish(state, false);
         Ok(())

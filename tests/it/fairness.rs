@@ -486,3 +486,98 @@ async fn a_tenant_creates_webhooks_up_to_its_quota() {
     assert_problem(&create(GLOBEX, "g5").await, 403, None);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_list_reads_only_its_own_documents_and_follows_other_writers() {
+    let env = tenant_env("tenant-index").await;
+    // No periodic re-sync during the test: only what a list reads touches a document.
+    let app = env.spawn("[subscriptions]\nresync_interval = \"1h\"").await;
+    let api = Api::new(&app);
+    for (token, id) in [(ACME, "a1"), (ACME, "a2"), (GLOBEX, "g1")] {
+        api.ok(
+            Method::POST,
+            "/v1/webhooks",
+            token,
+            Some(json!({"id": id, "name": id, "url": "https://example.com/", "events": ["*"]})),
+        )
+        .await;
+    }
+    // Another service writes, and announces, a webhook of acme's.
+    let mut conn = redis::Client::open(env.redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut direct = webhook("a3", "https://example.com/", &["*"]);
+    direct.tenant = Some("acme".into());
+    let () = redis::pipe()
+        .atomic()
+        .set(
+            format!("{}webhook:a3", env.prefix),
+            serde_json::to_string(&direct).unwrap(),
+        )
+        .sadd(format!("{}webhooks", env.prefix), "a3")
+        .publish(format!("{}webhooks:changed", env.prefix), "a3")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let listed = |token: &'static str| {
+        let api = &api;
+        async move {
+            let page = api.ok(Method::GET, "/v1/webhooks", token, None).await;
+            page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| w["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    eventually(
+        Duration::from_secs(5),
+        "the other writer's webhook in acme's list",
+        || async { (listed(ACME).await == ["a1", "a2", "a3"]).then_some(()) },
+    )
+    .await;
+
+    // A document is read when it is listed: globex's is not, by acme's list.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    listed(ACME).await;
+    let idle = |id: &'static str| {
+        let key = format!("{}webhook:{id}", env.prefix);
+        let mut conn = conn.clone();
+        async move {
+            let seconds: i64 = redis::cmd("OBJECT")
+                .arg("IDLETIME")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            seconds
+        }
+    };
+    assert!(idle("a1").await < 2, "acme's own document was read");
+    assert!(idle("g1").await >= 2, "globex's document was not read by acme's list");
+
+    // The other writer deletes it: gone from the list and from the quota's count.
+    let () = redis::pipe()
+        .atomic()
+        .del(format!("{}webhook:a3", env.prefix))
+        .srem(format!("{}webhooks", env.prefix), "a3")
+        .publish(format!("{}webhooks:changed", env.prefix), "a3")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), "a3 out of acme's set", || async {
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(format!("{}tenant:acme:webhooks", env.prefix))
+            .query_async(&mut conn.clone())
+            .await
+            .unwrap();
+        (members.len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(listed(ACME).await, ["a1", "a2"]);
+    assert_eq!(listed(GLOBEX).await, ["g1"]);
+    app.stop().await;
+}
