@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod deliveries;
 pub mod jobs;
 pub mod problem;
+pub mod token_quality;
 pub mod webhooks;
 
 use std::sync::Arc;

@@ -5,9 +5,9 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-pub const OPS: &str = "ops-token-0123456789abcdef";
-pub const ACME: &str = "acme-token-0123456789abcdef";
-pub const GLOBEX: &str = "globex-token-0123456789abcdef";
+pub const OPS: &str = "ops-5c2cf58c9f1a2aedc0a315c8";
+pub const ACME: &str = "acme-598e8c0db748b5493ce16061";
+pub const GLOBEX: &str = "globex-56fe63af063ccfb0c3292200";
 
 pub fn admin_overlay(overlap: &str) -> String {
     format!(
