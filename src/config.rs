@@ -167,6 +167,17 @@ impl std::fmt::Debug for RedisConfig {
 }
 
 impl RedisConfig {
+    /// A client for `url`. Its connections send only the commands Herald
+    /// uses: the client library's `CLIENT SETINFO` (a label in `CLIENT LIST`)
+    /// is left out, so the ACL user of deploy/k8s/redis-acl.conf needs no
+    /// permission for it and Redis logs no refusal on every connection.
+    pub fn client(&self) -> redis::RedisResult<redis::Client> {
+        use redis::IntoConnectionInfo;
+        let info = self.url.as_str().into_connection_info()?;
+        let settings = info.redis_settings().clone().set_skip_set_lib_name();
+        redis::Client::open(info.set_redis_settings(settings))
+    }
+
     /// `url` as it may be shown in errors and logs: without its password.
     pub fn redacted_url(&self) -> String {
         match url::Url::parse(&self.url) {
@@ -836,6 +847,22 @@ mod tests {
         let shown = config.redis.redacted_url();
         assert_eq!(shown, "redis://herald:***@redis.internal:6380/2");
         assert!(!format!("{config:?}").contains("s3cr3t-pass"), "nor in debug output");
+    }
+
+    #[test]
+    fn the_redis_client_keeps_the_url_and_sends_no_client_setinfo() {
+        let config =
+            Config::from_toml_overlay("[redis]\nurl = \"redis://herald:s3cr3t-pass@redis.internal:6380/2\"").unwrap();
+        let client = config.redis.client().unwrap();
+        let settings = client.get_connection_info().redis_settings();
+        assert_eq!(
+            (settings.username(), settings.password(), settings.db()),
+            (Some("herald"), Some("s3cr3t-pass"), 2)
+        );
+        assert!(
+            settings.skip_set_lib_name(),
+            "no CLIENT SETINFO, which the ACL does not allow"
+        );
     }
 
     #[test]

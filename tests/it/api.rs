@@ -87,6 +87,17 @@ impl Api {
         );
         reply.body
     }
+
+    /// Waits until the replay `job` (as the API returned it) stops running;
+    /// returns it as it then is.
+    pub async fn replay_finished(&self, job: &Value, token: &str) -> Value {
+        let path = format!("/v1/replays/{}", job["id"].as_str().unwrap());
+        eventually(std::time::Duration::from_secs(30), "the replay to finish", || async {
+            let job = self.ok(Method::GET, &path, token, None).await;
+            (job["state"] != "running").then_some(job)
+        })
+        .await
+    }
 }
 
 /// A problem reply with this status naming this field.
