@@ -7,7 +7,9 @@ the files as data (YAML, TOML), never run them.
 
 import ipaddress
 import pathlib
+import re
 import sys
+import tomllib
 
 import yaml
 
@@ -18,6 +20,9 @@ ROOT = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else pathlib.Path(__file__)
 INTERNAL_V4 = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "127.0.0.0/8"]
 INTERNAL_V6 = ["fc00::/7", "fe80::/10", "::1/128"]
 
+# Words that mark a value as one to be replaced.
+PLACEHOLDER = re.compile(r"change[-_ ]?me|replace[-_ ]?me|your[-_ ]?(token|password|secret)|x{4,}", re.I)
+
 
 def load_yaml_documents(path):
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
@@ -25,6 +30,10 @@ def load_yaml_documents(path):
 
 def k8s_documents():
     return [(p.name, d) for p in sorted((ROOT / "deploy/k8s").glob("*.yaml")) for d in load_yaml_documents(p)]
+
+
+def compose():
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
 def pod_specs():
@@ -74,9 +83,78 @@ def k8s_network_policy_limits_herald():
                     )
 
 
+def compose_publishes_only_on_loopback():
+    for service, spec in compose()["services"].items():
+        for port in spec.get("ports", []):
+            host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).rsplit(":", 2)[0] if str(port).count(":") >= 2 else None
+            assert host_ip in ("127.0.0.1", "[::1]", "::1"), f"{service} publishes {port} beyond this machine"
+
+
+def compose_holds_no_credential():
+    """Tokens and passwords come from the environment, with no default."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    for service, spec in compose()["services"].items():
+        env = spec.get("environment", {})
+        env = dict(e.split("=", 1) for e in env) if isinstance(env, list) else env
+        for key, value in env.items():
+            if re.search(r"TOKEN|PASSWORD|REDIS__URL", key):
+                value = str(value)
+                assert re.search(r"\$\{[A-Z0-9_]+:\?", value), f"{service}: {key} is not taken from the environment with ${{VAR:?...}}"
+                literal = re.sub(r"\$\{[^}]*\}", "", value)
+                assert not re.search(r'token\s*=\s*"[^"]', literal), f"{service}: {key} holds a literal token"
+    assert not re.search(r'token\s*[=:]\s*"?[A-Za-z0-9][^"$\s]{7,}', text, re.I), "docker-compose.yml holds a literal token"
+
+
+def compose_allows_only_the_demo_receiver():
+    """Herald's allow_cidrs in compose open the demo receiver's address only."""
+    config = tomllib.loads((ROOT / "deploy/compose/herald.toml").read_text())
+    allowed = [ipaddress.ip_network(c) for c in config.get("delivery", {}).get("allow_cidrs", [])]
+    receiver_addresses = {
+        ipaddress.ip_address(net[k])
+        for net in (compose()["services"]["receiver"].get("networks") or {}).values()
+        if isinstance(net, dict)
+        for k in ("ipv4_address", "ipv6_address")
+        if k in net
+    }
+    assert receiver_addresses, "the receiver has no fixed address to allow"
+    for net in allowed:
+        assert net.num_addresses == 1 and net[0] in receiver_addresses, (
+            f"allow_cidrs opens {net}, not only the receiver ({', '.join(map(str, receiver_addresses))})"
+        )
+
+
+def compose_redis_requires_herald_s_acl_user():
+    services = compose()["services"]
+    redis = services["redis"]
+    command = " ".join(redis.get("entrypoint", []) + (redis.get("command") or []))
+    mounts = dict(v.split(":")[:2] for v in redis.get("volumes", []) if isinstance(v, str))
+    acl = mounts.get("./deploy/k8s/redis-acl.conf")
+    assert acl, "Redis does not mount deploy/k8s/redis-acl.conf, the rules the Kubernetes manifests publish"
+    assert re.search(r"--user herald reset on \S*HERALD_REDIS_PASSWORD\S* .*" + re.escape(acl), command), (
+        f"Redis does not create the user herald with HERALD_REDIS_PASSWORD and the rules of {acl}"
+    )
+    assert re.search(r"--user default on nopass resetkeys resetchannels -@all( \+ping)?( |$)", command), (
+        "Redis's default user may do more than PING"
+    )
+    url = str(services["herald-1"]["environment"]["HERALD_REDIS__URL"])
+    assert url.startswith("redis://herald:${HERALD_REDIS_PASSWORD:?"), f"Herald does not connect as herald: {url}"
+
+
+def deploy_holds_no_placeholder():
+    files = [ROOT / "docker-compose.yml"] + sorted(p for p in (ROOT / "deploy").rglob("*") if p.is_file())
+    for path in files:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            assert not PLACEHOLDER.search(line), f"{path.relative_to(ROOT)}:{n}: a placeholder: {line.strip()}"
+
+
 CHECKS = [
     k8s_pods_mount_no_service_account_token,
     k8s_network_policy_limits_herald,
+    compose_publishes_only_on_loopback,
+    compose_holds_no_credential,
+    compose_allows_only_the_demo_receiver,
+    compose_redis_requires_herald_s_acl_user,
+    deploy_holds_no_placeholder,
 ]
 
 
