@@ -20,6 +20,16 @@ ROOT = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else pathlib.Path(__file__)
 INTERNAL_V4 = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "127.0.0.0/8"]
 INTERNAL_V6 = ["fc00::/7", "fe80::/10", "::1/128"]
 
+# Images that cannot carry a digest here: Herald's own, built from this
+# repository (compose builds herald:local; the release image's digest exists
+# only once it is published). Every other image must be pinned.
+UNPINNED_ALLOWED = {
+    "herald:local": "built from this repository by `docker compose up --build`",
+    "ghcr.io/herald/herald": "Herald's release image: pin its digest when publishing (kustomize `images:`)",
+}
+
+PINNED = re.compile(r"^(?P<name>[^@\s]+):(?P<tag>[^@:/\s]+)@sha256:[0-9a-f]{64}$")
+
 # Words that mark a value as one to be replaced.
 PLACEHOLDER = re.compile(r"change[-_ ]?me|replace[-_ ]?me|your[-_ ]?(token|password|secret)|x{4,}", re.I)
 
@@ -81,6 +91,37 @@ def k8s_network_policy_limits_herald():
                     assert any(internal.subnet_of(e) for e in excepted if e.version == internal.version), (
                         f"{name}: egress to {cidr} does not except {internal}"
                     )
+
+
+def images():
+    """(where, image) for every image the deployment files name."""
+    stages = set()
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        m = re.match(r"^FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?", line, re.I)
+        if m:
+            if m.group(1) not in stages:
+                yield "Dockerfile", m.group(1)
+            if m.group(2):
+                stages.add(m.group(2))
+    for service, spec in compose()["services"].items():
+        if "image" in spec:
+            yield f"docker-compose.yml: {service}", spec["image"]
+    for where, spec in pod_specs():
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            yield f"deploy/k8s/{where}", c["image"]
+
+
+def images_are_pinned_by_digest():
+    unpinned = []
+    for where, image in images():
+        if PINNED.match(image):
+            continue
+        name = image.split("@")[0].rsplit(":", 1)[0] if ":" in image.split("/")[-1] else image
+        if image in UNPINNED_ALLOWED or name in UNPINNED_ALLOWED:
+            print(f"   not pinned, allowed: {where}: {image} ({UNPINNED_ALLOWED.get(image) or UNPINNED_ALLOWED[name]})")
+            continue
+        unpinned.append(f"{where}: {image}")
+    assert not unpinned, "not pinned by digest (name:tag@sha256:...): " + "; ".join(unpinned)
 
 
 def compose_publishes_only_on_loopback():
@@ -150,6 +191,7 @@ def deploy_holds_no_placeholder():
 CHECKS = [
     k8s_pods_mount_no_service_account_token,
     k8s_network_policy_limits_herald,
+    images_are_pinned_by_digest,
     compose_publishes_only_on_loopback,
     compose_holds_no_credential,
     compose_allows_only_the_demo_receiver,
