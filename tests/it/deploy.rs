@@ -1,7 +1,9 @@
 //! deploy/ holds what the code needs: every Herald metric the dashboards and
-//! alerts name exists in a running Herald's /metrics, and the Redis ACL of
-//! deploy/k8s/redis-acl.conf lets Herald do all its work (and nothing it
-//! refuses shows up in Redis's ACL log).
+//! alerts name exists in a running Herald's /metrics, every admin token
+//! written in the repository passes Herald's start-up check, and the Redis
+//! ACL of deploy/k8s/redis-acl.conf lets Herald do all its work (nothing it
+//! sends shows up refused in Redis's ACL log). What the deployment files
+//! themselves must keep is checked by scripts/deploy_policy.py.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -76,6 +78,95 @@ async fn every_metric_in_the_alerts_and_dashboard_exists() {
         "named in deploy/ or docs/ but not exported: {missing:?}"
     );
     app.stop().await;
+}
+
+/// The values given to an admin token on `line`: `token = "..."`,
+/// `token="..."` (also backslash-escaped, in shell), and `..._TOKEN=...` or
+/// `..._TOKEN: ...` (environment). Templates (`$VAR`, `${VAR:?...}`,
+/// `<...>`, `...`) are not tokens and are left out.
+fn written_tokens(line: &str) -> Vec<&str> {
+    let mut values = Vec::new();
+    for (key, separators) in [("token", &['='][..]), ("_TOKEN", &['=', ':'][..])] {
+        for (at, _) in line.match_indices(key) {
+            let before = &line[..at];
+            if before
+                .rfind("${")
+                .is_some_and(|open| before.rfind('}').is_none_or(|close| close < open))
+            {
+                continue;
+            }
+            let Some(value) = line[at + key.len()..].trim_start().strip_prefix(separators) else {
+                continue;
+            };
+            let value = value.trim_start().trim_start_matches(['\\', '"', '\'']);
+            let value = &value[..value
+                .find(['"', '\'', '\\', ' ', ',', '}', ')', '`'])
+                .unwrap_or(value.len())];
+            if !value.is_empty() && !value.contains(['$', '<', '{']) && !value.contains("...") {
+                values.push(value);
+            }
+        }
+    }
+    values
+}
+
+/// Every admin token written out in the repository (configuration, compose,
+/// manifests, scripts, docs, examples) passes Herald's start-up check: none
+/// is a placeholder an operator could copy into production, and none stops
+/// a documented setup from starting.
+#[test]
+fn every_token_written_in_the_repository_passes_the_start_up_check() {
+    // The forms tokens were written in.
+    assert_eq!(
+        written_tokens(r#"tokens = [{ name = "local", token = "local-admin-token-change-me" }]"#),
+        ["local-admin-token-change-me"]
+    );
+    assert_eq!(
+        written_tokens(r#"  HERALD_ADMIN__TOKENS: '[{name="ops", token="change-me-to-32-random-characters"}]'"#),
+        ["change-me-to-32-random-characters"]
+    );
+    assert_eq!(
+        written_tokens("export HERALD_API_TOKEN=local-admin-token-change-me"),
+        ["local-admin-token-change-me"]
+    );
+    assert_eq!(
+        written_tokens("      HERALD_API_TOKEN: compose-admin-token-change-me"),
+        ["compose-admin-token-change-me"]
+    );
+    assert!(written_tokens(r#"HERALD_ADMIN__TOKENS="[{name=\"local\", token=\"$HERALD_API_TOKEN\"}]""#).is_empty());
+
+    let mut files = vec![repo_path("docker-compose.yml"), repo_path("README.md")];
+    let mut dirs: Vec<_> = ["config", "deploy", "docs", "examples", "scripts"]
+        .iter()
+        .map(|d| repo_path(d))
+        .collect();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    let mut refused = Vec::new();
+    for file in &files {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for (n, line) in text.lines().enumerate() {
+            for token in written_tokens(line) {
+                let why = match herald::admin::token_quality::check(token) {
+                    _ if token.len() < herald::config::MIN_TOKEN_LEN => "is too short".to_owned(),
+                    Err(weak) => weak.to_string(),
+                    Ok(()) => continue,
+                };
+                refused.push(format!("{}:{}: `{token}` {why}", file.display(), n + 1));
+            }
+        }
+    }
+    assert!(refused.is_empty(), "tokens Herald refuses:\n{}", refused.join("\n"));
 }
 
 /// A Redis ACL user made from deploy/k8s/redis-acl.conf for one test's key
