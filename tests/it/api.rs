@@ -5,9 +5,9 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-pub const OPS: &str = "ops-token-0123456789abcdef";
-pub const ACME: &str = "acme-token-0123456789abcdef";
-pub const GLOBEX: &str = "globex-token-0123456789abcdef";
+pub const OPS: &str = "ops-5c2cf58c9f1a2aedc0a315c8";
+pub const ACME: &str = "acme-598e8c0db748b5493ce16061";
+pub const GLOBEX: &str = "globex-56fe63af063ccfb0c3292200";
 
 pub fn admin_overlay(overlap: &str) -> String {
     format!(
@@ -86,6 +86,17 @@ impl Api {
             reply.body
         );
         reply.body
+    }
+
+    /// Waits until the replay `job` (as the API returned it) stops running;
+    /// returns it as it then is.
+    pub async fn replay_finished(&self, job: &Value, token: &str) -> Value {
+        let path = format!("/v1/replays/{}", job["id"].as_str().unwrap());
+        eventually(std::time::Duration::from_secs(30), "the replay to finish", || async {
+            let job = self.ok(Method::GET, &path, token, None).await;
+            (job["state"] != "running").then_some(job)
+        })
+        .await
     }
 }
 

@@ -1,8 +1,19 @@
-//! The dashboards and alerts in deploy/ can never drift from the code: every
-//! Herald metric they name must exist in a running Herald's /metrics.
+//! deploy/ holds what the code needs: every Herald metric the dashboards and
+//! alerts name exists in a running Herald's /metrics, every admin token
+//! written in the repository passes Herald's start-up check, and the Redis
+//! ACL of deploy/k8s/redis-acl.conf lets Herald do all its work (nothing it
+//! sends shows up refused in Redis's ACL log). What the deployment files
+//! themselves must keep is checked by scripts/deploy_policy.py.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
 
+use reqwest::Method;
+use serde_json::json;
+
+use herald::subscriptions::store::SubscriptionStore;
+
+use crate::api::*;
 use crate::helpers::*;
 
 fn metric_names(text: &str) -> BTreeSet<String> {
@@ -67,4 +78,345 @@ async fn every_metric_in_the_alerts_and_dashboard_exists() {
         "named in deploy/ or docs/ but not exported: {missing:?}"
     );
     app.stop().await;
+}
+
+/// The values given to an admin token on `line`: `token = "..."`,
+/// `token="..."` (also backslash-escaped, in shell), and `..._TOKEN=...` or
+/// `..._TOKEN: ...` (environment). Templates (`$VAR`, `${VAR:?...}`,
+/// `<...>`, `...`) are not tokens and are left out.
+fn written_tokens(line: &str) -> Vec<&str> {
+    let mut values = Vec::new();
+    for (key, separators) in [("token", &['='][..]), ("_TOKEN", &['=', ':'][..])] {
+        for (at, _) in line.match_indices(key) {
+            let before = &line[..at];
+            if before
+                .rfind("${")
+                .is_some_and(|open| before.rfind('}').is_none_or(|close| close < open))
+            {
+                continue;
+            }
+            let Some(value) = line[at + key.len()..].trim_start().strip_prefix(separators) else {
+                continue;
+            };
+            let value = value.trim_start().trim_start_matches(['\\', '"', '\'']);
+            let value = &value[..value
+                .find(['"', '\'', '\\', ' ', ',', '}', ')', '`'])
+                .unwrap_or(value.len())];
+            if !value.is_empty() && !value.contains(['$', '<', '{']) && !value.contains("...") {
+                values.push(value);
+            }
+        }
+    }
+    values
+}
+
+/// Every admin token written out in the repository (configuration, compose,
+/// manifests, scripts, docs, examples) passes Herald's start-up check: none
+/// is a placeholder an operator could copy into production, and none stops
+/// a documented setup from starting.
+#[test]
+fn every_token_written_in_the_repository_passes_the_start_up_check() {
+    // The forms tokens were written in.
+    assert_eq!(
+        written_tokens(r#"tokens = [{ name = "local", token = "local-admin-token-change-me" }]"#),
+        ["local-admin-token-change-me"]
+    );
+    assert_eq!(
+        written_tokens(r#"  HERALD_ADMIN__TOKENS: '[{name="ops", token="change-me-to-32-random-characters"}]'"#),
+        ["change-me-to-32-random-characters"]
+    );
+    assert_eq!(
+        written_tokens("export HERALD_API_TOKEN=local-admin-token-change-me"),
+        ["local-admin-token-change-me"]
+    );
+    assert_eq!(
+        written_tokens("      HERALD_API_TOKEN: compose-admin-token-change-me"),
+        ["compose-admin-token-change-me"]
+    );
+    assert!(written_tokens(r#"HERALD_ADMIN__TOKENS="[{name=\"local\", token=\"$HERALD_API_TOKEN\"}]""#).is_empty());
+
+    let mut files = vec![repo_path("docker-compose.yml"), repo_path("README.md")];
+    let mut dirs: Vec<_> = ["config", "deploy", "docs", "examples", "scripts"]
+        .iter()
+        .map(|d| repo_path(d))
+        .collect();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    let mut refused = Vec::new();
+    for file in &files {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for (n, line) in text.lines().enumerate() {
+            for token in written_tokens(line) {
+                let why = match herald::admin::token_quality::check(token) {
+                    _ if token.len() < herald::config::MIN_TOKEN_LEN => "is too short".to_owned(),
+                    Err(weak) => weak.to_string(),
+                    Ok(()) => continue,
+                };
+                refused.push(format!("{}:{}: `{token}` {why}", file.display(), n + 1));
+            }
+        }
+    }
+    assert!(refused.is_empty(), "tokens Herald refuses:\n{}", refused.join("\n"));
+}
+
+/// A Redis ACL user made from deploy/k8s/redis-acl.conf for one test's key
+/// prefix, deleted when dropped.
+struct AclUser {
+    name: String,
+    /// `redis.url` that connects as this user, to database 1 (so that
+    /// Herald selects it, as with any database but 0).
+    url: String,
+    /// The same database as the default user, for what other writers do.
+    writer_url: String,
+    admin_url: String,
+}
+
+impl AclUser {
+    async fn create(env: &TestEnv) -> AclUser {
+        let text = std::fs::read_to_string(repo_path("deploy/k8s/redis-acl.conf")).unwrap();
+        // The file's keys and channel are under the default prefix `herald:`;
+        // this test's are under its own.
+        let rules: Vec<String> = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .flat_map(str::split_whitespace)
+            .map(|rule| match rule.strip_prefix('~').or_else(|| rule.strip_prefix('&')) {
+                Some(pattern) => {
+                    let pattern = pattern
+                        .strip_prefix("herald:")
+                        .expect("every key and channel is under herald:");
+                    format!("{}{}{pattern}", &rule[..1], env.prefix)
+                }
+                None => rule.to_owned(),
+            })
+            .collect();
+        assert!(rules.iter().any(|r| r.starts_with('+')), "no command in the ACL file");
+        let name = unique("herald-acl");
+        let password = format!("{:032x}", rand::random::<u128>());
+        let client = redis::Client::open(env.redis_url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(&name)
+            .arg("reset")
+            .arg("on")
+            .arg(format!(">{password}"))
+            .arg(&rules)
+            .query_async(&mut conn)
+            .await
+            .expect("Redis accepts every rule of deploy/k8s/redis-acl.conf");
+        let mut url = url::Url::parse(&env.redis_url).unwrap();
+        url.set_path("/1");
+        let writer_url = url.to_string();
+        url.set_username(&name).unwrap();
+        url.set_password(Some(&password)).unwrap();
+        AclUser {
+            name,
+            url: url.to_string(),
+            writer_url,
+            admin_url: env.redis_url.clone(),
+        }
+    }
+
+    /// What Redis refused this user since it was created: `(reason, object)`,
+    /// e.g. `("command", "keys")` or `("key", "herald:other")`.
+    async fn refusals(&self) -> Vec<(String, String)> {
+        let client = redis::Client::open(self.admin_url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let entries: Vec<HashMap<String, redis::Value>> = redis::cmd("ACL")
+            .arg("LOG")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let text = |v: Option<&redis::Value>| match v {
+            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            other => format!("{other:?}"),
+        };
+        entries
+            .iter()
+            .filter(|e| text(e.get("username")) == self.name)
+            .map(|e| (text(e.get("reason")), text(e.get("object"))))
+            .collect()
+    }
+}
+
+impl Drop for AclUser {
+    fn drop(&mut self) {
+        if let Ok(mut conn) = redis::Client::open(self.admin_url.as_str()).and_then(|c| c.get_connection()) {
+            let _: Result<i64, _> = redis::cmd("ACL").arg("DELUSER").arg(&self.name).query(&mut conn);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_acl_user_can_do_all_the_work_and_nothing_more() {
+    let env = TestEnv::new("redis-acl", &["events"], 1).await;
+    let user = AclUser::create(&env).await;
+    // Redis forgets its scripts when it restarts; so that Herald has to load
+    // its own (SCRIPT LOAD) as it would then, empty the script cache.
+    let mut conn = redis::Client::open(env.redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
+    let event = |n: u32| format!(r#"{{"event":"tour.completed","version":"0","time":1,"id":"evt_acl{n}"}}"#);
+
+    // Webhooks written by another writer before Herald starts: loaded at start.
+    let failing = TestReceiver::start(Behaviour::Status(500)).await;
+    let ok = TestReceiver::ok().await;
+    let writer = redis::Client::open(user.writer_url.as_str()).unwrap();
+    let store = SubscriptionStore::connect(&writer, &env.prefix).await.unwrap();
+    store
+        .put(&webhook("failing", &failing.url("/"), &["tour.*"]))
+        .await
+        .unwrap();
+    store.put(&webhook("seeded", &ok.url("/"), &["tour.*"])).await.unwrap();
+    let app = env
+        .spawn(&(admin_overlay("24h") + &format!("[redis]\nurl = \"{}\"\n", user.url)))
+        .await;
+    let api = Api::new(&app);
+    let publisher = Publisher::new();
+
+    // Delivered to both: one succeeds, one fails (its failure streak is
+    // counted) and is dead-lettered; both are recorded in the history.
+    publisher.json(env.topic(), &event(1)).await;
+    ok.wait_for(1, Duration::from_secs(20)).await;
+    failing.wait_for(1, Duration::from_secs(20)).await;
+    read_topic(&env.dlq, 1, Duration::from_secs(20)).await;
+    let history = eventually(Duration::from_secs(10), "the delivery in the history", || async {
+        let page = api.ok(Method::GET, "/v1/webhooks/seeded/deliveries", OPS, None).await;
+        (page["data"].as_array().unwrap().len() == 1).then_some(page)
+    })
+    .await;
+    assert_eq!(history["data"][0]["outcome"], "succeeded", "{history}");
+    let stats = api.ok(Method::GET, "/v1/webhooks/seeded/stats", OPS, None).await;
+    assert_eq!(stats["last_hour"]["succeeded"], 1, "{stats}");
+
+    // The API creates, lists, changes and deletes a webhook; the change feed
+    // brings each change to the pipeline.
+    let changes = app.metric(r#"herald_subscription_syncs_total{kind="change"}"#).await;
+    let created = api
+        .ok(
+            Method::POST,
+            "/v1/webhooks",
+            OPS,
+            Some(json!({"id": "created", "name": "c", "url": ok.url("/c"), "events": ["tour.*"]})),
+        )
+        .await;
+    assert_eq!(created["id"], "created");
+    let list = api.ok(Method::GET, "/v1/webhooks", OPS, None).await;
+    let mut ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["created", "failing", "seeded"], "{list}");
+    api.ok(
+        Method::PATCH,
+        "/v1/webhooks/created",
+        OPS,
+        Some(json!({"name": "changed"})),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the change feed to announce both changes",
+        || async {
+            (app.metric(r#"herald_subscription_syncs_total{kind="change"}"#).await >= changes + 2.0).then_some(())
+        },
+    )
+    .await;
+    publisher.json(env.topic(), &event(2)).await;
+    eventually(Duration::from_secs(20), "the created webhook's delivery", || async {
+        ok.received().iter().any(|r| r.path == "/c").then_some(())
+    })
+    .await;
+    api.ok(Method::DELETE, "/v1/webhooks/created", OPS, None).await;
+    assert_eq!(
+        api.call(Method::GET, "/v1/webhooks/created", OPS, None).await.status,
+        404
+    );
+
+    // A replay re-drives the two dead letters (both events failed there)
+    // once, and its marks say so afterwards.
+    failing.set_behaviour(Behaviour::Status(204));
+    let replay = || {
+        let api = &api;
+        async move {
+            let job = api
+                .ok(
+                    Method::POST,
+                    "/v1/webhooks/failing/replay",
+                    OPS,
+                    Some(json!({"reasons": ["delivery_failed"]})),
+                )
+                .await;
+            api.replay_finished(&job, OPS).await
+        }
+    };
+    let first = replay().await;
+    assert_eq!(
+        (first["state"].as_str(), first["replayed"].as_u64()),
+        (Some("done"), Some(2)),
+        "{first}"
+    );
+    failing.wait_for(4, Duration::from_secs(20)).await;
+    let second = replay().await;
+    assert_eq!(
+        (second["replayed"].as_u64(), second["already_redriven"].as_u64()),
+        (Some(0), Some(2)),
+        "{second}"
+    );
+
+    // Nothing went wrong quietly: no Redis error in any loop, and Redis
+    // refused nothing this user sent.
+    for series in [
+        r#"herald_subscription_errors_total{stage="subscribe"}"#,
+        r#"herald_subscription_errors_total{stage="load"}"#,
+        r#"herald_history_records_total{result="write_failed"}"#,
+        "herald_lifecycle_errors_total",
+    ] {
+        assert_eq!(app.metric(series).await, 0.0, "{series}");
+    }
+    assert_eq!(app.metric("herald_redis_up").await, 1.0);
+    app.stop().await;
+    assert_eq!(
+        user.refusals().await,
+        Vec::<(String, String)>::new(),
+        "Redis refused these to Herald"
+    );
+
+    // And the user can do nothing else: no other command, key or channel.
+    let mut conn = redis::Client::open(user.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for args in [
+        vec!["KEYS", "*"],
+        vec!["FLUSHDB"],
+        vec!["CONFIG", "GET", "requirepass"],
+        vec!["GET", "another-service:session"],
+        vec!["PUBLISH", "another-service:events", "x"],
+    ] {
+        let reply: redis::RedisResult<redis::Value> = redis::cmd(args[0]).arg(&args[1..]).query_async(&mut conn).await;
+        assert!(
+            reply.as_ref().is_err_and(|e| e.to_string().contains("no permissions")),
+            "{args:?}: {reply:?}"
+        );
+    }
 }

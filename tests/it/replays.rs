@@ -6,22 +6,13 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::api::*;
 use crate::helpers::*;
 
 fn event(n: usize) -> String {
     format!(r#"{{"event":"tour.completed","version":"0","time":1,"id":"evt_{n}"}}"#)
-}
-
-async fn finished(api: &Api, job: &Value) -> Value {
-    let id = job["id"].as_str().unwrap().to_owned();
-    eventually(Duration::from_secs(30), "the replay to finish", || async {
-        let job = api.ok(Method::GET, &format!("/v1/replays/{id}"), OPS, None).await;
-        (job["state"] != "running").then_some(job)
-    })
-    .await
 }
 
 fn ids(receiver: &TestReceiver) -> BTreeSet<String> {
@@ -68,7 +59,7 @@ async fn each_resume_replays_only_what_its_own_pause_kept() {
                 Some(json!({"replay": true})),
             )
             .await;
-        let done = finished(&api, &resumed["replay"]).await;
+        let done = api.replay_finished(&resumed["replay"], OPS).await;
         assert_eq!(done["state"], "done", "{done}");
         assert_eq!(
             done["replayed"], kept,
@@ -113,7 +104,7 @@ async fn a_dead_letter_is_redriven_once_unless_forced() {
                     Some(json!({"reasons": ["delivery_failed"], "force": force})),
                 )
                 .await;
-            finished(api, &job).await
+            api.replay_finished(&job, OPS).await
         }
     };
     let first = replay(false).await;
@@ -183,7 +174,7 @@ async fn a_replay_started_through_one_replica_is_read_through_another() {
         )
         .await;
     let id = resumed["replay"]["id"].as_str().unwrap().to_owned();
-    let through_two = finished(&api_two, &resumed["replay"]).await;
+    let through_two = api_two.replay_finished(&resumed["replay"], OPS).await;
     assert_eq!(through_two["id"], id.as_str());
     assert_eq!(through_two["state"], "done", "{through_two}");
     assert_eq!(through_two["replayed"], 3);
