@@ -331,8 +331,8 @@ async fn stats_of(state: &AdminState, scope: Scope) -> Result<Json<Stats>, Probl
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestRequest {
-    /// An event type of a catalog (the tenant's own first); its example
-    /// payload is sent.
+    /// An event type of the webhook's tenant's catalog (an admin token may
+    /// also name one of any other catalog); its example payload is sent.
     #[schema(min_length = 1)]
     pub event_type: String,
 }
@@ -370,10 +370,19 @@ pub async fn test(
     ApiJson(body): ApiJson<TestRequest>,
 ) -> Result<Json<TestResult>, Problem> {
     let webhook = load(&state, &caller, &id).await?;
-    let own = crate::admin::webhooks::catalog_for(&state, webhook.tenant.as_deref());
+    // The webhook's own catalog first; other catalogs only for a caller that
+    // may see them (an admin token), so a ping never reads out another
+    // tenant's catalog.
+    let own = crate::admin::catalog::of_tenant(&state, webhook.tenant.as_deref());
     let example = own
         .and_then(|c| c.event(&body.event_type))
-        .or_else(|| state.catalogs().example(&body.event_type))
+        .or_else(|| {
+            caller
+                .tenant
+                .is_none()
+                .then(|| state.catalogs().example(&body.event_type))
+                .flatten()
+        })
         .ok_or_else(|| Problem::invalid("event_type", format!("`{}` is in no catalog", body.event_type)))?;
     let payload = serde_json::to_vec(&example.example).expect("JSON values serialise");
     let defaults = EndpointDefaults::from(&state.config().delivery);

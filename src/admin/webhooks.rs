@@ -322,7 +322,7 @@ fn check(state: &AdminState, webhook: &Webhook) -> Result<(), Problem> {
     }
     webhook.validate().map_err(|e| Problem::invalid(e.field, e.message))?;
     check_destination(state, &webhook.url)?;
-    if let Some(catalog) = catalog_for(state, webhook.tenant.as_deref()) {
+    if let Some(catalog) = crate::admin::catalog::of_tenant(state, webhook.tenant.as_deref()) {
         for pattern in &webhook.events {
             if !catalog.allows(pattern) {
                 return Err(Problem::invalid(
@@ -333,22 +333,6 @@ fn check(state: &AdminState, webhook: &Webhook) -> Result<(), Problem> {
         }
     }
     Ok(())
-}
-
-/// The catalog a tenant's webhooks must subscribe from, if any.
-pub(crate) fn catalog_for<'a>(
-    state: &'a AdminState,
-    tenant: Option<&str>,
-) -> Option<&'a std::sync::Arc<crate::admin::catalog::Catalog>> {
-    let admin = &state.config().admin;
-    let name = tenant
-        .and_then(|t| admin.tenants.get(t))
-        .map_or(admin.default_catalog.as_str(), |t| t.catalog.as_str());
-    if name.is_empty() {
-        None
-    } else {
-        state.catalogs().get(name)
-    }
 }
 
 /// Refuses destinations the SSRF policy would refuse at delivery time, where

@@ -1,5 +1,6 @@
-//! What must not leak: secrets in a webhook's URL, the Redis password, and
-//! metric series of a caller's choosing.
+//! What must not leak: secrets in a webhook's URL, the Redis password,
+//! metric series of a caller's choosing, and anything of one tenant to
+//! another (its catalog, its statistics, which webhook ids it uses).
 
 use std::time::Duration;
 
@@ -135,5 +136,83 @@ async fn a_callers_own_http_methods_make_no_metric_series() {
     let text = app.metrics().await;
     assert!(!text.contains("ZZPROBE"), "a caller chose series");
     assert!(text.contains(r#"method="other""#));
+    app.stop().await;
+}
+
+/// Catalogs per tenant: acme is bound to `jimo` (in [`admin_overlay`]),
+/// globex to `iam`.
+fn catalogs_overlay() -> String {
+    admin_overlay("24h") + "[admin.tenants.globex]\ncatalog = \"iam\"\n"
+}
+
+fn names(list: &serde_json::Value) -> Vec<&str> {
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_token_sees_and_uses_only_its_own_catalog() {
+    let env = TestEnv::new("catalogs", &["events"], 1).await;
+    let app = env.spawn(&catalogs_overlay()).await;
+    let api = Api::new(&app);
+    let receiver = TestReceiver::ok().await;
+
+    let all = api.ok(Method::GET, "/v1/catalogs", OPS, None).await;
+    assert_eq!(names(&all), ["iam", "jam", "jimo"]);
+    assert_eq!(names(&api.ok(Method::GET, "/v1/catalogs", ACME, None).await), ["jimo"]);
+    assert_eq!(names(&api.ok(Method::GET, "/v1/catalogs", GLOBEX, None).await), ["iam"]);
+    api.ok(Method::GET, "/v1/catalogs/iam", GLOBEX, None).await;
+    api.ok(Method::GET, "/v1/catalogs/iam", OPS, None).await;
+    // Another tenant's catalog, and one nobody's, answer alike.
+    let missing = api.call(Method::GET, "/v1/catalogs/none", ACME, None).await;
+    assert_problem(&missing, 404, None);
+    for (token, other) in [(ACME, "iam"), (ACME, "jam"), (GLOBEX, "jimo")] {
+        let reply = api
+            .call(Method::GET, &format!("/v1/catalogs/{other}"), token, None)
+            .await;
+        assert_problem(&reply, 404, None);
+        assert_eq!(
+            (&reply.body["type"], &reply.body["title"]),
+            (&missing.body["type"], &missing.body["title"])
+        );
+    }
+
+    // Event patterns are checked against the tenant's own catalog.
+    let create = |token: &'static str, events: serde_json::Value| {
+        let body = json!({"name": "n", "url": receiver.url("/c"), "events": events});
+        api.call(Method::POST, "/v1/webhooks", token, Some(body))
+    };
+    assert_problem(&create(GLOBEX, json!(["tour.*"])).await, 422, Some("events"));
+    assert_problem(&create(ACME, json!(["USER_*"])).await, 422, Some("events"));
+    let globex = create(GLOBEX, json!(["USER_*"])).await;
+    assert_eq!(globex.status.as_u16(), 201, "{}", globex.body);
+    let acme = create(ACME, json!(["tour.*"])).await;
+    assert_eq!(acme.status.as_u16(), 201, "{}", acme.body);
+
+    // A test ping sends only an example of the webhook's own catalog to a
+    // tenant token: another catalog's examples are not read out through it.
+    let ping = |token: &'static str, created: &serde_json::Value, event_type: &str| {
+        let path = format!("/v1/webhooks/{}/test", created["id"].as_str().unwrap());
+        let body = json!({"event_type": event_type});
+        let api = &api;
+        async move { api.call(Method::POST, &path, token, Some(body)).await }
+    };
+    assert_problem(
+        &ping(GLOBEX, &globex.body, "tour.completed").await,
+        422,
+        Some("event_type"),
+    );
+    assert_problem(&ping(ACME, &acme.body, "USER_CREATED").await, 422, Some("event_type"));
+    assert_eq!(receiver.count(), 0, "no example of another catalog was sent");
+    let own = ping(GLOBEX, &globex.body, "USER_CREATED").await;
+    assert_eq!(own.body["succeeded"], true, "{}", own.body);
+    // An admin token may ping with any catalog's example.
+    let any = ping(OPS, &globex.body, "tour.completed").await;
+    assert_eq!(any.body["succeeded"], true, "{}", any.body);
+    assert_eq!(receiver.count(), 2);
     app.stop().await;
 }
