@@ -216,3 +216,98 @@ async fn a_tenant_token_sees_and_uses_only_its_own_catalog() {
     assert_eq!(receiver.count(), 2);
     app.stop().await;
 }
+
+/// The tenant statistics of `tenant`, read with its own token.
+async fn tenant_stats(api: &Api, tenant: &str, token: &str) -> (u64, u64) {
+    let stats = api
+        .ok(Method::GET, &format!("/v1/tenants/{tenant}/stats"), token, None)
+        .await;
+    let hour = &stats["last_hour"];
+    (hour["succeeded"].as_u64().unwrap(), hour["failed"].as_u64().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_statistics_count_the_deliveries_of_the_tenants_own_webhooks() {
+    let mut env = TestEnv::new("tenant-stats", &["events"], 1).await;
+    env.overlay = TENANT_HEADER_RULES.into();
+    let app = env.spawn(&admin_overlay("24h")).await;
+    let api = Api::new(&app);
+    let (everyone, globex_receiver) = (TestReceiver::ok().await, TestReceiver::ok().await);
+    // The platform's own webhook of no tenant receives every tenant's events.
+    let global = api
+        .create(
+            OPS,
+            json!({"name": "audit", "url": everyone.url("/all"), "events": ["*"]}),
+        )
+        .await;
+    let globex = api
+        .create(
+            GLOBEX,
+            json!({"name": "orders", "url": globex_receiver.url("/g"), "events": ["order.*"]}),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // An event of acme goes to the platform's webhook...
+    Publisher::new()
+        .tenant_event(env.topic(), "acme", br#"{"event":"order.paid","version":"0","time":1}"#)
+        .await;
+    everyone.wait_for(1, Duration::from_secs(20)).await;
+    // ...and is delivered again to globex's webhook, through the call that
+    // manual retries and replays use (bound to globex's webhook, the event
+    // still acme's).
+    let config = env.config(&admin_overlay("24h"));
+    let record = herald::kafka::read_record(&config.kafka, env.topic(), 0, 0)
+        .await
+        .unwrap()
+        .expect("the event is retained");
+    let meta = herald::routing::envelope::Envelopes::new(&config.envelope)
+        .unwrap()
+        .for_topic(env.topic())
+        .recognise(&record)
+        .unwrap();
+    assert_eq!(meta.tenant.as_deref(), Some("acme"));
+    let globex_webhook = env
+        .store()
+        .await
+        .get(globex["id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let sink = herald::retry::sink::FailureSink::new(
+        herald::kafka::SharedProducer::new(&config.kafka).unwrap(),
+        &config.dead_letter,
+        herald::retry::sink::Topics::of(&config),
+        herald::telemetry::Telemetry::new(&config.kafka.topics),
+    );
+    let again = herald::retry::redrive::Again {
+        record: &record,
+        meta: &meta,
+        binding: herald::retry::codec::Binding::of(&globex_webhook),
+        delivery_id: "msg_acme_event_for_globex",
+        attempts: 1,
+        by: "ops",
+    };
+    herald::retry::redrive::deliver_again(&sink, again, &tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap();
+    globex_receiver.wait_for(1, Duration::from_secs(20)).await;
+
+    // Once both webhooks' own statistics show their delivery (a tenant's
+    // counts are written in the same flush), the tenants' are final.
+    for (webhook, token) in [(&global, OPS), (&globex, GLOBEX)] {
+        let path = format!("/v1/webhooks/{}/stats", webhook["id"].as_str().unwrap());
+        eventually(Duration::from_secs(10), "the webhook's statistics", || async {
+            let stats = api.ok(Method::GET, &path, token, None).await;
+            (stats["last_hour"]["succeeded"] == 1).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(
+        tenant_stats(&api, "acme", ACME).await,
+        (0, 0),
+        "acme has no webhook: no delivery is its own"
+    );
+    assert_eq!(tenant_stats(&api, "globex", GLOBEX).await, (1, 0));
+    app.stop().await;
+}
