@@ -84,7 +84,7 @@ pub async fn list(
     if limit == 0 || limit > MAX_PAGE_SIZE {
         return Err(Problem::bad_request(format!("`limit` must be 1 to {MAX_PAGE_SIZE}")));
     }
-    load(&state, &caller, &id).await?;
+    let id = load(&state, &caller, &id).await?.id;
     let attempts = history(&state)?.attempts(&id).await.map_err(redis_error)?;
     let start = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
         None => 0,
@@ -125,7 +125,7 @@ pub async fn get(
     caller: Caller,
     ApiPath((id, attempt_id)): ApiPath<(String, String)>,
 ) -> Result<Json<AttemptRecord>, Problem> {
-    load(&state, &caller, &id).await?;
+    let id = load(&state, &caller, &id).await?.id;
     find(&state, &id, &attempt_id).await.map(Json)
 }
 
@@ -167,6 +167,7 @@ pub async fn retry(
     ApiPath((id, attempt_id)): ApiPath<(String, String)>,
 ) -> Result<(StatusCode, Json<Retried>), Problem> {
     let webhook = load(&state, &caller, &id).await?;
+    let id = webhook.id.clone();
     let attempt = find(&state, &id, &attempt_id).await?;
     let attempts = history(&state)?
         .attempts(&id)
@@ -252,6 +253,7 @@ pub async fn replay(
     ApiJson(body): ApiJson<ReplayRequest>,
 ) -> Result<(StatusCode, Json<ReplayJob>), Problem> {
     let webhook = load(&state, &caller, &id).await?;
+    let id = webhook.id.clone();
     if let (Some(since), Some(until)) = (body.since, body.until) {
         if until <= since {
             return Err(Problem::invalid("until", "must be later than `since`"));
@@ -296,7 +298,7 @@ pub async fn webhook_stats(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Stats>, Problem> {
-    load(&state, &caller, &id).await?;
+    let id = load(&state, &caller, &id).await?.id;
     stats_of(&state, Scope::Webhook(id)).await
 }
 

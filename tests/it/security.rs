@@ -311,3 +311,95 @@ async fn tenant_statistics_count_the_deliveries_of_the_tenants_own_webhooks() {
     assert_eq!(tenant_stats(&api, "globex", GLOBEX).await, (1, 0));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_never_learns_which_ids_other_tenants_use() {
+    let env = TestEnv::new("tenant-ids", &["events"], 1).await;
+    let app = env.spawn(&admin_overlay("24h")).await;
+    let api = Api::new(&app);
+    let receiver = TestReceiver::ok().await;
+    let url = receiver.url("/ids");
+    let post = |token: &'static str, body: serde_json::Value| api.call(Method::POST, "/v1/webhooks", token, Some(body));
+    // An operator chose the id `acme-orders` for one of acme's webhooks.
+    let taken = post(
+        OPS,
+        json!({"id": "acme-orders", "tenant": "acme", "name": "n", "url": url, "events": ["*"]}),
+    )
+    .await;
+    assert_eq!(taken.status.as_u16(), 201, "{}", taken.body);
+
+    // globex asking for that id, and for one nobody uses, gets one answer.
+    let with_id = |id: &str| json!({"id": id, "name": "n", "url": url, "events": ["*"]});
+    let on_taken = post(GLOBEX, with_id("acme-orders")).await;
+    let on_free = post(GLOBEX, with_id("nobody-uses-this")).await;
+    assert_eq!(
+        (on_taken.status, &on_taken.body),
+        (on_free.status, &on_free.body),
+        "an id taken in another tenant answers as a free one"
+    );
+    assert_problem(&on_taken, 422, Some("id"));
+    let globex_list = api.ok(Method::GET, "/v1/webhooks", GLOBEX, None).await;
+    assert_eq!(globex_list["data"], json!([]));
+
+    // Tenants name their webhooks with uids, each tenant its own: the same
+    // uid in two tenants names two webhooks.
+    let with_uid = |uid: &str, events: &str| json!({"uid": uid, "name": "n", "url": url, "events": [events]});
+    let acme = post(ACME, with_uid("orders", "tour.*")).await;
+    let globex = post(GLOBEX, with_uid("orders", "order.*")).await;
+    assert_eq!(
+        (acme.status.as_u16(), globex.status.as_u16()),
+        (201, 201),
+        "{} {}",
+        acme.body,
+        globex.body
+    );
+    assert_ne!(acme.body["id"], globex.body["id"]);
+    assert_eq!(
+        (&acme.body["uid"], &globex.body["uid"]),
+        (&json!("orders"), &json!("orders"))
+    );
+    // A retried create within the tenant is a conflict (nothing is created twice).
+    assert_problem(&post(ACME, with_uid("orders", "tour.*")).await, 409, None);
+
+    // Each tenant's uid names its own webhook in every path.
+    let by_uid = |token: &'static str| api.call(Method::GET, "/v1/webhooks/orders", token, None);
+    assert_eq!(by_uid(ACME).await.body["id"], acme.body["id"]);
+    assert_eq!(by_uid(GLOBEX).await.body["events"], json!(["order.*"]));
+    let changed = api
+        .ok(
+            Method::PATCH,
+            "/v1/webhooks/orders",
+            GLOBEX,
+            Some(json!({"name": "renamed"})),
+        )
+        .await;
+    assert_eq!(changed["id"], globex.body["id"]);
+    api.ok(Method::GET, "/v1/webhooks/orders/stats", GLOBEX, None).await;
+
+    // Another tenant's webhooks, by id or uid, answer as missing ones do.
+    let missing = api
+        .call(Method::GET, "/v1/webhooks/nobody-uses-this", GLOBEX, None)
+        .await;
+    assert_problem(&missing, 404, None);
+    let acme_id = acme.body["id"].as_str().unwrap();
+    for path in [
+        "/v1/webhooks/acme-orders".to_owned(),
+        format!("/v1/webhooks/{acme_id}"),
+        format!("/v1/webhooks/{acme_id}/secret"),
+    ] {
+        let reply = api.call(Method::GET, &path, GLOBEX, None).await;
+        assert_problem(&reply, 404, None);
+        assert_eq!(reply.body["type"], missing.body["type"], "{path}");
+    }
+    // An operator cannot take the ids uids are given.
+    assert_problem(&post(OPS, with_id(acme_id)).await, 422, Some("id"));
+
+    // Deleting by uid frees the uid for the tenant alone.
+    let deleted = api.call(Method::DELETE, "/v1/webhooks/orders", ACME, None).await;
+    assert_eq!(deleted.status.as_u16(), 204);
+    assert_problem(&by_uid(ACME).await, 404, None);
+    assert_eq!(by_uid(GLOBEX).await.status.as_u16(), 200);
+    let again = post(ACME, with_uid("orders", "tour.*")).await;
+    assert_eq!(again.status.as_u16(), 201, "{}", again.body);
+    app.stop().await;
+}
