@@ -403,3 +403,44 @@ async fn a_tenant_never_learns_which_ids_other_tenants_use() {
     assert_eq!(again.status.as_u16(), 201, "{}", again.body);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_with_a_key_twice_is_dead_lettered_never_delivered() {
+    let mut env = TestEnv::new("duplicate-keys", &["events"], 1).await;
+    env.overlay = "[envelope.default]\npreset = \"jam\"\n".into();
+    let (to_a, to_b) = (TestReceiver::ok().await, TestReceiver::ok().await);
+    let store = env.store().await;
+    store.put(&webhook("a", &to_a.url("/a"), &["a"])).await.unwrap();
+    store.put(&webhook("b", &to_b.url("/b"), &["b"])).await.unwrap();
+    let app = env.spawn("").await;
+    // Herald would read `a` (the first); most receivers read `b` (the last).
+    let ambiguous = br#"{"type":"a","type":"b"}"#;
+    let publisher = Publisher::new();
+    publisher.send(env.topic(), Some("k"), ambiguous, &[]).await;
+    publisher.json(env.topic(), r#"{"type":"b","id":"evt_after"}"#).await;
+
+    let letters = read_topic(&env.dlq, 1, Duration::from_secs(20)).await;
+    assert_eq!(letters.len(), 1, "dead-lettered");
+    let letter = &letters[0];
+    assert_eq!(letter.header(herald::retry::codec::headers::REASON), "ambiguous_json");
+    assert_eq!(letter.value, ambiguous, "kept byte for byte");
+    assert!(
+        letter
+            .header(herald::retry::codec::headers::DETAIL)
+            .contains("`type` appears more than once"),
+        "{:?}",
+        letter
+    );
+    // The next event goes through; the ambiguous one reached neither subscriber.
+    let got = to_b.wait_for(1, Duration::from_secs(20)).await;
+    assert!(got[0].body.ends_with(br#""evt_after"}"#));
+    assert_eq!(
+        app.metric(r#"herald_events_unroutable_total{reason="ambiguous_json"}"#)
+            .await,
+        1.0
+    );
+    // A record is routed or dead-lettered, never both: with its dead letter
+    // read, it can reach no receiver any more.
+    assert_eq!((to_a.count(), to_b.count()), (0, 1));
+    app.stop().await;
+}
