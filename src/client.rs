@@ -150,6 +150,7 @@ pub fn webhook_table(w: &Value) -> String {
     let mut t = table(&["FIELD", "VALUE"]);
     for key in [
         "id",
+        "uid",
         "name",
         "tenant",
         "url",

@@ -201,9 +201,13 @@ enum WebhooksCommand {
         /// The signing secret (`whsec_...`); generated when absent.
         #[arg(long)]
         secret: Option<String>,
-        /// The webhook's id; generated when absent.
+        /// The webhook's id (admin tokens only); generated when absent.
         #[arg(long)]
         id: Option<String>,
+        /// A name of your own for the webhook, unique within its tenant
+        /// (usable in place of the id with a tenant token).
+        #[arg(long)]
+        uid: Option<String>,
         #[command(flatten)]
         limits: LimitArgs,
         /// JSON file holding the create body (flags override its fields).
@@ -493,6 +497,7 @@ async fn webhooks(api: ApiArgs, command: WebhooksCommand) -> anyhow::Result<()> 
             headers,
             secret,
             id,
+            uid,
             limits,
             file,
         } => {
@@ -519,6 +524,7 @@ async fn webhooks(api: ApiArgs, command: WebhooksCommand) -> anyhow::Result<()> 
             set("headers", (!headers.is_empty()).then(|| headers_json(headers)));
             set("secret", secret.map(Value::from));
             set("id", id.map(Value::from));
+            set("uid", uid.map(Value::from));
             if limits.given() {
                 let mut current = obj
                     .get("limits")

@@ -5,7 +5,8 @@
 //! into the binary; `admin.catalog_files` adds more. A tenant bound to a
 //! catalog (`admin.tenants.<tenant>.catalog`) may only subscribe to patterns
 //! that match at least one of its event types; the test ping sends a
-//! catalog's example payload.
+//! catalog's example payload. A tenant token sees only its tenant's catalog:
+//! the others answer as missing ones do.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -133,7 +134,8 @@ impl Catalogs {
     }
 
     /// An example payload for `event_type`, from the first catalog listing it
-    /// (the tenant's own catalog is asked first by the caller).
+    /// (the webhook's own catalog is asked first by the caller, and only an
+    /// admin token gets this far).
     pub fn example(&self, event_type: &str) -> Option<&CatalogEvent> {
         self.by_name.values().find_map(|c| c.event(event_type))
     }
@@ -231,20 +233,48 @@ pub struct CatalogList {
     pub data: Vec<CatalogSummary>,
 }
 
-/// Lists the event catalogs.
+/// The catalog a tenant's webhooks subscribe from: the one it is bound to
+/// (`admin.tenants.<tenant>.catalog`), else `admin.default_catalog`; none
+/// when that is empty (any event type is allowed then). A webhook of no
+/// tenant takes the default.
+pub(crate) fn of_tenant<'a>(state: &'a AdminState, tenant: Option<&str>) -> Option<&'a Arc<Catalog>> {
+    let admin = &state.config().admin;
+    let name = tenant
+        .and_then(|t| admin.tenants.get(t))
+        .map_or(admin.default_catalog.as_str(), |t| t.catalog.as_str());
+    if name.is_empty() {
+        None
+    } else {
+        state.catalogs().get(name)
+    }
+}
+
+/// The catalogs `caller` may see: every one for an admin token, only its
+/// tenant's own for a tenant token (which of the others exist is none of its
+/// business, so they answer as missing ones do).
+pub(crate) fn visible<'a>(state: &'a AdminState, caller: &Caller) -> Vec<&'a Arc<Catalog>> {
+    match &caller.tenant {
+        None => state.catalogs().all().collect(),
+        Some(tenant) => of_tenant(state, Some(tenant)).into_iter().collect(),
+    }
+}
+
+/// Lists the event catalogs the token may see.
+///
+/// Every catalog for an admin token; the tenant's own (if it has one) for a
+/// tenant token.
 #[utoipa::path(
     get,
     path = "/v1/catalogs",
     tag = "catalogs",
     responses(
-        (status = 200, description = "Every catalog", body = CatalogList),
+        (status = 200, description = "The catalogs the token may see", body = CatalogList),
     )
 )]
-pub async fn list_catalogs(State(state): State<AdminState>, _caller: Caller) -> Json<CatalogList> {
+pub async fn list_catalogs(State(state): State<AdminState>, caller: Caller) -> Json<CatalogList> {
     Json(CatalogList {
-        data: state
-            .catalogs()
-            .all()
+        data: visible(&state, &caller)
+            .into_iter()
             .map(|c| CatalogSummary {
                 name: c.name.clone(),
                 title: c.title.clone(),
@@ -257,6 +287,9 @@ pub async fn list_catalogs(State(state): State<AdminState>, _caller: Caller) -> 
 }
 
 /// One catalog with every event type, its description and an example payload.
+///
+/// A tenant token reads only its tenant's catalog: any other answers 404, as
+/// a missing one does.
 #[utoipa::path(
     get,
     path = "/v1/catalogs/{name}",
@@ -268,12 +301,12 @@ pub async fn list_catalogs(State(state): State<AdminState>, _caller: Caller) -> 
 )]
 pub async fn get_catalog(
     State(state): State<AdminState>,
-    _caller: Caller,
+    caller: Caller,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Catalog>, Problem> {
-    state
-        .catalogs()
-        .get(&name)
+    visible(&state, &caller)
+        .into_iter()
+        .find(|c| c.name == name)
         .map(|c| Json(Catalog::clone(c)))
         .ok_or_else(|| Problem::not_found("catalog", &name))
 }

@@ -84,7 +84,7 @@ pub async fn list(
     if limit == 0 || limit > MAX_PAGE_SIZE {
         return Err(Problem::bad_request(format!("`limit` must be 1 to {MAX_PAGE_SIZE}")));
     }
-    load(&state, &caller, &id).await?;
+    let id = load(&state, &caller, &id).await?.id;
     let attempts = history(&state)?.attempts(&id).await.map_err(redis_error)?;
     let start = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
         None => 0,
@@ -125,7 +125,7 @@ pub async fn get(
     caller: Caller,
     ApiPath((id, attempt_id)): ApiPath<(String, String)>,
 ) -> Result<Json<AttemptRecord>, Problem> {
-    load(&state, &caller, &id).await?;
+    let id = load(&state, &caller, &id).await?.id;
     find(&state, &id, &attempt_id).await.map(Json)
 }
 
@@ -167,6 +167,7 @@ pub async fn retry(
     ApiPath((id, attempt_id)): ApiPath<(String, String)>,
 ) -> Result<(StatusCode, Json<Retried>), Problem> {
     let webhook = load(&state, &caller, &id).await?;
+    let id = webhook.id.clone();
     let attempt = find(&state, &id, &attempt_id).await?;
     let attempts = history(&state)?
         .attempts(&id)
@@ -253,6 +254,7 @@ pub async fn replay(
     ApiJson(body): ApiJson<ReplayRequest>,
 ) -> Result<(StatusCode, Json<ReplayJob>), Problem> {
     let webhook = load(&state, &caller, &id).await?;
+    let id = webhook.id.clone();
     if let (Some(since), Some(until)) = (body.since, body.until) {
         if until <= since {
             return Err(Problem::invalid("until", "must be later than `since`"));
@@ -301,7 +303,7 @@ pub async fn webhook_stats(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Stats>, Problem> {
-    load(&state, &caller, &id).await?;
+    let id = load(&state, &caller, &id).await?.id;
     stats_of(&state, Scope::Webhook(id)).await
 }
 
@@ -336,8 +338,8 @@ async fn stats_of(state: &AdminState, scope: Scope) -> Result<Json<Stats>, Probl
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestRequest {
-    /// An event type of a catalog (the tenant's own first); its example
-    /// payload is sent.
+    /// An event type of the webhook's tenant's catalog (an admin token may
+    /// also name one of any other catalog); its example payload is sent.
     #[schema(min_length = 1)]
     pub event_type: String,
 }
@@ -378,10 +380,19 @@ pub async fn test(
     ApiJson(body): ApiJson<TestRequest>,
 ) -> Result<Json<TestResult>, Problem> {
     let webhook = load(&state, &caller, &id).await?;
-    let own = crate::admin::webhooks::catalog_for(&state, webhook.tenant.as_deref());
+    // The webhook's own catalog first; other catalogs only for a caller that
+    // may see them (an admin token), so a ping never reads out another
+    // tenant's catalog.
+    let own = crate::admin::catalog::of_tenant(&state, webhook.tenant.as_deref());
     let example = own
         .and_then(|c| c.event(&body.event_type))
-        .or_else(|| state.catalogs().example(&body.event_type))
+        .or_else(|| {
+            caller
+                .tenant
+                .is_none()
+                .then(|| state.catalogs().example(&body.event_type))
+                .flatten()
+        })
         .ok_or_else(|| Problem::invalid("event_type", format!("`{}` is in no catalog", body.event_type)))?;
     let payload = serde_json::to_vec(&example.example).expect("JSON values serialise");
     let defaults = EndpointDefaults::from(&state.config().delivery);

@@ -21,7 +21,8 @@ use crate::admin::{AdminState, MAX_PAGE_SIZE};
 use crate::retry::codec::reasons;
 use crate::retry::replay::ReplayFilter;
 use crate::subscriptions::model::{
-    decode_secret, generate_secret, pattern_matches, ExpiringSecret, Limits, Webhook, WebhookStatus,
+    decode_secret, generate_secret, pattern_matches, uid_id, validate_uid, ExpiringSecret, Limits, Webhook,
+    WebhookStatus, UID_ID_PREFIX,
 };
 use crate::subscriptions::store::{Created, StoreError, UpdateError};
 
@@ -38,6 +39,9 @@ pub struct WebhookView {
     pub id: String,
     /// The tenant whose events it receives; none receives every tenant's.
     pub tenant: Option<String>,
+    /// The name its tenant chose for it at creation, unique within the
+    /// tenant; a tenant token may use it in place of the id in paths.
+    pub uid: Option<String>,
     pub name: String,
     pub url: String,
     /// Event type patterns: exact (`tour.completed`), prefix (`tour.*`) or `*`.
@@ -62,6 +66,7 @@ impl From<&Webhook> for WebhookView {
         WebhookView {
             id: w.id.clone(),
             tenant: w.tenant.clone(),
+            uid: w.uid.clone(),
             name: w.name.clone(),
             url: w.url.clone(),
             events: w.events.clone(),
@@ -80,11 +85,21 @@ impl From<&Webhook> for WebhookView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
-    /// Its id (letters, digits, `_-.:`, up to 128); generated when absent.
-    /// Creating an id that exists answers 409, so a retried request is safe.
+    /// Admin tokens only: its id (letters, digits, `_-.:`, up to 128, not
+    /// beginning `wh_u`); generated when absent. Ids are one namespace across
+    /// tenants, so a tenant token never chooses one (422): it names its
+    /// webhooks with `uid`.
     #[serde(default)]
     #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub id: Option<String>,
+    /// A name of the caller's choosing (letters, digits, `_-.`, up to 128),
+    /// unique within the webhook's tenant: creating a uid the tenant already
+    /// uses answers 409, so a retried request is safe, and another tenant's
+    /// uids are never in the way. A tenant token may use it in place of the
+    /// id in every path.
+    #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9_.-]{1,128}$")]
+    pub uid: Option<String>,
     /// Whose events it receives. A tenant token may only name its own tenant
     /// (and gets it when this is absent).
     #[serde(default)]
@@ -247,12 +262,32 @@ pub(crate) fn store_error(e: StoreError) -> Problem {
     }
 }
 
-/// The webhook `id` if the caller may see it; 404 otherwise.
+/// The webhook a path names, if the caller may see it; 404 otherwise. A path
+/// names a webhook by its id, or, for a tenant token, by a uid of its own
+/// tenant. Either way another tenant's webhooks answer as missing ones do,
+/// after the same lookups. Handlers go on with the webhook's id, never the
+/// path's.
 pub(crate) async fn load(state: &AdminState, caller: &Caller, id: &str) -> Result<Webhook, Problem> {
-    match state.store().get(id).await.map_err(store_error)? {
-        Some(w) if caller.can_access(w.tenant.as_deref()) => Ok(w),
-        _ => Err(Problem::not_found("webhook", id)),
+    if let Some(w) = state.store().get(id).await.map_err(store_error)? {
+        if caller.can_access(w.tenant.as_deref()) {
+            return Ok(w);
+        }
     }
+    if let Some(tenant) = &caller.tenant {
+        if validate_uid(id).is_ok() {
+            let named = state
+                .store()
+                .get(&uid_id(Some(tenant), id))
+                .await
+                .map_err(store_error)?;
+            if let Some(w) = named {
+                if caller.can_access(w.tenant.as_deref()) && w.uid.as_deref() == Some(id) {
+                    return Ok(w);
+                }
+            }
+        }
+    }
+    Err(Problem::not_found("webhook", id))
 }
 
 /// Applies `change` to the webhook `id` (which the caller must be allowed to
@@ -265,11 +300,11 @@ pub(crate) async fn change(
     id: &str,
     mut f: impl FnMut(&Webhook) -> Result<Option<Webhook>, Problem>,
 ) -> Result<(Webhook, bool), Problem> {
-    load(state, caller, id).await?;
+    let loaded = load(state, caller, id).await?;
     let mut changed = false;
     let result = state
         .store()
-        .update(id, |current| {
+        .update(&loaded.id, |current| {
             let next = f(current)?;
             changed = next.is_some();
             Ok(next)
@@ -297,6 +332,30 @@ fn new_id() -> String {
     format!("wh_{ms:012x}{}", hex::encode(rand::random::<[u8; 8]>()))
 }
 
+/// The id of a new webhook. Ids are one namespace for every tenant, so only
+/// an admin token (which sees them all) may choose one; a tenant names its
+/// webhooks with a uid, from which, with the tenant, the id is derived. No
+/// answer to a create can then tell a tenant that an id is used elsewhere.
+fn chosen_id(caller: &Caller, tenant: Option<&str>, id: Option<String>, uid: Option<&str>) -> Result<String, Problem> {
+    match (id, uid) {
+        (Some(_), _) if caller.tenant.is_some() => Err(Problem::invalid(
+            "id",
+            "is chosen by Herald for a tenant token; name the webhook with `uid`",
+        )),
+        (Some(_), Some(_)) => Err(Problem::invalid("uid", "cannot be given with `id`")),
+        (Some(id), None) if id.starts_with(UID_ID_PREFIX) => Err(Problem::invalid(
+            "id",
+            format!("must not begin `{UID_ID_PREFIX}`: those are the ids of webhooks created with a `uid`"),
+        )),
+        (Some(id), None) => Ok(id),
+        (None, Some(uid)) => {
+            validate_uid(uid).map_err(|m| Problem::invalid("uid", m))?;
+            Ok(uid_id(tenant, uid))
+        }
+        (None, None) => Ok(new_id()),
+    }
+}
+
 /// Checks what the API adds to the store's own validation: lengths, the
 /// destination policy and the tenant's catalog.
 fn check(state: &AdminState, webhook: &Webhook) -> Result<(), Problem> {
@@ -322,7 +381,7 @@ fn check(state: &AdminState, webhook: &Webhook) -> Result<(), Problem> {
     }
     webhook.validate().map_err(|e| Problem::invalid(e.field, e.message))?;
     check_destination(state, &webhook.url, webhook.tenant.as_deref())?;
-    if let Some(catalog) = catalog_for(state, webhook.tenant.as_deref()) {
+    if let Some(catalog) = crate::admin::catalog::of_tenant(state, webhook.tenant.as_deref()) {
         for pattern in &webhook.events {
             if !catalog.allows(pattern) {
                 return Err(Problem::invalid(
@@ -333,22 +392,6 @@ fn check(state: &AdminState, webhook: &Webhook) -> Result<(), Problem> {
         }
     }
     Ok(())
-}
-
-/// The catalog a tenant's webhooks must subscribe from, if any.
-pub(crate) fn catalog_for<'a>(
-    state: &'a AdminState,
-    tenant: Option<&str>,
-) -> Option<&'a std::sync::Arc<crate::admin::catalog::Catalog>> {
-    let admin = &state.config().admin;
-    let name = tenant
-        .and_then(|t| admin.tenants.get(t))
-        .map_or(admin.default_catalog.as_str(), |t| t.catalog.as_str());
-    if name.is_empty() {
-        None
-    } else {
-        state.catalogs().get(name)
-    }
 }
 
 /// Refuses destinations the SSRF policy would refuse at delivery time, where
@@ -381,7 +424,7 @@ fn check_destination(state: &AdminState, url: &str, tenant: Option<&str>) -> Res
     responses(
         (status = 201, description = "Created", body = WebhookView, headers(("location" = String, description = "The webhook's URL"))),
         (status = 403, description = "The tenant has its quota of webhooks", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The id is taken", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The uid is taken in the tenant, or (admin tokens) the id", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create(
@@ -399,10 +442,12 @@ pub async fn create(
     if let Some(secret) = &body.secret {
         decode_secret(secret).map_err(|m| Problem::invalid("secret", m))?;
     }
+    let id = chosen_id(&caller, tenant.as_deref(), body.id, body.uid.as_deref())?;
     let now = OffsetDateTime::now_utc();
     let webhook = Webhook {
-        id: body.id.unwrap_or_else(new_id),
+        id,
         tenant,
+        uid: body.uid,
         name: body.name,
         url: body.url,
         events: body.events,
@@ -433,7 +478,12 @@ pub async fn create(
     {
         Created::Created => {}
         Created::Exists => {
-            return Err(Problem::conflict(format!("a webhook `{}` already exists", webhook.id)));
+            // Only ever about the caller's own tenant (a uid), or, for an
+            // admin token, which sees every tenant, an id.
+            return Err(Problem::conflict(match &webhook.uid {
+                Some(uid) => format!("this tenant already has a webhook `{uid}`"),
+                None => format!("a webhook `{}` already exists", webhook.id),
+            }));
         }
         Created::OverQuota => {
             return Err(Problem::new(
@@ -637,6 +687,7 @@ pub async fn delete(
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, Problem> {
     let webhook = load(&state, &caller, &id).await?;
+    let id = webhook.id.clone();
     if !state.store().delete(&id).await.map_err(store_error)? {
         return Err(Problem::not_found("webhook", &id));
     }
@@ -742,6 +793,7 @@ pub async fn resume(
         Ok(Some(next))
     })
     .await?;
+    let id = webhook.id.clone();
     if changed {
         // A re-enabled webhook starts a new failure streak.
         state.store().reset_health(&id).await.map_err(store_error)?;

@@ -27,6 +27,8 @@ pub struct AttemptRecord {
     /// This attempt's id.
     pub id: String,
     pub webhook_id: String,
+    /// The webhook's tenant, whose history this is (the event may have named
+    /// another, when it was redriven to this webhook).
     pub tenant: Option<String>,
     /// The delivery's `webhook-id`, the same on every attempt.
     pub delivery_id: String,
@@ -185,7 +187,7 @@ impl AttemptRecord {
         AttemptRecord {
             id: format!("att_{}", hex::encode(rand::random::<[u8; 10]>())),
             webhook_id: target.id().to_owned(),
-            tenant: meta.tenant.clone(),
+            tenant: target.webhook.tenant.clone(),
             delivery_id: attempt.delivery_id.clone(),
             event_type: meta.event_type.clone(),
             event_id: meta.event_id.clone(),

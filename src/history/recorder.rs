@@ -71,6 +71,18 @@ impl Queue {
         webhooks.chain(tenants).collect()
     }
 
+    /// Counts an attempt for its webhook and the webhook's tenant. A
+    /// tenant's statistics are its webhooks' deliveries: the event's own
+    /// tenant does not count (a webhook of no tenant receives every tenant's
+    /// events and counts in none), so no tenant sees counts of deliveries to
+    /// webhooks that are not its own.
+    fn count(&mut self, target: &Target, outcome: Outcome, at_ms: i64) {
+        count(&mut self.webhooks, target.id(), outcome, at_ms);
+        if let Some(tenant) = &target.webhook.tenant {
+            count(&mut self.tenants, tenant, outcome, at_ms);
+        }
+    }
+
     fn push(&mut self, pending: PendingAttempt, limits: &Limits) -> Pushed {
         let size = pending.size();
         let waiting = self.attempts.get_mut(pending.webhook_id());
@@ -187,10 +199,7 @@ impl Recorder {
         let at_ms = crate::history::epoch_ms(attempt.started_at);
         let pushed = {
             let mut queue = self.queue.lock().expect("history queue lock");
-            count(&mut queue.webhooks, target.id(), outcome, at_ms);
-            if let Some(tenant) = &event.meta.tenant {
-                count(&mut queue.tenants, tenant, outcome, at_ms);
-            }
+            queue.count(target, outcome, at_ms);
             queue.push(pending, &self.limits)
         };
         match pushed {
@@ -318,12 +327,19 @@ mod tests {
     use time::OffsetDateTime;
 
     fn target(id: &str) -> Arc<Target> {
+        target_of(id, None)
+    }
+
+    /// A webhook `id` of `tenant`.
+    fn target_of(id: &str, tenant: Option<&str>) -> Arc<Target> {
         let defaults = EndpointDefaults {
             max_in_flight: 4,
             max_queue_wait: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
         };
-        Arc::new(Target::compile(webhook(id, "https://example.com/", &["*"]), &defaults, None).unwrap())
+        let mut webhook = webhook(id, "https://example.com/", &["*"]);
+        webhook.tenant = tenant.map(str::to_owned);
+        Arc::new(Target::compile(webhook, &defaults, None).unwrap())
     }
 
     /// Attempt `n` (its offset) to `target`, started `n` seconds after the epoch.
@@ -363,6 +379,23 @@ mod tests {
 
     fn offsets(queue: &Queue, webhook: &str) -> Vec<i64> {
         queue.attempts[webhook].iter().map(|p| p.offset).collect()
+    }
+
+    #[test]
+    fn attempts_count_for_the_webhooks_tenant_not_the_events() {
+        let mut queue = Queue::default();
+        // The events were acme's; the webhooks are globex's and no tenant's.
+        queue.count(&target_of("g", Some("globex")), Outcome::Succeeded, 0);
+        queue.count(&target_of("all", None), Outcome::Failed, 0);
+        let counts = queue.counts();
+        assert!(counts.contains_key(&Scope::Tenant("globex".into())));
+        assert!(!counts.contains_key(&Scope::Tenant("acme".into())));
+        assert_eq!(
+            counts.keys().filter(|s| matches!(s, Scope::Tenant(_))).count(),
+            1,
+            "a webhook of no tenant counts in none"
+        );
+        assert!(counts.contains_key(&Scope::Webhook("all".into())));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::event::{EventMeta, SourceRecord};
-use crate::routing::json::{self, Document};
+use crate::routing::json::{self, Document, ParseError};
 
 /// The longest event type accepted (longer is almost certainly not a type).
 pub const MAX_EVENT_TYPE_LEN: usize = 256;
@@ -89,6 +89,10 @@ pub enum RulesError {
 pub enum UnroutableReason {
     /// The rules read JSON and the value is not valid JSON.
     InvalidJson,
+    /// The rules read JSON and an object of the value has a key twice:
+    /// receivers' parsers may read another occurrence than Herald would, so
+    /// Herald does not route it at all.
+    AmbiguousJson,
     /// The event type is absent, not a string, empty or too long.
     MissingEventType,
     /// A field that must be text (header, key) is not UTF-8.
@@ -102,6 +106,7 @@ impl UnroutableReason {
     pub fn as_str(self) -> &'static str {
         match self {
             UnroutableReason::InvalidJson => "invalid_json",
+            UnroutableReason::AmbiguousJson => "ambiguous_json",
             UnroutableReason::MissingEventType => "missing_event_type",
             UnroutableReason::NotUtf8 => "not_utf8",
             UnroutableReason::NotCloudEvent => "not_cloudevent",
@@ -109,8 +114,9 @@ impl UnroutableReason {
     }
 
     /// Every reason, for pre-registering metric series.
-    pub const ALL: [UnroutableReason; 4] = [
+    pub const ALL: [UnroutableReason; 5] = [
         UnroutableReason::InvalidJson,
+        UnroutableReason::AmbiguousJson,
         UnroutableReason::MissingEventType,
         UnroutableReason::NotUtf8,
         UnroutableReason::NotCloudEvent,
@@ -295,7 +301,10 @@ fn recognise_cloudevent(tenant: Option<&Source>, record: &SourceRecord) -> Resul
 }
 
 fn parse_json(record: &SourceRecord) -> Result<Document<'_>, Unroutable> {
-    Document::parse(&record.value).map_err(|e| Unroutable::new(UnroutableReason::InvalidJson, e.to_string()))
+    Document::parse(&record.value).map_err(|e| match e {
+        ParseError::Invalid(e) => Unroutable::new(UnroutableReason::InvalidJson, e.to_string()),
+        ParseError::DuplicateKey(d) => Unroutable::new(UnroutableReason::AmbiguousJson, d.to_string()),
+    })
 }
 
 fn read_field(
@@ -474,6 +483,13 @@ mod tests {
             .unwrap();
         assert_eq!(meta.event_type, "a.b");
         assert_eq!(meta.content_type, "text/plain");
+        // Nor is such a body checked for repeated keys: Herald reads nothing in it.
+        let meta = rules
+            .compile()
+            .unwrap()
+            .recognise(&record(r#"{"a":1,"a":2}"#, &[("type", "a.b")]))
+            .unwrap();
+        assert_eq!(meta.event_type, "a.b");
     }
 
     #[test]
@@ -506,6 +522,42 @@ mod tests {
             reason(ce.recognise(&record("{}", &[]))),
             UnroutableReason::NotCloudEvent
         );
+    }
+
+    #[test]
+    fn a_key_twice_is_never_routed_by_either_occurrence() {
+        let reason = |r: &Recogniser, value: &str, headers: &[(&str, &str)]| {
+            let why = r.recognise(&record(value, headers)).unwrap_err();
+            assert!(why.detail.contains("appears more than once"), "{}", why.detail);
+            why.reason
+        };
+        let jimo = preset(Preset::Jimo);
+        assert_eq!(
+            reason(&jimo, r#"{"event":"a","event":"b"}"#, &[]),
+            UnroutableReason::AmbiguousJson
+        );
+        // In the tenant's object, or anywhere else in the body.
+        let iam = EnvelopeRules {
+            preset: Some(Preset::Iam),
+            tenant: Some(Source::Pointer("/current_context/tenant/id".into())),
+            ..Default::default()
+        }
+        .compile()
+        .unwrap();
+        let tenant_twice = r#"{"event_type":"USER_CREATED","current_context":{"tenant":{"id":"acme","id":"globex"}}}"#;
+        assert_eq!(reason(&iam, tenant_twice, &[]), UnroutableReason::AmbiguousJson);
+        let data_twice = r#"{"id":"e","type":"x.y","data":{"amount":1,"amount":2}}"#;
+        assert_eq!(
+            reason(&preset(Preset::Jam), data_twice, &[]),
+            UnroutableReason::AmbiguousJson
+        );
+        let ce = r#"{"specversion":"1.0","type":"a","type":"b","id":"1","source":"/s"}"#;
+        assert_eq!(
+            reason(&preset(Preset::Cloudevents), ce, &[("content-type", CE_STRUCTURED)]),
+            UnroutableReason::AmbiguousJson
+        );
+        assert_eq!(UnroutableReason::AmbiguousJson.as_str(), "ambiguous_json");
+        assert!(UnroutableReason::ALL.contains(&UnroutableReason::AmbiguousJson));
     }
 
     #[test]

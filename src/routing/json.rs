@@ -5,6 +5,15 @@
 //! keeps the top-level members as borrowed slices; [`Document::pointer`] then
 //! follows an RFC 6901 pointer, parsing only the members on its path. No
 //! `serde_json::Value` tree is allocated per event.
+//!
+//! A document in which any object has a key twice is refused
+//! ([`ParseError::DuplicateKey`]): parsers disagree on which occurrence
+//! counts (Herald's would take the first, JavaScript's, Python's and Go's
+//! take the last), so Herald could route such an event by a type or tenant
+//! other than the one its receivers read. Every object is checked, not only
+//! those on the configured pointers, so the rule does not depend on the
+//! envelope configuration: a document Herald accepts reads the same
+//! whichever occurrence a parser would keep.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -12,36 +21,74 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
+/// Why a body is not a document Herald can read.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// Not JSON at all.
+    #[error(transparent)]
+    Invalid(#[from] serde_json::Error),
+    /// JSON in which an object has a key more than once.
+    #[error(transparent)]
+    DuplicateKey(#[from] DuplicateKey),
+}
+
+/// A repeated key (the first the walk finds): where, and which. The key is
+/// named (cut to [`MAX_KEY_SHOWN`] characters), never a value, which may be
+/// a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the key `{key}` appears more than once in {}", at_text(.at))]
+pub struct DuplicateKey {
+    /// RFC 6901 pointer to the object (`""`: the top level).
+    pub at: String,
+    pub key: String,
+}
+
+fn at_text(at: &str) -> String {
+    if at.is_empty() {
+        "the top-level object".to_owned()
+    } else {
+        format!("the object at `{at}`")
+    }
+}
+
+/// Longest key (and pointer segment) a [`DuplicateKey`] shows.
+pub const MAX_KEY_SHOWN: usize = 64;
+
 /// A validated JSON document whose top-level members can be looked up.
 pub struct Document<'a> {
-    root: &'a RawValue,
+    /// The whole document, valid JSON.
+    text: &'a [u8],
     /// Top-level members, when the root is an object.
     members: Vec<(Cow<'a, str>, &'a RawValue)>,
 }
 
 impl<'a> Document<'a> {
-    /// Validates `text` as JSON and indexes its top level.
-    pub fn parse(text: &'a [u8]) -> Result<Document<'a>, serde_json::Error> {
-        let root: &'a RawValue = serde_json::from_slice(text)?;
-        let members = if root.get().starts_with('{') {
-            let mut de = serde_json::Deserializer::from_str(root.get());
+    /// Validates `text` as JSON in which no object has a key twice, and
+    /// indexes its top level.
+    ///
+    /// Two passes: one walks every value, which validates the document and
+    /// finds repeated keys; one skips over the top-level values to index them.
+    pub fn parse(text: &'a [u8]) -> Result<Document<'a>, ParseError> {
+        unique_keys(text)?;
+        let members = if text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+            let mut de = serde_json::Deserializer::from_slice(text);
             de.deserialize_map(Members)?
         } else {
             Vec::new()
         };
-        Ok(Document { root, members })
+        Ok(Document { text, members })
     }
 
     /// The value at `pointer` (`""` is the whole document), or `None` when the
     /// path does not exist.
     pub fn pointer(&self, pointer: &str) -> Option<&'a RawValue> {
         if pointer.is_empty() {
-            return Some(self.root);
+            return serde_json::from_slice(self.text).ok();
         }
         let mut tokens = pointer.strip_prefix('/')?.split('/').map(unescape);
         let first = tokens.next()?;
         let mut current = if self.members.is_empty() {
-            child(self.root, &first)?
+            child_of(self.text, &first)?
         } else {
             self.members.iter().find(|(k, _)| *k == first).map(|(_, v)| *v)?
         };
@@ -49,6 +96,159 @@ impl<'a> Document<'a> {
             current = child(current, &token)?;
         }
         Some(current)
+    }
+}
+
+/// Checks that `text` is one JSON value in which no object has a key twice.
+fn unique_keys(text: &[u8]) -> Result<(), ParseError> {
+    let mut scratch = Scratch::default();
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let walked = Unique { scratch: &mut scratch }
+        .deserialize(&mut de)
+        .and_then(|()| de.end());
+    match walked {
+        Ok(()) => Ok(()),
+        Err(e) => match scratch.duplicate {
+            Some(mut found) => {
+                // The walk stopped at the repeat: a document that is not
+                // JSON further on is reported as such.
+                serde_json::from_slice::<IgnoredAny>(text)?;
+                found.path.reverse();
+                let at: String = found.path.iter().map(|segment| format!("/{segment}")).collect();
+                Err(DuplicateKey { at, key: found.key }.into())
+            }
+            None => Err(e.into()),
+        },
+    }
+}
+
+/// State shared by the whole walk of [`unique_keys`].
+#[derive(Default)]
+struct Scratch<'de> {
+    /// The keys of the objects being walked, outermost first: each object
+    /// pushes its own above its parent's and removes them when done, so the
+    /// walk allocates nothing per object once this has grown.
+    keys: Vec<Cow<'de, str>>,
+    duplicate: Option<Found>,
+}
+
+/// A repeated key, and the pointer segments to its object, innermost first
+/// (added as the walk unwinds).
+struct Found {
+    key: String,
+    path: Vec<String>,
+}
+
+/// Objects up to this many keys are checked by comparing each key with the
+/// earlier ones; larger ones by sorting their keys once they are all read,
+/// so a huge object costs O(n log n), not O(n²).
+const LINEAR_KEYS: usize = 16;
+
+/// Walks one value, failing at the first object with a key twice.
+struct Unique<'s, 'de> {
+    scratch: &'s mut Scratch<'de>,
+}
+
+impl<'de> DeserializeSeed<'de> for Unique<'_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl Unique<'_, '_> {
+    /// Records `key` as repeated in the object being walked.
+    fn repeated<E: de::Error>(&mut self, key: &str) -> E {
+        self.scratch.duplicate = Some(Found {
+            key: shown(key),
+            path: Vec::new(),
+        });
+        E::custom("duplicate key")
+    }
+
+    /// Notes, as the walk unwinds past it, the segment leading to a repeated key.
+    fn unwinding<E>(&mut self, result: Result<(), E>, segment: impl FnOnce() -> String) -> Result<(), E> {
+        if result.is_err() {
+            if let Some(found) = &mut self.scratch.duplicate {
+                found.path.push(segment());
+            }
+        }
+        result
+    }
+}
+
+/// A key or pointer segment as a [`DuplicateKey`] shows it: escaped as RFC
+/// 6901 asks, and cut short.
+fn shown(key: &str) -> String {
+    let cut: String = key.chars().take(MAX_KEY_SHOWN).collect();
+    let cut = if cut.len() < key.len() { cut + "…" } else { cut };
+    cut.replace('~', "~0").replace('/', "~1")
+}
+
+impl<'de> Visitor<'de> for Unique<'_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        let start = self.scratch.keys.len();
+        while let Some(key) = map.next_key_seed(Key)? {
+            let read = &self.scratch.keys[start..];
+            if read.len() < LINEAR_KEYS && read.contains(&key) {
+                return Err(self.repeated(&key));
+            }
+            self.scratch.keys.push(key.clone());
+            let value = map.next_value_seed(Unique {
+                scratch: &mut *self.scratch,
+            });
+            self.unwinding(value, || shown(&key))?;
+        }
+        let keys = &mut self.scratch.keys[start..];
+        if keys.len() > LINEAR_KEYS {
+            keys.sort_unstable();
+            if let Some(pair) = keys.windows(2).find(|pair| pair[0] == pair[1]) {
+                let key = pair[0].clone();
+                return Err(self.repeated(&key));
+            }
+        }
+        self.scratch.keys.truncate(start);
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0usize;
+        loop {
+            let element = seq.next_element_seed(Unique {
+                scratch: &mut *self.scratch,
+            });
+            match element {
+                Ok(Some(())) => index += 1,
+                Ok(None) => return Ok(()),
+                Err(e) => return self.unwinding(Err(e), || index.to_string()),
+            }
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
     }
 }
 
@@ -81,7 +281,12 @@ fn unescape(token: &str) -> Cow<'_, str> {
 }
 
 fn child<'a>(parent: &'a RawValue, token: &str) -> Option<&'a RawValue> {
-    let mut de = serde_json::Deserializer::from_str(parent.get());
+    child_of(parent.get().as_bytes(), token)
+}
+
+/// [`child`] of a value given as its text.
+fn child_of<'a>(parent: &'a [u8], token: &str) -> Option<&'a RawValue> {
+    let mut de = serde_json::Deserializer::from_slice(parent);
     de.deserialize_any(Child { token }).ok().flatten()
 }
 
@@ -234,6 +439,60 @@ mod tests {
         assert!(Document::parse(b"{\"event\":\"x\", \"deep\": {\"a\": [1,,2]}}").is_err());
         assert!(Document::parse(b"not json").is_err());
         assert!(Document::parse(b"{\"a\":1} trailing").is_err());
+    }
+
+    fn duplicate(text: &str) -> DuplicateKey {
+        match Document::parse(text.as_bytes()) {
+            Err(ParseError::DuplicateKey(d)) => d,
+            Err(other) => panic!("{text}: {other}"),
+            Ok(_) => panic!("{text} was accepted"),
+        }
+    }
+
+    #[test]
+    fn a_key_twice_in_any_object_is_refused_and_located() {
+        let top = duplicate(r#"{"type":"a","type":"b"}"#);
+        assert_eq!((top.at.as_str(), top.key.as_str()), ("", "type"));
+        assert_eq!(
+            top.to_string(),
+            "the key `type` appears more than once in the top-level object"
+        );
+        // Equal once unescaped.
+        assert_eq!(duplicate(r#"{"type":"a","t\u0079pe":"b"}"#).key, "type");
+        let nested = duplicate(r#"{"a":1,"ctx":{"tenant":{"id":"x","id":"y"}}}"#);
+        assert_eq!(nested.at, "/ctx/tenant");
+        let in_array = duplicate(r#"{"data":[{"k":1},{"k":1,"k":2}]}"#);
+        assert_eq!(in_array.at, "/data/1");
+        // Not on any pointer Herald reads: refused all the same.
+        assert_eq!(duplicate(r#"{"event":"a","data":{"x":1,"x":1}}"#).at, "/data");
+        let odd = duplicate(r#"{"a/b~":{"k":1,"k":2}}"#);
+        assert_eq!(odd.at, "/a~1b~0");
+        let long = "k".repeat(1000);
+        let shown = duplicate(&format!(r#"{{"{long}":1,"{long}":2}}"#)).key;
+        assert_eq!(shown.chars().count(), MAX_KEY_SHOWN + 1, "cut, and marked as cut");
+    }
+
+    #[test]
+    fn large_objects_are_checked_too() {
+        let keys = |n: usize| (0..n).map(|i| format!(r#""k{i}":{i}"#)).collect::<Vec<_>>().join(",");
+        let distinct = format!("{{{}}}", keys(5000));
+        assert!(Document::parse(distinct.as_bytes()).is_ok());
+        for at in [LINEAR_KEYS - 1, LINEAR_KEYS, LINEAR_KEYS + 1, 4999] {
+            let repeated = format!(r#"{{{},"k{at}":0}}"#, keys(5000));
+            assert_eq!(duplicate(&repeated).key, format!("k{at}"));
+        }
+        // The same key in sibling and nested objects is not a repeat.
+        let siblings = r#"{"a":{"id":1,"x":{"id":2}},"b":{"id":3},"id":4}"#;
+        let doc = Document::parse(siblings.as_bytes()).unwrap();
+        assert_eq!(scalar_text(doc.pointer("/b/id").unwrap()).as_deref(), Some("3"));
+    }
+
+    #[test]
+    fn invalid_json_is_not_reported_as_a_duplicate() {
+        assert!(matches!(
+            Document::parse(br#"{"a":1,"a":"#),
+            Err(ParseError::Invalid(_))
+        ));
     }
 
     #[test]

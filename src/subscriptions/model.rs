@@ -23,6 +23,10 @@ pub const MAX_ID_LEN: usize = 128;
 pub const MAX_EVENTS: usize = 256;
 pub const MAX_HEADERS: usize = 32;
 pub const MAX_SECRETS: usize = 8;
+/// Longest `uid`.
+pub const MAX_UID_LEN: usize = 128;
+/// How the id of a webhook created with a `uid` begins (see [`uid_id`]).
+pub const UID_ID_PREFIX: &str = "wh_u";
 
 /// Request headers a webhook may not set: they are Herald's or the transport's.
 pub const RESERVED_HEADERS: &[&str] = &[
@@ -89,6 +93,12 @@ pub struct Webhook {
     /// When set, the webhook only receives events of this tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// The name its tenant chose for it, unique within that tenant; the id
+    /// is then derived from both ([`uid_id`]). Read leniently: a writer's own
+    /// `uid` field of another shape is ignored, never a reason to skip the
+    /// webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_uid")]
+    pub uid: Option<String>,
     pub name: String,
     pub url: String,
     /// Event type patterns: `tour.completed`, `tour.*` (prefix) or `*`.
@@ -147,6 +157,7 @@ impl fmt::Debug for Webhook {
         f.debug_struct("Webhook")
             .field("id", &self.id)
             .field("tenant", &self.tenant)
+            .field("uid", &self.uid)
             .field("name", &self.name)
             .field("url", &self.url)
             .field("events", &self.events)
@@ -181,6 +192,7 @@ impl Webhook {
         Webhook {
             id: id.into(),
             tenant: None,
+            uid: None,
             name: name.into(),
             url: url.into(),
             events: events.iter().map(|e| e.to_string()).collect(),
@@ -296,6 +308,41 @@ impl Webhook {
     }
 }
 
+/// A `uid` as written by Herald: a string. Anything else another writer put
+/// in a field of that name is not Herald's, and reads as none.
+fn lenient_uid<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::String(uid) => Some(uid),
+        _ => None,
+    })
+}
+
+/// A `uid`: 1 to [`MAX_UID_LEN`] letters, digits, `_`, `-` or `.`.
+pub fn validate_uid(uid: &str) -> Result<(), String> {
+    if uid.is_empty() || uid.len() > MAX_UID_LEN {
+        return Err(format!("must be 1 to {MAX_UID_LEN} characters"));
+    }
+    if !uid.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)) {
+        return Err("may only contain letters, digits, `_`, `-` and `.`".into());
+    }
+    Ok(())
+}
+
+/// The id of the webhook of `tenant` (none: the webhooks of no tenant) named
+/// `uid`: `wh_u` and the first 32 hex digits of SHA-256 of the tenant, a
+/// newline and the uid. Ids of webhooks created with a uid are therefore
+/// namespaced by tenant: two tenants' equal uids never name the same id, and
+/// neither tenant can find out about the other's.
+pub fn uid_id(tenant: Option<&str>, uid: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(tenant.unwrap_or("").as_bytes());
+    hash.update(b"\n");
+    hash.update(uid.as_bytes());
+    let digest = hash.finalize();
+    format!("{UID_ID_PREFIX}{}", hex::encode(&digest[..16]))
+}
+
 /// Whether `event_type` matches `pattern` (exact, `prefix*` or `*`). The
 /// routing index answers the same question for every webhook at once.
 pub fn pattern_matches(pattern: &str, event_type: &str) -> bool {
@@ -377,6 +424,40 @@ pub(crate) mod tests {
         let w: Webhook = serde_json::from_str(json).unwrap();
         assert_eq!(w.status, WebhookStatus::Paused);
         w.validate().unwrap();
+    }
+
+    #[test]
+    fn a_uid_of_another_writers_shape_is_ignored_and_a_string_kept() {
+        let doc = |uid: &str| {
+            format!(
+                r#"{{"id":"a","uid":{uid},"name":"n","url":"http://x.test/","events":["*"],"status":"active",
+                "secrets":["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"],"created_at":"2025-01-01T00:00:00Z",
+                "updated_at":"2025-01-01T00:00:00Z"}}"#
+            )
+        };
+        let read = |uid: &str| serde_json::from_str::<Webhook>(&doc(uid)).unwrap().uid;
+        assert_eq!(read(r#"{"team":7}"#), None);
+        assert_eq!(read("42"), None);
+        assert_eq!(read("null"), None);
+        assert_eq!(read(r#""orders""#).as_deref(), Some("orders"));
+    }
+
+    #[test]
+    fn uid_ids_are_namespaced_by_tenant() {
+        let acme = uid_id(Some("acme"), "orders");
+        assert!(acme.starts_with(UID_ID_PREFIX) && acme.len() == UID_ID_PREFIX.len() + 32);
+        assert_eq!(acme, uid_id(Some("acme"), "orders"), "stable");
+        assert_ne!(acme, uid_id(Some("globex"), "orders"));
+        assert_ne!(acme, uid_id(None, "orders"));
+        // The separator keeps the tenant and the uid apart.
+        assert_ne!(uid_id(Some("a"), "b.c"), uid_id(Some("a.b"), "c"));
+        let mut w = webhook(&acme, "https://example.com/", &["*"]);
+        w.uid = Some("orders".into());
+        w.validate().unwrap();
+        assert!(validate_uid("orders-2025.v1_a").is_ok());
+        assert!(validate_uid("").is_err());
+        assert!(validate_uid("a:b").is_err());
+        assert!(validate_uid(&"a".repeat(MAX_UID_LEN + 1)).is_err());
     }
 
     #[test]

@@ -97,7 +97,8 @@ async fn webhooks_are_managed_through_the_api_and_bad_requests_are_refused() {
         )
         .await;
     assert_problem(&reply, 422, Some("tenant"));
-    // The same id again is a conflict, so a retried create is safe.
+    // A tenant token never chooses an id (it names its webhooks with a uid,
+    // see `security::a_tenant_never_learns_which_ids_other_tenants_use`).
     let reply = api
         .call(
             Method::POST,
@@ -106,7 +107,7 @@ async fn webhooks_are_managed_through_the_api_and_bad_requests_are_refused() {
             Some(json!({"id": id, "name": "x", "url": url, "events": ["*"]})),
         )
         .await;
-    assert_problem(&reply, 409, None);
+    assert_problem(&reply, 422, Some("id"));
 
     // Refusals, each naming what is wrong.
     let post = |body: Value| api.call(Method::POST, "/v1/webhooks", ACME, Some(body));
@@ -273,8 +274,9 @@ async fn webhooks_are_managed_through_the_api_and_bad_requests_are_refused() {
         None,
     );
 
-    // Catalogs.
-    let catalogs = api.ok(Method::GET, "/v1/catalogs", ACME, None).await;
+    // Catalogs: an admin token sees every one (a tenant token its own, see
+    // `security::a_tenant_token_sees_and_uses_only_its_own_catalog`).
+    let catalogs = api.ok(Method::GET, "/v1/catalogs", OPS, None).await;
     let counts: Vec<(String, u64)> = catalogs["data"]
         .as_array()
         .unwrap()
@@ -757,7 +759,7 @@ async fn delivery_history_stats_retry_replay_and_test_ping() {
         StatusCode::NO_CONTENT
     );
     let again = json!({"id": path.trim_start_matches("/v1/webhooks/"), "name": "h", "tenant": "acme", "url": receiver.url("/h"), "events": ["tour.*"]});
-    api.ok(Method::POST, "/v1/webhooks", ACME, Some(again)).await;
+    api.ok(Method::POST, "/v1/webhooks", OPS, Some(again)).await;
     assert_eq!(
         api.ok(Method::GET, &format!("{path}/deliveries"), ACME, None).await["data"],
         json!([])

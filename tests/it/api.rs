@@ -77,6 +77,11 @@ impl Api {
         self.raw(method, path, Some(token), body).await
     }
 
+    /// Creates a webhook with `token`; the webhook as the API shows it.
+    pub async fn create(&self, token: &str, body: Value) -> Value {
+        self.ok(Method::POST, "/v1/webhooks", token, Some(body)).await
+    }
+
     pub async fn ok(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> Value {
         let reply = self.call(method.clone(), path, token, body).await;
         assert!(

@@ -356,11 +356,11 @@ async fn the_redis_acl_user_can_do_all_the_work_and_nothing_more() {
         Method::POST,
         "/v1/webhooks",
         ACME,
-        Some(json!({"id": "acme-1", "name": "a", "url": ok.url("/a"), "events": ["tour.*"]})),
+        Some(json!({"uid": "acme-1", "name": "a", "url": ok.url("/a"), "events": ["tour.*"]})),
     )
     .await;
     let own = api.ok(Method::GET, "/v1/webhooks", ACME, None).await;
-    assert_eq!(own["data"][0]["id"], "acme-1", "{own}");
+    assert_eq!(own["data"][0]["uid"], "acme-1", "{own}");
     api.ok(Method::DELETE, "/v1/webhooks/acme-1", ACME, None).await;
 
     // A replay re-drives the two dead letters (both events failed there)

@@ -18,7 +18,7 @@ async fn a_re_created_id_never_receives_the_old_webhooks_retries_or_dead_letters
         .await
         .with_tiers(&[(3000, None)], 1)
         .await;
-    env.overlay = "[envelope.default]\npreset = \"jimo\"\ntenant = \"header:tenant\"\n".into();
+    env.overlay = TENANT_HEADER_RULES.into();
     let acme_receiver = TestReceiver::start(Behaviour::Status(500)).await;
     let globex_receiver = TestReceiver::ok().await;
     let store = env.store().await;
@@ -28,12 +28,7 @@ async fn a_re_created_id_never_receives_the_old_webhooks_retries_or_dead_letters
     let app = env.spawn(&admin_overlay("24h")).await;
     let publisher = Publisher::new();
     publisher
-        .send(
-            env.topic(),
-            None,
-            br#"{"event":"order.paid","version":"0","time":1}"#,
-            &[("tenant", "acme")],
-        )
+        .tenant_event(env.topic(), "acme", br#"{"event":"order.paid","version":"0","time":1}"#)
         .await;
     acme_receiver.wait_for(1, Duration::from_secs(20)).await;
     eventually(Duration::from_secs(20), "acme's retry to wait in the tier", || async {
@@ -81,11 +76,10 @@ async fn a_re_created_id_never_receives_the_old_webhooks_retries_or_dead_letters
 
     // globex's own events still reach it.
     publisher
-        .send(
+        .tenant_event(
             env.topic(),
-            None,
+            "globex",
             br#"{"event":"order.paid","version":"0","time":2}"#,
-            &[("tenant", "globex")],
         )
         .await;
     globex_receiver.wait_for(1, Duration::from_secs(20)).await;

@@ -220,8 +220,8 @@ async fn responses_of_destinations_only_an_allowlist_opens_are_withheld() {
     api.ok(
         Method::POST,
         "/v1/webhooks",
-        GLOBEX,
-        Some(json!({"id": "probe", "name": "probe", "url": format!("http://{addr}/"), "events": ["*"]})),
+        ACME,
+        Some(json!({"uid": "probe", "name": "probe", "url": format!("http://{addr}/"), "events": ["*"]})),
     )
     .await;
 
@@ -229,7 +229,7 @@ async fn responses_of_destinations_only_an_allowlist_opens_are_withheld() {
         .ok(
             Method::POST,
             "/v1/webhooks/probe/test",
-            GLOBEX,
+            ACME,
             Some(json!({"event_type": "tour.started"})),
         )
         .await;
@@ -240,10 +240,10 @@ async fn responses_of_destinations_only_an_allowlist_opens_are_withheld() {
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     Publisher::new()
-        .json(env.topic(), &jimo("tour.started", "globex", "e1"))
+        .json(env.topic(), &jimo("tour.started", "acme", "e1"))
         .await;
     let page = eventually(Duration::from_secs(20), "the attempt in the history", || async {
-        let page = api.ok(Method::GET, "/v1/webhooks/probe/deliveries", GLOBEX, None).await;
+        let page = api.ok(Method::GET, "/v1/webhooks/probe/deliveries", ACME, None).await;
         (!page["data"].as_array().unwrap().is_empty()).then_some(page)
     })
     .await;
@@ -262,12 +262,13 @@ async fn replays_are_capped_per_webhook_per_tenant_and_in_all() {
     let env = tenant_env("replay-caps").await;
     let app = env.spawn("[admin]\nmax_replays = 3\nmax_replays_per_tenant = 2").await;
     let api = Api::new(&app);
+    // Named by the operator, so the test knows their ids.
     for id in ["a1", "a2", "a3"] {
         api.ok(
             Method::POST,
             "/v1/webhooks",
-            GLOBEX,
-            Some(json!({"id": id, "name": id, "url": "https://example.com/", "events": ["*"]})),
+            OPS,
+            Some(json!({"id": id, "tenant": "globex", "name": id, "url": "https://example.com/", "events": ["*"]})),
         )
         .await;
     }
@@ -449,7 +450,7 @@ async fn a_tenant_creates_webhooks_up_to_its_quota() {
                 Method::POST,
                 "/v1/webhooks",
                 token,
-                Some(json!({"id": id, "name": id, "url": "https://example.com/", "events": ["*"]})),
+                Some(json!({"uid": id, "name": id, "url": "https://example.com/", "events": ["*"]})),
             )
             .await
         }
@@ -493,12 +494,13 @@ async fn a_tenants_list_reads_only_its_own_documents_and_follows_other_writers()
     // No periodic re-sync during the test: only what a list reads touches a document.
     let app = env.spawn("[subscriptions]\nresync_interval = \"1h\"").await;
     let api = Api::new(&app);
-    for (token, id) in [(ACME, "a1"), (ACME, "a2"), (GLOBEX, "g1")] {
+    // Named by the operator, so the test knows their documents' keys.
+    for (tenant, id) in [("acme", "a1"), ("acme", "a2"), ("globex", "g1")] {
         api.ok(
             Method::POST,
             "/v1/webhooks",
-            token,
-            Some(json!({"id": id, "name": id, "url": "https://example.com/", "events": ["*"]})),
+            OPS,
+            Some(json!({"id": id, "tenant": tenant, "name": id, "url": "https://example.com/", "events": ["*"]})),
         )
         .await;
     }

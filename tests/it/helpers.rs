@@ -572,7 +572,17 @@ impl Publisher {
     pub async fn json(&self, topic: &str, value: &str) {
         self.send(topic, None, value.as_bytes(), &[]).await
     }
+
+    /// Publishes `value` as an event of `tenant`, in the `tenant` header that
+    /// [`TENANT_HEADER_RULES`] read.
+    pub async fn tenant_event(&self, topic: &str, tenant: &str, value: &[u8]) {
+        self.send(topic, None, value, &[("tenant", tenant)]).await
+    }
 }
+
+/// Envelope rules for tests of tenants: the Jimo envelope, the tenant in a
+/// `tenant` header (see [`Publisher::tenant_event`]).
+pub const TENANT_HEADER_RULES: &str = "[envelope.default]\npreset = \"jimo\"\ntenant = \"header:tenant\"\n";
 
 /// A record read back from a topic.
 #[derive(Debug, Clone)]
