@@ -268,18 +268,23 @@ pub(crate) fn store_error(e: StoreError) -> Problem {
 /// after the same lookups. Handlers go on with the webhook's id, never the
 /// path's.
 pub(crate) async fn load(state: &AdminState, caller: &Caller, id: &str) -> Result<Webhook, Problem> {
-    if let Some(w) = state.store().get(id).await.map_err(store_error)? {
+    // A malformed document cannot show whose it is: to a tenant token it is
+    // as missing as any other tenant's (an operator sees the error).
+    let get = |id: String| async move {
+        match state.store().get(&id).await {
+            Ok(found) => Ok(found),
+            Err(StoreError::InvalidRecord { .. }) if caller.tenant.is_some() => Ok(None),
+            Err(e) => Err(store_error(e)),
+        }
+    };
+    if let Some(w) = get(id.to_owned()).await? {
         if caller.can_access(w.tenant.as_deref()) {
             return Ok(w);
         }
     }
     if let Some(tenant) = &caller.tenant {
         if validate_uid(id).is_ok() {
-            let named = state
-                .store()
-                .get(&uid_id(Some(tenant), id))
-                .await
-                .map_err(store_error)?;
+            let named = get(uid_id(Some(tenant), id)).await?;
             if let Some(w) = named {
                 if caller.can_access(w.tenant.as_deref()) && w.uid.as_deref() == Some(id) {
                     return Ok(w);

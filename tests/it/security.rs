@@ -448,3 +448,35 @@ async fn an_event_with_a_key_twice_is_dead_lettered_never_delivered() {
     assert_eq!((to_a.count(), to_b.count()), (0, 1));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_document_is_missing_to_a_tenant_token() {
+    let env = TestEnv::new("tenant-malformed", &["events"], 1).await;
+    let mut conn = redis::Client::open(env.redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = redis::pipe()
+        .set(format!("{}webhook:broken", env.prefix), "{\"id\":\"broken\",\"url\":")
+        .sadd(format!("{}webhooks", env.prefix), "broken")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let app = env.spawn(&admin_overlay("24h")).await;
+    let api = Api::new(&app);
+    let missing = api.call(Method::GET, "/v1/webhooks/nothing-here", ACME, None).await;
+    let broken = api.call(Method::GET, "/v1/webhooks/broken", ACME, None).await;
+    assert_problem(&broken, 404, None);
+    assert_eq!(
+        broken.body["title"], missing.body["title"],
+        "as a missing one: {}",
+        broken.body
+    );
+    // An operator is told it is broken.
+    assert_eq!(
+        api.call(Method::GET, "/v1/webhooks/broken", OPS, None).await.status,
+        503
+    );
+    app.stop().await;
+}
