@@ -43,7 +43,7 @@ pub struct Application {
     flow: Arc<Flow>,
     retry_flow: Arc<Flow>,
     envelopes: Envelopes,
-    deliverer: Deliverer,
+    deliverer: Arc<Deliverer>,
     redis: redis::Client,
 }
 
@@ -92,7 +92,7 @@ impl Application {
             listener,
             admin_listener,
             envelopes,
-            deliverer,
+            deliverer: Arc::new(deliverer),
             redis,
             config,
         })
@@ -126,7 +126,9 @@ impl Application {
 
         let admin = match admin_listener {
             Some(listener) => {
-                let state = crate::admin::connect(Arc::new(config.clone()), telemetry.clone()).await?;
+                // Test pings share the pipeline's clients and request slots.
+                let state =
+                    crate::admin::connect(Arc::new(config.clone()), telemetry.clone(), Some(deliverer.clone())).await?;
                 tracing::info!(admin = %listener.local_addr()?, "management API listening");
                 Some(tokio::spawn(crate::admin::serve(listener, state, side_tasks.clone())))
             }
@@ -182,7 +184,7 @@ impl Application {
         index: Arc<SubscriptionIndex>,
         (flow, retry_flow): (Arc<Flow>, Arc<Flow>),
         envelopes: Envelopes,
-        deliverer: Deliverer,
+        deliverer: Arc<Deliverer>,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
         tracing::info!("loading subscriptions from Redis");

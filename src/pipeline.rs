@@ -33,7 +33,7 @@ use crate::telemetry::{RetryFrom, Telemetry};
 pub struct Pipeline {
     pub envelopes: Envelopes,
     pub index: Arc<SubscriptionIndex>,
-    pub deliverer: Deliverer,
+    pub deliverer: Arc<Deliverer>,
     pub failures: FailureSink,
     pub policy: Policy,
     pub waits: WaitTopics,

@@ -417,7 +417,10 @@ pub async fn test(
             forward_headers: Vec::new(),
         },
     };
-    let attempt = state.deliverer().deliver(&event, &target, delivery_id.clone(), 1).await;
+    let attempt = state
+        .deliverer()
+        .deliver_with(&event, &target, delivery_id.clone(), 1, true)
+        .await;
     let (succeeded, status, error) = match &attempt.result {
         Ok(status) => (true, Some(*status), None),
         Err(failure) => (false, failure.status(), Some(failure.describe())),

@@ -63,7 +63,7 @@ struct Inner {
     config: Arc<Config>,
     store: SubscriptionStore,
     history: Option<crate::history::HistoryStore>,
-    deliverer: crate::delivery::Deliverer,
+    deliverer: Arc<crate::delivery::Deliverer>,
     envelopes: crate::routing::envelope::Envelopes,
     failures: crate::retry::sink::FailureSink,
     events: SystemEvents,
@@ -83,6 +83,9 @@ pub struct AdminParts {
     /// For replay jobs' state.
     pub redis: redis::aio::ConnectionManager,
     pub telemetry: Telemetry,
+    /// The pipeline's, when the API runs beside it (test pings then share
+    /// its clients and request slots); the API builds its own otherwise.
+    pub deliverer: Option<Arc<crate::delivery::Deliverer>>,
 }
 
 impl AdminState {
@@ -90,9 +93,12 @@ impl AdminState {
         use anyhow::Context;
         let catalogs =
             Catalogs::load(&config.admin.catalog_files).map_err(|e| anyhow::anyhow!("admin.catalog_files: {e}"))?;
-        let deliverer = crate::delivery::Deliverer::new(&config.delivery)
-            .context("cannot build the HTTP client")?
-            .keeping_response_headers();
+        let deliverer = match parts.deliverer {
+            Some(shared) => shared,
+            None => {
+                Arc::new(crate::delivery::Deliverer::new(&config.delivery).context("cannot build the HTTP client")?)
+            }
+        };
         let envelopes = crate::routing::envelope::Envelopes::new(&config.envelope).context("invalid envelope rules")?;
         let failures = crate::retry::sink::FailureSink::new(
             parts.producer.clone(),
@@ -369,7 +375,11 @@ fn method_label(method: &axum::http::Method) -> &'static str {
 
 /// Connects what the API needs: the subscription store and a producer for
 /// system events.
-pub async fn connect(config: Arc<Config>, telemetry: Telemetry) -> anyhow::Result<AdminState> {
+pub async fn connect(
+    config: Arc<Config>,
+    telemetry: Telemetry,
+    deliverer: Option<Arc<crate::delivery::Deliverer>>,
+) -> anyhow::Result<AdminState> {
     use anyhow::Context;
     let client = config.redis.client().context("invalid redis.url")?;
     let store = SubscriptionStore::connect(&client, &config.redis.prefix)
@@ -400,6 +410,7 @@ pub async fn connect(config: Arc<Config>, telemetry: Telemetry) -> anyhow::Resul
         producer,
         redis,
         telemetry,
+        deliverer,
     };
     AdminState::new(config, parts)
 }
@@ -414,7 +425,7 @@ pub async fn run_standalone(config: Config, shutdown: CancellationToken) -> anyh
         .await
         .with_context(|| format!("cannot listen on admin.listen = {}", config.admin.listen))?;
     let telemetry = Telemetry::new(&config.kafka.topics);
-    let state = connect(Arc::new(config), telemetry).await?;
+    let state = connect(Arc::new(config), telemetry, None).await?;
     tracing::info!(admin = %listener.local_addr()?, "management API listening");
     serve(listener, state, shutdown).await?;
     Ok(())

@@ -222,6 +222,20 @@ impl Deliverer {
     /// at its host and in the tenant's share of the replica's, all of them
     /// together for no longer than the endpoint's queue allows.
     pub async fn deliver(&self, event: &Event, target: &Target, delivery_id: String, attempt: u32) -> Attempt {
+        self.deliver_with(event, target, delivery_id, attempt, self.keep_response_headers)
+            .await
+    }
+
+    /// [`Deliverer::deliver`], keeping the response's headers or not
+    /// whatever the deliverer does (a test ping shows them).
+    pub async fn deliver_with(
+        &self,
+        event: &Event,
+        target: &Target,
+        delivery_id: String,
+        attempt: u32,
+        keep_response_headers: bool,
+    ) -> Attempt {
         let started_at = OffsetDateTime::now_utc();
         let clock = Instant::now();
         let finish = |result: Result<u16, Failure>, response_excerpt: Option<String>| Attempt {
@@ -277,7 +291,7 @@ impl Deliverer {
                     let excerpt = if details_withheld {
                         None
                     } else {
-                        if self.keep_response_headers {
+                        if keep_response_headers {
                             response_headers = kept_headers(response.headers());
                         }
                         self.read_excerpt(response).await

@@ -583,3 +583,40 @@ async fn a_tenants_list_reads_only_its_own_documents_and_follows_other_writers()
     assert_eq!(listed(GLOBEX).await, ["g1"]);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_pings_share_the_replicas_request_slots() {
+    let env = tenant_env("ping-slots").await;
+    let app = env
+        .spawn("[delivery]\nmax_in_flight = 1\nmax_queue_wait = \"1s\"\nrequest_timeout = \"30s\"")
+        .await;
+    let api = Api::new(&app);
+    let hanging = TestReceiver::start(Behaviour::Hang).await;
+    let healthy = TestReceiver::ok().await;
+    put(&env, "slow", Some("globex"), &hanging.url("/slow")).await;
+    api.ok(
+        Method::POST,
+        "/v1/webhooks",
+        ACME,
+        Some(json!({"uid": "pinged", "name": "p", "url": healthy.url("/p"), "events": ["tour.*"]})),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Publisher::new()
+        .json(env.topic(), &jimo("tour.started", "globex", "e1"))
+        .await;
+    hanging.wait_for(1, Duration::from_secs(20)).await;
+    // The only slot is held by globex's hanging delivery: the ping waits its
+    // max_queue_wait, like any delivery, instead of going around the limit.
+    let ping = api
+        .ok(
+            Method::POST,
+            "/v1/webhooks/pinged/test",
+            ACME,
+            Some(json!({"event_type": "tour.started"})),
+        )
+        .await;
+    assert_eq!(ping["class"], "saturated", "{ping}");
+    assert_eq!(healthy.count(), 0);
+    app.stop().await;
+}
