@@ -492,6 +492,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_producer_buffers_64_mib_not_librdkafkas_gibibyte() {
+        let config = crate::config::Config::from_toml_overlays(&[]).unwrap();
+        let producer = producer_config(&config.kafka);
+        assert_eq!(producer.get("queue.buffering.max.kbytes"), Some("65536"));
+        let overridden = crate::config::Config::from_toml_overlays(&[
+            "[kafka.producer_properties]\n\"queue.buffering.max.kbytes\" = \"131072\"",
+        ])
+        .unwrap();
+        assert_eq!(
+            producer_config(&overridden.kafka).get("queue.buffering.max.kbytes"),
+            Some("131072")
+        );
+    }
+
+    #[test]
     fn tls_and_sasl_clusters_are_supported() {
         let mut config = crate::config::Config::from_toml_overlay("").unwrap().kafka;
         for (k, v) in [

@@ -399,6 +399,29 @@ mod tests {
     }
 
     #[test]
+    fn the_queue_is_bounded_in_bytes_too() {
+        let one = pending(&target("a"), 0).size();
+        let limits = Limits {
+            capacity: 100,
+            capacity_bytes: one * 3,
+            max_per_webhook: 100,
+            keep_all: false,
+        };
+        let a = target("a");
+        let mut queue = Queue::default();
+        for n in 0..3 {
+            assert!(matches!(queue.push(pending(&a, n), &limits), Pushed::Queued { .. }));
+        }
+        assert_eq!(queue.bytes, one * 3);
+        assert_eq!(
+            queue.push(pending(&a, 3), &limits),
+            Pushed::Dropped,
+            "room for 100 attempts, not for their bytes"
+        );
+        assert_eq!(queue.len, 3);
+    }
+
+    #[test]
     fn a_busy_webhook_keeps_only_its_newest_attempts_queued() {
         let limits = Limits {
             capacity: 100,
