@@ -578,6 +578,7 @@ mod tests {
         let reason = std::ffi::CString::new("sequence lost").unwrap();
         // SAFETY: the pointer is the live client of `used`; librdkafka only
         // records the error (a test hook of its own).
+        #[allow(unsafe_code)]
         let rc = unsafe {
             rdkafka::bindings::rd_kafka_test_fatal_error(
                 used.client().native_ptr(),
