@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use herald::delivery::shares::{HostSlots, TenantSlots};
+use herald::delivery::shares::{host_key, tenant_key, HostSlots, TenantSlots};
 use tokio::sync::Semaphore;
 
 const WORKERS: usize = 64;
@@ -23,10 +23,11 @@ async fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(2_000_000);
     let per_worker = n / WORKERS;
-    let urls: Vec<url::Url> = (0..100)
-        .map(|i| url::Url::parse(&format!("https://host{i}.example/hook")).unwrap())
+    // Keys as each compiled webhook holds them.
+    let urls: Vec<_> = (0..100)
+        .map(|i| host_key(&url::Url::parse(&format!("https://host{i}.example/hook")).unwrap()))
         .collect();
-    let tenants: Vec<String> = (0..100).map(|i| format!("tenant{i}")).collect();
+    let tenants: Vec<_> = (0..100).map(|i| tenant_key(Some(&format!("tenant{i}")))).collect();
 
     let fifo = Arc::new(Semaphore::new(512));
     let baseline = run(per_worker, {
@@ -52,8 +53,8 @@ async fn main() {
             let tenant = tenants[i % spread].clone();
             async move {
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-                let _host = host_slots.acquire(&url, deadline).await.unwrap();
-                let _tenant = tenant_slots.acquire(Some(&tenant), deadline).await.unwrap();
+                let _host = host_slots.acquire_key(&url, deadline).await.unwrap();
+                let _tenant = tenant_slots.acquire_key(&tenant, deadline).await.unwrap();
                 tokio::task::yield_now().await;
             }
         })

@@ -719,6 +719,11 @@ impl Config {
         positive("delivery.max_in_flight_per_tenant", d.max_in_flight_per_tenant)?;
         positive("admin.max_replays", self.admin.max_replays)?;
         positive("admin.max_webhooks_per_tenant", self.admin.max_webhooks_per_tenant)?;
+        for (tenant, t) in &self.admin.tenants {
+            if let Some(max) = t.max_webhooks {
+                positive(&format!("admin.tenants.{tenant}.max_webhooks"), max)?;
+            }
+        }
         positive("admin.max_replays_per_tenant", self.admin.max_replays_per_tenant)?;
         positive("delivery.max_in_flight_per_host", d.max_in_flight_per_host)?;
         for (host, n) in &d.max_in_flight_by_host {

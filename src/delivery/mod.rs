@@ -259,11 +259,11 @@ impl Deliverer {
         let Ok(_endpoint_permit) = target.limiter.acquire_until(deadline).await else {
             return finish(Err(Failure::Saturated(Limit::Endpoint)), None);
         };
-        let _host_permit = match self.hosts.acquire(&target.url, deadline).await {
+        let _host_permit = match self.hosts.acquire_key(&target.host_key, deadline).await {
             Ok(permit) => permit,
             Err(limit) => return finish(Err(Failure::Saturated(limit)), None),
         };
-        let _tenant_permit = match self.tenants.acquire(target.webhook.tenant.as_deref(), deadline).await {
+        let _tenant_permit = match self.tenants.acquire_key(&target.tenant_key, deadline).await {
             Ok(permit) => permit,
             Err(limit) => return finish(Err(Failure::Saturated(limit)), None),
         };

@@ -102,6 +102,17 @@ impl Drop for TenantPermit {
 /// The bucket of webhooks without a tenant.
 const NO_TENANT: &str = "";
 
+/// A tenant's key in [`TenantSlots`] (webhooks without one share a bucket).
+pub fn tenant_key(tenant: Option<&str>) -> Arc<str> {
+    Arc::from(tenant.unwrap_or(NO_TENANT))
+}
+
+/// A destination's key in [`HostSlots`]: `host:port`.
+pub fn host_key(url: &url::Url) -> Arc<str> {
+    let name = url.host_str().unwrap_or("").to_ascii_lowercase();
+    Arc::from(format!("{name}:{}", url.port_or_known_default().unwrap_or(0)))
+}
+
 impl TenantSlots {
     /// `total` slots, at most `per_tenant` of them held by one tenant.
     pub fn new(total: usize, per_tenant: usize) -> Arc<TenantSlots> {
@@ -123,26 +134,30 @@ impl TenantSlots {
 
     /// Waits until `deadline` at most for a slot for `tenant`.
     pub async fn acquire(self: &Arc<Self>, tenant: Option<&str>, deadline: Instant) -> Result<TenantPermit, Limit> {
-        let name: Arc<str> = Arc::from(tenant.unwrap_or(NO_TENANT));
+        self.acquire_key(&tenant_key(tenant), deadline).await
+    }
+
+    /// The same, by the tenant's [`tenant_key`] (made once per webhook).
+    pub async fn acquire_key(self: &Arc<Self>, name: &Arc<str>, deadline: Instant) -> Result<TenantPermit, Limit> {
         let (id, rx) = {
             let mut state = self.lock();
             let available = state.available;
-            let t = state.tenants.entry(name.clone()).or_default();
+            let t = t_of(&mut state, name);
             if available > 0 && t.in_flight < self.per_tenant && t.waiters.is_empty() {
                 t.in_flight += 1;
                 state.available -= 1;
-                return Ok(self.permit(name));
+                return Ok(self.permit(name.clone()));
             }
             let id = state.next_waiter;
             state.next_waiter += 1;
             let (tx, rx) = oneshot::channel();
-            t_of(&mut state, &name).waiters.push_back((id, tx));
-            self.refresh(&mut state, &name);
+            t_of(&mut state, name).waiters.push_back((id, tx));
+            self.refresh(&mut state, name);
             (id, rx)
         };
         let mut wait = Wait {
             slots: self,
-            tenant: &name,
+            tenant: name,
             id,
             rx: Some(rx),
         };
@@ -157,7 +172,7 @@ impl TenantSlots {
                 // The tenant's share is to blame only when it is below the whole.
                 let full = self.per_tenant < self.total && {
                     let state = self.lock();
-                    state.tenants.get(&name).is_some_and(|t| t.in_flight >= self.per_tenant)
+                    state.tenants.get(name).is_some_and(|t| t.in_flight >= self.per_tenant)
                 };
                 Err(if full { Limit::Tenant } else { Limit::Overall })
             }
@@ -274,7 +289,7 @@ impl Drop for Wait<'_> {
 pub struct HostSlots {
     default: usize,
     overrides: HashMap<String, usize>,
-    hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+    hosts: Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
 }
 
 /// One of a host's slots, given back when dropped.
@@ -282,7 +297,7 @@ pub struct HostSlots {
 pub struct HostPermit {
     permit: Option<OwnedSemaphorePermit>,
     slots: Arc<HostSlots>,
-    host: String,
+    host: Arc<str>,
 }
 
 impl Drop for HostPermit {
@@ -312,15 +327,23 @@ impl HostSlots {
 
     /// Waits until `deadline` at most for a slot at `url`'s host.
     pub async fn acquire(self: &Arc<Self>, url: &url::Url, deadline: Instant) -> Result<HostPermit, Limit> {
-        let name = url.host_str().unwrap_or("").to_ascii_lowercase();
-        let host = format!("{name}:{}", url.port_or_known_default().unwrap_or(0));
+        self.acquire_key(&host_key(url), deadline).await
+    }
+
+    /// The same, by the destination's [`host_key`] (made once per webhook).
+    pub async fn acquire_key(self: &Arc<Self>, host: &Arc<str>, deadline: Instant) -> Result<HostPermit, Limit> {
         let semaphore = {
             let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-            let capacity = self.overrides.get(&name).copied().unwrap_or(self.default).max(1);
-            hosts
-                .entry(host.clone())
-                .or_insert_with(|| Arc::new(Semaphore::new(capacity)))
-                .clone()
+            match hosts.get(&**host) {
+                Some(semaphore) => semaphore.clone(),
+                None => {
+                    let name = host.rsplit_once(':').map_or(&**host, |(name, _)| name);
+                    let capacity = self.overrides.get(name).copied().unwrap_or(self.default).max(1);
+                    let semaphore = Arc::new(Semaphore::new(capacity));
+                    hosts.insert(host.clone(), semaphore.clone());
+                    semaphore
+                }
+            }
         };
         let permit = match semaphore.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),
@@ -334,7 +357,7 @@ impl HostSlots {
         let permit = HostPermit {
             permit,
             slots: self.clone(),
-            host,
+            host: host.clone(),
         };
         if permit.permit.is_some() {
             Ok(permit)

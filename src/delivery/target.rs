@@ -112,6 +112,9 @@ pub struct Target {
     pub timeout: Duration,
     pub limiter: Arc<EndpointLimiter>,
     pub health: Arc<EndpointHealth>,
+    /// Its keys in the shared slots: tenant, and destination `host:port`.
+    pub tenant_key: Arc<str>,
+    pub host_key: Arc<str>,
 }
 
 impl Target {
@@ -144,6 +147,8 @@ impl Target {
         let health = previous.map(|p| p.health.clone()).unwrap_or_default();
         Ok(Target {
             health,
+            tenant_key: crate::delivery::shares::tenant_key(webhook.tenant.as_deref()),
+            host_key: crate::delivery::shares::host_key(&url),
             webhook,
             url,
             signer,

@@ -222,14 +222,16 @@ impl SubscriptionStore {
         })
     }
 
-    /// Adds every webhook in `loaded` to its tenant's set, once per prefix:
-    /// webhooks written before the sets existed (or by other writers before
-    /// this ran) count toward the quota from then on.
-    pub async fn index_tenants_once(&self, loaded: &[Loaded]) -> Result<(), StoreError> {
+    /// Adds every webhook in `loaded` to its tenant's set unless the marker
+    /// says it was done: once per prefix, and again if Redis lost the sets
+    /// (a restart without persistence, a flush). Webhooks written before the
+    /// sets existed, or by other writers meanwhile, count from then on.
+    /// Whether it filled them now.
+    pub async fn index_tenants_once(&self, loaded: &[Loaded]) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
         let done: bool = conn.exists(self.keys.tenants_indexed()).await?;
         if done {
-            return Ok(());
+            return Ok(false);
         }
         let members: Vec<(&str, &str)> = loaded
             .iter()
@@ -246,7 +248,7 @@ impl SubscriptionStore {
             let () = pipe.query_async(&mut conn).await?;
         }
         let () = conn.set(self.keys.tenants_indexed(), 1).await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Applies `change` to the webhook as stored and writes the result only if

@@ -179,14 +179,19 @@ impl SyncTask {
 
     async fn full_reload(&self, store: &SubscriptionStore, state: &mut State) -> Result<(), StoreError> {
         let loaded = store.load_all().await?;
-        let follow = state.tenants_indexed;
-        if !state.tenants_indexed {
-            // Once per prefix in the store's life; a failure is retried at the next full load.
-            match store.index_tenants_once(&loaded).await {
-                Ok(()) => state.tenants_indexed = true,
-                Err(e) => tracing::warn!(error = %e, "webhooks not yet added to their tenants' sets"),
+        // Filled once per prefix (one EXISTS per full load shows whether Redis
+        // still has them); after that, only the changes this load finds.
+        let follow = match store.index_tenants_once(&loaded).await {
+            Ok(filled) => {
+                let follow = state.tenants_indexed && !filled;
+                state.tenants_indexed = true;
+                follow
             }
-        }
+            Err(e) => {
+                tracing::warn!(error = %e, "tenant sets not checked; the next full load retries");
+                state.tenants_indexed
+            }
+        };
         let mut targets = BTreeMap::new();
         for record in loaded {
             if let Some((id, target)) = self.compile(record, state) {

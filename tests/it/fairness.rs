@@ -26,7 +26,11 @@ fn jimo(event: &str, tenant: &str, id: &str) -> String {
 }
 
 async fn put(env: &TestEnv, id: &str, tenant: Option<&str>, url: &str) {
-    let mut w = webhook(id, url, &["*"]);
+    put_for(env, id, tenant, url, &["*"]).await
+}
+
+async fn put_for(env: &TestEnv, id: &str, tenant: Option<&str>, url: &str, events: &[&str]) {
+    let mut w = webhook(id, url, events);
     w.tenant = tenant.map(str::to_owned);
     env.store().await.put(&w).await.unwrap();
 }
@@ -72,16 +76,8 @@ async fn the_wait_for_a_shared_slot_counts_in_max_queue_wait() {
         .await;
     let hanging = TestReceiver::start(Behaviour::Hang).await;
     let healthy = TestReceiver::ok().await;
-    env.store()
-        .await
-        .put(&webhook("slow", &hanging.url("/slow"), &["slow.*"]))
-        .await
-        .unwrap();
-    env.store()
-        .await
-        .put(&webhook("fast", &healthy.url("/fast"), &["fast.*"]))
-        .await
-        .unwrap();
+    put_for(&env, "slow", None, &hanging.url("/slow"), &["slow.*"]).await;
+    put_for(&env, "fast", None, &healthy.url("/fast"), &["fast.*"]).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let publisher = Publisher::new();
     publisher
@@ -395,11 +391,7 @@ async fn events_in_flight_are_bounded_in_bytes() {
         .spawn("[kafka]\nmax_in_flight_bytes = 262144\n[delivery]\nmax_queue_wait = \"30s\"\nrequest_timeout = \"30s\"")
         .await;
     let hanging = TestReceiver::start(Behaviour::Hang).await;
-    env.store()
-        .await
-        .put(&webhook("big", &hanging.url("/big"), &["*"]))
-        .await
-        .unwrap();
+    put(&env, "big", None, &hanging.url("/big")).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let padding = "x".repeat(64 * 1024);
     let publisher = Publisher::new();
@@ -484,6 +476,24 @@ async fn a_tenant_creates_webhooks_up_to_its_quota() {
         .await
         .unwrap();
     assert_eq!(create(GLOBEX, "g4").await.status, 201);
+    assert_problem(&create(GLOBEX, "g5").await, 403, None);
+    // Redis loses the sets (a restart without persistence, a flush): the
+    // next full re-sync fills them again, and the quota holds.
+    let () = redis::pipe()
+        .del(format!("{}tenant:globex:webhooks", env.prefix))
+        .del(format!("{}tenants:indexed", env.prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "the tenant sets filled again", || async {
+        let n: usize = redis::cmd("SCARD")
+            .arg(format!("{}tenant:globex:webhooks", env.prefix))
+            .query_async(&mut conn.clone())
+            .await
+            .unwrap();
+        (n == 3).then_some(())
+    })
+    .await;
     assert_problem(&create(GLOBEX, "g5").await, 403, None);
     app.stop().await;
 }
