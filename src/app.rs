@@ -77,8 +77,12 @@ impl Application {
             .metrics
             .preregister_retry(config.retry.tiers.len(), &retry_topics);
         Ok(Application {
-            telemetry,
-            index: SubscriptionIndex::new(),
+            telemetry: telemetry.clone(),
+            index: SubscriptionIndex::new(
+                EndpointDefaults::from(&config.delivery),
+                config.subscriptions.prepared_webhooks,
+                Some(telemetry.clone()),
+            ),
             flow: Flow::new(FlowLimits {
                 per_partition: config.kafka.max_in_flight_per_partition,
                 total: config.kafka.max_in_flight,
@@ -151,7 +155,6 @@ impl Application {
                 client: redis,
                 prefix: config.redis.prefix.clone(),
                 config: config.subscriptions.clone(),
-                defaults: EndpointDefaults::from(&config.delivery),
                 index: index.clone(),
                 telemetry: telemetry.clone(),
             }
@@ -192,7 +195,7 @@ impl Application {
             _ = index.wait_loaded() => {}
             _ = shutdown.cancelled() => return Ok(()),
         }
-        tracing::info!(webhooks = index.load().len(), "subscriptions loaded");
+        tracing::info!(webhooks = index.len(), "subscriptions loaded");
 
         let waits = config.retry.wait_topics();
         for unverified in crate::kafka::ensure_topics(

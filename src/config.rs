@@ -198,9 +198,18 @@ impl RedisConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionsConfig {
-    /// Full reload period, so a missed change announcement heals.
+    /// How often the change log is read, so a missed change announcement
+    /// heals.
     #[serde(with = "humantime_serde")]
     pub resync_interval: Duration,
+    /// How often every document is read again, for writers that neither log
+    /// nor announce their changes; zero: never (still at start and after a
+    /// reconnect or a gap in the log).
+    #[serde(with = "humantime_serde")]
+    pub audit_interval: Duration,
+    /// Webhooks kept prepared for delivery (parsed URL, keyed signers,
+    /// headers, request slots); others are prepared when first used.
+    pub prepared_webhooks: usize,
     /// First delay before reconnecting to Redis.
     #[serde(with = "humantime_serde")]
     pub reconnect_min_delay: Duration,
@@ -691,6 +700,7 @@ impl Config {
         redis::parse_redis_url(&self.redis.url)
             .ok_or_else(|| ConfigError::invalid("redis.url", "is not a redis:// URL"))?;
         nonzero("subscriptions.resync_interval", self.subscriptions.resync_interval)?;
+        positive("subscriptions.prepared_webhooks", self.subscriptions.prepared_webhooks)?;
         nonzero(
             "subscriptions.reconnect_min_delay",
             self.subscriptions.reconnect_min_delay,

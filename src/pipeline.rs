@@ -117,7 +117,7 @@ impl Pipeline {
                 return self.dead_letter(why.reason.as_str(), why.detail, &record).await;
             }
         };
-        let targets = self.index.load().route(meta.tenant.as_deref(), &meta.event_type);
+        let targets = self.index.route(meta.tenant.as_deref(), &meta.event_type);
         if targets.is_empty() {
             self.telemetry.event_unmatched(&record, &meta.event_type);
             return Ok(());
@@ -178,7 +178,7 @@ impl Pipeline {
         }
         let late = now.duration_since(state.due_at).unwrap_or_default();
         self.telemetry.retry_taken_up(from, late);
-        let found = self.index.load().get(&state.webhook_id);
+        let found = self.index.get(&state.webhook_id);
         if let Err(kept) = Policy::same_webhook(found.as_deref(), &state.binding(), &event.meta) {
             return self.keep(&event, kept, &state, state.binding()).await;
         }

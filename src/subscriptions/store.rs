@@ -21,6 +21,20 @@ use crate::subscriptions::model::{InvalidWebhook, Webhook};
 /// How many documents one `MGET` reads during a full load.
 const LOAD_BATCH: usize = 500;
 
+/// About how many entries the change log keeps (`XADD ... MAXLEN ~`). A
+/// replica that falls further behind than this reads every document again.
+pub const LOG_LENGTH: usize = 100_000;
+
+/// One entry of the change log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// The stream entry id (`ms-seq`).
+    pub at: String,
+    /// The webhook that changed; `None` for an entry naming none (the mark a
+    /// replica writes in an empty log).
+    pub webhook: Option<String>,
+}
+
 /// The key names for one prefix.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -45,6 +59,12 @@ impl Keys {
     /// `{prefix}webhooks:changed`
     pub fn changes(&self) -> String {
         format!("{}webhooks:changed", self.prefix)
+    }
+
+    /// `{prefix}webhooks:log`: a stream with one entry (field `id`) per change,
+    /// so a replica reads what changed since it last looked.
+    pub fn log(&self) -> String {
+        format!("{}webhooks:log", self.prefix)
     }
 
     /// `{prefix}tenant:{tenant}:webhooks`: the ids of a tenant's webhooks,
@@ -87,6 +107,8 @@ pub enum StoreError {
     InvalidRecord { key: String, reason: String },
     #[error("webhook {0} kept changing under a compare-and-set; try again")]
     Contended(String),
+    #[error("reading webhook documents stopped: {0}")]
+    Task(String),
 }
 
 /// An [`SubscriptionStore::update`] that did not happen.
@@ -156,6 +178,15 @@ impl SubscriptionStore {
         if let Some(tenant) = &webhook.tenant {
             pipe.sadd(self.keys.tenant(tenant), &webhook.id).ignore();
         }
+        pipe.cmd("XADD")
+            .arg(self.keys.log())
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(LOG_LENGTH)
+            .arg("*")
+            .arg("id")
+            .arg(&webhook.id)
+            .ignore();
         let () = pipe
             .publish(self.keys.changes(), &webhook.id)
             .ignore()
@@ -196,6 +227,7 @@ impl SubscriptionStore {
             redis.call('DEL', KEYS[3])
             redis.call('SADD', KEYS[2], ARGV[2])
             if ARGV[4] ~= '' then redis.call('SADD', KEYS[5], ARGV[2]) end
+            redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[6], '*', 'id', ARGV[2])
             redis.call('PUBLISH', KEYS[4], ARGV[2])
             return 1
             ",
@@ -208,11 +240,13 @@ impl SubscriptionStore {
             .key(self.keys.health(&webhook.id))
             .key(self.keys.changes())
             .key(self.keys.tenant(tenant))
+            .key(self.keys.log())
             .arg(json)
             .arg(&webhook.id)
             .arg(quota.unwrap_or(0))
             .arg(tenant)
             .arg(self.keys.webhook(""))
+            .arg(LOG_LENGTH)
             .invoke_async(&mut conn)
             .await?;
         Ok(match created {
@@ -222,24 +256,17 @@ impl SubscriptionStore {
         })
     }
 
-    /// Adds every webhook in `loaded` to its tenant's set unless the marker
-    /// says it was done: once per prefix, and again if Redis lost the sets
-    /// (a restart without persistence, a flush). Webhooks written before the
-    /// sets existed, or by other writers meanwhile, count from then on.
-    /// Whether it filled them now.
-    pub async fn index_tenants_once(&self, loaded: &[Loaded]) -> Result<bool, StoreError> {
+    /// Whether every webhook was once added to its tenant's set (the
+    /// marker a replica sets after doing so at a full load). Redis losing the
+    /// sets (a restart without persistence, a flush) loses the marker too.
+    pub async fn tenants_indexed(&self) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
-        let done: bool = conn.exists(self.keys.tenants_indexed()).await?;
-        if done {
-            return Ok(false);
-        }
-        let members: Vec<(&str, &str)> = loaded
-            .iter()
-            .filter_map(|l| match l {
-                Loaded::Webhook(w) => w.tenant.as_deref().map(|t| (t, w.id.as_str())),
-                _ => None,
-            })
-            .collect();
+        Ok(conn.exists(self.keys.tenants_indexed()).await?)
+    }
+
+    /// Adds webhooks to their tenants' sets: `(tenant, id)`.
+    pub async fn add_to_tenant_sets(&self, members: &[(&str, &str)]) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
         for chunk in members.chunks(LOAD_BATCH) {
             let mut pipe = redis::pipe();
             for (tenant, id) in chunk {
@@ -247,8 +274,102 @@ impl SubscriptionStore {
             }
             let () = pipe.query_async(&mut conn).await?;
         }
+        Ok(())
+    }
+
+    /// Records that every webhook is in its tenant's set.
+    pub async fn mark_tenants_indexed(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
         let () = conn.set(self.keys.tenants_indexed(), 1).await?;
-        Ok(true)
+        Ok(())
+    }
+
+    /// The change log's last entry id; in an empty log, the id of a mark
+    /// written now, so a replica always has a place to read on from.
+    pub async fn log_tail(&self) -> Result<String, StoreError> {
+        let mut conn = self.conn.clone();
+        let last: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(self.keys.log())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await?;
+        if let Some(entry) = last.ids.into_iter().next() {
+            return Ok(entry.id);
+        }
+        let id: String = redis::cmd("XADD")
+            .arg(self.keys.log())
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(LOG_LENGTH)
+            .arg("*")
+            .arg("mark")
+            .arg(1)
+            .query_async(&mut conn)
+            .await?;
+        Ok(id)
+    }
+
+    /// Up to `count` change log entries after `from`, or `None` when `from`
+    /// is no longer in the log (trimmed, or the log was lost): whatever
+    /// changed since may not be listed, and every document must be read.
+    pub async fn log_after(&self, from: &str, count: usize) -> Result<Option<Vec<LogEntry>>, StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(self.keys.log())
+            .arg(from)
+            .arg("+")
+            .arg("COUNT")
+            .arg(count + 1)
+            .query_async(&mut conn)
+            .await?;
+        let mut entries = reply.ids.into_iter();
+        match entries.next() {
+            Some(first) if first.id == from => {}
+            _ => return Ok(None),
+        }
+        Ok(Some(
+            entries
+                .map(|e| LogEntry {
+                    webhook: e.get::<String>("id"),
+                    at: e.id,
+                })
+                .collect(),
+        ))
+    }
+
+    /// One step of a scan of the id set: the next cursor (0 when done) and
+    /// some ids (`SSCAN`: every id present throughout is returned at least
+    /// once, and some may come twice).
+    pub async fn scan_ids(&self, cursor: u64, count: usize) -> Result<(u64, Vec<String>), StoreError> {
+        let mut conn = self.conn.clone();
+        let (next, ids): (u64, Vec<String>) = redis::cmd("SSCAN")
+            .arg(self.keys.ids())
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await?;
+        Ok((next, ids))
+    }
+
+    /// How many ids the id set holds.
+    pub async fn count_ids(&self) -> Result<usize, StoreError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.scard(self.keys.ids()).await?)
+    }
+
+    /// The stored documents of `ids`, as bytes, in order.
+    pub async fn get_raw(&self, ids: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let mut conn = self.conn.clone();
+        let keys: Vec<String> = ids.iter().map(|id| self.keys.webhook(id)).collect();
+        Ok(match keys.len() {
+            0 => Vec::new(),
+            1 => vec![conn.get(&keys[0]).await?],
+            _ => conn.mget(&keys).await?,
+        })
     }
 
     /// Applies `change` to the webhook as stored and writes the result only if
@@ -266,6 +387,7 @@ impl SubscriptionStore {
             if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
             redis.call('SET', KEYS[1], ARGV[2])
             redis.call('SADD', KEYS[2], ARGV[3])
+            redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'id', ARGV[3])
             redis.call('PUBLISH', KEYS[3], ARGV[3])
             return 1
             ",
@@ -281,7 +403,7 @@ impl SubscriptionStore {
             let mut conn = self.conn.clone();
             let raw: Option<String> = conn.get(self.keys.webhook(id)).await.map_err(StoreError::from)?;
             let Some(raw) = raw else { return Ok(None) };
-            let current = match decode(id, self.keys.webhook(id), Some(raw.clone().into_bytes())) {
+            let current = match decode(id, self.keys.webhook(id), Some(raw.as_bytes())) {
                 Loaded::Webhook(w) => *w,
                 Loaded::Missing(_) => return Ok(None),
                 Loaded::Invalid { key, reason, .. } => return Err(StoreError::InvalidRecord { key, reason }.into()),
@@ -295,9 +417,11 @@ impl SubscriptionStore {
                 .key(self.keys.webhook(id))
                 .key(self.keys.ids())
                 .key(self.keys.changes())
+                .key(self.keys.log())
                 .arg(&raw)
                 .arg(json)
                 .arg(id)
+                .arg(LOG_LENGTH)
                 .invoke_async(&mut conn)
                 .await
                 .map_err(StoreError::from)?;
@@ -401,6 +525,7 @@ impl SubscriptionStore {
                     redis.call('SREM', ARGV[2] .. w.tenant .. ARGV[3], ARGV[1])
                 end
             end
+            redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[4], '*', 'id', ARGV[1])
             redis.call('PUBLISH', KEYS[4], ARGV[1])
             return deleted
             ",
@@ -413,9 +538,11 @@ impl SubscriptionStore {
             .key(self.keys.health(id))
             .key(self.keys.ids())
             .key(self.keys.changes())
+            .key(self.keys.log())
             .arg(id)
             .arg(before)
             .arg(after)
+            .arg(LOG_LENGTH)
             .invoke_async(&mut conn)
             .await?;
         Ok(deleted > 0)
@@ -450,16 +577,10 @@ impl SubscriptionStore {
                 conn.mget(&keys).await?
             };
             for ((id, key), doc) in chunk.iter().zip(keys).zip(docs) {
-                out.push(decode(id, key, doc));
+                out.push(decode(id, key, doc.as_deref()));
             }
         }
         Ok(out)
-    }
-
-    /// Every webhook listed in the id set.
-    pub async fn load_all(&self) -> Result<Vec<Loaded>, StoreError> {
-        let ids = self.ids().await?;
-        self.get_many(&ids).await
     }
 }
 
@@ -487,19 +608,26 @@ fn document_error(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
     )
 }
 
-fn decode(id: &str, key: String, doc: Option<Vec<u8>>) -> Loaded {
+/// Reads the document stored for `id` under `key` (`None`: no document).
+pub fn decode(id: &str, key: String, doc: Option<&[u8]>) -> Loaded {
     let Some(doc) = doc else {
         return Loaded::Missing(id.to_owned());
     };
-    let mut de = serde_json::Deserializer::from_slice(&doc);
-    let webhook: Webhook = match serde_path_to_error::deserialize(&mut de) {
+    // The plain parser is the fast path; the one tracking paths runs only to
+    // name where a document is broken.
+    let webhook: Webhook = match serde_json::from_slice(doc) {
         Ok(w) => w,
-        Err(e) => {
+        Err(_) => {
+            let mut de = serde_json::Deserializer::from_slice(doc);
+            let reason = match serde_path_to_error::deserialize::<_, Webhook>(&mut de) {
+                Ok(_) => "not a webhook document".to_owned(),
+                Err(e) => document_error(&e),
+            };
             return Loaded::Invalid {
                 id: id.to_owned(),
                 key,
-                reason: document_error(&e),
-            }
+                reason,
+            };
         }
     };
     if webhook.id != id {
@@ -524,7 +652,7 @@ mod tests {
     use super::*;
 
     fn reason(doc: &str) -> String {
-        match decode("w", "p:webhook:w".into(), Some(doc.as_bytes().to_vec())) {
+        match decode("w", "p:webhook:w".into(), Some(doc.as_bytes())) {
             Loaded::Invalid { reason, .. } => reason,
             _ => panic!("{doc} decoded"),
         }

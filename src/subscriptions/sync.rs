@@ -1,84 +1,74 @@
-//! Keeps the in-memory subscription index in step with Redis.
+//! Keeps the live subscription index in step with Redis, doing work in
+//! proportion to what changed, not to the number of webhooks.
 //!
-//! The loop subscribes to the change channel first and then loads everything,
-//! so no change made during the load is missed; each announced id is re-read
-//! and the index rebuilt and swapped atomically. A full reload runs
-//! periodically and after every reconnect, which heals any announcement missed
-//! while disconnected. While Redis is unreachable the pipeline keeps routing
-//! with the last index; the loop reconnects with jittered exponential backoff.
+//! - At start the loop subscribes to the change channel, notes the change
+//!   log's last entry, then reads every document (an audit, below). The
+//!   replica is ready when that read completes.
+//! - Each announced id is read again and applied within a second.
+//! - Every `subscriptions.resync_interval` the change log
+//!   (`{prefix}webhooks:log`) is read from the last entry applied: one small
+//!   read when nothing changed, and it heals announcements missed while
+//!   disconnected. When the entry read last is no longer in the log (the log
+//!   was trimmed past it, or lost with Redis), an audit runs.
+//! - An audit scans the id set in batches and reads every document, but
+//!   parses only those whose bytes changed (a digest per webhook) and changes
+//!   only those webhooks; webhooks whose id was not found are removed at the
+//!   end. Announcements and the log are served between its batches. Audits
+//!   run at start, after a reconnect, on a gap in the log, and every
+//!   `subscriptions.audit_interval` for writers that neither log nor
+//!   announce.
+//!
+//! While Redis is unreachable the pipeline keeps routing with what it has;
+//! the loop reconnects with jittered exponential backoff.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
-use futures::{FutureExt, StreamExt};
-use tokio::sync::Notify;
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SubscriptionsConfig;
-use crate::delivery::target::{EndpointDefaults, Target};
-use crate::routing::index::Index;
-use crate::subscriptions::model::WebhookStatus;
-use crate::subscriptions::store::{Keys, Loaded, StoreError, SubscriptionStore};
+use crate::routing::index::Entry;
+use crate::subscriptions::packed::Packed;
+use crate::subscriptions::store::{decode, Keys, Loaded, StoreError, SubscriptionStore};
 use crate::telemetry::Telemetry;
 
-/// The current index, shared by the pipeline (reads) and the sync loop (swaps).
-#[derive(Default)]
-pub struct SubscriptionIndex {
-    current: ArcSwap<Index>,
-    loaded: AtomicBool,
-    loaded_notify: Notify,
-}
+pub use crate::subscriptions::live::SubscriptionIndex;
 
-impl SubscriptionIndex {
-    pub fn new() -> Arc<SubscriptionIndex> {
-        Arc::new(SubscriptionIndex::default())
-    }
-
-    /// The current snapshot.
-    pub fn load(&self) -> arc_swap::Guard<Arc<Index>> {
-        self.current.load()
-    }
-
-    /// Whether a full load has completed at least once.
-    pub fn is_loaded(&self) -> bool {
-        self.loaded.load(Ordering::Acquire)
-    }
-
-    /// Waits until the first full load has completed.
-    pub async fn wait_loaded(&self) {
-        loop {
-            let notified = self.loaded_notify.notified();
-            if self.is_loaded() {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    fn publish(&self, index: Index, full: bool) {
-        self.current.store(Arc::new(index));
-        if full && !self.loaded.swap(true, Ordering::AcqRel) {
-            self.loaded_notify.notify_waiters();
-        }
-    }
-}
+/// Ids read per step of an audit (`SSCAN ... COUNT`, then one `MGET`).
+const AUDIT_BATCH: usize = 1000;
+/// Change log entries read per round trip.
+const LOG_BATCH: usize = 1000;
 
 /// Everything the sync loop needs.
 pub struct SyncTask {
     pub client: redis::Client,
     pub prefix: String,
     pub config: SubscriptionsConfig,
-    pub defaults: EndpointDefaults,
     pub index: Arc<SubscriptionIndex>,
     pub telemetry: Telemetry,
 }
 
-/// The loop's own copy of every compiled webhook, by id.
+/// A read of every document, one batch at a time.
+#[derive(Debug)]
+struct Audit {
+    cursor: u64,
+    generation: u32,
+    /// The tenant sets are being filled by this read.
+    fill_tenants: bool,
+}
+
+/// What the loop remembers across reconnects.
+#[derive(Debug, Default)]
 struct State {
-    targets: BTreeMap<String, Arc<Target>>,
+    /// The last change log entry applied; `None` before the first read.
+    log: Option<String>,
+    /// The generation of the latest audit; webhooks it (or a change applied
+    /// during it) confirmed carry it.
+    generation: u32,
+    audit: Option<Audit>,
     /// The store's tenant sets are known to hold every webhook.
     tenants_indexed: bool,
 }
@@ -88,13 +78,18 @@ enum Disconnect {
     Lost(&'static str, String),
 }
 
+/// What woke the loop.
+enum Wake {
+    Announced(Vec<String>),
+    ReadLog,
+    StartAudit,
+    AuditStep,
+}
+
 impl SyncTask {
     /// Runs until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut state = State {
-            targets: BTreeMap::new(),
-            tenants_indexed: false,
-        };
+        let mut state = State::default();
         let mut backoff = self.backoff();
         loop {
             match self.connected_cycle(&mut state, &shutdown, &mut backoff).await {
@@ -121,8 +116,8 @@ impl SyncTask {
             .build()
     }
 
-    /// Connects, loads everything, then follows announcements until the
-    /// connection is lost or shutdown.
+    /// Connects, catches up, then follows announcements, the log and audits
+    /// until the connection is lost or shutdown.
     async fn connected_cycle(
         &self,
         state: &mut State,
@@ -141,7 +136,30 @@ impl SyncTask {
             Ok(s) => s,
             Err(e) => return Disconnect::Lost("connect", e.to_string()),
         };
-        if let Err(e) = self.full_reload(&store, state).await {
+        let caught_up = async {
+            if state.log.is_none() {
+                // The first read: the log's tail first, so whatever changes
+                // during the read is applied after it.
+                state.log = Some(store.log_tail().await?);
+                self.load_everything(&store, state).await?;
+                self.catch_up(&store, state).await?;
+                self.index.mark_loaded();
+                Ok(())
+            } else {
+                // Announcements of writers that do not log may have been
+                // missed while disconnected.
+                self.catch_up(&store, state).await?;
+                if state.audit.is_none() {
+                    self.start_audit(&store, state).await?;
+                }
+                Ok(())
+            }
+        };
+        let caught_up: Result<(), StoreError> = tokio::select! {
+            r = caught_up => r,
+            _ = shutdown.cancelled() => return Disconnect::Shutdown,
+        };
+        if let Err(e) = caught_up {
             return Disconnect::Lost("load", e.to_string());
         }
         self.telemetry.redis_connected(true);
@@ -151,8 +169,16 @@ impl SyncTask {
         let mut resync = tokio::time::interval(self.config.resync_interval);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         resync.reset();
+        // Zero: never; an interval still needs a period.
+        let audits_on = !self.config.audit_interval.is_zero();
+        let mut audits = tokio::time::interval(self.config.audit_interval.max(Duration::from_secs(1)));
+        audits.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        audits.reset();
         loop {
-            tokio::select! {
+            let auditing = state.audit.is_some();
+            // Announcements first, then the log, then the next audit batch.
+            let wake = tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => return Disconnect::Shutdown,
                 message = messages.next() => {
                     let Some(message) = message else {
@@ -160,136 +186,333 @@ impl SyncTask {
                     };
                     let mut changed = BTreeSet::new();
                     changed.insert(String::from_utf8_lossy(message.get_payload_bytes()).into_owned());
-                    // Take every announcement already waiting, to apply them in one swap.
+                    // Take every announcement already waiting, to apply them at once.
                     while let Some(Some(more)) = messages.next().now_or_never() {
                         changed.insert(String::from_utf8_lossy(more.get_payload_bytes()).into_owned());
                     }
-                    if let Err(e) = self.apply_changes(&store, state, changed).await {
-                        return Disconnect::Lost("load", e.to_string());
-                    }
+                    Wake::Announced(changed.into_iter().collect())
                 }
-                _ = resync.tick() => {
-                    if let Err(e) = self.full_reload(&store, state).await {
-                        return Disconnect::Lost("load", e.to_string());
-                    }
-                }
+                _ = resync.tick() => Wake::ReadLog,
+                _ = audits.tick(), if audits_on && !auditing => Wake::StartAudit,
+                _ = std::future::ready(()), if auditing => Wake::AuditStep,
+            };
+            let done = match wake {
+                Wake::Announced(ids) => self.apply_ids(&store, state, &ids).await,
+                Wake::ReadLog => match self.catch_up(&store, state).await {
+                    Ok(()) => self.check_tenant_sets(&store, state).await,
+                    Err(e) => Err(e),
+                },
+                Wake::StartAudit => self.start_audit(&store, state).await,
+                Wake::AuditStep => self.audit_step(&store, state).await,
+            };
+            if let Err(e) = done {
+                return Disconnect::Lost("load", e.to_string());
             }
         }
     }
 
-    async fn full_reload(&self, store: &SubscriptionStore, state: &mut State) -> Result<(), StoreError> {
-        let loaded = store.load_all().await?;
-        // Filled once per prefix (one EXISTS per full load shows whether Redis
-        // still has them); after that, only the changes this load finds.
-        let follow = match store.index_tenants_once(&loaded).await {
-            Ok(filled) => {
-                let follow = state.tenants_indexed && !filled;
-                state.tenants_indexed = true;
-                follow
+    /// Applies the change log from the last entry applied. A gap (the entry
+    /// is no longer there) starts an audit from the log's current tail.
+    async fn catch_up(&self, store: &SubscriptionStore, state: &mut State) -> Result<(), StoreError> {
+        loop {
+            let Some(from) = state.log.clone() else { return Ok(()) };
+            let Some(entries) = store.log_after(&from, LOG_BATCH).await? else {
+                tracing::warn!(
+                    after = %from,
+                    "the change log no longer holds the last change read; reading every webhook again"
+                );
+                state.log = Some(store.log_tail().await?);
+                state.audit = None;
+                return self.start_audit(store, state).await;
+            };
+            let Some(last) = entries.last() else { return Ok(()) };
+            let last = last.at.clone();
+            let ids: BTreeSet<String> = entries.into_iter().filter_map(|e| e.webhook).collect();
+            let ids: Vec<String> = ids.into_iter().collect();
+            let full = ids.len() >= LOG_BATCH;
+            if !ids.is_empty() {
+                self.apply_ids(store, state, &ids).await?;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "tenant sets not checked; the next full load retries");
-                state.tenants_indexed
-            }
-        };
-        let mut targets = BTreeMap::new();
-        for record in loaded {
-            if let Some((id, target)) = self.compile(record, state) {
-                targets.insert(id, target);
+            state.log = Some(last);
+            if !full {
+                return Ok(());
             }
         }
-        let previous = std::mem::replace(&mut state.targets, targets);
-        if follow {
-            let ids: BTreeSet<&String> = previous.keys().chain(state.targets.keys()).collect();
-            self.follow_tenants(store, &previous, &state.targets, ids).await;
+    }
+
+    /// Starts an audit that fills the tenant sets again when Redis lost them
+    /// (a restart without persistence, a flush: the marker is gone too).
+    async fn check_tenant_sets(&self, store: &SubscriptionStore, state: &mut State) -> Result<(), StoreError> {
+        if !state.tenants_indexed || state.audit.is_some() || store.tenants_indexed().await? {
+            return Ok(());
         }
-        self.publish(state, true);
+        tracing::warn!("the tenant sets are gone from Redis; reading every webhook to fill them again");
+        self.start_audit(store, state).await
+    }
+
+    async fn start_audit(&self, store: &SubscriptionStore, state: &mut State) -> Result<(), StoreError> {
+        // Filled once per prefix (one EXISTS per audit shows whether Redis
+        // still has them); after that, followed change by change.
+        let indexed = store.tenants_indexed().await?;
+        state.tenants_indexed = indexed;
+        state.generation = state.generation.wrapping_add(1);
+        state.audit = Some(Audit {
+            cursor: 0,
+            generation: state.generation,
+            fill_tenants: !indexed,
+        });
         Ok(())
     }
 
-    /// Keeps the store's tenant sets in step with the webhooks among `ids`
-    /// whose tenant changed between `before` and `after` (created, deleted
-    /// or moved, by any writer), so a tenant's list and quota see them.
-    async fn follow_tenants<'a>(
-        &self,
-        store: &SubscriptionStore,
-        before: &BTreeMap<String, Arc<Target>>,
-        after: &BTreeMap<String, Arc<Target>>,
-        ids: impl IntoIterator<Item = &'a String>,
-    ) {
-        let tenant = |map: &BTreeMap<String, Arc<Target>>, id: &str| map.get(id).and_then(|t| t.webhook.tenant.clone());
-        let moves: Vec<(String, Option<String>, Option<String>)> = ids
+    /// Reads one batch of the audit; at the end, removes the webhooks whose
+    /// id it did not find.
+    async fn audit_step(&self, store: &SubscriptionStore, state: &mut State) -> Result<(), StoreError> {
+        let Some(audit) = &state.audit else { return Ok(()) };
+        let (cursor, fill) = (audit.cursor, audit.fill_tenants);
+        let (next, ids) = store.scan_ids(cursor, AUDIT_BATCH).await?;
+        let docs = store.get_raw(&ids).await?;
+        self.apply_docs(store, state, &ids, docs).await;
+        if fill {
+            let members: Vec<(String, String)> = {
+                let index = self.index.read();
+                ids.iter()
+                    .filter_map(|id| {
+                        let entry = index.get(id)?;
+                        let tenant = entry.packed.routing().ok()?.tenant?.to_owned();
+                        Some((tenant, id.clone()))
+                    })
+                    .collect()
+            };
+            let members: Vec<(&str, &str)> = members.iter().map(|(t, i)| (t.as_str(), i.as_str())).collect();
+            store.add_to_tenant_sets(&members).await?;
+        }
+        let Some(audit) = state.audit.as_mut() else {
+            return Ok(());
+        };
+        audit.cursor = next;
+        if next != 0 {
+            return Ok(());
+        }
+        self.finish_audit(store, state).await
+    }
+
+    /// Ends the audit: what it did not find is gone.
+    async fn finish_audit(&self, store: &SubscriptionStore, state: &mut State) -> Result<(), StoreError> {
+        let Some(audit) = state.audit.take() else { return Ok(()) };
+        let gone = self.index.read().unconfirmed(audit.generation);
+        if !gone.is_empty() {
+            let docs = vec![None; gone.len()];
+            self.apply_docs(store, state, &gone, docs).await;
+        }
+        if audit.fill_tenants {
+            match store.mark_tenants_indexed().await {
+                Ok(()) => state.tenants_indexed = true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "tenant sets not marked complete; the next audit fills them again")
+                }
+            }
+        }
+        self.telemetry.subscriptions_synced("full", self.index.read().counts());
+        Ok(())
+    }
+
+    async fn apply_ids(&self, store: &SubscriptionStore, state: &mut State, ids: &[String]) -> Result<(), StoreError> {
+        let docs = store.get_raw(ids).await?;
+        self.apply_docs(store, state, ids, docs).await;
+        self.telemetry
+            .subscriptions_synced("change", self.index.read().counts());
+        Ok(())
+    }
+
+    /// Applies the documents read for `ids` (`None`: none stored). A
+    /// document whose digest is the one indexed is unchanged and not parsed.
+    async fn apply_docs(&self, store: &SubscriptionStore, state: &State, ids: &[String], docs: Vec<Option<Vec<u8>>>) {
+        let indexed = {
+            let index = self.index.read();
+            ids.iter().map(|id| index.get(id).map(|e| e.digest)).collect()
+        };
+        let batch = Batch::read(ids.to_vec(), docs, indexed, state.generation);
+        self.apply_batch(store, state, batch).await;
+    }
+
+    /// Applies a batch read. A document that stops being usable (another
+    /// writer broke it) keeps its last good version in the index, so its
+    /// events are still delivered, not committed as having no subscriber;
+    /// the error is logged and counted each time it is read, until it is
+    /// fixed or deleted.
+    async fn apply_batch(&self, store: &SubscriptionStore, state: &State, batch: Batch) {
+        let generation = batch.generation;
+        let mut moves = Vec::new();
+        let mut invalid = Vec::new();
+        let mut counts = [0u64; 4];
+        for (_, read) in &batch.read {
+            counts[match read {
+                Read::Unchanged => 0,
+                Read::Webhook { .. } => 1,
+                Read::Invalid(_) => 2,
+                Read::Missing => 3,
+            }] += 1;
+        }
+        self.telemetry
+            .subscription_documents_read(counts, self.index.prepared());
+        {
+            let mut index = self.index.write();
+            for (id, read) in batch.read {
+                let before = || {
+                    index
+                        .get(&id)
+                        .and_then(|e| e.packed.routing().ok())
+                        .map(|r| r.tenant.map(str::to_owned))
+                };
+                let (old, new) = match read {
+                    Read::Unchanged => {
+                        index.confirm(&id, generation);
+                        continue;
+                    }
+                    Read::Invalid(reason) => {
+                        let kept = index.get(&id).is_some();
+                        index.confirm(&id, generation);
+                        invalid.push((id, reason, kept));
+                        continue;
+                    }
+                    Read::Missing => {
+                        let old = before().flatten();
+                        if index.remove(&id).is_none() {
+                            continue;
+                        }
+                        self.index.forget(&id);
+                        (old, None)
+                    }
+                    Read::Webhook { entry, tenant } => match index.upsert(entry) {
+                        Ok(Some(old)) => (
+                            old.packed.routing().ok().and_then(|r| r.tenant.map(str::to_owned)),
+                            tenant,
+                        ),
+                        Ok(None) => (None, tenant),
+                        Err(e) => {
+                            invalid.push((id, e.to_string(), false));
+                            continue;
+                        }
+                    },
+                };
+                if old != new {
+                    moves.push((id, old, new));
+                }
+            }
+        }
+        for (id, reason, kept) in invalid {
+            self.telemetry
+                .subscription_record_invalid(&store.keys().webhook(&id), &reason, kept);
+        }
+        // Keep the store's tenant sets in step with webhooks whose tenant
+        // changed (created, deleted or moved, by any writer), so a tenant's
+        // list and quota see them. While they are being filled, the fill
+        // adds what is there.
+        if state.tenants_indexed && !moves.is_empty() {
+            if let Err(e) = store.move_tenants(&moves).await {
+                tracing::warn!(error = %e, webhooks = moves.len(), "tenant sets not updated; the next audit retries");
+            }
+        }
+    }
+
+    /// The first read of every document, as fast as Redis serves them:
+    /// batches are fetched and parsed a few at a time, on other threads,
+    /// while earlier ones are indexed.
+    async fn load_everything(&self, store: &SubscriptionStore, state: &mut State) -> Result<(), StoreError> {
+        self.start_audit(store, state).await?;
+        let Some(audit) = state.audit.take() else { return Ok(()) };
+        let generation = audit.generation;
+        let expected = store.count_ids().await?;
+        self.index.write().reserve(expected);
+        // Owned handles: the stream's futures must not borrow across awaits.
+        let scans = futures::stream::try_unfold((store.clone(), Some(0u64)), |(store, cursor)| async move {
+            let Some(cursor) = cursor else { return Ok(None) };
+            let (next, ids) = store.scan_ids(cursor, AUDIT_BATCH).await?;
+            Ok::<_, StoreError>(Some((ids, (store, (next != 0).then_some(next)))))
+        });
+        let fetcher = store.clone();
+        let mut batches = std::pin::pin!(scans
+            .map_ok(move |ids| {
+                let store = fetcher.clone();
+                async move {
+                    let docs = store.get_raw(&ids).await?;
+                    let empty = vec![None; ids.len()];
+                    tokio::task::spawn_blocking(move || Batch::read(ids, docs, empty, generation))
+                        .await
+                        .map_err(|e| StoreError::Task(e.to_string()))
+                }
+            })
+            .try_buffered(4));
+        while let Some(batch) = batches.try_next().await? {
+            if audit.fill_tenants {
+                let members: Vec<(&str, &str)> = batch.members().collect();
+                store.add_to_tenant_sets(&members).await?;
+            }
+            self.apply_batch(store, state, batch).await;
+        }
+        state.audit = Some(Audit { cursor: 0, ..audit });
+        self.finish_audit(store, state).await
+    }
+}
+
+/// What one document read turned out to be.
+enum Read {
+    /// The same bytes as the webhook indexed.
+    Unchanged,
+    Webhook {
+        entry: Entry,
+        tenant: Option<String>,
+    },
+    Invalid(String),
+    Missing,
+}
+
+/// Documents read and parsed, ready to apply.
+struct Batch {
+    generation: u32,
+    read: Vec<(String, Read)>,
+}
+
+impl Batch {
+    /// Parses `docs` (read for `ids`), skipping those whose digest is the one
+    /// `indexed`.
+    fn read(ids: Vec<String>, docs: Vec<Option<Vec<u8>>>, indexed: Vec<Option<u64>>, generation: u32) -> Batch {
+        let read = ids
             .into_iter()
-            .filter_map(|id| {
-                let (old, new) = (tenant(before, id), tenant(after, id));
-                (old != new).then(|| (id.clone(), old, new))
+            .zip(docs)
+            .zip(indexed)
+            .map(|((id, doc), indexed)| {
+                let Some(doc) = doc else { return (id, Read::Missing) };
+                let digest = xxhash_rust::xxh3::xxh3_64(&doc);
+                if indexed == Some(digest) {
+                    return (id, Read::Unchanged);
+                }
+                let read = match decode(&id, String::new(), Some(&doc)) {
+                    Loaded::Webhook(webhook) => Read::Webhook {
+                        entry: Entry {
+                            packed: Packed::pack(&webhook),
+                            digest,
+                            status: webhook.status,
+                            seen: generation,
+                        },
+                        tenant: webhook.tenant,
+                    },
+                    Loaded::Invalid { reason, .. } => Read::Invalid(reason),
+                    Loaded::Missing(_) => Read::Missing,
+                };
+                (id, read)
             })
             .collect();
-        if moves.is_empty() {
-            return;
-        }
-        if let Err(e) = store.move_tenants(&moves).await {
-            tracing::warn!(error = %e, webhooks = moves.len(), "tenant sets not updated; the next full sync retries");
-        }
+        Batch { generation, read }
     }
 
-    async fn apply_changes(
-        &self,
-        store: &SubscriptionStore,
-        state: &mut State,
-        ids: BTreeSet<String>,
-    ) -> Result<(), StoreError> {
-        let ids: Vec<String> = ids.into_iter().collect();
-        let loaded = store.get_many(&ids).await?;
-        let mut before = BTreeMap::new();
-        for (id, record) in ids.iter().zip(loaded) {
-            let old = match self.compile(record, state) {
-                Some((id, target)) => state.targets.insert(id, target),
-                None => state.targets.remove(id),
-            };
-            if let Some(old) = old {
-                before.insert(id.clone(), old);
-            }
-        }
-        if state.tenants_indexed {
-            self.follow_tenants(store, &before, &state.targets, &ids).await;
-        }
-        self.publish(state, false);
-        Ok(())
-    }
-
-    /// A record ready for the index, or `None` (deleted, or invalid and never
-    /// seen valid). A document that stops being usable (another writer broke
-    /// it) keeps its last good version in the index, so its events are still
-    /// delivered, not committed as having no subscriber; the error is logged
-    /// and counted at every sync until it is fixed or deleted.
-    fn compile(&self, record: Loaded, state: &State) -> Option<(String, Arc<Target>)> {
-        let (id, key, reason) = match record {
-            Loaded::Webhook(webhook) => {
-                let previous = state.targets.get(&webhook.id).map(Arc::as_ref);
-                let id = webhook.id.clone();
-                match Target::compile(*webhook, &self.defaults, previous) {
-                    Ok(target) => return Some((id, Arc::new(target))),
-                    Err(reason) => {
-                        let key = Keys::new(self.prefix.clone()).webhook(&id);
-                        (id, key, reason)
-                    }
-                }
-            }
-            Loaded::Invalid { id, key, reason } => (id, key, reason),
-            Loaded::Missing(_) => return None,
-        };
-        let last_good = state.targets.get(&id).cloned();
-        self.telemetry
-            .subscription_record_invalid(&key, &reason, last_good.is_some());
-        last_good.map(|target| (id, target))
-    }
-
-    fn publish(&self, state: &State, full: bool) {
-        let index = Index::build(state.targets.values().cloned());
-        let counts = WebhookStatus::ALL.map(|s| (s.as_str(), index.count(s)));
-        self.index.publish(index, full);
-        self.telemetry
-            .subscriptions_synced(if full { "full" } else { "change" }, counts);
+    /// `(tenant, id)` of every webhook of a tenant read.
+    fn members(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.read.iter().filter_map(|(id, read)| match read {
+            Read::Webhook {
+                tenant: Some(tenant), ..
+            } => Some((tenant.as_str(), id.as_str())),
+            _ => None,
+        })
     }
 }

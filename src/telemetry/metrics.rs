@@ -56,6 +56,8 @@ pub struct Metrics {
     pub subscription_syncs: IntCounterVec,
     pub subscription_errors: IntCounterVec,
     pub subscription_records_invalid: IntCounter,
+    pub subscription_reads: IntCounterVec,
+    pub webhooks_prepared: IntGauge,
     pub subscription_last_sync: IntGauge,
     pub redis_up: IntGauge,
     pub build_info: IntGaugeVec,
@@ -359,6 +361,17 @@ impl Metrics {
                 "Errors talking to Redis for subscriptions, by stage.",
                 &["stage"],
             ),
+            subscription_reads: counter_vec(
+                r,
+                "herald_subscription_documents_read_total",
+                "Webhook documents read from Redis, by what they were: unchanged (same bytes as indexed, not parsed again), changed, invalid, missing.",
+                &["result"],
+            ),
+            webhooks_prepared: gauge(
+                r,
+                "herald_webhooks_prepared",
+                "Webhooks held prepared for delivery (subscriptions.prepared_webhooks bounds it, except for webhooks being delivered to).",
+            ),
             subscription_records_invalid: counter(
                 r,
                 "herald_subscription_records_invalid_total",
@@ -446,6 +459,9 @@ impl Metrics {
         }
         for kind in ["full", "change"] {
             m.subscription_syncs.with_label_values(&[kind]);
+        }
+        for result in ["unchanged", "changed", "invalid", "missing"] {
+            m.subscription_reads.with_label_values(&[result]);
         }
         m
     }

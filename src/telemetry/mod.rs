@@ -471,6 +471,17 @@ impl Telemetry {
         debug!(kind, ?counts, "subscription index updated");
     }
 
+    /// Documents read from Redis in one batch: `[unchanged, changed,
+    /// invalid, missing]`, and how many webhooks are held prepared.
+    pub fn subscription_documents_read(&self, counts: [u64; 4], prepared: usize) {
+        for (result, n) in ["unchanged", "changed", "invalid", "missing"].into_iter().zip(counts) {
+            if n > 0 {
+                self.metrics.subscription_reads.with_label_values(&[result]).inc_by(n);
+            }
+        }
+        self.metrics.webhooks_prepared.set(prepared as i64);
+    }
+
     /// A webhook document cannot be used; `kept` when the last good version
     /// of it goes on being used.
     pub fn subscription_record_invalid(&self, key: &str, reason: &str, kept: bool) {

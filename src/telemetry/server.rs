@@ -68,7 +68,7 @@ async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
     let body = json!({
         "ready": index_loaded && assigned,
         "subscriptions_loaded": index_loaded,
-        "webhooks": state.index.load().len(),
+        "webhooks": state.index.len(),
         "group_assignment_received": assigned,
         "partitions": state.flow.assigned().len(),
     });

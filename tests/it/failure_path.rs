@@ -153,7 +153,7 @@ async fn a_document_broken_by_another_writer_keeps_delivering_from_its_last_good
     let receiver = TestReceiver::ok().await;
     let store = env.store().await;
     store.put(&webhook("w", &receiver.url("/"), &["*"])).await.unwrap();
-    let app = env.spawn("").await;
+    let app = env.spawn("[subscriptions]\naudit_interval = \"1s\"").await;
     let publisher = Publisher::new();
     let event = r#"{"event":"tour.completed","version":"0"}"#;
     publisher.json(env.topic(), event).await;
@@ -177,7 +177,7 @@ async fn a_document_broken_by_another_writer_keeps_delivering_from_its_last_good
     .await;
     publisher.json(env.topic(), event).await;
     receiver.wait_for(2, Duration::from_secs(20)).await;
-    // Still after full re-syncs (every 2 s here).
+    // Still after audits re-read every document (every second here).
     tokio::time::sleep(Duration::from_secs(3)).await;
     publisher.json(env.topic(), event).await;
     receiver.wait_for(3, Duration::from_secs(20)).await;

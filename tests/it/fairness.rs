@@ -478,7 +478,8 @@ async fn a_tenant_creates_webhooks_up_to_its_quota() {
     assert_eq!(create(GLOBEX, "g4").await.status, 201);
     assert_problem(&create(GLOBEX, "g5").await, 403, None);
     // Redis loses the sets (a restart without persistence, a flush): the
-    // next full re-sync fills them again, and the quota holds.
+    // next read of the change log notices and fills them again, and the
+    // quota holds.
     let () = redis::pipe()
         .del(format!("{}tenant:globex:webhooks", env.prefix))
         .del(format!("{}tenants:indexed", env.prefix))

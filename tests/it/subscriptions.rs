@@ -254,3 +254,159 @@ async fn concurrent_changes_are_never_lost() {
         .unwrap();
     assert!(missing.is_none());
 }
+
+/// Writes `webhook` as another service would: the document and the id set,
+/// then, when asked, the change log entry and the announcement.
+async fn write_as_another_service(
+    env: &TestEnv,
+    webhook: &herald::subscriptions::model::Webhook,
+    log: bool,
+    announce: bool,
+) {
+    let mut conn = redis::Client::open(env.redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .set(
+            format!("{}webhook:{}", env.prefix, webhook.id),
+            serde_json::to_string(webhook).unwrap(),
+        )
+        .ignore()
+        .sadd(format!("{}webhooks", env.prefix), &webhook.id)
+        .ignore();
+    if log {
+        pipe.cmd("XADD")
+            .arg(format!("{}webhooks:log", env.prefix))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(100_000)
+            .arg("*")
+            .arg("id")
+            .arg(&webhook.id)
+            .ignore();
+    }
+    if announce {
+        pipe.publish(format!("{}webhooks:changed", env.prefix), &webhook.id)
+            .ignore();
+    }
+    let () = pipe.query_async(&mut conn).await.unwrap();
+}
+
+async fn redis_del(env: &TestEnv, key: &str) {
+    let mut conn = redis::Client::open(env.redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = redis::cmd("DEL").arg(key).query_async(&mut conn).await.unwrap();
+}
+
+/// Publishes an event every 100 ms until `receiver` has one, for at most `within`.
+async fn deliver_within(publisher: &Publisher, env: &TestEnv, receiver: &TestReceiver, within: Duration, what: &str) {
+    let deadline = tokio::time::Instant::now() + within;
+    while receiver.count() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: nothing delivered within {within:?}"
+        );
+        publisher.json(env.topic(), EVENT).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_whose_announcement_was_missed_is_read_from_the_change_log() {
+    let env = TestEnv::new("log", &["events"], 1).await;
+    let receiver = TestReceiver::ok().await;
+    // Audits off: only the log can bring the change.
+    let app = env
+        .spawn("[subscriptions]\nresync_interval = \"300ms\"\naudit_interval = \"0s\"")
+        .await;
+    write_as_another_service(&env, &webhook("logged", &receiver.url("/"), &["tour.*"]), true, false).await;
+    deliver_within(
+        &Publisher::new(),
+        &env,
+        &receiver,
+        Duration::from_secs(5),
+        "a logged change",
+    )
+    .await;
+    assert_eq!(
+        app.metric(r#"herald_subscription_syncs_total{kind="full"}"#).await,
+        1.0,
+        "read from the log, without reading every document again"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_in_the_change_log_reads_every_document_again() {
+    let env = TestEnv::new("loggap", &["events"], 1).await;
+    let receiver = TestReceiver::ok().await;
+    let app = env
+        .spawn("[subscriptions]\nresync_interval = \"300ms\"\naudit_interval = \"0s\"")
+        .await;
+    // The log is lost (trimmed past what this replica read, or Redis lost
+    // it), and a change is neither logged nor announced.
+    redis_del(&env, &format!("{}webhooks:log", env.prefix)).await;
+    write_as_another_service(
+        &env,
+        &webhook("unlogged", &receiver.url("/"), &["tour.*"]),
+        false,
+        false,
+    )
+    .await;
+    deliver_within(
+        &Publisher::new(),
+        &env,
+        &receiver,
+        Duration::from_secs(5),
+        "a change behind a gap",
+    )
+    .await;
+    assert!(app.metric(r#"herald_subscription_syncs_total{kind="full"}"#).await >= 2.0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audits_catch_silent_writers_and_parse_only_what_changed() {
+    let env = TestEnv::new("audit", &["events"], 1).await;
+    let receiver = TestReceiver::ok().await;
+    let store = env.store().await;
+    for i in 0..50 {
+        store
+            .put(&webhook(&format!("quiet{i}"), &receiver.url("/quiet"), &["survey.*"]))
+            .await
+            .unwrap();
+    }
+    let app = env
+        .spawn("[subscriptions]\nresync_interval = \"1h\"\naudit_interval = \"1s\"")
+        .await;
+    let changed = r#"herald_subscription_documents_read_total{result="changed"}"#;
+    let unchanged = r#"herald_subscription_documents_read_total{result="unchanged"}"#;
+    assert_eq!(app.metric(changed).await, 50.0);
+    // A writer that neither logs nor announces.
+    write_as_another_service(&env, &webhook("silent", &receiver.url("/"), &["tour.*"]), false, false).await;
+    deliver_within(
+        &Publisher::new(),
+        &env,
+        &receiver,
+        Duration::from_secs(5),
+        "a silent change",
+    )
+    .await;
+    eventually(Duration::from_secs(5), "a second audit", || async {
+        (app.metric(unchanged).await >= 101.0).then_some(())
+    })
+    .await;
+    // Parsed: the 50 at start and the one that changed, each once.
+    assert_eq!(
+        app.metric(changed).await,
+        51.0,
+        "unchanged documents are not parsed again"
+    );
+    app.stop().await;
+}

@@ -1,0 +1,256 @@
+//! The live subscription index the pipeline routes with.
+//!
+//! It holds every webhook packed (see [`packed`](super::packed)) in the
+//! routing [`Index`], changed in place by the sync loop, and prepares a
+//! webhook for delivery ([`Target`]: parsed URL, keyed signers, headers, the
+//! endpoint's request slots) when a delivery first needs it. Prepared
+//! webhooks are kept in a bounded cache (`subscriptions.prepared_webhooks`),
+//! so the busy ones cost nothing per delivery and memory grows with the
+//! webhooks in use, not with every webhook stored. A prepared webhook in use
+//! by a delivery is never evicted, so an endpoint always has one set of
+//! request slots; an edit keeps them when its limit is unchanged.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use quick_cache::sync::Cache;
+use quick_cache::{Lifecycle, UnitWeighter};
+use tokio::sync::Notify;
+
+use crate::delivery::target::{EndpointDefaults, Target};
+use crate::routing::index::{Entry, Index};
+use crate::telemetry::Telemetry;
+
+/// A prepared webhook, with the digest of the document it was prepared from.
+type Prepared = (u64, Arc<Target>);
+
+/// Keeps prepared webhooks that a delivery holds.
+#[derive(Clone, Copy, Default)]
+struct InUse;
+
+impl Lifecycle<Box<str>, Prepared> for InUse {
+    type RequestState = ();
+
+    fn is_pinned(&self, _key: &Box<str>, value: &Prepared) -> bool {
+        Arc::strong_count(&value.1) > 1
+    }
+
+    fn begin_request(&self) -> Self::RequestState {}
+
+    fn on_evict(&self, _state: &mut Self::RequestState, _key: Box<str>, _value: Prepared) {}
+}
+
+/// The current index, shared by the pipeline (reads) and the sync loop
+/// (changes).
+pub struct SubscriptionIndex {
+    index: RwLock<Index>,
+    prepared: Cache<Box<str>, Prepared, UnitWeighter, quick_cache::DefaultHashBuilder, InUse>,
+    /// Held while preparing a webhook, so two deliveries never prepare the
+    /// same one at once (which would give its endpoint two sets of slots).
+    preparing: Mutex<()>,
+    defaults: EndpointDefaults,
+    telemetry: Option<Telemetry>,
+    loaded: AtomicBool,
+    loaded_notify: Notify,
+}
+
+impl SubscriptionIndex {
+    /// An empty index preparing at most `capacity` webhooks at once (more
+    /// only while deliveries hold them).
+    pub fn new(defaults: EndpointDefaults, capacity: usize, telemetry: Option<Telemetry>) -> Arc<SubscriptionIndex> {
+        let capacity = capacity.max(1);
+        Arc::new(SubscriptionIndex {
+            index: RwLock::new(Index::new()),
+            prepared: Cache::with(
+                capacity,
+                capacity as u64,
+                UnitWeighter,
+                quick_cache::DefaultHashBuilder::default(),
+                InUse,
+            ),
+            preparing: Mutex::new(()),
+            defaults,
+            telemetry,
+            loaded: AtomicBool::new(false),
+            loaded_notify: Notify::new(),
+        })
+    }
+
+    /// The index as it is now.
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The index, for the sync loop to change.
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The webhooks subscribed to `event_type` (of `tenant`, when the event
+    /// has one), prepared for delivery.
+    pub fn route(&self, tenant: Option<&str>, event_type: &str) -> Vec<Arc<Target>> {
+        let index = self.read();
+        let mut slots = Vec::new();
+        index.route(tenant, event_type, &mut slots);
+        slots
+            .into_iter()
+            .filter_map(|slot| index.entry(slot).and_then(|e| self.prepare(e)))
+            .collect()
+    }
+
+    /// The webhook with this id, whatever its status, prepared for delivery.
+    pub fn get(&self, id: &str) -> Option<Arc<Target>> {
+        let index = self.read();
+        index.get(id).and_then(|e| self.prepare(e))
+    }
+
+    /// How many webhooks the index holds.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many webhooks are prepared now.
+    pub fn prepared(&self) -> usize {
+        self.prepared.len()
+    }
+
+    /// Forgets the prepared form of a webhook that was deleted. Deliveries
+    /// holding it finish with it.
+    pub(crate) fn forget(&self, id: &str) {
+        self.prepared.remove(id);
+    }
+
+    fn prepare(&self, entry: &Entry) -> Option<Arc<Target>> {
+        let id = entry.packed.id();
+        if let Some((digest, target)) = self.prepared.get(id) {
+            if digest == entry.digest {
+                return Some(target);
+            }
+        }
+        let _one_at_a_time = self.preparing.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = match self.prepared.get(id) {
+            Some((digest, target)) if digest == entry.digest => return Some(target),
+            other => other.map(|(_, t)| t),
+        };
+        let compiled = entry
+            .packed
+            .unpack()
+            .map_err(|e| e.to_string())
+            .and_then(|webhook| Target::compile(webhook, &self.defaults, previous.as_deref()));
+        match compiled {
+            Ok(target) => {
+                let target = Arc::new(target);
+                self.prepared.insert(id.into(), (entry.digest, target.clone()));
+                Some(target)
+            }
+            Err(reason) => {
+                // Every stored webhook was checked when it was read, so this
+                // is a bug; it is reported, and the event goes on to the
+                // webhook's other subscribers.
+                if let Some(t) = &self.telemetry {
+                    t.subscription_record_invalid(id, &reason, false);
+                }
+                None
+            }
+        }
+    }
+
+    /// Whether a full load has completed at least once.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    /// Waits until the first full load has completed.
+    pub async fn wait_loaded(&self) {
+        loop {
+            let notified = self.loaded_notify.notified();
+            if self.is_loaded() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub(crate) fn mark_loaded(&self) {
+        if !self.loaded.swap(true, Ordering::AcqRel) {
+            self.loaded_notify.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::subscriptions::model::tests::webhook;
+    use crate::subscriptions::packed::Packed;
+    use std::time::Duration;
+
+    const DEFAULTS: EndpointDefaults = EndpointDefaults {
+        max_in_flight: 4,
+        max_queue_wait: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(1),
+    };
+
+    fn put(live: &SubscriptionIndex, w: &crate::subscriptions::model::Webhook, digest: u64) {
+        live.write()
+            .upsert(Entry {
+                packed: Packed::pack(w),
+                digest,
+                status: w.status,
+                seen: 0,
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn webhooks_are_prepared_when_used_and_kept_within_the_budget() {
+        let live = SubscriptionIndex::new(DEFAULTS, 4, None);
+        for i in 0..100 {
+            put(
+                &live,
+                &webhook(&format!("wh_{i}"), "https://example.com/", &[&format!("e{i}")]),
+                1,
+            );
+        }
+        assert_eq!(live.len(), 100);
+        assert_eq!(live.prepared(), 0, "nothing is prepared before it is used");
+        let first = live.route(None, "e1").pop().unwrap();
+        assert_eq!(first.id(), "wh_1");
+        assert!(
+            Arc::ptr_eq(&first, &live.get("wh_1").unwrap()),
+            "prepared once, then reused"
+        );
+        for i in 0..100 {
+            assert_eq!(live.route(None, &format!("e{i}")).len(), 1);
+        }
+        assert!(live.prepared() <= 5, "{} prepared", live.prepared());
+    }
+
+    #[test]
+    fn a_webhook_in_use_keeps_its_request_slots_and_an_edit_takes_effect() {
+        let live = SubscriptionIndex::new(DEFAULTS, 2, None);
+        let mut w = webhook("busy", "https://example.com/", &["e"]);
+        put(&live, &w, 1);
+        let held = live.get("busy").unwrap();
+        // Many other webhooks go through the cache meanwhile.
+        for i in 0..50 {
+            put(&live, &webhook(&format!("o{i}"), "https://example.com/", &["o"]), 1);
+        }
+        for _ in 0..3 {
+            assert_eq!(live.route(None, "o").len(), 50);
+        }
+        let again = live.get("busy").unwrap();
+        assert!(Arc::ptr_eq(&held.limiter, &again.limiter), "in use: never evicted");
+
+        // An edit is prepared afresh, keeping the endpoint's slots.
+        w.url = "https://example.org/".into();
+        put(&live, &w, 2);
+        let edited = live.get("busy").unwrap();
+        assert_eq!(edited.url.as_str(), "https://example.org/");
+        assert!(Arc::ptr_eq(&held.limiter, &edited.limiter));
+    }
+}
