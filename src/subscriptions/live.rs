@@ -77,12 +77,12 @@ impl SubscriptionIndex {
     }
 
     /// The index as it is now.
-    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Index> {
+    pub fn read(&self) -> RwLockReadGuard<'_, Index> {
         self.index.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The index, for the sync loop to change.
-    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Index> {
+    /// The index, to change (the sync loop does).
+    pub fn write(&self) -> RwLockWriteGuard<'_, Index> {
         self.index.write().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -39,6 +39,10 @@ pub use crate::subscriptions::live::SubscriptionIndex;
 
 /// Ids read per step of an audit (`SSCAN ... COUNT`, then one `MGET`).
 const AUDIT_BATCH: usize = 1000;
+/// Ids read per step of the first read, which nothing waits on.
+const LOAD_BATCH: usize = 4000;
+/// Batches of the first read fetched and parsed at once.
+const LOAD_AHEAD: usize = 4;
 /// Change log entries read per round trip.
 const LOG_BATCH: usize = 1000;
 
@@ -427,7 +431,7 @@ impl SyncTask {
         // Owned handles: the stream's futures must not borrow across awaits.
         let scans = futures::stream::try_unfold((store.clone(), Some(0u64)), |(store, cursor)| async move {
             let Some(cursor) = cursor else { return Ok(None) };
-            let (next, ids) = store.scan_ids(cursor, AUDIT_BATCH).await?;
+            let (next, ids) = store.scan_ids(cursor, LOAD_BATCH).await?;
             Ok::<_, StoreError>(Some((ids, (store, (next != 0).then_some(next)))))
         });
         let fetcher = store.clone();
@@ -442,7 +446,7 @@ impl SyncTask {
                         .map_err(|e| StoreError::Task(e.to_string()))
                 }
             })
-            .try_buffered(4));
+            .try_buffered(LOAD_AHEAD));
         while let Some(batch) = batches.try_next().await? {
             if audit.fill_tenants {
                 let members: Vec<(&str, &str)> = batch.members().collect();
