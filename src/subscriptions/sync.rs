@@ -424,7 +424,12 @@ impl SyncTask {
     /// while earlier ones are indexed.
     async fn load_everything(&self, store: &SubscriptionStore, state: &mut State) -> Result<(), StoreError> {
         self.start_audit(store, state).await?;
-        let Some(audit) = state.audit.take() else { return Ok(()) };
+        let Some(mut audit) = state.audit.take() else {
+            return Ok(());
+        };
+        // Filling the tenant sets (once per prefix) waits until the replica
+        // is ready: an audit right after the load does it.
+        let fill_after = std::mem::take(&mut audit.fill_tenants);
         let generation = audit.generation;
         let expected = store.count_ids().await?;
         self.index.write().reserve(expected);
@@ -448,14 +453,14 @@ impl SyncTask {
             })
             .try_buffered(LOAD_AHEAD));
         while let Some(batch) = batches.try_next().await? {
-            if audit.fill_tenants {
-                let members: Vec<(&str, &str)> = batch.members().collect();
-                store.add_to_tenant_sets(&members).await?;
-            }
             self.apply_batch(store, state, batch).await;
         }
         state.audit = Some(Audit { cursor: 0, ..audit });
-        self.finish_audit(store, state).await
+        self.finish_audit(store, state).await?;
+        if fill_after {
+            self.start_audit(store, state).await?;
+        }
+        Ok(())
     }
 }
 
@@ -508,15 +513,5 @@ impl Batch {
             })
             .collect();
         Batch { generation, read }
-    }
-
-    /// `(tenant, id)` of every webhook of a tenant read.
-    fn members(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.read.iter().filter_map(|(id, read)| match read {
-            Read::Webhook {
-                tenant: Some(tenant), ..
-            } => Some((tenant.as_str(), id.as_str())),
-            _ => None,
-        })
     }
 }
