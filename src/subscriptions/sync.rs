@@ -231,9 +231,11 @@ impl SyncTask {
             };
             let Some(last) = entries.last() else { return Ok(()) };
             let last = last.at.clone();
+            // A full page may have more behind it, even when its entries
+            // name few webhooks (one changed many times).
+            let full = entries.len() >= LOG_BATCH;
             let ids: BTreeSet<String> = entries.into_iter().filter_map(|e| e.webhook).collect();
             let ids: Vec<String> = ids.into_iter().collect();
-            let full = ids.len() >= LOG_BATCH;
             if !ids.is_empty() {
                 self.apply_ids(store, state, &ids).await?;
             }
