@@ -3,9 +3,10 @@
 //! Keys (with the configured prefix, `herald:` by default):
 //! - `{prefix}webhook:{id}`: the webhook document as JSON;
 //! - `{prefix}webhooks`: the set of ids;
-//! - `{prefix}webhooks:changed`: channel on which every change publishes the id.
+//! - `{prefix}webhooks:changed`: channel on which every change publishes the id;
+//! - `{prefix}webhooks:log`: stream to which every change appends the id.
 //!
-//! Writes are one `MULTI` transaction (document, set, announcement), so a
+//! Writes are one `MULTI` transaction (document, set, log entry, announcement), so a
 //! reader never sees an id without its document, and every replica hears of
 //! every change. Herald's pipeline, its tools and the admin API all go through
 //! this module; other services may write the same keys following
