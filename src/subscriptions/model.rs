@@ -211,85 +211,138 @@ impl Webhook {
     /// Checks everything the pipeline relies on; a record failing this is
     /// skipped (and reported), never half-used.
     pub fn validate(&self) -> Result<(), InvalidWebhook> {
-        if self.id.is_empty() || self.id.len() > MAX_ID_LEN {
-            return Err(invalid("id", format!("must be 1 to {MAX_ID_LEN} characters")));
+        check(self)
+    }
+}
+
+/// The fields of a webhook that [`check`] reads, whatever holds them: a
+/// [`Webhook`], or a document read straight into its packed form
+/// (`subscriptions::packed`).
+pub trait Fields {
+    fn id(&self) -> &str;
+    fn tenant(&self) -> Option<&str>;
+    fn url(&self) -> &str;
+    fn events(&self) -> impl ExactSizeIterator<Item = &str>;
+    fn secrets(&self) -> impl ExactSizeIterator<Item = &str>;
+    fn previous_secrets(&self) -> impl ExactSizeIterator<Item = &str>;
+    fn headers(&self) -> impl ExactSizeIterator<Item = (&str, &str)>;
+    fn limits(&self) -> &Limits;
+}
+
+impl Fields for Webhook {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+    fn url(&self) -> &str {
+        &self.url
+    }
+    fn events(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.events.iter().map(String::as_str)
+    }
+    fn secrets(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.secrets.iter().map(String::as_str)
+    }
+    fn previous_secrets(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.previous_secrets.iter().map(|p| p.secret.as_str())
+    }
+    fn headers(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
+        self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+    fn limits(&self) -> &Limits {
+        &self.limits
+    }
+}
+
+/// Checks everything the pipeline relies on; a record failing this is
+/// skipped (and reported), never half-used.
+pub fn check(webhook: &impl Fields) -> Result<(), InvalidWebhook> {
+    let id = webhook.id();
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(invalid("id", format!("must be 1 to {MAX_ID_LEN} characters")));
+    }
+    if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b)) {
+        return Err(invalid("id", "may only contain letters, digits, `_`, `-`, `.` and `:`"));
+    }
+    if let Some(tenant) = webhook.tenant() {
+        if tenant.is_empty() || tenant.len() > MAX_ID_LEN {
+            return Err(invalid("tenant", format!("must be 1 to {MAX_ID_LEN} characters")));
         }
-        if !self
-            .id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
-        {
-            return Err(invalid("id", "may only contain letters, digits, `_`, `-`, `.` and `:`"));
+    }
+    let url = url::Url::parse(webhook.url()).map_err(|e| invalid("url", format!("is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("url", "must use http or https"));
+    }
+    if url.host().is_none() {
+        return Err(invalid("url", "must name a host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("url", "must not carry credentials; use `headers`"));
+    }
+    let events = webhook.events();
+    if events.len() == 0 || events.len() > MAX_EVENTS {
+        return Err(invalid("events", format!("must list 1 to {MAX_EVENTS} patterns")));
+    }
+    for pattern in events {
+        validate_pattern(pattern).map_err(|m| invalid("events", format!("`{pattern}` {m}")))?;
+    }
+    let secrets = webhook.secrets();
+    if secrets.len() == 0 || secrets.len() > MAX_SECRETS {
+        return Err(invalid("secrets", format!("must list 1 to {MAX_SECRETS} secrets")));
+    }
+    for secret in secrets {
+        // The message names the problem, never the secret.
+        check_secret(secret).map_err(|m| invalid("secrets", m))?;
+    }
+    let previous = webhook.previous_secrets();
+    if previous.len() > MAX_SECRETS {
+        return Err(invalid(
+            "previous_secrets",
+            format!("must list at most {MAX_SECRETS} secrets"),
+        ));
+    }
+    for secret in previous {
+        check_secret(secret).map_err(|m| invalid("previous_secrets", m))?;
+    }
+    let headers = webhook.headers();
+    if headers.len() > MAX_HEADERS {
+        return Err(invalid("headers", format!("must have at most {MAX_HEADERS} entries")));
+    }
+    for (name, value) in headers {
+        if RESERVED_HEADERS.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+            return Err(invalid("headers", format!("`{name}` is set by Herald")));
         }
-        if let Some(tenant) = &self.tenant {
-            if tenant.is_empty() || tenant.len() > MAX_ID_LEN {
-                return Err(invalid("tenant", format!("must be 1 to {MAX_ID_LEN} characters")));
-            }
+        if !is_header_name(name) {
+            return Err(invalid("headers", format!("`{name}` is not a valid header name")));
         }
-        let url = url::Url::parse(&self.url).map_err(|e| invalid("url", format!("is not a URL: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(invalid("url", "must use http or https"));
-        }
-        if url.host().is_none() {
-            return Err(invalid("url", "must name a host"));
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(invalid("url", "must not carry credentials; use `headers`"));
-        }
-        if self.events.is_empty() || self.events.len() > MAX_EVENTS {
-            return Err(invalid("events", format!("must list 1 to {MAX_EVENTS} patterns")));
-        }
-        for pattern in &self.events {
-            validate_pattern(pattern).map_err(|m| invalid("events", format!("`{pattern}` {m}")))?;
-        }
-        if self.secrets.is_empty() || self.secrets.len() > MAX_SECRETS {
-            return Err(invalid("secrets", format!("must list 1 to {MAX_SECRETS} secrets")));
-        }
-        for secret in &self.secrets {
-            // The message names the problem, never the secret.
-            decode_secret(secret).map_err(|m| invalid("secrets", m))?;
-        }
-        if self.previous_secrets.len() > MAX_SECRETS {
+        if !is_header_value(value) {
             return Err(invalid(
-                "previous_secrets",
-                format!("must list at most {MAX_SECRETS} secrets"),
+                "headers",
+                format!("the value of `{name}` is not a valid header value"),
             ));
         }
-        for previous in &self.previous_secrets {
-            decode_secret(&previous.secret).map_err(|m| invalid("previous_secrets", m))?;
-        }
-        if self.headers.len() > MAX_HEADERS {
-            return Err(invalid("headers", format!("must have at most {MAX_HEADERS} entries")));
-        }
-        for (name, value) in &self.headers {
-            let lower = name.to_ascii_lowercase();
-            if RESERVED_HEADERS.contains(&lower.as_str()) {
-                return Err(invalid("headers", format!("`{name}` is set by Herald")));
-            }
-            reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| invalid("headers", format!("`{name}` is not a valid header name")))?;
-            reqwest::header::HeaderValue::from_str(value)
-                .map_err(|_| invalid("headers", format!("the value of `{name}` is not a valid header value")))?;
-        }
-        if self.limits.max_in_flight == Some(0) {
-            return Err(invalid("limits", "`max_in_flight` must be at least 1"));
-        }
-        if let Some(statuses) = &self.limits.final_statuses {
-            if statuses.len() > 64 {
-                return Err(invalid("limits", "`final_statuses` may list at most 64 statuses"));
-            }
-            if let Some(s) = statuses.iter().find(|s| !(300..=599).contains(*s)) {
-                return Err(invalid(
-                    "limits",
-                    format!("`final_statuses`: {s} is not a failure status (300 to 599)"),
-                ));
-            }
-        }
-        if self.limits.timeout_ms == Some(0) {
-            return Err(invalid("limits", "`timeout_ms` must be at least 1"));
-        }
-        Ok(())
     }
+    let limits = webhook.limits();
+    if limits.max_in_flight == Some(0) {
+        return Err(invalid("limits", "`max_in_flight` must be at least 1"));
+    }
+    if let Some(statuses) = &limits.final_statuses {
+        if statuses.len() > 64 {
+            return Err(invalid("limits", "`final_statuses` may list at most 64 statuses"));
+        }
+        if let Some(s) = statuses.iter().find(|s| !(300..=599).contains(*s)) {
+            return Err(invalid(
+                "limits",
+                format!("`final_statuses`: {s} is not a failure status (300 to 599)"),
+            ));
+        }
+    }
+    if limits.timeout_ms == Some(0) {
+        return Err(invalid("limits", "`timeout_ms` must be at least 1"));
+    }
+    Ok(())
 }
 
 impl Webhook {
@@ -369,6 +422,38 @@ pub fn validate_pattern(pattern: &str) -> Result<(), &'static str> {
         return Err("must not contain white space");
     }
     Ok(())
+}
+
+/// Whether `secret` is a `whsec_` secret [`decode_secret`] accepts, with
+/// its message when not; decoded on the stack, since documents are checked
+/// by the million.
+fn check_secret(secret: &str) -> Result<(), String> {
+    let mut key = [0u8; 96];
+    match secret.strip_prefix(SECRET_PREFIX) {
+        Some(encoded) if encoded.len() <= 128 => {
+            match base64::engine::general_purpose::STANDARD.decode_slice(encoded, &mut key) {
+                Ok(len) if SECRET_BYTES.contains(&len) => Ok(()),
+                _ => decode_secret(secret).map(drop),
+            }
+        }
+        _ => decode_secret(secret).map(drop),
+    }
+}
+
+/// Whether `name` is a header name (an RFC 9110 token), as
+/// `http::HeaderName::from_bytes` accepts it.
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 1 << 16
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Whether `value` is a header value, as `http::HeaderValue::from_str`
+/// accepts it: no control characters but tab.
+fn is_header_value(value: &str) -> bool {
+    value.bytes().all(|b| (b >= 32 && b != 127) || b == b'\t')
 }
 
 /// The key bytes of a `whsec_...` secret.
@@ -489,6 +574,56 @@ pub(crate) mod tests {
             "headers"
         );
         assert_eq!(field(&|w| w.limits.max_in_flight = Some(0)), "limits");
+    }
+
+    #[test]
+    fn header_rules_are_those_of_the_http_crate() {
+        use reqwest::header::{HeaderName, HeaderValue};
+        for b in 0..=255u8 {
+            let one = [b];
+            let Ok(s) = std::str::from_utf8(&one) else { continue };
+            assert_eq!(is_header_name(s), HeaderName::from_bytes(&one).is_ok(), "name byte {b}");
+            assert_eq!(is_header_value(s), HeaderValue::from_str(s).is_ok(), "value byte {b}");
+            let inside = format!("a{s}b");
+            assert_eq!(
+                is_header_value(&inside),
+                HeaderValue::from_str(&inside).is_ok(),
+                "value byte {b}"
+            );
+        }
+        for s in ["", "x-api-key", "X-Api-Key", "a b", "é", "key:"] {
+            assert_eq!(is_header_name(s), HeaderName::from_bytes(s.as_bytes()).is_ok(), "{s:?}");
+        }
+        for s in ["", "é", "k_live_123", "a\tb", "a\u{7f}"] {
+            assert_eq!(is_header_value(s), HeaderValue::from_str(s).is_ok(), "{s:?}");
+        }
+        let long = "a".repeat(1 << 16);
+        assert_eq!(is_header_name(&long), HeaderName::from_bytes(long.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn secrets_are_checked_as_decode_secret_reads_them() {
+        let key = |n: usize| {
+            format!(
+                "{SECRET_PREFIX}{}",
+                base64::engine::general_purpose::STANDARD.encode(vec![7u8; n])
+            )
+        };
+        for secret in [
+            key(23),
+            key(24),
+            key(32),
+            key(64),
+            key(65),
+            key(200),
+            "whsec_".into(),
+            "whsec_!!!!".into(),
+            "nope".into(),
+            format!("{}=", key(32)),
+            format!("whsec_{}", "A".repeat(129)),
+        ] {
+            assert_eq!(check_secret(&secret), decode_secret(&secret).map(drop), "{secret}");
+        }
     }
 
     #[test]

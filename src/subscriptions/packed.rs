@@ -8,6 +8,10 @@
 //! only for the webhooks in use (see `subscriptions::live`).
 //!
 //! The id comes first, so the index reads it without unpacking the rest.
+//!
+//! A document read from Redis goes straight into its packed form through a
+//! [`Document`], which borrows its strings from the JSON: a replica's first
+//! read of a million documents allocates once per webhook, not a dozen times.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -15,7 +19,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::subscriptions::model::{ExpiringSecret, Limits, Webhook, WebhookStatus};
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use crate::subscriptions::model::{ExpiringSecret, Fields, Limits, Webhook, WebhookStatus};
 
 /// The packed layout. Every field is written, in this order; timestamps are
 /// Unix nanoseconds (UTC), statuses their index in [`WebhookStatus::ALL`].
@@ -95,6 +101,25 @@ fn nanos(t: OffsetDateTime) -> i128 {
     t.unix_timestamp_nanos()
 }
 
+fn status_index(status: WebhookStatus) -> u8 {
+    WebhookStatus::ALL.iter().position(|s| *s == status).unwrap_or(0) as u8
+}
+
+/// Writes `layout` into one allocation, sized once: its strings plus a few
+/// bytes of lengths and numbers.
+fn write(layout: &Layout<'_>) -> Packed {
+    let strings = layout.id.len()
+        + layout.name.len()
+        + layout.url.len()
+        + layout.tenant.as_ref().map_or(0, |t| t.len())
+        + layout.uid.as_ref().map_or(0, |t| t.len())
+        + layout.events.iter().map(|e| e.len()).sum::<usize>()
+        + layout.secrets.iter().map(|e| e.len()).sum::<usize>()
+        + layout.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    let bytes = postcard::to_extend(layout, Vec::with_capacity(strings + 96)).expect("a webhook always packs");
+    Packed(bytes.into_boxed_slice())
+}
+
 fn time(n: i128) -> Result<OffsetDateTime, Unreadable> {
     OffsetDateTime::from_unix_timestamp_nanos(n).map_err(|_| Unreadable(postcard::Error::DeserializeBadEncoding))
 }
@@ -102,17 +127,14 @@ fn time(n: i128) -> Result<OffsetDateTime, Unreadable> {
 impl Packed {
     /// Packs `webhook`.
     pub fn pack(webhook: &Webhook) -> Packed {
-        let layout = Layout {
+        write(&Layout {
             id: cow(&webhook.id),
             tenant: webhook.tenant.as_deref().map(cow),
             uid: webhook.uid.as_deref().map(cow),
             name: cow(&webhook.name),
             url: cow(&webhook.url),
             events: webhook.events.iter().map(|e| cow(e)).collect(),
-            status: WebhookStatus::ALL
-                .iter()
-                .position(|s| *s == webhook.status)
-                .unwrap_or(0) as u8,
+            status: status_index(webhook.status),
             status_reason: webhook.status_reason.as_deref().map(cow),
             status_changed_at: webhook.status_changed_at.map(nanos),
             secrets: webhook.secrets.iter().map(|s| cow(s)).collect(),
@@ -127,17 +149,7 @@ impl Packed {
             max_in_flight: webhook.limits.max_in_flight.map(|m| m as u64),
             timeout_ms: webhook.limits.timeout_ms,
             final_statuses: webhook.limits.final_statuses.clone(),
-        };
-        // Sized once: the strings plus a few bytes of lengths and numbers.
-        let strings = webhook.id.len()
-            + webhook.name.len()
-            + webhook.url.len()
-            + webhook.tenant.as_ref().map_or(0, String::len)
-            + webhook.events.iter().map(String::len).sum::<usize>()
-            + webhook.secrets.iter().map(String::len).sum::<usize>()
-            + webhook.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
-        let bytes = postcard::to_extend(&layout, Vec::with_capacity(strings + 96)).expect("a webhook always packs");
-        Packed(bytes.into_boxed_slice())
+        })
     }
 
     /// The webhook's id, read without unpacking the rest.
@@ -220,6 +232,233 @@ impl Packed {
                 final_statuses: l.final_statuses,
             },
         })
+    }
+}
+
+/// A string of a document, borrowed from the JSON unless it had escapes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Str<'a>(pub Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(V)
+    }
+}
+
+impl Str<'_> {
+    fn cow(&self) -> Cow<'_, str> {
+        Cow::Borrowed(&self.0)
+    }
+}
+
+/// A `uid` read as [`Webhook`] reads it: a string, or none for anything
+/// else another writer put in a field of that name.
+#[derive(Default)]
+struct Lenient<'a>(Option<Str<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Lenient<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Lenient<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Lenient(Some(Str(Cow::Borrowed(v)))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Lenient(Some(Str(Cow::Owned(v.to_owned())))))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Lenient(Some(Str(Cow::Owned(v)))))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Lenient(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Lenient(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Lenient(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Lenient(None))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Lenient(None))
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(Lenient(None))
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                Lenient::deserialize(d)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Lenient(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Lenient(None))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// Headers in name order, the last of a repeated name kept (as a
+/// `BTreeMap` reads them).
+#[derive(Default)]
+struct Headers<'a>(Vec<(Str<'a>, Str<'a>)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Headers<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Headers<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut headers: Vec<(Str<'de>, Str<'de>)> = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(entry) = map.next_entry()? {
+                    headers.push(entry);
+                }
+                // Stable: of equal names, the last written stays last and is kept.
+                headers.sort_by(|a, b| a.0.cmp(&b.0));
+                headers.reverse();
+                headers.dedup_by(|later, kept| later.0 == kept.0);
+                headers.reverse();
+                Ok(Headers(headers))
+            }
+        }
+        deserializer.deserialize_map(V)
+    }
+}
+
+#[derive(Deserialize)]
+struct Previous<'a> {
+    #[serde(borrow)]
+    secret: Str<'a>,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+}
+
+/// A webhook document read in place: the fields of [`Webhook`], read by the
+/// same rules, its strings borrowed from the JSON. [`Document::pack`] makes
+/// the same bytes as [`Packed::pack`] of the `Webhook` the JSON reads as.
+#[derive(Deserialize)]
+pub struct Document<'a> {
+    #[serde(borrow)]
+    id: Str<'a>,
+    #[serde(default, borrow)]
+    tenant: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    uid: Lenient<'a>,
+    #[serde(borrow)]
+    name: Str<'a>,
+    #[serde(borrow)]
+    url: Str<'a>,
+    #[serde(borrow)]
+    events: Vec<Str<'a>>,
+    status: WebhookStatus,
+    #[serde(default, borrow)]
+    status_reason: Option<Str<'a>>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    status_changed_at: Option<OffsetDateTime>,
+    #[serde(borrow)]
+    secrets: Vec<Str<'a>>,
+    #[serde(default, borrow)]
+    previous_secrets: Vec<Previous<'a>>,
+    #[serde(default, borrow)]
+    headers: Headers<'a>,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    updated_at: OffsetDateTime,
+    #[serde(default)]
+    limits: Limits,
+}
+
+impl<'a> Document<'a> {
+    /// Reads `json` (not yet checked: see [`model::check`](crate::subscriptions::model::check)).
+    pub fn parse(json: &'a [u8]) -> Result<Document<'a>, serde_json::Error> {
+        serde_json::from_slice(json)
+    }
+
+    pub fn status(&self) -> WebhookStatus {
+        self.status
+    }
+
+    /// Packs the document.
+    pub fn pack(&self) -> Packed {
+        write(&Layout {
+            id: self.id.cow(),
+            tenant: self.tenant.as_ref().map(Str::cow),
+            uid: self.uid.0.as_ref().map(Str::cow),
+            name: self.name.cow(),
+            url: self.url.cow(),
+            events: self.events.iter().map(Str::cow).collect(),
+            status: status_index(self.status),
+            status_reason: self.status_reason.as_ref().map(Str::cow),
+            status_changed_at: self.status_changed_at.map(nanos),
+            secrets: self.secrets.iter().map(Str::cow).collect(),
+            previous_secrets: self
+                .previous_secrets
+                .iter()
+                .map(|p| (p.secret.cow(), nanos(p.expires_at)))
+                .collect(),
+            headers: self.headers.0.iter().map(|(k, v)| (k.cow(), v.cow())).collect(),
+            created_at: nanos(self.created_at),
+            updated_at: nanos(self.updated_at),
+            max_in_flight: self.limits.max_in_flight.map(|m| m as u64),
+            timeout_ms: self.limits.timeout_ms,
+            final_statuses: self.limits.final_statuses.clone(),
+        })
+    }
+}
+
+impl Fields for Document<'_> {
+    fn id(&self) -> &str {
+        &self.id.0
+    }
+    fn tenant(&self) -> Option<&str> {
+        self.tenant.as_ref().map(|t| &*t.0)
+    }
+    fn url(&self) -> &str {
+        &self.url.0
+    }
+    fn events(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.events.iter().map(|e| &*e.0)
+    }
+    fn secrets(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.secrets.iter().map(|e| &*e.0)
+    }
+    fn previous_secrets(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.previous_secrets.iter().map(|p| &*p.secret.0)
+    }
+    fn headers(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
+        self.headers.0.iter().map(|(k, v)| (&*k.0, &*v.0))
+    }
+    fn limits(&self) -> &Limits {
+        &self.limits
     }
 }
 

@@ -17,7 +17,8 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 
-use crate::subscriptions::model::{InvalidWebhook, Webhook};
+use crate::subscriptions::model::{check, Fields, InvalidWebhook, Webhook, WebhookStatus};
+use crate::subscriptions::packed::{Document, Packed};
 
 /// How many documents one `MGET` reads during a full load.
 const LOAD_BATCH: usize = 500;
@@ -648,6 +649,44 @@ pub fn decode(id: &str, key: String, doc: Option<&[u8]>) -> Loaded {
     Loaded::Webhook(Box::new(webhook))
 }
 
+/// A document read straight into its packed form.
+pub struct Checked {
+    pub packed: Packed,
+    pub status: WebhookStatus,
+    pub tenant: Option<String>,
+}
+
+/// Reads the document stored for `id` into its packed form, accepting and
+/// refusing exactly what [`decode`] does, without building a [`Webhook`]:
+/// the path of every document a replica reads. Errs with the reason.
+pub fn decode_packed(id: &str, doc: &[u8]) -> Result<Checked, String> {
+    let document = match Document::parse(doc) {
+        Ok(document) => document,
+        // `decode` names what is wrong (and would read anything the
+        // borrowing reader does not).
+        Err(_) => {
+            return match decode(id, String::new(), Some(doc)) {
+                Loaded::Webhook(webhook) => Ok(Checked {
+                    packed: Packed::pack(&webhook),
+                    status: webhook.status,
+                    tenant: webhook.tenant,
+                }),
+                Loaded::Invalid { reason, .. } => Err(reason),
+                Loaded::Missing(_) => Err("no document".into()),
+            }
+        }
+    };
+    if document.id() != id {
+        return Err(format!("its id `{}` does not match the key", document.id()));
+    }
+    check(&document).map_err(|e| e.to_string())?;
+    Ok(Checked {
+        packed: document.pack(),
+        status: document.status(),
+        tenant: document.tenant().map(str::to_owned),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -657,6 +696,119 @@ mod tests {
             Loaded::Invalid { reason, .. } => reason,
             _ => panic!("{doc} decoded"),
         }
+    }
+
+    /// Documents of every shape: `decode_packed` accepts what `decode`
+    /// accepts, packs it to the same bytes, and refuses the rest with the
+    /// same reason.
+    #[test]
+    fn the_packed_reader_reads_as_the_webhook_reader() {
+        let base = serde_json::json!({
+            "id": "w", "name": "n", "url": "https://example.com/h?q=1", "events": ["tour.*", "a.b"],
+            "status": "active", "secrets": ["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"],
+            "created_at": "2025-01-01T00:00:00.123456789Z", "updated_at": "2025-01-02T03:04:05+02:00",
+        });
+        let with = |f: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| {
+            let mut doc = base.as_object().unwrap().clone();
+            f(&mut doc);
+            serde_json::to_string(&doc).unwrap()
+        };
+        use serde_json::json;
+        let mut docs = vec![
+            with(&|_| {}),
+            with(&|d| {
+                d.insert("tenant".into(), json!("acme"));
+                d.insert("uid".into(), json!("crm"));
+                d.insert("status".into(), json!("disabled"));
+                d.insert("status_reason".into(), json!("410 \"Gone\"\n"));
+                d.insert("status_changed_at".into(), json!("2025-03-01T10:00:00Z"));
+                d.insert(
+                    "headers".into(),
+                    json!({"x-b": "2", "X-A": "1", "x-api-key": "k\u{e9}y"}),
+                );
+                d.insert(
+                    "previous_secrets".into(),
+                    json!([{"secret": "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD", "expires_at": "2025-01-03T00:00:00Z"}]),
+                );
+                d.insert(
+                    "limits".into(),
+                    json!({"max_in_flight": 3, "timeout_ms": 2500, "final_statuses": [400]}),
+                );
+                d.insert("owner_team".into(), json!({"nested": [1, 2, {"x": null}]}));
+            }),
+            with(&|d| {
+                d.insert("uid".into(), json!({"team": [7]}));
+            }),
+            with(&|d| {
+                d.insert("uid".into(), json!(42));
+            }),
+            with(&|d| {
+                d.insert("uid".into(), json!(null));
+                d.insert("tenant".into(), json!(null));
+                d.insert("status_changed_at".into(), json!(null));
+            }),
+            with(&|d| {
+                d.insert("name".into(), json!("with \\ escapes \u{1F600} \t"));
+                d.insert("events".into(), json!(["caf\u{e9}.*"]));
+            }),
+            // Refused, each for its own reason.
+            with(&|d| {
+                d.insert("id".into(), json!("other"));
+            }),
+            with(&|d| {
+                d.insert("url".into(), json!("ftp://example.com/"));
+            }),
+            with(&|d| {
+                d.insert("headers".into(), json!({"webhook-id": "x"}));
+            }),
+            with(&|d| {
+                d.insert("headers".into(), json!({"x": null}));
+            }),
+            with(&|d| {
+                d.insert("events".into(), json!([]));
+            }),
+            with(&|d| {
+                d.insert("status".into(), json!("sleeping"));
+            }),
+            with(&|d| {
+                d.insert("created_at".into(), json!("yesterday"));
+            }),
+            with(&|d| {
+                d.insert("secrets".into(), json!(["whsec_c2hvcnQ="]));
+            }),
+            with(&|d| {
+                d.remove("updated_at");
+            }),
+            with(&|d| {
+                d.insert("limits".into(), json!({"max_in_flight": 0}));
+            }),
+            "[]".into(),
+            "{\"id\":".into(),
+        ];
+        // A repeated header name: the last is kept, as a map reads it; and a
+        // repeated field is refused by both.
+        docs.push(with(&|_| {}).replacen('{', r#"{"headers":{"x-k":"first","x-k":"last"},"#, 1));
+        docs.push(with(&|_| {}).replacen('{', r#"{"name":"again","#, 1));
+        let mut accepted = 0;
+        for doc in &docs {
+            let packed = decode_packed("w", doc.as_bytes());
+            match decode("w", String::new(), Some(doc.as_bytes())) {
+                Loaded::Webhook(webhook) => {
+                    accepted += 1;
+                    let packed = packed.unwrap_or_else(|e| panic!("{doc}: {e}"));
+                    assert_eq!(packed.packed, Packed::pack(&webhook), "{doc}");
+                    assert_eq!(packed.status, webhook.status);
+                    assert_eq!(packed.tenant, webhook.tenant);
+                }
+                Loaded::Invalid { reason, .. } => {
+                    assert_eq!(packed.err(), Some(reason), "{doc}");
+                }
+                Loaded::Missing(_) => unreachable!(),
+            }
+        }
+        assert_eq!(accepted, 7, "the six valid shapes and the repeated header");
+        let kept = decode_packed("w", docs[docs.len() - 2].as_bytes()).unwrap();
+        assert_eq!(kept.packed.unpack().unwrap().headers["x-k"], "last");
     }
 
     #[test]

@@ -31,8 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::SubscriptionsConfig;
 use crate::routing::index::Entry;
-use crate::subscriptions::packed::Packed;
-use crate::subscriptions::store::{decode, Keys, Loaded, StoreError, SubscriptionStore};
+use crate::subscriptions::store::{decode_packed, Keys, StoreError, SubscriptionStore};
 use crate::telemetry::Telemetry;
 
 pub use crate::subscriptions::live::SubscriptionIndex;
@@ -498,18 +497,17 @@ impl Batch {
                 if indexed == Some(digest) {
                     return (id, Read::Unchanged);
                 }
-                let read = match decode(&id, String::new(), Some(&doc)) {
-                    Loaded::Webhook(webhook) => Read::Webhook {
+                let read = match decode_packed(&id, &doc) {
+                    Ok(checked) => Read::Webhook {
                         entry: Entry {
-                            packed: Packed::pack(&webhook),
+                            packed: checked.packed,
                             digest,
-                            status: webhook.status,
+                            status: checked.status,
                             seen: generation,
                         },
-                        tenant: webhook.tenant,
+                        tenant: checked.tenant,
                     },
-                    Loaded::Invalid { reason, .. } => Read::Invalid(reason),
-                    Loaded::Missing(_) => Read::Missing,
+                    Err(reason) => Read::Invalid(reason),
                 };
                 (id, read)
             })
