@@ -190,13 +190,15 @@ impl Application {
         deliverer: Arc<Deliverer>,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
-        tracing::info!("loading subscriptions from Redis");
+        // The consumers join their groups while the index loads (the two
+        // are the bulk of a start): records routed before it has loaded wait
+        // for it in the pipeline, and /readyz waits for both. What follows
+        // connects to Redis too: it waits until Redis has been reached, as a
+        // replica started before Redis should.
         tokio::select! {
-            _ = index.wait_loaded() => {}
+            _ = index.wait_reached() => {}
             _ = shutdown.cancelled() => return Ok(()),
         }
-        tracing::info!(webhooks = index.len(), "subscriptions loaded");
-
         let waits = config.retry.wait_topics();
         for unverified in crate::kafka::ensure_topics(
             &config.kafka,

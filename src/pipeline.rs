@@ -117,6 +117,10 @@ impl Pipeline {
                 return self.dead_letter(why.reason.as_str(), why.detail, &record).await;
             }
         };
+        // The consumers join their group while the index loads; a record
+        // taken meanwhile waits for it (an atomic load once it has loaded),
+        // and the flow's limits pause its partition as records queue up.
+        self.index.wait_loaded().await;
         let targets = self.index.route(meta.tenant.as_deref(), &meta.event_type);
         if targets.is_empty() {
             self.telemetry.event_unmatched(&record, &meta.event_type);
@@ -178,6 +182,7 @@ impl Pipeline {
         }
         let late = now.duration_since(state.due_at).unwrap_or_default();
         self.telemetry.retry_taken_up(from, late);
+        self.index.wait_loaded().await;
         let found = self.index.get(&state.webhook_id);
         if let Err(kept) = Policy::same_webhook(found.as_deref(), &state.binding(), &event.meta) {
             return self.keep(&event, kept, &state, state.binding()).await;

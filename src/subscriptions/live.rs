@@ -50,8 +50,39 @@ pub struct SubscriptionIndex {
     preparing: Mutex<()>,
     defaults: EndpointDefaults,
     telemetry: Option<Telemetry>,
-    loaded: AtomicBool,
-    loaded_notify: Notify,
+    /// Set once the first full load has completed.
+    loaded: Latch,
+    /// Set once the first load has begun: Redis was reached.
+    reached: Latch,
+}
+
+/// A flag set once, that tasks can wait for.
+#[derive(Default)]
+struct Latch {
+    set: AtomicBool,
+    notify: Notify,
+}
+
+impl Latch {
+    fn is_set(&self) -> bool {
+        self.set.load(Ordering::Acquire)
+    }
+
+    async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_set() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn set(&self) {
+        if !self.set.swap(true, Ordering::AcqRel) {
+            self.notify.notify_waiters();
+        }
+    }
 }
 
 impl SubscriptionIndex {
@@ -71,8 +102,8 @@ impl SubscriptionIndex {
             preparing: Mutex::new(()),
             defaults,
             telemetry,
-            loaded: AtomicBool::new(false),
-            loaded_notify: Notify::new(),
+            loaded: Latch::default(),
+            reached: Latch::default(),
         })
     }
 
@@ -161,24 +192,25 @@ impl SubscriptionIndex {
 
     /// Whether a full load has completed at least once.
     pub fn is_loaded(&self) -> bool {
-        self.loaded.load(Ordering::Acquire)
+        self.loaded.is_set()
     }
 
     /// Waits until the first full load has completed.
     pub async fn wait_loaded(&self) {
-        loop {
-            let notified = self.loaded_notify.notified();
-            if self.is_loaded() {
-                return;
-            }
-            notified.await;
-        }
+        self.loaded.wait().await
     }
 
     pub(crate) fn mark_loaded(&self) {
-        if !self.loaded.swap(true, Ordering::AcqRel) {
-            self.loaded_notify.notify_waiters();
-        }
+        self.loaded.set()
+    }
+
+    /// Waits until the first load has begun: Redis has been reached.
+    pub async fn wait_reached(&self) {
+        self.reached.wait().await
+    }
+
+    pub(crate) fn mark_reached(&self) {
+        self.reached.set()
     }
 }
 

@@ -144,6 +144,7 @@ pub enum Loaded {
 /// Reads and writes webhooks in Redis.
 #[derive(Clone)]
 pub struct SubscriptionStore {
+    client: redis::Client,
     conn: ConnectionManager,
     keys: Keys,
 }
@@ -157,9 +158,18 @@ impl SubscriptionStore {
             .set_number_of_retries(2);
         let conn = client.get_connection_manager_with_config(config).await?;
         Ok(SubscriptionStore {
+            client: client.clone(),
             conn,
             keys: Keys::new(prefix),
         })
+    }
+
+    /// The same store over a connection of its own: commands on one
+    /// connection are answered in order, so a small one sent on another is
+    /// not held behind large replies, and each connection's replies are
+    /// parsed by its own task.
+    pub async fn with_own_connection(&self) -> Result<SubscriptionStore, StoreError> {
+        SubscriptionStore::connect(&self.client, &self.keys.prefix).await
     }
 
     pub fn keys(&self) -> &Keys {

@@ -140,13 +140,22 @@ impl SyncTask {
             Err(e) => return Disconnect::Lost("connect", e.to_string()),
         };
         let caught_up = async {
-            if state.log.is_none() {
-                // The first read: the log's tail first, so whatever changes
-                // during the read is applied after it.
+            if !self.index.is_loaded() {
+                // The first read (again, if the last attempt failed part way):
+                // the log's tail first, so whatever changes during the read
+                // is applied after it.
+                let started = std::time::Instant::now();
+                self.index.mark_reached();
+                tracing::info!("loading subscriptions from Redis");
                 state.log = Some(store.log_tail().await?);
                 self.load_everything(&store, state).await?;
                 self.catch_up(&store, state).await?;
                 self.index.mark_loaded();
+                tracing::info!(
+                    webhooks = self.index.len(),
+                    seconds = started.elapsed().as_secs_f64(),
+                    "subscriptions loaded"
+                );
                 Ok(())
             } else {
                 // Announcements of writers that do not log may have been
@@ -434,28 +443,47 @@ impl SyncTask {
         let generation = audit.generation;
         let expected = store.count_ids().await?;
         self.index.write().reserve(expected);
-        // Owned handles: the stream's futures must not borrow across awaits.
-        let scans = futures::stream::try_unfold((store.clone(), Some(0u64)), |(store, cursor)| async move {
-            let Some(cursor) = cursor else { return Ok(None) };
-            let (next, ids) = store.scan_ids(cursor, LOAD_BATCH).await?;
-            Ok::<_, StoreError>(Some((ids, (store, (next != 0).then_some(next)))))
-        });
-        let fetcher = store.clone();
-        let mut batches = std::pin::pin!(scans
-            .map_ok(move |ids| {
-                let store = fetcher.clone();
-                async move {
-                    let docs = store.get_raw(&ids).await?;
-                    let empty = vec![None; ids.len()];
-                    tokio::task::spawn_blocking(move || Batch::read(ids, docs, empty, generation))
-                        .await
-                        .map_err(|e| StoreError::Task(e.to_string()))
+        // Batches are fetched and parsed by a task of their own, so the next
+        // ones are on their way while this one indexes the last. The scan has
+        // a connection of its own, so its small replies are not held behind
+        // the documents' large ones, and the documents come over two, so that
+        // two tasks parse their replies.
+        let scanner = store.with_own_connection().await?;
+        let fetchers = [store.clone(), store.with_own_connection().await?];
+        let (sender, mut fetched) = tokio::sync::mpsc::channel(LOAD_AHEAD);
+        let fetching = tokio::spawn(async move {
+            let scans = futures::stream::try_unfold((scanner, Some(0u64)), |(store, cursor)| async move {
+                let Some(cursor) = cursor else { return Ok(None) };
+                let (next, ids) = store.scan_ids(cursor, LOAD_BATCH).await?;
+                Ok::<_, StoreError>(Some((ids, (store, (next != 0).then_some(next)))))
+            });
+            let mut turn = 0usize;
+            let mut batches = std::pin::pin!(scans
+                .map_ok(move |ids| {
+                    turn += 1;
+                    let store = fetchers[turn % fetchers.len()].clone();
+                    async move {
+                        let docs = store.get_raw(&ids).await?;
+                        let empty = vec![None; ids.len()];
+                        tokio::task::spawn_blocking(move || Batch::read(ids, docs, empty, generation))
+                            .await
+                            .map_err(|e| StoreError::Task(e.to_string()))
+                    }
+                })
+                .try_buffered(LOAD_AHEAD));
+            // Ends at the first error (sent on) or when the load stops listening.
+            while let Some(batch) = batches.next().await {
+                let failed = batch.is_err();
+                if sender.send(batch).await.is_err() || failed {
+                    break;
                 }
-            })
-            .try_buffered(LOAD_AHEAD));
-        while let Some(batch) = batches.try_next().await? {
-            self.apply_batch(store, state, batch).await;
+            }
+        });
+        while let Some(batch) = fetched.recv().await {
+            self.apply_batch(store, state, batch?).await;
         }
+        // The channel also closes when the task died: then the load is not whole.
+        fetching.await.map_err(|e| StoreError::Task(e.to_string()))?;
         state.audit = Some(Audit { cursor: 0, ..audit });
         self.finish_audit(store, state).await?;
         if fill_after {

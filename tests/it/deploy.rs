@@ -265,11 +265,7 @@ async fn the_redis_acl_user_can_do_all_the_work_and_nothing_more() {
     let user = AclUser::create(&env).await;
     // Redis forgets its scripts when it restarts; so that Herald has to load
     // its own (SCRIPT LOAD) as it would then, empty the script cache.
-    let mut conn = redis::Client::open(env.redis_url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = env.redis().await;
     let () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
     let event = |n: u32| format!(r#"{{"event":"tour.completed","version":"0","time":1,"id":"evt_acl{n}"}}"#);
 

@@ -160,11 +160,7 @@ async fn a_document_broken_by_another_writer_keeps_delivering_from_its_last_good
     receiver.wait_for(1, Duration::from_secs(20)).await;
 
     // Another service writes something that is not a webhook, and says so.
-    let mut conn = redis::Client::open(env.redis_url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = env.redis().await;
     let () = redis::pipe()
         .set(format!("{}webhook:w", env.prefix), r#"{"id":"w","url":42}"#)
         .publish(format!("{}webhooks:changed", env.prefix), "w")

@@ -414,11 +414,7 @@ async fn events_in_flight_are_bounded_in_bytes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_creates_webhooks_up_to_its_quota() {
     let env = tenant_env("quota").await;
-    let mut conn = redis::Client::open(env.redis_url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = env.redis().await;
     // Written by another service before the tenant sets existed.
     let mut older = webhook("older", "https://example.com/older", &["*"]);
     older.tenant = Some("globex".into());
@@ -516,11 +512,7 @@ async fn a_tenants_list_reads_only_its_own_documents_and_follows_other_writers()
         .await;
     }
     // Another service writes, and announces, a webhook of acme's.
-    let mut conn = redis::Client::open(env.redis_url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = env.redis().await;
     let mut direct = webhook("a3", "https://example.com/", &["*"]);
     direct.tenant = Some("acme".into());
     let () = redis::pipe()

@@ -84,6 +84,15 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
+    /// A connection to the test's Redis, to write as another service would.
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis_url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
     /// Creates `topics` (with `partitions` each) and a dead-letter topic.
     pub async fn new(name: &str, topics: &[&str], partitions: i32) -> TestEnv {
         let id = unique(name);
@@ -214,6 +223,11 @@ tiers = [{tiers}]
     pub async fn spawn(&self, extra: &str) -> RunningApp {
         RunningApp::start(self.config(extra)).await
     }
+
+    /// Starts Herald without waiting for it to become ready.
+    pub async fn spawn_unready(&self, extra: &str) -> RunningApp {
+        RunningApp::start_unready(self.config(extra)).await
+    }
 }
 
 pub async fn create_topics(topics: &[String], partitions: i32) {
@@ -255,20 +269,35 @@ pub struct RunningApp {
 
 impl RunningApp {
     pub async fn start(config: Config) -> RunningApp {
+        let running = RunningApp::start_unready(config).await;
+        running.wait_ready().await;
+        running
+    }
+
+    pub async fn start_unready(config: Config) -> RunningApp {
         herald::telemetry::logging::init(&config.log);
         let app = Application::build(config).await.expect("application builds");
         let ops = app.ops_addr();
         let admin = app.admin_addr();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        let running = RunningApp {
+        RunningApp {
             ops,
             admin,
             shutdown,
             handle,
-        };
-        running.wait_ready().await;
-        running
+        }
+    }
+
+    /// `/readyz`'s body.
+    pub async fn readyz(&self) -> serde_json::Value {
+        let body = reqwest::get(format!("http://{}/readyz", self.ops))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        serde_json::from_str(&body).unwrap()
     }
 
     pub async fn wait_ready(&self) {

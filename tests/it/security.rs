@@ -452,11 +452,7 @@ async fn an_event_with_a_key_twice_is_dead_lettered_never_delivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_document_is_missing_to_a_tenant_token() {
     let env = TestEnv::new("tenant-malformed", &["events"], 1).await;
-    let mut conn = redis::Client::open(env.redis_url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = env.redis().await;
     let () = redis::pipe()
         .set(format!("{}webhook:broken", env.prefix), "{\"id\":\"broken\",\"url\":")
         .sadd(format!("{}webhooks", env.prefix), "broken")

@@ -84,11 +84,7 @@ async fn added_paused_changed_and_deleted_webhooks_take_effect_within_a_second()
 async fn malformed_records_are_skipped_and_named() {
     let env = TestEnv::new("malformed", &["events"], 1).await;
     let receiver = TestReceiver::ok().await;
-    let mut conn = redis::Client::open(env.redis_url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = env.redis().await;
     let key = format!("{}webhook:broken", env.prefix);
     let () = redis::pipe()
         .set(&key, "{\"id\":\"broken\",\"url\":")
@@ -263,11 +259,7 @@ async fn write_as_another_service(
     log: bool,
     announce: bool,
 ) {
-    let mut conn = redis::Client::open(env.redis_url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = env.redis().await;
     let mut pipe = redis::pipe();
     pipe.atomic()
         .set(
@@ -296,11 +288,7 @@ async fn write_as_another_service(
 }
 
 async fn redis_del(env: &TestEnv, key: &str) {
-    let mut conn = redis::Client::open(env.redis_url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = env.redis().await;
     let () = redis::cmd("DEL").arg(key).query_async(&mut conn).await.unwrap();
 }
 
@@ -353,6 +341,104 @@ async fn a_change_whose_announcement_was_missed_is_read_from_the_change_log() {
         full,
         "read from the log, without reading every document again"
     );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_behind_many_log_entries_of_one_webhook_is_read_at_the_next_log_read() {
+    let env = TestEnv::new("logpages", &["events"], 1).await;
+    let receiver = TestReceiver::ok().await;
+    let app = env
+        .spawn("[subscriptions]\nresync_interval = \"1s\"\naudit_interval = \"0s\"")
+        .await;
+    let full = after_the_tenant_sets_are_filled(&app).await;
+    // One webhook changed 10,000 times (ten pages of the log naming a single
+    // id), then another: reading a page at a time per log read, the second
+    // would wait ten seconds.
+    let busy = webhook("busy", &receiver.url("/busy"), &["survey.*"]);
+    write_as_another_service(&env, &busy, true, false).await;
+    let mut conn = env.redis().await;
+    let mut pipe = redis::pipe();
+    for _ in 0..10_000 {
+        pipe.cmd("XADD")
+            .arg(format!("{}webhooks:log", env.prefix))
+            .arg("*")
+            .arg("id")
+            .arg("busy")
+            .ignore();
+    }
+    let () = pipe.query_async(&mut conn).await.unwrap();
+    write_as_another_service(&env, &webhook("logged", &receiver.url("/"), &["tour.*"]), true, false).await;
+    deliver_within(
+        &Publisher::new(),
+        &env,
+        &receiver,
+        Duration::from_secs(5),
+        "a change behind ten pages of the log",
+    )
+    .await;
+    assert_eq!(app.metric(FULL_SYNCS).await, full, "read from the log");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_taken_while_the_index_loads_wait_for_it_instead_of_going_unmatched() {
+    let env = TestEnv::new("beforeload", &["events"], 1).await;
+    let receiver = TestReceiver::ok().await;
+    let mut conn = env.redis().await;
+    // Another service broke the id set: the first load fails, and is
+    // retried, until it is mended. The webhook's document is there.
+    let ids = format!("{}webhooks", env.prefix);
+    let hook = webhook("early", &receiver.url("/"), &["tour.*"]);
+    let () = redis::pipe()
+        .set(&ids, "not a set")
+        .ignore()
+        .set(
+            format!("{}webhook:early", env.prefix),
+            serde_json::to_string(&hook).unwrap(),
+        )
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let app = env
+        .spawn_unready("[subscriptions]\nreconnect_min_delay = \"100ms\"\nreconnect_max_delay = \"300ms\"")
+        .await;
+    // The consumer joins its group while the index cannot load, and takes
+    // the record.
+    eventually(
+        Duration::from_secs(30),
+        "partitions assigned before the load",
+        || async {
+            let ready = app.readyz().await;
+            (ready["group_assignment_received"] == true).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(app.readyz().await["subscriptions_loaded"], false);
+    Publisher::new().json(env.topic(), EVENT).await;
+    let consumed = format!(r#"herald_events_consumed_total{{topic="{}"}}"#, env.topic());
+    eventually(Duration::from_secs(10), "the record to be taken", || async {
+        (app.metric(&consumed).await >= 1.0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.count(), 0, "nothing routed before the index has loaded");
+    assert_eq!(app.metric("herald_events_completed_total").await, 0.0);
+
+    let () = redis::pipe()
+        .del(&ids)
+        .ignore()
+        .sadd(&ids, "early")
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    receiver.wait_for(1, Duration::from_secs(15)).await;
+    app.wait_ready().await;
+    let unmatched = format!(r#"herald_events_unmatched_total{{topic="{}"}}"#, env.topic());
+    assert_eq!(app.metric(&unmatched).await, 0.0, "routed once loaded, not before");
+    assert_eq!(receiver.count(), 1);
     app.stop().await;
 }
 
