@@ -4,16 +4,16 @@
 //! addresses).
 //!
 //!     capacity --brokers 127.0.0.1:PORT --herald target/release/herald [--webhooks 1000000]
-//!              [--baseline 10] [--resync-interval 30s] [--events 20000] [--fetch-wait-ms 10]
+//!              [--baseline 10] [--resync-interval 30s] [--events 20000] [--rounds 5] [--fetch-wait-ms 10]
 //!              [--redis redis://127.0.0.1:6379/14] [--json FILE] [--work-dir DIR]
 //!              [--engine LABEL] [--commit REV] [--broker-pid PID]
 //!
 //! The harness owns the Redis database of `--redis` (14 by default; it
-//! refuses database 0): it FLUSHDBs it before each size and once more at the
-//! end.
+//! refuses database 0): it FLUSHDBs it at the start and at the end. Each size
+//! has its own key prefix there (`capacity{N}:`), so both sizes' Heralds can
+//! run side by side.
 //!
-//! For each size (the `--baseline` first, then `--webhooks`), on a freshly
-//! flushed database:
+//! For each size (the `--baseline` first, then `--webhooks`):
 //! - the webhooks are written as any service may write them
 //!   (docs/subscriptions.md: the document, the id set and the tenant set),
 //!   1,000 per round trip, with a fixed mix: 5,000 tenants, 20,000 event
@@ -22,18 +22,22 @@
 //!   `x-api-key` header each. The same generator (deterministic, so every run
 //!   writes the same documents) makes both sizes. Redis's `used_memory`
 //!   before and after is reported. Herald's own marker `tenants:indexed` is
-//!   not written, so its first load also adds every webhook to its tenant
-//!   set again (as on a store no replica has indexed yet). Ten "routed" webhooks, counted in neither
-//!   size and bound to no tenant, subscribe to `capacity.routed.0`..`.9` and
-//!   point at this process's receiver on 127.0.0.1;
+//!   not written, so once ready it adds every webhook to its tenant set
+//!   again (as on a store no replica has indexed yet): the harness waits
+//!   for that audit to finish and reports how long it took. Ten "routed"
+//!   webhooks, counted in neither size and bound to no tenant, subscribe to
+//!   `capacity.routed.0`..`.9` and point at this process's receiver on
+//!   127.0.0.1;
 //! - `herald run` is started as a child process, configured by `HERALD_...`
 //!   variables only (its own source topic and consumer group per run), and
 //!   measured:
 //!   - ready time: from spawn until `/readyz` answers 200 (polled every 20 ms),
 //!     and within it the time until `/readyz` says the subscription index has
-//!     loaded (Herald joins its consumer group only then; the join is the
-//!     rest, about 3 s on Tansu with the session timeout set here);
+//!     loaded (Herald joins its consumer group meanwhile; Tansu holds a new
+//!     group's first join about 3 s with the session timeout set here, so
+//!     that is the least ready time);
 //!   - RSS when ready (VmRSS);
+//!   - the one-time fill of the tenant sets, waited for;
 //!   - an idle window of two resync intervals, no events and no changes:
 //!     CPU in cores, the median and the peak of VmRSS sampled every 100 ms
 //!     (the peak also counts VmHWM, so the load's own peak is in it), and
@@ -43,21 +47,23 @@
 //!     the write until `/readyz` counts it (polled every 2 ms: the count is
 //!     the index routing uses, so it is counted once it is routable), then
 //!     the same 20 deleted (DEL, SREM, SREM, PUBLISH);
-//!   - routing and delivery: `--events` Jimo-envelope records of 1 KB, each
-//!     of one of the ten routed types in turn (so each reaches exactly one
-//!     webhook), produced to the source topic while Herald runs, as one burst
-//!     (Herald then drains a backlog rather than following the producer);
-//!     the wall time from the first produce until the receiver has counted
-//!     every delivery, deliveries per second, and Herald's CPU seconds per
-//!     1,000 deliveries over that time. It starts once Herald has completed a
-//!     full re-sync (`herald_subscription_syncs_total{kind="full"}`) and its
-//!     CPU has settled after it (sampled every 250 ms), so the periodic
-//!     reload, whose cost the idle window already shows, does not fall
-//!     inside it by chance;
-//!   - then Herald is stopped with SIGTERM and waited for.
+//!   - Herald is left running.
 //!
-//! A table (one row per size, and the large size's throughput and CPU per
-//! delivery against the baseline) is printed, and the same as JSON to
+//! Then, for `--rounds` rounds, each size in turn (its Herald delivering
+//! while the other's is idle, so both runs of a round see the same machine):
+//! `--events` Jimo-envelope records of 1 KB, each of one of the ten routed
+//! types in turn (so each reaches exactly one webhook), produced to the size's
+//! source topic as one burst (Herald then drains a backlog rather than
+//! following the producer); the wall time from the first produce until the
+//! receiver has counted every delivery, deliveries per second, and Herald's
+//! CPU seconds per 1,000 deliveries over that time. Each run starts once
+//! Herald's CPU has settled (sampled every 250 ms). The large size against
+//! the baseline is the median of the rounds' ratios. Both Heralds are then
+//! stopped with SIGTERM and waited for.
+//!
+//! A table (one row per size, with the median delivery figures, and the
+//! large size's throughput and CPU per delivery against the baseline, round
+//! by round) is printed, and the same as JSON to
 //! `--json`, with how busy the machine was in each phase (wall times and
 //! throughput depend on it; Herald's own CPU and memory much less).
 //!
@@ -110,14 +116,12 @@ const PARTITIONS: i32 = 6;
 /// Herald's consumers' `session.timeout.ms` (see [`Harness::spawn`]).
 const SESSION_TIMEOUT_MS: u64 = 6_000;
 /// Key prefix Herald is configured with (the default).
-const PREFIX: &str = "herald:";
 /// Full re-syncs Herald has completed (its Prometheus counter).
 const FULL_SYNCS: &str = "herald_subscription_syncs_total{kind=\"full\"}";
 /// Sampling and polling intervals.
 const READY_POLL: Duration = Duration::from_millis(20);
 const IDLE_SAMPLE: Duration = Duration::from_millis(100);
 const CHANGE_POLL: Duration = Duration::from_millis(2);
-const SYNC_POLL: Duration = Duration::from_millis(50);
 const SETTLE_SAMPLE: Duration = Duration::from_millis(250);
 /// Herald counts as settled after a re-sync when its CPU stays below this
 /// for two samples in a row (idle, it uses a few hundredths of a core).
@@ -283,21 +287,31 @@ fn routed_type(k: usize) -> String {
     format!("capacity.routed.{k}")
 }
 
-/// The contract's key names (docs/subscriptions.md), for Herald's prefix.
-struct Keys;
+/// The contract's key names (docs/subscriptions.md), for one size's prefix.
+#[derive(Clone)]
+struct Keys {
+    prefix: String,
+}
 
 impl Keys {
-    fn webhook(id: &str) -> String {
-        format!("{PREFIX}webhook:{id}")
+    /// Each size's webhooks under their own prefix, so both sizes' Heralds
+    /// run side by side on the same database.
+    fn of_size(webhooks: u64) -> Keys {
+        Keys {
+            prefix: format!("capacity{webhooks}:"),
+        }
     }
-    fn ids() -> String {
-        format!("{PREFIX}webhooks")
+    fn webhook(&self, id: &str) -> String {
+        format!("{}webhook:{id}", self.prefix)
     }
-    fn changes() -> String {
-        format!("{PREFIX}webhooks:changed")
+    fn ids(&self) -> String {
+        format!("{}webhooks", self.prefix)
     }
-    fn tenant(tenant: &str) -> String {
-        format!("{PREFIX}tenant:{tenant}:webhooks")
+    fn changes(&self) -> String {
+        format!("{}webhooks:changed", self.prefix)
+    }
+    fn tenant(&self, tenant: &str) -> String {
+        format!("{}tenant:{tenant}:webhooks", self.prefix)
     }
 }
 
@@ -307,6 +321,7 @@ impl Keys {
 /// while it runs are one `MULTI` each, as the contract asks.
 struct Store {
     conn: MultiplexedConnection,
+    keys: Keys,
 }
 
 impl Store {
@@ -332,13 +347,13 @@ impl Store {
             let mut pipe = redis::pipe();
             let mut ids = Vec::with_capacity(WRITE_BATCH as usize);
             for w in webhooks.by_ref().take(WRITE_BATCH as usize) {
-                pipe.set(Keys::webhook(&w.id), w.json).ignore();
+                pipe.set(self.keys.webhook(&w.id), w.json).ignore();
                 if let Some(tenant) = &w.tenant {
-                    pipe.sadd(Keys::tenant(tenant), &w.id).ignore();
+                    pipe.sadd(self.keys.tenant(tenant), &w.id).ignore();
                 }
                 ids.push(w.id);
             }
-            pipe.sadd(Keys::ids(), ids).ignore();
+            pipe.sadd(self.keys.ids(), ids).ignore();
             let mut conn = self.conn.clone();
             pending.push(async move { pipe.query_async::<()>(&mut conn).await });
             if pending.len() >= WRITES_IN_FLIGHT {
@@ -355,15 +370,15 @@ impl Store {
     async fn create(&mut self, w: &Generated) -> anyhow::Result<()> {
         let mut pipe = redis::pipe();
         pipe.atomic()
-            .set(Keys::webhook(&w.id), &w.json)
+            .set(self.keys.webhook(&w.id), &w.json)
             .ignore()
-            .sadd(Keys::ids(), &w.id)
+            .sadd(self.keys.ids(), &w.id)
             .ignore();
         if let Some(tenant) = &w.tenant {
-            pipe.sadd(Keys::tenant(tenant), &w.id).ignore();
+            pipe.sadd(self.keys.tenant(tenant), &w.id).ignore();
         }
         let () = pipe
-            .publish(Keys::changes(), &w.id)
+            .publish(self.keys.changes(), &w.id)
             .ignore()
             .query_async(&mut self.conn)
             .await?;
@@ -374,15 +389,15 @@ impl Store {
     async fn delete(&mut self, w: &Generated) -> anyhow::Result<()> {
         let mut pipe = redis::pipe();
         pipe.atomic()
-            .del(Keys::webhook(&w.id))
+            .del(self.keys.webhook(&w.id))
             .ignore()
-            .srem(Keys::ids(), &w.id)
+            .srem(self.keys.ids(), &w.id)
             .ignore();
         if let Some(tenant) = &w.tenant {
-            pipe.srem(Keys::tenant(tenant), &w.id).ignore();
+            pipe.srem(self.keys.tenant(tenant), &w.id).ignore();
         }
         let () = pipe
-            .publish(Keys::changes(), &w.id)
+            .publish(self.keys.changes(), &w.id)
             .ignore()
             .query_async(&mut self.conn)
             .await?;
@@ -669,7 +684,7 @@ struct Idle {
 /// Routing and delivery of `events` records.
 #[derive(Serialize)]
 struct Delivery {
-    /// From the end of the re-sync it waited for until Herald's CPU settled.
+    /// How long Herald's CPU took to settle before it began.
     settle_s: f64,
     events: u64,
     wall_s: f64,
@@ -679,8 +694,7 @@ struct Delivery {
     /// The broker's CPU (when its pid is given) and the machine's.
     broker_cores: Option<f64>,
     machine_busy_pct: f64,
-    /// Full re-syncs completed during the run (0 unless it outlasted the
-    /// gap after the one it waited for).
+    /// Full re-syncs (audits) completed during the run.
     full_resyncs: Option<f64>,
 }
 
@@ -692,18 +706,30 @@ struct SizeFigures {
     /// From spawn until `/readyz` says the subscription index has loaded.
     loaded_s: f64,
     /// ...and until it answers 200 (the consumer group has assigned
-    /// partitions too: it is joined only once the index has loaded).
+    /// partitions too: joined while the index loads).
     ready_s: f64,
     /// The machine's CPU use from spawn to ready.
     load_machine_busy_pct: f64,
     rss_ready_mb: f64,
     /// VmHWM when ready: the peak of loading.
     hwm_ready_mb: f64,
+    /// From ready until the one-time fill of the tenant sets was done.
+    fill_s: f64,
     idle: Idle,
     create_ms: Spread,
     delete_ms: Spread,
-    delivery: Delivery,
+    /// One per round; the sizes take turns.
+    delivery: Vec<Delivery>,
     stop_s: f64,
+}
+
+impl SizeFigures {
+    fn deliveries_per_s(&self) -> Spread {
+        Spread::of(self.delivery.iter().map(|d| d.deliveries_per_s).collect())
+    }
+    fn cpu_s_per_1000(&self) -> Spread {
+        Spread::of(self.delivery.iter().map(|d| d.cpu_s_per_1000).collect())
+    }
 }
 
 struct Harness {
@@ -725,7 +751,7 @@ struct Harness {
 }
 
 impl Harness {
-    async fn store(&self) -> anyhow::Result<Store> {
+    async fn store(&self, keys: Keys) -> anyhow::Result<Store> {
         let client = redis::Client::open(self.redis_url.as_str())?;
         // Redis serves one command at a time: a FLUSHDB of a million keys, or
         // Herald reading a million ids in one reply, holds the others well
@@ -733,6 +759,7 @@ impl Harness {
         let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(REDIS_TIMEOUT));
         Ok(Store {
             conn: client.get_multiplexed_async_connection_with_config(&config).await?,
+            keys,
         })
     }
 
@@ -744,7 +771,7 @@ impl Harness {
 
     /// `herald run` for `name`'s topic and group, configured by environment
     /// variables only (any `HERALD_...` of this process's own is not passed on).
-    fn spawn(&self, name: &str) -> anyhow::Result<Herald> {
+    fn spawn(&self, name: &str, keys: &Keys) -> anyhow::Result<Herald> {
         let ops = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let log = self.work_dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
@@ -775,7 +802,7 @@ impl Harness {
                 SESSION_TIMEOUT_MS.to_string(),
             )
             .env("HERALD_REDIS__URL", &self.redis_url)
-            .env("HERALD_REDIS__PREFIX", PREFIX)
+            .env("HERALD_REDIS__PREFIX", &keys.prefix)
             .env("HERALD_SUBSCRIPTIONS__RESYNC_INTERVAL", &self.resync)
             .env("HERALD_DEAD_LETTER__TOPIC", format!("{name}-dlq"))
             .env("HERALD_RETRY__TIERS", "[]")
@@ -807,11 +834,12 @@ impl Harness {
         })
     }
 
-    /// Every measurement at one size.
-    async fn measure(&self, webhooks: u64) -> anyhow::Result<SizeFigures> {
+    /// Every measurement at one size but delivery; its Herald is left
+    /// running for the delivery rounds.
+    async fn measure(&self, webhooks: u64) -> anyhow::Result<(SizeFigures, Herald, String)> {
         let name = format!("capacity-{}-{webhooks}", self.run_id);
-        let mut store = self.store().await?;
-        store.flush().await?;
+        let keys = Keys::of_size(webhooks);
+        let mut store = self.store(keys.clone()).await?;
         let before = store.used_memory().await?;
         eprintln!("  writing {webhooks} webhooks and {ROUTED} routed ones...");
         let start = Instant::now();
@@ -833,7 +861,7 @@ impl Harness {
 
         eprintln!("  starting herald...");
         let load_busy = MachineBusy::start();
-        let mut herald = self.spawn(&name)?;
+        let mut herald = self.spawn(&name, &keys)?;
         let spawned = herald.spawned;
         let mut loaded_s = None;
         herald
@@ -856,20 +884,15 @@ impl Harness {
             herald.log.display()
         );
 
-        eprintln!("  ready in {ready_s:.2} s; idle for {:?}...", self.resync_interval * 2);
+        eprintln!("  ready in {ready_s:.2} s; filling the tenant sets...");
+        let fill_s = self.tenant_sets_filled(&mut herald).await?;
+        eprintln!("  filled in {fill_s:.2} s; idle for {:?}...", self.resync_interval * 2);
         let idle = self.idle(&mut herald, rss_ready_mb).await?;
 
         eprintln!("  change propagation ({CHANGES} creates, {CHANGES} deletes)...");
         let (create_ms, delete_ms) = self.changes(&mut herald, &mut store, webhooks, expected).await?;
 
-        eprintln!(
-            "  routing and delivering {} events (after the next full re-sync, once Herald is quiet)...",
-            self.events
-        );
-        let delivery = self.deliver(&mut herald, &name).await?;
-
-        let stop_s = herald.stop().await?;
-        Ok(SizeFigures {
+        let figures = SizeFigures {
             webhooks,
             redis,
             loaded_s: loaded_s.unwrap_or(ready_s),
@@ -877,12 +900,31 @@ impl Harness {
             load_machine_busy_pct,
             rss_ready_mb,
             hwm_ready_mb,
+            fill_s,
             idle,
             create_ms,
             delete_ms,
-            delivery,
-            stop_s,
-        })
+            delivery: Vec::new(),
+            stop_s: f64::NAN,
+        };
+        Ok((figures, herald, name))
+    }
+
+    /// Waits for the audit that fills the tenant sets once (the harness does
+    /// not write Herald's marker that they are complete): the second full
+    /// sync, after the first load. Its seconds from now.
+    async fn tenant_sets_filled(&self, herald: &mut Herald) -> anyhow::Result<f64> {
+        let start = Instant::now();
+        let deadline = start + READY_TIMEOUT;
+        while herald.metric(FULL_SYNCS).await.unwrap_or(0.0) < 2.0 {
+            herald.check_running()?;
+            ensure!(
+                Instant::now() < deadline,
+                "the tenant sets not filled within {READY_TIMEOUT:?}"
+            );
+            tokio::time::sleep(SETTLE_SAMPLE).await;
+        }
+        Ok(start.elapsed().as_secs_f64())
     }
 
     /// Two resync intervals with nothing to do, sampling memory every 100 ms.
@@ -954,32 +996,6 @@ impl Harness {
         Ok((Spread::of(create_ms), Spread::of(delete_ms)))
     }
 
-    /// Waits until Herald completes its next full re-sync (polling its
-    /// counter), so that what follows starts with a whole resync interval
-    /// less one reload ahead of it. `false` when the counter is not exported.
-    async fn next_full_sync(&self, herald: &mut Herald) -> anyhow::Result<bool> {
-        let Some(before) = herald.metric(FULL_SYNCS).await else {
-            return Ok(false);
-        };
-        // A Herald that reads everything only at its audits (every
-        // `subscriptions.audit_interval`) has no periodic full re-sync to
-        // wait for: go on after one resync interval.
-        let timeout = self.resync_interval + Duration::from_secs(5);
-        let deadline = Instant::now() + timeout;
-        let mut tick = tokio::time::interval(SYNC_POLL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if herald.metric(FULL_SYNCS).await.is_some_and(|now| now > before) {
-                return Ok(true);
-            }
-            herald.check_running()?;
-            if Instant::now() >= deadline {
-                return Ok(false);
-            }
-        }
-    }
-
     /// Samples Herald's CPU until it stays below `SETTLED_CORES` for two
     /// samples in a row (a re-sync's tail: freeing the previous index), at
     /// most one resync interval; the seconds it took.
@@ -1001,17 +1017,14 @@ impl Harness {
     }
 
     /// Produces `events` records to `topic`, round-robin over the routed
-    /// types, and waits until the receiver has them all. It starts right
-    /// after a full re-sync and its tail, so the periodic reload (whose cost
-    /// the idle window measures) does not land in it unless the run
-    /// outlasts the gap; the re-syncs completed meanwhile are reported.
+    /// types, and waits until the receiver has them all. It starts once
+    /// Herald's CPU has settled (an audit's tail); full re-syncs completed
+    /// meanwhile are reported.
     async fn deliver(&self, herald: &mut Herald, topic: &str) -> anyhow::Result<Delivery> {
         let n = self.events;
-        let mut arrived = self.receiver.arrived.subscribe();
-        if !self.next_full_sync(herald).await? {
-            eprintln!("  (no full re-sync within one resync interval: none to wait for)");
-        }
         let settle_s = self.settle(herald).await?;
+        self.receiver.reset();
+        let mut arrived = self.receiver.arrived.subscribe();
         let syncs_before = herald.metric(FULL_SYNCS).await;
         let broker = self.broker_pid.map(|pid| Proc { pid, ticks: self.ticks });
         let broker_before = broker.as_ref().map(Proc::cpu_seconds);
@@ -1119,8 +1132,8 @@ fn print_table(sizes: &[SizeFigures], header: &str) {
         "idle cores",
         "create ms med/max",
         "delete ms med/max",
-        "deliveries/s",
-        "CPU s/1k deliveries",
+        "deliveries/s (median)",
+        "CPU s/1k deliveries (median)",
     ]);
     for s in sizes {
         table.add_row(vec![
@@ -1133,8 +1146,8 @@ fn print_table(sizes: &[SizeFigures], header: &str) {
             format!("{:.3}", s.idle.cores),
             format!("{:.1}/{:.1}", s.create_ms.median, s.create_ms.max),
             format!("{:.1}/{:.1}", s.delete_ms.median, s.delete_ms.max),
-            format!("{:.0}", s.delivery.deliveries_per_s),
-            format!("{:.3}", s.delivery.cpu_s_per_1000),
+            format!("{:.0}", s.deliveries_per_s().median),
+            format!("{:.3}", s.cpu_s_per_1000().median),
         ]);
     }
     for column in table.column_iter_mut() {
@@ -1143,16 +1156,11 @@ fn print_table(sizes: &[SizeFigures], header: &str) {
     println!("\n{header}\n{table}");
     for s in sizes {
         let count = |n: Option<f64>| n.map_or("-".to_owned(), |n| format!("{n:.0}"));
-        let broker = s
-            .delivery
-            .broker_cores
-            .map_or(String::new(), |c| format!(", broker {c:.2} cores"));
         println!(
             "{:>9} webhooks  Redis: +{:.1} MB ({:.0} B per webhook), written in {:.1} s\n\
              {:>20}load: peak RSS {:.1} MB, index loaded {:.2} s after spawn, machine {:.0}% busy\n\
+             {:>20}tenant sets filled {:.2} s after ready\n\
              {:>20}idle: {} full re-syncs in {:.0} s, machine {:.0}% busy\n\
-             {:>20}delivery: {:.2} s (begun {:.2} s after a re-sync), Herald {:.2} cores{broker}, machine {:.0}% busy, \
-             {} full re-syncs during it\n\
              {:>20}stopped {:.2} s after SIGTERM",
             s.webhooks,
             s.redis.used_memory_after_mb - s.redis.used_memory_before_mb,
@@ -1163,27 +1171,46 @@ fn print_table(sizes: &[SizeFigures], header: &str) {
             s.loaded_s,
             s.load_machine_busy_pct,
             "",
+            s.fill_s,
+            "",
             count(s.idle.full_resyncs),
             s.idle.window_s,
             s.idle.machine_busy_pct,
             "",
-            s.delivery.wall_s,
-            s.delivery.settle_s,
-            s.delivery.herald_cores,
-            s.delivery.machine_busy_pct,
-            count(s.delivery.full_resyncs),
-            "",
             s.stop_s,
         );
+        for (round, d) in s.delivery.iter().enumerate() {
+            let broker = d
+                .broker_cores
+                .map_or(String::new(), |c| format!(", broker {c:.2} cores"));
+            println!(
+                "{:>20}delivery round {}: {:.0}/s, {:.3} CPU s/1k, {:.2} s (settled {:.2} s), Herald {:.2} cores{broker}, \
+                 machine {:.0}% busy, {} full re-syncs during it",
+                "",
+                round + 1,
+                d.deliveries_per_s,
+                d.cpu_s_per_1000,
+                d.wall_s,
+                d.settle_s,
+                d.herald_cores,
+                d.machine_busy_pct,
+                count(d.full_resyncs),
+            );
+        }
     }
 }
 
-/// The large size against the baseline: throughput, and CPU per delivery.
-fn ratios(baseline: &SizeFigures, large: &SizeFigures) -> serde_json::Value {
-    json!({
-        "throughput": large.delivery.deliveries_per_s / baseline.delivery.deliveries_per_s,
-        "cpu_per_delivery": large.delivery.cpu_s_per_1000 / baseline.delivery.cpu_s_per_1000,
-    })
+/// The large size against the baseline, round by round (each round's two
+/// runs back to back, so both saw the same machine): throughput, and CPU
+/// per delivery.
+fn ratios(baseline: &SizeFigures, large: &SizeFigures) -> (Spread, Spread) {
+    let rounds = baseline.delivery.iter().zip(&large.delivery);
+    let throughput = rounds
+        .clone()
+        .map(|(b, l)| l.deliveries_per_s / b.deliveries_per_s)
+        .collect();
+    let cpu = rounds.map(|(b, l)| l.cpu_s_per_1000 / b.cpu_s_per_1000).collect();
+    (Spread::of(throughput), Spread::of(cpu))
 }
 
 #[tokio::main]
@@ -1191,7 +1218,7 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let mut brokers = "127.0.0.1:39392".to_owned();
     let mut herald = PathBuf::from("target/release/herald");
-    let (mut webhooks, mut baseline, mut events) = (1_000_000u64, 10u64, 20_000u64);
+    let (mut webhooks, mut baseline, mut events, mut rounds) = (1_000_000u64, 10u64, 20_000u64, 5u32);
     let mut resync = "30s".to_owned();
     let mut redis_url = "redis://127.0.0.1:6379/14".to_owned();
     let mut json_out = PathBuf::from("target/capacity/results.json");
@@ -1207,6 +1234,7 @@ async fn main() -> anyhow::Result<()> {
             "--baseline" => baseline = value()?.parse()?,
             "--resync-interval" => resync = value()?,
             "--events" => events = value()?.parse()?,
+            "--rounds" => rounds = value()?.parse()?,
             "--fetch-wait-ms" => fetch_wait_ms = value()?.parse()?,
             "--redis" => redis_url = value()?,
             "--json" => json_out = PathBuf::from(value()?),
@@ -1220,6 +1248,8 @@ async fn main() -> anyhow::Result<()> {
     check_owned_database(&redis_url)?;
     let resync_interval = humantime::parse_duration(&resync).with_context(|| format!("--resync-interval {resync}"))?;
     ensure!(events > 0, "--events must be at least 1");
+    ensure!(rounds > 0, "--rounds must be at least 1");
+    ensure!(baseline != webhooks, "--baseline and --webhooks must differ");
     std::fs::create_dir_all(&work_dir)?;
     if let Some(dir) = json_out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
@@ -1256,19 +1286,43 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let mut sizes = Vec::new();
-    let mut outcome = Ok(());
-    for n in [baseline, webhooks] {
-        eprintln!("{n} webhooks (flushing {})...", harness.redis_url);
-        match harness.measure(n).await {
-            Ok(figures) => sizes.push(figures),
-            Err(e) => {
-                outcome = Err(e.context(format!("measuring {n} webhooks")));
-                break;
+    let mut heralds = Vec::new();
+    let outcome = async {
+        harness.store(Keys::of_size(0)).await?.flush().await?;
+        eprintln!("flushed {}", harness.redis_url);
+        for n in [baseline, webhooks] {
+            eprintln!("{n} webhooks...");
+            let (figures, herald, name) = harness
+                .measure(n)
+                .await
+                .with_context(|| format!("measuring {n} webhooks"))?;
+            sizes.push(figures);
+            heralds.push((herald, name));
+        }
+        // Both Heralds run; the sizes take turns, one delivering while the
+        // other is idle, so each round compares them on the same machine.
+        for round in 1..=rounds {
+            for (figures, (herald, name)) in sizes.iter_mut().zip(&mut heralds) {
+                eprintln!(
+                    "round {round} of {rounds}: {} webhooks, routing and delivering {} events...",
+                    figures.webhooks, harness.events
+                );
+                let delivery = harness
+                    .deliver(herald, name)
+                    .await
+                    .with_context(|| format!("delivering with {} webhooks", figures.webhooks))?;
+                figures.delivery.push(delivery);
             }
         }
+        for (figures, (herald, _)) in sizes.iter_mut().zip(heralds.drain(..)) {
+            figures.stop_s = herald.stop().await?;
+        }
+        anyhow::Ok(())
     }
+    .await;
+    drop(heralds);
     // The database is the harness's: leave it empty, whatever happened.
-    let flushed = match harness.store().await {
+    let flushed = match harness.store(Keys::of_size(0)).await {
         Ok(mut store) => store.flush().await,
         Err(e) => Err(e),
     };
@@ -1287,11 +1341,21 @@ async fn main() -> anyhow::Result<()> {
         num_cpus()
     );
     print_table(&sizes, &header);
-    let against = ratios(&sizes[0], &sizes[1]);
+    let (throughput, cpu) = ratios(&sizes[0], &sizes[1]);
+    let list = |s: &Spread| {
+        s.samples
+            .iter()
+            .map(|r| format!("x{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     println!(
-        "{webhooks} webhooks against {baseline}: throughput x{:.2}, CPU per delivery x{:.2}",
-        against["throughput"].as_f64().unwrap_or(f64::NAN),
-        against["cpu_per_delivery"].as_f64().unwrap_or(f64::NAN)
+        "{webhooks} webhooks against {baseline}, median of {rounds} rounds: throughput x{:.2} ({}), \
+         CPU per delivery x{:.2} ({})",
+        throughput.median,
+        list(&throughput),
+        cpu.median,
+        list(&cpu),
     );
     let result = json!({
         "commit": commit,
@@ -1310,7 +1374,8 @@ async fn main() -> anyhow::Result<()> {
         },
         "baseline": &sizes[0],
         "large": &sizes[1],
-        "large_against_baseline": against,
+        "rounds": rounds,
+        "large_against_baseline": {"throughput": throughput, "cpu_per_delivery": cpu},
     });
     write_json(&json_out, &result)?;
     Ok(())
