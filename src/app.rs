@@ -73,9 +73,12 @@ impl Application {
         let telemetry = Telemetry::new(&config.kafka.topics);
         let mut retry_topics = config.retry.wait_topics().names();
         retry_topics.push(config.dead_letter.topic.clone());
-        telemetry
-            .metrics
-            .preregister_retry(config.retry.tiers.len(), &retry_topics);
+        telemetry.metrics.preregister_retry(
+            config.retry.tiers.len(),
+            &retry_topics,
+            &crate::retry::codec::reasons::ALL,
+        );
+        telemetry.metrics.preregister_admin(&crate::admin::ACTIONS);
         Ok(Application {
             telemetry: telemetry.clone(),
             index: SubscriptionIndex::new(

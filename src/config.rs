@@ -17,7 +17,14 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::retry::schedule::{Schedule, Tier};
-use crate::routing::envelope::EnvelopeRules;
+pub use crate::routing::envelope::EnvelopeConfig;
+
+pub mod catalog;
+pub mod token_quality;
+
+/// Largest page a list endpoint of the management API returns
+/// (`admin.default_page_size` may not exceed it).
+pub const MAX_PAGE_SIZE: usize = 500;
 
 /// The documented defaults, shipped as `config/default.toml`.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -216,17 +223,6 @@ pub struct SubscriptionsConfig {
     /// Longest delay between reconnection attempts.
     #[serde(with = "humantime_serde")]
     pub reconnect_max_delay: Duration,
-}
-
-/// Rules that find an event's type, id, time and tenant.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnvelopeConfig {
-    /// Rules for topics not listed under `topics`.
-    pub default: EnvelopeRules,
-    /// Rules per source topic.
-    #[serde(default)]
-    pub topics: BTreeMap<String, EnvelopeRules>,
 }
 
 /// The HTTP client that calls the receivers.
@@ -616,7 +612,7 @@ impl Config {
                     format!("must be at least {MIN_TOKEN_LEN} characters without white space; {GENERATE_TOKEN}"),
                 ));
             }
-            if let Err(weak) = crate::admin::token_quality::check(&t.token) {
+            if let Err(weak) = token_quality::check(&t.token) {
                 return Err(ConfigError::invalid(
                     format!("{key}.token"),
                     format!("{weak}, so it is not a random token; {GENERATE_TOKEN}"),
@@ -631,14 +627,14 @@ impl Config {
         }
         nonzero("admin.secret_rotation_overlap", a.secret_rotation_overlap)?;
         positive("admin.max_body_bytes", a.max_body_bytes)?;
-        if a.default_page_size == 0 || a.default_page_size > crate::admin::MAX_PAGE_SIZE {
+        if a.default_page_size == 0 || a.default_page_size > MAX_PAGE_SIZE {
             return Err(ConfigError::invalid(
                 "admin.default_page_size",
-                format!("must be 1 to {}", crate::admin::MAX_PAGE_SIZE),
+                format!("must be 1 to {}", MAX_PAGE_SIZE),
             ));
         }
-        let catalogs = crate::admin::catalog::Catalogs::load(&a.catalog_files)
-            .map_err(|e| ConfigError::invalid("admin.catalog_files", e))?;
+        let catalogs =
+            catalog::Catalogs::load(&a.catalog_files).map_err(|e| ConfigError::invalid("admin.catalog_files", e))?;
         if !a.default_catalog.is_empty() && catalogs.get(&a.default_catalog).is_none() {
             return Err(ConfigError::invalid(
                 "admin.default_catalog",

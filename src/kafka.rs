@@ -1,6 +1,7 @@
 //! librdkafka client configuration and topic provisioning, shared by the
 //! source consumer, the dead-letter producer and the tools.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -8,9 +9,11 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::{FutureProducer, Producer as _};
 
 use crate::config::KafkaConfig;
+use crate::event::{RecordHeader, SourceRecord};
 
 /// Properties common to every client: brokers plus the pass-through ones.
 fn base(config: &KafkaConfig) -> ClientConfig {
@@ -472,9 +475,7 @@ pub async fn read_record(
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         while std::time::Instant::now() < deadline {
             match consumer.poll(Duration::from_millis(500)) {
-                Some(Ok(m)) if m.offset() == offset => {
-                    return Ok(Some(crate::intake::consumer::to_record(topic.clone(), &m)))
-                }
+                Some(Ok(m)) if m.offset() == offset => return Ok(Some(to_record(topic.clone(), &m))),
                 Some(Ok(m)) if m.offset() > offset => return Ok(None),
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return Ok(None),
                 Some(Err(e)) => return Err(e),
@@ -485,6 +486,31 @@ pub async fn read_record(
     })
     .await
     .expect("the reader does not panic")
+}
+
+/// A consumed message as Herald's record of it (its bytes copied, so the
+/// message can be released).
+pub fn to_record(topic: Arc<str>, message: &BorrowedMessage<'_>) -> SourceRecord {
+    let headers = message
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| RecordHeader {
+                    name: h.key.to_owned(),
+                    value: h.value.map(bytes::Bytes::copy_from_slice),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    SourceRecord {
+        topic,
+        partition: message.partition(),
+        offset: message.offset(),
+        timestamp_ms: message.timestamp().to_millis(),
+        key: message.key().map(bytes::Bytes::copy_from_slice),
+        value: message.payload().map(bytes::Bytes::copy_from_slice).unwrap_or_default(),
+        headers,
+    }
 }
 
 #[cfg(test)]

@@ -3,9 +3,13 @@
 //! The modules follow one event's path: [`intake`] consumes it from Kafka,
 //! [`routing`] recognises its envelope and finds its webhooks in the
 //! [`subscriptions`] index, [`delivery`] signs and sends it, [`retry`] keeps
-//! what failed, and [`telemetry`] reports every step. [`app`] wires them;
-//! [`pipeline`] is the per-event glue; [`tools`] backs the command-line
-//! helpers.
+//! what failed, [`history`] records every attempt, and [`telemetry`] reports
+//! every step. Beneath them, [`event`] holds the shared record types,
+//! [`config`] the configuration and [`kafka`] the Kafka clients. [`app`]
+//! wires them; [`pipeline`] is the per-event glue; [`admin`] serves the
+//! management API, which [`client`] calls from the command line; [`tools`]
+//! backs the helpers that talk to Kafka directly. Imports between modules
+//! go one way; `scripts/check-imports` lists those that still close a cycle.
 
 pub mod admin;
 pub mod app;

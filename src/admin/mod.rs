@@ -13,7 +13,6 @@ pub mod catalog;
 pub mod deliveries;
 pub mod jobs;
 pub mod problem;
-pub mod token_quality;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -39,8 +38,7 @@ use auth::Tokens;
 use catalog::Catalogs;
 use problem::Problem;
 
-/// Largest page a list endpoint returns.
-pub const MAX_PAGE_SIZE: usize = 500;
+pub use crate::config::MAX_PAGE_SIZE;
 
 /// Changes made through the API (`action` label; the first six are also
 /// announced as the system event `webhook.<action>`).
@@ -425,6 +423,7 @@ pub async fn run_standalone(config: Config, shutdown: CancellationToken) -> anyh
         .await
         .with_context(|| format!("cannot listen on admin.listen = {}", config.admin.listen))?;
     let telemetry = Telemetry::new(&config.kafka.topics);
+    telemetry.metrics.preregister_admin(&ACTIONS);
     let state = connect(Arc::new(config), telemetry, None).await?;
     tracing::info!(admin = %listener.local_addr()?, "management API listening");
     serve(listener, state, shutdown).await?;

@@ -22,14 +22,14 @@ use tokio_util::time::{delay_queue, DelayQueue};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
-use crate::event::{RecordHeader, SourceRecord};
+use crate::event::SourceRecord;
 use crate::intake::flow::{Actions, Completion, Flow, Tp};
 use crate::intake::offsets::{Offsets, Seen};
 use crate::intake::Dispatch;
@@ -452,7 +452,7 @@ impl Intake {
             Some(t) => t.clone(),
             None => Arc::from(message.topic()),
         };
-        to_record(topic, message)
+        crate::kafka::to_record(topic, message)
     }
 
     /// A record arrived: admit it, or hold it until due.
@@ -809,29 +809,6 @@ impl Intake {
         let consumer = self.consumer;
         let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
         tracing::info!("left the consumer group");
-    }
-}
-
-pub(crate) fn to_record(topic: Arc<str>, message: &BorrowedMessage<'_>) -> SourceRecord {
-    let headers = message
-        .headers()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| RecordHeader {
-                    name: h.key.to_owned(),
-                    value: h.value.map(bytes::Bytes::copy_from_slice),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    SourceRecord {
-        topic,
-        partition: message.partition(),
-        offset: message.offset(),
-        timestamp_ms: message.timestamp().to_millis(),
-        key: message.key().map(bytes::Bytes::copy_from_slice),
-        value: message.payload().map(bytes::Bytes::copy_from_slice).unwrap_or_default(),
-        headers,
     }
 }
 

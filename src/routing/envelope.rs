@@ -353,6 +353,17 @@ fn checked_type(value: Option<String>) -> Result<String, Unroutable> {
     }
 }
 
+/// Rules that find an event's type, id, time and tenant (`[envelope]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvelopeConfig {
+    /// Rules for topics not listed under `topics`.
+    pub default: EnvelopeRules,
+    /// Rules per source topic.
+    #[serde(default)]
+    pub topics: BTreeMap<String, EnvelopeRules>,
+}
+
 /// The recogniser of every configured topic.
 #[derive(Debug, Clone)]
 pub struct Envelopes {
@@ -362,7 +373,7 @@ pub struct Envelopes {
 
 impl Envelopes {
     /// Compiles the configured rules.
-    pub fn new(config: &crate::config::EnvelopeConfig) -> Result<Envelopes, RulesError> {
+    pub fn new(config: &EnvelopeConfig) -> Result<Envelopes, RulesError> {
         let mut topics = BTreeMap::new();
         for (topic, rules) in &config.topics {
             topics.insert(topic.clone(), Arc::new(rules.compile()?));

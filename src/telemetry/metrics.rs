@@ -443,9 +443,6 @@ impl Metrics {
         for result in ["written", "superseded", "dropped", "write_failed", "topic_failed"] {
             m.history_records.with_label_values(&[result]);
         }
-        for action in crate::admin::ACTIONS {
-            m.admin_changes.with_label_values(&[action]);
-        }
         for consumer in ["source", "retry"] {
             m.records_repeated.with_label_values(&[consumer]);
         }
@@ -466,10 +463,19 @@ impl Metrics {
         m
     }
 
+    /// Creates the series of the management API's `actions`, so dashboards
+    /// and alerts see zeros, not gaps.
+    pub fn preregister_admin(&self, actions: &[&str]) {
+        for action in actions {
+            self.admin_changes.with_label_values(&[action]);
+        }
+    }
+
     /// Creates the per-tier series of `tiers` retry tiers, the per-topic
-    /// series of the wait and dead-letter `topics` (and every dead-letter
-    /// reason), so dashboards and alerts see zeros, not gaps.
-    pub fn preregister_retry(&self, tiers: usize, topics: &[String]) {
+    /// series of the wait and dead-letter `topics`, and those of every
+    /// dead-letter reason (`failure_reasons` and the unroutable ones), so
+    /// dashboards and alerts see zeros, not gaps.
+    pub fn preregister_retry(&self, tiers: usize, topics: &[String], failure_reasons: &[&str]) {
         let labels = (1..=tiers).map(|t| t.to_string()).chain(["redrive".to_owned()]);
         for tier in labels {
             if tier != "redrive" {
@@ -484,7 +490,7 @@ impl Metrics {
             self.retry_requeued.with_label_values(&[topic]);
             self.retry_records_expired.with_label_values(&[topic]);
         }
-        for reason in crate::retry::codec::reasons::ALL {
+        for reason in failure_reasons {
             self.dead_letters.with_label_values(&[reason]);
         }
         for reason in crate::routing::envelope::UnroutableReason::ALL {
