@@ -168,7 +168,9 @@ impl Application {
         let result = Self::run_pipeline(&config, &telemetry, index, flows, envelopes, deliverer, &shutdown).await;
 
         side_tasks.cancel();
-        let _ = sync.await;
+        if let Err(e) = sync.await {
+            telemetry.shutdown_failed("subscription_sync", &e);
+        }
         if let Some(admin) = admin {
             match admin.await {
                 Ok(Err(e)) => tracing::warn!(error = %e, "management API stopped with an error"),
@@ -317,9 +319,17 @@ impl Application {
         // Intake has drained: write the history queued so far, then flush.
         if let Some((writer, stop)) = history_writer {
             stop.cancel();
-            let _ = writer.await;
+            if let Err(e) = writer.await {
+                telemetry.shutdown_failed("history_writer", &e);
+            }
         }
-        let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
+        // Only records nothing waits for (system events, history) can still
+        // be queued: every delivery's own records were acknowledged.
+        match tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => telemetry.shutdown_failed("producer_flush", &e),
+            Err(e) => telemetry.shutdown_failed("producer_flush", &e),
+        }
         if let Some(e) = failure {
             return Err(anyhow::anyhow!("a consumer loop failed: {e}"));
         }

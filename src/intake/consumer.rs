@@ -807,7 +807,9 @@ impl Intake {
             tracing::warn!(abandoned, "events left unfinished at shutdown");
         }
         let consumer = self.consumer;
-        let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+        if let Err(e) = tokio::task::spawn_blocking(move || drop(consumer)).await {
+            self.telemetry.shutdown_failed("consumer_close", &e);
+        }
         tracing::info!("left the consumer group");
     }
 }

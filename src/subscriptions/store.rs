@@ -20,8 +20,9 @@ use redis::AsyncCommands;
 use crate::subscriptions::model::{check, Fields, InvalidWebhook, Webhook, WebhookStatus};
 use crate::subscriptions::packed::{Document, Packed};
 
-/// How many documents one `MGET` reads during a full load.
-const LOAD_BATCH: usize = 500;
+/// How many keys one command names when many are read or written (`MGET`,
+/// `SADD`, `SREM` in chunks).
+const CHUNK: usize = 500;
 
 /// About how many entries the change log keeps (`XADD ... MAXLEN ~`). A
 /// replica that falls further behind than this reads every document again.
@@ -279,7 +280,7 @@ impl SubscriptionStore {
     /// Adds webhooks to their tenants' sets: `(tenant, id)`.
     pub async fn add_to_tenant_sets(&self, members: &[(&str, &str)]) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        for chunk in members.chunks(LOAD_BATCH) {
+        for chunk in members.chunks(CHUNK) {
             let mut pipe = redis::pipe();
             for (tenant, id) in chunk {
                 pipe.sadd(self.keys.tenant(tenant), *id).ignore();
@@ -491,7 +492,7 @@ impl SubscriptionStore {
     /// Moves webhooks between tenant sets: `(id, from, to)`.
     pub async fn move_tenants(&self, moves: &[(String, Option<String>, Option<String>)]) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        for chunk in moves.chunks(LOAD_BATCH) {
+        for chunk in moves.chunks(CHUNK) {
             let mut pipe = redis::pipe();
             for (id, from, to) in chunk {
                 if let Some(from) = from {
@@ -581,7 +582,7 @@ impl SubscriptionStore {
     pub async fn get_many(&self, ids: &[String]) -> Result<Vec<Loaded>, StoreError> {
         let mut out = Vec::with_capacity(ids.len());
         let mut conn = self.conn.clone();
-        for chunk in ids.chunks(LOAD_BATCH) {
+        for chunk in ids.chunks(CHUNK) {
             let keys: Vec<String> = chunk.iter().map(|id| self.keys.webhook(id)).collect();
             let docs: Vec<Option<Vec<u8>>> = if keys.len() == 1 {
                 vec![conn.get(&keys[0]).await?]

@@ -35,6 +35,7 @@ pub struct Metrics {
     pub redrives: IntCounter,
     pub failure_record_downgrades: IntCounterVec,
     pub producer_recreated: IntCounter,
+    pub shutdown_failures: IntCounterVec,
     pub consumer_wakeups: IntCounterVec,
     pub records_repeated: IntCounterVec,
     pub webhooks_disabled: IntCounterVec,
@@ -272,6 +273,12 @@ impl Metrics {
                 "herald_producer_recreated_total",
                 "Times the Kafka producer failed fatally and was replaced by a new one.",
             ),
+            shutdown_failures: counter_vec(
+                r,
+                "herald_shutdown_failures_total",
+                "Steps of a shutdown that failed: a task that panicked, or the final producer flush.",
+                &["step"],
+            ),
             retry_records_invalid: counter(
                 r,
                 "herald_retry_records_invalid_total",
@@ -450,6 +457,14 @@ impl Metrics {
         m.webhooks_disabled.with_label_values(&["auto"]);
         for result in ["ok", "error"] {
             m.offset_commits.with_label_values(&[result]);
+        }
+        for step in [
+            "subscription_sync",
+            "history_writer",
+            "producer_flush",
+            "consumer_close",
+        ] {
+            m.shutdown_failures.with_label_values(&[step]);
         }
         for stage in ["connect", "subscribe", "load"] {
             m.subscription_errors.with_label_values(&[stage]);

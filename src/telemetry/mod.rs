@@ -301,6 +301,12 @@ impl Telemetry {
         error!(%code, reason, "the Kafka producer failed fatally; replaced it with a new one (unacknowledged records are written again)");
     }
 
+    /// A step of shutting down failed (`step`: the task or the flush).
+    pub fn shutdown_failed(&self, step: &str, error: &dyn std::fmt::Display) {
+        self.metrics.shutdown_failures.with_label_values(&[step]).inc();
+        error!(step, %error, "a step of shutting down failed");
+    }
+
     pub fn producer_recreate_failed(&self, error: &dyn std::fmt::Display) {
         error!(%error, "the Kafka producer failed fatally and could not be replaced; retrying");
     }

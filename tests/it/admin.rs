@@ -370,7 +370,7 @@ async fn pause_keeps_deliveries_and_resume_replays_them_with_the_same_ids() {
         .await;
     let (app, api, receiver, path) = api_with_webhook(&env, "24h", "/p", &["*"]).await;
     api.ok(Method::POST, &format!("{path}/pause"), OPS, None).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    app.wait_status("paused", 1).await;
 
     let publisher = Publisher::new();
     for i in 0..3 {
@@ -441,6 +441,7 @@ fn verifies(secret: &str, id: &str, timestamp: &str, body: &[u8], signature: &st
 async fn a_rotated_secret_overlaps_with_the_previous_one_then_replaces_it() {
     let env = TestEnv::new("admin-rotate", &["events"], 1).await;
     let (app, api, receiver, path) = api_with_webhook(&env, "4s", "/r", &["*"]).await;
+    app.wait_webhooks(1).await;
     let old = api.ok(Method::GET, &format!("{path}/secret"), OPS, None).await;
     let old_secret = old["secret"].as_str().unwrap().to_owned();
     assert_eq!(old["previous"], json!([]));
@@ -456,12 +457,13 @@ async fn a_rotated_secret_overlaps_with_the_previous_one_then_replaces_it() {
         Some("secret"),
     );
 
+    let applied = app.changes_applied().await;
     let rotated = api.ok(Method::POST, &format!("{path}/secret"), OPS, None).await;
     let new_secret = rotated["secret"].as_str().unwrap().to_owned();
     assert_ne!(new_secret, old_secret);
     assert_eq!(rotated["previous"][0]["secret"], old_secret.as_str());
     let publisher = Publisher::new();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.wait_applied(applied).await;
     publisher
         .json(env.topic(), r#"{"event":"a","version":"0","time":1,"id":"evt_during"}"#)
         .await;
@@ -523,7 +525,7 @@ async fn delivery_history_stats_retry_replay_and_test_ping() {
     let body = json!({"name": "h", "tenant": "acme", "url": receiver.url("/h"), "events": ["tour.*"]});
     let created = api.ok(Method::POST, "/v1/webhooks", OPS, Some(body)).await;
     let path = format!("/v1/webhooks/{}", created["id"].as_str().unwrap());
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    app.wait_webhooks(1).await;
     let publisher = Publisher::new();
     publisher
         .json(

@@ -289,6 +289,39 @@ impl RunningApp {
         }
     }
 
+    /// Waits until the replica's index holds `n` webhooks.
+    pub async fn wait_webhooks(&self, n: u64) {
+        eventually(
+            Duration::from_secs(10),
+            "the index to hold the webhooks",
+            || async move { (self.readyz().await["webhooks"] == n).then_some(()) },
+        )
+        .await;
+    }
+
+    /// Waits until the replica's index holds `n` webhooks of `status`.
+    pub async fn wait_status(&self, status: &str, n: u64) {
+        let series = format!(r#"herald_webhooks{{status="{status}"}}"#);
+        eventually(Duration::from_secs(10), "the index to have the status", || async {
+            (self.metric(&series).await == n as f64).then_some(())
+        })
+        .await;
+    }
+
+    /// How many times the replica has applied changes; after a change, pass
+    /// it to [`RunningApp::wait_applied`].
+    pub async fn changes_applied(&self) -> f64 {
+        self.metric(r#"herald_subscription_syncs_total{kind="change"}"#).await
+    }
+
+    /// Waits until the replica has applied a change since `before`.
+    pub async fn wait_applied(&self, before: f64) {
+        eventually(Duration::from_secs(10), "the change to reach the replica", || async {
+            (self.changes_applied().await > before).then_some(())
+        })
+        .await;
+    }
+
     /// `/readyz`'s body.
     pub async fn readyz(&self) -> serde_json::Value {
         let body = reqwest::get(format!("http://{}/readyz", self.ops))

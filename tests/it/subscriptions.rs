@@ -44,7 +44,7 @@ async fn added_paused_changed_and_deleted_webhooks_take_effect_within_a_second()
 
     w.status = WebhookStatus::Paused;
     store.put(&w).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    app.wait_status("paused", 1).await;
     let before = first.count();
     publisher.json(env.topic(), EVENT).await;
     let paused = read_topic(&env.dlq, 1, Duration::from_secs(10)).await;
@@ -65,7 +65,7 @@ async fn added_paused_changed_and_deleted_webhooks_take_effect_within_a_second()
     let first_total = first.count();
 
     store.delete("live").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    app.wait_webhooks(0).await;
     let second_total = second.count();
     publisher.json(env.topic(), EVENT).await;
     eventually(Duration::from_secs(5), "the event to be consumed", || async {
