@@ -633,8 +633,8 @@ impl Config {
                 format!("must be 1 to {}", MAX_PAGE_SIZE),
             ));
         }
-        let catalogs =
-            catalog::Catalogs::load(&a.catalog_files).map_err(|e| ConfigError::invalid("admin.catalog_files", e))?;
+        let catalogs = catalog::Catalogs::load(&a.catalog_files)
+            .map_err(|e| ConfigError::invalid("admin.catalog_files", e.to_string()))?;
         if !a.default_catalog.is_empty() && catalogs.get(&a.default_catalog).is_none() {
             return Err(ConfigError::invalid(
                 "admin.default_catalog",

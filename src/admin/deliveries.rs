@@ -396,7 +396,7 @@ pub async fn test(
         .ok_or_else(|| Problem::invalid("event_type", format!("`{}` is in no catalog", body.event_type)))?;
     let payload = serde_json::to_vec(&example.example).expect("JSON values serialise");
     let defaults = EndpointDefaults::from(&state.config().delivery);
-    let target = Target::compile(webhook.clone(), &defaults, None).map_err(Problem::conflict)?;
+    let target = Target::compile(webhook.clone(), &defaults, None).map_err(|e| Problem::conflict(e.to_string()))?;
     let delivery_id = format!("msg_test_{}", hex::encode(rand::random::<[u8; 12]>()));
     let event = Event {
         record: SourceRecord {

@@ -445,7 +445,7 @@ pub async fn create(
         (None, asked) => asked,
     };
     if let Some(secret) = &body.secret {
-        decode_secret(secret).map_err(|m| Problem::invalid("secret", m))?;
+        decode_secret(secret).map_err(|m| Problem::invalid("secret", m.to_string()))?;
     }
     let id = chosen_id(&caller, tenant.as_deref(), body.id, body.uid.as_deref())?;
     let now = OffsetDateTime::now_utc();
@@ -903,7 +903,7 @@ pub async fn rotate_secret(
 ) -> Result<Json<SecretView>, Problem> {
     let body = body.unwrap_or_default();
     if let Some(secret) = &body.secret {
-        decode_secret(secret).map_err(|m| Problem::invalid("secret", m))?;
+        decode_secret(secret).map_err(|m| Problem::invalid("secret", m.to_string()))?;
     }
     let new = body.secret.unwrap_or_else(generate_secret);
     let now = OffsetDateTime::now_utc();

@@ -61,26 +61,62 @@ pub struct CatalogEvent {
     pub example: serde_json::Value,
 }
 
+/// A catalog that cannot be used, and where it came from (a file, or a
+/// built-in catalog's name).
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: {problem}")]
+pub struct CatalogError {
+    pub origin: String,
+    pub problem: CatalogProblem,
+}
+
+/// What is wrong with a catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogProblem {
+    #[error("cannot read it: {0}")]
+    Read(std::io::Error),
+    #[error("{0}")]
+    Json(serde_json::Error),
+    #[error("`name` must be letters, digits, `_` or `-`")]
+    Name,
+    #[error("event type `{event_type}` {why}")]
+    EventType { event_type: String, why: &'static str },
+    #[error("event type `{0}` is a pattern")]
+    Pattern(String),
+    #[error("event type `{0}` is listed twice")]
+    Repeated(String),
+    #[error("a catalog named `{0}` is already defined")]
+    Defined(String),
+}
+
 impl Catalog {
-    fn parse(origin: &str, text: &str) -> Result<Catalog, String> {
-        let catalog: Catalog = serde_json::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
+    fn parse(origin: &str, text: &str) -> Result<Catalog, CatalogError> {
+        let fail = |problem| CatalogError {
+            origin: origin.to_owned(),
+            problem,
+        };
+        let catalog: Catalog = serde_json::from_str(text).map_err(|e| fail(CatalogProblem::Json(e)))?;
         if catalog.name.is_empty()
             || !catalog
                 .name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
         {
-            return Err(format!("{origin}: `name` must be letters, digits, `_` or `-`"));
+            return Err(fail(CatalogProblem::Name));
         }
         let mut seen = std::collections::BTreeSet::new();
         for event in &catalog.events {
-            crate::routing::validate_pattern(&event.event_type)
-                .map_err(|m| format!("{origin}: event type `{}` {m}", event.event_type))?;
+            crate::routing::validate_pattern(&event.event_type).map_err(|why| {
+                fail(CatalogProblem::EventType {
+                    event_type: event.event_type.clone(),
+                    why,
+                })
+            })?;
             if event.event_type.ends_with('*') {
-                return Err(format!("{origin}: event type `{}` is a pattern", event.event_type));
+                return Err(fail(CatalogProblem::Pattern(event.event_type.clone())));
             }
             if !seen.insert(event.event_type.as_str()) {
-                return Err(format!("{origin}: event type `{}` is listed twice", event.event_type));
+                return Err(fail(CatalogProblem::Repeated(event.event_type.clone())));
             }
         }
         Ok(catalog)
@@ -105,13 +141,16 @@ pub struct Catalogs {
 
 impl Catalogs {
     /// The built-in catalogs plus `files`; a name may be defined only once.
-    pub fn load(files: &[PathBuf]) -> Result<Catalogs, String> {
+    pub fn load(files: &[PathBuf]) -> Result<Catalogs, CatalogError> {
         let mut sources: Vec<(String, String)> = BUILT_IN
             .iter()
             .map(|(origin, text)| (origin.to_string(), text.to_string()))
             .collect();
         for file in files {
-            let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let text = std::fs::read_to_string(file).map_err(|e| CatalogError {
+                origin: file.display().to_string(),
+                problem: CatalogProblem::Read(e),
+            })?;
             sources.push((file.display().to_string(), text));
         }
         let mut by_name = BTreeMap::new();
@@ -119,7 +158,10 @@ impl Catalogs {
             let catalog = Catalog::parse(&origin, &text)?;
             let name = catalog.name.clone();
             if by_name.insert(name.clone(), Arc::new(catalog)).is_some() {
-                return Err(format!("{origin}: a catalog named `{name}` is already defined"));
+                return Err(CatalogError {
+                    origin,
+                    problem: CatalogProblem::Defined(name),
+                });
             }
         }
         Ok(Catalogs { by_name })
@@ -204,6 +246,11 @@ mod tests {
             r#"{"name":"jimo","title":"x","description":"d","envelope":"jimo","events":[]}"#,
         )
         .unwrap();
-        assert!(Catalogs::load(&[path]).unwrap_err().contains("already defined"));
+        let error = Catalogs::load(&[path]).unwrap_err();
+        assert!(
+            matches!(error.problem, CatalogProblem::Defined(ref name) if name == "jimo"),
+            "{error}"
+        );
+        assert!(error.to_string().contains("already defined"));
     }
 }

@@ -12,7 +12,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::subscriptions::model::{decode_secret, ExpiringSecret};
+use crate::subscriptions::model::{decode_secret, ExpiringSecret, SecretError};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -32,16 +32,17 @@ impl std::fmt::Debug for Signer {
 
 impl Signer {
     /// Prepares `whsec_...` secrets, newest first.
-    pub fn new<S: AsRef<str>>(secrets: &[S]) -> Result<Signer, String> {
+    pub fn new<S: AsRef<str>>(secrets: &[S]) -> Result<Signer, SecretError> {
         Self::with_expiring(secrets, &[])
     }
 
     /// Prepares current secrets plus rotated-out secrets that keep signing
     /// until their expiry.
-    pub fn with_expiring<S: AsRef<str>>(secrets: &[S], previous: &[ExpiringSecret]) -> Result<Signer, String> {
-        let key = |secret: &str| -> Result<HmacSha256, String> {
+    pub fn with_expiring<S: AsRef<str>>(secrets: &[S], previous: &[ExpiringSecret]) -> Result<Signer, SecretError> {
+        let key = |secret: &str| -> Result<HmacSha256, SecretError> {
             let key = decode_secret(secret)?;
-            HmacSha256::new_from_slice(&key).map_err(|e| e.to_string())
+            // HMAC takes a key of any length.
+            HmacSha256::new_from_slice(&key).map_err(|_| SecretError::Length)
         };
         let mut keys = Vec::with_capacity(secrets.len() + previous.len());
         for s in secrets {
@@ -141,7 +142,11 @@ mod tests {
 
     #[test]
     fn invalid_secrets_are_refused() {
-        assert!(Signer::new(&["C2FVsBQIhrscChlQIMV+b5sSYspob7oD"]).is_err());
-        assert!(Signer::new(&["whsec_!!!"]).is_err());
+        assert_eq!(
+            Signer::new(&["C2FVsBQIhrscChlQIMV+b5sSYspob7oD"]).unwrap_err(),
+            SecretError::Prefix
+        );
+        assert_eq!(Signer::new(&["whsec_!!!"]).unwrap_err(), SecretError::Base64);
+        assert_eq!(Signer::new(&["whsec_c2hvcnQ="]).unwrap_err(), SecretError::Length);
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use url::Url;
 
 use crate::delivery::signing::Signer;
-use crate::subscriptions::model::{Webhook, WebhookStatus};
+use crate::subscriptions::model::{InvalidWebhook, SecretError, Webhook, WebhookStatus};
 
 /// Endpoint-wide limits from configuration.
 #[derive(Debug, Clone, Copy)]
@@ -117,17 +117,35 @@ pub struct Target {
     pub host_key: Arc<str>,
 }
 
+/// Why a webhook cannot be prepared for delivery.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidWebhook),
+    #[error("`url` is not a URL: {0}")]
+    Url(#[from] url::ParseError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("header `{0}` cannot be sent")]
+    Header(String),
+}
+
 impl Target {
     /// Prepares `webhook`; `previous` is the same webhook's target in the last
     /// index, whose limiter is kept when its capacity is unchanged.
-    pub fn compile(webhook: Webhook, defaults: &EndpointDefaults, previous: Option<&Target>) -> Result<Target, String> {
-        webhook.validate().map_err(|e| e.to_string())?;
-        let url = Url::parse(&webhook.url).map_err(|e| e.to_string())?;
+    pub fn compile(
+        webhook: Webhook,
+        defaults: &EndpointDefaults,
+        previous: Option<&Target>,
+    ) -> Result<Target, CompileError> {
+        webhook.validate()?;
+        let url = Url::parse(&webhook.url)?;
         let signer = Signer::with_expiring(&webhook.secrets, &webhook.previous_secrets)?;
         let mut headers = HeaderMap::with_capacity(webhook.headers.len());
         for (name, value) in &webhook.headers {
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
-            let mut value = HeaderValue::from_str(value).map_err(|e| e.to_string())?;
+            let unsendable = || CompileError::Header(name.clone());
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| unsendable())?;
+            let mut value = HeaderValue::from_str(value).map_err(|_| unsendable())?;
             value.set_sensitive(true);
             headers.insert(name, value);
         }
@@ -199,6 +217,15 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::from_secs(5));
         assert_eq!(limiter.queued(), 0);
         drop(held);
+    }
+
+    #[test]
+    fn a_webhook_that_cannot_be_prepared_says_which_field() {
+        let w = webhook("w", "ftp://example.com/", &["*"]);
+        match Target::compile(w, &DEFAULTS, None) {
+            Err(CompileError::Invalid(e)) => assert_eq!(e.field, "url"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

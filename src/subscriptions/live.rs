@@ -167,11 +167,9 @@ impl SubscriptionIndex {
             Some((digest, target)) if digest == entry.digest => return Some(target),
             other => other.map(|(_, t)| t),
         };
-        let compiled = entry
-            .packed
-            .unpack()
-            .map_err(|e| e.to_string())
-            .and_then(|webhook| Target::compile(webhook, &self.defaults, previous.as_deref()));
+        let compiled = entry.packed.unpack().map_err(|e| e.to_string()).and_then(|webhook| {
+            Target::compile(webhook, &self.defaults, previous.as_deref()).map_err(|e| e.to_string())
+        });
         match compiled {
             Ok(target) => {
                 let target = Arc::new(target);

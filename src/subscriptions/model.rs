@@ -294,7 +294,7 @@ pub fn check(webhook: &impl Fields) -> Result<(), InvalidWebhook> {
     }
     for secret in secrets {
         // The message names the problem, never the secret.
-        check_secret(secret).map_err(|m| invalid("secrets", m))?;
+        check_secret(secret).map_err(|m| invalid("secrets", m.to_string()))?;
     }
     let previous = webhook.previous_secrets();
     if previous.len() > MAX_SECRETS {
@@ -304,7 +304,7 @@ pub fn check(webhook: &impl Fields) -> Result<(), InvalidWebhook> {
         ));
     }
     for secret in previous {
-        check_secret(secret).map_err(|m| invalid("previous_secrets", m))?;
+        check_secret(secret).map_err(|m| invalid("previous_secrets", m.to_string()))?;
     }
     let headers = webhook.headers();
     if headers.len() > MAX_HEADERS {
@@ -401,7 +401,7 @@ pub use crate::routing::{pattern_matches, validate_pattern};
 /// Whether `secret` is a `whsec_` secret [`decode_secret`] accepts, with
 /// its message when not; decoded on the stack, since documents are checked
 /// by the million.
-fn check_secret(secret: &str) -> Result<(), String> {
+fn check_secret(secret: &str) -> Result<(), SecretError> {
     let mut key = [0u8; 96];
     match secret.strip_prefix(SECRET_PREFIX) {
         Some(encoded) if encoded.len() <= 128 => {
@@ -430,20 +430,26 @@ fn is_header_value(value: &str) -> bool {
     value.bytes().all(|b| (b >= 32 && b != 127) || b == b'\t')
 }
 
+/// Why a secret is refused; the message names the problem, never the
+/// secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("a secret must start with `whsec_`")]
+    Prefix,
+    #[error("a secret is not valid base64 after its prefix")]
+    Base64,
+    #[error("a secret must decode to 24 to 64 bytes")]
+    Length,
+}
+
 /// The key bytes of a `whsec_...` secret.
-pub fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
-    let encoded = secret
-        .strip_prefix(SECRET_PREFIX)
-        .ok_or_else(|| format!("a secret must start with `{SECRET_PREFIX}`"))?;
+pub fn decode_secret(secret: &str) -> Result<Vec<u8>, SecretError> {
+    let encoded = secret.strip_prefix(SECRET_PREFIX).ok_or(SecretError::Prefix)?;
     let key = base64::engine::general_purpose::STANDARD
         .decode(encoded)
-        .map_err(|_| "a secret is not valid base64 after its prefix".to_string())?;
+        .map_err(|_| SecretError::Base64)?;
     if !SECRET_BYTES.contains(&key.len()) {
-        return Err(format!(
-            "a secret must decode to {} to {} bytes",
-            SECRET_BYTES.start(),
-            SECRET_BYTES.end()
-        ));
+        return Err(SecretError::Length);
     }
     Ok(key)
 }
