@@ -366,7 +366,7 @@ async fn a_webhook_created_through_the_api_receives_events_within_a_second() {
 async fn pause_keeps_deliveries_and_resume_replays_them_with_the_same_ids() {
     let env = TestEnv::new("admin-pause", &["events"], 1)
         .await
-        .with_tiers(&[(60_000, None)], 1)
+        .with_tiers(&[Tier::after_ms(60_000)])
         .await;
     let (app, api, receiver, path) = api_with_webhook(&env, "24h", "/p", &["*"]).await;
     api.ok(Method::POST, &format!("{path}/pause"), OPS, None).await;
@@ -506,7 +506,7 @@ async fn a_rotated_secret_overlaps_with_the_previous_one_then_replaces_it() {
 async fn delivery_history_stats_retry_replay_and_test_ping() {
     let env = TestEnv::new("admin-history", &["events"], 1)
         .await
-        .with_tiers(&[(1000, None)], 1)
+        .with_tiers(&[Tier::after_ms(1000)])
         .await;
     let attempts_topic = env.dlq.replace(".dlq", ".attempts");
     create_topics(std::slice::from_ref(&attempts_topic), 1).await;

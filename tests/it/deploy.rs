@@ -41,7 +41,7 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 async fn every_metric_in_the_alerts_and_dashboard_exists() {
     let env = TestEnv::new("drift", &["events"], 1)
         .await
-        .with_tiers(&[(60_000, None), (120_000, None)], 1)
+        .with_tiers(&[Tier::after_ms(60_000), Tier::after_ms(120_000)])
         .await;
     let app = env.spawn("").await;
     // Lag series appear once the group has committed an offset.

@@ -16,7 +16,7 @@ use crate::helpers::*;
 async fn a_re_created_id_never_receives_the_old_webhooks_retries_or_dead_letters() {
     let mut env = TestEnv::new("recreated", &["events"], 1)
         .await
-        .with_tiers(&[(3000, None)], 1)
+        .with_tiers(&[Tier::after_ms(3000)])
         .await;
     env.overlay = TENANT_HEADER_RULES.into();
     let acme_receiver = TestReceiver::start(Behaviour::Status(500)).await;
@@ -90,7 +90,7 @@ async fn a_re_created_id_never_receives_the_old_webhooks_retries_or_dead_letters
 async fn a_record_too_large_for_the_retry_topic_is_dead_lettered_as_a_stub_and_the_partition_moves_on() {
     let env = TestEnv::new("too-large", &["events"], 1)
         .await
-        .with_tiers(&[(1000, None)], 1)
+        .with_tiers(&[Tier::after_ms(1000)])
         .await;
     let big = TestReceiver::start(Behaviour::Status(500)).await;
     let small = TestReceiver::ok().await;
@@ -199,7 +199,7 @@ async fn a_document_broken_by_another_writer_keeps_delivering_from_its_last_good
 async fn a_retry_due_years_ahead_is_dead_lettered_not_held() {
     let env = TestEnv::new("far-future", &["events"], 1)
         .await
-        .with_tiers(&[(1000, None)], 1)
+        .with_tiers(&[Tier::after_ms(1000)])
         .await;
     let receiver = TestReceiver::start(failing(1, 500, None)).await;
     env.store()
@@ -278,7 +278,7 @@ async fn resetting_url() -> String {
 async fn refused_and_reset_connections_are_network_failures_and_are_retried() {
     let env = TestEnv::new("network", &["events"], 1)
         .await
-        .with_tiers(&[(500, None)], 1)
+        .with_tiers(&[Tier::after_ms(500)])
         .await;
     let store = env.store().await;
     store.put(&webhook("refused", &refusing_url(), &["*"])).await.unwrap();
@@ -314,7 +314,7 @@ async fn refused_and_reset_connections_are_network_failures_and_are_retried() {
 async fn final_statuses_end_a_delivery_at_once_globally_and_per_webhook() {
     let env = TestEnv::new("final", &["events"], 1)
         .await
-        .with_tiers(&[(500, None)], 1)
+        .with_tiers(&[Tier::after_ms(500)])
         .await;
     let unprocessable = TestReceiver::start(Behaviour::Status(422)).await;
     let bad = TestReceiver::start(Behaviour::Status(400)).await;

@@ -83,6 +83,31 @@ pub struct TestEnv {
     pub tiers: Vec<(String, u64, Option<u64>)>,
 }
 
+/// A retry tier of a test: how long a failed delivery waits in it, and
+/// optionally the longest it may wait when the endpoint asks for more
+/// (`Retry-After`), in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Tier {
+    pub delay_ms: u64,
+    pub max_delay_ms: Option<u64>,
+}
+
+impl Tier {
+    pub const fn after_ms(delay_ms: u64) -> Tier {
+        Tier {
+            delay_ms,
+            max_delay_ms: None,
+        }
+    }
+
+    pub const fn at_most_ms(self, max_delay_ms: u64) -> Tier {
+        Tier {
+            max_delay_ms: Some(max_delay_ms),
+            ..self
+        }
+    }
+}
+
 impl TestEnv {
     /// A connection to the test's Redis, to write as another service would.
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
@@ -120,17 +145,21 @@ impl TestEnv {
         env
     }
 
-    /// Adds retry tiers with these delays (and optional max delays), in ms,
-    /// creating their topics with `partitions` partitions each.
-    pub async fn with_tiers(mut self, tiers: &[(u64, Option<u64>)], partitions: i32) -> TestEnv {
+    /// Adds these retry tiers, their topics of one partition each.
+    pub async fn with_tiers(self, tiers: &[Tier]) -> TestEnv {
+        self.with_tiers_of(tiers, 1).await
+    }
+
+    /// Adds these retry tiers, their topics of `partitions_each` partitions.
+    pub async fn with_tiers_of(mut self, tiers: &[Tier], partitions_each: i32) -> TestEnv {
         let base = self.dlq.trim_end_matches(".dlq").to_owned();
         self.tiers = tiers
             .iter()
             .enumerate()
-            .map(|(i, (delay, max))| (format!("{base}.retry.{}", i + 1), *delay, *max))
+            .map(|(i, tier)| (format!("{base}.retry.{}", i + 1), tier.delay_ms, tier.max_delay_ms))
             .collect();
         let topics: Vec<String> = self.tiers.iter().map(|t| t.0.clone()).collect();
-        create_topics_keeping(&topics, partitions, Duration::from_secs(86_400)).await;
+        create_topics_keeping(&topics, partitions_each, Duration::from_secs(86_400)).await;
         self
     }
 

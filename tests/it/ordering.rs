@@ -47,7 +47,7 @@ async fn slow_retry_first(
 async fn a_long_retry_after_holds_back_no_other_webhooks_retry() {
     let env = TestEnv::new("order-ra", &["events"], 1)
         .await
-        .with_tiers(&[(3000, Some(120_000))], 1)
+        .with_tiers(&[Tier::after_ms(3000).at_most_ms(120_000)])
         .await;
     // Asks for 12 s, four times the tier's delay; the other fails plainly.
     let (app, slow, quick, publisher) = slow_retry_first(&env, 429, "12", "").await;
@@ -72,7 +72,7 @@ async fn a_long_retry_after_holds_back_no_other_webhooks_retry() {
 async fn a_manual_retry_arrives_at_once_while_the_tier_holds_a_retry_due_in_an_hour() {
     let env = TestEnv::new("order-manual", &["events"], 1)
         .await
-        .with_tiers(&[(3_600_000, None)], 1)
+        .with_tiers(&[Tier::after_ms(3_600_000)])
         .await;
     let stuck = TestReceiver::start(Behaviour::Status(500)).await;
     let fine = TestReceiver::ok().await;
@@ -126,7 +126,7 @@ async fn a_replay_of_a_thousand_arrives_at_once_and_survives_kill_9() {
     const KEPT: usize = 1000;
     let env = TestEnv::new("order-replay", &["events"], 1)
         .await
-        .with_tiers(&[(3_600_000, None)], 1)
+        .with_tiers(&[Tier::after_ms(3_600_000)])
         .await;
     let stuck = TestReceiver::start(Behaviour::Status(500)).await;
     // Slow enough (two at a time, 10 ms each) that a kill lands mid-replay.
@@ -202,7 +202,7 @@ async fn a_replay_of_a_thousand_arrives_at_once_and_survives_kill_9() {
 async fn a_retry_held_out_of_order_is_moved_once_enough_was_delivered_past_it_and_is_still_on_time() {
     let env = TestEnv::new("order-bound", &["events"], 1)
         .await
-        .with_tiers(&[(2000, Some(120_000))], 1)
+        .with_tiers(&[Tier::after_ms(2000).at_most_ms(120_000)])
         .await;
     // Asks for 8 s, out of order in a 2 s tier; three others pass it by.
     let (app, slow, quick, publisher) = slow_retry_first(&env, 503, "8", "[retry]\nmax_out_of_order = 2").await;

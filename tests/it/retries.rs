@@ -14,7 +14,7 @@ const EVENT: &str = r#"{"event":"invoice.paid","version":"0","time":174013376900
 async fn a_delivery_failing_twice_arrives_three_times_with_one_id_spaced_by_the_tiers() {
     let env = TestEnv::new("retry-ok", &["events"], 1)
         .await
-        .with_tiers(&[(1000, None), (2000, None), (3000, None)], 1)
+        .with_tiers(&[Tier::after_ms(1000), Tier::after_ms(2000), Tier::after_ms(3000)])
         .await;
     let receiver = TestReceiver::start(failing(2, 500, None)).await;
     env.store()
@@ -64,7 +64,7 @@ async fn a_delivery_failing_twice_arrives_three_times_with_one_id_spaced_by_the_
 async fn a_delivery_that_always_fails_ends_in_the_dead_letter_topic_with_its_history() {
     let env = TestEnv::new("retry-dlq", &["events"], 1)
         .await
-        .with_tiers(&[(500, None), (500, None)], 1)
+        .with_tiers(&[Tier::after_ms(500), Tier::after_ms(500)])
         .await;
     let receiver = TestReceiver::start(failing(u32::MAX, 503, None)).await;
     env.store()
@@ -109,7 +109,7 @@ async fn a_delivery_that_always_fails_ends_in_the_dead_letter_topic_with_its_his
 async fn retry_after_is_honoured_within_the_tier_bounds() {
     let env = TestEnv::new("retry-after", &["events"], 1)
         .await
-        .with_tiers(&[(500, Some(3000))], 1)
+        .with_tiers(&[Tier::after_ms(500).at_most_ms(3000)])
         .await;
     let asks_two = TestReceiver::start(failing(1, 429, Some("2"))).await;
     let asks_too_much = TestReceiver::start(failing(1, 503, Some("3600"))).await;
@@ -156,7 +156,7 @@ async fn waiting_retries_survive_kill_9_and_are_delivered_when_due_never_early()
     const EVENTS: u64 = 50;
     let env = TestEnv::new("retry-crash", &["events"], 2)
         .await
-        .with_tiers(&[(4000, None)], 2)
+        .with_tiers_of(&[Tier::after_ms(4000)], 2)
         .await;
     let receiver = TestReceiver::start(failing(1, 500, None)).await;
     env.store()
@@ -228,7 +228,7 @@ async fn waiting_retries_survive_kill_9_and_are_delivered_when_due_never_early()
 async fn waiting_retries_cost_no_wakeups() {
     let env = TestEnv::new("retry-idle", &["events"], 3)
         .await
-        .with_tiers(&[(3_600_000, None)], 3)
+        .with_tiers_of(&[Tier::after_ms(3_600_000)], 3)
         .await;
     let receiver = TestReceiver::start(Behaviour::Status(500)).await;
     env.store()
@@ -277,7 +277,7 @@ async fn waiting_retries_cost_no_wakeups() {
 async fn gone_disables_the_webhook_announces_it_and_keeps_later_deliveries() {
     let mut env = TestEnv::new("gone", &["events"], 1)
         .await
-        .with_tiers(&[(500, None)], 1)
+        .with_tiers(&[Tier::after_ms(500)])
         .await;
     env.overlay = "[envelope.default]\npreset = \"jimo\"\ntenant = \"header:tenant\"".into();
     let gone = TestReceiver::start(Behaviour::Status(410)).await;
@@ -335,7 +335,7 @@ async fn a_paused_webhooks_deliveries_are_kept_and_replayed_on_resume_with_their
 
     let env = TestEnv::new("replay", &["events"], 1)
         .await
-        .with_tiers(&[(500, None)], 1)
+        .with_tiers(&[Tier::after_ms(500)])
         .await;
     let receiver = TestReceiver::ok().await;
     let other = TestReceiver::ok().await;
@@ -400,7 +400,7 @@ async fn exhausted_deliveries_replay_once_the_endpoint_heals() {
 
     let env = TestEnv::new("replay-dlq", &["events"], 1)
         .await
-        .with_tiers(&[(300, None)], 1)
+        .with_tiers(&[Tier::after_ms(300)])
         .await;
     let receiver = TestReceiver::start(failing(2, 500, None)).await;
     env.store()
@@ -519,7 +519,7 @@ async fn failing_continuously_for_the_period_auto_disables() {
 async fn a_due_retry_goes_to_the_webhook_as_it_is_now() {
     let env = TestEnv::new("retry-moved", &["events"], 1)
         .await
-        .with_tiers(&[(1500, None)], 1)
+        .with_tiers(&[Tier::after_ms(1500)])
         .await;
     let old = TestReceiver::start(Behaviour::Status(500)).await;
     let new = TestReceiver::ok().await;

@@ -14,7 +14,7 @@ use crate::helpers::*;
 async fn a_secret_in_a_webhook_url_never_leaves_the_webhook_document() {
     let env = TestEnv::new("url-secret", &["events"], 1)
         .await
-        .with_tiers(&[(300, None)], 1)
+        .with_tiers(&[Tier::after_ms(300)])
         .await;
     let app = env.spawn(&admin_overlay("24h")).await;
     let api = Api::new(&app);
