@@ -22,8 +22,8 @@ use crate::delivery::Deliverer;
 use crate::intake::consumer::{ConsumerSpec, Holding, Intake};
 use crate::intake::flow::{Flow, FlowLimits};
 use crate::kafka::TopicSpec;
-use crate::pipeline::RetrySpawner;
-use crate::pipeline::{Pipeline, Spawner};
+use crate::pipeline::RetryDispatch;
+use crate::pipeline::{Pipeline, SourceDispatch};
 use crate::retry::policy::Policy;
 use crate::retry::sink::FailureSink;
 use crate::routing::envelope::Envelopes;
@@ -283,7 +283,7 @@ impl Application {
             Intake::new(&config.kafka, source, flow, telemetry.clone()).context("cannot create the Kafka consumer")?;
         tracing::info!(topics = ?config.kafka.topics, group = %config.kafka.group_id, "consuming");
         let drain = config.shutdown.drain_timeout;
-        let source_run = intake.run(Arc::new(Spawner(pipeline.clone())), shutdown.clone(), drain);
+        let source_run = intake.run(Arc::new(SourceDispatch(pipeline.clone())), shutdown.clone(), drain);
 
         // The tiers and the redrive topic: one group, records held until due.
         let spec = ConsumerSpec {
@@ -299,7 +299,7 @@ impl Application {
         let retry_intake = Intake::new(&config.kafka, spec, retry_flow, telemetry.clone())
             .context("cannot create the retry consumer")?;
         tracing::info!(topics = ?waits.names(), "consuming retry tiers and the redrive topic");
-        let retry_run = retry_intake.run(Arc::new(RetrySpawner(pipeline)), shutdown.clone(), drain);
+        let retry_run = retry_intake.run(Arc::new(RetryDispatch(pipeline)), shutdown.clone(), drain);
         // The consumer loops run as runtime tasks, so the event tasks they
         // spawn start on a worker's own queue rather than waking one from
         // outside the runtime for every record.

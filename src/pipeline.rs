@@ -47,10 +47,11 @@ pub struct Pipeline {
     pub abort: CancellationToken,
 }
 
-/// Dispatches source records onto the runtime, one task per event.
-pub struct Spawner(pub Arc<Pipeline>);
+/// What the source consumer hands its records to: each goes through the
+/// pipeline in a task of its own.
+pub struct SourceDispatch(pub Arc<Pipeline>);
 
-impl Dispatch for Spawner {
+impl Dispatch for SourceDispatch {
     fn dispatch(&self, record: SourceRecord, done: Completion) {
         let pipeline = self.0.clone();
         tokio::spawn(async move {
@@ -60,11 +61,12 @@ impl Dispatch for Spawner {
     }
 }
 
-/// Dispatches due retry records onto the runtime, and moves the ones held
-/// out of order to the end of a wait topic.
-pub struct RetrySpawner(pub Arc<Pipeline>);
+/// What the retry consumer hands its due records to (each through the
+/// pipeline in a task of its own), and the ones held out of order (moved to
+/// the end of a wait topic).
+pub struct RetryDispatch(pub Arc<Pipeline>);
 
-impl Dispatch for RetrySpawner {
+impl Dispatch for RetryDispatch {
     fn dispatch(&self, record: SourceRecord, done: Completion) {
         let pipeline = self.0.clone();
         tokio::spawn(async move {

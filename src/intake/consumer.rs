@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
 use crate::event::SourceRecord;
-use crate::intake::flow::{Actions, Completion, Flow, Tp};
+use crate::intake::flow::{Actions, Completion, Flow, Fullness, Tp};
 use crate::intake::offsets::{Offsets, Seen};
 use crate::intake::Dispatch;
 use crate::telemetry::Telemetry;
@@ -401,7 +401,10 @@ impl Intake {
         let mut full_since: Option<tokio::time::Instant> = None;
         loop {
             self.forget_revoked();
-            let (full, globally_paused) = self.flow.fullness();
+            let Fullness {
+                full,
+                all_paused: globally_paused,
+            } = self.flow.fullness();
             full_since = match (full, full_since) {
                 (false, _) => None,
                 (true, None) => Some(tokio::time::Instant::now()),

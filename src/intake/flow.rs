@@ -187,6 +187,15 @@ impl Drop for Completion {
     }
 }
 
+/// How full a flow is (see [`Flow::fullness`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fullness {
+    /// `max_in_flight` is reached: the consumer takes no records.
+    pub full: bool,
+    /// Every partition is paused, because the flow stayed full.
+    pub all_paused: bool,
+}
+
 impl Flow {
     pub fn new(limits: FlowLimits) -> Arc<Flow> {
         Arc::new(Flow {
@@ -363,19 +372,21 @@ impl Flow {
 
     #[cfg(test)]
     fn is_full(&self) -> bool {
-        self.fullness().0
+        self.fullness().full
     }
 
     #[cfg(test)]
     fn is_globally_paused(&self) -> bool {
-        self.fullness().1
+        self.fullness().all_paused
     }
 
-    /// Whether `max_in_flight` is reached (the consumer takes no records),
-    /// and whether every partition is paused because the flow stayed full.
-    pub fn fullness(&self) -> (bool, bool) {
+    /// How full the flow is.
+    pub fn fullness(&self) -> Fullness {
         let state = self.lock();
-        (state.full, state.globally_paused)
+        Fullness {
+            full: state.full,
+            all_paused: state.globally_paused,
+        }
     }
 
     /// The flow has stayed full for long: pauses every partition (returned)

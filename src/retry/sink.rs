@@ -172,7 +172,7 @@ impl FailureSink {
         } else {
             let delay = backoff.next().unwrap_or(self.config.produce_retry_max_delay);
             self.telemetry
-                .dead_letter_produce_failed(what, error, kind == ProduceError::Permanent, delay);
+                .failure_record_produce_failed(what, error, kind == ProduceError::Permanent, delay);
             delay
         };
         tokio::select! {

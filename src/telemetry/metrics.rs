@@ -40,8 +40,8 @@ pub struct Metrics {
     pub records_repeated: IntCounterVec,
     pub webhooks_disabled: IntCounterVec,
     pub lifecycle_errors: IntCounter,
-    pub dead_letter_produce_errors: IntCounter,
-    pub dead_letter_produce_duration: Histogram,
+    pub failure_record_produce_errors: IntCounter,
+    pub failure_record_produce_duration: Histogram,
     pub partitions_assigned: IntGauge,
     pub partitions_paused: IntGauge,
     pub partition_pauses: IntCounter,
@@ -147,16 +147,17 @@ impl Metrics {
         registry
             .register(Box::new(retry_lateness.clone()))
             .expect("metric registered once");
-        let dead_letter_produce_duration = Histogram::with_opts(
+        let failure_record_produce_duration = Histogram::with_opts(
             HistogramOpts::new(
-                "herald_dead_letter_produce_duration_seconds",
-                "Time from producing a dead-letter record to the broker's acknowledgement.",
+                "herald_failure_record_produce_duration_seconds",
+                "Time from producing a failure record (to a retry tier or the dead-letter topic) to the broker's \
+                 acknowledgement.",
             )
             .buckets(latency_buckets.clone()),
         )
         .expect("valid metric definition");
         registry
-            .register(Box::new(dead_letter_produce_duration.clone()))
+            .register(Box::new(failure_record_produce_duration.clone()))
             .expect("metric registered once");
         let admin_request_duration = HistogramVec::new(
             HistogramOpts::new(
@@ -301,12 +302,13 @@ impl Metrics {
                 "herald_lifecycle_errors_total",
                 "Failures to apply a webhook status change or publish its system event.",
             ),
-            dead_letter_produce_errors: counter(
+            failure_record_produce_errors: counter(
                 r,
-                "herald_dead_letter_produce_errors_total",
-                "Failed attempts to produce a dead-letter record (each is retried).",
+                "herald_failure_record_produce_errors_total",
+                "Failed attempts to produce a failure record to a retry tier or the dead-letter topic (each is \
+                 retried).",
             ),
-            dead_letter_produce_duration,
+            failure_record_produce_duration,
             partitions_assigned: gauge(r, "herald_partitions_assigned", "Source partitions assigned to this replica."),
             partitions_paused: gauge(
                 r,

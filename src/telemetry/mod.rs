@@ -254,7 +254,7 @@ impl Telemetry {
 
     pub fn dead_lettered(&self, reason: &str, took: Duration) {
         self.metrics.dead_letters.with_label_values(&[reason]).inc();
-        self.metrics.dead_letter_produce_duration.observe(took.as_secs_f64());
+        self.metrics.failure_record_produce_duration.observe(took.as_secs_f64());
         debug!(reason, "dead-letter record acknowledged");
     }
 
@@ -263,7 +263,7 @@ impl Telemetry {
             .retries_scheduled
             .with_label_values(&[&(tier + 1).to_string()])
             .inc();
-        self.metrics.dead_letter_produce_duration.observe(took.as_secs_f64());
+        self.metrics.failure_record_produce_duration.observe(took.as_secs_f64());
         let in_ms = due_at
             .duration_since(std::time::SystemTime::now())
             .map_or(0, |d| d.as_millis() as u64);
@@ -272,7 +272,7 @@ impl Telemetry {
 
     pub fn redrive_written(&self, took: Duration) {
         self.metrics.redrives.inc();
-        self.metrics.dead_letter_produce_duration.observe(took.as_secs_f64());
+        self.metrics.failure_record_produce_duration.observe(took.as_secs_f64());
         debug!("redrive record acknowledged");
     }
 
@@ -437,14 +437,14 @@ impl Telemetry {
         self.metrics.consumer_wakeups.with_label_values(&[consumer]).inc();
     }
 
-    pub fn dead_letter_produce_failed(
+    pub fn failure_record_produce_failed(
         &self,
         reason: &str,
         error: &dyn std::fmt::Display,
         permanent: bool,
         retry_in: Duration,
     ) {
-        self.metrics.dead_letter_produce_errors.inc();
+        self.metrics.failure_record_produce_errors.inc();
         if permanent {
             error!(
                 reason,
@@ -458,7 +458,8 @@ impl Telemetry {
                 reason,
                 %error,
                 retry_in_ms = retry_in.as_millis() as u64,
-                "could not write a dead-letter record; retrying, its source offset stays uncommitted"
+                "could not write a failure record (to a retry tier or the dead-letter topic); retrying, its \
+                 source offset stays uncommitted"
             );
         }
     }

@@ -68,7 +68,9 @@ async fn every_metric_in_the_alerts_and_dashboard_exists() {
         "docs/operations.md",
     ] {
         let text = std::fs::read_to_string(repo_path(file)).unwrap();
-        let names = metric_names(&text);
+        // The table of renamed metrics names the old ones on purpose.
+        let text = text.split("## Renamed metrics").next().unwrap_or_default();
+        let names = metric_names(text);
         assert!(!names.is_empty(), "{file} names no metric");
         referenced.extend(names);
     }
