@@ -73,7 +73,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
 }
 
-/// The source consumer group and the producer used for dead-letter records.
+/// The source consumer group, and the producer that writes retry and
+/// dead-letter records, system events and the attempts topic.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
@@ -104,7 +105,8 @@ pub struct KafkaConfig {
     /// How often librdkafka reports statistics (consumer lag); 0 disables.
     #[serde(with = "humantime_serde")]
     pub statistics_interval: Duration,
-    /// Create the dead-letter topic at start-up when it does not exist.
+    /// Create the topics Herald writes (dead letters, retry tiers, redrive,
+    /// system events, attempts) at start-up when they do not exist.
     pub create_missing_topics: bool,
     /// Partitions of topics Herald creates itself.
     pub created_topic_partitions: i32,

@@ -2,8 +2,8 @@
 //!
 //! A [`SourceRecord`] is what Kafka gave us, owned so that it can outlive the
 //! consumer's buffer while deliveries run; an [`Event`] adds what the envelope
-//! rules found in it. Events are shared (`Arc`) by all deliveries they fan out
-//! to, so the body is held once however many webhooks receive it.
+//! rules found in it. The deliveries an event fans out to run in its task and
+//! borrow it, so the body is held once however many webhooks receive it.
 
 use std::sync::Arc;
 

@@ -2,8 +2,12 @@
 //! customer's script, calls to manage webhooks.
 //!
 //! It talks to the subscription store (the same keys and change
-//! announcements the pipeline follows), the replay library and the system
-//! event producer; it never reaches into the pipeline. Every route is
+//! announcements the pipeline follows), the delivery history, the replay
+//! library and the system event producer. Two routes use the pipeline's
+//! parts, so they behave as real deliveries: a test ping is sent by the
+//! delivery client, and a manual retry reads the event with the envelope
+//! rules and hands it to the failure sink as a retry record, which the
+//! pipeline then delivers. Nothing here consumes. Every route is
 //! described by `utoipa` annotations next to its handler, and the OpenAPI
 //! document generated from them is served at `/v1/openapi.json` and
 //! committed as `docs/openapi.json` (a test keeps the two equal).
