@@ -22,6 +22,7 @@ use crate::delivery::Deliverer;
 use crate::intake::consumer::{ConsumerSpec, Holding, Intake};
 use crate::intake::flow::{Flow, FlowLimits};
 use crate::kafka::TopicSpec;
+use crate::ops::{self, OpsState};
 use crate::pipeline::RetryDispatch;
 use crate::pipeline::{Pipeline, SourceDispatch};
 use crate::retry::policy::Policy;
@@ -30,7 +31,6 @@ use crate::routing::envelope::Envelopes;
 use crate::subscriptions::lifecycle::Lifecycle;
 use crate::subscriptions::store::SubscriptionStore;
 use crate::subscriptions::sync::{SubscriptionIndex, SyncTask};
-use crate::telemetry::server::{self, OpsState};
 use crate::telemetry::Telemetry;
 
 /// A built, not yet running, Herald.
@@ -79,6 +79,9 @@ impl Application {
             &crate::retry::codec::reasons::ALL,
         );
         telemetry.metrics.preregister_admin(&crate::admin::ACTIONS);
+        let unroutable = crate::routing::envelope::UnroutableReason::ALL.map(|r| r.as_str());
+        let statuses = crate::subscriptions::model::WebhookStatus::ALL.map(|s| s.as_str());
+        telemetry.metrics.preregister_routing(&unroutable, &statuses);
         Ok(Application {
             telemetry: telemetry.clone(),
             index: SubscriptionIndex::new(
@@ -142,7 +145,7 @@ impl Application {
             None => None,
         };
 
-        let ops = tokio::spawn(server::serve(
+        let ops = tokio::spawn(ops::serve(
             listener,
             OpsState {
                 metrics: telemetry.metrics.clone(),

@@ -6,10 +6,11 @@
 //! what failed, [`history`] records every attempt, and [`telemetry`] reports
 //! every step. Beneath them, [`event`] holds the shared record types,
 //! [`config`] the configuration and [`kafka`] the Kafka clients. [`app`]
-//! wires them; [`pipeline`] is the per-event glue; [`admin`] serves the
-//! management API, which [`client`] calls from the command line; [`tools`]
-//! backs the helpers that talk to Kafka directly. Imports between modules
-//! go one way; `scripts/check-imports` lists those that still close a cycle.
+//! wires them and [`ops`] serves their health; [`pipeline`] is the
+//! per-event glue; [`admin`] serves the management API, which [`client`]
+//! calls from the command line; [`tools`] backs the helpers that talk to
+//! Kafka directly. Imports between modules go one way;
+//! `scripts/check-imports` lists those that still close a cycle.
 
 pub mod admin;
 pub mod app;
@@ -20,6 +21,7 @@ pub mod event;
 pub mod history;
 pub mod intake;
 pub mod kafka;
+pub mod ops;
 pub mod pipeline;
 pub mod retry;
 pub mod routing;

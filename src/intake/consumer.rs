@@ -33,7 +33,7 @@ use crate::event::SourceRecord;
 use crate::intake::flow::{Actions, Completion, Flow, Fullness, Tp};
 use crate::intake::offsets::{Offsets, Seen};
 use crate::intake::Dispatch;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{PartitionGauges, Telemetry};
 
 /// Callbacks librdkafka makes into Herald.
 pub struct IntakeContext {
@@ -91,7 +91,15 @@ impl ClientContext for IntakeContext {
         let health = self.flow.health();
         let mut current = HashSet::new();
         for h in &health {
-            self.telemetry.partition_health(self.name, h);
+            self.telemetry.partition_health(
+                self.name,
+                (&h.tp.0, h.tp.1),
+                PartitionGauges {
+                    lag: h.lag,
+                    oldest_unfinished: h.oldest_unfinished,
+                    last_commit: h.last_commit,
+                },
+            );
             current.insert((h.tp.0.to_string(), h.tp.1));
         }
         // Series of partitions no longer assigned disappear; other consumers' stay.

@@ -430,18 +430,12 @@ impl Metrics {
             m.events_consumed.with_label_values(&[topic]);
             m.events_unmatched.with_label_values(&[topic]);
         }
-        for reason in crate::routing::envelope::UnroutableReason::ALL {
-            m.events_unroutable.with_label_values(&[reason.as_str()]);
-        }
         for outcome in OUTCOMES {
             m.delivery_duration.with_label_values(&[outcome]);
         }
         for class in CLASSES {
             let outcome = if class == "2xx" { "succeeded" } else { "failed" };
             m.deliveries.with_label_values(&[outcome, class]);
-        }
-        for status in crate::subscriptions::model::WebhookStatus::ALL {
-            m.webhooks.with_label_values(&[status.as_str()]);
         }
         for status in ["paused", "disabled", "deleted", "unsubscribed", "invalid"] {
             m.deliveries_not_attempted.with_label_values(&[status]);
@@ -480,6 +474,19 @@ impl Metrics {
         m
     }
 
+    /// Creates the series of the reasons a record is unroutable (each also
+    /// a dead-letter reason) and of the webhook statuses, so dashboards and
+    /// alerts see zeros, not gaps.
+    pub fn preregister_routing(&self, unroutable: &[&str], statuses: &[&str]) {
+        for reason in unroutable {
+            self.events_unroutable.with_label_values(&[reason]);
+            self.dead_letters.with_label_values(&[reason]);
+        }
+        for status in statuses {
+            self.webhooks.with_label_values(&[status]);
+        }
+    }
+
     /// Creates the series of the management API's `actions`, so dashboards
     /// and alerts see zeros, not gaps.
     pub fn preregister_admin(&self, actions: &[&str]) {
@@ -509,9 +516,6 @@ impl Metrics {
         }
         for reason in failure_reasons {
             self.dead_letters.with_label_values(&[reason]);
-        }
-        for reason in crate::routing::envelope::UnroutableReason::ALL {
-            self.dead_letters.with_label_values(&[reason.as_str()]);
         }
     }
 

@@ -8,7 +8,6 @@
 
 pub mod logging;
 pub mod metrics;
-pub mod server;
 
 use std::time::Duration;
 
@@ -38,6 +37,16 @@ impl RetryFrom {
 }
 
 /// The reporting handle passed to every stage.
+/// What the gauges of one assigned partition show.
+#[derive(Debug, Clone, Copy)]
+pub struct PartitionGauges {
+    /// Records behind the partition's end, as last reported.
+    pub lag: Option<i64>,
+    /// How long the oldest event in flight has been (zero when none).
+    pub oldest_unfinished: Duration,
+    pub last_commit: std::time::SystemTime,
+}
+
 #[derive(Clone)]
 pub struct Telemetry {
     pub metrics: Metrics,
@@ -139,17 +148,17 @@ impl Telemetry {
     }
 
     /// One assigned partition's lag, oldest event in flight and last commit.
-    pub fn partition_health(&self, consumer: &str, h: &crate::intake::flow::PartitionHealth) {
-        let partition = h.tp.1.to_string();
-        let labels = [consumer, &*h.tp.0, partition.as_str()];
-        if let Some(lag) = h.lag {
+    pub fn partition_health(&self, consumer: &str, (topic, partition): (&str, i32), health: PartitionGauges) {
+        let partition = partition.to_string();
+        let labels = [consumer, topic, partition.as_str()];
+        if let Some(lag) = health.lag {
             self.metrics.consumer_lag.with_label_values(&labels).set(lag);
         }
         self.metrics
             .oldest_unfinished
             .with_label_values(&labels)
-            .set(h.oldest_unfinished.as_secs_f64());
-        let committed = h
+            .set(health.oldest_unfinished.as_secs_f64());
+        let committed = health
             .last_commit
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
