@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use herald::delivery::target::EndpointDefaults;
-use herald::routing::index::Entry;
+use herald::subscriptions::index::Entry;
 use herald::subscriptions::live::SubscriptionIndex;
 use herald::subscriptions::packed::Packed;
 use herald::subscriptions::store::{decode, decode_packed, Loaded};

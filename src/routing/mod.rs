@@ -1,11 +1,12 @@
-//! Routing: from a record to the webhooks it goes to.
+//! Routing: what an event is and which patterns it matches.
 //!
-//! Routing knows envelopes and subscriptions, not Kafka or HTTP: given a
-//! record it finds the event's type, id, time and tenant ([`envelope`]), and
-//! answers "these webhooks" from memory ([`index`]).
+//! Routing knows envelopes, not Kafka, HTTP or webhooks: given a record it
+//! finds the event's type, id, time and tenant ([`envelope`], reading JSON
+//! with [`json`]), and says whether an event type matches a pattern. The
+//! index that answers "these webhooks" from memory is the subscriptions'
+//! (`subscriptions::index`).
 
 pub mod envelope;
-pub mod index;
 pub mod json;
 
 /// Whether `event_type` matches `pattern` (exact, `prefix*` or `*`). The

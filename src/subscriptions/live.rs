@@ -18,7 +18,7 @@ use quick_cache::{Lifecycle, UnitWeighter};
 use tokio::sync::Notify;
 
 use crate::delivery::target::{EndpointDefaults, Target};
-use crate::routing::index::{Entry, Index};
+use crate::subscriptions::index::{Entry, Index};
 use crate::telemetry::Telemetry;
 
 /// A prepared webhook, with the digest of the document it was prepared from.

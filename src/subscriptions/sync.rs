@@ -30,7 +30,7 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SubscriptionsConfig;
-use crate::routing::index::Entry;
+use crate::subscriptions::index::Entry;
 use crate::subscriptions::store::{decode_packed, Keys, StoreError, SubscriptionStore};
 use crate::telemetry::Telemetry;
 
