@@ -269,7 +269,7 @@ impl Application {
                 telemetry.clone(),
             ),
             policy: Policy {
-                schedule: config.retry.schedule(),
+                schedule: crate::retry::schedule::Schedule::of(&config.retry),
                 final_statuses: config.retry.final_statuses.clone(),
             },
             waits: waits.clone(),
@@ -355,7 +355,7 @@ pub fn written_topics(config: &Config) -> Vec<TopicSpec> {
         topics.push(TopicSpec {
             name: wait.topic.clone(),
             create_retention: Some(wait.retention),
-            min_retention: Some(wait.longest + crate::retry::wait::RANGE_SLACK),
+            min_retention: Some(wait.longest + crate::config::waits::RANGE_SLACK),
         });
     }
     topics.extend(config.system_events.topic().map(TopicSpec::plain));

@@ -16,11 +16,11 @@ use figment::Figment;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::retry::schedule::{Schedule, Tier};
 pub use crate::routing::envelope::EnvelopeConfig;
 
 pub mod catalog;
 pub mod token_quality;
+pub mod waits;
 
 /// Largest page a list endpoint of the management API returns
 /// (`admin.default_page_size` may not exceed it).
@@ -373,21 +373,39 @@ impl RetryConfig {
             .unwrap_or_else(|| format!("{}.retry", kafka.group_id))
     }
 
-    pub fn schedule(&self) -> Schedule {
-        Schedule {
-            tiers: self.tiers.clone(),
-            jitter: self.jitter,
-        }
-    }
-
     /// The tier topics, in order.
     pub fn topics(&self) -> Vec<String> {
         self.tiers.iter().map(|t| t.topic.clone()).collect()
     }
 
     /// Every topic where retries wait: the tiers, then the redrive topic.
-    pub fn wait_topics(&self) -> crate::retry::wait::WaitTopics {
-        crate::retry::wait::WaitTopics::new(self)
+    pub fn wait_topics(&self) -> waits::WaitTopics {
+        waits::WaitTopics::new(self)
+    }
+}
+
+/// One retry tier, as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    /// The delay topic.
+    pub topic: String,
+    /// How long after the failure the retry is due.
+    #[serde(with = "humantime_serde")]
+    pub delay: Duration,
+    /// The longest a `Retry-After` may push the retry (default: 3 x delay).
+    #[serde(default, with = "humantime_serde")]
+    pub max_delay: Option<Duration>,
+    /// `retention.ms` of the topic when Herald creates it (default: twice
+    /// the longest wait in it); at least the longest wait.
+    #[serde(default, with = "humantime_serde")]
+    pub retention: Option<Duration>,
+}
+
+impl Tier {
+    /// The upper bound for a `Retry-After`.
+    pub fn max_delay(&self) -> Duration {
+        self.max_delay.unwrap_or(self.delay * 3).max(self.delay)
     }
 }
 
@@ -803,7 +821,7 @@ impl Config {
             }
         }
         for (i, wait) in r.wait_topics().all().iter().enumerate() {
-            if wait.retention < wait.longest + crate::retry::wait::RANGE_SLACK {
+            if wait.retention < wait.longest + waits::RANGE_SLACK {
                 let key = match wait.tier {
                     Some(_) => format!("retry.tiers[{i}].retention"),
                     None => "retry.redrive_retention".to_owned(),

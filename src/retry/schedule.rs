@@ -10,32 +10,8 @@
 use std::time::{Duration, SystemTime};
 
 use rand::Rng;
-use serde::Deserialize;
 
-/// One retry tier, as configured.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Tier {
-    /// The delay topic.
-    pub topic: String,
-    /// How long after the failure the retry is due.
-    #[serde(with = "humantime_serde")]
-    pub delay: Duration,
-    /// The longest a `Retry-After` may push the retry (default: 3 x delay).
-    #[serde(default, with = "humantime_serde")]
-    pub max_delay: Option<Duration>,
-    /// `retention.ms` of the topic when Herald creates it (default: twice
-    /// the longest wait in it); at least the longest wait.
-    #[serde(default, with = "humantime_serde")]
-    pub retention: Option<Duration>,
-}
-
-impl Tier {
-    /// The upper bound for a `Retry-After`.
-    pub fn max_delay(&self) -> Duration {
-        self.max_delay.unwrap_or(self.delay * 3).max(self.delay)
-    }
-}
+pub use crate::config::Tier;
 
 /// The retry schedule: tiers in order, and the jitter fraction.
 #[derive(Debug, Clone)]
@@ -46,6 +22,14 @@ pub struct Schedule {
 }
 
 impl Schedule {
+    /// The schedule `retry` configures.
+    pub fn of(retry: &crate::config::RetryConfig) -> Schedule {
+        Schedule {
+            tiers: retry.tiers.clone(),
+            jitter: retry.jitter,
+        }
+    }
+
     /// The delay before the retry in `tier`, given the endpoint's
     /// `Retry-After` (if any) and a random draw for the jitter.
     pub fn delay(&self, tier: usize, retry_after: Option<Duration>, rng: &mut impl Rng) -> Duration {
