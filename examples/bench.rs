@@ -366,7 +366,7 @@ impl Bench {
             .unwrap();
         let mut pending = futures::stream::FuturesUnordered::new();
         for i in 0..count {
-            let w = herald::subscriptions::model::Webhook::new(
+            let w = herald::webhook::Webhook::new(
                 &format!("bench-{i}"),
                 &format!("bench {i}"),
                 &format!("http://{}/{path}/{i}", self.receiver_addr),

@@ -12,8 +12,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use herald::subscriptions::model::Webhook;
 use herald::subscriptions::store::SubscriptionStore;
+use herald::webhook::Webhook;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 

@@ -80,7 +80,7 @@ impl Application {
         );
         telemetry.metrics.preregister_admin(&crate::admin::ACTIONS);
         let unroutable = crate::routing::envelope::UnroutableReason::ALL.map(|r| r.as_str());
-        let statuses = crate::subscriptions::model::WebhookStatus::ALL.map(|s| s.as_str());
+        let statuses = crate::webhook::WebhookStatus::ALL.map(|s| s.as_str());
         telemetry.metrics.preregister_routing(&unroutable, &statuses);
         Ok(Application {
             telemetry: telemetry.clone(),

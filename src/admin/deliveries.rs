@@ -22,7 +22,7 @@ use crate::history::HistoryStore;
 use crate::retry::codec::{reasons, Binding};
 use crate::retry::redrive::{deliver_again, Again};
 use crate::retry::replay::ReplayFilter;
-use crate::subscriptions::model::pattern_matches;
+use crate::webhook::pattern_matches;
 
 fn history(state: &AdminState) -> Result<&HistoryStore, Problem> {
     state.history().ok_or_else(|| {

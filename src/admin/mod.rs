@@ -182,7 +182,7 @@ impl AdminState {
 
     /// Publishes `webhook.<action>` without holding up the response; a
     /// failure is logged and counted.
-    pub(crate) fn announce(&self, action: &'static str, webhook: &crate::subscriptions::model::Webhook, by: &str) {
+    pub(crate) fn announce(&self, action: &'static str, webhook: &crate::webhook::Webhook, by: &str) {
         self.0.telemetry.admin_change(action, &webhook.id, by);
         let event = format!("webhook.{action}");
         let reason = format!("{action} through the management API by `{by}`");

@@ -20,11 +20,11 @@ use crate::admin::problem::{ApiJson, ApiPath, ApiQuery, OptionalJson, Problem};
 use crate::admin::{AdminState, MAX_PAGE_SIZE};
 use crate::retry::codec::reasons;
 use crate::retry::replay::ReplayFilter;
-use crate::subscriptions::model::{
+use crate::subscriptions::store::{Created, StoreError, UpdateError};
+use crate::webhook::{
     decode_secret, generate_secret, pattern_matches, uid_id, validate_uid, ExpiringSecret, Limits, Webhook,
     WebhookStatus, UID_ID_PREFIX,
 };
-use crate::subscriptions::store::{Created, StoreError, UpdateError};
 
 /// Longest webhook name.
 pub const MAX_NAME_LEN: usize = 256;

@@ -136,6 +136,24 @@ pub struct Attempt {
 pub const MAX_KEPT_HEADERS: usize = 32;
 pub const MAX_KEPT_HEADER_VALUE: usize = 256;
 
+impl crate::telemetry::AttemptReport for Attempt {
+    fn delivery_id(&self) -> &str {
+        &self.delivery_id
+    }
+    fn number(&self) -> u32 {
+        self.attempt
+    }
+    fn duration(&self) -> Duration {
+        self.duration
+    }
+    fn class(&self) -> &'static str {
+        Attempt::class(self)
+    }
+    fn result(&self) -> Result<u16, String> {
+        self.result.as_ref().copied().map_err(Failure::describe)
+    }
+}
+
 impl Attempt {
     pub fn succeeded(&self) -> bool {
         self.result.is_ok()

@@ -12,7 +12,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::subscriptions::model::{decode_secret, ExpiringSecret, SecretError};
+use crate::webhook::{decode_secret, ExpiringSecret, SecretError};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -97,7 +97,7 @@ mod tests {
 
     #[test]
     fn every_secret_signs_newest_first() {
-        let other = crate::subscriptions::model::generate_secret();
+        let other = crate::webhook::generate_secret();
         let both = Signer::new(&[other.as_str(), SECRET])
             .unwrap()
             .sign(MSG_ID, TIMESTAMP, BODY);
@@ -118,7 +118,7 @@ mod tests {
 
     #[test]
     fn a_rotated_out_secret_signs_until_its_expiry_only() {
-        let new = crate::subscriptions::model::generate_secret();
+        let new = crate::webhook::generate_secret();
         let expires_at = time::OffsetDateTime::from_unix_timestamp(TIMESTAMP + 60).unwrap();
         let previous = [ExpiringSecret {
             secret: SECRET.into(),

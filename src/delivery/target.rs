@@ -14,7 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use url::Url;
 
 use crate::delivery::signing::Signer;
-use crate::subscriptions::model::{InvalidWebhook, SecretError, Webhook, WebhookStatus};
+use crate::webhook::{InvalidWebhook, SecretError, Webhook, WebhookStatus};
 
 /// Endpoint-wide limits from configuration.
 #[derive(Debug, Clone, Copy)]
@@ -188,7 +188,7 @@ impl Target {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::subscriptions::model::tests::webhook;
+    use crate::webhook::tests::webhook;
 
     const DEFAULTS: EndpointDefaults = EndpointDefaults {
         max_in_flight: 8,

@@ -323,7 +323,7 @@ mod tests {
     use super::*;
     use crate::delivery::target::EndpointDefaults;
     use crate::event::{EventMeta, SourceRecord};
-    use crate::subscriptions::model::tests::webhook;
+    use crate::webhook::tests::webhook;
     use time::OffsetDateTime;
 
     fn target(id: &str) -> Arc<Target> {

@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 
 use crate::delivery::Attempt;
 use crate::event::{EventMeta, SourceRecord};
-use crate::subscriptions::model::Webhook;
+use crate::webhook::Webhook;
 
 /// Header names Herald adds; the original record's own `herald.*` headers
 /// are dropped so a re-driven record never carries two histories.

@@ -14,7 +14,7 @@ use crate::delivery::Failure;
 use crate::event::EventMeta;
 use crate::retry::codec::{reasons, Binding};
 use crate::retry::schedule::{parse_retry_after, Schedule};
-use crate::subscriptions::model::{pattern_matches, WebhookStatus};
+use crate::webhook::{pattern_matches, WebhookStatus};
 
 /// A delivery that is kept (dead-lettered) without an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,7 +168,7 @@ mod tests {
     use super::*;
     use crate::delivery::target::EndpointDefaults;
     use crate::retry::schedule::Tier;
-    use crate::subscriptions::model::Webhook;
+    use crate::webhook::Webhook;
     use rand::SeedableRng;
 
     fn policy(tiers: &[u64], final_statuses: &[u16]) -> Policy {

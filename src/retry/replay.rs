@@ -25,7 +25,7 @@ use time::OffsetDateTime;
 
 use crate::config::Config;
 use crate::retry::codec::{self, headers as h};
-use crate::subscriptions::model::pattern_matches;
+use crate::webhook::pattern_matches;
 
 /// Which dead letters to replay; every set field must match.
 #[derive(Debug, Clone, Default)]

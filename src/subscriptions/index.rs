@@ -22,8 +22,8 @@ use hashbrown::hash_map::EntryRef;
 use hashbrown::{HashMap as FastMap, HashTable};
 use smallvec::SmallVec;
 
-use crate::subscriptions::model::WebhookStatus;
 use crate::subscriptions::packed::{Packed, Routing, Unreadable};
+use crate::webhook::WebhookStatus;
 
 /// The webhooks (slots) of one pattern in one scope; most have one or two.
 type Postings = SmallVec<[u32; 2]>;
@@ -381,8 +381,8 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::subscriptions::model::tests::webhook;
-    use crate::subscriptions::model::Webhook;
+    use crate::webhook::tests::webhook;
+    use crate::webhook::Webhook;
 
     fn entry(w: &Webhook) -> Entry {
         Entry {

@@ -29,9 +29,9 @@ use time::OffsetDateTime;
 
 use crate::delivery::target::Target;
 use crate::delivery::Failure;
-use crate::subscriptions::model::{Webhook, WebhookStatus};
 use crate::subscriptions::store::{StoreError, SubscriptionStore};
 use crate::telemetry::Telemetry;
+use crate::webhook::{Webhook, WebhookStatus};
 
 /// When a failing webhook is disabled; zero turns a rule off.
 #[derive(Debug, Clone, Copy, Default)]

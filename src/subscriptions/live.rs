@@ -215,8 +215,8 @@ impl SubscriptionIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::subscriptions::model::tests::webhook;
     use crate::subscriptions::packed::Packed;
+    use crate::webhook::tests::webhook;
     use std::time::Duration;
 
     const DEFAULTS: EndpointDefaults = EndpointDefaults {
@@ -225,7 +225,7 @@ mod tests {
         request_timeout: Duration::from_secs(1),
     };
 
-    fn put(live: &SubscriptionIndex, w: &crate::subscriptions::model::Webhook, digest: u64) {
+    fn put(live: &SubscriptionIndex, w: &crate::webhook::Webhook, digest: u64) {
         live.write()
             .upsert(Entry {
                 packed: Packed::pack(w),

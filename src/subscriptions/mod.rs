@@ -1,15 +1,14 @@
 //! Subscriptions: webhooks stored in Redis and followed in memory.
 //!
-//! [`model`] is the documented record, [`store`] the only code touching its
-//! keys, [`live`] the index the pipeline routes with ([`index`] of webhooks
-//! held [`packed`], prepared for delivery when used), [`sync`] keeps it
-//! current, and [`lifecycle`] changes a webhook's status when deliveries say so (410 Gone,
-//! a long failure streak) and announces it.
+//! The documented record is [`crate::webhook`]; [`store`] is the only code
+//! touching its keys, [`live`] the index the pipeline routes with ([`index`]
+//! of webhooks held [`packed`], prepared for delivery when used), [`sync`]
+//! keeps it current, and [`lifecycle`] changes a webhook's status when
+//! deliveries say so (410 Gone, a long failure streak) and announces it.
 
 pub mod index;
 pub mod lifecycle;
 pub mod live;
-pub mod model;
 pub mod packed;
 pub mod store;
 pub mod sync;

@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 
 use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::subscriptions::model::{ExpiringSecret, Fields, Limits, Webhook, WebhookStatus};
+use crate::webhook::{ExpiringSecret, Fields, Limits, Webhook, WebhookStatus};
 
 /// The packed layout. Every field is written, in this order; timestamps are
 /// Unix nanoseconds (UTC), statuses their index in [`WebhookStatus::ALL`].
@@ -398,7 +398,7 @@ pub struct Document<'a> {
 }
 
 impl<'a> Document<'a> {
-    /// Reads `json` (not yet checked: see [`model::check`](crate::subscriptions::model::check)).
+    /// Reads `json` (not yet checked: see [`check`](crate::webhook::check)).
     pub fn parse(json: &'a [u8]) -> Result<Document<'a>, serde_json::Error> {
         serde_json::from_slice(json)
     }
@@ -465,7 +465,7 @@ impl Fields for Document<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::subscriptions::model::tests::webhook;
+    use crate::webhook::tests::webhook;
     use time::macros::datetime;
 
     #[test]

@@ -17,8 +17,8 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 
-use crate::subscriptions::model::{check, Fields, InvalidWebhook, Webhook, WebhookStatus};
 use crate::subscriptions::packed::{Document, Packed};
+use crate::webhook::{check, Fields, InvalidWebhook, Webhook, WebhookStatus};
 
 /// How many keys one command names when many are read or written (`MGET`,
 /// `SADD`, `SREM` in chunks).

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use tracing::{debug, error, info, trace, warn};
 
-use crate::delivery::Attempt;
 use crate::event::SourceRecord;
 use crate::routing::envelope::Unroutable;
 pub use metrics::Metrics;
@@ -37,6 +36,19 @@ impl RetryFrom {
 }
 
 /// The reporting handle passed to every stage.
+/// What telemetry reads of a finished delivery attempt (implemented by
+/// `delivery::Attempt`), so that telemetry does not depend on delivery.
+pub trait AttemptReport {
+    fn delivery_id(&self) -> &str;
+    /// 1 for the first attempt.
+    fn number(&self) -> u32;
+    fn duration(&self) -> Duration;
+    /// `2xx`, `4xx`, `timeout`, ...: the `class` label.
+    fn class(&self) -> &'static str;
+    /// The 2xx status, or what went wrong.
+    fn result(&self) -> Result<u16, String>;
+}
+
 /// What the gauges of one assigned partition show.
 #[derive(Debug, Clone, Copy)]
 pub struct PartitionGauges {
@@ -211,9 +223,16 @@ impl Telemetry {
 
     /// A delivery attempt ended; `from` is where a retry came from: its tier,
     /// or the redrive topic.
-    pub fn delivery_finished(&self, webhook_id: &str, event_type: &str, from: Option<RetryFrom>, attempt: &Attempt) {
+    pub fn delivery_finished(
+        &self,
+        webhook_id: &str,
+        event_type: &str,
+        from: Option<RetryFrom>,
+        attempt: &impl AttemptReport,
+    ) {
         self.metrics.deliveries_in_flight.dec();
-        let outcome = if attempt.succeeded() { "succeeded" } else { "failed" };
+        let result = attempt.result();
+        let outcome = if result.is_ok() { "succeeded" } else { "failed" };
         if let Some(from) = from {
             self.metrics
                 .retry_attempts
@@ -227,25 +246,25 @@ impl Telemetry {
         self.metrics
             .delivery_duration
             .with_label_values(&[outcome])
-            .observe(attempt.duration.as_secs_f64());
-        match &attempt.result {
+            .observe(attempt.duration().as_secs_f64());
+        match result {
             Ok(status) => debug!(
                 webhook = webhook_id,
-                delivery = %attempt.delivery_id,
-                attempt = attempt.attempt,
+                delivery = %attempt.delivery_id(),
+                attempt = attempt.number(),
                 event_type,
                 status,
-                duration_ms = attempt.duration.as_millis() as u64,
+                duration_ms = attempt.duration().as_millis() as u64,
                 "delivered"
             ),
-            Err(failure) => warn!(
+            Err(error) => warn!(
                 webhook = webhook_id,
-                delivery = %attempt.delivery_id,
-                attempt = attempt.attempt,
+                delivery = %attempt.delivery_id(),
+                attempt = attempt.number(),
                 event_type,
-                class = failure.class(),
-                error = %failure.describe(),
-                duration_ms = attempt.duration.as_millis() as u64,
+                class = attempt.class(),
+                error = %error,
+                duration_ms = attempt.duration().as_millis() as u64,
                 "delivery failed"
             ),
         }

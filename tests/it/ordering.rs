@@ -137,7 +137,7 @@ async fn a_replay_of_a_thousand_arrives_at_once_and_survives_kill_9() {
         .await
         .unwrap();
     let mut paused = webhook("kept", &kept.url("/"), &["kept.*"]);
-    paused.status = herald::subscriptions::model::WebhookStatus::Paused;
+    paused.status = herald::webhook::WebhookStatus::Paused;
     paused.limits.max_in_flight = Some(2);
     store.put(&paused).await.unwrap();
     let config = env.config_toml() + &admin_overlay("24h");

@@ -154,7 +154,7 @@ async fn a_replay_started_through_one_replica_is_read_through_another() {
     let env = TestEnv::new("replay-replicas", &["events"], 2).await;
     let receiver = TestReceiver::ok().await;
     let mut paused = webhook("w", &receiver.url("/"), &["*"]);
-    paused.status = herald::subscriptions::model::WebhookStatus::Paused;
+    paused.status = herald::webhook::WebhookStatus::Paused;
     env.store().await.put(&paused).await.unwrap();
     let one = env.spawn(&admin_overlay("24h")).await;
     let two = env.spawn(&admin_overlay("24h")).await;

@@ -293,7 +293,7 @@ async fn gone_disables_the_webhook_announces_it_and_keeps_later_deliveries() {
     // Disabled at once, with the reason, through the store (every replica hears it).
     let disabled = eventually(Duration::from_secs(20), "the webhook to be disabled", || async {
         let w = env.store().await.get("gone").await.unwrap().unwrap();
-        (w.status == herald::subscriptions::model::WebhookStatus::Disabled).then_some(w)
+        (w.status == herald::webhook::WebhookStatus::Disabled).then_some(w)
     })
     .await;
     assert!(
@@ -331,7 +331,7 @@ async fn gone_disables_the_webhook_announces_it_and_keeps_later_deliveries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_webhooks_deliveries_are_kept_and_replayed_on_resume_with_their_ids() {
     use herald::retry::replay::{replay, ReplayFilter, ReplayOptions};
-    use herald::subscriptions::model::WebhookStatus;
+    use herald::webhook::WebhookStatus;
 
     let env = TestEnv::new("replay", &["events"], 1)
         .await
@@ -435,13 +435,13 @@ async fn exhausted_deliveries_replay_once_the_endpoint_heals() {
     app.stop().await;
 }
 
-async fn status_of(env: &TestEnv, id: &str) -> herald::subscriptions::model::Webhook {
+async fn status_of(env: &TestEnv, id: &str) -> herald::webhook::Webhook {
     env.store().await.get(id).await.unwrap().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consecutive_failures_auto_disable_and_a_success_resets_the_streak() {
-    use herald::subscriptions::model::WebhookStatus;
+    use herald::webhook::WebhookStatus;
     let env = TestEnv::new("auto-disable", &["events"], 1).await;
     // Fails twice, succeeds, then fails for good.
     let flaky = TestReceiver::start(Behaviour::Sequence(vec![500, 500, 204, 500])).await;
@@ -485,7 +485,7 @@ async fn consecutive_failures_auto_disable_and_a_success_resets_the_streak() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_continuously_for_the_period_auto_disables() {
-    use herald::subscriptions::model::WebhookStatus;
+    use herald::webhook::WebhookStatus;
     let env = TestEnv::new("auto-period", &["events"], 1).await;
     let down = TestReceiver::start(Behaviour::Status(503)).await;
     env.store()
@@ -532,7 +532,7 @@ async fn a_due_retry_goes_to_the_webhook_as_it_is_now() {
 
     // Moved and re-keyed while the retry waits.
     w.url = new.url("/new");
-    let rotated = herald::subscriptions::model::generate_secret();
+    let rotated = herald::webhook::generate_secret();
     w.secrets = vec![rotated.clone()];
     store.put(&w).await.unwrap();
     let retried = new.wait_for(1, Duration::from_secs(20)).await;

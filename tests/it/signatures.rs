@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use herald::subscriptions::model::generate_secret;
+use herald::webhook::generate_secret;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::helpers::*;

@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use herald::retry::sink::headers as h;
-use herald::subscriptions::model::WebhookStatus;
+use herald::webhook::WebhookStatus;
 
 use crate::helpers::*;
 
@@ -253,12 +253,7 @@ async fn concurrent_changes_are_never_lost() {
 
 /// Writes `webhook` as another service would: the document and the id set,
 /// then, when asked, the change log entry and the announcement.
-async fn write_as_another_service(
-    env: &TestEnv,
-    webhook: &herald::subscriptions::model::Webhook,
-    log: bool,
-    announce: bool,
-) {
+async fn write_as_another_service(env: &TestEnv, webhook: &herald::webhook::Webhook, log: bool, announce: bool) {
     let mut conn = env.redis().await;
     let mut pipe = redis::pipe();
     pipe.atomic()
