@@ -614,8 +614,17 @@ impl Config {
         Ok(config)
     }
 
+    /// `[admin]`: limits, tokens, tenants and their catalogs.
     fn validate_admin(&self) -> Result<(), ConfigError> {
         let a = &self.admin;
+        positive("admin.max_replays", a.max_replays)?;
+        positive("admin.max_webhooks_per_tenant", a.max_webhooks_per_tenant)?;
+        for (tenant, t) in &a.tenants {
+            if let Some(max) = t.max_webhooks {
+                positive(&format!("admin.tenants.{tenant}.max_webhooks"), max)?;
+            }
+        }
+        positive("admin.max_replays_per_tenant", a.max_replays_per_tenant)?;
         let mut names = std::collections::BTreeSet::new();
         let mut tokens = std::collections::BTreeSet::new();
         for (i, t) in a.tokens.iter().enumerate() {
@@ -673,7 +682,23 @@ impl Config {
     }
 
     /// Checks what types alone cannot say.
+    /// Checks every section; the first problem found is named by its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_kafka()?;
+        self.validate_redis()?;
+        self.validate_envelope()?;
+        self.validate_delivery()?;
+        self.validate_dead_letter()?;
+        self.validate_retry()?;
+        self.validate_history()?;
+        self.validate_admin()?;
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| ConfigError::invalid("log.level", e.to_string()))?;
+        Ok(())
+    }
+
+    /// `[kafka]`, and the dead-letter topic against the sources.
+    fn validate_kafka(&self) -> Result<(), ConfigError> {
         let k = &self.kafka;
         if k.brokers.trim().is_empty() {
             return Err(ConfigError::invalid("kafka.brokers", "must not be empty"));
@@ -710,6 +735,11 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// `[redis]` and `[subscriptions]`.
+    fn validate_redis(&self) -> Result<(), ConfigError> {
         if self.redis.prefix.is_empty() {
             return Err(ConfigError::invalid("redis.prefix", "must not be empty"));
         }
@@ -727,6 +757,11 @@ impl Config {
                 "must not be shorter than subscriptions.reconnect_min_delay",
             ));
         }
+        Ok(())
+    }
+
+    /// `[envelope]`: every topic's rules compile.
+    fn validate_envelope(&self) -> Result<(), ConfigError> {
         self.envelope
             .default
             .compile()
@@ -736,6 +771,11 @@ impl Config {
                 .compile()
                 .map_err(|e| ConfigError::invalid(format!("envelope.topics.\"{topic}\""), e.to_string()))?;
         }
+        Ok(())
+    }
+
+    /// `[delivery]`.
+    fn validate_delivery(&self) -> Result<(), ConfigError> {
         let d = &self.delivery;
         nonzero("delivery.connect_timeout", d.connect_timeout)?;
         nonzero("delivery.resolve_timeout", d.resolve_timeout)?;
@@ -743,14 +783,6 @@ impl Config {
         positive("delivery.max_in_flight", d.max_in_flight)?;
         positive("delivery.max_in_flight_per_endpoint", d.max_in_flight_per_endpoint)?;
         positive("delivery.max_in_flight_per_tenant", d.max_in_flight_per_tenant)?;
-        positive("admin.max_replays", self.admin.max_replays)?;
-        positive("admin.max_webhooks_per_tenant", self.admin.max_webhooks_per_tenant)?;
-        for (tenant, t) in &self.admin.tenants {
-            if let Some(max) = t.max_webhooks {
-                positive(&format!("admin.tenants.{tenant}.max_webhooks"), max)?;
-            }
-        }
-        positive("admin.max_replays_per_tenant", self.admin.max_replays_per_tenant)?;
         positive("delivery.max_in_flight_per_host", d.max_in_flight_per_host)?;
         for (host, n) in &d.max_in_flight_by_host {
             positive(&format!("delivery.max_in_flight_by_host.\"{host}\""), *n)?;
@@ -762,6 +794,11 @@ impl Config {
             ));
         }
         nonzero("delivery.max_queue_wait", d.max_queue_wait)?;
+        Ok(())
+    }
+
+    /// `[dead_letter]`, `[shutdown]` and `[http]`.
+    fn validate_dead_letter(&self) -> Result<(), ConfigError> {
         if self.dead_letter.topic.trim().is_empty() {
             return Err(ConfigError::invalid("dead_letter.topic", "must not be empty"));
         }
@@ -771,6 +808,12 @@ impl Config {
         )?;
         nonzero("shutdown.drain_timeout", self.shutdown.drain_timeout)?;
         nonzero("http.stall_after", self.http.stall_after)?;
+        Ok(())
+    }
+
+    /// `[retry]`: tiers, the redrive topic, and the retention each needs.
+    fn validate_retry(&self) -> Result<(), ConfigError> {
+        let k = &self.kafka;
         let r = &self.retry;
         if !(0.0..1.0).contains(&r.jitter) {
             return Err(ConfigError::invalid("retry.jitter", "must be at least 0 and below 1"));
@@ -842,6 +885,12 @@ impl Config {
                 "must differ from kafka.group_id (the tier consumers are a group of their own)",
             ));
         }
+        Ok(())
+    }
+
+    /// `[history]`.
+    fn validate_history(&self) -> Result<(), ConfigError> {
+        let k = &self.kafka;
         let h = &self.history;
         positive("history.max_per_webhook", h.max_per_webhook)?;
         nonzero("history.max_age", h.max_age)?;
@@ -856,9 +905,6 @@ impl Config {
                 "must differ from the source and dead-letter topics",
             ));
         }
-        self.validate_admin()?;
-        tracing_subscriber::EnvFilter::try_new(&self.log.level)
-            .map_err(|e| ConfigError::invalid("log.level", e.to_string()))?;
         Ok(())
     }
 }
