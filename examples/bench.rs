@@ -26,6 +26,10 @@
 //!
 //! Every Herald figure is also printed as a ratio to the ceilings.
 
+#[path = "common/machine.rs"]
+mod machine;
+
+use machine::machine_jiffies;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -180,23 +184,6 @@ impl Usage {
         }
         out
     }
-}
-
-/// (busy, total) jiffies of all CPUs since boot.
-fn machine_jiffies() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let f: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .take(8)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    let total: u64 = f.iter().sum();
-    let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
-    (total - idle, total)
 }
 
 /// What a drain took: Herald's CPU seconds and peak RSS, where the CPU went,

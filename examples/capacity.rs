@@ -71,6 +71,10 @@
 //! (`hooks.tenant-00042.example.com`) are never called, since no event of
 //! theirs is produced.
 
+#[path = "common/machine.rs"]
+mod machine;
+
+use machine::machine_jiffies;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -472,23 +476,6 @@ impl MachineBusy {
         let (busy, total) = machine_jiffies();
         100.0 * busy.saturating_sub(self.0 .0) as f64 / total.saturating_sub(self.0 .1).max(1) as f64
     }
-}
-
-/// (busy, total) jiffies of all CPUs since boot.
-fn machine_jiffies() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let f: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .take(8)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    let total: u64 = f.iter().sum();
-    let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
-    (total - idle, total)
 }
 
 /// CPU and memory of a process, from /proc.

@@ -69,6 +69,10 @@ impl Latch {
     }
 
     async fn wait(&self) {
+        // Once set, every record passes here: one load, nothing else.
+        if self.is_set() {
+            return;
+        }
         loop {
             let notified = self.notify.notified();
             if self.is_set() {
