@@ -388,7 +388,7 @@ impl Bench {
             "[kafka]\nbrokers = \"{b}\"\ngroup_id = \"{p}group\"\ntopics = [\"{topic}\"]\ncreate_missing_topics = true\n\
              [redis]\nurl = \"{r}\"\nprefix = \"{p}\"\n[dead_letter]\ntopic = \"{dlq}\"\n\
              [system_events]\ntopic = \"\"\n[history]\ntopic = \"\"\n\
-             [delivery]\nallow_cidrs = [\"127.0.0.0/8\"]\nallow_ports = [\"1-65535\"]\n[http]\nlisten = \"{ops}\"\n[log]\nlevel = \"warn\"\n\
+             [delivery]\nallow_cidrs = [\"127.0.0.0/8\"]\nallow_ports = [\"1-65535\"]\n[ops]\nlisten = \"{ops}\"\n[log]\nlevel = \"warn\"\n\
              [kafka.consumer_properties]\n\"fetch.wait.max.ms\" = \"{fetch_wait}\"\n{extra}",
             fetch_wait = self.fetch_wait_ms,
             b = self.brokers,

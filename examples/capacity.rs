@@ -798,7 +798,7 @@ impl Harness {
             .env("HERALD_HISTORY__TOPIC", "")
             .env("HERALD_DELIVERY__ALLOW_CIDRS", r#"["127.0.0.0/8"]"#)
             .env("HERALD_DELIVERY__ALLOW_PORTS", format!("[80, 443, 8080, 8443, {port}]"))
-            .env("HERALD_HTTP__LISTEN", ops.to_string())
+            .env("HERALD_OPS__LISTEN", ops.to_string())
             // No admin.tokens: the management API is not served.
             .env("HERALD_ADMIN__TOKENS", "[]")
             .env("HERALD_LOG__LEVEL", "info")

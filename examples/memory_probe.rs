@@ -69,7 +69,7 @@ async fn main() -> anyhow::Result<()> {
                  [kafka.consumer_properties]\n\"fetch.wait.max.ms\" = \"10\"\n\
                  [redis]\nprefix = \"{prefix}\"\n[dead_letter]\ntopic = \"{name}-dlq\"\n[system_events]\ntopic = \"\"\n\
                  [delivery]\nallow_cidrs = [\"127.0.0.0/8\"]\nallow_ports = [\"1-65535\"]\nrequest_timeout = \"600s\"\nmax_queue_wait = \"600s\"\n\
-                 [http]\nlisten = \"{ops}\"\n[log]\nlevel = \"error\"\n{extra}"
+                 [ops]\nlisten = \"{ops}\"\n[log]\nlevel = \"error\"\n{extra}"
             ),
         )?;
         let mut child = tokio::process::Command::new(&herald)

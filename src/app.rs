@@ -16,44 +16,122 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::admin::{AdminParts, AdminState};
+use crate::config::catalog::Catalogs;
+use crate::config::{Config, RedisConfig};
 use crate::delivery::target::EndpointDefaults;
 use crate::delivery::Deliverer;
-use crate::intake::consumer::{ConsumerSpec, Holding, Intake};
+use crate::history::HistoryStore;
+use crate::intake::consumer::{ConsumerSpec, Intake};
 use crate::intake::flow::{Flow, FlowLimits};
-use crate::kafka::TopicSpec;
+use crate::intake::hold::Holding;
+use crate::kafka::{SharedProducer, TopicSpec};
 use crate::ops::{self, OpsState};
-use crate::pipeline::RetryDispatch;
-use crate::pipeline::{Pipeline, SourceDispatch};
+use crate::pipeline::{Pipeline, RetryDispatch, SourceDispatch};
 use crate::retry::policy::Policy;
 use crate::retry::sink::FailureSink;
 use crate::routing::envelope::Envelopes;
-use crate::subscriptions::lifecycle::Lifecycle;
+use crate::subscriptions::lifecycle::{Lifecycle, SystemEvents};
 use crate::subscriptions::store::SubscriptionStore;
 use crate::subscriptions::sync::{SubscriptionIndex, SyncTask};
 use crate::telemetry::Telemetry;
+
+/// The parts the pipeline and the management API share, built once per
+/// process: one Redis connection (webhook writes, the delivery history,
+/// replay jobs), one Kafka producer (failure records, system events, the
+/// history topic), one HTTP client with its request slots, one set of
+/// envelope rules. The subscription sync task alone has connections of its
+/// own, so its bulk reads never hold up a write or a page of the API.
+pub struct Shared {
+    redis: redis::Client,
+    conn: redis::aio::ConnectionManager,
+    store: SubscriptionStore,
+    history: Option<HistoryStore>,
+    producer: SharedProducer,
+    envelopes: Envelopes,
+    deliverer: Arc<Deliverer>,
+    failures: FailureSink,
+    events: SystemEvents,
+    telemetry: Telemetry,
+}
+
+impl Shared {
+    /// Builds the parts without waiting for Kafka or Redis: the producer
+    /// and the Redis connection connect in the background, and commands
+    /// sent before they have fail as they would during an outage.
+    pub fn build(config: &Config, telemetry: Telemetry) -> anyhow::Result<Shared> {
+        let redis = config.redis.client().context("invalid redis.url")?;
+        let conn = RedisConfig::lazy_connection(&redis).context("cannot set up the Redis connection")?;
+        let prefix = &config.redis.prefix;
+        let history = config.history.enabled.then(|| {
+            HistoryStore::over(
+                conn.clone(),
+                prefix,
+                config.history.max_per_webhook,
+                config.history.max_age,
+            )
+        });
+        let producer = SharedProducer::new(&config.kafka).context("cannot create the Kafka producer")?;
+        let mut deliverer = Deliverer::new(&config.delivery).context("cannot build the HTTP client")?;
+        if config.history.enabled {
+            deliverer = deliverer.keeping_response_headers();
+        }
+        Ok(Shared {
+            store: SubscriptionStore::over(&redis, conn.clone(), prefix),
+            history,
+            envelopes: Envelopes::new(&config.envelope).context("invalid envelope rules")?,
+            deliverer: Arc::new(deliverer),
+            failures: FailureSink::new(
+                producer.clone(),
+                &config.dead_letter,
+                crate::retry::sink::Topics::of(config),
+                telemetry.clone(),
+            ),
+            events: SystemEvents::new(producer.clone(), config.system_events.topic().map(str::to_owned)),
+            producer,
+            redis,
+            conn,
+            telemetry,
+        })
+    }
+
+    /// What the management API is built from.
+    pub fn admin_parts(&self, config: &Config) -> anyhow::Result<AdminParts> {
+        let catalogs =
+            Catalogs::load(&config.admin.catalog_files).map_err(|e| anyhow::anyhow!("admin.catalog_files: {e}"))?;
+        Ok(AdminParts {
+            store: self.store.clone(),
+            history: self.history.clone(),
+            producer: self.producer.clone(),
+            redis: self.conn.clone(),
+            telemetry: self.telemetry.clone(),
+            deliverer: self.deliverer.clone(),
+            envelopes: self.envelopes.clone(),
+            failures: self.failures.clone(),
+            events: self.events.clone(),
+            catalogs,
+        })
+    }
+}
 
 /// A built, not yet running, Herald.
 pub struct Application {
     config: Config,
     listener: TcpListener,
     admin_listener: Option<TcpListener>,
-    telemetry: Telemetry,
     index: Arc<SubscriptionIndex>,
     flow: Arc<Flow>,
     retry_flow: Arc<Flow>,
-    envelopes: Envelopes,
-    deliverer: Arc<Deliverer>,
-    redis: redis::Client,
+    shared: Shared,
 }
 
 impl Application {
-    /// Checks the configuration against the world (listener, clients) without
-    /// yet connecting to Kafka or Redis.
+    /// Checks the configuration against the world (listeners, clients) and
+    /// builds the parts, without yet waiting for Kafka or Redis.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
-        let listener = TcpListener::bind(config.http.listen)
+        let listener = TcpListener::bind(config.ops.listen)
             .await
-            .with_context(|| format!("cannot listen on http.listen = {}", config.http.listen))?;
+            .with_context(|| format!("cannot listen on ops.listen = {}", config.ops.listen))?;
         let admin_listener = if config.admin.enabled() {
             Some(
                 TcpListener::bind(config.admin.listen)
@@ -64,12 +142,6 @@ impl Application {
             tracing::info!("management API off: admin.tokens is empty");
             None
         };
-        let envelopes = Envelopes::new(&config.envelope).context("invalid envelope rules")?;
-        let mut deliverer = Deliverer::new(&config.delivery).context("cannot build the HTTP client")?;
-        if config.history.enabled {
-            deliverer = deliverer.keeping_response_headers();
-        }
-        let redis = config.redis.client().context("invalid redis.url")?;
         let telemetry = Telemetry::new(&config.kafka.topics);
         let mut retry_topics = config.retry.wait_topics().names();
         retry_topics.push(config.dead_letter.topic.clone());
@@ -82,28 +154,21 @@ impl Application {
         let unroutable = crate::routing::envelope::UnroutableReason::ALL.map(|r| r.as_str());
         let statuses = crate::webhook::WebhookStatus::ALL.map(|s| s.as_str());
         telemetry.metrics.preregister_routing(&unroutable, &statuses);
+        let shared = Shared::build(&config, telemetry.clone())?;
+        // Each consumer has its own limits, so a burst of retries never
+        // takes the source's slots, nor the source the retries'.
+        let limits = FlowLimits::of(&config.kafka);
         Ok(Application {
-            telemetry: telemetry.clone(),
             index: SubscriptionIndex::new(
                 EndpointDefaults::from(&config.delivery),
                 config.subscriptions.prepared_webhooks,
-                Some(telemetry.clone()),
+                Some(telemetry),
             ),
-            flow: Flow::new(FlowLimits {
-                per_partition: config.kafka.max_in_flight_per_partition,
-                total: config.kafka.max_in_flight,
-                bytes: config.kafka.max_in_flight_bytes,
-            }),
-            retry_flow: Flow::new(FlowLimits {
-                per_partition: config.kafka.max_in_flight_per_partition,
-                total: config.kafka.max_in_flight,
-                bytes: config.kafka.max_in_flight_bytes,
-            }),
+            flow: Flow::new(limits),
+            retry_flow: Flow::new(limits),
             listener,
             admin_listener,
-            envelopes,
-            deliverer: Arc::new(deliverer),
-            redis,
+            shared,
             config,
         })
     }
@@ -124,21 +189,17 @@ impl Application {
             config,
             listener,
             admin_listener,
-            telemetry,
             index,
             flow,
             retry_flow,
-            envelopes,
-            deliverer,
-            redis,
+            shared,
         } = self;
+        let telemetry = shared.telemetry.clone();
         let side_tasks = CancellationToken::new();
 
         let admin = match admin_listener {
             Some(listener) => {
-                // Test pings share the pipeline's clients and request slots.
-                let state =
-                    crate::admin::connect(Arc::new(config.clone()), telemetry.clone(), Some(deliverer.clone())).await?;
+                let state = AdminState::new(Arc::new(config.clone()), shared.admin_parts(&config)?);
                 tracing::info!(admin = %listener.local_addr()?, "management API listening");
                 Some(tokio::spawn(crate::admin::serve(listener, state, side_tasks.clone())))
             }
@@ -152,13 +213,13 @@ impl Application {
                 index: index.clone(),
                 flow: flow.clone(),
                 consumers: vec![("source", flow.clone()), ("retry", retry_flow.clone())],
-                stall_after: config.http.stall_after,
+                stall_after: config.ops.stall_after,
             },
             side_tasks.clone(),
         ));
         let sync = tokio::spawn(
             SyncTask {
-                client: redis,
+                client: shared.redis.clone(),
                 prefix: config.redis.prefix.clone(),
                 config: config.subscriptions.clone(),
                 index: index.clone(),
@@ -168,7 +229,7 @@ impl Application {
         );
 
         let flows = (flow, retry_flow);
-        let result = Self::run_pipeline(&config, &telemetry, index, flows, envelopes, deliverer, &shutdown).await;
+        let result = Self::run_pipeline(&config, shared, index, flows, &shutdown).await;
 
         side_tasks.cancel();
         if let Err(e) = sync.await {
@@ -191,13 +252,22 @@ impl Application {
 
     async fn run_pipeline(
         config: &Config,
-        telemetry: &Telemetry,
+        shared: Shared,
         index: Arc<SubscriptionIndex>,
         (flow, retry_flow): (Arc<Flow>, Arc<Flow>),
-        envelopes: Envelopes,
-        deliverer: Arc<Deliverer>,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
+        let Shared {
+            store,
+            history,
+            producer,
+            envelopes,
+            deliverer,
+            failures,
+            events,
+            telemetry,
+            ..
+        } = shared;
         // The consumers join their groups while the index loads (the two
         // are the bulk of a start): records routed before it has loaded wait
         // for it in the pipeline, and /readyz waits for both. What follows
@@ -218,42 +288,27 @@ impl Application {
         {
             tracing::warn!(topic = %unverified.topic, why = %unverified.why, "cannot verify that this topic keeps records long enough; check its retention.ms (docs/dead-letter.md)");
         }
-        let producer = crate::kafka::SharedProducer::new(&config.kafka).context("cannot create the Kafka producer")?;
-
-        let redis = config.redis.client().context("invalid redis.url")?;
         let lifecycle = Lifecycle {
-            store: SubscriptionStore::connect(&redis, &config.redis.prefix)
-                .await
-                .context("cannot connect to Redis")?,
-            events: crate::subscriptions::lifecycle::SystemEvents::new(
-                producer.clone(),
-                config.system_events.topic().map(str::to_owned),
-            ),
+            store,
+            events,
             auto_disable: crate::subscriptions::lifecycle::AutoDisable {
                 after: config.auto_disable.after,
                 consecutive_failures: config.auto_disable.consecutive_failures,
             },
             telemetry: telemetry.clone(),
         };
-        let (history, history_writer) = if config.history.enabled {
-            let store = crate::history::HistoryStore::connect(
-                &redis,
-                &config.redis.prefix,
-                config.history.max_per_webhook,
-                config.history.max_age,
-            )
-            .await
-            .context("cannot connect to Redis for the delivery history")?;
-            let (recorder, writer) = crate::history::Recorder::new(
-                &config.history,
-                store,
-                config.history.topic().map(|_| producer.clone()),
-                telemetry.clone(),
-            );
-            let stop = CancellationToken::new();
-            (Some(recorder), Some((tokio::spawn(writer.run(stop.clone())), stop)))
-        } else {
-            (None, None)
+        let (history, history_writer) = match history {
+            Some(store) => {
+                let (recorder, writer) = crate::history::Recorder::new(
+                    &config.history,
+                    store,
+                    config.history.topic().map(|_| producer.clone()),
+                    telemetry.clone(),
+                );
+                let stop = CancellationToken::new();
+                (Some(recorder), Some((tokio::spawn(writer.run(stop.clone())), stop)))
+            }
+            None => (None, None),
         };
         let abort = CancellationToken::new();
         let pipeline = Arc::new(Pipeline {
@@ -262,12 +317,7 @@ impl Application {
             envelopes,
             index,
             deliverer,
-            failures: FailureSink::new(
-                producer.clone(),
-                &config.dead_letter,
-                crate::retry::sink::Topics::of(config),
-                telemetry.clone(),
-            ),
+            failures,
             policy: Policy {
                 schedule: crate::retry::schedule::Schedule::of(&config.retry),
                 final_statuses: config.retry.final_statuses.clone(),
@@ -339,6 +389,55 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Serves only the management API (`herald api`) until `shutdown` is
+/// cancelled: its own parts, nothing consumed, and its metrics on
+/// `ops.listen`.
+pub async fn run_api(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if !config.admin.enabled() {
+        anyhow::bail!("the management API needs at least one token in admin.tokens");
+    }
+    let listener = TcpListener::bind(config.admin.listen)
+        .await
+        .with_context(|| format!("cannot listen on admin.listen = {}", config.admin.listen))?;
+    let ops = TcpListener::bind(config.ops.listen)
+        .await
+        .with_context(|| format!("cannot listen on ops.listen = {}", config.ops.listen))?;
+    serve_api(config, listener, ops, shutdown).await
+}
+
+/// [`run_api`] on listeners already bound (`admin`, `ops`).
+pub async fn serve_api(
+    config: Config,
+    admin: TcpListener,
+    ops: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let telemetry = Telemetry::new(&config.kafka.topics);
+    telemetry.metrics.preregister_admin(&crate::admin::ACTIONS);
+    let shared = Shared::build(&config, telemetry.clone())?;
+    // An API of its own has nothing to wait for: a Redis it cannot reach at
+    // start (a wrong URL or password) fails the deployment, where an
+    // operator sees it, rather than every request.
+    redis::cmd("PING")
+        .query_async::<()>(&mut shared.conn.clone())
+        .await
+        .with_context(|| format!("cannot connect to Redis at {}", config.redis.redacted_url()))?;
+    let state = AdminState::new(Arc::new(config.clone()), shared.admin_parts(&config)?);
+    tracing::info!(admin = %admin.local_addr()?, ops = %ops.local_addr()?, "management API listening");
+    let metrics = tokio::spawn(ops::serve_router(
+        ops,
+        ops::api_router(telemetry.metrics.clone()),
+        shutdown.clone(),
+    ));
+    let served = crate::admin::serve(admin, state, shutdown).await;
+    match metrics.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "ops listener stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "ops listener task failed"),
+        Ok(Ok(())) => {}
+    }
+    Ok(served?)
 }
 
 /// Every topic Herald writes, with the retention each needs: the dead-letter

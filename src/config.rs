@@ -66,11 +66,19 @@ pub struct Config {
     pub retry: RetryConfig,
     pub system_events: SystemEventsConfig,
     pub auto_disable: AutoDisableConfig,
-    pub http: HttpConfig,
+    pub ops: OpsConfig,
+    /// `[http]`, the operations listener's name in 0.1: read into
+    /// `[ops]` when given (see [`Config::notices`]), never used itself.
+    #[serde(default, rename = "http")]
+    _renamed_http: Option<serde::de::IgnoredAny>,
     pub history: HistoryConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
+    /// What the configuration should change (keys under an old name), for
+    /// the log once logging is set up.
+    #[serde(skip)]
+    pub notices: Vec<String>,
 }
 
 /// The source consumer group, and the producer that writes retry and
@@ -187,6 +195,23 @@ impl RedisConfig {
         let info = self.url.as_str().into_connection_info()?;
         let settings = info.redis_settings().clone().set_skip_set_lib_name();
         redis::Client::open(info.set_redis_settings(settings))
+    }
+
+    /// How Herald's connections behave: 5 s to connect, 5 s for a reply,
+    /// two reconnection attempts per failed command (the next command tries
+    /// again, so a Redis that comes back is used again).
+    pub fn connection_config() -> redis::aio::ConnectionManagerConfig {
+        redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
+            .set_response_timeout(Some(std::time::Duration::from_secs(5)))
+            .set_number_of_retries(2)
+    }
+
+    /// A connection made at its first command, not now: a process started
+    /// before Redis starts anyway, and its commands fail (and are retried by
+    /// their callers) until Redis is reached.
+    pub fn lazy_connection(client: &redis::Client) -> redis::RedisResult<redis::aio::ConnectionManager> {
+        redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), Self::connection_config())
     }
 
     /// `url` as it may be shown in errors and logs: without its password.
@@ -434,10 +459,10 @@ impl SystemEventsConfig {
     }
 }
 
-/// The operational HTTP listener (`/metrics`, `/healthz`, `/readyz`).
+/// The operations listener (`/metrics`, `/healthz`, `/readyz`, `/status`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HttpConfig {
+pub struct OpsConfig {
     pub listen: SocketAddr,
     /// A partition is reported stalled on `/status` when its oldest event in
     /// flight is older than this, or records wait and nothing was committed
@@ -540,6 +565,9 @@ pub struct TenantConfig {
     pub max_webhooks: Option<usize>,
 }
 
+/// Sections renamed, as (old, new): the old name is still read.
+const RENAMED_SECTIONS: [(&str, &str); 1] = [("http", "ops")];
+
 /// Shortest accepted API token.
 pub const MIN_TOKEN_LEN: usize = 24;
 
@@ -609,9 +637,30 @@ impl Config {
     }
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let config: Config = figment.extract().map_err(Box::new)?;
+        let (figment, notices) = Self::read_renamed(figment);
+        let mut config: Config = figment.extract().map_err(Box::new)?;
         config.validate()?;
+        config.notices = notices;
         Ok(config)
+    }
+
+    /// Reads sections given under an old name as the new one (the old
+    /// name's values win: defaults only use the new one), with a notice for
+    /// each.
+    fn read_renamed(mut figment: Figment) -> (Figment, Vec<String>) {
+        let mut notices = Vec::new();
+        for (old, new) in RENAMED_SECTIONS {
+            if let Ok(values) = figment.find_value(old) {
+                figment = figment.merge(figment::providers::Serialized::default(new, values));
+                notices.push(format!(
+                    "configuration section `[{old}]` is now `[{new}]` (HERALD_{}__* is HERALD_{}__*); \
+                     the old name is still read, but will not be after the next major version",
+                    old.to_uppercase(),
+                    new.to_uppercase()
+                ));
+            }
+        }
+        (figment, notices)
     }
 
     /// `[admin]`: limits, tokens, tenants and their catalogs.
@@ -797,7 +846,7 @@ impl Config {
         Ok(())
     }
 
-    /// `[dead_letter]`, `[shutdown]` and `[http]`.
+    /// `[dead_letter]`, `[shutdown]` and `[ops]`.
     fn validate_dead_letter(&self) -> Result<(), ConfigError> {
         if self.dead_letter.topic.trim().is_empty() {
             return Err(ConfigError::invalid("dead_letter.topic", "must not be empty"));
@@ -807,7 +856,7 @@ impl Config {
             self.dead_letter.produce_retry_min_delay,
         )?;
         nonzero("shutdown.drain_timeout", self.shutdown.drain_timeout)?;
-        nonzero("http.stall_after", self.http.stall_after)?;
+        nonzero("ops.stall_after", self.ops.stall_after)?;
         Ok(())
     }
 
@@ -1059,6 +1108,31 @@ mod tests {
             assert_eq!(config.delivery.allow_cidrs.len(), 1);
             assert_eq!(config.kafka.properties["sasl.username"], "herald");
             assert_eq!(config.kafka.consumer_properties["session.timeout.ms"], "6000");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn the_operations_listener_is_read_under_its_old_name_with_a_notice() {
+        let current = Config::from_toml_overlay("[ops]\nlisten = \"127.0.0.1:9001\"").unwrap();
+        assert_eq!(current.ops.listen.port(), 9001);
+        assert!(current.notices.is_empty());
+        let old = Config::from_toml_overlay("[http]\nlisten = \"127.0.0.1:9002\"").unwrap();
+        assert_eq!(old.ops.listen.port(), 9002);
+        assert_eq!(
+            old.ops.stall_after, current.ops.stall_after,
+            "the rest keeps its default"
+        );
+        assert_eq!(old.notices.len(), 1);
+        assert!(old.notices[0].contains("`[http]` is now `[ops]`"), "{:?}", old.notices);
+        let invalid = Config::from_toml_overlay("[http]\nstall_after = \"0s\"").unwrap_err();
+        assert!(invalid.to_string().contains("ops.stall_after"), "{invalid}");
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HERALD_HTTP__LISTEN", "127.0.0.1:9003");
+            let config = Config::load(None).expect("loads");
+            assert_eq!(config.ops.listen.port(), 9003);
+            assert!(config.notices[0].contains("HERALD_OPS__*"), "{:?}", config.notices);
             Ok(())
         });
     }

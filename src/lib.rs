@@ -8,13 +8,14 @@
 //! [`webhook`] the webhook document (the Redis contract), [`config`] the
 //! configuration and [`kafka`] the Kafka clients. [`app`] wires them and
 //! [`ops`] serves their health; [`pipeline`] is the per-event glue;
-//! [`admin`] serves the management API, which [`client`] calls from the
-//! command line; [`tools`] backs the helpers that talk to Kafka directly.
+//! [`admin`] serves the management API; [`cli`] is the `herald` command
+//! line, with the API's client and the operator commands that talk to Kafka
+//! directly.
 //! Imports between modules go one way (`scripts/check-imports` keeps it so).
 
 pub mod admin;
 pub mod app;
-pub mod client;
+pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod event;
@@ -27,7 +28,6 @@ pub mod retry;
 pub mod routing;
 pub mod subscriptions;
 pub mod telemetry;
-pub mod tools;
 pub mod webhook;
 
 pub use app::Application;

@@ -48,11 +48,32 @@ pub fn router(state: OpsState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, state: OpsState, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+/// The listener of `herald api` (the management API alone): `/metrics` and
+/// `/healthz`, and `/readyz` as soon as it serves (there is no index to
+/// load nor partitions to receive; a request that needs an unreachable
+/// Redis answers 503 itself).
+pub fn api_router(metrics: Metrics) -> Router {
+    Router::new()
+        .route("/metrics", get(api_metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { Json(json!({"ready": true})) }))
+        .with_state(metrics)
+}
+
+async fn api_metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], metrics.render())
+}
+
+/// Serves `router` until `shutdown` is cancelled.
+pub async fn serve_router(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+/// Serves until `shutdown` is cancelled.
+pub async fn serve(listener: TcpListener, state: OpsState, shutdown: CancellationToken) -> std::io::Result<()> {
+    serve_router(listener, router(state), shutdown).await
 }
 
 async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {

@@ -12,7 +12,8 @@ use utoipa::ToSchema;
 pub use crate::config::catalog::{Catalog, CatalogEvent, Catalogs};
 
 use crate::admin::auth::Caller;
-use crate::admin::problem::{ApiPath, Problem};
+use crate::admin::extract::ApiPath;
+use crate::admin::problem::Problem;
 use crate::admin::AdminState;
 
 /// A catalog without its events.

@@ -10,8 +10,9 @@ use tokio_util::sync::CancellationToken;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::admin::auth::Caller;
+use crate::admin::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::admin::jobs::ReplayJob;
-use crate::admin::problem::{ApiJson, ApiPath, ApiQuery, Problem};
+use crate::admin::problem::Problem;
 use crate::admin::webhooks::load;
 use crate::admin::{AdminState, MAX_PAGE_SIZE};
 use crate::delivery::target::{EndpointDefaults, Target};

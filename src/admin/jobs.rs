@@ -18,7 +18,8 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::admin::auth::Caller;
-use crate::admin::problem::{ApiPath, Problem};
+use crate::admin::extract::ApiPath;
+use crate::admin::problem::Problem;
 use crate::admin::AdminState;
 use crate::config::Config;
 use crate::retry::replay::{ReplayFilter, ReplayOptions, ReplaySummary};

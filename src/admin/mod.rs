@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod catalog;
 pub mod deliveries;
+pub mod extract;
 pub mod jobs;
 pub mod problem;
 pub mod webhooks;
@@ -77,7 +78,9 @@ struct Inner {
     jobs: jobs::Jobs,
 }
 
-/// What [`AdminState::new`] is built from.
+/// What [`AdminState::new`] is built from: the parts the pipeline uses too
+/// when the API runs beside it (`herald run`), so test pings share its HTTP
+/// client and request slots and retries go through its failure sink.
 pub struct AdminParts {
     pub store: SubscriptionStore,
     pub history: Option<crate::history::HistoryStore>,
@@ -85,45 +88,31 @@ pub struct AdminParts {
     /// For replay jobs' state.
     pub redis: redis::aio::ConnectionManager,
     pub telemetry: Telemetry,
-    /// The pipeline's, when the API runs beside it (test pings then share
-    /// its clients and request slots); the API builds its own otherwise.
-    pub deliverer: Option<Arc<crate::delivery::Deliverer>>,
+    pub deliverer: Arc<crate::delivery::Deliverer>,
+    pub envelopes: crate::routing::envelope::Envelopes,
+    pub failures: crate::retry::sink::FailureSink,
+    pub events: SystemEvents,
+    pub catalogs: Catalogs,
 }
 
 impl AdminState {
-    pub fn new(config: Arc<Config>, parts: AdminParts) -> anyhow::Result<AdminState> {
-        use anyhow::Context;
-        let catalogs =
-            Catalogs::load(&config.admin.catalog_files).map_err(|e| anyhow::anyhow!("admin.catalog_files: {e}"))?;
-        let deliverer = match parts.deliverer {
-            Some(shared) => shared,
-            None => {
-                Arc::new(crate::delivery::Deliverer::new(&config.delivery).context("cannot build the HTTP client")?)
-            }
-        };
-        let envelopes = crate::routing::envelope::Envelopes::new(&config.envelope).context("invalid envelope rules")?;
-        let failures = crate::retry::sink::FailureSink::new(
-            parts.producer.clone(),
-            &config.dead_letter,
-            crate::retry::sink::Topics::of(&config),
-            parts.telemetry.clone(),
-        );
+    pub fn new(config: Arc<Config>, parts: AdminParts) -> AdminState {
         let prefix = config.redis.prefix.clone();
-        Ok(AdminState(Arc::new(Inner {
+        AdminState(Arc::new(Inner {
             tokens: Tokens::new(&config.admin.tokens),
             egress: crate::delivery::ssrf::Egress::new(&config.delivery),
-            events: SystemEvents::new(parts.producer.clone(), config.system_events.topic().map(str::to_owned)),
+            events: parts.events,
             producer: parts.producer,
-            catalogs,
+            catalogs: parts.catalogs,
             store: parts.store,
             history: parts.history,
-            deliverer,
-            envelopes,
-            failures,
+            deliverer: parts.deliverer,
+            envelopes: parts.envelopes,
+            failures: parts.failures,
             config,
             telemetry: parts.telemetry,
             jobs: jobs::Jobs::new(parts.redis, &prefix),
-        })))
+        }))
     }
 
     pub fn tokens(&self) -> &Tokens {
@@ -293,11 +282,15 @@ fn add_common_errors(doc: &mut utoipa::openapi::OpenApi) {
 
 fn api() -> OpenApiRouter<AdminState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(webhooks::create, webhooks::list))
-        .routes(routes!(webhooks::get, webhooks::update, webhooks::delete))
-        .routes(routes!(webhooks::pause))
-        .routes(routes!(webhooks::resume))
-        .routes(routes!(webhooks::get_secret, webhooks::rotate_secret))
+        .routes(routes!(webhooks::crud::create, webhooks::crud::list))
+        .routes(routes!(
+            webhooks::crud::get,
+            webhooks::crud::update,
+            webhooks::crud::delete
+        ))
+        .routes(routes!(webhooks::status::pause))
+        .routes(routes!(webhooks::status::resume))
+        .routes(routes!(webhooks::secrets::get_secret, webhooks::secrets::rotate_secret))
         .routes(routes!(deliveries::list))
         .routes(routes!(deliveries::get))
         .routes(routes!(deliveries::retry))
@@ -373,65 +366,6 @@ fn method_label(method: &axum::http::Method) -> &'static str {
         Method::OPTIONS => "OPTIONS",
         _ => "other",
     }
-}
-
-/// Connects what the API needs: the subscription store and a producer for
-/// system events.
-pub async fn connect(
-    config: Arc<Config>,
-    telemetry: Telemetry,
-    deliverer: Option<Arc<crate::delivery::Deliverer>>,
-) -> anyhow::Result<AdminState> {
-    use anyhow::Context;
-    let client = config.redis.client().context("invalid redis.url")?;
-    let store = SubscriptionStore::connect(&client, &config.redis.prefix)
-        .await
-        .with_context(|| format!("cannot connect to Redis at {}", config.redis.redacted_url()))?;
-    let redis = client
-        .get_connection_manager()
-        .await
-        .with_context(|| format!("cannot connect to Redis at {}", config.redis.redacted_url()))?;
-    let producer = crate::kafka::SharedProducer::new(&config.kafka).context("cannot create the Kafka producer")?;
-    let history = if config.history.enabled {
-        Some(
-            crate::history::HistoryStore::connect(
-                &client,
-                &config.redis.prefix,
-                config.history.max_per_webhook,
-                config.history.max_age,
-            )
-            .await
-            .context("cannot connect to Redis for the delivery history")?,
-        )
-    } else {
-        None
-    };
-    let parts = AdminParts {
-        store,
-        history,
-        producer,
-        redis,
-        telemetry,
-        deliverer,
-    };
-    AdminState::new(config, parts)
-}
-
-/// Serves only the API (`herald api`) until `shutdown` is cancelled.
-pub async fn run_standalone(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    use anyhow::Context;
-    if !config.admin.enabled() {
-        anyhow::bail!("the management API needs at least one token in admin.tokens");
-    }
-    let listener = TcpListener::bind(config.admin.listen)
-        .await
-        .with_context(|| format!("cannot listen on admin.listen = {}", config.admin.listen))?;
-    let telemetry = Telemetry::new(&config.kafka.topics);
-    telemetry.metrics.preregister_admin(&ACTIONS);
-    let state = connect(Arc::new(config), telemetry, None).await?;
-    tracing::info!(admin = %listener.local_addr()?, "management API listening");
-    serve(listener, state, shutdown).await?;
-    Ok(())
 }
 
 /// Serves the API until `shutdown` is cancelled.

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -111,22 +111,14 @@ pub struct HistoryStore {
 }
 
 impl HistoryStore {
-    pub async fn connect(
-        client: &redis::Client,
-        prefix: &str,
-        max_per_webhook: usize,
-        max_age: Duration,
-    ) -> Result<HistoryStore, redis::RedisError> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(2);
-        Ok(HistoryStore {
-            conn: client.get_connection_manager_with_config(config).await?,
+    /// The store over `conn`, a connection shared with other parts.
+    pub fn over(conn: ConnectionManager, prefix: &str, max_per_webhook: usize, max_age: Duration) -> HistoryStore {
+        HistoryStore {
+            conn,
             prefix: prefix.to_owned(),
             max_per_webhook,
             max_age,
-        })
+        }
     }
 
     fn attempts_key(&self, webhook: &str) -> String {

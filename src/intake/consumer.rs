@@ -1,4 +1,7 @@
-//! The consumer loop and its librdkafka context.
+//! The consumer loop: it takes records, hands them on, holds those not yet
+//! due ([`crate::intake::hold`]), pauses and resumes partitions, stores
+//! offsets as events finish, and drains at shutdown. The callbacks
+//! librdkafka makes are in [`crate::intake::context`].
 //!
 //! rdkafka traps this code steps around:
 //! - `store_offset` stores offset+1 but `store_offsets(tpl)` stores the offset
@@ -12,230 +15,28 @@
 //!   deliveries finishing them must run on other workers: Herald needs the
 //!   multi-threaded runtime.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use tokio_util::time::{delay_queue, DelayQueue};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::statistics::Statistics;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::ClientContext;
+use rdkafka::topic_partition_list::Offset;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
 use crate::event::SourceRecord;
+use crate::intake::context::{offsets_tpl, partitions_tpl, IntakeContext};
 use crate::intake::flow::{Actions, Completion, Flow, Fullness, Tp};
+use crate::intake::hold::{record_size, Held, Holding, Timing, Waiting};
 use crate::intake::offsets::{Offsets, Seen};
 use crate::intake::Dispatch;
-use crate::telemetry::{PartitionGauges, Telemetry};
-
-/// Callbacks librdkafka makes into Herald.
-pub struct IntakeContext {
-    flow: Arc<Flow>,
-    telemetry: Telemetry,
-    revoke_drain_timeout: Duration,
-    /// `consumer` label of this consumer's series.
-    name: &'static str,
-    /// Partitions whose lag was last reported.
-    lag_reported: Mutex<HashSet<(String, i32)>>,
-}
-
-fn tps_of(tpl: &TopicPartitionList) -> Vec<Tp> {
-    tpl.elements()
-        .iter()
-        .map(|e| (Arc::<str>::from(e.topic()), e.partition()))
-        .collect()
-}
-
-fn named(tps: &[Tp]) -> Vec<(String, i32)> {
-    tps.iter().map(|(t, p)| (t.to_string(), *p)).collect()
-}
-
-fn offsets_tpl(stores: &[(Tp, i64)]) -> KafkaResult<TopicPartitionList> {
-    let mut tpl = TopicPartitionList::with_capacity(stores.len());
-    for ((topic, partition), offset) in stores {
-        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
-    }
-    Ok(tpl)
-}
-
-fn partitions_tpl(tps: &[Tp]) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::with_capacity(tps.len());
-    for (topic, partition) in tps {
-        tpl.add_partition(topic, *partition);
-    }
-    tpl
-}
-
-impl ClientContext for IntakeContext {
-    /// Every `kafka.statistics_interval`: each assigned partition's lag,
-    /// the age of its oldest event in flight and when it last committed.
-    fn stats(&self, statistics: Statistics) {
-        for (name, topic) in &statistics.topics {
-            for (id, partition) in &topic.partitions {
-                if *id < 0 || !partition.desired {
-                    continue;
-                }
-                if let Some(lag) = lag_of(partition.hi_offset, partition.committed_offset, partition.lo_offset) {
-                    self.flow.set_lag(&(Arc::from(name.as_str()), *id), lag);
-                }
-            }
-        }
-        self.telemetry.in_flight_bytes(self.name, self.flow.in_flight_bytes());
-        let health = self.flow.health();
-        let mut current = HashSet::new();
-        for h in &health {
-            self.telemetry.partition_health(
-                self.name,
-                (&h.tp.0, h.tp.1),
-                PartitionGauges {
-                    lag: h.lag,
-                    oldest_unfinished: h.oldest_unfinished,
-                    last_commit: h.last_commit,
-                },
-            );
-            current.insert((h.tp.0.to_string(), h.tp.1));
-        }
-        // Series of partitions no longer assigned disappear; other consumers' stay.
-        let mut reported = self.lag_reported.lock().unwrap_or_else(|p| p.into_inner());
-        for (topic, partition) in reported.difference(&current) {
-            self.telemetry.partition_health_gone(self.name, topic, *partition);
-        }
-        *reported = current;
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.telemetry.consumer_error(&format_args!("{error}: {reason}"));
-    }
-}
-
-impl ConsumerContext for IntakeContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Revoke(tpl) => self.revoke(consumer, tps_of(tpl)),
-            Rebalance::Assign(_) => {}
-            Rebalance::Error(e) => self.telemetry.rebalance_error(e),
-        }
-    }
-
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            let tps = tps_of(tpl);
-            self.flow.assign(&tps);
-            self.telemetry
-                .partitions_assigned(&named(&tps), self.flow.assigned().len());
-        }
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        let committed: Vec<Tp> = offsets
-            .elements()
-            .iter()
-            .filter(|e| e.error().is_ok() && matches!(e.offset(), Offset::Offset(_)))
-            .map(|e| (Arc::<str>::from(e.topic()), e.partition()))
-            .collect();
-        self.flow.committed(&committed);
-        match result {
-            Ok(()) => self.telemetry.offsets_committed(Ok(())),
-            // Nothing to commit is not a failure.
-            Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => self.telemetry.offsets_committed(Err(&e)),
-        }
-    }
-}
-
-impl IntakeContext {
-    /// Waits (bounded) for the revoked partitions' events, then stores and
-    /// commits their finished prefix. Unfinished events are abandoned: the
-    /// next owner consumes them again from the committed offset.
-    fn revoke(&self, consumer: &BaseConsumer<Self>, tps: Vec<Tp>) {
-        let lost = consumer.assignment_lost();
-        if !lost {
-            let deadline = Instant::now() + self.revoke_drain_timeout;
-            let multi_threaded = tokio::runtime::Handle::try_current()
-                .map(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-                .unwrap_or(false);
-            if multi_threaded {
-                tokio::task::block_in_place(|| self.flow.wait_drained(&tps, deadline));
-            } else {
-                self.flow.wait_drained(&tps, Instant::now());
-            }
-        }
-        let (stores, abandoned) = self.flow.revoke(&tps);
-        if !lost && !stores.is_empty() {
-            match offsets_tpl(&stores) {
-                Ok(tpl) => {
-                    if let Err(e) = consumer.store_offsets(&tpl) {
-                        self.telemetry.offset_store_failed(&e);
-                    }
-                    let result = consumer.commit(&tpl, CommitMode::Sync);
-                    self.telemetry
-                        .offsets_committed(result.as_ref().map(|_| ()).map_err(|e| e as _));
-                }
-                Err(e) => self.telemetry.offset_store_failed(&e),
-            }
-        }
-        self.telemetry
-            .partitions_revoked(&named(&tps), abandoned, self.flow.assigned().len());
-    }
-}
-
-/// When a record read by a holding consumer (the retry consumer) may be
-/// delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Timing {
-    /// Now.
-    Now,
-    /// At this time, and the records behind it in its partition are due no
-    /// earlier (up to the small disorder its topic allows): the partition is
-    /// paused until then, at no cost.
-    InOrder(SystemTime),
-    /// At this time, but it is out of order (later than its topic's records
-    /// usually wait, e.g. after a long `Retry-After`): it is held aside while
-    /// the partition is read on, so it delays nothing behind it.
-    OutOfOrder(SystemTime),
-}
-
-/// Decides when records may be delivered; see [`Timing`].
-pub trait HoldPolicy: Send + Sync + 'static {
-    fn timing(&self, record: &SourceRecord, now: SystemTime) -> Timing;
-
-    /// Whether moving `record` (held out of order) to the end of a wait
-    /// topic would take it out of its partition's out-of-order records: it
-    /// would be in order where it goes. Otherwise moving it to make room
-    /// would only bring it back.
-    fn moves_in_order(&self, record: &SourceRecord, now: SystemTime) -> bool;
-}
-
-/// How a holding consumer holds records.
-#[derive(Clone)]
-pub struct Holding {
-    pub policy: Arc<dyn HoldPolicy>,
-    /// Per partition: records held aside out of order, and records finished
-    /// past the oldest of them (delivered again should the process crash),
-    /// beyond which that oldest record is moved to the end of a wait topic
-    /// ([`Dispatch::requeue`]).
-    pub max_out_of_order: usize,
-    /// Per partition: bytes of records held aside beyond which the oldest is moved.
-    pub max_out_of_order_bytes: usize,
-}
-
-/// Records between what the group committed and the partition's end; from
-/// the log start when the group never committed on it (where
-/// `auto.offset.reset` starts). `None` while the client does not know the end.
-pub fn lag_of(hi: i64, committed: i64, log_start: i64) -> Option<i64> {
-    if hi < 0 {
-        return None;
-    }
-    let from = if committed >= 0 { committed } else { log_start.max(0) };
-    Some((hi - from).max(0))
-}
+use crate::telemetry::Telemetry;
 
 /// What one consumer reads, and whether it holds records until due.
 pub struct ConsumerSpec {
@@ -245,104 +46,6 @@ pub struct ConsumerSpec {
     pub topics: Vec<String>,
     /// When set, records are held until due (the retry consumer).
     pub hold: Option<Holding>,
-}
-
-/// One record held until due.
-struct Waiting {
-    record: SourceRecord,
-    done: Completion,
-    in_order: bool,
-}
-
-/// The records of one partition held until due. Each is registered with the
-/// flow ([`Flow::hold`]), so no commit passes it.
-struct Held {
-    generation: Option<u64>,
-    by_due: BTreeMap<(SystemTime, i64), Waiting>,
-    /// Held records in order: while there is one, the partition is paused.
-    in_order: usize,
-    /// Held records out of order, by offset, with their due time.
-    out_of_order: BTreeMap<i64, SystemTime>,
-    out_of_order_bytes: usize,
-    /// Out of order records fill their bounds and none can be moved usefully:
-    /// the partition is not read on until some are due.
-    full: bool,
-    /// Paused by this consumer (an in-order record waits, or it is full).
-    paused: bool,
-}
-
-impl Held {
-    fn new(generation: Option<u64>) -> Held {
-        Held {
-            generation,
-            by_due: BTreeMap::new(),
-            in_order: 0,
-            out_of_order: BTreeMap::new(),
-            out_of_order_bytes: 0,
-            full: false,
-            paused: false,
-        }
-    }
-
-    /// Whether the partition should not be read on.
-    fn wants_pause(&self) -> bool {
-        self.in_order > 0 || self.full
-    }
-
-    fn insert(&mut self, due: SystemTime, waiting: Waiting) {
-        if waiting.in_order {
-            self.in_order += 1;
-        } else {
-            self.out_of_order.insert(waiting.record.offset, due);
-            self.out_of_order_bytes += record_size(&waiting.record);
-        }
-        self.by_due.insert((due, waiting.record.offset), waiting);
-    }
-
-    fn remove(&mut self, key: (SystemTime, i64)) -> Option<Waiting> {
-        let waiting = self.by_due.remove(&key)?;
-        if waiting.in_order {
-            self.in_order -= 1;
-        } else {
-            self.out_of_order.remove(&key.1);
-            self.out_of_order_bytes -= record_size(&waiting.record);
-        }
-        Some(waiting)
-    }
-
-    /// Removes and returns every record due at `now`, earliest first.
-    fn take_due(&mut self, now: SystemTime) -> Vec<Waiting> {
-        let mut due = Vec::new();
-        while let Some((&key, _)) = self.by_due.first_key_value() {
-            if key.0 > now {
-                break;
-            }
-            due.extend(self.remove(key));
-        }
-        due
-    }
-
-    fn next_due(&self) -> Option<SystemTime> {
-        self.by_due.first_key_value().map(|(k, _)| k.0)
-    }
-
-    fn abandon(self) -> usize {
-        let n = self.by_due.len();
-        for (_, waiting) in self.by_due {
-            waiting.done.abandon();
-        }
-        n
-    }
-}
-
-fn record_size(record: &SourceRecord) -> usize {
-    record.value.len()
-        + record.key.as_ref().map_or(0, |k| k.len())
-        + record
-            .headers
-            .iter()
-            .map(|h| h.name.len() + h.value.as_ref().map_or(0, |v| v.len()))
-            .sum::<usize>()
 }
 
 /// The longest a timer is armed for; a later due time re-arms it then.
@@ -822,25 +525,5 @@ impl Intake {
             self.telemetry.shutdown_failed("consumer_close", &e);
         }
         tracing::info!("left the consumer group");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::lag_of;
-
-    #[test]
-    fn lag_counts_from_the_committed_offset_or_else_the_log_start() {
-        assert_eq!(lag_of(100, 40, 0), Some(60));
-        assert_eq!(lag_of(100, 100, 0), Some(0));
-        // Never committed (librdkafka reports -1001): everything from the log start waits.
-        assert_eq!(lag_of(2, -1001, 0), Some(2));
-        assert_eq!(
-            lag_of(100, -1001, 30),
-            Some(70),
-            "records before the log start are gone"
-        );
-        assert_eq!(lag_of(100, -1001, -1), Some(100));
-        assert_eq!(lag_of(-1, 5, 0), None, "the end is not known yet");
     }
 }

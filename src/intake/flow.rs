@@ -50,6 +50,18 @@ pub struct FlowLimits {
     pub bytes: usize,
 }
 
+impl FlowLimits {
+    /// The limits `kafka.max_in_flight_per_partition`, `kafka.max_in_flight`
+    /// and `kafka.max_in_flight_bytes` set for each consumer.
+    pub fn of(kafka: &crate::config::KafkaConfig) -> FlowLimits {
+        FlowLimits {
+            per_partition: kafka.max_in_flight_per_partition,
+            total: kafka.max_in_flight,
+            bytes: kafka.max_in_flight_bytes,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Partition {
     progress: PartitionProgress,

@@ -8,7 +8,9 @@
 //! stops fetching, drains, commits and leaves the group.
 
 pub mod consumer;
+pub mod context;
 pub mod flow;
+pub mod hold;
 pub mod offsets;
 pub mod progress;
 

@@ -27,24 +27,38 @@ use crate::config::Config;
 use crate::retry::codec::{self, headers as h};
 use crate::webhook::pattern_matches;
 
-/// Which dead letters to replay; every set field must match.
-#[derive(Debug, Clone, Default)]
+/// Which dead letters to replay; every set field must match. It is also
+/// `herald replay`'s flags.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct ReplayFilter {
+    /// Only this webhook's deliveries.
+    #[arg(long)]
     pub webhook: Option<String>,
     /// The tenant of the webhook (or, for records that do not say, of the event).
+    #[arg(long)]
     pub tenant: Option<String>,
     /// The webhook's incarnation (`created_at`): dead letters of an earlier
     /// webhook with the same id are not its own.
+    #[arg(skip)]
     pub webhook_created_at: Option<OffsetDateTime>,
-    /// An event type pattern: exact, `prefix.*` or `*`.
+    /// Event type pattern: exact, `prefix.*` or `*`.
+    #[arg(long)]
     pub event_type: Option<String>,
-    /// `herald.reason` is one of these (any when empty), e.g.
-    /// `webhook_paused` or `retries_exhausted`.
+    /// Dead-letter reason, e.g. webhook_paused, retries_exhausted,
+    /// endpoint_gone (repeatable: any of them; any reason when absent).
+    #[arg(long = "reason")]
     pub reasons: Vec<String>,
-    /// Dead-lettered at or after.
+    /// Dead-lettered at or after this RFC 3339 time.
+    #[arg(long, value_parser = parse_time)]
     pub since: Option<OffsetDateTime>,
-    /// Dead-lettered before.
+    /// Dead-lettered before this RFC 3339 time.
+    #[arg(long, value_parser = parse_time)]
     pub until: Option<OffsetDateTime>,
+}
+
+/// An RFC 3339 time given on the command line.
+fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(s, &Rfc3339).map_err(|e| format!("`{s}` is not an RFC 3339 time: {e}"))
 }
 
 impl ReplayFilter {
@@ -105,12 +119,14 @@ impl ReplaySummary {
     }
 }
 
-/// How a replay runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How a replay runs; also `herald replay`'s flags.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::Args)]
 pub struct ReplayOptions {
-    /// Only count.
+    /// Count what would be replayed, change nothing.
+    #[arg(long)]
     pub dry_run: bool,
-    /// Re-drive dead letters an earlier replay re-drove too.
+    /// Re-drive dead letters an earlier replay re-drove too (each is otherwise re-driven once).
+    #[arg(long)]
     pub force: bool,
 }
 

@@ -16,7 +16,7 @@
 use std::time::SystemTime;
 
 use crate::event::SourceRecord;
-use crate::intake::consumer::{HoldPolicy, Timing};
+use crate::intake::hold::{HoldPolicy, Timing};
 use crate::retry::codec;
 
 pub use crate::config::waits::{OutOfRange, WaitTopic, WaitTopics, BAND_TOLERANCE, RANGE_SLACK};

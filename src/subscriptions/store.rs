@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 use crate::subscriptions::packed::{Document, Packed};
@@ -153,16 +153,19 @@ pub struct SubscriptionStore {
 impl SubscriptionStore {
     /// Connects to Redis. The connection reconnects by itself after errors.
     pub async fn connect(client: &redis::Client, prefix: &str) -> Result<SubscriptionStore, StoreError> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(2);
+        let config = crate::config::RedisConfig::connection_config();
         let conn = client.get_connection_manager_with_config(config).await?;
-        Ok(SubscriptionStore {
+        Ok(SubscriptionStore::over(client, conn, prefix))
+    }
+
+    /// The store over a connection shared with other parts (`conn`, made
+    /// from `client`).
+    pub fn over(client: &redis::Client, conn: ConnectionManager, prefix: &str) -> SubscriptionStore {
+        SubscriptionStore {
             client: client.clone(),
             conn,
             keys: Keys::new(prefix),
-        })
+        }
     }
 
     /// The same store over a connection of its own: commands on one

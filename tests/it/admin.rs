@@ -39,15 +39,23 @@ fn system_events_of(records: &[ReadRecord], webhook: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn webhooks_are_managed_through_the_api_and_bad_requests_are_refused() {
-    let env = TestEnv::new("admin-crud", &["events"], 1).await;
-    let app = env.spawn(&admin_overlay("24h")).await;
-    let api = Api::new(&app);
-    let receiver = TestReceiver::ok().await;
-    let url = receiver.url("/hook");
+/// The management API alone, a receiver's URL for the webhooks it creates,
+/// and the webhook `Tours` that the acme tenant's token created (its path).
+async fn api_with_acme_webhook(env: &TestEnv) -> (ApiOnly, String, String) {
+    let served = ApiOnly::start(env, &admin_overlay("24h")).await;
+    let url = "http://127.0.0.1:9/hook".to_owned();
+    let body = json!({"name": "Tours", "url": url, "events": ["tour.*", "survey.completed"],
+                      "headers": {"x-api-key": "k1"}});
+    let created = served.api.create(ACME, body).await;
+    let path = format!("/v1/webhooks/{}", created["id"].as_str().unwrap());
+    (served, url, path)
+}
 
-    // Authentication.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_without_a_known_token_are_refused() {
+    let env = TestEnv::new("admin-auth", &["events"], 1).await;
+    let served = ApiOnly::start(&env, &admin_overlay("24h")).await;
+    let api = &served.api;
     let reply = api.raw(Method::GET, "/v1/webhooks", None, None).await;
     assert_problem(&reply, 401, None);
     assert_eq!(reply.headers.get("www-authenticate").unwrap(), "Bearer");
@@ -56,8 +64,15 @@ async fn webhooks_are_managed_through_the_api_and_bad_requests_are_refused() {
         401,
         None,
     );
+    served.stop().await;
+}
 
-    // A tenant token creates in its own tenant, within its catalog.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_token_creates_in_its_own_tenant_and_no_other_tenant_sees_it() {
+    let env = TestEnv::new("admin-create", &["events"], 1).await;
+    let served = ApiOnly::start(&env, &admin_overlay("24h")).await;
+    let api = &served.api;
+    let url = "http://127.0.0.1:9/hook";
     let created = api
         .call(
             Method::POST,
@@ -108,8 +123,22 @@ async fn webhooks_are_managed_through_the_api_and_bad_requests_are_refused() {
         )
         .await;
     assert_problem(&reply, 422, Some("id"));
+    assert!(
+        served
+            .metric(r#"herald_admin_requests_total{method="GET",route="/v1/webhooks/{id}",status="404"}"#)
+            .await
+            >= 1.0,
+        "requests are counted by route template"
+    );
+    served.stop().await;
+}
 
-    // Refusals, each naming what is wrong.
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_webhooks_are_refused_naming_what_is_wrong() {
+    let env = TestEnv::new("admin-refusals", &["events"], 1).await;
+    let served = ApiOnly::start(&env, &admin_overlay("24h")).await;
+    let api = &served.api;
+    let url = "http://127.0.0.1:9/hook";
     let post = |body: Value| api.call(Method::POST, "/v1/webhooks", ACME, Some(body));
     let base = json!({"name": "n", "url": url, "events": ["tour.completed"]});
     let with = |k: &str, v: Value| {
@@ -177,6 +206,21 @@ async fn webhooks_are_managed_through_the_api_and_bad_requests_are_refused() {
     let reply = post(with("name", json!("x".repeat(8192)))).await;
     assert_problem(&reply, 413, None);
     assert_problem(&api.call(Method::GET, "/v1/nothing-here", ACME, None).await, 404, None);
+    assert_eq!(
+        api.ok(Method::GET, "/v1/webhooks", OPS, None).await["data"],
+        json!([]),
+        "nothing was created"
+    );
+    served.stop().await;
+}
+
+/// Update, pause, resume and delete one webhook: each is checked, and each
+/// is announced on the system topic in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhooks_changes_are_checked_and_announced_in_order() {
+    let env = TestEnv::new("admin-changes", &["events"], 1).await;
+    let (served, _, path) = api_with_acme_webhook(&env).await;
+    let api = &served.api;
 
     // Update: present fields replace, others stay; validation applies again.
     let updated = api
@@ -217,7 +261,37 @@ async fn webhooks_are_managed_through_the_api_and_bad_requests_are_refused() {
     assert_eq!(resumed["webhook"]["status"], "active");
     assert_eq!(resumed["replay"], Value::Null);
 
-    // Listing: tenants see their own; filters; cursor paging in id order.
+    // Delete.
+    let reply = api.call(Method::DELETE, &path, ACME, None).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_problem(&api.call(Method::GET, &path, ACME, None).await, 404, None);
+    assert_problem(&api.call(Method::DELETE, &path, ACME, None).await, 404, None);
+
+    // Every change was announced on the system topic, in order.
+    let id = path.trim_start_matches("/v1/webhooks/");
+    let records = read_topic(&env.system, 5, Duration::from_secs(20)).await;
+    assert_eq!(
+        system_events_of(&records, id),
+        [
+            "webhook.created",
+            "webhook.updated",
+            "webhook.paused",
+            "webhook.resumed",
+            "webhook.deleted"
+        ]
+    );
+    let created_event: Value = serde_json::from_slice(&records[0].value).unwrap();
+    assert_eq!(created_event["tenant"], "acme");
+    assert!(created_event["reason"].as_str().unwrap().contains("acme-portal"));
+    served.stop().await;
+}
+
+/// Listing: tenants see their own; filters; cursor paging in id order.
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_are_listed_per_tenant_with_filters_and_cursor_paging() {
+    let env = TestEnv::new("admin-list", &["events"], 1).await;
+    let (served, url, _) = api_with_acme_webhook(&env).await;
+    let api = &served.api;
     let mut globex_ids = Vec::new();
     for i in 0..5 {
         let w = api
@@ -273,8 +347,16 @@ async fn webhooks_are_managed_through_the_api_and_bad_requests_are_refused() {
         400,
         None,
     );
+    assert!(served.metric(r#"herald_admin_changes_total{action="created"}"#).await >= 6.0);
+    served.stop().await;
+}
 
-    // Catalogs: an admin token sees every one (a tenant token its own, see
+#[tokio::test(flavor = "multi_thread")]
+async fn catalogs_are_listed_and_the_openapi_document_is_served() {
+    let env = TestEnv::new("admin-catalogs", &["events"], 1).await;
+    let served = ApiOnly::start(&env, &admin_overlay("24h")).await;
+    let api = &served.api;
+    // An admin token sees every catalog (a tenant token its own, see
     // `security::a_tenant_token_sees_and_uses_only_its_own_catalog`).
     let catalogs = api.ok(Method::GET, "/v1/catalogs", OPS, None).await;
     let counts: Vec<(String, u64)> = catalogs["data"]
@@ -296,49 +378,17 @@ async fn webhooks_are_managed_through_the_api_and_bad_requests_are_refused() {
     assert_eq!(jimo["events"].as_array().unwrap().len(), 40);
     assert_problem(&api.call(Method::GET, "/v1/catalogs/none", ACME, None).await, 404, None);
 
-    // Delete.
-    let reply = api.call(Method::DELETE, &path, ACME, None).await;
-    assert_eq!(reply.status, StatusCode::NO_CONTENT);
-    assert_problem(&api.call(Method::GET, &path, ACME, None).await, 404, None);
-    assert_problem(&api.call(Method::DELETE, &path, ACME, None).await, 404, None);
-
     // The OpenAPI document is served without a token and is the committed one.
-    let served = reqwest::get(format!("{}/v1/openapi.json", api.base)).await.unwrap();
-    assert!(served.status().is_success());
-    let served: Value = serde_json::from_str(&served.text().await.unwrap()).unwrap();
+    let served_doc = reqwest::get(format!("{}/v1/openapi.json", api.base)).await.unwrap();
+    assert!(served_doc.status().is_success());
+    let served_doc: Value = serde_json::from_str(&served_doc.text().await.unwrap()).unwrap();
     let committed: Value =
         serde_json::from_str(&std::fs::read_to_string(repo_path("docs/openapi.json")).unwrap()).unwrap();
     assert!(
-        served == committed,
+        served_doc == committed,
         "the served OpenAPI document differs from docs/openapi.json"
     );
-
-    // Every change was announced on the system topic, in order.
-    let records = read_topic(&env.system, 10, Duration::from_secs(20)).await;
-    assert_eq!(
-        system_events_of(&records, &id),
-        [
-            "webhook.created",
-            "webhook.updated",
-            "webhook.paused",
-            "webhook.resumed",
-            "webhook.deleted"
-        ]
-    );
-    let created_event: Value = serde_json::from_slice(&records[0].value).unwrap();
-    assert_eq!(created_event["tenant"], "acme");
-    assert!(created_event["reason"].as_str().unwrap().contains("acme-portal"));
-
-    let metrics = app.metrics().await;
-    assert!(metric_value(&metrics, r#"herald_admin_changes_total{action="created"}"#) >= 6.0);
-    assert!(
-        metric_value(
-            &metrics,
-            r#"herald_admin_requests_total{method="GET",route="/v1/webhooks/{id}",status="404"}"#
-        ) >= 1.0,
-        "requests are counted by route template"
-    );
-    app.stop().await;
+    served.stop().await;
 }
 
 /// An event published a second after a webhook is created through the API
@@ -500,11 +550,24 @@ async fn a_rotated_secret_overlaps_with_the_previous_one_then_replaces_it() {
     app.stop().await;
 }
 
-/// The history, statistics, manual retry, bulk replay and test ping of one
-/// webhook, against deliveries really made.
-#[tokio::test(flavor = "multi_thread")]
-async fn delivery_history_stats_retry_replay_and_test_ping() {
-    let env = TestEnv::new("admin-history", &["events"], 1)
+/// One delivery really made to a webhook of tenant acme: its first attempt
+/// failed (500), its retry from the tier succeeded, and the history holds
+/// both.
+struct Delivered {
+    env: TestEnv,
+    app: RunningApp,
+    api: Api,
+    receiver: TestReceiver,
+    publisher: Publisher,
+    /// The webhook's API path.
+    path: String,
+    attempts_topic: String,
+    /// The history's first page: the two attempts, newest first.
+    page: Value,
+}
+
+async fn delivered_after_one_failure(name: &str) -> Delivered {
+    let env = TestEnv::new(name, &["events"], 1)
         .await
         .with_tiers(&[Tier::after_ms(1000)])
         .await;
@@ -541,6 +604,31 @@ async fn delivery_history_stats_retry_replay_and_test_ping() {
         (page["data"].as_array().unwrap().len() == 2).then_some(page)
     })
     .await;
+    Delivered {
+        env,
+        app,
+        api,
+        receiver,
+        publisher,
+        path,
+        attempts_topic,
+        page,
+    }
+}
+
+/// The history of a delivery: every attempt in full, paged, on the attempts
+/// topic too, counted in the statistics, and forgotten with its webhook.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_history_shows_every_attempt_in_full_and_the_statistics_count_them() {
+    let Delivered {
+        app,
+        api,
+        receiver,
+        path,
+        attempts_topic,
+        page,
+        ..
+    } = delivered_after_one_failure("admin-history").await;
     let (second, first) = (&page["data"][0], &page["data"][1]);
     assert_eq!(
         (first["attempt"].as_u64(), second["attempt"].as_u64()),
@@ -631,6 +719,43 @@ async fn delivery_history_stats_retry_replay_and_test_ping() {
         None,
     );
 
+    // Deleting the webhook forgets its history and statistics.
+    assert_eq!(
+        api.call(Method::DELETE, &path, ACME, None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let again = json!({"id": path.trim_start_matches("/v1/webhooks/"), "name": "h", "tenant": "acme", "url": receiver.url("/h"), "events": ["tour.*"]});
+    api.ok(Method::POST, "/v1/webhooks", OPS, Some(again)).await;
+    assert_eq!(
+        api.ok(Method::GET, &format!("{path}/deliveries"), ACME, None).await["data"],
+        json!([])
+    );
+    let fresh = api.ok(Method::GET, &format!("{path}/stats"), ACME, None).await;
+    assert_eq!(
+        (
+            fresh["last_week"]["succeeded"].as_u64(),
+            fresh["last_success_at"].as_str()
+        ),
+        (Some(0), None)
+    );
+    app.stop().await;
+}
+
+/// A manual retry sends the same delivery again; a bulk replay re-delivers
+/// what exhausted its tier once the endpoint is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manual_retry_and_a_replay_deliver_the_same_delivery_again() {
+    let Delivered {
+        env,
+        app,
+        api,
+        receiver,
+        publisher,
+        path,
+        page,
+        ..
+    } = delivered_after_one_failure("admin-retry").await;
+    let first = &page["data"][1];
     // Manual retry: the same webhook-id again, as attempt 3.
     let retried = api
         .call(
@@ -716,7 +841,19 @@ async fn delivery_history_stats_retry_replay_and_test_ping() {
         422,
         Some("reasons"),
     );
+    app.stop().await;
+}
 
+/// A test ping sends the catalog's example, signed, and shows the answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_test_ping_sends_the_catalog_example_signed() {
+    let env = TestEnv::new("admin-ping", &["events"], 1).await;
+    let served = ApiOnly::start(&env, &admin_overlay("24h")).await;
+    let api = &served.api;
+    let receiver = TestReceiver::ok().await;
+    let body = json!({"name": "p", "tenant": "acme", "url": receiver.url("/p"), "events": ["tour.*"]});
+    let created = api.ok(Method::POST, "/v1/webhooks", OPS, Some(body)).await;
+    let path = format!("/v1/webhooks/{}", created["id"].as_str().unwrap());
     // Test ping: the catalog's example, signed, and the receiver's answer.
     let result = api
         .ok(
@@ -754,25 +891,6 @@ async fn delivery_history_stats_retry_replay_and_test_ping() {
         422,
         Some("event_type"),
     );
-
-    // Deleting the webhook forgets its history and statistics.
-    assert_eq!(
-        api.call(Method::DELETE, &path, ACME, None).await.status,
-        StatusCode::NO_CONTENT
-    );
-    let again = json!({"id": path.trim_start_matches("/v1/webhooks/"), "name": "h", "tenant": "acme", "url": receiver.url("/h"), "events": ["tour.*"]});
-    api.ok(Method::POST, "/v1/webhooks", OPS, Some(again)).await;
-    assert_eq!(
-        api.ok(Method::GET, &format!("{path}/deliveries"), ACME, None).await["data"],
-        json!([])
-    );
-    let fresh = api.ok(Method::GET, &format!("{path}/stats"), ACME, None).await;
-    assert_eq!(
-        (
-            fresh["last_week"]["succeeded"].as_u64(),
-            fresh["last_success_at"].as_str()
-        ),
-        (Some(0), None)
-    );
-    app.stop().await;
+    assert_eq!(receiver.count(), 1, "one request per ping");
+    served.stop().await;
 }

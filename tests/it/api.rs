@@ -119,3 +119,48 @@ pub fn assert_problem(reply: &Reply, status: u16, field: Option<&str>) {
         assert_eq!(reply.body["errors"][0]["field"], field, "{}", reply.body);
     }
 }
+
+/// The management API alone (`herald api`) in this process: no consumers,
+/// so it is ready at once; for tests of the API itself.
+pub struct ApiOnly {
+    pub api: Api,
+    ops: std::net::SocketAddr,
+    shutdown: tokio_util::sync::CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl ApiOnly {
+    /// Serves `env`'s configuration with `overlay` over it.
+    pub async fn start(env: &TestEnv, overlay: &str) -> ApiOnly {
+        let config = env.config(overlay);
+        herald::telemetry::logging::init(&config.log);
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api = Api::at(admin.local_addr().unwrap());
+        let ops_addr = ops.local_addr().unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let handle = tokio::spawn(herald::app::serve_api(config, admin, ops, shutdown.clone()));
+        ApiOnly {
+            api,
+            ops: ops_addr,
+            shutdown,
+            handle,
+        }
+    }
+
+    /// The value of a metric series on its `/metrics`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = reqwest::get(format!("http://{}/metrics", self.ops))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metric_value(&text, series)
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle.await.expect("API task").expect("the API stops cleanly");
+    }
+}

@@ -208,7 +208,7 @@ allow_cidrs = ["127.0.0.0/8"]
 allow_ports = ["1-65535"]
 allowlisted_response_details = true
 request_timeout = "5s"
-[http]
+[ops]
 listen = "127.0.0.1:0"
 [shutdown]
 drain_timeout = "10s"
@@ -429,7 +429,7 @@ impl HeraldProcess {
             .arg(file.path())
             .arg("run")
             .env("RUST_LOG", "warn")
-            .env("HERALD_HTTP__LISTEN", ops.to_string())
+            .env("HERALD_OPS__LISTEN", ops.to_string())
             .env("HERALD_ADMIN__LISTEN", admin.to_string())
             .kill_on_drop(true)
             .spawn()

@@ -5,6 +5,7 @@ mod helpers;
 
 mod admin;
 mod api;
+mod cli;
 mod deploy;
 mod envelopes;
 mod failure_path;

@@ -20,7 +20,7 @@ async fn a_stuck_partition_shows_its_lag_and_an_ageing_event_while_its_commit_st
     store.put(&webhook("fine", &fine.url("/"), &["fine.*"])).await.unwrap();
     // The bounds raised: the hung request is never given up on.
     let app = env
-        .spawn("[delivery]\nrequest_timeout = \"1h\"\nmax_queue_wait = \"1h\"\n[http]\nstall_after = \"2s\"\n")
+        .spawn("[delivery]\nrequest_timeout = \"1h\"\nmax_queue_wait = \"1h\"\n[ops]\nstall_after = \"2s\"\n")
         .await;
     let publisher = Publisher::new();
     publisher

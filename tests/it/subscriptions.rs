@@ -115,17 +115,22 @@ struct OwnRedis {
 
 impl OwnRedis {
     fn start() -> OwnRedis {
+        let mut redis = OwnRedis::not_started();
+        redis.restart();
+        redis
+    }
+
+    /// A port and a directory for a server started later ([`OwnRedis::restart`]).
+    fn not_started() -> OwnRedis {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let mut redis = OwnRedis {
+        OwnRedis {
             port,
             dir: tempfile::tempdir().unwrap(),
             child: None,
-        };
-        redis.restart();
-        redis
+        }
     }
 
     fn restart(&mut self) {
@@ -209,6 +214,57 @@ async fn delivery_continues_while_redis_restarts() {
             + app.metric(r#"herald_subscription_errors_total{stage="connect"}"#).await
             >= 1.0
     );
+    app.stop().await;
+}
+
+/// A replica started while Redis is down starts anyway: its API answers 503
+/// and its consumers wait for the index, then both work once Redis is back,
+/// and the event taken meanwhile is delivered, not dropped as unmatched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_while_redis_is_down_serves_once_it_is_back() {
+    use crate::api::{admin_overlay, assert_problem, Api, OPS};
+    use reqwest::Method;
+    let mut redis = OwnRedis::start();
+    let mut env = TestEnv::new("redis-later", &["events"], 1).await;
+    env.redis_url = redis.url();
+    let receiver = TestReceiver::ok().await;
+    env.store()
+        .await
+        .put(&webhook("before", &receiver.url("/before"), &["*"]))
+        .await
+        .unwrap();
+    redis.kill();
+
+    let app = env.spawn_unready(&admin_overlay("24h")).await;
+    let api = Api::new(&app);
+    let create = serde_json::json!({"id": "later", "name": "later", "url": receiver.url("/later"), "events": ["*"]});
+    let refused = api.call(Method::POST, "/v1/webhooks", OPS, Some(create.clone())).await;
+    assert_problem(&refused, 503, None);
+    let publisher = Publisher::new();
+    publisher.json(env.topic(), EVENT).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(receiver.count(), 0);
+
+    redis.restart();
+    eventually(Duration::from_secs(20), "the API to reach Redis", || {
+        let (api, create) = (&api, create.clone());
+        async move {
+            let reply = api.call(Method::POST, "/v1/webhooks", OPS, Some(create)).await;
+            reply.status.is_success().then_some(())
+        }
+    })
+    .await;
+    app.wait_ready().await;
+    app.wait_webhooks(2).await;
+    publisher.json(env.topic(), EVENT).await;
+    // The first event reaches `later` too when the index loaded after the
+    // API created it: which of the two Redis served first is not fixed.
+    let got = receiver.wait_for(3, Duration::from_secs(20)).await;
+    let to = |path: &str| got.iter().filter(|r| r.path == path).count();
+    assert_eq!(to("/before"), 2, "the first event reached the webhook Redis held");
+    assert!(to("/later") >= 1);
+    let unmatched = format!(r#"herald_events_unmatched_total{{topic="{}"}}"#, env.topic());
+    assert_eq!(app.metric(&unmatched).await, 0.0);
     app.stop().await;
 }
 

@@ -1,106 +1,12 @@
-//! The command-line client of the management API: `herald webhooks ...`,
-//! `herald catalog ...`. It only speaks HTTP to `/v1`, so it works against
-//! any replica, and prints readable tables (or the API's JSON with `--json`).
+//! What the command line prints: the API's answers as tables (or its JSON
+//! with `--json`), and a replay's progress.
 
-use anyhow::{bail, Context};
 use comfy_table::presets::UTF8_BORDERS_ONLY;
 use comfy_table::{ContentArrangement, Table};
-use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-/// Where the API is and how to authenticate.
-pub struct ApiClient {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl ApiClient {
-    pub fn new(base: &str, token: Option<String>) -> anyhow::Result<ApiClient> {
-        let token = token
-            .filter(|t| !t.is_empty())
-            .context("no API token: pass --token or set HERALD_API_TOKEN")?;
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .context("cannot build the HTTP client")?;
-        Ok(ApiClient {
-            base: base.trim_end_matches('/').to_owned(),
-            token,
-            http,
-        })
-    }
-
-    /// Calls the API; a problem response becomes an error naming its detail
-    /// and fields. `None` for 204.
-    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<Option<Value>> {
-        let url = format!("{}{path}", self.base);
-        let mut request = self.http.request(method.clone(), &url).bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(serde_json::to_vec(body).expect("JSON values serialise"));
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the management API at {}", self.base))?;
-        let status = response.status();
-        if status == StatusCode::NO_CONTENT {
-            return Ok(None);
-        }
-        let text = response.text().await.context("cannot read the API's response")?;
-        let value: Value = serde_json::from_str(&text).with_context(|| {
-            format!(
-                "{method} {path}: {status}, not JSON: {}",
-                text.chars().take(200).collect::<String>()
-            )
-        })?;
-        if !status.is_success() {
-            let mut message = format!(
-                "{method} {path}: {status}: {}",
-                value["detail"].as_str().or(value["title"].as_str()).unwrap_or("")
-            );
-            for e in value["errors"].as_array().into_iter().flatten() {
-                message.push_str(&format!("\n  {}: {}", text_of(&e["field"]), text_of(&e["message"])));
-            }
-            bail!(message);
-        }
-        Ok(Some(value))
-    }
-
-    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        Ok(self.call(Method::GET, path, None).await?.unwrap_or(Value::Null))
-    }
-
-    pub async fn post(&self, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
-        Ok(self.call(Method::POST, path, body).await?.unwrap_or(Value::Null))
-    }
-}
-
-/// Percent-encodes one path segment or query value.
-pub fn encode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-/// `key=value` pairs of the values present, encoded.
-pub fn query(pairs: &[(&str, Option<String>)]) -> Vec<String> {
-    pairs
-        .iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
-        .collect()
-}
-
-/// `?a=1&b=2`, or nothing when there are no pairs.
-pub fn query_suffix(pairs: &[String]) -> String {
-    if pairs.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", pairs.join("&"))
-    }
-}
-
-fn text_of(v: &Value) -> String {
+/// A JSON value as a cell: `-` for null, lists joined by commas.
+pub(crate) fn text_of(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
@@ -214,7 +120,6 @@ pub fn catalogs_table(v: &Value) -> String {
     t.to_string()
 }
 
-/// A replay's progress as one line.
 /// A replay's progress on standard error: a bar with rate and ETA on a
 /// terminal, a plain line every few seconds otherwise (logs, CI).
 pub struct ReplayProgress {
@@ -274,6 +179,7 @@ impl Default for ReplayProgress {
     }
 }
 
+/// A replay job's outcome as one line.
 pub fn replay_line(job: &Value) -> String {
     format!(
         "replay {}: {} (scanned {}, matched {}, replayed {}, re-driven before {})",
@@ -417,16 +323,5 @@ mod tests {
             secret_table(&json!({"secret": "whsec_x", "previous": [{"secret": "whsec_y", "expires_at": "t"}]}))
                 .contains("whsec_y")
         );
-    }
-
-    #[test]
-    fn path_segments_are_encoded() {
-        assert_eq!(encode("a/b c"), "a%2Fb+c");
-        assert_eq!(
-            query(&[("a", Some("x y".into())), ("b", None), ("c", Some("1".into()))]),
-            ["a=x+y", "c=1"]
-        );
-        assert_eq!(query_suffix(&[]), "");
-        assert_eq!(query_suffix(&["a=1".into(), "b=2".into()]), "?a=1&b=2");
     }
 }

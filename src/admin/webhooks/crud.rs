@@ -1,0 +1,384 @@
+//! `/v1/webhooks` and `/v1/webhooks/{id}`: create, list, read, change and
+//! delete webhooks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+
+use super::{change, check, load, store_error, CreateWebhook, UpdateWebhook, WebhookView};
+use crate::admin::auth::Caller;
+use crate::admin::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::admin::problem::Problem;
+use crate::admin::{AdminState, MAX_PAGE_SIZE};
+use crate::subscriptions::store::Created;
+use crate::webhook::{
+    decode_secret, generate_secret, pattern_matches, uid_id, validate_uid, Webhook, WebhookStatus, UID_ID_PREFIX,
+};
+
+/// Filters and paging of the webhook list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only this tenant's webhooks.
+    pub tenant: Option<String>,
+    /// Only webhooks with this status.
+    pub status: Option<WebhookStatus>,
+    /// Only webhooks that receive this event type.
+    pub event: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size (1 to 500; default `admin.default_page_size`).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<usize>,
+}
+
+/// One page of webhooks, in id order (generated ids sort by creation time).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookPage {
+    pub data: Vec<WebhookView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A fresh id that sorts by creation time: milliseconds, then random bits.
+/// Within one process the time part is strictly increasing (a second id in
+/// the same millisecond borrows the next one, as monotonic ULIDs do), so ids
+/// created one after another on a replica always list in that order.
+fn new_id() -> String {
+    static LAST_MS: AtomicU64 = AtomicU64::new(0);
+    let now = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as u64;
+    let previous = LAST_MS
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(now.max(last + 1)))
+        .unwrap_or_else(|last| last);
+    let ms = now.max(previous + 1);
+    format!("wh_{ms:012x}{}", hex::encode(rand::random::<[u8; 8]>()))
+}
+
+/// The id of a new webhook. Ids are one namespace for every tenant, so only
+/// an admin token (which sees them all) may choose one; a tenant names its
+/// webhooks with a uid, from which, with the tenant, the id is derived. No
+/// answer to a create can then tell a tenant that an id is used elsewhere.
+fn chosen_id(caller: &Caller, tenant: Option<&str>, id: Option<String>, uid: Option<&str>) -> Result<String, Problem> {
+    match (id, uid) {
+        (Some(_), _) if caller.tenant.is_some() => Err(Problem::invalid(
+            "id",
+            "is chosen by Herald for a tenant token; name the webhook with `uid`",
+        )),
+        (Some(_), Some(_)) => Err(Problem::invalid("uid", "cannot be given with `id`")),
+        (Some(id), None) if id.starts_with(UID_ID_PREFIX) => Err(Problem::invalid(
+            "id",
+            format!("must not begin `{UID_ID_PREFIX}`: those are the ids of webhooks created with a `uid`"),
+        )),
+        (Some(id), None) => Ok(id),
+        (None, Some(uid)) => {
+            validate_uid(uid).map_err(|m| Problem::invalid("uid", m))?;
+            Ok(uid_id(tenant, uid))
+        }
+        (None, None) => Ok(new_id()),
+    }
+}
+
+/// Creates a webhook.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks",
+    tag = "webhooks",
+    request_body = CreateWebhook,
+    responses(
+        (status = 201, description = "Created", body = WebhookView, headers(("location" = String, description = "The webhook's URL"))),
+        (status = 403, description = "The tenant has its quota of webhooks", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The uid is taken in the tenant, or (admin tokens) the id", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create(
+    State(state): State<AdminState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateWebhook>,
+) -> Result<Response, Problem> {
+    let tenant = match (&caller.tenant, body.tenant) {
+        (Some(own), Some(asked)) if *own != asked => {
+            return Err(Problem::invalid("tenant", "must be the token's own tenant"));
+        }
+        (Some(own), _) => Some(own.clone()),
+        (None, asked) => asked,
+    };
+    if let Some(secret) = &body.secret {
+        decode_secret(secret).map_err(|m| Problem::invalid("secret", m.to_string()))?;
+    }
+    let id = chosen_id(&caller, tenant.as_deref(), body.id, body.uid.as_deref())?;
+    let now = OffsetDateTime::now_utc();
+    let webhook = Webhook {
+        id,
+        tenant,
+        uid: body.uid,
+        name: body.name,
+        url: body.url,
+        events: body.events,
+        status: WebhookStatus::Active,
+        status_reason: None,
+        status_changed_at: Some(now),
+        secrets: vec![body.secret.unwrap_or_else(generate_secret)],
+        previous_secrets: Vec::new(),
+        headers: body.headers,
+        created_at: now,
+        updated_at: now,
+        limits: body.limits.into(),
+    };
+    check(&state, &webhook)?;
+    let admin = &state.config().admin;
+    let quota = webhook.tenant.as_deref().map(|t| {
+        admin
+            .tenants
+            .get(t)
+            .and_then(|c| c.max_webhooks)
+            .unwrap_or(admin.max_webhooks_per_tenant)
+    });
+    match state
+        .store()
+        .create_within(&webhook, quota)
+        .await
+        .map_err(store_error)?
+    {
+        Created::Created => {}
+        Created::Exists => {
+            // Only ever about the caller's own tenant (a uid), or, for an
+            // admin token, which sees every tenant, an id.
+            return Err(Problem::conflict(match &webhook.uid {
+                Some(uid) => format!("this tenant already has a webhook `{uid}`"),
+                None => format!("a webhook `{}` already exists", webhook.id),
+            }));
+        }
+        Created::OverQuota => {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "quota-exceeded",
+                "Quota exceeded",
+                Some(format!(
+                    "the tenant has its quota of {} webhooks; delete one first, or ask an operator \
+                     (admin.max_webhooks_per_tenant, admin.tenants.<tenant>.max_webhooks)",
+                    quota.unwrap_or_default()
+                )),
+            ));
+        }
+    }
+    state.announce("created", &webhook, &caller.name);
+    let location = format!("/v1/webhooks/{}", webhook.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(WebhookView::from(&webhook)),
+    )
+        .into_response())
+}
+
+/// Lists webhooks, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks",
+    tag = "webhooks",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of webhooks", body = WebhookPage),
+    )
+)]
+pub async fn list(
+    State(state): State<AdminState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<WebhookPage>, Problem> {
+    let ListQuery {
+        tenant,
+        status,
+        event,
+        cursor,
+        limit,
+    } = query;
+    let present = |v: Option<String>| v.filter(|v| !v.is_empty());
+    let query = ListQuery {
+        tenant: present(tenant),
+        status,
+        event: present(event),
+        cursor: present(cursor),
+        limit,
+    };
+    let limit = query.limit.unwrap_or(state.config().admin.default_page_size);
+    if limit == 0 || limit > MAX_PAGE_SIZE {
+        return Err(Problem::bad_request(format!("`limit` must be 1 to {MAX_PAGE_SIZE}")));
+    }
+    let after = match &query.cursor {
+        None => None,
+        Some(c) => {
+            Some(decode_cursor(c).ok_or_else(|| Problem::bad_request("`cursor` is not a cursor this API issued"))?)
+        }
+    };
+    // A tenant token lists its own tenant whatever it asks for.
+    let tenant = match (&caller.tenant, &query.tenant) {
+        (Some(own), Some(asked)) if own != asked => {
+            return Ok(Json(WebhookPage {
+                data: Vec::new(),
+                next_cursor: None,
+            }))
+        }
+        (Some(own), _) => Some(own.clone()),
+        (None, asked) => asked.clone(),
+    };
+    // A tenant's own set when the store has them (only its documents are
+    // read); every id otherwise. Each document is checked either way.
+    let own = match &tenant {
+        Some(t) => state.store().tenant_ids(t).await.map_err(store_error)?,
+        None => None,
+    };
+    let mut ids = match own {
+        Some(ids) => ids,
+        None => state.store().ids().await.map_err(store_error)?,
+    };
+    ids.sort_unstable();
+    let start = after.as_ref().map_or(0, |a| ids.partition_point(|id| id <= a));
+    let mut data = Vec::with_capacity(limit);
+    let mut next_cursor = None;
+    let batch = limit.clamp(50, MAX_PAGE_SIZE);
+    'pages: for chunk in ids[start..].chunks(batch) {
+        for loaded in state.store().get_many(chunk).await.map_err(store_error)? {
+            let crate::subscriptions::store::Loaded::Webhook(w) = loaded else {
+                continue;
+            };
+            let keep = tenant.as_ref().is_none_or(|t| w.tenant.as_ref() == Some(t))
+                && query.status.is_none_or(|s| w.status == s)
+                && query
+                    .event
+                    .as_ref()
+                    .is_none_or(|e| w.events.iter().any(|p| pattern_matches(p, e)));
+            if !keep {
+                continue;
+            }
+            if data.len() == limit {
+                next_cursor = data.last().map(|v: &WebhookView| encode_cursor(&v.id));
+                break 'pages;
+            }
+            data.push(WebhookView::from(&*w));
+        }
+    }
+    Ok(Json(WebhookPage { data, next_cursor }))
+}
+
+fn encode_cursor(id: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("after:{id}"))
+}
+
+fn decode_cursor(cursor: &str) -> Option<String> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    String::from_utf8(bytes).ok()?.strip_prefix("after:").map(str::to_owned)
+}
+
+/// Reads a webhook.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "Webhook id")),
+    responses(
+        (status = 200, description = "The webhook", body = WebhookView),
+    )
+)]
+pub async fn get(
+    State(state): State<AdminState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<WebhookView>, Problem> {
+    let webhook = load(&state, &caller, &id).await?;
+    Ok(Json(WebhookView::from(&webhook)))
+}
+
+/// Changes a webhook's name, URL, events, headers or limits.
+#[utoipa::path(
+    patch,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "Webhook id")),
+    request_body = UpdateWebhook,
+    responses(
+        (status = 200, description = "The changed webhook", body = WebhookView),
+    )
+)]
+pub async fn update(
+    State(state): State<AdminState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<UpdateWebhook>,
+) -> Result<Json<WebhookView>, Problem> {
+    let now = OffsetDateTime::now_utc();
+    let (webhook, _) = change(&state, &caller, &id, |current| {
+        let mut next = current.clone();
+        if let Some(name) = &body.name {
+            next.name = name.clone();
+        }
+        if let Some(url) = &body.url {
+            next.url = url.clone();
+        }
+        if let Some(events) = &body.events {
+            next.events = events.clone();
+        }
+        if let Some(headers) = &body.headers {
+            next.headers = headers.clone();
+        }
+        if let Some(limits) = &body.limits {
+            next.limits = limits.clone().into();
+        }
+        next.updated_at = now;
+        check(&state, &next)?;
+        Ok(Some(next))
+    })
+    .await?;
+    state.announce("updated", &webhook, &caller.name);
+    Ok(Json(WebhookView::from(&webhook)))
+}
+
+/// Deletes a webhook. Its pending retries go to the dead-letter topic as
+/// `webhook_deleted` when they come due.
+#[utoipa::path(
+    delete,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "Webhook id")),
+    responses(
+        (status = 204, description = "Deleted"),
+    )
+)]
+pub async fn delete(
+    State(state): State<AdminState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, Problem> {
+    let webhook = load(&state, &caller, &id).await?;
+    let id = webhook.id.clone();
+    if !state.store().delete(&id).await.map_err(store_error)? {
+        return Err(Problem::not_found("webhook", &id));
+    }
+    if let Some(history) = state.history() {
+        if let Err(e) = history.delete(&id, OffsetDateTime::now_utc()).await {
+            tracing::warn!(webhook = %id, error = %e, "history of a deleted webhook not removed (it expires with history.max_age)");
+        }
+    }
+    state.announce("deleted", &webhook, &caller.name);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_made_one_after_another_sort_in_that_order() {
+        let ids: Vec<String> = (0..2_000).map(|_| new_id()).collect();
+        assert!(ids.iter().all(|id| id.starts_with("wh_") && id.len() == 3 + 12 + 16));
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids are strictly increasing");
+    }
+}

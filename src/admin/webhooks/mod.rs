@@ -1,0 +1,306 @@
+//! `/v1/webhooks`: what the webhook routes share (the webhook as the API
+//! shows and takes it, the lookups and checks every route makes), and the
+//! routes by resource: [`crud`] (create, list, read, change, delete),
+//! [`status`] (pause, resume) and [`secrets`] (read, rotate).
+
+pub mod crud;
+pub mod secrets;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use crate::admin::auth::Caller;
+use crate::admin::problem::Problem;
+use crate::admin::AdminState;
+use crate::subscriptions::store::{StoreError, UpdateError};
+use crate::webhook::{uid_id, validate_uid, Limits, Webhook, WebhookStatus};
+
+/// Longest webhook name.
+pub const MAX_NAME_LEN: usize = 256;
+/// Longest value of a custom header.
+pub const MAX_HEADER_VALUE_LEN: usize = 4096;
+/// Longest URL.
+pub const MAX_URL_LEN: usize = 2048;
+
+/// A webhook as the API shows it: everything but the secrets.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WebhookView {
+    pub id: String,
+    /// The tenant whose events it receives; none receives every tenant's.
+    pub tenant: Option<String>,
+    /// The name its tenant chose for it at creation, unique within the
+    /// tenant; a tenant token may use it in place of the id in paths.
+    pub uid: Option<String>,
+    pub name: String,
+    pub url: String,
+    /// Event type patterns: exact (`tour.completed`), prefix (`tour.*`) or `*`.
+    pub events: Vec<String>,
+    pub status: WebhookStatus,
+    /// Why the status is what it is, e.g. why Herald disabled it.
+    pub status_reason: Option<String>,
+    /// When the status last changed, if known.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub status_changed_at: Option<OffsetDateTime>,
+    /// Extra request headers, e.g. an API key.
+    pub headers: BTreeMap<String, String>,
+    pub limits: Limits,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl From<&Webhook> for WebhookView {
+    fn from(w: &Webhook) -> Self {
+        WebhookView {
+            id: w.id.clone(),
+            tenant: w.tenant.clone(),
+            uid: w.uid.clone(),
+            name: w.name.clone(),
+            url: w.url.clone(),
+            events: w.events.clone(),
+            status: w.status,
+            status_reason: w.status_reason.clone(),
+            status_changed_at: w.status_changed_at,
+            headers: w.headers.clone(),
+            limits: w.limits.clone(),
+            created_at: w.created_at,
+            updated_at: w.updated_at,
+        }
+    }
+}
+
+/// A new webhook.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhook {
+    /// Admin tokens only: its id (letters, digits, `_-.:`, up to 128, not
+    /// beginning `wh_u`); generated when absent. Ids are one namespace across
+    /// tenants, so a tenant token never chooses one (422): it names its
+    /// webhooks with `uid`.
+    #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    pub id: Option<String>,
+    /// A name of the caller's choosing (letters, digits, `_-.`, up to 128),
+    /// unique within the webhook's tenant: creating a uid the tenant already
+    /// uses answers 409, so a retried request is safe, and another tenant's
+    /// uids are never in the way. A tenant token may use it in place of the
+    /// id in every path.
+    #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9_.-]{1,128}$")]
+    pub uid: Option<String>,
+    /// Whose events it receives. A tenant token may only name its own tenant
+    /// (and gets it when this is absent).
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 128)]
+    pub tenant: Option<String>,
+    #[schema(min_length = 1, max_length = 256)]
+    pub name: String,
+    /// `https://` (or `http://`) endpoint; private, loopback and link-local
+    /// destinations are refused unless `delivery.allow_cidrs` permits them.
+    #[schema(min_length = 1, max_length = 2048)]
+    pub url: String,
+    /// Event type patterns; with a catalog bound to the tenant, each must
+    /// match at least one of its event types.
+    #[schema(min_items = 1, max_items = 256)]
+    pub events: Vec<String>,
+    /// Extra request headers (e.g. `{"x-api-key": "..."}`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The signing secret (`whsec_` + base64 of 24 to 64 bytes); generated
+    /// when absent. Read it back with `GET /v1/webhooks/{id}/secret`.
+    #[serde(default)]
+    #[schema(pattern = "^whsec_[A-Za-z0-9+/]{32,88}={0,2}$")]
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub limits: LimitsInput,
+}
+
+/// Changes to a webhook: the fields present replace the current ones.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateWebhook {
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 256)]
+    pub name: Option<String>,
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 2048)]
+    pub url: Option<String>,
+    #[serde(default)]
+    #[schema(min_items = 1, max_items = 256)]
+    pub events: Option<Vec<String>>,
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub limits: Option<LimitsInput>,
+}
+
+/// Per-endpoint limits; each may only tighten the global setting.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsInput {
+    /// Concurrent requests to this endpoint.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub max_in_flight: Option<usize>,
+    /// Request deadline for this endpoint, in milliseconds.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub timeout_ms: Option<u64>,
+    /// HTTP statuses (300 to 599) that end a delivery at once (dead-lettered
+    /// as `final_status`) instead of being retried; replaces the deployment's
+    /// `retry.final_statuses` for this webhook. 410 Gone is always final.
+    #[serde(default)]
+    #[schema(max_items = 64)]
+    pub final_statuses: Option<Vec<FailureStatus>>,
+}
+
+/// An HTTP status that is a failure: 300 to 599.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(minimum = 300, maximum = 599)]
+pub struct FailureStatus(pub u16);
+
+impl From<LimitsInput> for Limits {
+    fn from(l: LimitsInput) -> Limits {
+        Limits {
+            max_in_flight: l.max_in_flight,
+            timeout_ms: l.timeout_ms,
+            final_statuses: l
+                .final_statuses
+                .map(|statuses| statuses.into_iter().map(|s| s.0).collect()),
+        }
+    }
+}
+
+pub(crate) fn store_error(e: StoreError) -> Problem {
+    match e {
+        StoreError::Invalid(invalid) => Problem::invalid(invalid.field, invalid.message),
+        other => Problem::unavailable("subscription store", &other),
+    }
+}
+
+/// The webhook a path names, if the caller may see it; 404 otherwise. A path
+/// names a webhook by its id, or, for a tenant token, by a uid of its own
+/// tenant. Either way another tenant's webhooks answer as missing ones do,
+/// after the same lookups. Handlers go on with the webhook's id, never the
+/// path's.
+pub(crate) async fn load(state: &AdminState, caller: &Caller, id: &str) -> Result<Webhook, Problem> {
+    // A malformed document cannot show whose it is: to a tenant token it is
+    // as missing as any other tenant's (an operator sees the error).
+    let get = |id: String| async move {
+        match state.store().get(&id).await {
+            Ok(found) => Ok(found),
+            Err(StoreError::InvalidRecord { .. }) if caller.tenant.is_some() => Ok(None),
+            Err(e) => Err(store_error(e)),
+        }
+    };
+    if let Some(w) = get(id.to_owned()).await? {
+        if caller.can_access(w.tenant.as_deref()) {
+            return Ok(w);
+        }
+    }
+    if let Some(tenant) = &caller.tenant {
+        if validate_uid(id).is_ok() {
+            let named = get(uid_id(Some(tenant), id)).await?;
+            if let Some(w) = named {
+                if caller.can_access(w.tenant.as_deref()) && w.uid.as_deref() == Some(id) {
+                    return Ok(w);
+                }
+            }
+        }
+    }
+    Err(Problem::not_found("webhook", id))
+}
+
+/// Applies `change` to the webhook `id` (which the caller must be allowed to
+/// see) with a compare-and-set, so a concurrent change (another request, or
+/// Herald disabling the webhook) is never overwritten. Returns the webhook
+/// and whether it changed.
+pub(crate) async fn change(
+    state: &AdminState,
+    caller: &Caller,
+    id: &str,
+    mut f: impl FnMut(&Webhook) -> Result<Option<Webhook>, Problem>,
+) -> Result<(Webhook, bool), Problem> {
+    let loaded = load(state, caller, id).await?;
+    let mut changed = false;
+    let result = state
+        .store()
+        .update(&loaded.id, |current| {
+            let next = f(current)?;
+            changed = next.is_some();
+            Ok(next)
+        })
+        .await;
+    match result {
+        Ok(Some(webhook)) => Ok((webhook, changed)),
+        Ok(None) => Err(Problem::not_found("webhook", id)),
+        Err(UpdateError::Rejected(problem)) => Err(problem),
+        Err(UpdateError::Store(e)) => Err(store_error(e)),
+    }
+}
+
+/// Checks what the API adds to the store's own validation: lengths, the
+/// destination policy and the tenant's catalog.
+fn check(state: &AdminState, webhook: &Webhook) -> Result<(), Problem> {
+    if webhook.name.trim().is_empty() || webhook.name.chars().count() > MAX_NAME_LEN {
+        return Err(Problem::invalid(
+            "name",
+            format!("must be 1 to {MAX_NAME_LEN} characters"),
+        ));
+    }
+    if webhook.name.chars().any(char::is_control) {
+        return Err(Problem::invalid("name", "must not contain control characters"));
+    }
+    if webhook.url.len() > MAX_URL_LEN {
+        return Err(Problem::invalid("url", format!("must be at most {MAX_URL_LEN} bytes")));
+    }
+    for (name, value) in &webhook.headers {
+        if value.len() > MAX_HEADER_VALUE_LEN {
+            return Err(Problem::invalid(
+                "headers",
+                format!("the value of `{name}` is longer than {MAX_HEADER_VALUE_LEN} bytes"),
+            ));
+        }
+    }
+    webhook.validate().map_err(|e| Problem::invalid(e.field, e.message))?;
+    check_destination(state, &webhook.url, webhook.tenant.as_deref())?;
+    if let Some(catalog) = crate::admin::catalog::of_tenant(state, webhook.tenant.as_deref()) {
+        for pattern in &webhook.events {
+            if !catalog.allows(pattern) {
+                return Err(Problem::invalid(
+                    "events",
+                    format!("`{pattern}` matches no event type of the `{}` catalog", catalog.name),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses destinations the SSRF policy would refuse at delivery time, where
+/// that can be known without a DNS lookup: IP literals and `localhost`.
+/// Names are checked again on every connection, on the addresses resolved.
+fn check_destination(state: &AdminState, url: &str, tenant: Option<&str>) -> Result<(), Problem> {
+    let url = url::Url::parse(url).map_err(|e| Problem::invalid("url", format!("is not a URL: {e}")))?;
+    state
+        .policy(tenant)
+        .check_url(&url)
+        .map_err(|blocked| Problem::invalid("url", blocked.to_string()))?;
+    if let Some(url::Host::Domain(host)) = url.host() {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        if host == "localhost" || host.ends_with(".localhost") {
+            state
+                .policy(tenant)
+                .check(IpAddr::V4(Ipv4Addr::LOCALHOST))
+                .map_err(|blocked| Problem::invalid("url", format!("`{host}` is loopback: {blocked}")))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,332 @@
+//! `herald webhooks ...`: webhooks managed through the management API.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use super::api_client::{encode, query, query_suffix, ApiClient};
+use super::deliveries::follow_replay;
+use super::tables::{print, secret_table, webhook_table, webhooks_table};
+use super::{parse_header, ApiArgs};
+
+/// A webhook's own limits.
+#[derive(clap::Args, Default)]
+pub struct LimitArgs {
+    /// Concurrent requests to this endpoint (may lower delivery.max_in_flight_per_endpoint).
+    #[arg(long)]
+    max_in_flight: Option<usize>,
+    /// Request deadline for this endpoint, in milliseconds (may lower delivery.request_timeout).
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Statuses that end a delivery without retries: `400,422`; `none` retries
+    /// every failure; `default` follows retry.final_statuses. 410 is always final.
+    #[arg(long, value_parser = parse_final_statuses)]
+    final_statuses: Option<FinalStatuses>,
+}
+
+/// `--final-statuses`.
+#[derive(Clone, Debug)]
+pub enum FinalStatuses {
+    Default,
+    These(Vec<u16>),
+}
+
+fn parse_final_statuses(s: &str) -> Result<FinalStatuses, String> {
+    match s.trim() {
+        "default" => Ok(FinalStatuses::Default),
+        "none" => Ok(FinalStatuses::These(Vec::new())),
+        list => list
+            .split(',')
+            .map(|c| {
+                c.trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|c| (300..=599).contains(c))
+                    .ok_or_else(|| format!("`{c}` is not an HTTP status from 300 to 599"))
+            })
+            .collect::<Result<Vec<u16>, String>>()
+            .map(FinalStatuses::These),
+    }
+}
+
+impl LimitArgs {
+    fn given(&self) -> bool {
+        self.max_in_flight.is_some() || self.timeout_ms.is_some() || self.final_statuses.is_some()
+    }
+
+    /// `limits` with these flags applied.
+    fn apply(&self, limits: &mut serde_json::Map<String, Value>) {
+        if let Some(n) = self.max_in_flight {
+            limits.insert("max_in_flight".into(), n.into());
+        }
+        if let Some(ms) = self.timeout_ms {
+            limits.insert("timeout_ms".into(), ms.into());
+        }
+        match &self.final_statuses {
+            None => {}
+            Some(FinalStatuses::Default) => {
+                limits.remove("final_statuses");
+            }
+            Some(FinalStatuses::These(codes)) => {
+                limits.insert("final_statuses".into(), codes.clone().into());
+            }
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum WebhooksCommand {
+    /// Create a webhook from flags, or from a JSON file with the API's create body.
+    Create {
+        #[arg(long, required_unless_present = "file")]
+        name: Option<String>,
+        #[arg(long, required_unless_present = "file")]
+        url: Option<String>,
+        /// Event type pattern (repeatable): `tour.completed`, `tour.*`, `*`.
+        #[arg(long = "event", required_unless_present = "file")]
+        events: Vec<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Extra request header, as NAME=VALUE (repeatable).
+        #[arg(long = "header", value_parser = parse_header)]
+        headers: Vec<(String, String)>,
+        /// The signing secret (`whsec_...`); generated when absent.
+        #[arg(long)]
+        secret: Option<String>,
+        /// The webhook's id (admin tokens only); generated when absent.
+        #[arg(long)]
+        id: Option<String>,
+        /// A name of your own for the webhook, unique within its tenant
+        /// (usable in place of the id with a tenant token).
+        #[arg(long)]
+        uid: Option<String>,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// JSON file holding the create body (flags override its fields).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// List webhooks (every page with --all).
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// active, paused or disabled.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only webhooks receiving this event type.
+        #[arg(long)]
+        event: Option<String>,
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Follow the cursor through every page.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one webhook.
+    Get { id: String },
+    /// Change a webhook's name, URL, events, headers or limits.
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        url: Option<String>,
+        /// Replaces the event patterns (repeatable).
+        #[arg(long = "event")]
+        events: Vec<String>,
+        /// Replaces the headers, as NAME=VALUE (repeatable).
+        #[arg(long = "header", value_parser = parse_header)]
+        headers: Vec<(String, String)>,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Pause deliveries (they are kept for a replay on resume).
+    Pause { id: String },
+    /// Resume deliveries.
+    Resume {
+        id: String,
+        /// Re-deliver what was kept during this pause or disablement, and follow the replay.
+        #[arg(long)]
+        replay: bool,
+    },
+    /// Delete a webhook.
+    Delete { id: String },
+    /// Show the signing secret(s).
+    Secret { id: String },
+    /// Rotate the signing secret; the previous one keeps signing for admin.secret_rotation_overlap.
+    RotateSecret {
+        id: String,
+        /// The new secret; generated when absent.
+        #[arg(long)]
+        secret: Option<String>,
+    },
+}
+
+/// Runs one `herald webhooks` command, printing its outcome.
+pub async fn run(api: ApiArgs, command: WebhooksCommand) -> anyhow::Result<()> {
+    let client = ApiClient::new(&api.api_url, api.token)?;
+    let headers_json = |headers: Vec<(String, String)>| {
+        Value::Object(headers.into_iter().map(|(k, v)| (k, Value::String(v))).collect())
+    };
+    let one = |v: &Value| print(v, api.json, webhook_table);
+    match command {
+        WebhooksCommand::Create {
+            name,
+            url,
+            events,
+            tenant,
+            headers,
+            secret,
+            id,
+            uid,
+            limits,
+            file,
+        } => {
+            let mut body = match file {
+                Some(file) => {
+                    let text = std::fs::read_to_string(&file)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+                    serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", file.display()))?
+                }
+                None => json!({}),
+            };
+            let obj = body
+                .as_object_mut()
+                .ok_or_else(|| anyhow::anyhow!("the create body must be a JSON object"))?;
+            let mut set = |k: &str, v: Option<Value>| {
+                if let Some(v) = v {
+                    obj.insert(k.to_owned(), v);
+                }
+            };
+            set("name", name.map(Value::from));
+            set("url", url.map(Value::from));
+            set("events", (!events.is_empty()).then(|| Value::from(events)));
+            set("tenant", tenant.map(Value::from));
+            set("headers", (!headers.is_empty()).then(|| headers_json(headers)));
+            set("secret", secret.map(Value::from));
+            set("id", id.map(Value::from));
+            set("uid", uid.map(Value::from));
+            if limits.given() {
+                let mut current = obj
+                    .get("limits")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                limits.apply(&mut current);
+                obj.insert("limits".into(), Value::Object(current));
+            }
+            one(&client.post("/v1/webhooks", Some(&body)).await?);
+        }
+        WebhooksCommand::List {
+            tenant,
+            status,
+            event,
+            limit,
+            all,
+        } => {
+            let query = query(&[
+                ("tenant", tenant),
+                ("status", status),
+                ("event", event),
+                ("limit", limit.map(|l| l.to_string())),
+            ]);
+            let mut data = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut q = query.clone();
+                if let Some(c) = &cursor {
+                    q.push(format!("cursor={}", encode(c)));
+                }
+                let page = client.get(&format!("/v1/webhooks{}", query_suffix(&q))).await?;
+                data.extend(page["data"].as_array().cloned().unwrap_or_default());
+                cursor = page["next_cursor"].as_str().map(str::to_owned);
+                if !all || cursor.is_none() {
+                    break;
+                }
+            }
+            let page = json!({"data": data, "next_cursor": cursor});
+            print(&page, api.json, webhooks_table);
+            if !api.json {
+                if let Some(c) = cursor {
+                    eprintln!("more: --all, or the API with cursor={c}");
+                }
+            }
+        }
+        WebhooksCommand::Get { id } => one(&client.get(&format!("/v1/webhooks/{}", encode(&id))).await?),
+        WebhooksCommand::Update {
+            id,
+            name,
+            url,
+            events,
+            headers,
+            limits,
+        } => {
+            let mut body = serde_json::Map::new();
+            if limits.given() {
+                // The API replaces limits whole: change only what was asked.
+                let current = client.get(&format!("/v1/webhooks/{}", encode(&id))).await?;
+                let mut merged = current["limits"].as_object().cloned().unwrap_or_default();
+                limits.apply(&mut merged);
+                body.insert("limits".into(), Value::Object(merged));
+            }
+            if let Some(name) = name {
+                body.insert("name".into(), name.into());
+            }
+            if let Some(url) = url {
+                body.insert("url".into(), url.into());
+            }
+            if !events.is_empty() {
+                body.insert("events".into(), events.into());
+            }
+            if !headers.is_empty() {
+                body.insert("headers".into(), headers_json(headers));
+            }
+            if body.is_empty() {
+                anyhow::bail!(
+                    "nothing to change: pass --name, --url, --event, --header, --max-in-flight, --timeout-ms or --final-statuses"
+                );
+            }
+            let path = format!("/v1/webhooks/{}", encode(&id));
+            let v = client
+                .call(reqwest::Method::PATCH, &path, Some(&Value::Object(body)))
+                .await?;
+            one(&v.unwrap_or(Value::Null));
+        }
+        WebhooksCommand::Pause { id } => one(&client
+            .post(&format!("/v1/webhooks/{}/pause", encode(&id)), None)
+            .await?),
+        WebhooksCommand::Resume { id, replay } => {
+            let body = json!({ "replay": replay });
+            let resumed = client
+                .post(&format!("/v1/webhooks/{}/resume", encode(&id)), Some(&body))
+                .await?;
+            if api.json {
+                print(&resumed, true, |_| String::new());
+            } else {
+                one(&resumed["webhook"]);
+            }
+            if let Some(job_id) = resumed["replay"]["id"].as_str() {
+                follow_replay(&client, job_id).await?;
+            }
+        }
+        WebhooksCommand::Delete { id } => {
+            client
+                .call(reqwest::Method::DELETE, &format!("/v1/webhooks/{}", encode(&id)), None)
+                .await?;
+            println!("deleted webhook {id}");
+        }
+        WebhooksCommand::Secret { id } => {
+            let v = client.get(&format!("/v1/webhooks/{}/secret", encode(&id))).await?;
+            print(&v, api.json, secret_table);
+        }
+        WebhooksCommand::RotateSecret { id, secret } => {
+            let body = secret.map(|s| json!({ "secret": s }));
+            let v = client
+                .post(&format!("/v1/webhooks/{}/secret", encode(&id)), body.as_ref())
+                .await?;
+            print(&v, api.json, secret_table);
+        }
+    }
+    Ok(())
+}

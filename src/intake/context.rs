@@ -1,0 +1,226 @@
+//! The callbacks librdkafka makes into a consumer: statistics (each
+//! partition's lag and health), errors, rebalances (draining revoked
+//! partitions within a deadline, then committing what finished) and commits.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+
+use crate::intake::flow::{Flow, Tp};
+use crate::telemetry::{PartitionGauges, Telemetry};
+
+/// Callbacks librdkafka makes into Herald.
+pub struct IntakeContext {
+    pub(crate) flow: Arc<Flow>,
+    pub(crate) telemetry: Telemetry,
+    pub(crate) revoke_drain_timeout: Duration,
+    /// `consumer` label of this consumer's series.
+    pub(crate) name: &'static str,
+    /// Partitions whose lag was last reported.
+    pub(crate) lag_reported: Mutex<HashSet<(String, i32)>>,
+}
+
+fn tps_of(tpl: &TopicPartitionList) -> Vec<Tp> {
+    tpl.elements()
+        .iter()
+        .map(|e| (Arc::<str>::from(e.topic()), e.partition()))
+        .collect()
+}
+
+fn named(tps: &[Tp]) -> Vec<(String, i32)> {
+    tps.iter().map(|(t, p)| (t.to_string(), *p)).collect()
+}
+
+pub(crate) fn offsets_tpl(stores: &[(Tp, i64)]) -> KafkaResult<TopicPartitionList> {
+    let mut tpl = TopicPartitionList::with_capacity(stores.len());
+    for ((topic, partition), offset) in stores {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+    }
+    Ok(tpl)
+}
+
+pub(crate) fn partitions_tpl(tps: &[Tp]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::with_capacity(tps.len());
+    for (topic, partition) in tps {
+        tpl.add_partition(topic, *partition);
+    }
+    tpl
+}
+
+impl ClientContext for IntakeContext {
+    /// Every `kafka.statistics_interval`: each assigned partition's lag,
+    /// the age of its oldest event in flight and when it last committed.
+    fn stats(&self, statistics: Statistics) {
+        for (name, topic) in &statistics.topics {
+            for (id, partition) in &topic.partitions {
+                if *id < 0 || !partition.desired {
+                    continue;
+                }
+                if let Some(lag) = lag_of(partition.hi_offset, partition.committed_offset, partition.lo_offset) {
+                    self.flow.set_lag(&(Arc::from(name.as_str()), *id), lag);
+                }
+            }
+        }
+        self.telemetry.in_flight_bytes(self.name, self.flow.in_flight_bytes());
+        let health = self.flow.health();
+        let mut current = HashSet::new();
+        for h in &health {
+            self.telemetry.partition_health(
+                self.name,
+                (&h.tp.0, h.tp.1),
+                PartitionGauges {
+                    lag: h.lag,
+                    oldest_unfinished: h.oldest_unfinished,
+                    last_commit: h.last_commit,
+                },
+            );
+            current.insert((h.tp.0.to_string(), h.tp.1));
+        }
+        // Series of partitions no longer assigned disappear; other consumers' stay.
+        let mut reported = self.lag_reported.lock().unwrap_or_else(|p| p.into_inner());
+        for (topic, partition) in reported.difference(&current) {
+            self.telemetry.partition_health_gone(self.name, topic, *partition);
+        }
+        *reported = current;
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.telemetry.consumer_error(&format_args!("{error}: {reason}"));
+    }
+}
+
+impl ConsumerContext for IntakeContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => self.revoke(consumer, tps_of(tpl)),
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(e) => self.telemetry.rebalance_error(e),
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let tps = tps_of(tpl);
+            self.flow.assign(&tps);
+            self.telemetry
+                .partitions_assigned(&named(&tps), self.flow.assigned().len());
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        let committed: Vec<Tp> = offsets
+            .elements()
+            .iter()
+            .filter(|e| e.error().is_ok() && matches!(e.offset(), Offset::Offset(_)))
+            .map(|e| (Arc::<str>::from(e.topic()), e.partition()))
+            .collect();
+        self.flow.committed(&committed);
+        match result {
+            Ok(()) => self.telemetry.offsets_committed(Ok(())),
+            // Nothing to commit is not a failure.
+            Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => self.telemetry.offsets_committed(Err(&e)),
+        }
+    }
+}
+
+impl IntakeContext {
+    /// Waits (bounded) for the revoked partitions' events, then stores and
+    /// commits their finished prefix. Unfinished events are abandoned: the
+    /// next owner consumes them again from the committed offset.
+    fn revoke(&self, consumer: &BaseConsumer<Self>, tps: Vec<Tp>) {
+        let lost = consumer.assignment_lost();
+        if !lost {
+            let deadline = Instant::now() + self.revoke_drain_timeout;
+            let multi_threaded = tokio::runtime::Handle::try_current()
+                .map(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+                .unwrap_or(false);
+            if multi_threaded {
+                tokio::task::block_in_place(|| self.flow.wait_drained(&tps, deadline));
+            } else {
+                self.flow.wait_drained(&tps, Instant::now());
+            }
+        }
+        let (stores, abandoned) = self.flow.revoke(&tps);
+        if !lost && !stores.is_empty() {
+            match offsets_tpl(&stores) {
+                Ok(tpl) => {
+                    if let Err(e) = consumer.store_offsets(&tpl) {
+                        self.telemetry.offset_store_failed(&e);
+                    }
+                    let result = consumer.commit(&tpl, CommitMode::Sync);
+                    self.telemetry
+                        .offsets_committed(result.as_ref().map(|_| ()).map_err(|e| e as _));
+                }
+                Err(e) => self.telemetry.offset_store_failed(&e),
+            }
+        }
+        self.telemetry
+            .partitions_revoked(&named(&tps), abandoned, self.flow.assigned().len());
+    }
+}
+
+/// Records between what the group committed and the partition's end; from
+/// the log start when the group never committed on it (where
+/// `auto.offset.reset` starts). `None` while the client does not know the end.
+pub fn lag_of(hi: i64, committed: i64, log_start: i64) -> Option<i64> {
+    if hi < 0 {
+        return None;
+    }
+    let from = if committed >= 0 { committed } else { log_start.max(0) };
+    Some((hi - from).max(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_are_stored_as_given_the_next_offset_to_consume() {
+        let stores = vec![(("a".into(), 0), 42), (("b".into(), 3), 7)];
+        let tpl = offsets_tpl(&stores).unwrap();
+        let got: Vec<(String, i32, Offset)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition(), e.offset()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a".to_owned(), 0, Offset::Offset(42)),
+                ("b".to_owned(), 3, Offset::Offset(7))
+            ],
+            "store_offsets(tpl) stores what it is given: no +1 here"
+        );
+    }
+
+    #[test]
+    fn partitions_go_to_librdkafka_and_back_unchanged() {
+        let tps: Vec<Tp> = vec![("events".into(), 0), ("events".into(), 5), ("other".into(), 1)];
+        let tpl = partitions_tpl(&tps);
+        assert_eq!(tps_of(&tpl), tps);
+        assert_eq!(named(&tps)[1], ("events".to_owned(), 5));
+        assert!(tpl.elements().iter().all(|e| e.offset() == Offset::Invalid));
+    }
+
+    #[test]
+    fn lag_counts_from_the_committed_offset_or_else_the_log_start() {
+        assert_eq!(lag_of(100, 40, 0), Some(60));
+        assert_eq!(lag_of(100, 100, 0), Some(0));
+        // Never committed (librdkafka reports -1001): everything from the log start waits.
+        assert_eq!(lag_of(2, -1001, 0), Some(2));
+        assert_eq!(
+            lag_of(100, -1001, 30),
+            Some(70),
+            "records before the log start are gone"
+        );
+        assert_eq!(lag_of(100, -1001, -1), Some(100));
+        assert_eq!(lag_of(-1, 5, 0), None, "the end is not known yet");
+    }
+}

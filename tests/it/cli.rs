@@ -1,0 +1,383 @@
+//! The `herald` command line against a running management API: the
+//! commands' JSON bodies, pagination, merged limits, replay following and
+//! error reporting, run as the binary an operator runs.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::api::*;
+use crate::helpers::*;
+
+/// The `herald` binary, pointed at one API and one configuration.
+struct Herald {
+    api: String,
+    token: Option<&'static str>,
+    config: tempfile::NamedTempFile,
+}
+
+/// What one command did.
+struct Ran {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    fn json(&self) -> Value {
+        assert!(self.ok, "the command failed: {}", self.stderr);
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+impl Herald {
+    fn new(env: &TestEnv, app: &RunningApp, token: Option<&'static str>) -> Herald {
+        let mut config = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut config, env.config_toml().as_bytes()).unwrap();
+        Herald {
+            api: Api::new(app).base,
+            token,
+            config,
+        }
+    }
+
+    async fn run(&self, args: &[&str]) -> Ran {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+        command
+            .arg("--config")
+            .arg(self.config.path())
+            .args(args)
+            .env("HERALD_API_URL", &self.api)
+            .env("RUST_LOG", "warn")
+            .env_remove("HERALD_API_TOKEN");
+        if let Some(token) = self.token {
+            command.env("HERALD_API_TOKEN", token);
+        }
+        let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+            .await
+            .expect("the command ends")
+            .unwrap();
+        Ran {
+            ok: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Runs a command that must succeed.
+    async fn ok(&self, args: &[&str]) -> Ran {
+        let ran = self.run(args).await;
+        assert!(ran.ok, "herald {}: {}", args.join(" "), ran.stderr);
+        ran
+    }
+
+    /// Runs a command that must fail; its error output.
+    async fn fails(&self, args: &[&str]) -> String {
+        let ran = self.run(args).await;
+        assert!(!ran.ok, "herald {} succeeded: {}", args.join(" "), ran.stdout);
+        ran.stderr
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_created_listed_changed_and_deleted_from_the_command_line() {
+    let env = TestEnv::new("cli-webhooks", &["events"], 1).await;
+    let app = env.spawn(&admin_overlay("24h")).await;
+    let herald = Herald::new(&env, &app, Some(OPS));
+
+    // A create body from a file, with flags over its fields.
+    let mut body = tempfile::NamedTempFile::new().unwrap();
+    let file = json!({"name": "from the file", "url": "https://example.com/a", "events": ["tour.*"], "headers": {"X-Team": "growth"}});
+    std::io::Write::write_all(&mut body, file.to_string().as_bytes()).unwrap();
+    let path = body.path().to_str().unwrap();
+    let created = herald
+        .ok(&[
+            "webhooks", "create", "--file", path, "--id", "w1", "--name", "first", "--json",
+        ])
+        .await
+        .json();
+    assert_eq!(
+        (
+            &created["id"],
+            &created["name"],
+            &created["events"],
+            &created["headers"]
+        ),
+        (
+            &json!("w1"),
+            &json!("first"),
+            &json!(["tour.*"]),
+            &json!({"X-Team": "growth"})
+        ),
+        "the file's fields, the flags over them: {created}"
+    );
+    for (id, event) in [("w2", "a"), ("w3", "b")] {
+        let table = herald
+            .ok(&[
+                "webhooks",
+                "create",
+                "--id",
+                id,
+                "--name",
+                id,
+                "--url",
+                "https://example.com/b",
+                "--event",
+                event,
+                "--header",
+                "X-Key=k1",
+            ])
+            .await;
+        assert!(
+            table.stdout.contains(id) && table.stdout.contains("X-Key: k1"),
+            "{}",
+            table.stdout
+        );
+    }
+
+    // Every page with --all; one page and a hint without.
+    let all = herald
+        .ok(&["webhooks", "list", "--all", "--limit", "1", "--json"])
+        .await
+        .json();
+    let mut ids: Vec<&str> = all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["w1", "w2", "w3"], "{all}");
+    assert_eq!(all["next_cursor"], Value::Null);
+    let one_page = herald.ok(&["webhooks", "list", "--limit", "1"]).await;
+    let rows = ["w1", "w2", "w3"]
+        .iter()
+        .filter(|id| one_page.stdout.contains(*id))
+        .count();
+    assert_eq!(rows, 1, "{}", one_page.stdout);
+    assert!(one_page.stderr.contains("more: --all"), "{}", one_page.stderr);
+
+    // A change sends only what was asked for.
+    let updated = herald
+        .ok(&[
+            "webhooks", "update", "w2", "--name", "renamed", "--event", "c", "--event", "d.*", "--json",
+        ])
+        .await
+        .json();
+    assert_eq!(
+        (&updated["name"], &updated["events"]),
+        (&json!("renamed"), &json!(["c", "d.*"]))
+    );
+    assert_eq!(updated["url"], "https://example.com/b", "unchanged");
+    let nothing = herald.fails(&["webhooks", "update", "w2"]).await;
+    assert!(nothing.contains("nothing to change"), "{nothing}");
+
+    // Secrets: shown, rotated with the old one listed until the overlap ends.
+    let secret = herald.ok(&["webhooks", "secret", "w1", "--json"]).await.json();
+    let old = secret["secret"].as_str().unwrap().to_owned();
+    assert!(old.starts_with("whsec_"), "{secret}");
+    let rotated = herald.ok(&["webhooks", "rotate-secret", "w1"]).await;
+    assert!(rotated.stdout.contains(&old), "{}", rotated.stdout);
+    let now = herald.ok(&["webhooks", "secret", "w1", "--json"]).await.json();
+    assert_ne!(now["secret"], old.as_str());
+    assert_eq!(now["previous"][0]["secret"], old.as_str());
+
+    // Delete, then the webhook is gone.
+    let deleted = herald.ok(&["webhooks", "delete", "w2"]).await;
+    assert_eq!(deleted.stdout.trim(), "deleted webhook w2");
+    let gone = herald.fails(&["webhooks", "get", "w2"]).await;
+    assert!(gone.contains("404"), "{gone}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_name_the_field_and_fail_the_command() {
+    let env = TestEnv::new("cli-refusals", &["events"], 1).await;
+    let app = env.spawn(&admin_overlay("24h")).await;
+    let herald = Herald::new(&env, &app, Some(OPS));
+    let invalid = herald
+        .fails(&[
+            "webhooks",
+            "create",
+            "--name",
+            "x",
+            "--url",
+            "not a url",
+            "--event",
+            "a",
+        ])
+        .await;
+    assert!(invalid.contains("422") && invalid.contains("url:"), "{invalid}");
+    let status = herald
+        .fails(&[
+            "webhooks",
+            "create",
+            "--name",
+            "x",
+            "--url",
+            "https://example.com/",
+            "--event",
+            "a",
+            "--final-statuses",
+            "200",
+        ])
+        .await;
+    assert!(status.contains("not an HTTP status from 300 to 599"), "{status}");
+
+    let anonymous = Herald::new(&env, &app, None);
+    let no_token = anonymous.fails(&["webhooks", "list"]).await;
+    assert!(no_token.contains("no API token"), "{no_token}");
+    let tenant = Herald::new(&env, &app, Some(GLOBEX));
+    let api = Api::new(&app);
+    api.ok(
+        Method::POST,
+        "/v1/webhooks",
+        OPS,
+        Some(json!({"id": "acme-only", "tenant": "acme", "name": "a", "url": "https://example.com/", "events": ["*"]})),
+    )
+    .await;
+    let other = tenant.fails(&["webhooks", "get", "acme-only"]).await;
+    assert!(other.contains("404"), "another tenant's webhook is not found: {other}");
+    assert!(
+        !other.contains(OPS) && !other.contains(GLOBEX),
+        "no token in errors: {other}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_webhooks_events_are_counted_and_replayed_from_the_command_line() {
+    let env = TestEnv::new("cli-replay", &["events"], 1).await;
+    let receiver = TestReceiver::ok().await;
+    let app = env.spawn(&admin_overlay("24h")).await;
+    let herald = Herald::new(&env, &app, Some(OPS));
+    let url = receiver.url("/");
+    herald
+        .ok(&[
+            "webhooks", "create", "--id", "kept", "--name", "kept", "--url", &url, "--event", "*",
+        ])
+        .await;
+    app.wait_webhooks(1).await;
+    herald.ok(&["webhooks", "pause", "kept"]).await;
+    app.wait_status("paused", 1).await;
+    let publisher = Publisher::new();
+    for n in 0..3 {
+        publisher
+            .json(
+                env.topic(),
+                &format!(r#"{{"event":"a","version":"0","time":1,"id":"evt_{n}"}}"#),
+            )
+            .await;
+    }
+    eventually(Duration::from_secs(20), "the events to be kept", || async {
+        (end_offsets(&env.dlq, 1).await[0] == 3).then_some(())
+    })
+    .await;
+
+    // `herald replay` reads the dead-letter topic itself: a dry run counts.
+    let dry = herald
+        .ok(&["replay", "--webhook", "kept", "--reason", "webhook_paused", "--dry-run"])
+        .await;
+    assert!(
+        dry.stdout
+            .contains("dry run: 3 of 3 dead letters match; 3 would be replayed"),
+        "{}",
+        dry.stdout
+    );
+    let other = herald
+        .ok(&["replay", "--reason", "retries_exhausted", "--dry-run"])
+        .await;
+    assert!(other.stdout.contains("dry run: 0 of 3"), "{}", other.stdout);
+    assert_eq!(receiver.count(), 0, "a dry run sends nothing");
+
+    // Resume with a replay, followed until it ends.
+    let resumed = herald.ok(&["webhooks", "resume", "kept", "--replay"]).await;
+    assert!(resumed.stdout.contains("active"), "{}", resumed.stdout);
+    assert!(
+        resumed.stderr.contains(": done (") && resumed.stderr.contains("replayed 3"),
+        "{}",
+        resumed.stderr
+    );
+    receiver.wait_for(3, Duration::from_secs(20)).await;
+
+    // The history of those deliveries, one attempt in full, statistics.
+    let attempts = eventually(Duration::from_secs(10), "the attempts to be recorded", || async {
+        let page = herald.ok(&["deliveries", "list", "kept", "--json"]).await.json();
+        (page["data"].as_array().map(Vec::len) == Some(3)).then_some(page)
+    })
+    .await;
+    let attempt = attempts["data"][0]["id"].as_str().unwrap().to_owned();
+    let shown = herald.ok(&["deliveries", "show", "kept", &attempt]).await;
+    assert!(
+        shown.stdout.contains("succeeded") && shown.stdout.contains("204"),
+        "{}",
+        shown.stdout
+    );
+    let stats = herald.ok(&["deliveries", "stats", "kept", "--json"]).await.json();
+    assert_eq!(stats["last_hour"]["succeeded"], 3, "{stats}");
+
+    // A manual retry sends the same delivery again.
+    let retried = herald.ok(&["deliveries", "retry", "kept", &attempt]).await;
+    assert!(retried.stdout.contains("scheduled again"), "{}", retried.stdout);
+    let got = receiver.wait_for(4, Duration::from_secs(20)).await;
+    let first = attempts["data"][0]["delivery_id"].as_str().unwrap();
+    assert_eq!(got[3].header("webhook-id"), first);
+
+    // A replay of failed deliveries leaves what a pause kept alone.
+    let failed = herald.ok(&["deliveries", "replay", "kept"]).await;
+    assert!(
+        failed.stderr.contains(": done (") && failed.stderr.contains("matched 0"),
+        "{}",
+        failed.stderr
+    );
+    let bad_time = herald
+        .fails(&["deliveries", "replay", "kept", "--since", "yesterday"])
+        .await;
+    assert!(bad_time.contains("since"), "{bad_time}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalogs_and_test_pings_from_the_command_line() {
+    let env = TestEnv::new("cli-catalog", &["events"], 1).await;
+    let receiver = TestReceiver::ok().await;
+    let app = env.spawn(&admin_overlay("24h")).await;
+    let herald = Herald::new(&env, &app, Some(ACME));
+    let catalogs = herald.ok(&["catalog", "list"]).await;
+    assert!(catalogs.stdout.contains("jimo"), "{}", catalogs.stdout);
+    let jimo = herald.ok(&["catalog", "list", "jimo", "--json"]).await.json();
+    let types: Vec<&str> = jimo["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert!(types.contains(&"tour.completed"), "{jimo}");
+
+    let url = receiver.url("/");
+    let created = herald
+        .ok(&[
+            "webhooks", "create", "--name", "pinged", "--url", &url, "--event", "tour.*", "--json",
+        ])
+        .await
+        .json();
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(created["tenant"], "acme", "a tenant token creates in its tenant");
+    let ping = herald
+        .ok(&["deliveries", "test", id, "--event-type", "tour.completed", "--json"])
+        .await
+        .json();
+    assert_eq!(
+        (ping["succeeded"].as_bool(), ping["status"].as_u64()),
+        (Some(true), Some(204)),
+        "{ping}"
+    );
+    let sent: Value = serde_json::from_slice(&receiver.wait_for(1, Duration::from_secs(10)).await[0].body).unwrap();
+    assert_eq!(sent["event"], "tour.completed");
+    let unknown = herald
+        .fails(&["deliveries", "test", id, "--event-type", "no.such"])
+        .await;
+    assert!(unknown.contains("event_type"), "{unknown}");
+    app.stop().await;
+}
