@@ -311,6 +311,7 @@ pub struct PortRange {
 }
 
 impl PortRange {
+    /// Whether `port` is in the range (both ends included).
     pub fn contains(&self, port: u16) -> bool {
         (self.first..=self.last).contains(&port)
     }
@@ -454,6 +455,7 @@ pub struct SystemEventsConfig {
 }
 
 impl SystemEventsConfig {
+    /// The topic, or `None` when system events are off (an empty `topic`).
     pub fn topic(&self) -> Option<&str> {
         (!self.topic.trim().is_empty()).then_some(self.topic.as_str())
     }
@@ -490,6 +492,7 @@ pub struct HistoryConfig {
 }
 
 impl HistoryConfig {
+    /// The attempts topic, or `None` when the history or its topic is off.
     pub fn topic(&self) -> Option<&str> {
         (self.enabled && !self.topic.trim().is_empty()).then_some(self.topic.as_str())
     }
@@ -527,6 +530,7 @@ pub struct AdminConfig {
 }
 
 impl AdminConfig {
+    /// Whether the management API is on: at least one token is configured.
     pub fn enabled(&self) -> bool {
         !self.tokens.is_empty()
     }

@@ -20,8 +20,11 @@ pub const SECRET_PREFIX: &str = "whsec_";
 pub const SECRET_BYTES: std::ops::RangeInclusive<usize> = 24..=64;
 /// Bounds that keep one record from costing much memory or header space.
 pub const MAX_ID_LEN: usize = 128;
+/// Most event patterns of one webhook.
 pub const MAX_EVENTS: usize = 256;
+/// Most custom headers of one webhook.
 pub const MAX_HEADERS: usize = 32;
+/// Most signing secrets at once (the current one and those rotated out).
 pub const MAX_SECRETS: usize = 8;
 /// Longest `uid`.
 pub const MAX_UID_LEN: usize = 128;
@@ -56,6 +59,7 @@ pub enum WebhookStatus {
 }
 
 impl WebhookStatus {
+    /// The status as stored and shown (`active`, `paused`, `disabled`).
     pub fn as_str(self) -> &'static str {
         match self {
             WebhookStatus::Active => "active",
@@ -64,6 +68,7 @@ impl WebhookStatus {
         }
     }
 
+    /// Every status.
     pub const ALL: [WebhookStatus; 3] = [WebhookStatus::Active, WebhookStatus::Paused, WebhookStatus::Disabled];
 }
 

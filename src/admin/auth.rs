@@ -41,6 +41,7 @@ pub struct Tokens {
 }
 
 impl Tokens {
+    /// The configured tokens, kept as digests (a comparison takes the same time whatever it finds).
     pub fn new(tokens: &[AdminToken]) -> Tokens {
         Tokens {
             entries: tokens

@@ -131,6 +131,7 @@ fn redis_problem(e: redis::RedisError) -> Problem {
 }
 
 impl Jobs {
+    /// Replay jobs whose state is kept in Redis under `prefix`, so every replica sees them.
     pub fn new(conn: ConnectionManager, prefix: &str) -> Jobs {
         Jobs {
             conn,

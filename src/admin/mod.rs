@@ -96,6 +96,7 @@ pub struct AdminParts {
 }
 
 impl AdminState {
+    /// The handlers' state, from the configuration and the parts it shares.
     pub fn new(config: Arc<Config>, parts: AdminParts) -> AdminState {
         let prefix = config.redis.prefix.clone();
         AdminState(Arc::new(Inner {
@@ -115,10 +116,12 @@ impl AdminState {
         }))
     }
 
+    /// The tokens requests authenticate with.
     pub fn tokens(&self) -> &Tokens {
         &self.0.tokens
     }
 
+    /// Where requests and changes are reported.
     pub fn telemetry(&self) -> &Telemetry {
         &self.0.telemetry
     }

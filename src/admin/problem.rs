@@ -38,6 +38,7 @@ const TYPE_BASE: &str = "https://herald.dev/problems/";
 const RETRY_AFTER_SECONDS: &str = "30";
 
 impl Problem {
+    /// A problem of `kind` (the last segment of its `type` URI).
     pub fn new(status: StatusCode, kind: &str, title: &str, detail: impl Into<Option<String>>) -> Problem {
         Problem {
             kind: format!("{TYPE_BASE}{kind}"),
@@ -48,6 +49,7 @@ impl Problem {
         }
     }
 
+    /// 401: no token, or one that is not configured.
     pub fn unauthorized() -> Problem {
         Problem::new(
             StatusCode::UNAUTHORIZED,
@@ -57,6 +59,7 @@ impl Problem {
         )
     }
 
+    /// 404 for the `what` called `id` (or another tenant's: the answer is the same).
     pub fn not_found(what: &str, id: &str) -> Problem {
         Problem::new(
             StatusCode::NOT_FOUND,
@@ -66,6 +69,7 @@ impl Problem {
         )
     }
 
+    /// 404 for a path no route serves.
     pub fn route_not_found() -> Problem {
         Problem::new(
             StatusCode::NOT_FOUND,
@@ -75,6 +79,7 @@ impl Problem {
         )
     }
 
+    /// 405 for a method the route does not serve.
     pub fn method_not_allowed() -> Problem {
         Problem::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -97,6 +102,7 @@ impl Problem {
         p
     }
 
+    /// 400 with `detail`: a request that cannot be read.
     pub fn bad_request(detail: impl Into<String>) -> Problem {
         Problem::new(
             StatusCode::BAD_REQUEST,
@@ -106,6 +112,7 @@ impl Problem {
         )
     }
 
+    /// 409 with `detail`: the request conflicts with what is stored.
     pub fn conflict(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::CONFLICT, "conflict", "Conflict", Some(detail.into()))
     }

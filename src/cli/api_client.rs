@@ -16,6 +16,7 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
+    /// A client of the API at `base`; refuses to go on without a token.
     pub fn new(base: &str, token: Option<String>) -> anyhow::Result<ApiClient> {
         let token = token
             .filter(|t| !t.is_empty())
@@ -69,10 +70,12 @@ impl ApiClient {
         Ok(Some(value))
     }
 
+    /// `GET path`: the answer's JSON (null for 204).
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
         Ok(self.call(Method::GET, path, None).await?.unwrap_or(Value::Null))
     }
 
+    /// `POST path` with `body`: the answer's JSON (null for 204).
     pub async fn post(&self, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
         Ok(self.call(Method::POST, path, body).await?.unwrap_or(Value::Null))
     }

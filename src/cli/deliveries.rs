@@ -8,6 +8,7 @@ use super::api_client::{encode, query, query_suffix, ApiClient};
 use super::tables::{attempt_table, attempts_table, print, replay_line, stats_table, test_table, ReplayProgress};
 use super::ApiArgs;
 
+/// `herald deliveries` commands.
 #[derive(Subcommand)]
 pub enum DeliveriesCommand {
     /// A webhook's attempts, newest first.

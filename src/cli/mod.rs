@@ -20,6 +20,7 @@ use crate::retry::replay::{ReplayFilter, ReplayOptions};
 use crate::Application;
 use api_client::{encode, ApiClient};
 
+/// `herald`'s arguments.
 #[derive(Parser)]
 #[command(name = "herald", version, about = "Kafka-native webhook delivery")]
 pub struct Cli {
@@ -30,6 +31,7 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `herald` commands.
 #[derive(Subcommand)]
 pub enum Command {
     /// Consume events and deliver webhooks until SIGTERM/SIGINT.
@@ -109,6 +111,7 @@ pub struct ApiArgs {
     pub json: bool,
 }
 
+/// `herald catalog` commands.
 #[derive(Subcommand)]
 pub enum CatalogCommand {
     /// List the catalogs, or one catalog's event types.

@@ -75,6 +75,7 @@ impl LimitArgs {
     }
 }
 
+/// `herald webhooks` commands.
 #[derive(Subcommand)]
 pub enum WebhooksCommand {
     /// Create a webhook from flags, or from a JSON file with the API's create body.

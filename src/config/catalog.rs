@@ -128,6 +128,7 @@ impl Catalog {
         pattern == "*" || self.events.iter().any(|e| pattern_matches(pattern, &e.event_type))
     }
 
+    /// The catalog's entry for `event_type`.
     pub fn event(&self, event_type: &str) -> Option<&CatalogEvent> {
         self.events.iter().find(|e| e.event_type == event_type)
     }
@@ -167,10 +168,12 @@ impl Catalogs {
         Ok(Catalogs { by_name })
     }
 
+    /// The catalog called `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<Catalog>> {
         self.by_name.get(name)
     }
 
+    /// Every catalog, by name.
     pub fn all(&self) -> impl Iterator<Item = &Arc<Catalog>> {
         self.by_name.values()
     }

@@ -62,6 +62,7 @@ pub struct OutOfRange {
 }
 
 impl WaitTopics {
+    /// The wait topics `retry` implies: its tiers, then the redrive topic.
     pub fn new(retry: &RetryConfig) -> WaitTopics {
         let mut topics: Vec<WaitTopic> = retry
             .tiers
@@ -97,14 +98,17 @@ impl WaitTopics {
         &self.topics
     }
 
+    /// Every wait topic's name, the redrive topic last.
     pub fn names(&self) -> Vec<String> {
         self.topics.iter().map(|t| t.topic.clone()).collect()
     }
 
+    /// The wait topic called `topic`.
     pub fn get(&self, topic: &str) -> Option<&WaitTopic> {
         self.topics.iter().find(|t| t.topic == topic)
     }
 
+    /// The redrive topic (manual retries and replays).
     pub fn redrive(&self) -> &WaitTopic {
         self.topics.last().expect("the redrive topic is always there")
     }

@@ -134,6 +134,7 @@ pub struct Attempt {
 /// At most this many response headers are kept, each value at most
 /// [`MAX_KEPT_HEADER_VALUE`] bytes.
 pub const MAX_KEPT_HEADERS: usize = 32;
+/// Longest response header value kept, in bytes.
 pub const MAX_KEPT_HEADER_VALUE: usize = 256;
 
 impl crate::telemetry::AttemptReport for Attempt {
@@ -155,6 +156,7 @@ impl crate::telemetry::AttemptReport for Attempt {
 }
 
 impl Attempt {
+    /// Whether the endpoint answered 2xx.
     pub fn succeeded(&self) -> bool {
         self.result.is_ok()
     }

@@ -110,6 +110,7 @@ pub struct Egress {
 }
 
 impl Egress {
+    /// The global policy and each tenant's own, from `delivery.*`.
     pub fn new(config: &DeliveryConfig) -> Egress {
         let policy = |allow: Vec<IpNet>| Arc::new(AddressPolicy::new(allow).on_ports(config.allow_ports.clone()));
         let tenants = config

@@ -50,6 +50,7 @@ pub struct EndpointLimiter {
 pub struct Saturated;
 
 impl EndpointLimiter {
+    /// `capacity` requests at once; a delivery waits at most `max_wait` for a slot.
     pub fn new(capacity: usize, max_wait: Duration) -> Self {
         EndpointLimiter {
             permits: Arc::new(Semaphore::new(capacity)),
@@ -176,10 +177,12 @@ impl Target {
         })
     }
 
+    /// The webhook's id.
     pub fn id(&self) -> &str {
         &self.webhook.id
     }
 
+    /// Whether the webhook is active (not paused nor disabled).
     pub fn is_active(&self) -> bool {
         self.webhook.status == WebhookStatus::Active
     }

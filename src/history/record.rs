@@ -105,6 +105,7 @@ pub struct PendingAttempt {
 }
 
 impl PendingAttempt {
+    /// An attempt to record, cheap to make on the delivery path: the record is built later, off it.
     pub fn new(event: &Event, target: &Arc<Target>, attempt: &Attempt, tier: Option<usize>) -> PendingAttempt {
         PendingAttempt {
             target: target.clone(),
@@ -118,6 +119,7 @@ impl PendingAttempt {
         }
     }
 
+    /// The webhook the attempt was for.
     pub fn webhook_id(&self) -> &str {
         self.target.id()
     }
@@ -128,6 +130,7 @@ impl PendingAttempt {
         self.body.len() + self.attempt.response_excerpt.as_ref().map_or(0, String::len) + 512
     }
 
+    /// Whether the attempt succeeded.
     pub fn outcome(&self) -> Outcome {
         if self.attempt.succeeded() {
             Outcome::Succeeded

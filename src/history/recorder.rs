@@ -152,6 +152,7 @@ pub struct Writer {
 }
 
 impl Recorder {
+    /// The recorder the pipeline hands attempts to, and the writer that drains its queue to Redis (and the attempts topic).
     pub fn new(
         config: &HistoryConfig,
         store: HistoryStore,

@@ -41,6 +41,7 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Counts one attempt made at `at_ms`.
     pub fn add(&mut self, outcome: Outcome, at_ms: i64) {
         let slot = self.by_minute.entry(at_ms.div_euclid(60_000)).or_default();
         match outcome {
@@ -55,6 +56,7 @@ impl Counts {
         }
     }
 
+    /// Adds `other`'s counts (of another webhook of the same tenant, say).
     pub fn merge(&mut self, other: Counts) {
         for (minute, (s, f)) in other.by_minute {
             let slot = self.by_minute.entry(minute).or_default();

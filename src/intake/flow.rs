@@ -176,6 +176,7 @@ impl Completion {
         self.finished = true;
     }
 
+    /// The record's offset.
     pub fn offset(&self) -> i64 {
         self.offset
     }
@@ -209,6 +210,7 @@ pub struct Fullness {
 }
 
 impl Flow {
+    /// A flow with no partition assigned yet.
     pub fn new(limits: FlowLimits) -> Arc<Flow> {
         Arc::new(Flow {
             state: Mutex::new(State::default()),

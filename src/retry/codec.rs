@@ -21,38 +21,61 @@ use crate::webhook::Webhook;
 /// Header names Herald adds; the original record's own `herald.*` headers
 /// are dropped so a re-driven record never carries two histories.
 pub mod headers {
+    /// Every header Herald adds begins with this.
     pub const PREFIX: &str = "herald.";
+    /// Why the record was written: a reason from [`super::reasons`], or an unroutable one.
     pub const REASON: &str = "herald.reason";
+    /// A sentence for people: the parse error, the HTTP status...
     pub const DETAIL: &str = "herald.detail";
+    /// The topic the event came from.
     pub const SOURCE_TOPIC: &str = "herald.source.topic";
+    /// The partition the event came from.
     pub const SOURCE_PARTITION: &str = "herald.source.partition";
+    /// The offset the event came from.
     pub const SOURCE_OFFSET: &str = "herald.source.offset";
+    /// The source record's timestamp, in epoch milliseconds.
     pub const SOURCE_TIMESTAMP: &str = "herald.source.timestamp";
+    /// The event type the envelope rules found.
     pub const EVENT_TYPE: &str = "herald.event.type";
+    /// The event id the envelope rules found.
     pub const EVENT_ID: &str = "herald.event.id";
+    /// The event's tenant, when the envelope rules found one.
     pub const TENANT: &str = "herald.tenant";
+    /// The webhook the delivery is for.
     pub const WEBHOOK_ID: &str = "herald.webhook.id";
     /// The webhook's own tenant (absent for a webhook bound to none).
     pub const WEBHOOK_TENANT: &str = "herald.webhook.tenant";
     /// The webhook's `created_at`: which incarnation of the id the delivery is for.
     pub const WEBHOOK_CREATED_AT: &str = "herald.webhook.created_at";
+    /// The `webhook-id` the receiver saw (or would have seen).
     pub const DELIVERY_ID: &str = "herald.delivery.id";
+    /// Attempts made (`0` when none was, e.g. for a paused webhook).
     pub const ATTEMPT: &str = "herald.attempt";
+    /// When the first attempt was made (RFC 3339).
     pub const FIRST_ATTEMPT_AT: &str = "herald.first_attempt.at";
+    /// When the last attempt was made (RFC 3339).
     pub const LAST_ATTEMPT_AT: &str = "herald.last_attempt.at";
+    /// How the last attempt ended: `2xx` ... `5xx`, `timeout`, `network`, `blocked` or `saturated`.
     pub const LAST_CLASS: &str = "herald.last.class";
+    /// The last attempt's HTTP status, when there was a response.
     pub const LAST_STATUS: &str = "herald.last.status";
+    /// What went wrong in the last attempt, for people.
     pub const LAST_ERROR: &str = "herald.last.error";
+    /// The start of the last response's body (`delivery.max_response_bytes`).
     pub const LAST_RESPONSE: &str = "herald.last.response";
+    /// Dead letters only: when the record was dead-lettered (RFC 3339).
     pub const DEAD_LETTERED_AT: &str = "herald.dead_lettered.at";
+    /// Every attempt so far, as a JSON array of `{attempt, at, class, status, error, duration_ms}`.
     pub const HISTORY: &str = "herald.history";
     /// The tier whose attempt this record waits for (absent for a redrive).
     pub const RETRY_TIER: &str = "herald.retry.tier";
+    /// When a retry or redrive record is due (epoch milliseconds).
     pub const RETRY_DUE_AT: &str = "herald.retry.due_at";
     /// When the due time was set (this record written, or moved).
     pub const RETRY_SCHEDULED_AT: &str = "herald.retry.scheduled_at";
     /// How many times the record was moved to the end of a wait topic.
     pub const RETRY_REQUEUED: &str = "herald.retry.requeued";
+    /// On a redrive made by a replay: the dead letter's reason.
     pub const REPLAYED_FROM_REASON: &str = "herald.replayed_from.reason";
     /// Present on a dead letter whose value was dropped because it was too large.
     pub const STUB: &str = "herald.stub";
@@ -60,15 +83,25 @@ pub mod headers {
 
 /// Why a record is dead-lettered, besides the unroutable reasons.
 pub mod reasons {
+    /// The delivery failed and no retry tiers are configured.
     pub const DELIVERY_FAILED: &str = "delivery_failed";
+    /// The webhook is paused; the delivery is kept for a replay.
     pub const WEBHOOK_PAUSED: &str = "webhook_paused";
+    /// The webhook is disabled; the delivery is kept for a replay.
     pub const WEBHOOK_DISABLED: &str = "webhook_disabled";
+    /// The webhook was deleted while its retry waited (or its id now names another webhook).
     pub const WEBHOOK_DELETED: &str = "webhook_deleted";
+    /// The webhook no longer subscribes to the event's type.
     pub const WEBHOOK_UNSUBSCRIBED: &str = "webhook_unsubscribed";
+    /// The delivery failed in the last retry tier too.
     pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
+    /// The endpoint answered 410 Gone: not retried, and the webhook is disabled.
     pub const ENDPOINT_GONE: &str = "endpoint_gone";
+    /// The endpoint answered a status its `final_statuses` end a delivery with.
     pub const FINAL_STATUS: &str = "final_status";
+    /// A record in a wait topic lacks Herald's headers, or is due further ahead than its topic allows.
     pub const INVALID_RETRY_RECORD: &str = "invalid_retry_record";
+    /// A stub: the record was too large for the broker even without its diagnostics.
     pub const RECORD_TOO_LARGE: &str = "record_too_large";
 
     /// Every reason above.
@@ -105,6 +138,7 @@ pub struct Binding<'a> {
 }
 
 impl<'a> Binding<'a> {
+    /// The binding of `webhook` as it is now.
     pub fn of(webhook: &'a Webhook) -> Binding<'a> {
         Binding {
             webhook_id: &webhook.id,
@@ -165,6 +199,7 @@ pub enum Size {
 /// Longest `herald.detail` in a [`Size::Lean`] record.
 const LEAN_DETAIL: usize = 256;
 
+/// `t` in milliseconds since the epoch, as the headers carry times.
 pub fn millis(t: SystemTime) -> u128 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
 }
@@ -450,6 +485,7 @@ pub struct RetryState {
 }
 
 impl RetryState {
+    /// The webhook this record was written for (id, tenant, incarnation).
     pub fn binding(&self) -> Binding<'_> {
         Binding {
             webhook_id: &self.webhook_id,

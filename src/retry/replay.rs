@@ -177,6 +177,7 @@ pub struct RedriveMarks {
 const MARK_BUCKET: i64 = 4096;
 
 impl RedriveMarks {
+    /// The marks of the dead-letter topic, in Redis.
     pub async fn connect(config: &Config) -> Result<RedriveMarks, ReplayError> {
         let client = config.redis.client()?;
         let conn = client

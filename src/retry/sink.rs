@@ -51,6 +51,7 @@ pub struct Topics {
 }
 
 impl Topics {
+    /// The topics the configuration names.
     pub fn of(config: &crate::config::Config) -> Topics {
         Topics {
             dead_letter: config.dead_letter.topic.clone(),
@@ -78,6 +79,7 @@ enum Wire {
 }
 
 impl FailureSink {
+    /// A sink writing through `producer`, retrying a failed write as `dead_letter.*` says.
     pub fn new(producer: SharedProducer, config: &DeadLetterConfig, topics: Topics, telemetry: Telemetry) -> Self {
         FailureSink {
             producer,
@@ -87,6 +89,7 @@ impl FailureSink {
         }
     }
 
+    /// The topics it writes.
     pub fn topics(&self) -> &Topics {
         &self.topics
     }

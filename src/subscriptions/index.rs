@@ -145,6 +145,7 @@ fn status_slot(status: WebhookStatus) -> usize {
 }
 
 impl Index {
+    /// An empty index.
     pub fn new() -> Index {
         Index::default()
     }
@@ -369,10 +370,12 @@ impl Index {
         WebhookStatus::ALL.map(|s| (s.as_str(), self.count(s)))
     }
 
+    /// Webhooks indexed, whatever their status.
     pub fn len(&self) -> usize {
         self.by_id.len()
     }
 
+    /// Whether no webhook is indexed.
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
     }

@@ -68,6 +68,7 @@ pub struct SystemEvents {
 }
 
 impl SystemEvents {
+    /// System events to `topic` (none when `None`).
     pub fn new(producer: crate::kafka::SharedProducer, topic: Option<String>) -> SystemEvents {
         SystemEvents { producer, topic }
     }

@@ -144,6 +144,7 @@ impl SubscriptionIndex {
         self.read().len()
     }
 
+    /// Whether nothing is indexed.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -188,6 +188,7 @@ impl Packed {
         self.0.len()
     }
 
+    /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -403,6 +404,7 @@ impl<'a> Document<'a> {
         serde_json::from_slice(json)
     }
 
+    /// The webhook's status.
     pub fn status(&self) -> WebhookStatus {
         self.status
     }

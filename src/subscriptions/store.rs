@@ -45,6 +45,7 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// The keys under `prefix` (`redis.prefix`).
     pub fn new(prefix: impl Into<String>) -> Self {
         Keys { prefix: prefix.into() }
     }
@@ -176,6 +177,7 @@ impl SubscriptionStore {
         SubscriptionStore::connect(&self.client, &self.keys.prefix).await
     }
 
+    /// The keys it reads and writes.
     pub fn keys(&self) -> &Keys {
         &self.keys
     }

@@ -27,6 +27,7 @@ pub enum RetryFrom {
 }
 
 impl RetryFrom {
+    /// The `tier` label: `1`, `2`... or `redrive`.
     pub fn label(self) -> String {
         match self {
             RetryFrom::Tier(t) => (t + 1).to_string(),
@@ -35,7 +36,6 @@ impl RetryFrom {
     }
 }
 
-/// The reporting handle passed to every stage.
 /// What telemetry reads of a finished delivery attempt (implemented by
 /// `delivery::Attempt`), so that telemetry does not depend on delivery.
 pub trait AttemptReport {
@@ -56,15 +56,19 @@ pub struct PartitionGauges {
     pub lag: Option<i64>,
     /// How long the oldest event in flight has been (zero when none).
     pub oldest_unfinished: Duration,
+    /// When offsets of the partition were last committed.
     pub last_commit: std::time::SystemTime,
 }
 
+/// The reporting handle passed to every stage: each named event becomes a
+/// metric and, where people need it, a log line.
 #[derive(Clone)]
 pub struct Telemetry {
     pub metrics: Metrics,
 }
 
 impl Telemetry {
+    /// Metrics with the series of `topics` (the source topics) registered.
     pub fn new(topics: &[String]) -> Telemetry {
         Telemetry {
             metrics: Metrics::new(topics),
@@ -73,6 +77,7 @@ impl Telemetry {
 
     // ---- intake -------------------------------------------------------------
 
+    /// A record was taken from Kafka: counted, and one more event in flight.
     pub fn record_consumed(&self, record: &SourceRecord) {
         self.metrics.events_consumed.with_label_values(&[&record.topic]).inc();
         self.metrics.events_in_flight.inc();
@@ -91,6 +96,7 @@ impl Telemetry {
         );
     }
 
+    /// An event's deliveries are all done (delivered or written to a retry or dead-letter topic).
     pub fn event_completed(&self) {
         self.metrics.events_completed.inc();
         self.metrics.events_in_flight.dec();
@@ -101,12 +107,14 @@ impl Telemetry {
         self.metrics.events_in_flight.dec();
     }
 
+    /// The group assigned `partitions`; `total` are assigned now.
     pub fn partitions_assigned(&self, partitions: &[(String, i32)], total: usize) {
         self.metrics.rebalances.with_label_values(&["assign"]).inc();
         self.metrics.partitions_assigned.set(total as i64);
         info!(?partitions, total, "partitions assigned");
     }
 
+    /// The group revoked `partitions`; `abandoned` events were left unfinished (their next owner delivers them).
     pub fn partitions_revoked(&self, partitions: &[(String, i32)], abandoned: usize, total: usize) {
         self.metrics.rebalances.with_label_values(&["revoke"]).inc();
         self.metrics.partitions_assigned.set(total as i64);
@@ -122,6 +130,7 @@ impl Telemetry {
         }
     }
 
+    /// A rebalance failed.
     pub fn rebalance_error(&self, error: &dyn std::fmt::Display) {
         self.metrics.rebalances.with_label_values(&["error"]).inc();
         error!(%error, "consumer group rebalance failed");
@@ -136,11 +145,13 @@ impl Telemetry {
         }
     }
 
+    /// librdkafka reported a consumer error (it retries by itself).
     pub fn consumer_error(&self, error: &dyn std::fmt::Display) {
         self.metrics.consumer_errors.inc();
         warn!(%error, "Kafka consumer error");
     }
 
+    /// A commit of stored offsets ended.
     pub fn offsets_committed(&self, result: Result<(), &dyn std::fmt::Display>) {
         match result {
             Ok(()) => {
@@ -154,6 +165,7 @@ impl Telemetry {
         }
     }
 
+    /// Finished offsets could not be stored for the next commit.
     pub fn offset_store_failed(&self, error: &dyn std::fmt::Display) {
         self.metrics.consumer_errors.inc();
         warn!(%error, "could not store offsets for commit");
@@ -185,6 +197,7 @@ impl Telemetry {
             .set(bytes as i64);
     }
 
+    /// A partition is no longer assigned: its gauges disappear.
     pub fn partition_health_gone(&self, consumer: &str, topic: &str, partition: i32) {
         let partition = partition.to_string();
         let labels = [consumer, topic, partition.as_str()];
@@ -195,6 +208,7 @@ impl Telemetry {
 
     // ---- routing ------------------------------------------------------------
 
+    /// The envelope rules could not read the event: it goes to the dead-letter topic.
     pub fn event_unroutable(&self, record: &SourceRecord, why: &Unroutable) {
         self.metrics
             .events_unroutable
@@ -210,6 +224,7 @@ impl Telemetry {
         );
     }
 
+    /// No webhook subscribes to the event.
     pub fn event_unmatched(&self, record: &SourceRecord, event_type: &str) {
         self.metrics.events_unmatched.with_label_values(&[&record.topic]).inc();
         debug!(topic = %record.topic, offset = record.offset, event_type, "no webhook subscribes to this event");
@@ -217,6 +232,7 @@ impl Telemetry {
 
     // ---- delivery -----------------------------------------------------------
 
+    /// One delivery (an event to one webhook) started.
     pub fn delivery_started(&self) {
         self.metrics.deliveries_in_flight.inc();
     }
@@ -270,6 +286,7 @@ impl Telemetry {
         }
     }
 
+    /// A delivery was not attempted (its webhook is paused or disabled) and is kept in the dead-letter topic.
     pub fn delivery_not_attempted(&self, webhook_id: &str, status: &'static str, detail: &str) {
         self.metrics.deliveries_not_attempted.with_label_values(&[status]).inc();
         debug!(
@@ -280,12 +297,14 @@ impl Telemetry {
 
     // ---- dead letters ---------------------------------------------------------
 
+    /// The broker acknowledged a dead letter, `took` after it was sent.
     pub fn dead_lettered(&self, reason: &str, took: Duration) {
         self.metrics.dead_letters.with_label_values(&[reason]).inc();
         self.metrics.failure_record_produce_duration.observe(took.as_secs_f64());
         debug!(reason, "dead-letter record acknowledged");
     }
 
+    /// The broker acknowledged a retry record for `tier`, due at `due_at`.
     pub fn retry_scheduled(&self, tier: usize, due_at: std::time::SystemTime, took: Duration) {
         self.metrics
             .retries_scheduled
@@ -298,6 +317,7 @@ impl Telemetry {
         debug!(tier = tier + 1, due_in_ms = in_ms, "retry scheduled");
     }
 
+    /// The broker acknowledged a redrive record (a manual retry or a replay).
     pub fn redrive_written(&self, took: Duration) {
         self.metrics.redrives.inc();
         self.metrics.failure_record_produce_duration.observe(took.as_secs_f64());
@@ -324,6 +344,7 @@ impl Telemetry {
         warn!(topic, %error, to, "the broker refused a failure record; {what}");
     }
 
+    /// The producer failed fatally and was replaced.
     pub fn producer_recreated(&self, code: &dyn std::fmt::Display, reason: &str) {
         self.metrics.producer_recreated.inc();
         error!(%code, reason, "the Kafka producer failed fatally; replaced it with a new one (unacknowledged records are written again)");
@@ -335,6 +356,7 @@ impl Telemetry {
         error!(step, %error, "a step of shutting down failed");
     }
 
+    /// The producer failed fatally and its replacement could not be made yet.
     pub fn producer_recreate_failed(&self, error: &dyn std::fmt::Display) {
         error!(%error, "the Kafka producer failed fatally and could not be replaced; retrying");
     }
@@ -353,6 +375,7 @@ impl Telemetry {
         );
     }
 
+    /// A record in a wait topic cannot be read as a retry record: it is dead-lettered.
     pub fn retry_record_invalid(&self, record: &SourceRecord, error: &dyn std::fmt::Display) {
         self.metrics.retry_records_invalid.inc();
         warn!(
@@ -364,6 +387,7 @@ impl Telemetry {
         );
     }
 
+    /// Herald disabled a webhook (`kind`: why, as a label).
     pub fn webhook_disabled(&self, webhook_id: &str, kind: &'static str, reason: &str) {
         self.metrics.webhooks_disabled.with_label_values(&[kind]).inc();
         warn!(webhook = webhook_id, kind, reason, "webhook disabled");
@@ -371,6 +395,7 @@ impl Telemetry {
 
     // ---- management API -----------------------------------------------------
 
+    /// A management API request was answered (`route`: its template).
     pub fn admin_request(&self, method: &str, route: &str, status: u16, took: Duration) {
         self.metrics
             .admin_requests
@@ -389,6 +414,7 @@ impl Telemetry {
         );
     }
 
+    /// A management API request came without a known token.
     pub fn admin_unauthorized(&self) {
         debug!("admin request without a valid token");
     }
@@ -399,6 +425,7 @@ impl Telemetry {
         info!(action, webhook = webhook_id, by = caller, "webhook changed");
     }
 
+    /// The history queue was full: one attempt's record was dropped.
     pub fn history_dropped(&self) {
         self.metrics.history_records.with_label_values(&["dropped"]).inc();
         debug!("delivery history queue full: record dropped");
@@ -410,6 +437,7 @@ impl Telemetry {
         self.history_superseded_by(1);
     }
 
+    /// `n` queued history records were replaced by newer ones before being written.
     pub fn history_superseded_by(&self, n: usize) {
         self.metrics
             .history_records
@@ -417,6 +445,7 @@ impl Telemetry {
             .inc_by(n as u64);
     }
 
+    /// `n` history records were written to Redis.
     pub fn history_written(&self, n: usize) {
         self.metrics
             .history_records
@@ -424,6 +453,7 @@ impl Telemetry {
             .inc_by(n as u64);
     }
 
+    /// `n` history records could not be written to Redis.
     pub fn history_write_failed(&self, n: usize, error: &dyn std::fmt::Display) {
         self.metrics
             .history_records
@@ -432,16 +462,19 @@ impl Telemetry {
         warn!(records = n, %error, "delivery history not written to Redis");
     }
 
+    /// A history record could not be published to `history.topic`.
     pub fn history_topic_failed(&self, error: &dyn std::fmt::Display) {
         self.metrics.history_records.with_label_values(&["topic_failed"]).inc();
         warn!(%error, "delivery history record not published");
     }
 
+    /// A system event (`webhook.created`, ...) could not be published.
     pub fn system_event_failed(&self, event: &str, webhook_id: &str, error: &dyn std::fmt::Display) {
         self.metrics.system_event_errors.inc();
         error!(event, webhook = webhook_id, %error, "system event not published");
     }
 
+    /// A status change Herald decided (auto-disable) could not be written.
     pub fn lifecycle_error(&self, webhook_id: &str, error: &dyn std::fmt::Display) {
         self.metrics.lifecycle_errors.inc();
         error!(webhook = webhook_id, %error, "could not apply a webhook status change");
@@ -461,10 +494,12 @@ impl Telemetry {
         self.metrics.retry_records_out_of_order.set(out_of_order as i64);
     }
 
+    /// A consumer's fetcher was woken to fetch a resumed partition at once.
     pub fn consumer_woke(&self, consumer: &'static str) {
         self.metrics.consumer_wakeups.with_label_values(&[consumer]).inc();
     }
 
+    /// A retry or dead-letter record was not written; it is sent again after `retry_in` unless `permanent`.
     pub fn failure_record_produce_failed(
         &self,
         reason: &str,
@@ -494,6 +529,7 @@ impl Telemetry {
 
     // ---- subscriptions --------------------------------------------------------
 
+    /// The index was brought up to date (`kind`: how); `counts` are its webhooks by status.
     pub fn subscriptions_synced(&self, kind: &'static str, counts: [(&'static str, usize); 3]) {
         self.metrics.subscription_syncs.with_label_values(&[kind]).inc();
         for (status, n) in counts {
@@ -532,6 +568,7 @@ impl Telemetry {
         }
     }
 
+    /// The subscription sync failed at `stage`; it delivers from the index it has and tries again after `retry_in`.
     pub fn subscription_error(&self, stage: &'static str, error: &dyn std::fmt::Display, retry_in: Option<Duration>) {
         self.metrics.subscription_errors.with_label_values(&[stage]).inc();
         warn!(
@@ -542,6 +579,7 @@ impl Telemetry {
         );
     }
 
+    /// The change feed's Redis connection came up or went down.
     pub fn redis_connected(&self, up: bool) {
         let was = self.metrics.redis_up.get();
         self.metrics.redis_up.set(i64::from(up));

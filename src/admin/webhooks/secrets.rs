@@ -35,6 +35,7 @@ pub struct SecretView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+/// A rotated-out secret that still signs until `expires_at`.
 pub struct PreviousSecret {
     pub secret: String,
     #[serde(with = "time::serde::rfc3339")]
