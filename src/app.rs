@@ -17,7 +17,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminParts, AdminState};
-use crate::config::catalog::Catalogs;
 use crate::config::{Config, RedisConfig};
 use crate::delivery::target::EndpointDefaults;
 use crate::delivery::Deliverer;
@@ -96,10 +95,8 @@ impl Shared {
     }
 
     /// What the management API is built from.
-    pub fn admin_parts(&self, config: &Config) -> anyhow::Result<AdminParts> {
-        let catalogs =
-            Catalogs::load(&config.admin.catalog_files).map_err(|e| anyhow::anyhow!("admin.catalog_files: {e}"))?;
-        Ok(AdminParts {
+    pub fn admin_parts(&self, config: &Config) -> AdminParts {
+        AdminParts {
             store: self.store.clone(),
             history: self.history.clone(),
             producer: self.producer.clone(),
@@ -109,8 +106,8 @@ impl Shared {
             envelopes: self.envelopes.clone(),
             failures: self.failures.clone(),
             events: self.events.clone(),
-            catalogs,
-        })
+            catalogs: config.admin.catalogs.clone(),
+        }
     }
 }
 
@@ -199,7 +196,7 @@ impl Application {
 
         let admin = match admin_listener {
             Some(listener) => {
-                let state = AdminState::new(Arc::new(config.clone()), shared.admin_parts(&config)?);
+                let state = AdminState::new(Arc::new(config.clone()), shared.admin_parts(&config));
                 tracing::info!(admin = %listener.local_addr()?, "management API listening");
                 Some(tokio::spawn(crate::admin::serve(listener, state, side_tasks.clone())))
             }
@@ -424,7 +421,7 @@ pub async fn serve_api(
         .query_async::<()>(&mut shared.conn.clone())
         .await
         .with_context(|| format!("cannot connect to Redis at {}", config.redis.redacted_url()))?;
-    let state = AdminState::new(Arc::new(config.clone()), shared.admin_parts(&config)?);
+    let state = AdminState::new(Arc::new(config.clone()), shared.admin_parts(&config));
     tracing::info!(admin = %admin.local_addr()?, ops = %ops.local_addr()?, "management API listening");
     let metrics = tokio::spawn(ops::serve_router(
         ops,

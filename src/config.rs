@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Toml};
@@ -517,6 +518,10 @@ pub struct AdminConfig {
     /// Extra catalog files.
     #[serde(default)]
     pub catalog_files: Vec<std::path::PathBuf>,
+    /// The built-in catalogs and `catalog_files`, read once when the
+    /// configuration is checked.
+    #[serde(skip)]
+    pub catalogs: Arc<catalog::Catalogs>,
     /// Per-tenant settings.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,
@@ -530,6 +535,12 @@ pub struct AdminConfig {
 }
 
 impl AdminConfig {
+    /// Reads the built-in catalogs and `catalog_files`.
+    fn load_catalogs(&self) -> Result<catalog::Catalogs, ConfigError> {
+        catalog::Catalogs::load(&self.catalog_files)
+            .map_err(|e| ConfigError::invalid("admin.catalog_files", e.to_string()))
+    }
+
     /// Whether the management API is on: at least one token is configured.
     pub fn enabled(&self) -> bool {
         !self.tokens.is_empty()
@@ -668,7 +679,7 @@ impl Config {
     }
 
     /// `[admin]`: limits, tokens, tenants and their catalogs.
-    fn validate_admin(&self) -> Result<(), ConfigError> {
+    fn validate_admin(&mut self) -> Result<(), ConfigError> {
         let a = &self.admin;
         positive("admin.max_replays", a.max_replays)?;
         positive("admin.max_webhooks_per_tenant", a.max_webhooks_per_tenant)?;
@@ -715,8 +726,7 @@ impl Config {
                 format!("must be 1 to {}", MAX_PAGE_SIZE),
             ));
         }
-        let catalogs = catalog::Catalogs::load(&a.catalog_files)
-            .map_err(|e| ConfigError::invalid("admin.catalog_files", e.to_string()))?;
+        let catalogs = a.load_catalogs()?;
         if !a.default_catalog.is_empty() && catalogs.get(&a.default_catalog).is_none() {
             return Err(ConfigError::invalid(
                 "admin.default_catalog",
@@ -731,12 +741,13 @@ impl Config {
                 ));
             }
         }
+        self.admin.catalogs = Arc::new(catalogs);
         Ok(())
     }
 
     /// Checks what types alone cannot say.
     /// Checks every section; the first problem found is named by its key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
         self.validate_kafka()?;
         self.validate_redis()?;
         self.validate_envelope()?;
@@ -1158,6 +1169,13 @@ mod tests {
             );
             Ok(())
         });
+    }
+
+    #[test]
+    fn the_catalogs_are_read_with_the_configuration() {
+        let config = Config::from_toml_overlay("").unwrap();
+        let names: Vec<&str> = config.admin.catalogs.all().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["iam", "jam", "jimo"]);
     }
 
     #[test]

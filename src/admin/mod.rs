@@ -70,7 +70,7 @@ struct Inner {
     envelopes: crate::routing::envelope::Envelopes,
     failures: crate::retry::sink::FailureSink,
     events: SystemEvents,
-    catalogs: Catalogs,
+    catalogs: Arc<Catalogs>,
     tokens: Tokens,
     egress: crate::delivery::ssrf::Egress,
     producer: crate::kafka::SharedProducer,
@@ -92,7 +92,8 @@ pub struct AdminParts {
     pub envelopes: crate::routing::envelope::Envelopes,
     pub failures: crate::retry::sink::FailureSink,
     pub events: SystemEvents,
-    pub catalogs: Catalogs,
+    /// Read when the configuration was loaded.
+    pub catalogs: Arc<Catalogs>,
 }
 
 impl AdminState {
