@@ -160,6 +160,21 @@ ensure_python() {
   PYTHON=$VENV/bin/python
 }
 
+# ensure_browser: headless Chromium and its WebDriver (Debian's packages),
+# for the portal's browser tests; and axe-core, the accessibility checker
+# the tests run in each page, from the PyPI wheel that bundles it (4.12.1).
+ensure_browser() {
+  command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+    || apt_install chromium chromium-driver
+  ensure_python
+  AXE_JS=$VENV/lib/python3*/site-packages/axe_playwright_python/axe.min.js
+  # shellcheck disable=SC2086
+  ls $AXE_JS >/dev/null 2>&1 \
+    || "$VENV/bin/pip" install -q --no-deps "axe-playwright-python==0.1.8" >&2
+  # shellcheck disable=SC2086
+  AXE_JS=$(ls $AXE_JS)
+}
+
 # ensure_schemathesis: the OpenAPI fuzzer, in the same venv.
 ensure_schemathesis() {
   ensure_python

@@ -197,8 +197,14 @@ impl Application {
         let admin = match admin_listener {
             Some(listener) => {
                 let state = AdminState::new(Arc::new(config.clone()), shared.admin_parts(&config));
-                tracing::info!(admin = %listener.local_addr()?, "management API listening");
-                Some(tokio::spawn(crate::admin::serve(listener, state, side_tasks.clone())))
+                tracing::info!(admin = %listener.local_addr()?, portal = config.portal.enabled(), "management API listening");
+                let portal = crate::portal::router(state.clone());
+                Some(tokio::spawn(crate::admin::serve(
+                    listener,
+                    state,
+                    portal,
+                    side_tasks.clone(),
+                )))
             }
             None => None,
         };
@@ -428,7 +434,8 @@ pub async fn serve_api(
         ops::api_router(telemetry.metrics.clone()),
         shutdown.clone(),
     ));
-    let served = crate::admin::serve(admin, state, shutdown).await;
+    let portal = crate::portal::router(state.clone());
+    let served = crate::admin::serve(admin, state, portal, shutdown).await;
     match metrics.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "ops listener stopped with an error"),
         Err(e) => tracing::warn!(error = %e, "ops listener task failed"),

@@ -74,6 +74,7 @@ pub struct Config {
     _renamed_http: Option<serde::de::IgnoredAny>,
     pub history: HistoryConfig,
     pub admin: AdminConfig,
+    pub portal: PortalConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
     /// What the configuration should change (keys under an old name), for
@@ -578,7 +579,50 @@ pub struct TenantConfig {
     /// Its webhook quota, instead of `admin.max_webhooks_per_tenant`.
     #[serde(default)]
     pub max_webhooks: Option<usize>,
+    /// Who may frame its portal pages, instead of `portal.frame_ancestors`.
+    #[serde(default)]
+    pub frame_ancestors: Option<Vec<String>>,
 }
+
+/// The webhook portal: pages reached through signed, short-lived links.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalConfig {
+    /// Signs the links (HMAC-SHA256); empty turns the portal off.
+    pub signing_key: String,
+    /// How long a link works when its request does not say.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// The longest a link may work.
+    #[serde(with = "humantime_serde")]
+    pub max_session_ttl: Duration,
+    /// Where users reach the portal; links are paths when empty.
+    pub public_url: String,
+    /// CSP `frame-ancestors` sources, unless a tenant has its own.
+    pub frame_ancestors: Vec<String>,
+}
+
+impl std::fmt::Debug for PortalConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PortalConfig")
+            .field("signing_key", &if self.signing_key.is_empty() { "" } else { "***" })
+            .field("session_ttl", &self.session_ttl)
+            .field("max_session_ttl", &self.max_session_ttl)
+            .field("public_url", &self.public_url)
+            .field("frame_ancestors", &self.frame_ancestors)
+            .finish()
+    }
+}
+
+impl PortalConfig {
+    /// Whether the portal is on: a signing key is configured.
+    pub fn enabled(&self) -> bool {
+        !self.signing_key.is_empty()
+    }
+}
+
+/// Shortest accepted portal signing key.
+pub const MIN_PORTAL_KEY_LEN: usize = 32;
 
 /// Sections renamed, as (old, new): the old name is still read.
 const RENAMED_SECTIONS: [(&str, &str); 1] = [("http", "ops")];
@@ -678,6 +722,54 @@ impl Config {
         (figment, notices)
     }
 
+    /// `[portal]`.
+    fn validate_portal(&self) -> Result<(), ConfigError> {
+        let p = &self.portal;
+        if p.enabled() && p.signing_key.len() < MIN_PORTAL_KEY_LEN {
+            return Err(ConfigError::invalid(
+                "portal.signing_key",
+                format!("must be at least {MIN_PORTAL_KEY_LEN} characters; {GENERATE_TOKEN}"),
+            ));
+        }
+        nonzero("portal.session_ttl", p.session_ttl)?;
+        if p.max_session_ttl < p.session_ttl {
+            return Err(ConfigError::invalid(
+                "portal.max_session_ttl",
+                "must be at least portal.session_ttl",
+            ));
+        }
+        if !p.public_url.is_empty() {
+            let url = url::Url::parse(&p.public_url)
+                .map_err(|e| ConfigError::invalid("portal.public_url", format!("is not a URL: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::invalid("portal.public_url", "must be http or https"));
+            }
+        }
+        let sources = std::iter::once(("portal.frame_ancestors".to_owned(), &p.frame_ancestors)).chain(
+            self.admin.tenants.iter().filter_map(|(t, c)| {
+                Some((
+                    format!("admin.tenants.\"{t}\".frame_ancestors"),
+                    c.frame_ancestors.as_ref()?,
+                ))
+            }),
+        );
+        for (key, list) in sources {
+            if list.is_empty() {
+                return Err(ConfigError::invalid(
+                    key,
+                    "must name at least one source (\"'none'\" for no one)",
+                ));
+            }
+            if let Some(bad) = list
+                .iter()
+                .find(|s| s.is_empty() || s.contains([';', ',']) || s.chars().any(char::is_whitespace))
+            {
+                return Err(ConfigError::invalid(key, format!("`{bad}` is not one CSP source")));
+            }
+        }
+        Ok(())
+    }
+
     /// `[admin]`: limits, tokens, tenants and their catalogs.
     fn validate_admin(&mut self) -> Result<(), ConfigError> {
         let a = &self.admin;
@@ -756,6 +848,7 @@ impl Config {
         self.validate_retry()?;
         self.validate_history()?;
         self.validate_admin()?;
+        self.validate_portal()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::invalid("log.level", e.to_string()))?;
         Ok(())

@@ -24,6 +24,7 @@ pub mod intake;
 pub mod kafka;
 pub mod ops;
 pub mod pipeline;
+pub mod portal;
 pub mod retry;
 pub mod routing;
 pub mod subscriptions;

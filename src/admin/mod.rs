@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod deliveries;
 pub mod extract;
 pub mod jobs;
+pub mod portal_sessions;
 pub mod problem;
 pub mod webhooks;
 
@@ -76,6 +77,7 @@ struct Inner {
     producer: crate::kafka::SharedProducer,
     telemetry: Telemetry,
     jobs: jobs::Jobs,
+    redis: redis::aio::ConnectionManager,
 }
 
 /// What [`AdminState::new`] is built from: the parts the pipeline uses too
@@ -113,7 +115,8 @@ impl AdminState {
             failures: parts.failures,
             config,
             telemetry: parts.telemetry,
-            jobs: jobs::Jobs::new(parts.redis, &prefix),
+            jobs: jobs::Jobs::new(parts.redis.clone(), &prefix),
+            redis: parts.redis,
         }))
     }
 
@@ -165,6 +168,11 @@ impl AdminState {
         &self.0.producer
     }
 
+    /// A handle on the shared Redis connection.
+    pub(crate) fn redis(&self) -> redis::aio::ConnectionManager {
+        self.0.redis.clone()
+    }
+
     pub(crate) fn jobs(&self) -> &jobs::Jobs {
         &self.0.jobs
     }
@@ -214,7 +222,8 @@ Errors are `application/problem+json` (RFC 9457).",
         (name = "secrets", description = "Read and rotate signing secrets"),
         (name = "deliveries", description = "Delivery history, statistics, manual retry, replay and test pings"),
         (name = "catalogs", description = "The event types a webhook can subscribe to"),
-        (name = "replays", description = "Re-deliver what was kept while a webhook was paused or failing")
+        (name = "replays", description = "Re-deliver what was kept while a webhook was paused or failing"),
+        (name = "portal", description = "Short-lived links to the webhook portal's pages")
     )
 )]
 struct ApiDoc;
@@ -305,6 +314,8 @@ fn api() -> OpenApiRouter<AdminState> {
         .routes(routes!(jobs::get_replay))
         .routes(routes!(catalog::list_catalogs))
         .routes(routes!(catalog::get_catalog))
+        .routes(routes!(portal_sessions::create))
+        .routes(routes!(portal_sessions::revoke))
 }
 
 /// The OpenAPI document of the API.
@@ -342,7 +353,7 @@ pub fn router(state: AdminState) -> Router {
 }
 
 /// Counts and times every request by its route template.
-async fn observe(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+pub(crate) async fn observe(State(state): State<AdminState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = method_label(request.method()).to_owned();
     let route = request
@@ -372,9 +383,15 @@ fn method_label(method: &axum::http::Method) -> &'static str {
     }
 }
 
-/// Serves the API until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, state: AdminState, shutdown: CancellationToken) -> std::io::Result<()> {
-    let served = axum::serve(listener, router(state.clone()))
+/// Serves the API, and `beside` it (the portal's pages), until `shutdown`
+/// is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    beside: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let served = axum::serve(listener, router(state.clone()).merge(beside))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
     // System events announced by the last requests are still on their way.

@@ -69,6 +69,21 @@ pub enum Command {
         #[command(subcommand)]
         command: CatalogCommand,
     },
+    /// Print a link to a tenant's webhook portal (a new portal session).
+    Portal {
+        #[command(flatten)]
+        api: ApiArgs,
+        tenant: String,
+        /// A session that can look but change nothing.
+        #[arg(long)]
+        read_only: bool,
+        /// Only this webhook (its id).
+        #[arg(long)]
+        webhook: Option<String>,
+        /// How long the link works, in seconds (default portal.session_ttl).
+        #[arg(long)]
+        ttl_seconds: Option<u64>,
+    },
     /// Publish each line of a JSON Lines file as one Kafka record.
     Publish {
         #[arg(long)]
@@ -166,6 +181,38 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                 None => "/v1/catalogs".to_owned(),
             };
             tables::print(&client.get(&path).await?, api.json, tables::catalogs_table);
+            Ok(())
+        }
+        Command::Portal {
+            api,
+            tenant,
+            read_only,
+            webhook,
+            ttl_seconds,
+        } => {
+            let client = ApiClient::new(&api.api_url, api.token)?;
+            let mut body = serde_json::json!({"capability": if read_only { "read_only" } else { "manage" }});
+            if let Some(webhook) = webhook {
+                body["webhook"] = webhook.into();
+            }
+            if let Some(ttl) = ttl_seconds {
+                body["ttl_seconds"] = ttl.into();
+            }
+            let path = format!("/v1/tenants/{}/portal-sessions", encode(&tenant));
+            let mut session = client.post(&path, Some(&body)).await?;
+            // A path (no portal.public_url) is on the API's own address.
+            if let Some(url) = session["url"].as_str().filter(|u| u.starts_with('/')) {
+                session["url"] = format!("{}{url}", api.api_url.trim_end_matches('/')).into();
+            }
+            tables::print(&session, api.json, |s| {
+                format!(
+                    "{}\n(session {}, {}, until {})",
+                    s["url"].as_str().unwrap_or_default(),
+                    s["id"].as_str().unwrap_or_default(),
+                    s["capability"].as_str().unwrap_or_default(),
+                    s["expires_at"].as_str().unwrap_or_default()
+                )
+            });
             Ok(())
         }
         Command::Publish {

@@ -381,3 +381,36 @@ async fn catalogs_and_test_pings_from_the_command_line() {
     assert!(unknown.contains("event_type"), "{unknown}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_link_is_printed_for_a_tenant() {
+    let env = TestEnv::new("cli-portal", &["events"], 1).await;
+    let overlay = admin_overlay("24h") + "[portal]\nsigning_key = \"cli-portal-key-0b8e2f4a6c1d3e5f7a9b\"\n";
+    let app = env.spawn(&overlay).await;
+    let herald = Herald::new(&env, &app, Some(ACME));
+    let session = herald
+        .ok(&["portal", "acme", "--read-only", "--ttl-seconds", "600", "--json"])
+        .await
+        .json();
+    assert_eq!(session["capability"], "read_only");
+    let url = session["url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&herald.api),
+        "an absolute link on the API's address: {url}"
+    );
+    let page = reqwest::get(url).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("Read only"));
+    let shown = herald.ok(&["portal", "acme"]).await;
+    assert!(
+        shown.stdout.starts_with("http://") && shown.stdout.contains("manage"),
+        "{}",
+        shown.stdout
+    );
+    let other = herald.fails(&["portal", "globex"]).await;
+    assert!(
+        other.contains("404"),
+        "a tenant token links only its own tenant: {other}"
+    );
+    app.stop().await;
+}

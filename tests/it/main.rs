@@ -12,6 +12,7 @@ mod failure_path;
 mod failures;
 mod fairness;
 mod ordering;
+mod portal;
 mod replays;
 mod resilience;
 mod retention;

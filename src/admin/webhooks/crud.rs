@@ -103,6 +103,23 @@ pub async fn create(
     caller: Caller,
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> Result<Response, Problem> {
+    let webhook = create_webhook(&state, &caller, body).await?;
+    let location = format!("/v1/webhooks/{}", webhook.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(WebhookView::from(&webhook)),
+    )
+        .into_response())
+}
+
+/// Creates a webhook as `caller` (checked, within the tenant's quota, and
+/// announced): what [`create`] and the portal's form do.
+pub(crate) async fn create_webhook(
+    state: &AdminState,
+    caller: &Caller,
+    body: CreateWebhook,
+) -> Result<Webhook, Problem> {
     let tenant = match (&caller.tenant, body.tenant) {
         (Some(own), Some(asked)) if *own != asked => {
             return Err(Problem::invalid("tenant", "must be the token's own tenant"));
@@ -113,7 +130,7 @@ pub async fn create(
     if let Some(secret) = &body.secret {
         decode_secret(secret).map_err(|m| Problem::invalid("secret", m.to_string()))?;
     }
-    let id = chosen_id(&caller, tenant.as_deref(), body.id, body.uid.as_deref())?;
+    let id = chosen_id(caller, tenant.as_deref(), body.id, body.uid.as_deref())?;
     let now = OffsetDateTime::now_utc();
     let webhook = Webhook {
         id,
@@ -132,7 +149,7 @@ pub async fn create(
         updated_at: now,
         limits: body.limits.into(),
     };
-    check(&state, &webhook)?;
+    check(state, &webhook)?;
     let admin = &state.config().admin;
     let quota = webhook.tenant.as_deref().map(|t| {
         admin
@@ -170,13 +187,7 @@ pub async fn create(
         }
     }
     state.announce("created", &webhook, &caller.name);
-    let location = format!("/v1/webhooks/{}", webhook.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(WebhookView::from(&webhook)),
-    )
-        .into_response())
+    Ok(webhook)
 }
 
 /// Lists webhooks, a page at a time.

@@ -1,0 +1,292 @@
+//! `/v1/tenants/{tenant}/portal-sessions`: short-lived links to the webhook
+//! portal, for a product to show its customers their webhooks.
+//!
+//! A link carries a token: its claims (session id, tenant, capability, an
+//! optional webhook, expiry, who made it) and their HMAC-SHA256 under
+//! `portal.signing_key`, so any replica can check it without a lookup of
+//! its own. Each session also has a Redis key that lives as long as it does;
+//! revoking deletes it, and a page checks it on every request.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use crate::admin::auth::Caller;
+use crate::admin::extract::{ApiPath, OptionalJson};
+use crate::admin::problem::Problem;
+use crate::admin::AdminState;
+use crate::config::Config;
+
+/// What a portal session may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    /// Create, change, pause, resume and delete webhooks, see and rotate secrets.
+    Manage,
+    /// See webhooks and their deliveries; change nothing, see no secret.
+    ReadOnly,
+}
+
+/// A new portal session.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePortalSession {
+    /// `manage` (default) or `read_only`.
+    #[serde(default)]
+    pub capability: Option<Capability>,
+    /// Only this webhook (its id): the session sees no other and creates none.
+    #[serde(default)]
+    pub webhook: Option<String>,
+    /// How long the link works, in seconds (default `portal.session_ttl`,
+    /// at most `portal.max_session_ttl`).
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// A portal session: the link to give the user.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PortalSession {
+    /// Names the session, to revoke it.
+    pub id: String,
+    pub tenant: String,
+    pub capability: Capability,
+    /// The one webhook the session sees, if it is limited to one.
+    pub webhook: Option<String>,
+    /// The link: under `portal.public_url`, or a path on the API's address.
+    pub url: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// What a portal token says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Session id.
+    pub sid: String,
+    /// Tenant.
+    pub ten: String,
+    /// Capability.
+    pub cap: Capability,
+    /// The one webhook, if limited to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wh: Option<String>,
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+    /// The name of the token that made the session (for what the session changes).
+    pub by: String,
+}
+
+/// Why a portal token is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("the link is malformed")]
+    Malformed,
+    #[error("the link's signature does not match")]
+    BadSignature,
+    #[error("the link has expired")]
+    Expired,
+}
+
+/// `claims` signed with `key`: `base64url(json).base64url(hmac)`.
+pub fn sign(key: &[u8], claims: &Claims) -> String {
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("claims serialise"));
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(payload.as_bytes());
+    format!("{payload}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+}
+
+/// The claims of `token` if `key` signed it and it has not expired at `now`
+/// (seconds since the epoch). The signature is compared in constant time.
+pub fn verify(key: &[u8], token: &str, now: i64) -> Result<Claims, TokenError> {
+    let (payload, signature) = token.split_once('.').ok_or(TokenError::Malformed)?;
+    let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| TokenError::Malformed)?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(payload.as_bytes());
+    mac.verify_slice(&signature).map_err(|_| TokenError::BadSignature)?;
+    let json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenError::Malformed)?;
+    let claims: Claims = serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)?;
+    if claims.exp <= now {
+        return Err(TokenError::Expired);
+    }
+    Ok(claims)
+}
+
+/// The key of a live session in Redis (deleted when revoked).
+pub fn session_key(prefix: &str, sid: &str) -> String {
+    format!("{prefix}portal:session:{sid}")
+}
+
+/// The link to a session's pages.
+pub fn link(config: &Config, token: &str) -> String {
+    format!("{}/portal/s/{token}/", config.portal.public_url.trim_end_matches('/'))
+}
+
+fn portal_off() -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "portal-off",
+        "The portal is off",
+        Some("set portal.signing_key to turn it on (docs/portal.md)".into()),
+    )
+}
+
+/// Creates a portal session: a link that shows the tenant's webhooks for a
+/// while, to give (or embed in an iframe for) one of its users.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{tenant}/portal-sessions",
+    tag = "portal",
+    params(("tenant" = String, Path, description = "Tenant")),
+    request_body(content = Option<CreatePortalSession>, description = "Optional; a `manage` session of `portal.session_ttl` by default"),
+    responses(
+        (status = 201, description = "The session and its link", body = PortalSession),
+    )
+)]
+pub async fn create(
+    State(state): State<AdminState>,
+    caller: Caller,
+    ApiPath(tenant): ApiPath<String>,
+    OptionalJson(body): OptionalJson<CreatePortalSession>,
+) -> Result<(StatusCode, Json<PortalSession>), Problem> {
+    let config = state.config();
+    if !config.portal.enabled() {
+        return Err(portal_off());
+    }
+    if !caller.can_access(Some(&tenant)) {
+        return Err(Problem::not_found("tenant", &tenant));
+    }
+    let body = body.unwrap_or_default();
+    let ttl = match body.ttl_seconds {
+        None => config.portal.session_ttl,
+        Some(0) => return Err(Problem::invalid("ttl_seconds", "must be at least 1")),
+        Some(s) if s > config.portal.max_session_ttl.as_secs() => {
+            return Err(Problem::invalid(
+                "ttl_seconds",
+                format!(
+                    "must be at most {} (portal.max_session_ttl)",
+                    config.portal.max_session_ttl.as_secs()
+                ),
+            ))
+        }
+        Some(s) => std::time::Duration::from_secs(s),
+    };
+    if let Some(id) = &body.webhook {
+        let webhook = crate::admin::webhooks::load(&state, &caller, id).await?;
+        if webhook.tenant.as_deref() != Some(tenant.as_str()) {
+            return Err(Problem::invalid("webhook", "is not a webhook of this tenant"));
+        }
+    }
+    let sid = format!("ps_{}", hex::encode(rand::random::<[u8; 12]>()));
+    let expires_at = OffsetDateTime::now_utc() + ttl;
+    let claims = Claims {
+        sid: sid.clone(),
+        ten: tenant.clone(),
+        cap: body.capability.unwrap_or(Capability::Manage),
+        wh: body.webhook.clone(),
+        exp: expires_at.unix_timestamp(),
+        by: caller.name.clone(),
+    };
+    let mut conn = state.redis();
+    let () = conn
+        .set_ex(session_key(&config.redis.prefix, &sid), &tenant, ttl.as_secs().max(1))
+        .await
+        .map_err(|e| Problem::unavailable("portal sessions", &e))?;
+    let token = sign(config.portal.signing_key.as_bytes(), &claims);
+    Ok((
+        StatusCode::CREATED,
+        Json(PortalSession {
+            id: sid,
+            tenant,
+            capability: claims.cap,
+            webhook: claims.wh,
+            url: link(config, &token),
+            expires_at,
+        }),
+    ))
+}
+
+/// Revokes a portal session: its link stops working at once, on every replica.
+#[utoipa::path(
+    delete,
+    path = "/v1/portal-sessions/{id}",
+    tag = "portal",
+    params(("id" = String, Path, description = "Session id")),
+    responses((status = 204, description = "Revoked"))
+)]
+pub async fn revoke(
+    State(state): State<AdminState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, Problem> {
+    let key = session_key(&state.config().redis.prefix, &id);
+    let mut conn = state.redis();
+    let tenant: Option<String> = conn
+        .get(&key)
+        .await
+        .map_err(|e| Problem::unavailable("portal sessions", &e))?;
+    match tenant {
+        Some(t) if caller.can_access(Some(&t)) => {
+            let () = conn
+                .del(&key)
+                .await
+                .map_err(|e| Problem::unavailable("portal sessions", &e))?;
+            Ok(StatusCode::NO_CONTENT)
+        }
+        _ => Err(Problem::not_found("portal session", &id)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims() -> Claims {
+        Claims {
+            sid: "ps_1".into(),
+            ten: "acme".into(),
+            cap: Capability::ReadOnly,
+            wh: Some("wh_1".into()),
+            exp: 2_000,
+            by: "acme-portal".into(),
+        }
+    }
+
+    #[test]
+    fn a_signed_token_verifies_until_it_expires() {
+        let key = b"0123456789abcdef0123456789abcdef";
+        let token = sign(key, &claims());
+        assert_eq!(verify(key, &token, 1_999), Ok(claims()));
+        assert_eq!(verify(key, &token, 2_000), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn a_changed_or_foreign_token_is_refused() {
+        let key = b"0123456789abcdef0123456789abcdef";
+        let token = sign(key, &claims());
+        assert_eq!(
+            verify(b"another key, just as long as that", &token, 0),
+            Err(TokenError::BadSignature)
+        );
+        // The same signature over claims naming another tenant.
+        let (_, signature) = token.split_once('.').unwrap();
+        let mut other = claims();
+        other.ten = "globex".into();
+        let forged = format!(
+            "{}.{signature}",
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&other).unwrap())
+        );
+        assert_eq!(verify(key, &forged, 0), Err(TokenError::BadSignature));
+        assert_eq!(verify(key, "no-dot", 0), Err(TokenError::Malformed));
+        assert_eq!(verify(key, "a.!!!", 0), Err(TokenError::Malformed));
+        assert_eq!(verify(key, "", 0), Err(TokenError::Malformed));
+    }
+}

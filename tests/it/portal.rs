@@ -1,0 +1,506 @@
+//! The webhook portal in a real browser (headless Chromium through
+//! chromedriver) against a real Herald, broker and Redis: the forms, what a
+//! session may see and do, escaping, and an accessibility check (axe-core)
+//! of every page. Screenshots go to target/portal/.
+
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::api::*;
+use crate::helpers::*;
+
+const SIGNING_KEY: &str = "portal-test-key-6f1d0c9a2b7e4f3a8c5d";
+
+/// The API overlay with the portal on; acme may be framed by its own app.
+fn portal_overlay() -> String {
+    admin_overlay("24h").replace(
+        r#"acme = { catalog = "jimo" }"#,
+        r#"acme = { catalog = "jimo", frame_ancestors = ["https://app.acme.example"] }"#,
+    ) + &format!(
+        "[portal]\nsigning_key = \"{SIGNING_KEY}\"\n[envelope.default]\npreset = \"jimo\"\ntenant = \"/tenant\"\n"
+    )
+}
+
+/// A session's link, as the API gives it, made absolute.
+async fn session(api: &Api, token: &str, tenant: &str, body: Value) -> (String, Value) {
+    let created = api
+        .ok(
+            Method::POST,
+            &format!("/v1/tenants/{tenant}/portal-sessions"),
+            token,
+            Some(body),
+        )
+        .await;
+    (format!("{}{}", api.base, created["url"].as_str().unwrap()), created)
+}
+
+/// Headless Chromium, driven through its own chromedriver.
+struct Browser {
+    client: Client,
+    _driver: tokio::process::Child,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let driver_path = std::env::var("HERALD_TEST_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = tokio::process::Command::new(&driver_path)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver is installed (scripts/test installs it)");
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({"args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"]}),
+        );
+        let client = eventually(Duration::from_secs(20), "chromedriver to start a session", || {
+            let caps = caps.clone();
+            async move {
+                // chromedriver is on loopback: plain HTTP, no TLS stack.
+                ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                    .capabilities(caps)
+                    .connect(&format!("http://127.0.0.1:{port}"))
+                    .await
+                    .ok()
+            }
+        })
+        .await;
+        Browser {
+            client,
+            _driver: driver,
+        }
+    }
+
+    async fn go(&self, url: &str) {
+        self.client.goto(url).await.unwrap();
+    }
+
+    /// The page's visible text.
+    async fn text(&self) -> String {
+        self.client
+            .find(Locator::Css("body"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    async fn fill(&self, css: &str, value: &str) {
+        let field = self.client.find(Locator::Css(css)).await.unwrap();
+        field.clear().await.unwrap();
+        field.send_keys(value).await.unwrap();
+    }
+
+    /// Clicks what does not leave the page (a checkbox).
+    async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+
+    /// Clicks `locator` and waits for the page it leads to.
+    async fn navigate(&self, locator: Locator<'_>) {
+        let old = self.client.find(Locator::Css("html")).await.unwrap();
+        self.client
+            .find(locator)
+            .await
+            .unwrap_or_else(|e| panic!("nothing at {locator:?}: {e}"))
+            .click()
+            .await
+            .unwrap();
+        eventually(Duration::from_secs(10), "the next page", || {
+            let old = old.clone();
+            async move {
+                let gone = old.text().await.is_err();
+                let ready = self.client.execute("return document.readyState", vec![]).await.ok()? == json!("complete");
+                (gone && ready).then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// Submits the form whose button `css` names.
+    async fn submit(&self, css: &str) {
+        self.navigate(Locator::Css(css)).await;
+    }
+
+    /// Follows the link that reads `link_text`.
+    async fn follow(&self, link_text: &str) {
+        self.navigate(Locator::LinkText(link_text)).await;
+    }
+
+    async fn has(&self, css: &str) -> bool {
+        !self.client.find_all(Locator::Css(css)).await.unwrap().is_empty()
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let png = self.client.screenshot().await.unwrap();
+        let dir = repo_path("target/portal");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+    }
+
+    /// Runs axe-core in the page; fails on any serious or critical violation.
+    async fn check_accessibility(&self, page: &str) {
+        let axe = std::fs::read_to_string(
+            std::env::var("HERALD_TEST_AXE")
+                .expect("HERALD_TEST_AXE names axe.min.js: run the suite with scripts/test"),
+        )
+        .unwrap();
+        self.client.execute(&axe, vec![]).await.unwrap();
+        let violations = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 axe.run(document, {resultTypes: ['violations']})
+                    .then(r => done(r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+                        nodes: v.nodes.map(n => n.html)}))))
+                    .catch(e => done([{id: 'axe-failed', impact: 'critical', help: String(e)}]));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let serious: Vec<&Value> = violations
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+            .collect();
+        assert!(serious.is_empty(), "{page}: accessibility violations: {serious:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_is_created_changed_paused_and_deleted_in_the_portal() {
+    let env = TestEnv::new("portal-manage", &["events"], 1).await;
+    let app = env.spawn(&portal_overlay()).await;
+    let api = Api::new(&app);
+    let receiver = TestReceiver::ok().await;
+    let (link, created) = session(&api, ACME, "acme", json!({})).await;
+    assert_eq!(created["capability"], "manage");
+    let browser = Browser::start().await;
+
+    // An empty list says what a webhook is and how to make one.
+    browser.go(&link).await;
+    assert!(browser.text().await.contains("No webhooks yet"));
+    browser.check_accessibility("empty list").await;
+    browser.screenshot("01-empty-list").await;
+
+    // Create through the form: catalog events by category, a write-only header.
+    browser.follow("New webhook").await;
+    assert!(browser.text().await.contains("Tour"), "the jimo catalog's categories");
+    browser.check_accessibility("new webhook form").await;
+    browser.screenshot("02-new-webhook").await;
+    browser.fill("#name", "Tours to CRM").await;
+    browser.fill("#url", &receiver.url("/crm")).await;
+    browser.click("#event-tour-completed").await;
+    browser.fill("#header-name-0", "X-Api-Key").await;
+    browser.fill("#header-value-0", "k-7f3e9a1c").await;
+    browser.submit("button[type=submit]").await;
+    let text = browser.text().await;
+    assert!(text.contains("Webhook created"), "{text}");
+    assert!(text.contains("Tours to CRM") && text.contains("X-Api-Key") && text.contains("value hidden"));
+    assert!(
+        !browser.client.source().await.unwrap().contains("k-7f3e9a1c"),
+        "header values are write-only"
+    );
+    browser.check_accessibility("webhook").await;
+    browser.screenshot("03-webhook").await;
+    let url = browser.client.current_url().await.unwrap();
+    let id = url.path().rsplit('/').next().unwrap().to_owned();
+    let stored = api.ok(Method::GET, &format!("/v1/webhooks/{id}"), OPS, None).await;
+    assert_eq!(
+        (&stored["tenant"], &stored["events"], &stored["headers"]),
+        (
+            &json!("acme"),
+            &json!(["tour.completed"]),
+            &json!({"X-Api-Key": "k-7f3e9a1c"})
+        )
+    );
+
+    // It receives events.
+    app.wait_webhooks(1).await;
+    let publisher = Publisher::new();
+    let event =
+        |n: u32| format!(r#"{{"event":"tour.completed","version":"0","time":1,"id":"evt_p{n}","tenant":"acme"}}"#);
+    publisher.json(env.topic(), &event(1)).await;
+    let got = receiver.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].header("x-api-key"), "k-7f3e9a1c");
+
+    // Pause keeps what arrives; resume with replay sends it.
+    browser.submit("form[action$='/pause'] button").await;
+    assert!(browser.text().await.contains("Webhook paused"));
+    app.wait_status("paused", 1).await;
+    publisher.json(env.topic(), &event(2)).await;
+    eventually(Duration::from_secs(20), "the event to be kept", || async {
+        (end_offsets(&env.dlq, 1).await[0] == 1).then_some(())
+    })
+    .await;
+    assert_eq!(receiver.count(), 1);
+    assert!(browser.has("#replay:checked").await, "replay is offered, ticked");
+    browser.screenshot("04-paused").await;
+    browser.submit("form[action$='/resume'] button").await;
+    assert!(browser.text().await.contains("being delivered again"));
+    let got = receiver.wait_for(2, Duration::from_secs(30)).await;
+    assert!(
+        String::from_utf8_lossy(&got[1].body).contains("evt_p2"),
+        "the kept event"
+    );
+
+    // The secret: shown, rotated; the previous one is listed while it still signs.
+    browser.follow("Signing secret").await;
+    let old = browser
+        .client
+        .find(Locator::Css("code.secret"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(old.starts_with("whsec_"), "{old}");
+    browser.check_accessibility("secret").await;
+    browser.submit("form[action$='/secret/rotate'] button").await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("New secret made") && text.contains("Also signing until"),
+        "{text}"
+    );
+    let secrets = browser.client.find_all(Locator::Css("code.secret")).await.unwrap();
+    assert_eq!(secrets.len(), 2);
+    assert_ne!(secrets[0].text().await.unwrap(), old);
+    assert_eq!(secrets[1].text().await.unwrap(), old);
+    browser.screenshot("05-secret").await;
+
+    // Edit: a refused URL says what to fix; a name with markup stays text;
+    // a header value left empty is kept.
+    browser.go(&format!("{}webhooks/{id}/edit", link)).await;
+    browser.fill("#url", "ftp://example.com/hook").await;
+    browser.submit("button[type=submit]").await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("The webhook was not saved") && text.contains("Endpoint URL"),
+        "{text}"
+    );
+    browser.check_accessibility("edit with an error").await;
+    browser.screenshot("06-edit-error").await;
+    browser.fill("#url", &receiver.url("/crm")).await;
+    browser
+        .fill("#name", "<script>window.injected = 1</script> Tours")
+        .await;
+    browser.submit("button[type=submit]").await;
+    assert!(browser
+        .text()
+        .await
+        .contains("<script>window.injected = 1</script> Tours"));
+    assert_eq!(
+        browser
+            .client
+            .execute("return window.injected === undefined", vec![])
+            .await
+            .unwrap(),
+        json!(true),
+        "markup in a name is shown, not run"
+    );
+    let stored = api.ok(Method::GET, &format!("/v1/webhooks/{id}"), OPS, None).await;
+    assert_eq!(
+        stored["headers"],
+        json!({"X-Api-Key": "k-7f3e9a1c"}),
+        "the empty value kept the header"
+    );
+
+    // At phone width the list still reads (a card per webhook).
+    browser.client.set_window_size(390, 844).await.unwrap();
+    browser.go(&link).await;
+    browser.check_accessibility("list at phone width").await;
+    browser.screenshot("07-list-phone").await;
+    browser.client.set_window_size(1280, 1000).await.unwrap();
+
+    // Delete, after confirmation.
+    browser.go(&format!("{}webhooks/{id}", link)).await;
+    browser.follow("Delete this webhook").await;
+    browser.check_accessibility("delete confirmation").await;
+    browser.submit("button.danger").await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("Webhook deleted") && text.contains("No webhooks yet"),
+        "{text}"
+    );
+    assert_eq!(
+        api.call(Method::GET, &format!("/v1/webhooks/{id}"), OPS, None)
+            .await
+            .status,
+        404
+    );
+    browser.client.close().await.unwrap();
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_sees_only_its_tenant_and_a_read_only_one_changes_nothing() {
+    let env = TestEnv::new("portal-limits", &["events"], 1).await;
+    let served = ApiOnly::start(&env, &portal_overlay()).await;
+    let api = &served.api;
+    let hook = |id: &str, tenant: &str| json!({"id": id, "tenant": tenant, "name": id, "url": "https://example.com/h", "events": ["*"]});
+    api.ok(Method::POST, "/v1/webhooks", OPS, Some(hook("acme-1", "acme")))
+        .await;
+    api.ok(Method::POST, "/v1/webhooks", OPS, Some(hook("acme-2", "acme")))
+        .await;
+    api.ok(Method::POST, "/v1/webhooks", OPS, Some(hook("globex-1", "globex")))
+        .await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let browser = Browser::start().await;
+
+    // Read only: sees, but has no form and every change is refused.
+    let (read_only, _) = session(api, ACME, "acme", json!({"capability": "read_only"})).await;
+    browser.go(&read_only).await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("acme-1") && text.contains("acme-2") && text.contains("Read only"),
+        "{text}"
+    );
+    assert!(!text.contains("globex-1"), "another tenant's webhook is not listed");
+    assert!(!browser.has("a.button").await, "no New webhook");
+    browser.check_accessibility("read-only list").await;
+    browser.screenshot("08-read-only").await;
+    browser.go(&format!("{read_only}webhooks/acme-1")).await;
+    assert!(!browser.has("form").await && !browser.text().await.contains("Manage"));
+    browser.go(&format!("{read_only}webhooks/new")).await;
+    assert!(browser.text().await.contains("This link lets you look"));
+    let pause = http
+        .post(format!("{read_only}webhooks/acme-1/pause"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("csrf=guess")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pause.status(), 403);
+    assert_eq!(
+        api.ok(Method::GET, "/v1/webhooks/acme-1", OPS, None).await["status"],
+        "active"
+    );
+
+    // A manage session: another tenant's webhook is not found, by page or form.
+    let (manage, _) = session(api, OPS, "acme", json!({})).await;
+    let page = http.get(format!("{manage}webhooks/globex-1")).send().await.unwrap();
+    assert_eq!(page.status(), 404);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.ends_with("frame-ancestors https://app.acme.example"), "{csp}");
+    let form = http
+        .get(format!("{manage}webhooks/acme-1"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = form
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let foreign = http
+        .post(format!("{manage}webhooks/globex-1/pause"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 404);
+    assert_eq!(
+        api.ok(Method::GET, "/v1/webhooks/globex-1", OPS, None).await["status"],
+        "active"
+    );
+    let forged = http
+        .post(format!("{manage}webhooks/acme-1/pause"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("csrf=0000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403, "a form without the session's token is refused");
+    let paused = http
+        .post(format!("{manage}webhooks/acme-1/pause"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paused.status(), 303);
+    let stored = api.ok(Method::GET, "/v1/webhooks/acme-1", OPS, None).await;
+    assert_eq!(stored["status_reason"], "paused by `ops (portal)`");
+
+    // A session for one webhook sees only that one, and cannot delete it.
+    let (one, _) = session(api, ACME, "acme", json!({"webhook": "acme-2"})).await;
+    browser.go(&one).await;
+    let text = browser.text().await;
+    assert!(text.contains("acme-2") && !text.contains("acme-1"), "{text}");
+    assert_eq!(
+        http.get(format!("{one}webhooks/acme-1")).send().await.unwrap().status(),
+        404
+    );
+    assert_eq!(
+        http.get(format!("{one}webhooks/acme-2/delete"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+
+    // Refused sessions: another tenant's token, a webhook of another tenant.
+    let other = api
+        .call(
+            Method::POST,
+            "/v1/tenants/acme/portal-sessions",
+            GLOBEX,
+            Some(json!({})),
+        )
+        .await;
+    assert_problem(&other, 404, None);
+    let wrong = api
+        .call(
+            Method::POST,
+            "/v1/tenants/acme/portal-sessions",
+            OPS,
+            Some(json!({"webhook": "globex-1"})),
+        )
+        .await;
+    assert_problem(&wrong, 422, Some("webhook"));
+
+    // Revoked, and expired, links stop working.
+    let (revoked, created) = session(api, ACME, "acme", json!({})).await;
+    assert_eq!(http.get(&revoked).send().await.unwrap().status(), 200);
+    let path = format!("/v1/portal-sessions/{}", created["id"].as_str().unwrap());
+    assert_problem(&api.call(Method::DELETE, &path, GLOBEX, None).await, 404, None);
+    assert_eq!(api.call(Method::DELETE, &path, ACME, None).await.status, 204);
+    let gone = http.get(&revoked).send().await.unwrap();
+    assert_eq!(gone.status(), 401);
+    assert!(gone.text().await.unwrap().contains("no longer works"));
+    let (short, _) = session(api, ACME, "acme", json!({"ttl_seconds": 1})).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(http.get(&short).send().await.unwrap().status(), 401);
+    browser.go(&short).await;
+    browser.check_accessibility("expired link").await;
+    browser.screenshot("09-expired").await;
+    browser.client.close().await.unwrap();
+    served.stop().await;
+}
