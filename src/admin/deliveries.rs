@@ -22,7 +22,7 @@ use crate::history::store::{Scope, Stats};
 use crate::history::HistoryStore;
 use crate::retry::codec::{reasons, Binding};
 use crate::retry::redrive::{deliver_again, Again};
-use crate::retry::replay::ReplayFilter;
+use crate::retry::replay::{ReplayFilter, ReplayOptions};
 use crate::webhook::pattern_matches;
 
 fn history(state: &AdminState) -> Result<&HistoryStore, Problem> {
@@ -51,6 +51,14 @@ pub struct DeliveryQuery {
     pub event_type: Option<String>,
     /// Only attempts of this delivery (`webhook-id`).
     pub delivery_id: Option<String>,
+    /// Only attempts made at or after this time (RFC 3339).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub since: Option<OffsetDateTime>,
+    /// Only attempts made before this time (RFC 3339).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub until: Option<OffsetDateTime>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size (1 to 500; default `admin.default_page_size`).
@@ -103,6 +111,8 @@ pub async fn list(
         query.status.is_none_or(|s| a.outcome == s)
             && event_type.as_ref().is_none_or(|p| pattern_matches(p, &a.event_type))
             && delivery.as_ref().is_none_or(|d| a.delivery_id == *d)
+            && query.since.is_none_or(|t| a.at >= t)
+            && query.until.is_none_or(|t| a.at < t)
     });
     let data: Vec<AttemptRecord> = matching.by_ref().take(limit).cloned().collect();
     let next_cursor = if matching.next().is_some() {
@@ -233,6 +243,10 @@ pub struct ReplayRequest {
     /// otherwise re-driven once).
     #[serde(default)]
     pub force: bool,
+    /// Only count what would be re-delivered (`would_replay` in the job),
+    /// and re-deliver nothing.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// Re-delivers a webhook's failed deliveries (kept in the dead-letter topic)
@@ -285,9 +299,21 @@ pub async fn replay(
         .await?;
     let job = state
         .jobs()
-        .start(admitted, &state, &id, webhook.tenant.clone(), filter, body.force)
+        .start(
+            admitted,
+            &state,
+            &id,
+            webhook.tenant.clone(),
+            filter,
+            ReplayOptions {
+                dry_run: body.dry_run,
+                force: body.force,
+            },
+        )
         .await?;
-    state.telemetry().admin_change("replayed", &id, &caller.name);
+    if !body.dry_run {
+        state.telemetry().admin_change("replayed", &id, &caller.name);
+    }
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 

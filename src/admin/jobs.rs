@@ -56,6 +56,12 @@ pub struct ReplayJob {
     pub already_redriven: u64,
     /// Written back for delivery.
     pub replayed: u64,
+    /// Only counted, nothing written back.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// A dry run's count: what a replay would write back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub would_replay: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
@@ -253,7 +259,7 @@ impl Jobs {
         webhook_id: &str,
         tenant: Option<String>,
         filter: ReplayFilter,
-        force: bool,
+        options: ReplayOptions,
     ) -> Result<ReplayJob, Problem> {
         let now = OffsetDateTime::now_utc();
         let stored = Stored {
@@ -266,6 +272,8 @@ impl Jobs {
                 matched: 0,
                 already_redriven: 0,
                 replayed: 0,
+                dry_run: options.dry_run,
+                would_replay: None,
                 error: None,
                 started_at: now,
                 finished_at: None,
@@ -310,7 +318,6 @@ impl Jobs {
             })
         };
         tokio::spawn(async move {
-            let options = ReplayOptions { dry_run: false, force };
             let result = crate::retry::replay::replay(&config, &producer.get(), &filter, options, progress).await;
             writer.abort();
             jobs.release(&admitted.id).await;
@@ -372,6 +379,9 @@ fn apply(job: &mut ReplayJob, s: &ReplaySummary) {
     job.matched = s.matched;
     job.already_redriven = s.already_redriven;
     job.replayed = s.replayed;
+    if job.dry_run {
+        job.would_replay = Some(s.would_replay());
+    }
 }
 
 /// A replay's progress, from any replica.

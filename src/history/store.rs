@@ -101,6 +101,19 @@ pub struct Stats {
     pub last_success_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_failure_at: Option<OffsetDateTime>,
+    /// Deliveries per hour over the last 7 days, oldest first: 168 hours,
+    /// the current one last.
+    pub hourly: Vec<HourCount>,
+}
+
+/// Deliveries in one hour.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct HourCount {
+    /// When the hour began.
+    #[serde(with = "time::serde::rfc3339")]
+    pub hour: OffsetDateTime,
+    pub succeeded: u64,
+    pub failed: u64,
 }
 
 /// Reads and writes history keys.
@@ -262,6 +275,15 @@ impl HistoryStore {
             last_week: Window::of(ws, wf),
             last_success_at: at(last[0].0),
             last_failure_at: at(last[0].1),
+            hourly: hours
+                .iter()
+                .zip((hour - 167)..=hour)
+                .map(|((s, f), h)| HourCount {
+                    hour: OffsetDateTime::from_unix_timestamp(h * 3_600).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                    succeeded: s.unwrap_or(0),
+                    failed: f.unwrap_or(0),
+                })
+                .collect(),
         })
     }
 }

@@ -672,6 +672,37 @@ async fn the_history_shows_every_attempt_in_full_and_the_statistics_count_them()
         .await;
     assert_eq!(rest["data"][0]["id"], first["id"]);
     assert_eq!(rest["next_cursor"], Value::Null);
+    // A time range: the attempts were made in the last minute.
+    let at = |offset: time::Duration| {
+        (time::OffsetDateTime::now_utc() + offset)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+            .replace('+', "%2B")
+    };
+    let recent = api
+        .ok(
+            Method::GET,
+            &format!("{path}/deliveries?since={}", at(time::Duration::minutes(-5))),
+            ACME,
+            None,
+        )
+        .await;
+    assert_eq!(recent["data"].as_array().unwrap().len(), 2);
+    let older = api
+        .ok(
+            Method::GET,
+            &format!("{path}/deliveries?until={}", at(time::Duration::minutes(-5))),
+            ACME,
+            None,
+        )
+        .await;
+    assert_eq!(older["data"], json!([]));
+    assert_problem(
+        &api.call(Method::GET, &format!("{path}/deliveries?since=yesterday"), ACME, None)
+            .await,
+        400,
+        None,
+    );
     let one = api
         .ok(
             Method::GET,
@@ -704,6 +735,16 @@ async fn the_history_shows_every_attempt_in_full_and_the_statistics_count_them()
     .await;
     assert_eq!(stats["last_hour"]["success_rate"], 0.5);
     assert_eq!(stats["last_week"]["succeeded"], 1);
+    let hourly = stats["hourly"].as_array().unwrap();
+    assert_eq!(hourly.len(), 168, "every hour of the week");
+    let counted = |k: &str| hourly.iter().map(|h| h[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!((counted("succeeded"), counted("failed")), (1, 1));
+    let last_two = |k: &str| hourly[166][k].as_u64().unwrap() + hourly[167][k].as_u64().unwrap();
+    assert_eq!(
+        (last_two("succeeded"), last_two("failed")),
+        (1, 1),
+        "the current hour is last"
+    );
     assert!(stats["last_success_at"].is_string() && stats["last_failure_at"].is_string());
     let tenant = api.ok(Method::GET, "/v1/tenants/acme/stats", ACME, None).await;
     assert_eq!(
@@ -783,6 +824,27 @@ async fn a_manual_retry_and_a_replay_deliver_the_same_delivery_again() {
     // ...is delivered again, with its id, once the endpoint is back.
     receiver.set_behaviour(Behaviour::Status(204));
     let before = receiver.count();
+    // A dry run counts, and sends nothing.
+    let counted = api
+        .ok(
+            Method::POST,
+            &format!("{path}/replay"),
+            ACME,
+            Some(json!({"since": "2020-01-01T00:00:00Z", "dry_run": true})),
+        )
+        .await;
+    let counted = api.replay_finished(&counted, ACME).await;
+    assert_eq!(
+        (
+            counted["dry_run"].as_bool(),
+            counted["would_replay"].as_u64(),
+            counted["replayed"].as_u64()
+        ),
+        (Some(true), Some(1), Some(0)),
+        "{counted}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.count(), before, "a dry run sends nothing");
     let started = api
         .call(
             Method::POST,

@@ -286,6 +286,88 @@ async fn a_webhook_is_created_changed_paused_and_deleted_in_the_portal() {
     assert_eq!(secrets[1].text().await.unwrap(), old);
     browser.screenshot("05-secret").await;
 
+    // The delivery log: every attempt, its request and response in full.
+    browser.go(&format!("{link}webhooks/{id}")).await;
+    assert!(browser.has("svg[role=img]").await, "the deliveries chart");
+    browser.check_accessibility("webhook with its chart").await;
+    browser.follow("Delivery log").await;
+    let log = browser.client.current_url().await.unwrap().to_string();
+    eventually(Duration::from_secs(10), "both attempts in the log", || async {
+        browser.go(&log).await;
+        (browser.client.find_all(Locator::Css("tbody tr")).await.ok()?.len() == 2).then_some(())
+    })
+    .await;
+    browser.check_accessibility("delivery log").await;
+    browser.screenshot("10-delivery-log").await;
+    browser.navigate(Locator::Css("tbody tr:last-child a")).await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("evt_p1") && text.contains("Status 204") && text.contains("webhook-signature"),
+        "{text}"
+    );
+    browser.check_accessibility("attempt").await;
+    browser.screenshot("11-attempt").await;
+    browser.submit("form[action$='/retry'] button").await;
+    assert!(browser.text().await.contains("being sent again"));
+    let got = receiver.wait_for(3, Duration::from_secs(30)).await;
+    assert_eq!(
+        got[2].header("webhook-id"),
+        got[0].header("webhook-id"),
+        "the same delivery id"
+    );
+    browser
+        .go(&format!("{link}webhooks/{id}/deliveries?status=failed"))
+        .await;
+    assert!(browser.text().await.contains("No attempts here"));
+    browser.go(&format!("{link}webhooks/{id}/deliveries")).await;
+    browser.follow("Follow new attempts live").await;
+    assert!(browser.has("meta[http-equiv=refresh]").await, "the live tail reloads");
+
+    // A test event: the catalog's example, and what the endpoint answered.
+    browser.go(&format!("{link}webhooks/{id}")).await;
+    browser.follow("Send a test event").await;
+    browser.check_accessibility("test form").await;
+    browser.submit("button[type=submit]").await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("Your endpoint accepted it") && text.contains("204"),
+        "{text}"
+    );
+    browser.check_accessibility("test result").await;
+    browser.screenshot("12-test").await;
+    receiver.wait_for(4, Duration::from_secs(10)).await;
+
+    // Failed deliveries: counted first, then sent again with their ids.
+    receiver.set_behaviour(Behaviour::Status(500));
+    let dead_before = end_offsets(&env.dlq, 1).await[0];
+    publisher.json(env.topic(), &event(3)).await;
+    eventually(Duration::from_secs(20), "the failed delivery to be kept", || async {
+        (end_offsets(&env.dlq, 1).await[0] > dead_before).then_some(())
+    })
+    .await;
+    receiver.set_behaviour(Behaviour::Status(204));
+    let before = receiver.count();
+    browser.go(&format!("{link}webhooks/{id}")).await;
+    browser.follow("Send failed deliveries again").await;
+    browser.check_accessibility("replay form").await;
+    browser.submit("button[type=submit]").await;
+    let counted = eventually(Duration::from_secs(30), "the count", || async {
+        let text = browser.text().await;
+        text.contains("can be sent again").then_some(text)
+    })
+    .await;
+    assert!(counted.contains("1 failed delivery since"), "{counted}");
+    browser.check_accessibility("replay count").await;
+    browser.screenshot("13-replay-count").await;
+    assert_eq!(receiver.count(), before, "counting sends nothing");
+    browser.submit("button[type=submit]").await;
+    eventually(Duration::from_secs(30), "the replay", || async {
+        browser.text().await.contains("1 sent again").then_some(())
+    })
+    .await;
+    let got = receiver.wait_for(before + 1, Duration::from_secs(30)).await;
+    assert!(String::from_utf8_lossy(&got[before].body).contains("evt_p3"));
+
     // Edit: a refused URL says what to fix; a name with markup stays text;
     // a header value left empty is kept.
     browser.go(&format!("{}webhooks/{id}/edit", link)).await;

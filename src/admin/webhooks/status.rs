@@ -14,7 +14,7 @@ use crate::admin::jobs::ReplayJob;
 use crate::admin::problem::Problem;
 use crate::admin::AdminState;
 use crate::retry::codec::reasons;
-use crate::retry::replay::ReplayFilter;
+use crate::retry::replay::{ReplayFilter, ReplayOptions};
 use crate::webhook::WebhookStatus;
 
 /// Resume options.
@@ -158,7 +158,14 @@ pub async fn resume(
             Some(
                 state
                     .jobs()
-                    .start(admitted, &state, &id, webhook.tenant.clone(), filter, false)
+                    .start(
+                        admitted,
+                        &state,
+                        &id,
+                        webhook.tenant.clone(),
+                        filter,
+                        ReplayOptions::default(),
+                    )
                     .await?,
             )
         }
