@@ -315,6 +315,7 @@ fn api() -> OpenApiRouter<AdminState> {
         .routes(routes!(catalog::list_catalogs))
         .routes(routes!(catalog::get_catalog))
         .routes(routes!(portal_sessions::create))
+        .routes(routes!(portal_sessions::create_for_operators))
         .routes(routes!(portal_sessions::revoke))
 }
 

@@ -57,7 +57,8 @@ pub struct CreatePortalSession {
 pub struct PortalSession {
     /// Names the session, to revoke it.
     pub id: String,
-    pub tenant: String,
+    /// Its tenant; none for an operators' session (every tenant).
+    pub tenant: Option<String>,
     pub capability: Capability,
     /// The one webhook the session sees, if it is limited to one.
     pub webhook: Option<String>,
@@ -72,8 +73,9 @@ pub struct PortalSession {
 pub struct Claims {
     /// Session id.
     pub sid: String,
-    /// Tenant.
-    pub ten: String,
+    /// Tenant; none for an operators' session, which sees every tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ten: Option<String>,
     /// Capability.
     pub cap: Capability,
     /// The one webhook, if limited to one.
@@ -157,14 +159,50 @@ pub async fn create(
     ApiPath(tenant): ApiPath<String>,
     OptionalJson(body): OptionalJson<CreatePortalSession>,
 ) -> Result<(StatusCode, Json<PortalSession>), Problem> {
+    if !caller.can_access(Some(&tenant)) {
+        return Err(Problem::not_found("tenant", &tenant));
+    }
+    start(&state, &caller, Some(tenant), body.unwrap_or_default()).await
+}
+
+/// Creates an operators' portal session: the same pages across every
+/// tenant (admin tokens only).
+#[utoipa::path(
+    post,
+    path = "/v1/portal-sessions",
+    tag = "portal",
+    request_body(content = Option<CreatePortalSession>, description = "Optional; a `manage` session of `portal.session_ttl` by default"),
+    responses(
+        (status = 201, description = "The session and its link", body = PortalSession),
+        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_for_operators(
+    State(state): State<AdminState>,
+    caller: Caller,
+    OptionalJson(body): OptionalJson<CreatePortalSession>,
+) -> Result<(StatusCode, Json<PortalSession>), Problem> {
+    if caller.tenant.is_some() {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            Some("a session across tenants needs an admin token; a tenant token makes its tenant's (POST /v1/tenants/{tenant}/portal-sessions)".into()),
+        ));
+    }
+    start(&state, &caller, None, body.unwrap_or_default()).await
+}
+
+async fn start(
+    state: &AdminState,
+    caller: &Caller,
+    tenant: Option<String>,
+    body: CreatePortalSession,
+) -> Result<(StatusCode, Json<PortalSession>), Problem> {
     let config = state.config();
     if !config.portal.enabled() {
         return Err(portal_off());
     }
-    if !caller.can_access(Some(&tenant)) {
-        return Err(Problem::not_found("tenant", &tenant));
-    }
-    let body = body.unwrap_or_default();
     let ttl = match body.ttl_seconds {
         None => config.portal.session_ttl,
         Some(0) => return Err(Problem::invalid("ttl_seconds", "must be at least 1")),
@@ -180,8 +218,8 @@ pub async fn create(
         Some(s) => std::time::Duration::from_secs(s),
     };
     if let Some(id) = &body.webhook {
-        let webhook = crate::admin::webhooks::load(&state, &caller, id).await?;
-        if webhook.tenant.as_deref() != Some(tenant.as_str()) {
+        let webhook = crate::admin::webhooks::load(state, caller, id).await?;
+        if tenant.is_some() && webhook.tenant != tenant {
             return Err(Problem::invalid("webhook", "is not a webhook of this tenant"));
         }
     }
@@ -197,7 +235,11 @@ pub async fn create(
     };
     let mut conn = state.redis();
     let () = conn
-        .set_ex(session_key(&config.redis.prefix, &sid), &tenant, ttl.as_secs().max(1))
+        .set_ex(
+            session_key(&config.redis.prefix, &sid),
+            tenant.as_deref().unwrap_or(""),
+            ttl.as_secs().max(1),
+        )
         .await
         .map_err(|e| Problem::unavailable("portal sessions", &e))?;
     let token = sign(config.portal.signing_key.as_bytes(), &claims);
@@ -233,8 +275,16 @@ pub async fn revoke(
         .get(&key)
         .await
         .map_err(|e| Problem::unavailable("portal sessions", &e))?;
+    // An operators' session ("" in Redis) is an admin token's to revoke.
+    let allowed = |t: &str| {
+        if t.is_empty() {
+            caller.tenant.is_none()
+        } else {
+            caller.can_access(Some(t))
+        }
+    };
     match tenant {
-        Some(t) if caller.can_access(Some(&t)) => {
+        Some(t) if allowed(&t) => {
             let () = conn
                 .del(&key)
                 .await
@@ -252,7 +302,7 @@ mod tests {
     fn claims() -> Claims {
         Claims {
             sid: "ps_1".into(),
-            ten: "acme".into(),
+            ten: Some("acme".into()),
             cap: Capability::ReadOnly,
             wh: Some("wh_1".into()),
             exp: 2_000,
@@ -279,7 +329,7 @@ mod tests {
         // The same signature over claims naming another tenant.
         let (_, signature) = token.split_once('.').unwrap();
         let mut other = claims();
-        other.ten = "globex".into();
+        other.ten = Some("globex".into());
         let forged = format!(
             "{}.{signature}",
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(&other).unwrap())

@@ -95,7 +95,7 @@ impl Session {
     fn caller(&self) -> Caller {
         Caller {
             name: format!("{} (portal)", self.claims.by),
-            tenant: Some(self.claims.ten.clone()),
+            tenant: self.claims.ten.clone(),
         }
     }
 
@@ -246,10 +246,10 @@ impl FromRequestParts<AdminState> for Session {
         if !live {
             return Err(invalid());
         }
-        let frame_ancestors = config
-            .admin
-            .tenants
-            .get(&claims.ten)
+        let frame_ancestors = claims
+            .ten
+            .as_ref()
+            .and_then(|t| config.admin.tenants.get(t))
             .and_then(|t| t.frame_ancestors.as_ref())
             .unwrap_or(&config.portal.frame_ancestors)
             .join(" ");
@@ -409,7 +409,7 @@ async fn new_form(State(state): State<AdminState>, session: Session) -> Result<R
     if !session.manages() || session.claims.wh.is_some() {
         return Err(PageError::read_only(&session));
     }
-    let catalog = catalog_of(&state, &session);
+    let catalog = catalog_of(&state, session.claims.ten.as_deref());
     let markup = views::webhook_form(&session, catalog.as_deref(), &views::FormValues::default(), None);
     Ok(html(StatusCode::OK, Some(&session), markup))
 }
@@ -424,11 +424,14 @@ async fn create(State(state): State<AdminState>, session: Session, body: Bytes) 
         url: form.one("url").unwrap_or_default().trim().to_owned(),
         events: form.events(),
         headers: form.headers(),
+        tenant: form.one("tenant").unwrap_or_default().trim().to_owned(),
     };
+    // An operators' session names the tenant; a tenant's session is its own.
+    let tenant = (session.claims.ten.is_none() && !values.tenant.is_empty()).then(|| values.tenant.clone());
     let body = CreateWebhook {
         id: None,
         uid: None,
-        tenant: None,
+        tenant,
         name: values.name.clone(),
         url: values.url.clone(),
         events: values.events.clone(),
@@ -441,7 +444,7 @@ async fn create(State(state): State<AdminState>, session: Session, body: Bytes) 
             session.path(&format!("webhooks/{}?done=created", webhook.id)),
         )),
         Err(problem) if problem.status == 422 || problem.status == 409 || problem.status == 403 => {
-            let catalog = catalog_of(&state, &session);
+            let catalog = catalog_of(&state, session.claims.ten.as_deref());
             let markup = views::webhook_form(&session, catalog.as_deref(), &values, Some(&problem));
             Ok(html(StatusCode::UNPROCESSABLE_ENTITY, Some(&session), markup))
         }
@@ -460,9 +463,10 @@ async fn webhook_of(state: &AdminState, session: &Session, id: &str) -> Result<W
         .map_err(|p| PageError::from((p, session)))
 }
 
-/// The catalog the session's tenant picks events from, if it has one.
-fn catalog_of(state: &AdminState, session: &Session) -> Option<std::sync::Arc<crate::config::catalog::Catalog>> {
-    crate::admin::catalog::of_tenant(state, Some(&session.claims.ten)).cloned()
+/// The catalog `tenant`'s webhooks pick events from, if it has one. An
+/// operators' session creating a webhook has no tenant yet: none.
+fn catalog_of(state: &AdminState, tenant: Option<&str>) -> Option<std::sync::Arc<crate::config::catalog::Catalog>> {
+    tenant.and_then(|t| crate::admin::catalog::of_tenant(state, Some(t)).cloned())
 }
 
 /// Webhook `id`, if the session may see and change it (`deletes`: and
@@ -505,7 +509,7 @@ async fn detail(
         .await
         .ok()
         .map(|Json(s)| s);
-    let catalog = catalog_of(&state, &session);
+    let catalog = catalog_of(&state, webhook.tenant.as_deref());
     let markup = views::detail(
         &session,
         &webhook,
@@ -522,8 +526,9 @@ async fn edit_form(
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Response, PageError> {
     let webhook = managed_webhook(&state, &session, &id, false).await?;
-    let catalog = catalog_of(&state, &session);
+    let catalog = catalog_of(&state, webhook.tenant.as_deref());
     let values = views::FormValues {
+        tenant: webhook.tenant.clone().unwrap_or_default(),
         name: webhook.name.clone(),
         url: webhook.url.clone(),
         events: webhook.events.clone(),
@@ -543,6 +548,7 @@ async fn update(
 ) -> Result<Response, PageError> {
     let (form, webhook) = change_form(&state, &session, &id, &body, false).await?;
     let values = views::FormValues {
+        tenant: webhook.tenant.clone().unwrap_or_default(),
         name: form.one("name").unwrap_or_default().trim().to_owned(),
         url: form.one("url").unwrap_or_default().trim().to_owned(),
         events: form.events(),
@@ -578,7 +584,7 @@ async fn update(
     match result {
         Ok(_) => Ok(see_other(session.path(&format!("webhooks/{id}?done=updated")))),
         Err(problem) if problem.status == 422 => {
-            let catalog = catalog_of(&state, &session);
+            let catalog = catalog_of(&state, webhook.tenant.as_deref());
             let markup = views::edit_form(&session, &webhook, catalog.as_deref(), &values, Some(&problem));
             Ok(html(StatusCode::UNPROCESSABLE_ENTITY, Some(&session), markup))
         }
@@ -916,7 +922,7 @@ async fn test_form(
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Response, PageError> {
     let webhook = managed_webhook(&state, &session, &id, false).await?;
-    let types = testable(catalog_of(&state, &session).as_deref(), &webhook);
+    let types = testable(catalog_of(&state, webhook.tenant.as_deref()).as_deref(), &webhook);
     Ok(html(
         StatusCode::OK,
         Some(&session),
@@ -931,7 +937,7 @@ async fn test(
     body: Bytes,
 ) -> Result<Response, PageError> {
     let (form, webhook) = change_form(&state, &session, &id, &body, false).await?;
-    let types = testable(catalog_of(&state, &session).as_deref(), &webhook);
+    let types = testable(catalog_of(&state, webhook.tenant.as_deref()).as_deref(), &webhook);
     let event_type = form.one("event_type").unwrap_or_default().to_owned();
     let request = crate::admin::deliveries::TestRequest { event_type };
     let Json(result) = crate::admin::deliveries::test(
@@ -957,7 +963,7 @@ mod tests {
         Session {
             claims: Claims {
                 sid: "ps_1".into(),
-                ten: "acme".into(),
+                ten: Some("acme".into()),
                 cap,
                 wh: None,
                 exp: i64::MAX,

@@ -23,6 +23,8 @@ use super::{LogQuery, Session};
 /// What a webhook form shows (as typed, when sent back with an error).
 #[derive(Debug, Default, Clone)]
 pub struct FormValues {
+    /// The tenant (chosen in an operators' session only).
+    pub tenant: String,
     pub name: String,
     pub url: String,
     pub events: Vec<String>,
@@ -92,7 +94,10 @@ fn layout_refreshing(session: Option<&Session>, title: &str, refresh: Option<u32
                 header class="top" {
                     @if let Some(s) = session {
                         a class="brand" href=(s.path("")) { "Webhooks" }
-                        span class="tenant" { (s.claims.ten) }
+                        @match &s.claims.ten {
+                            Some(t) => span class="tenant" { (t) },
+                            None => span class="badge" { "Operator: every tenant" },
+                        }
                         @if !s.manages() {
                             span class="badge" { "Read only" }
                         }
@@ -130,6 +135,7 @@ fn csrf(session: &Session) -> Markup {
 /// The webhooks of the session, with their status and health.
 pub fn list(session: &Session, rows: &[(WebhookView, Option<Stats>)], done: Option<&str>) -> Markup {
     let can_create = session.manages() && session.claims.wh.is_none();
+    let operator = session.claims.ten.is_none();
     layout(
         Some(session),
         "Webhooks",
@@ -155,6 +161,7 @@ pub fn list(session: &Session, rows: &[(WebhookView, Option<Stats>)], done: Opti
                     thead {
                         tr {
                             th scope="col" { "Name" }
+                            @if operator { th scope="col" { "Tenant" } }
                             th scope="col" { "Endpoint" }
                             th scope="col" { "Status" }
                             th scope="col" { "Succeeded (24 h)" }
@@ -165,6 +172,7 @@ pub fn list(session: &Session, rows: &[(WebhookView, Option<Stats>)], done: Opti
                         @for (w, stats) in rows {
                             tr {
                                 td data-label="Name" { a href=(session.path(&format!("webhooks/{}", w.id))) { (w.name) } }
+                                @if operator { td data-label="Tenant" { (w.tenant.as_deref().unwrap_or("none")) } }
                                 td data-label="Endpoint" class="url" { (w.url) }
                                 td data-label="Status" {
                                     span class={"status " (w.status.as_str())} { (status_text(w.status)) }
@@ -207,6 +215,7 @@ fn problem_summary(problem: Option<&Problem>) -> Markup {
 
 fn field_label(field: &str) -> &str {
     match field.split('.').next().unwrap_or(field) {
+        "tenant" => "Tenant",
         "name" => "Name",
         "url" => "Endpoint URL",
         "events" => "Events",
@@ -297,8 +306,15 @@ fn header_rows(values: &FormValues, editing: bool) -> Markup {
     }
 }
 
-fn form_fields(catalog: Option<&Catalog>, values: &FormValues, editing: bool) -> Markup {
+fn form_fields(session: &Session, catalog: Option<&Catalog>, values: &FormValues, editing: bool) -> Markup {
     html! {
+        @if session.claims.ten.is_none() && !editing {
+            div class="field" id="field-tenant" {
+                label for="tenant" { "Tenant" }
+                p class="hint" id="tenant-hint" { "Whose events it receives; leave empty for every tenant's." }
+                input type="text" id="tenant" name="tenant" value=(values.tenant) maxlength="128" aria-describedby="tenant-hint" autocomplete="off";
+            }
+        }
         div class="field" id="field-name" {
             label for="name" { "Name" }
             input type="text" id="name" name="name" value=(values.name) required maxlength="256" autocomplete="off";
@@ -328,7 +344,7 @@ pub fn webhook_form(
             (problem_summary(problem))
             form method="post" action=(session.path("webhooks")) {
                 (csrf(session))
-                (form_fields(catalog, values, false))
+                (form_fields(session, catalog, values, false))
                 div class="actions" {
                     button type="submit" { "Create webhook" }
                     a href=(session.path("")) { "Cancel" }
@@ -355,7 +371,7 @@ pub fn edit_form(
             (problem_summary(problem))
             form method="post" action=(session.path(&format!("{here}/edit"))) {
                 (csrf(session))
-                (form_fields(catalog, values, true))
+                (form_fields(session, catalog, values, true))
                 div class="actions" {
                     button type="submit" { "Save changes" }
                     a href=(session.path(&here)) { "Cancel" }
@@ -383,6 +399,9 @@ pub fn detail(
             p class="back" { a href=(session.path("")) { "All webhooks" } }
             h1 { (w.name) }
             dl class="facts" {
+                @if session.claims.ten.is_none() {
+                    dt { "Tenant" } dd { (w.tenant.as_deref().unwrap_or("none: every tenant's events")) }
+                }
                 dt { "Endpoint" } dd class="url" { (w.url) }
                 dt { "Status" }
                 dd {

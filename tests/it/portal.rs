@@ -548,6 +548,42 @@ async fn a_session_sees_only_its_tenant_and_a_read_only_one_changes_nothing() {
         403
     );
 
+    // Operators: every tenant's webhooks, and a webhook made for any tenant.
+    let operators = api.ok(Method::POST, "/v1/portal-sessions", OPS, Some(json!({}))).await;
+    assert_eq!(operators["tenant"], Value::Null);
+    let everything = format!("{}{}", api.base, operators["url"].as_str().unwrap());
+    browser.go(&everything).await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("acme-1") && text.contains("globex-1") && text.contains("Operator"),
+        "{text}"
+    );
+    browser.check_accessibility("operators' list").await;
+    browser.screenshot("14-operators").await;
+    browser.follow("New webhook").await;
+    browser.fill("#tenant", "globex").await;
+    browser.fill("#name", "Globex billing").await;
+    browser.fill("#url", "https://example.com/billing").await;
+    browser.fill("#events-text", "invoice.*").await;
+    browser.submit("button[type=submit]").await;
+    assert!(browser.text().await.contains("Webhook created"));
+    let listed = api.ok(Method::GET, "/v1/webhooks?tenant=globex", OPS, None).await;
+    let made = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "Globex billing")
+        .cloned();
+    assert_eq!(made.map(|w| w["events"].clone()), Some(json!(["invoice.*"])));
+    let refused = api
+        .call(Method::POST, "/v1/portal-sessions", ACME, Some(json!({})))
+        .await;
+    assert_problem(&refused, 403, None);
+    let path = format!("/v1/portal-sessions/{}", operators["id"].as_str().unwrap());
+    assert_problem(&api.call(Method::DELETE, &path, ACME, None).await, 404, None);
+    assert_eq!(api.call(Method::DELETE, &path, OPS, None).await.status, 204);
+    assert_eq!(http.get(&everything).send().await.unwrap().status(), 401);
+
     // Refused sessions: another tenant's token, a webhook of another tenant.
     let other = api
         .call(
