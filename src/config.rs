@@ -20,6 +20,7 @@ use serde::Deserialize;
 pub use crate::routing::envelope::EnvelopeConfig;
 
 pub mod catalog;
+pub mod connector;
 pub mod token_quality;
 pub mod waits;
 
@@ -523,6 +524,12 @@ pub struct AdminConfig {
     /// configuration is checked.
     #[serde(skip)]
     pub catalogs: Arc<catalog::Catalogs>,
+    /// JSON files of connectors offered besides the built-in ones.
+    #[serde(default)]
+    pub connector_files: Vec<std::path::PathBuf>,
+    /// The built-in connectors and `connector_files`, read with the catalogs.
+    #[serde(skip)]
+    pub connectors: Arc<connector::Connectors>,
     /// Per-tenant settings.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,
@@ -833,7 +840,10 @@ impl Config {
                 ));
             }
         }
+        let connectors = connector::Connectors::load(&self.admin.connector_files, &catalogs)
+            .map_err(|e| ConfigError::invalid("admin.connector_files", e.to_string()))?;
         self.admin.catalogs = Arc::new(catalogs);
+        self.admin.connectors = Arc::new(connectors);
         Ok(())
     }
 

@@ -10,6 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 pub use crate::config::catalog::{Catalog, CatalogEvent, Catalogs};
+pub use crate::config::connector::Connector;
 
 use crate::admin::auth::Caller;
 use crate::admin::extract::ApiPath;
@@ -108,4 +109,64 @@ pub async fn get_catalog(
         .find(|c| c.name == name)
         .map(|c| Json(Catalog::clone(c)))
         .ok_or_else(|| Problem::not_found("catalog", &name))
+}
+
+/// The connectors a caller is offered: every one for an admin token; for a
+/// tenant, those of its catalog and those for every tenant.
+pub(crate) fn connectors_for<'a>(state: &'a AdminState, tenant: Option<&str>) -> Vec<&'a Arc<Connector>> {
+    let connectors = &state.config().admin.connectors;
+    match tenant {
+        None => connectors.offered(None),
+        Some(t) => {
+            let catalog = of_tenant(state, Some(t)).map_or("", |c| c.name.as_str());
+            connectors.offered(Some(catalog))
+        }
+    }
+}
+
+/// The connectors.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ConnectorList {
+    pub data: Vec<Connector>,
+}
+
+/// Lists the connectors the token is offered: presets for a webhook to a
+/// known product (its events preselected, the headers it needs).
+#[utoipa::path(
+    get,
+    path = "/v1/connectors",
+    tag = "catalogs",
+    responses(
+        (status = 200, description = "The connectors the token is offered", body = ConnectorList),
+    )
+)]
+pub async fn list_connectors(State(state): State<AdminState>, caller: Caller) -> Json<ConnectorList> {
+    Json(ConnectorList {
+        data: connectors_for(&state, caller.tenant.as_deref())
+            .into_iter()
+            .map(|c| Connector::clone(c))
+            .collect(),
+    })
+}
+
+/// One connector; one a tenant token is not offered answers 404.
+#[utoipa::path(
+    get,
+    path = "/v1/connectors/{name}",
+    tag = "catalogs",
+    params(("name" = String, Path, description = "Connector name, e.g. `intercom-fin`")),
+    responses(
+        (status = 200, description = "The connector", body = Connector),
+    )
+)]
+pub async fn get_connector(
+    State(state): State<AdminState>,
+    caller: Caller,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Connector>, Problem> {
+    connectors_for(&state, caller.tenant.as_deref())
+        .into_iter()
+        .find(|c| c.name == name)
+        .map(|c| Json(Connector::clone(c)))
+        .ok_or_else(|| Problem::not_found("connector", &name))
 }

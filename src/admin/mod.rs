@@ -221,7 +221,7 @@ Errors are `application/problem+json` (RFC 9457).",
         (name = "webhooks", description = "Create, change, pause and delete webhooks"),
         (name = "secrets", description = "Read and rotate signing secrets"),
         (name = "deliveries", description = "Delivery history, statistics, manual retry, replay and test pings"),
-        (name = "catalogs", description = "The event types a webhook can subscribe to"),
+        (name = "catalogs", description = "The event types a webhook can subscribe to, and connectors: presets for known products"),
         (name = "replays", description = "Re-deliver what was kept while a webhook was paused or failing"),
         (name = "portal", description = "Short-lived links to the webhook portal's pages")
     )
@@ -314,6 +314,8 @@ fn api() -> OpenApiRouter<AdminState> {
         .routes(routes!(jobs::get_replay))
         .routes(routes!(catalog::list_catalogs))
         .routes(routes!(catalog::get_catalog))
+        .routes(routes!(catalog::list_connectors))
+        .routes(routes!(catalog::get_connector))
         .routes(routes!(portal_sessions::create))
         .routes(routes!(portal_sessions::create_for_operators))
         .routes(routes!(portal_sessions::revoke))

@@ -401,16 +401,51 @@ async fn list(
                 .map(|Json(s)| s);
         rows.push((w, stats));
     }
-    let markup = views::list(&session, &rows, done_message(done.done.as_deref()));
+    let connectors = crate::admin::catalog::connectors_for(&state, session.claims.ten.as_deref());
+    let markup = views::list(&session, &rows, &connectors, done_message(done.done.as_deref()));
     Ok(html(StatusCode::OK, Some(&session), markup))
 }
 
-async fn new_form(State(state): State<AdminState>, session: Session) -> Result<Response, PageError> {
+#[derive(serde::Deserialize)]
+struct NewQuery {
+    #[serde(default)]
+    connector: String,
+}
+
+/// The connector `name`, if the session is offered it.
+fn connector_of(
+    state: &AdminState,
+    session: &Session,
+    name: &str,
+) -> Option<std::sync::Arc<crate::config::connector::Connector>> {
+    crate::admin::catalog::connectors_for(state, session.claims.ten.as_deref())
+        .into_iter()
+        .find(|c| c.name == name)
+        .cloned()
+}
+
+async fn new_form(
+    State(state): State<AdminState>,
+    session: Session,
+    Query(query): Query<NewQuery>,
+) -> Result<Response, PageError> {
     if !session.manages() || session.claims.wh.is_some() {
         return Err(PageError::read_only(&session));
     }
     let catalog = catalog_of(&state, session.claims.ten.as_deref());
-    let markup = views::webhook_form(&session, catalog.as_deref(), &views::FormValues::default(), None);
+    let connector = connector_of(&state, &session, &query.connector);
+    let values = match &connector {
+        // A connector fills in what it knows; the header values are the user's.
+        Some(c) => views::FormValues {
+            tenant: String::new(),
+            name: c.title.clone(),
+            url: c.url.clone(),
+            events: c.events.clone(),
+            headers: c.headers.keys().map(|k| (k.clone(), String::new())).collect(),
+        },
+        None => views::FormValues::default(),
+    };
+    let markup = views::webhook_form(&session, catalog.as_deref(), &values, None, connector.as_deref());
     Ok(html(StatusCode::OK, Some(&session), markup))
 }
 
@@ -445,7 +480,14 @@ async fn create(State(state): State<AdminState>, session: Session, body: Bytes) 
         )),
         Err(problem) if problem.status == 422 || problem.status == 409 || problem.status == 403 => {
             let catalog = catalog_of(&state, session.claims.ten.as_deref());
-            let markup = views::webhook_form(&session, catalog.as_deref(), &values, Some(&problem));
+            let connector = connector_of(&state, &session, form.one("connector").unwrap_or_default());
+            let markup = views::webhook_form(
+                &session,
+                catalog.as_deref(),
+                &values,
+                Some(&problem),
+                connector.as_deref(),
+            );
             Ok(html(StatusCode::UNPROCESSABLE_ENTITY, Some(&session), markup))
         }
         Err(problem) => Err(PageError::from((problem, &session))),

@@ -14,6 +14,7 @@ use crate::admin::problem::Problem;
 use crate::admin::webhooks::secrets::SecretView;
 use crate::admin::webhooks::WebhookView;
 use crate::config::catalog::{Catalog, CatalogEvent};
+use crate::config::connector::Connector;
 use crate::history::record::{AttemptRecord, Outcome};
 use crate::history::store::Stats;
 use crate::webhook::WebhookStatus;
@@ -133,7 +134,12 @@ fn csrf(session: &Session) -> Markup {
 }
 
 /// The webhooks of the session, with their status and health.
-pub fn list(session: &Session, rows: &[(WebhookView, Option<Stats>)], done: Option<&str>) -> Markup {
+pub fn list(
+    session: &Session,
+    rows: &[(WebhookView, Option<Stats>)],
+    connectors: &[&std::sync::Arc<Connector>],
+    done: Option<&str>,
+) -> Markup {
     let can_create = session.manages() && session.claims.wh.is_none();
     let operator = session.claims.ten.is_none();
     layout(
@@ -145,6 +151,19 @@ pub fn list(session: &Session, rows: &[(WebhookView, Option<Stats>)], done: Opti
                 h1 { "Webhooks" }
                 @if can_create {
                     a class="button" href=(session.path("webhooks/new")) { "New webhook" }
+                }
+            }
+            @if can_create && !connectors.is_empty() {
+                section aria-labelledby="connectors-heading" class="connectors" {
+                    h2 id="connectors-heading" { "Connect a product" }
+                    ul {
+                        @for c in connectors {
+                            li {
+                                a href=(session.path(&format!("webhooks/new?connector={}", c.name))) { (c.title) }
+                                span class="description" { (c.description) }
+                            }
+                        }
+                    }
                 }
             }
             @if rows.is_empty() {
@@ -260,7 +279,7 @@ fn event_picker(catalog: Option<&Catalog>, chosen: &[String]) -> Markup {
                         }
                     }
                     @let other: Vec<&String> = chosen.iter().filter(|c| !catalog.events.iter().any(|e| &e.event_type == *c)).collect();
-                    label for="events-text" { "Or patterns, one per line (" code { "tour.*" } " for every tour event)" }
+                    label for="events-text" { "Or patterns, one per line (" code { "prefix.*" } " for every event type that begins " code { "prefix." } ")" }
                     textarea id="events-text" name="events_text" rows="2" {
                         @for (i, c) in other.iter().enumerate() { @if i > 0 { "\n" } (c) }
                     }
@@ -279,7 +298,7 @@ fn event_picker(catalog: Option<&Catalog>, chosen: &[String]) -> Markup {
     }
 }
 
-fn header_rows(values: &FormValues, editing: bool) -> Markup {
+fn header_rows(values: &FormValues, editing: bool, connector: Option<&Connector>) -> Markup {
     let mut rows = values.headers.clone();
     rows.extend(std::iter::repeat_n((String::new(), String::new()), 2));
     html! {
@@ -298,7 +317,11 @@ fn header_rows(values: &FormValues, editing: bool) -> Markup {
                     div class="field" {
                         label for={"header-value-" (i)} { "Value" }
                         input type="password" id={"header-value-" (i)} name="header_value" value=(value) autocomplete="new-password"
-                            placeholder=[(editing && !name.is_empty()).then_some("unchanged")];
+                            placeholder=[if editing && !name.is_empty() {
+                                Some("unchanged")
+                            } else {
+                                connector.and_then(|c| c.headers.get(name)).map(String::as_str)
+                            }];
                     }
                 }
             }
@@ -306,8 +329,21 @@ fn header_rows(values: &FormValues, editing: bool) -> Markup {
     }
 }
 
-fn form_fields(session: &Session, catalog: Option<&Catalog>, values: &FormValues, editing: bool) -> Markup {
+fn form_fields(
+    session: &Session,
+    catalog: Option<&Catalog>,
+    values: &FormValues,
+    editing: bool,
+    connector: Option<&Connector>,
+) -> Markup {
+    let url_hint = connector
+        .map(|c| c.url_hint.as_str())
+        .filter(|h| !h.is_empty())
+        .unwrap_or("Where events are sent, as POST requests; use HTTPS.");
     html! {
+        @if let Some(c) = connector {
+            input type="hidden" name="connector" value=(c.name);
+        }
         @if session.claims.ten.is_none() && !editing {
             div class="field" id="field-tenant" {
                 label for="tenant" { "Tenant" }
@@ -321,11 +357,11 @@ fn form_fields(session: &Session, catalog: Option<&Catalog>, values: &FormValues
         }
         div class="field" id="field-url" {
             label for="url" { "Endpoint URL" }
-            p class="hint" id="url-hint" { "Where events are sent, as POST requests; use HTTPS." }
+            p class="hint" id="url-hint" { (url_hint) }
             input type="url" id="url" name="url" value=(values.url) required maxlength="2048" aria-describedby="url-hint" placeholder="https://example.com/webhooks";
         }
         (event_picker(catalog, &values.events))
-        (header_rows(values, editing))
+        (header_rows(values, editing, connector))
     }
 }
 
@@ -335,16 +371,21 @@ pub fn webhook_form(
     catalog: Option<&Catalog>,
     values: &FormValues,
     problem: Option<&Problem>,
+    connector: Option<&Connector>,
 ) -> Markup {
+    let title = connector.map_or_else(|| "New webhook".to_owned(), |c| format!("New webhook: {}", c.title));
     layout(
         Some(session),
-        "New webhook",
+        &title,
         html! {
-            h1 { "New webhook" }
+            h1 { (title) }
+            @if let Some(c) = connector {
+                p class="connector" { (c.description) }
+            }
             (problem_summary(problem))
             form method="post" action=(session.path("webhooks")) {
                 (csrf(session))
-                (form_fields(session, catalog, values, false))
+                (form_fields(session, catalog, values, false, connector))
                 div class="actions" {
                     button type="submit" { "Create webhook" }
                     a href=(session.path("")) { "Cancel" }
@@ -371,7 +412,7 @@ pub fn edit_form(
             (problem_summary(problem))
             form method="post" action=(session.path(&format!("{here}/edit"))) {
                 (csrf(session))
-                (form_fields(session, catalog, values, true))
+                (form_fields(session, catalog, values, true, None))
                 div class="actions" {
                     button type="submit" { "Save changes" }
                     a href=(session.path(&here)) { "Cancel" }

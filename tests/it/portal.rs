@@ -18,7 +18,8 @@ const SIGNING_KEY: &str = "portal-test-key-6f1d0c9a2b7e4f3a8c5d";
 fn portal_overlay() -> String {
     admin_overlay("24h").replace(
         r#"acme = { catalog = "jimo" }"#,
-        r#"acme = { catalog = "jimo", frame_ancestors = ["https://app.acme.example"] }"#,
+        r#"acme = { catalog = "jimo", frame_ancestors = ["https://app.acme.example"] }
+jamco = { catalog = "jam" }"#,
     ) + &format!(
         "[portal]\nsigning_key = \"{SIGNING_KEY}\"\n[envelope.default]\npreset = \"jimo\"\ntenant = \"/tenant\"\n"
     )
@@ -583,6 +584,47 @@ async fn a_session_sees_only_its_tenant_and_a_read_only_one_changes_nothing() {
     assert_problem(&api.call(Method::DELETE, &path, ACME, None).await, 404, None);
     assert_eq!(api.call(Method::DELETE, &path, OPS, None).await.status, 204);
     assert_eq!(http.get(&everything).send().await.unwrap().status(), 401);
+
+    // Connectors: offered to the tenants of their catalog, the form filled in.
+    browser.go(&read_only).await;
+    let (acme_manage, _) = session(api, ACME, "acme", json!({})).await;
+    browser.go(&acme_manage).await;
+    assert!(
+        !browser.text().await.contains("Intercom Fin"),
+        "not offered to a jimo tenant"
+    );
+    let (jam, _) = session(api, OPS, "jamco", json!({})).await;
+    browser.go(&jam).await;
+    browser.follow("Intercom Fin").await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("New webhook: Intercom Fin") && text.contains("Paste the URL you copied from Intercom"),
+        "{text}"
+    );
+    assert!(browser.has("#event-intercom-recorder-recorded:checked").await);
+    assert!(browser.has("#event-intercom-recorder-opted_out:checked").await);
+    browser.check_accessibility("connector form").await;
+    browser.screenshot("15-connector").await;
+    browser.fill("#url", "https://api.intercom.example/fin/hooks/k1").await;
+    browser.submit("button[type=submit]").await;
+    assert!(browser.text().await.contains("Webhook created"));
+    let jam_hooks = api.ok(Method::GET, "/v1/webhooks?tenant=jamco", OPS, None).await;
+    assert_eq!(
+        jam_hooks["data"][0]["events"],
+        json!(["intercom.recorder.recorded", "intercom.recorder.opted_out"])
+    );
+    assert_eq!(jam_hooks["data"][0]["name"], "Intercom Fin");
+    let all = api.ok(Method::GET, "/v1/connectors", OPS, None).await;
+    assert_eq!(all["data"][0]["name"], "intercom-fin");
+    assert_eq!(
+        api.ok(Method::GET, "/v1/connectors", ACME, None).await["data"],
+        json!([])
+    );
+    assert_problem(
+        &api.call(Method::GET, "/v1/connectors/intercom-fin", ACME, None).await,
+        404,
+        None,
+    );
 
     // Refused sessions: another tenant's token, a webhook of another tenant.
     let other = api
