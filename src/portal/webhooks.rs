@@ -1,0 +1,385 @@
+//! The webhook pages: the list, create (also from a connector), the
+//! webhook itself, edit, pause, resume, delete and the signing secret.
+
+use super::*;
+
+pub(super) async fn list(
+    State(state): State<AdminState>,
+    session: Session,
+    Query(done): Query<Done>,
+) -> Result<Response, PageError> {
+    let caller = session.caller();
+    let webhooks: Vec<WebhookView> = match &session.claims.wh {
+        Some(only) => {
+            let view = crud::get(State(state.clone()), caller.clone(), ApiPath(only.clone()))
+                .await
+                .map_err(|p| PageError::from((p, &session)))?;
+            vec![view.0]
+        }
+        None => {
+            let query = ListQuery {
+                tenant: None,
+                status: None,
+                event: None,
+                cursor: None,
+                limit: Some(crate::config::MAX_PAGE_SIZE),
+            };
+            let page = crud::list(State(state.clone()), caller.clone(), ApiQuery(query))
+                .await
+                .map_err(|p| PageError::from((p, &session)))?;
+            page.0.data
+        }
+    };
+    let mut rows = Vec::with_capacity(webhooks.len());
+    for w in webhooks {
+        let stats =
+            crate::admin::deliveries::webhook_stats(State(state.clone()), caller.clone(), ApiPath(w.id.clone()))
+                .await
+                .ok()
+                .map(|Json(s)| s);
+        rows.push((w, stats));
+    }
+    let connectors = crate::admin::catalog::connectors_for(&state, session.claims.ten.as_deref());
+    let markup = views::list(&session, &rows, &connectors, done_message(done.done.as_deref()));
+    Ok(html(StatusCode::OK, Some(&session), markup))
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct NewQuery {
+    #[serde(default)]
+    connector: String,
+}
+
+/// The connector `name`, if the session is offered it.
+pub(super) fn connector_of(
+    state: &AdminState,
+    session: &Session,
+    name: &str,
+) -> Option<std::sync::Arc<crate::config::connector::Connector>> {
+    crate::admin::catalog::connectors_for(state, session.claims.ten.as_deref())
+        .into_iter()
+        .find(|c| c.name == name)
+        .cloned()
+}
+
+pub(super) async fn new_form(
+    State(state): State<AdminState>,
+    session: Session,
+    Query(query): Query<NewQuery>,
+) -> Result<Response, PageError> {
+    if !session.manages() || session.claims.wh.is_some() {
+        return Err(PageError::read_only(&session));
+    }
+    let catalog = catalog_of(&state, session.claims.ten.as_deref());
+    let connector = connector_of(&state, &session, &query.connector);
+    let values = match &connector {
+        // A connector fills in what it knows; the header values are the user's.
+        Some(c) => views::FormValues {
+            tenant: String::new(),
+            name: c.title.clone(),
+            url: c.url.clone(),
+            events: c.events.clone(),
+            headers: c.headers.keys().map(|k| (k.clone(), String::new())).collect(),
+        },
+        None => views::FormValues::default(),
+    };
+    let markup = views::webhook_form(&session, catalog.as_deref(), &values, None, connector.as_deref());
+    Ok(html(StatusCode::OK, Some(&session), markup))
+}
+
+pub(super) async fn create(
+    State(state): State<AdminState>,
+    session: Session,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let form = Form::checked(&body, &session)?;
+    if !session.manages() || session.claims.wh.is_some() {
+        return Err(PageError::read_only(&session));
+    }
+    let values = views::FormValues {
+        name: form.one("name").unwrap_or_default().trim().to_owned(),
+        url: form.one("url").unwrap_or_default().trim().to_owned(),
+        events: form.events(),
+        headers: form.headers(),
+        tenant: form.one("tenant").unwrap_or_default().trim().to_owned(),
+    };
+    // An operators' session names the tenant; a tenant's session is its own.
+    let tenant = (session.claims.ten.is_none() && !values.tenant.is_empty()).then(|| values.tenant.clone());
+    let body = CreateWebhook {
+        id: None,
+        uid: None,
+        tenant,
+        name: values.name.clone(),
+        url: values.url.clone(),
+        events: values.events.clone(),
+        headers: values.headers.iter().cloned().collect::<BTreeMap<_, _>>(),
+        secret: None,
+        limits: Default::default(),
+    };
+    match crud::create_webhook(&state, &session.caller(), body).await {
+        Ok(webhook) => Ok(see_other(
+            session.path(&format!("webhooks/{}?done=created", webhook.id)),
+        )),
+        Err(problem) if problem.status == 422 || problem.status == 409 || problem.status == 403 => {
+            let catalog = catalog_of(&state, session.claims.ten.as_deref());
+            let connector = connector_of(&state, &session, form.one("connector").unwrap_or_default());
+            let markup = views::webhook_form(
+                &session,
+                catalog.as_deref(),
+                &values,
+                Some(&problem),
+                connector.as_deref(),
+            );
+            Ok(html(StatusCode::UNPROCESSABLE_ENTITY, Some(&session), markup))
+        }
+        Err(problem) => Err(PageError::from((problem, &session))),
+    }
+}
+
+/// Webhook `id` as the session may see it.
+pub(super) async fn webhook_of(state: &AdminState, session: &Session, id: &str) -> Result<WebhookView, PageError> {
+    if !session.may_see(id) {
+        return Err(PageError::not_found(session));
+    }
+    crud::get(State(state.clone()), session.caller(), ApiPath(id.to_owned()))
+        .await
+        .map(|Json(w)| w)
+        .map_err(|p| PageError::from((p, session)))
+}
+
+/// The catalog `tenant`'s webhooks pick events from, if it has one. An
+/// operators' session creating a webhook has no tenant yet: none.
+pub(super) fn catalog_of(
+    state: &AdminState,
+    tenant: Option<&str>,
+) -> Option<std::sync::Arc<crate::config::catalog::Catalog>> {
+    tenant.and_then(|t| crate::admin::catalog::of_tenant(state, Some(t)).cloned())
+}
+
+/// Webhook `id`, if the session may see and change it (`deletes`: and
+/// delete it, which a one-webhook session may not).
+pub(super) async fn managed_webhook(
+    state: &AdminState,
+    session: &Session,
+    id: &str,
+    deletes: bool,
+) -> Result<WebhookView, PageError> {
+    let webhook = webhook_of(state, session, id).await?;
+    if !session.manages() || (deletes && session.claims.wh.is_some()) {
+        return Err(PageError::read_only(session));
+    }
+    Ok(webhook)
+}
+
+/// A submitted change to webhook `id`: the form, once its CSRF token and the
+/// session's right to the change are checked.
+pub(super) async fn change_form(
+    state: &AdminState,
+    session: &Session,
+    id: &str,
+    body: &Bytes,
+    deletes: bool,
+) -> Result<(Form, WebhookView), PageError> {
+    let form = Form::checked(body, session)?;
+    let webhook = managed_webhook(state, session, id, deletes).await?;
+    Ok((form, webhook))
+}
+
+pub(super) async fn detail(
+    State(state): State<AdminState>,
+    session: Session,
+    Path((_, id)): Path<(String, String)>,
+    Query(done): Query<Done>,
+) -> Result<Response, PageError> {
+    let webhook = webhook_of(&state, &session, &id).await?;
+    let stats = crate::admin::deliveries::webhook_stats(State(state.clone()), session.caller(), ApiPath(id))
+        .await
+        .ok()
+        .map(|Json(s)| s);
+    let catalog = catalog_of(&state, webhook.tenant.as_deref());
+    let markup = views::detail(
+        &session,
+        &webhook,
+        stats.as_ref(),
+        catalog.as_deref(),
+        done_message(done.done.as_deref()),
+    );
+    Ok(html(StatusCode::OK, Some(&session), markup))
+}
+
+pub(super) async fn edit_form(
+    State(state): State<AdminState>,
+    session: Session,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Response, PageError> {
+    let webhook = managed_webhook(&state, &session, &id, false).await?;
+    let catalog = catalog_of(&state, webhook.tenant.as_deref());
+    let values = views::FormValues {
+        tenant: webhook.tenant.clone().unwrap_or_default(),
+        name: webhook.name.clone(),
+        url: webhook.url.clone(),
+        events: webhook.events.clone(),
+        // Values are write-only: the form shows names, and keeps a value
+        // left empty.
+        headers: webhook.headers.keys().map(|k| (k.clone(), String::new())).collect(),
+    };
+    let markup = views::edit_form(&session, &webhook, catalog.as_deref(), &values, None);
+    Ok(html(StatusCode::OK, Some(&session), markup))
+}
+
+pub(super) async fn update(
+    State(state): State<AdminState>,
+    session: Session,
+    Path((_, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let (form, webhook) = change_form(&state, &session, &id, &body, false).await?;
+    let values = views::FormValues {
+        tenant: webhook.tenant.clone().unwrap_or_default(),
+        name: form.one("name").unwrap_or_default().trim().to_owned(),
+        url: form.one("url").unwrap_or_default().trim().to_owned(),
+        events: form.events(),
+        headers: form.headers(),
+    };
+    // A header left empty keeps its value; one removed from the form is gone.
+    let headers: BTreeMap<String, String> = values
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let kept = if value.is_empty() {
+                webhook.headers.get(name).cloned().unwrap_or_default()
+            } else {
+                value.clone()
+            };
+            (name.clone(), kept)
+        })
+        .collect();
+    let change = UpdateWebhook {
+        name: Some(values.name.clone()),
+        url: Some(values.url.clone()),
+        events: Some(values.events.clone()),
+        headers: Some(headers),
+        limits: None,
+    };
+    let result = crud::update(
+        State(state.clone()),
+        session.caller(),
+        ApiPath(id.clone()),
+        crate::admin::extract::ApiJson(change),
+    )
+    .await;
+    match result {
+        Ok(_) => Ok(see_other(session.path(&format!("webhooks/{id}?done=updated")))),
+        Err(problem) if problem.status == 422 => {
+            let catalog = catalog_of(&state, webhook.tenant.as_deref());
+            let markup = views::edit_form(&session, &webhook, catalog.as_deref(), &values, Some(&problem));
+            Ok(html(StatusCode::UNPROCESSABLE_ENTITY, Some(&session), markup))
+        }
+        Err(problem) => Err(PageError::from((problem, &session))),
+    }
+}
+
+pub(super) async fn pause(
+    State(state): State<AdminState>,
+    session: Session,
+    Path((_, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    change_form(&state, &session, &id, &body, false).await?;
+    let Json(_paused) = status::pause(State(state.clone()), session.caller(), ApiPath(id.clone()))
+        .await
+        .map_err(|p| PageError::from((p, &session)))?;
+    Ok(see_other(session.path(&format!("webhooks/{id}?done=paused"))))
+}
+
+pub(super) async fn resume(
+    State(state): State<AdminState>,
+    session: Session,
+    Path((_, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let (form, _) = change_form(&state, &session, &id, &body, false).await?;
+    let replay = form.one("replay") == Some("yes");
+    let resumed = status::resume(
+        State(state.clone()),
+        session.caller(),
+        ApiPath(id.clone()),
+        OptionalJson(Some(ResumeWebhook { replay })),
+    )
+    .await
+    .map_err(|p| PageError::from((p, &session)))?;
+    let done = if resumed.0.replay.is_some() {
+        "replaying"
+    } else {
+        "resumed"
+    };
+    Ok(see_other(session.path(&format!("webhooks/{id}?done={done}"))))
+}
+
+pub(super) async fn confirm_delete(
+    State(state): State<AdminState>,
+    session: Session,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Response, PageError> {
+    let webhook = webhook_of(&state, &session, &id).await?;
+    if !session.manages() || session.claims.wh.is_some() {
+        return Err(PageError::read_only(&session));
+    }
+    Ok(html(
+        StatusCode::OK,
+        Some(&session),
+        views::confirm_delete(&session, &webhook),
+    ))
+}
+
+pub(super) async fn delete(
+    State(state): State<AdminState>,
+    session: Session,
+    Path((_, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    change_form(&state, &session, &id, &body, true).await?;
+    crud::delete(State(state.clone()), session.caller(), ApiPath(id))
+        .await
+        .map_err(|p| PageError::from((p, &session)))?;
+    Ok(see_other(session.path("?done=deleted")))
+}
+
+pub(super) async fn secret(
+    State(state): State<AdminState>,
+    session: Session,
+    Path((_, id)): Path<(String, String)>,
+    Query(done): Query<Done>,
+) -> Result<Response, PageError> {
+    let webhook = managed_webhook(&state, &session, &id, false).await?;
+    let Json(secrets) = secrets::get_secret(State(state.clone()), session.caller(), ApiPath(id))
+        .await
+        .map_err(|p| PageError::from((p, &session)))?;
+    let overlap = state.config().admin.secret_rotation_overlap;
+    let markup = views::secret(
+        &session,
+        &webhook,
+        &secrets,
+        overlap,
+        done_message(done.done.as_deref()),
+    );
+    Ok(html(StatusCode::OK, Some(&session), markup))
+}
+
+pub(super) async fn rotate(
+    State(state): State<AdminState>,
+    session: Session,
+    Path((_, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    change_form(&state, &session, &id, &body, false).await?;
+    let Json(_rotated) = secrets::rotate_secret(
+        State(state.clone()),
+        session.caller(),
+        ApiPath(id.clone()),
+        OptionalJson(Some(RotateSecret { secret: None })),
+    )
+    .await
+    .map_err(|p| PageError::from((p, &session)))?;
+    Ok(see_other(session.path(&format!("webhooks/{id}/secret?done=rotated"))))
+}
