@@ -151,6 +151,7 @@ fn portal_off() -> Problem {
     request_body(content = Option<CreatePortalSession>, description = "Optional; a `manage` session of `portal.session_ttl` by default"),
     responses(
         (status = 201, description = "The session and its link", body = PortalSession),
+        (status = 404, description = "No such tenant for this token, or the portal is off (portal.signing_key is empty)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create(
@@ -175,6 +176,7 @@ pub async fn create(
     responses(
         (status = 201, description = "The session and its link", body = PortalSession),
         (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The portal is off (portal.signing_key is empty)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create_for_operators(
