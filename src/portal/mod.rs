@@ -148,6 +148,14 @@ impl PageError {
 impl From<(Problem, &Session)> for PageError {
     fn from((problem, session): (Problem, &Session)) -> PageError {
         let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if problem.kind.ends_with("/history-disabled") {
+            return PageError::new(
+                StatusCode::NOT_FOUND,
+                "No delivery history",
+                "This service does not keep a history of deliveries.",
+            )
+            .with(session);
+        }
         if status == StatusCode::NOT_FOUND {
             return PageError::not_found(session);
         }
@@ -273,6 +281,32 @@ mod tests {
                 ("X-Two".to_owned(), String::new())
             ]
         );
+    }
+
+    #[test]
+    fn api_problems_become_pages_that_say_what_happened() {
+        let s = session(Capability::Manage);
+        let page = |p: Problem| {
+            let e = PageError::from((p, &s));
+            (e.status.as_u16(), e.title, e.detail)
+        };
+        let off = Problem::new(
+            StatusCode::NOT_FOUND,
+            "history-disabled",
+            "Delivery history is off",
+            None,
+        );
+        assert_eq!(page(off).1, "No delivery history");
+        assert_eq!(page(Problem::not_found("webhook", "w")).1, "Not found");
+        let down = page(Problem::unavailable("subscription store", &"refused"));
+        assert_eq!((down.0, down.2.contains("Try again")), (503, true));
+        let quota = Problem::new(
+            StatusCode::FORBIDDEN,
+            "quota-exceeded",
+            "Quota exceeded",
+            Some("delete one first".into()),
+        );
+        assert_eq!(page(quota).2, "delete one first");
     }
 
     #[test]
