@@ -86,15 +86,13 @@ impl Browser {
         self.client.goto(url).await.unwrap();
     }
 
-    /// The page's visible text.
+    /// The page's visible text. A page that reloads itself (a running
+    /// replay, the live log) may be between two loads: asked again then.
     async fn text(&self) -> String {
-        self.client
-            .find(Locator::Css("body"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        eventually(Duration::from_secs(10), "a page to read", || async {
+            self.client.find(Locator::Css("body")).await.ok()?.text().await.ok()
+        })
+        .await
     }
 
     async fn fill(&self, css: &str, value: &str) {
