@@ -53,6 +53,7 @@ const MAX_FORM_BYTES: usize = 256 * 1024;
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/portal/assets/portal.css", get(css))
+        .route("/portal/{*rest}", axum::routing::any(no_such_page))
         .route("/portal/s/{token}", get(to_list))
         .route("/portal/s/{token}/", get(webhooks::list))
         .route("/portal/s/{token}/webhooks/new", get(webhooks::new_form))
@@ -224,6 +225,15 @@ async fn css() -> impl IntoResponse {
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         CSS,
+    )
+}
+
+/// Any other path under `/portal`: a page, not the API's JSON problem.
+async fn no_such_page() -> PageError {
+    PageError::new(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "There is no such page. Open the webhooks page again from the product that sent you here.",
     )
 }
 

@@ -482,6 +482,13 @@ async fn a_session_sees_only_its_tenant_and_a_read_only_one_changes_nothing() {
     let (manage, _) = session(api, OPS, "acme", json!({})).await;
     let page = http.get(format!("{manage}webhooks/globex-1")).send().await.unwrap();
     assert_eq!(page.status(), 404);
+    let nowhere = http.get(format!("{manage}no/such/page")).send().await.unwrap();
+    assert_eq!(nowhere.status(), 404);
+    assert!(nowhere.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(nowhere.text().await.unwrap().contains("There is no such page"));
     let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
     assert!(csp.ends_with("frame-ancestors https://app.acme.example"), "{csp}");
     let form = http
