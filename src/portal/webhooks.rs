@@ -3,44 +3,68 @@
 
 use super::*;
 
+/// Webhooks on one page of the list.
+pub(super) const LIST_PAGE: usize = 25;
+
+/// The list's page and what the previous page did.
+#[derive(serde::Deserialize)]
+pub(super) struct ListPage {
+    done: Option<String>,
+    #[serde(default)]
+    cursor: String,
+}
+
 pub(super) async fn list(
     State(state): State<AdminState>,
     session: Session,
-    Query(done): Query<Done>,
+    Query(page): Query<ListPage>,
 ) -> Result<Response, PageError> {
     let caller = session.caller();
-    let webhooks: Vec<WebhookView> = match &session.claims.wh {
+    let (webhooks, next) = match &session.claims.wh {
         Some(only) => {
             let view = crud::get(State(state.clone()), caller.clone(), ApiPath(only.clone()))
                 .await
                 .map_err(|p| PageError::from((p, &session)))?;
-            vec![view.0]
+            (vec![view.0], None)
         }
         None => {
             let query = ListQuery {
                 tenant: None,
                 status: None,
                 event: None,
-                cursor: None,
-                limit: Some(crate::config::MAX_PAGE_SIZE),
+                cursor: Some(page.cursor.clone()).filter(|c| !c.is_empty()),
+                limit: Some(LIST_PAGE),
             };
-            let page = crud::list(State(state.clone()), caller.clone(), ApiQuery(query))
+            let listed = crud::list(State(state.clone()), caller.clone(), ApiQuery(query))
                 .await
-                .map_err(|p| PageError::from((p, &session)))?;
-            page.0.data
+                .map_err(|p| PageError::from((p, &session)))?
+                .0;
+            (listed.data, listed.next_cursor)
         }
     };
-    let mut rows = Vec::with_capacity(webhooks.len());
-    for w in webhooks {
-        let stats =
-            crate::admin::deliveries::webhook_stats(State(state.clone()), caller.clone(), ApiPath(w.id.clone()))
+    // The rows' statistics are read at once, not one after another.
+    let stats = futures::future::join_all(webhooks.iter().map(|w| {
+        let (state, caller, id) = (state.clone(), caller.clone(), w.id.clone());
+        async move {
+            crate::admin::deliveries::webhook_stats(State(state), caller, ApiPath(id))
                 .await
                 .ok()
-                .map(|Json(s)| s);
-        rows.push((w, stats));
-    }
+                .map(|Json(s)| s)
+        }
+    }))
+    .await;
+    let rows: Vec<_> = webhooks.into_iter().zip(stats).collect();
+    let pages = views::Pages {
+        next: next.map(|c| {
+            session.path(&format!(
+                "?cursor={}",
+                url::form_urlencoded::byte_serialize(c.as_bytes()).collect::<String>()
+            ))
+        }),
+        first: (!page.cursor.is_empty()).then(|| session.path("")),
+    };
     let connectors = crate::admin::catalog::connectors_for(&state, session.claims.ten.as_deref());
-    let markup = views::list(&session, &rows, &connectors, done_message(done.done.as_deref()));
+    let markup = views::list(&session, &rows, &pages, &connectors, done_message(page.done.as_deref()));
     Ok(html(StatusCode::OK, Some(&session), markup))
 }
 

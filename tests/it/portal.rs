@@ -449,6 +449,32 @@ async fn a_session_sees_only_its_tenant_and_a_read_only_one_changes_nothing() {
         .unwrap();
     let browser = Browser::start().await;
 
+    // A long list comes a page at a time.
+    for n in 0..26 {
+        api.ok(
+            Method::POST,
+            "/v1/webhooks",
+            OPS,
+            Some(hook(&format!("many-{n:02}"), "many")),
+        )
+        .await;
+    }
+    let (many, _) = session(api, OPS, "many", json!({"capability": "read_only"})).await;
+    browser.go(&many).await;
+    assert_eq!(
+        browser.client.find_all(Locator::Css("tbody tr")).await.unwrap().len(),
+        25
+    );
+    assert!(!browser.text().await.contains("many-25"));
+    browser.follow("Next page").await;
+    assert_eq!(
+        browser.client.find_all(Locator::Css("tbody tr")).await.unwrap().len(),
+        1
+    );
+    assert!(browser.text().await.contains("many-25"));
+    browser.follow("First page").await;
+    assert!(browser.text().await.contains("many-00"));
+
     // Read only: sees, but has no form and every change is refused.
     let (read_only, _) = session(api, ACME, "acme", json!({"capability": "read_only"})).await;
     browser.go(&read_only).await;

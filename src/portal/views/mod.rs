@@ -28,6 +28,15 @@ pub use webhooks::{confirm_delete, detail, edit_form, list, secret, webhook_form
 use super::deliveries::LogQuery;
 use super::Session;
 
+/// Links to the list's other pages.
+#[derive(Debug, Default)]
+pub struct Pages {
+    /// The next page, when there is one.
+    pub next: Option<String>,
+    /// The first page, when this is not it.
+    pub first: Option<String>,
+}
+
 /// What a webhook form shows (as typed, when sent back with an error).
 #[derive(Debug, Default, Clone)]
 pub struct FormValues {

@@ -6,6 +6,7 @@ use super::*;
 pub fn list(
     session: &Session,
     rows: &[(WebhookView, Option<Stats>)],
+    pages: &Pages,
     connectors: &[&std::sync::Arc<Connector>],
     done: Option<&str>,
 ) -> Markup {
@@ -77,6 +78,10 @@ pub fn list(
                             }
                         }
                     }
+                }
+                nav aria-label="Pages" class="pages" {
+                    @if let Some(first) = &pages.first { a href=(first) { "First page" } }
+                    @if let Some(next) = &pages.next { a href=(next) { "Next page" } }
                 }
             }
         },
