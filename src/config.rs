@@ -536,6 +536,9 @@ pub struct AdminConfig {
     /// Webhooks a tenant may create through the API (a tenant's own
     /// `max_webhooks` overrides it).
     pub max_webhooks_per_tenant: usize,
+    /// Live tokens a tenant may hold through the API (`POST
+    /// /v1/tenants/{tenant}/tokens`); tokens in `tokens` are not counted.
+    pub max_tokens_per_tenant: usize,
     /// Replays running at once over every replica (one per webhook at most).
     pub max_replays: usize,
     /// Of those, at most this many for one tenant's webhooks.
@@ -761,18 +764,7 @@ impl Config {
             }),
         );
         for (key, list) in sources {
-            if list.is_empty() {
-                return Err(ConfigError::invalid(
-                    key,
-                    "must name at least one source (\"'none'\" for no one)",
-                ));
-            }
-            if let Some(bad) = list
-                .iter()
-                .find(|s| s.is_empty() || s.contains([';', ',']) || s.chars().any(char::is_whitespace))
-            {
-                return Err(ConfigError::invalid(key, format!("`{bad}` is not one CSP source")));
-            }
+            check_frame_ancestors(list).map_err(|m| ConfigError::invalid(key, m))?;
         }
         Ok(())
     }
@@ -788,6 +780,7 @@ impl Config {
             }
         }
         positive("admin.max_replays_per_tenant", a.max_replays_per_tenant)?;
+        positive("admin.max_tokens_per_tenant", a.max_tokens_per_tenant)?;
         let mut names = std::collections::BTreeSet::new();
         let mut tokens = std::collections::BTreeSet::new();
         for (i, t) in a.tokens.iter().enumerate() {
@@ -1075,6 +1068,29 @@ impl Config {
         Ok(())
     }
 }
+
+/// Whether `list` is a CSP `frame-ancestors` source list Herald can put in
+/// a header as it is: at least one source, each one word without `;` or `,`.
+pub fn check_frame_ancestors(list: &[String]) -> Result<(), String> {
+    if list.is_empty() {
+        return Err("must name at least one source (\"'none'\" for no one)".into());
+    }
+    if list.len() > MAX_FRAME_ANCESTORS {
+        return Err(format!("must name at most {MAX_FRAME_ANCESTORS} sources"));
+    }
+    match list.iter().find(|s| {
+        s.is_empty()
+            || s.len() > 256
+            || s.contains([';', ','])
+            || s.chars().any(|c| c.is_whitespace() || c.is_control())
+    }) {
+        Some(bad) => Err(format!("`{bad}` is not one CSP source")),
+        None => Ok(()),
+    }
+}
+
+/// The most sources a `frame_ancestors` list may name.
+pub const MAX_FRAME_ANCESTORS: usize = 32;
 
 fn positive(key: &str, value: usize) -> Result<(), ConfigError> {
     if value == 0 {

@@ -1,8 +1,12 @@
 //! Bearer-token authentication.
 //!
-//! Tokens come from `admin.tokens`. Only their SHA-256 digests are kept in
-//! memory, and a presented token is compared against every digest without an
-//! early exit, so response time says nothing about how close a guess was.
+//! Tokens come from `admin.tokens`, or were issued to a tenant through the
+//! API. Only the configured tokens' SHA-256 digests are kept in memory, and
+//! a presented token is compared against every one of them without an early
+//! exit, so response time says nothing about how close a guess was. Issued
+//! tokens (prefix `hrld_`) are looked up in Redis by their digest on every
+//! request, so a revocation holds at once on every replica; while Redis is
+//! down they get 503, and configured tokens keep working.
 //! A token bound to a tenant acts for that tenant only; another tenant's
 //! objects answer 404, exactly as missing ones do.
 
@@ -12,6 +16,8 @@ use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 
 use crate::admin::problem::Problem;
+use crate::admin::tenants::registry::RegistryError;
+use crate::admin::tenants::tokens::{digest, TOKEN_PREFIX};
 use crate::admin::AdminState;
 use crate::config::AdminToken;
 
@@ -25,6 +31,20 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// 403 unless the caller holds an admin token; `what` names the
+    /// operation it asked for.
+    pub fn require_admin(&self, what: &str) -> Result<(), Problem> {
+        if self.tenant.is_some() {
+            return Err(Problem::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "forbidden",
+                "Forbidden",
+                Some(format!("{what} needs an admin token")),
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether the caller may see an object of `tenant`.
     pub fn can_access(&self, tenant: Option<&str>) -> bool {
         match &self.tenant {
@@ -85,13 +105,27 @@ impl FromRequestParts<AdminState> for Caller {
                 let (scheme, token) = v.split_once(' ')?;
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
             });
-        match presented.and_then(|t| state.tokens().authenticate(t)) {
-            Some(caller) => Ok(caller.clone()),
-            None => {
-                state.telemetry().admin_unauthorized();
-                Err(Problem::unauthorized())
+        if let Some(presented) = presented {
+            if let Some(caller) = state.tokens().authenticate(presented) {
+                return Ok(caller.clone());
+            }
+            if presented.starts_with(TOKEN_PREFIX) {
+                match state.registry().token(&digest(presented)).await {
+                    Ok(Some(record)) => {
+                        return Ok(Caller {
+                            name: format!("{}/{}", record.tenant, record.name),
+                            tenant: Some(record.tenant),
+                        })
+                    }
+                    Ok(None) => {}
+                    // Not a wrong token: say so, or a client would drop a good one.
+                    Err(RegistryError::Redis(e)) => return Err(Problem::unavailable("token store", &e)),
+                    Err(broken) => tracing::error!(error = %broken, "admin API: a token record cannot be read"),
+                }
             }
         }
+        state.telemetry().admin_unauthorized();
+        Err(Problem::unauthorized())
     }
 }
 

@@ -33,30 +33,14 @@ pub struct CatalogList {
     pub data: Vec<CatalogSummary>,
 }
 
-/// The catalog a tenant's webhooks subscribe from: the one it is bound to
-/// (`admin.tenants.<tenant>.catalog`), else `admin.default_catalog`; none
-/// when that is empty (any event type is allowed then). A webhook of no
-/// tenant takes the default.
-pub(crate) fn of_tenant<'a>(state: &'a AdminState, tenant: Option<&str>) -> Option<&'a Arc<Catalog>> {
-    let admin = &state.config().admin;
-    let name = tenant
-        .and_then(|t| admin.tenants.get(t))
-        .map_or(admin.default_catalog.as_str(), |t| t.catalog.as_str());
-    if name.is_empty() {
-        None
-    } else {
-        state.catalogs().get(name)
-    }
-}
-
 /// The catalogs `caller` may see: every one for an admin token, only its
 /// tenant's own for a tenant token (which of the others exist is none of its
 /// business, so they answer as missing ones do).
-pub(crate) fn visible<'a>(state: &'a AdminState, caller: &Caller) -> Vec<&'a Arc<Catalog>> {
-    match &caller.tenant {
-        None => state.catalogs().all().collect(),
-        Some(tenant) => of_tenant(state, Some(tenant)).into_iter().collect(),
-    }
+pub(crate) async fn visible(state: &AdminState, caller: &Caller) -> Result<Vec<Arc<Catalog>>, Problem> {
+    Ok(match &caller.tenant {
+        None => state.catalogs().all().cloned().collect(),
+        Some(tenant) => state.tenant(Some(tenant)).await?.catalog.into_iter().collect(),
+    })
 }
 
 /// Lists the event catalogs the token may see.
@@ -71,9 +55,10 @@ pub(crate) fn visible<'a>(state: &'a AdminState, caller: &Caller) -> Vec<&'a Arc
         (status = 200, description = "The catalogs the token may see", body = CatalogList),
     )
 )]
-pub async fn list_catalogs(State(state): State<AdminState>, caller: Caller) -> Json<CatalogList> {
-    Json(CatalogList {
+pub async fn list_catalogs(State(state): State<AdminState>, caller: Caller) -> Result<Json<CatalogList>, Problem> {
+    Ok(Json(CatalogList {
         data: visible(&state, &caller)
+            .await?
             .into_iter()
             .map(|c| CatalogSummary {
                 name: c.name.clone(),
@@ -83,7 +68,7 @@ pub async fn list_catalogs(State(state): State<AdminState>, caller: Caller) -> J
                 event_count: c.events.len(),
             })
             .collect(),
-    })
+    }))
 }
 
 /// One catalog with every event type, its description and an example payload.
@@ -105,23 +90,25 @@ pub async fn get_catalog(
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Catalog>, Problem> {
     visible(&state, &caller)
+        .await?
         .into_iter()
         .find(|c| c.name == name)
-        .map(|c| Json(Catalog::clone(c)))
+        .map(|c| Json(Catalog::clone(&c)))
         .ok_or_else(|| Problem::not_found("catalog", &name))
 }
 
 /// The connectors a caller is offered: every one for an admin token; for a
 /// tenant, those of its catalog and those for every tenant.
-pub(crate) fn connectors_for<'a>(state: &'a AdminState, tenant: Option<&str>) -> Vec<&'a Arc<Connector>> {
+pub(crate) async fn connectors_for(state: &AdminState, tenant: Option<&str>) -> Result<Vec<Arc<Connector>>, Problem> {
     let connectors = &state.config().admin.connectors;
-    match tenant {
-        None => connectors.offered(None),
+    Ok(match tenant {
+        None => connectors.offered(None).into_iter().cloned().collect(),
         Some(t) => {
-            let catalog = of_tenant(state, Some(t)).map_or("", |c| c.name.as_str());
-            connectors.offered(Some(catalog))
+            let catalog = state.tenant(Some(t)).await?.catalog;
+            let name = catalog.as_ref().map_or("", |c| c.name.as_str());
+            connectors.offered(Some(name)).into_iter().cloned().collect()
         }
-    }
+    })
 }
 
 /// The connectors.
@@ -140,13 +127,14 @@ pub struct ConnectorList {
         (status = 200, description = "The connectors the token is offered", body = ConnectorList),
     )
 )]
-pub async fn list_connectors(State(state): State<AdminState>, caller: Caller) -> Json<ConnectorList> {
-    Json(ConnectorList {
+pub async fn list_connectors(State(state): State<AdminState>, caller: Caller) -> Result<Json<ConnectorList>, Problem> {
+    Ok(Json(ConnectorList {
         data: connectors_for(&state, caller.tenant.as_deref())
+            .await?
             .into_iter()
-            .map(|c| Connector::clone(c))
+            .map(|c| Connector::clone(&c))
             .collect(),
-    })
+    }))
 }
 
 /// One connector; one a tenant token is not offered answers 404.
@@ -165,8 +153,9 @@ pub async fn get_connector(
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Connector>, Problem> {
     connectors_for(&state, caller.tenant.as_deref())
+        .await?
         .into_iter()
         .find(|c| c.name == name)
-        .map(|c| Json(Connector::clone(c)))
+        .map(|c| Json(Connector::clone(&c)))
         .ok_or_else(|| Problem::not_found("connector", &name))
 }

@@ -410,8 +410,9 @@ pub async fn test(
     // The webhook's own catalog first; other catalogs only for a caller that
     // may see them (an admin token), so a ping never reads out another
     // tenant's catalog.
-    let own = crate::admin::catalog::of_tenant(&state, webhook.tenant.as_deref());
+    let own = state.tenant(webhook.tenant.as_deref()).await?.catalog;
     let example = own
+        .as_ref()
         .and_then(|c| c.event(&body.event_type))
         .or_else(|| {
             caller

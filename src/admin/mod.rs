@@ -19,6 +19,7 @@ pub mod extract;
 pub mod jobs;
 pub mod portal_sessions;
 pub mod problem;
+pub mod tenants;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -47,8 +48,9 @@ use problem::Problem;
 pub use crate::config::MAX_PAGE_SIZE;
 
 /// Changes made through the API (`action` label; the first six are also
-/// announced as the system event `webhook.<action>`).
-pub const ACTIONS: [&str; 8] = [
+/// announced as the system event `webhook.<action>`; the last five are
+/// changes to tenants and their tokens).
+pub const ACTIONS: [&str; 13] = [
     "created",
     "updated",
     "deleted",
@@ -57,6 +59,11 @@ pub const ACTIONS: [&str; 8] = [
     "secret_rotated",
     "retried",
     "replayed",
+    "tenant_created",
+    "tenant_updated",
+    "tenant_deleted",
+    "token_issued",
+    "token_revoked",
 ];
 
 /// What the handlers share.
@@ -77,6 +84,7 @@ struct Inner {
     producer: crate::kafka::SharedProducer,
     telemetry: Telemetry,
     jobs: jobs::Jobs,
+    registry: tenants::registry::Registry,
     redis: redis::aio::ConnectionManager,
 }
 
@@ -116,6 +124,7 @@ impl AdminState {
             config,
             telemetry: parts.telemetry,
             jobs: jobs::Jobs::new(parts.redis.clone(), &prefix),
+            registry: tenants::registry::Registry::new(parts.redis.clone(), &prefix),
             redis: parts.redis,
         }))
     }
@@ -177,6 +186,11 @@ impl AdminState {
         &self.0.jobs
     }
 
+    /// Tenants and tenant tokens made through the API.
+    pub(crate) fn registry(&self) -> &tenants::registry::Registry {
+        &self.0.registry
+    }
+
     pub(crate) fn config_arc(&self) -> Arc<Config> {
         self.0.config.clone()
     }
@@ -223,7 +237,8 @@ Errors are `application/problem+json` (RFC 9457).",
         (name = "deliveries", description = "Delivery history, statistics, manual retry, replay and test pings"),
         (name = "catalogs", description = "The event types a webhook can subscribe to, and connectors: presets for known products"),
         (name = "replays", description = "Re-deliver what was kept while a webhook was paused or failing"),
-        (name = "portal", description = "Short-lived links to the webhook portal's pages")
+        (name = "portal", description = "Short-lived links to the webhook portal's pages"),
+        (name = "tenants", description = "Tenants, their settings and their API tokens")
     )
 )]
 struct ApiDoc;
@@ -243,7 +258,8 @@ impl Modify for BearerAuth {
 /// The error responses every operation shares, added to the document from
 /// what each operation is (instead of repeated on every handler): 400 and
 /// 401 everywhere, 404 where a path names an object, 413/415/422 where there
-/// is a request body, 503 where Redis is read.
+/// is a request body, 503 everywhere (an issued token is looked up in Redis,
+/// and most operations read it).
 fn add_common_errors(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::path::HttpMethod;
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
@@ -260,11 +276,17 @@ fn add_common_errors(doc: &mut utoipa::openapi::OpenApi) {
     };
     for (path, item) in doc.paths.paths.iter_mut() {
         let names_object = path.contains('{');
-        let reads_redis = path.starts_with("/v1/webhooks");
-        for method in [HttpMethod::Get, HttpMethod::Post, HttpMethod::Patch, HttpMethod::Delete] {
+        for method in [
+            HttpMethod::Get,
+            HttpMethod::Post,
+            HttpMethod::Put,
+            HttpMethod::Patch,
+            HttpMethod::Delete,
+        ] {
             let operation = match method {
                 HttpMethod::Get => item.get.as_mut(),
                 HttpMethod::Post => item.post.as_mut(),
+                HttpMethod::Put => item.put.as_mut(),
                 HttpMethod::Patch => item.patch.as_mut(),
                 _ => item.delete.as_mut(),
             };
@@ -286,9 +308,7 @@ fn add_common_errors(doc: &mut utoipa::openapi::OpenApi) {
                 add("415", "Body not sent as application/json");
                 add("422", "A field is invalid; `errors` names it");
             }
-            if reads_redis {
-                add("503", "The subscription store is unavailable");
-            }
+            add("503", "Redis is unavailable");
         }
     }
 }
@@ -319,6 +339,10 @@ fn api() -> OpenApiRouter<AdminState> {
         .routes(routes!(portal_sessions::create))
         .routes(routes!(portal_sessions::create_for_operators))
         .routes(routes!(portal_sessions::revoke))
+        .routes(routes!(tenants::api::list))
+        .routes(routes!(tenants::api::get, tenants::api::put, tenants::api::delete))
+        .routes(routes!(tenants::tokens::issue, tenants::tokens::list))
+        .routes(routes!(tenants::tokens::revoke))
 }
 
 /// The OpenAPI document of the API.

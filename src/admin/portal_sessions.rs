@@ -184,14 +184,9 @@ pub async fn create_for_operators(
     caller: Caller,
     OptionalJson(body): OptionalJson<CreatePortalSession>,
 ) -> Result<(StatusCode, Json<PortalSession>), Problem> {
-    if caller.tenant.is_some() {
-        return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "Forbidden",
-            Some("a session across tenants needs an admin token; a tenant token makes its tenant's (POST /v1/tenants/{tenant}/portal-sessions)".into()),
-        ));
-    }
+    caller.require_admin(
+        "a session across tenants (a tenant token makes its tenant's: POST /v1/tenants/{tenant}/portal-sessions)",
+    )?;
     start(&state, &caller, None, body.unwrap_or_default()).await
 }
 

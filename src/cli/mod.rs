@@ -1,6 +1,6 @@
 //! The `herald` command line: the services (`run`, `api`), configuration
 //! checks, the management API's client (`webhooks`, `deliveries`,
-//! `catalog`) and Kafka-side operator commands (`publish`, `replay`,
+//! `tenants`, `catalog`) and Kafka-side operator commands (`publish`, `replay`,
 //! `create-topics`). `main.rs` only parses, loads the configuration and
 //! starts the runtime.
 
@@ -8,6 +8,7 @@ pub mod api_client;
 pub mod deliveries;
 pub mod replay;
 pub mod tables;
+pub mod tenants;
 pub mod topics;
 pub mod webhooks;
 
@@ -61,6 +62,13 @@ pub enum Command {
         api: ApiArgs,
         #[command(subcommand)]
         command: deliveries::DeliveriesCommand,
+    },
+    /// Manage tenants and their API tokens through the management API.
+    Tenants {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: tenants::TenantsCommand,
     },
     /// Read the event catalogs through the management API.
     Catalog {
@@ -173,6 +181,7 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Webhooks { api, command } => webhooks::run(api, command).await,
         Command::Deliveries { api, command } => deliveries::run(api, command).await,
+        Command::Tenants { api, command } => tenants::run(api, command).await,
         Command::Catalog { api, command } => {
             let client = ApiClient::new(&api.api_url, api.token)?;
             let CatalogCommand::List { name } = command;

@@ -51,6 +51,57 @@ pub fn webhooks_table(page: &Value) -> String {
     t.to_string()
 }
 
+/// A list of tenants as a table.
+pub fn tenants_table(page: &Value) -> String {
+    let mut t = table(&["NAME", "SOURCE", "CATALOG", "WEBHOOKS", "MAX WEBHOOKS"]);
+    for x in page["data"].as_array().into_iter().flatten() {
+        t.add_row(vec![
+            text_of(&x["name"]),
+            text_of(&x["source"]),
+            text_of(&x["catalog"]),
+            text_of(&x["webhooks"]),
+            text_of(&x["max_webhooks"]),
+        ]);
+    }
+    t.to_string()
+}
+
+/// One tenant as a two-column table.
+pub fn tenant_table(x: &Value) -> String {
+    let mut t = table(&["FIELD", "VALUE"]);
+    for key in [
+        "name",
+        "source",
+        "catalog",
+        "max_webhooks",
+        "frame_ancestors",
+        "webhooks",
+        "created_at",
+        "created_by",
+        "updated_at",
+        "updated_by",
+    ] {
+        t.add_row(vec![key.to_owned(), text_of(&x[key])]);
+    }
+    t.to_string()
+}
+
+/// A tenant's tokens as a table.
+pub fn tokens_table(list: &Value) -> String {
+    let mut t = table(&["NAME", "SOURCE", "ENDS WITH", "CREATED", "BY", "EXPIRES"]);
+    for x in list["data"].as_array().into_iter().flatten() {
+        t.add_row(vec![
+            text_of(&x["name"]),
+            text_of(&x["source"]),
+            text_of(&x["last4"]),
+            text_of(&x["created_at"]),
+            text_of(&x["created_by"]),
+            text_of(&x["expires_at"]),
+        ]);
+    }
+    t.to_string()
+}
+
 /// One webhook as a two-column table.
 pub fn webhook_table(w: &Value) -> String {
     let mut t = table(&["FIELD", "VALUE"]);

@@ -229,7 +229,12 @@ pub(super) async fn test_form(
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Response, PageError> {
     let webhook = managed_webhook(&state, &session, &id, false).await?;
-    let types = testable(catalog_of(&state, webhook.tenant.as_deref()).as_deref(), &webhook);
+    let types = testable(
+        catalog_of(&state, &session, webhook.tenant.as_deref())
+            .await?
+            .as_deref(),
+        &webhook,
+    );
     Ok(html(
         StatusCode::OK,
         Some(&session),
@@ -244,7 +249,12 @@ pub(super) async fn test(
     body: Bytes,
 ) -> Result<Response, PageError> {
     let (form, webhook) = change_form(&state, &session, &id, &body, false).await?;
-    let types = testable(catalog_of(&state, webhook.tenant.as_deref()).as_deref(), &webhook);
+    let types = testable(
+        catalog_of(&state, &session, webhook.tenant.as_deref())
+            .await?
+            .as_deref(),
+        &webhook,
+    );
     let event_type = form.one("event_type").unwrap_or_default().to_owned();
     let request = crate::admin::deliveries::TestRequest { event_type };
     let Json(result) = crate::admin::deliveries::test(

@@ -88,13 +88,24 @@ impl FromRequestParts<AdminState> for Session {
         if !live {
             return Err(invalid());
         }
-        let frame_ancestors = claims
-            .ten
-            .as_ref()
-            .and_then(|t| config.admin.tenants.get(t))
-            .and_then(|t| t.frame_ancestors.as_ref())
-            .unwrap_or(&config.portal.frame_ancestors)
-            .join(" ");
+        // The tenant's own setting as it is now: a change through the API
+        // holds from the next page on.
+        let frame_ancestors = match &claims.ten {
+            None => config.portal.frame_ancestors.join(" "),
+            Some(t) => state
+                .tenant(Some(t))
+                .await
+                .map_err(|p| {
+                    tracing::warn!(problem = ?p.detail, "portal: cannot read a tenant's settings");
+                    PageError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Try again in a minute",
+                        "Webhooks cannot be read right now.",
+                    )
+                })?
+                .frame_ancestors
+                .join(" "),
+        };
         let prefix = url::Url::parse(&config.portal.public_url)
             .map(|u| u.path().trim_end_matches('/').to_owned())
             .unwrap_or_default();

@@ -63,7 +63,10 @@ pub(super) async fn list(
         }),
         first: (!page.cursor.is_empty()).then(|| session.path("")),
     };
-    let connectors = crate::admin::catalog::connectors_for(&state, session.claims.ten.as_deref());
+    let connectors = crate::admin::catalog::connectors_for(&state, session.claims.ten.as_deref())
+        .await
+        .map_err(|p| PageError::from((p, &session)))?;
+    let connectors: Vec<_> = connectors.iter().collect();
     let markup = views::list(&session, &rows, &pages, &connectors, done_message(page.done.as_deref()));
     Ok(html(StatusCode::OK, Some(&session), markup))
 }
@@ -75,15 +78,18 @@ pub(super) struct NewQuery {
 }
 
 /// The connector `name`, if the session is offered it.
-pub(super) fn connector_of(
+pub(super) async fn connector_of(
     state: &AdminState,
     session: &Session,
     name: &str,
-) -> Option<std::sync::Arc<crate::config::connector::Connector>> {
-    crate::admin::catalog::connectors_for(state, session.claims.ten.as_deref())
-        .into_iter()
-        .find(|c| c.name == name)
-        .cloned()
+) -> Result<Option<std::sync::Arc<crate::config::connector::Connector>>, PageError> {
+    Ok(
+        crate::admin::catalog::connectors_for(state, session.claims.ten.as_deref())
+            .await
+            .map_err(|p| PageError::from((p, session)))?
+            .into_iter()
+            .find(|c| c.name == name),
+    )
 }
 
 pub(super) async fn new_form(
@@ -94,8 +100,8 @@ pub(super) async fn new_form(
     if !session.manages() || session.claims.wh.is_some() {
         return Err(PageError::read_only(&session));
     }
-    let catalog = catalog_of(&state, session.claims.ten.as_deref());
-    let connector = connector_of(&state, &session, &query.connector);
+    let catalog = catalog_of(&state, &session, session.claims.ten.as_deref()).await?;
+    let connector = connector_of(&state, &session, &query.connector).await?;
     let values = match &connector {
         // A connector fills in what it knows; the header values are the user's.
         Some(c) => views::FormValues {
@@ -145,8 +151,8 @@ pub(super) async fn create(
             session.path(&format!("webhooks/{}?done=created", webhook.id)),
         )),
         Err(problem) if problem.status == 422 || problem.status == 409 || problem.status == 403 => {
-            let catalog = catalog_of(&state, session.claims.ten.as_deref());
-            let connector = connector_of(&state, &session, form.one("connector").unwrap_or_default());
+            let catalog = catalog_of(&state, &session, session.claims.ten.as_deref()).await?;
+            let connector = connector_of(&state, &session, form.one("connector").unwrap_or_default()).await?;
             let markup = views::webhook_form(
                 &session,
                 catalog.as_deref(),
@@ -173,11 +179,17 @@ pub(super) async fn webhook_of(state: &AdminState, session: &Session, id: &str) 
 
 /// The catalog `tenant`'s webhooks pick events from, if it has one. An
 /// operators' session creating a webhook has no tenant yet: none.
-pub(super) fn catalog_of(
+pub(super) async fn catalog_of(
     state: &AdminState,
+    session: &Session,
     tenant: Option<&str>,
-) -> Option<std::sync::Arc<crate::config::catalog::Catalog>> {
-    tenant.and_then(|t| crate::admin::catalog::of_tenant(state, Some(t)).cloned())
+) -> Result<Option<std::sync::Arc<crate::config::catalog::Catalog>>, PageError> {
+    let Some(tenant) = tenant else { return Ok(None) };
+    state
+        .tenant(Some(tenant))
+        .await
+        .map(|t| t.catalog)
+        .map_err(|p| PageError::from((p, session)))
 }
 
 /// Webhook `id`, if the session may see and change it (`deletes`: and
@@ -220,7 +232,7 @@ pub(super) async fn detail(
         .await
         .ok()
         .map(|Json(s)| s);
-    let catalog = catalog_of(&state, webhook.tenant.as_deref());
+    let catalog = catalog_of(&state, &session, webhook.tenant.as_deref()).await?;
     let markup = views::detail(
         &session,
         &webhook,
@@ -237,7 +249,7 @@ pub(super) async fn edit_form(
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Response, PageError> {
     let webhook = managed_webhook(&state, &session, &id, false).await?;
-    let catalog = catalog_of(&state, webhook.tenant.as_deref());
+    let catalog = catalog_of(&state, &session, webhook.tenant.as_deref()).await?;
     let values = views::FormValues {
         tenant: webhook.tenant.clone().unwrap_or_default(),
         name: webhook.name.clone(),
@@ -295,7 +307,7 @@ pub(super) async fn update(
     match result {
         Ok(_) => Ok(see_other(session.path(&format!("webhooks/{id}?done=updated")))),
         Err(problem) if problem.status == 422 => {
-            let catalog = catalog_of(&state, webhook.tenant.as_deref());
+            let catalog = catalog_of(&state, &session, webhook.tenant.as_deref()).await?;
             let markup = views::edit_form(&session, &webhook, catalog.as_deref(), &values, Some(&problem));
             Ok(html(StatusCode::UNPROCESSABLE_ENTITY, Some(&session), markup))
         }

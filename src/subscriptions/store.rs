@@ -98,6 +98,8 @@ pub enum Created {
     Exists,
     /// The tenant has its quota of webhooks.
     OverQuota,
+    /// The key that had to exist (the tenant's registration) does not.
+    NoTenant,
 }
 
 /// A store operation that failed.
@@ -216,12 +218,18 @@ impl SubscriptionStore {
     /// Creates a webhook unless one with its id exists (`false` then), and
     /// announces it.
     pub async fn create(&self, webhook: &Webhook) -> Result<bool, StoreError> {
-        Ok(self.create_within(webhook, None).await? == Created::Created)
+        Ok(self.create_within(webhook, None, None).await? == Created::Created)
     }
 
     /// Creates a webhook unless one with its id exists, or its tenant already
-    /// has `quota` webhooks, and announces it.
-    pub async fn create_within(&self, webhook: &Webhook, quota: Option<usize>) -> Result<Created, StoreError> {
+    /// has `quota` webhooks, or key `registered` (when given) is missing, and
+    /// announces it.
+    pub async fn create_within(
+        &self,
+        webhook: &Webhook,
+        quota: Option<usize>,
+        registered: Option<&str>,
+    ) -> Result<Created, StoreError> {
         webhook.validate()?;
         let json = serde_json::to_string(webhook).expect("a webhook serialises to JSON");
         // At the quota, members whose document is gone or names another
@@ -230,6 +238,7 @@ impl SubscriptionStore {
         let script = redis::Script::new(
             r"
             if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+            if ARGV[7] ~= '' and redis.call('EXISTS', ARGV[7]) == 0 then return -2 end
             local quota = tonumber(ARGV[3])
             if ARGV[4] ~= '' and quota > 0 and redis.call('SCARD', KEYS[5]) >= quota then
                 for _, id in ipairs(redis.call('SMEMBERS', KEYS[5])) do
@@ -265,11 +274,13 @@ impl SubscriptionStore {
             .arg(tenant)
             .arg(self.keys.webhook(""))
             .arg(LOG_LENGTH)
+            .arg(registered.unwrap_or(""))
             .invoke_async(&mut conn)
             .await?;
         Ok(match created {
             1 => Created::Created,
             0 => Created::Exists,
+            -2 => Created::NoTenant,
             _ => Created::OverQuota,
         })
     }

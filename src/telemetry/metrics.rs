@@ -403,7 +403,7 @@ impl Metrics {
             admin_changes: counter_vec(
                 r,
                 "herald_admin_changes_total",
-                "Webhook changes made through the management API, by action.",
+                "Changes made through the management API to webhooks, tenants and tenant tokens, by action.",
                 &["action"],
             ),
             history_records: counter_vec(

@@ -425,6 +425,13 @@ impl Telemetry {
         info!(action, webhook = webhook_id, by = caller, "webhook changed");
     }
 
+    /// A tenant, or one of its tokens (`token`), changed through the
+    /// management API.
+    pub fn tenant_change(&self, action: &'static str, tenant: &str, token: Option<&str>, caller: &str) {
+        self.metrics.admin_changes.with_label_values(&[action]).inc();
+        info!(action, tenant, token, by = caller, "tenant changed");
+    }
+
     /// The history queue was full: one attempt's record was dropped.
     pub fn history_dropped(&self) {
         self.metrics.history_records.with_label_values(&["dropped"]).inc();

@@ -414,3 +414,103 @@ async fn a_portal_link_is_printed_for_a_tenant() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_and_their_tokens_are_managed_from_the_command_line() {
+    let env = TestEnv::new("cli-tenants", &["events"], 1).await;
+    let app = env.spawn(&admin_overlay("24h")).await;
+    let herald = Herald::new(&env, &app, Some(OPS));
+
+    let created = herald
+        .ok(&[
+            "tenants",
+            "put",
+            "umbrella",
+            "--catalog",
+            "jam",
+            "--max-webhooks",
+            "5",
+            "--json",
+        ])
+        .await
+        .json();
+    assert_eq!(
+        (&created["source"], &created["catalog"], &created["max_webhooks"]),
+        (&json!("api"), &json!("jam"), &json!(5))
+    );
+    let framed = herald
+        .ok(&[
+            "tenants",
+            "put",
+            "umbrella",
+            "--frame-ancestor",
+            "https://a.example",
+            "--frame-ancestor",
+            "'self'",
+            "--json",
+        ])
+        .await
+        .json();
+    assert_eq!(framed["frame_ancestors"], json!(["https://a.example", "'self'"]));
+    assert_eq!(
+        framed["settings"],
+        json!({"frame_ancestors": ["https://a.example", "'self'"]}),
+        "a put replaces every setting"
+    );
+    let listed = herald.ok(&["tenants", "list"]).await.stdout;
+    assert!(
+        listed.contains("umbrella") && listed.contains("acme") && listed.contains("config"),
+        "{listed}"
+    );
+
+    let issued = herald
+        .ok(&["tenants", "issue-token", "umbrella", "backend"])
+        .await
+        .stdout;
+    let token = issued.lines().next().unwrap().trim().to_owned();
+    assert!(
+        token.starts_with("hrld_"),
+        "the token comes first, alone on its line: {issued}"
+    );
+    assert!(issued.contains("shown once"));
+    let tokens = herald.ok(&["tenants", "tokens", "umbrella"]).await.stdout;
+    assert!(
+        tokens.contains("backend") && tokens.contains(&token[token.len() - 4..]),
+        "{tokens}"
+    );
+    assert!(!tokens.contains(&token));
+
+    // The issued token works with the same command line.
+    let tenant_cli = Herald::new(&env, &app, Some(Box::leak(token.clone().into_boxed_str())));
+    let own = tenant_cli.ok(&["tenants", "show", "umbrella", "--json"]).await.json();
+    assert_eq!(own["name"], "umbrella");
+    let refused = tenant_cli.fails(&["tenants", "list"]).await;
+    assert!(refused.contains("403") && refused.contains("admin token"), "{refused}");
+
+    let busy = herald
+        .ok(&[
+            "webhooks",
+            "create",
+            "--tenant",
+            "umbrella",
+            "--name",
+            "w",
+            "--url",
+            "https://example.com/u",
+            "--event",
+            "bug.created",
+            "--json",
+        ])
+        .await
+        .json();
+    let kept = herald.fails(&["tenants", "delete", "umbrella"]).await;
+    assert!(kept.contains("409") && kept.contains("1 webhook"), "{kept}");
+    herald.ok(&["webhooks", "delete", busy["id"].as_str().unwrap()]).await;
+    herald.ok(&["tenants", "revoke-token", "umbrella", "backend"]).await;
+    let gone = tenant_cli.fails(&["tenants", "show", "umbrella"]).await;
+    assert!(gone.contains("401"), "{gone}");
+    herald.ok(&["tenants", "delete", "umbrella"]).await;
+    let missing = herald.fails(&["tenants", "show", "umbrella"]).await;
+    assert!(missing.contains("404"), "{missing}");
+    app.stop().await;
+}

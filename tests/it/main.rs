@@ -21,3 +21,4 @@ mod security;
 mod signatures;
 mod stuck;
 mod subscriptions;
+mod tenants;

@@ -12,10 +12,11 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{change, check, load, store_error, CreateWebhook, UpdateWebhook, WebhookView};
+use super::{change_loaded, check, load, store_error, CreateWebhook, UpdateWebhook, WebhookView};
 use crate::admin::auth::Caller;
 use crate::admin::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::admin::problem::Problem;
+use crate::admin::tenants::Source;
 use crate::admin::{AdminState, MAX_PAGE_SIZE};
 use crate::subscriptions::store::Created;
 use crate::webhook::{
@@ -149,22 +150,29 @@ pub(crate) async fn create_webhook(
         updated_at: now,
         limits: body.limits.into(),
     };
-    check(state, &webhook)?;
-    let admin = &state.config().admin;
-    let quota = webhook.tenant.as_deref().map(|t| {
-        admin
-            .tenants
-            .get(t)
-            .and_then(|c| c.max_webhooks)
-            .unwrap_or(admin.max_webhooks_per_tenant)
-    });
+    let settings = state.tenant(webhook.tenant.as_deref()).await?;
+    check(state, &webhook, settings.catalog.as_deref())?;
+    let quota = webhook.tenant.as_ref().map(|_| settings.max_webhooks);
+    // A tenant made through the API must still exist when the webhook is
+    // written: a delete of the tenant at the same moment wins or loses whole.
+    let registered = webhook
+        .tenant
+        .as_deref()
+        .filter(|_| settings.source == Source::Api)
+        .map(|t| state.registry().keys().settings(t));
     match state
         .store()
-        .create_within(&webhook, quota)
+        .create_within(&webhook, quota, registered.as_deref())
         .await
         .map_err(store_error)?
     {
         Created::Created => {}
+        Created::NoTenant => {
+            return Err(Problem::not_found(
+                "tenant",
+                webhook.tenant.as_deref().unwrap_or_default(),
+            ));
+        }
         Created::Exists => {
             // Only ever about the caller's own tenant (a uid), or, for an
             // admin token, which sees every tenant, an id.
@@ -326,7 +334,9 @@ pub async fn update(
     ApiJson(body): ApiJson<UpdateWebhook>,
 ) -> Result<Json<WebhookView>, Problem> {
     let now = OffsetDateTime::now_utc();
-    let (webhook, _) = change(&state, &caller, &id, |current| {
+    let loaded = load(&state, &caller, &id).await?;
+    let settings = state.tenant(loaded.tenant.as_deref()).await?;
+    let (webhook, _) = change_loaded(&state, loaded, &id, |current| {
         let mut next = current.clone();
         if let Some(name) = &body.name {
             next.name = name.clone();
@@ -344,7 +354,7 @@ pub async fn update(
             next.limits = limits.clone().into();
         }
         next.updated_at = now;
-        check(&state, &next)?;
+        check(&state, &next, settings.catalog.as_deref())?;
         Ok(Some(next))
     })
     .await?;

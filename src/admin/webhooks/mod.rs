@@ -17,6 +17,7 @@ use utoipa::ToSchema;
 use crate::admin::auth::Caller;
 use crate::admin::problem::Problem;
 use crate::admin::AdminState;
+use crate::config::catalog::Catalog;
 use crate::subscriptions::store::{StoreError, UpdateError};
 use crate::webhook::{uid_id, validate_uid, Limits, Webhook, WebhookStatus};
 
@@ -226,9 +227,19 @@ pub(crate) async fn change(
     state: &AdminState,
     caller: &Caller,
     id: &str,
-    mut f: impl FnMut(&Webhook) -> Result<Option<Webhook>, Problem>,
+    f: impl FnMut(&Webhook) -> Result<Option<Webhook>, Problem>,
 ) -> Result<(Webhook, bool), Problem> {
     let loaded = load(state, caller, id).await?;
+    change_loaded(state, loaded, id, f).await
+}
+
+/// [`change`] of a webhook the caller has already loaded (and so may see).
+pub(crate) async fn change_loaded(
+    state: &AdminState,
+    loaded: Webhook,
+    id: &str,
+    mut f: impl FnMut(&Webhook) -> Result<Option<Webhook>, Problem>,
+) -> Result<(Webhook, bool), Problem> {
     let mut changed = false;
     let result = state
         .store()
@@ -247,8 +258,9 @@ pub(crate) async fn change(
 }
 
 /// Checks what the API adds to the store's own validation: lengths, the
-/// destination policy and the tenant's catalog.
-fn check(state: &AdminState, webhook: &Webhook) -> Result<(), Problem> {
+/// destination policy and the tenant's catalog (`catalog`: none allows any
+/// event type).
+fn check(state: &AdminState, webhook: &Webhook, catalog: Option<&Catalog>) -> Result<(), Problem> {
     if webhook.name.trim().is_empty() || webhook.name.chars().count() > MAX_NAME_LEN {
         return Err(Problem::invalid(
             "name",
@@ -271,7 +283,7 @@ fn check(state: &AdminState, webhook: &Webhook) -> Result<(), Problem> {
     }
     webhook.validate().map_err(|e| Problem::invalid(e.field, e.message))?;
     check_destination(state, &webhook.url, webhook.tenant.as_deref())?;
-    if let Some(catalog) = crate::admin::catalog::of_tenant(state, webhook.tenant.as_deref()) {
+    if let Some(catalog) = catalog {
         for pattern in &webhook.events {
             if !catalog.allows(pattern) {
                 return Err(Problem::invalid(

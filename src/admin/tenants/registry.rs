@@ -1,0 +1,423 @@
+//! Tenants and tenant tokens kept in Redis, written through the API and read
+//! by every replica on each request (nothing is cached, so a change or a
+//! revocation holds on every replica at once).
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `P` + `tenants:registered` | sorted set (all scores 0) | the names of the tenants created through the API, in name order |
+//! | `P` + `tenant:` + name + `:settings` | hash | `settings` (JSON), `created_at`, `created_by`, `updated_at`, `updated_by` |
+//! | `P` + `tenant:` + name + `:tokens` | hash | token name to the SHA-256 digest (hex) of the token |
+//! | `P` + `token:` + digest | string | the token's record (JSON); expires with the token |
+//!
+//! Every change that touches more than one key is one Lua script, so a
+//! replica that stops half way, or two operators at once, never leave a
+//! token of a deleted tenant or a tenant without its index entry.
+
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::subscriptions::store::Keys as StoreKeys;
+
+/// A tenant's own settings; each one left out follows the deployment's
+/// default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSettings {
+    /// The catalog its webhooks subscribe from (`GET /v1/catalogs`); "" allows
+    /// any event type; left out: `admin.default_catalog`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 64)]
+    pub catalog: Option<String>,
+    /// Webhooks it may create; left out: `admin.max_webhooks_per_tenant`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000000)]
+    pub max_webhooks: Option<usize>,
+    /// Who may frame its portal pages (CSP `frame-ancestors` sources, e.g.
+    /// `https://app.example.com`); left out: `portal.frame_ancestors`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 1, max_items = 32)]
+    pub frame_ancestors: Option<Vec<String>>,
+}
+
+/// A tenant created through the API, as stored.
+#[derive(Debug, Clone)]
+pub struct StoredTenant {
+    pub name: String,
+    pub settings: TenantSettings,
+    pub created_at: Option<OffsetDateTime>,
+    pub created_by: Option<String>,
+    pub updated_at: Option<OffsetDateTime>,
+    pub updated_by: Option<String>,
+}
+
+/// A tenant token's record (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub tenant: String,
+    pub name: String,
+    /// The token's last four characters, to tell tokens apart.
+    pub last4: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub created_by: String,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// A registry read or write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    /// A stored document that does not parse (written by someone else).
+    #[error("the stored {what} cannot be read: {error}")]
+    Broken { what: String, error: String },
+}
+
+/// What deleting a tenant did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    Deleted,
+    Missing,
+    /// It still has webhooks.
+    HasWebhooks(usize),
+}
+
+/// What creating a token did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Issued {
+    Issued,
+    /// The tenant has a live token of that name.
+    NameTaken,
+    /// The tenant has `admin.max_tokens_per_tenant` live tokens.
+    TooMany,
+    /// The tenant was deleted meanwhile.
+    NoTenant,
+}
+
+/// The key names.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// The keys under `prefix` (`redis.prefix`).
+    pub fn new(prefix: &str) -> Keys {
+        Keys { prefix: prefix.into() }
+    }
+
+    /// `P` + `tenants:registered`
+    pub fn names(&self) -> String {
+        format!("{}tenants:registered", self.prefix)
+    }
+
+    /// `P` + `tenant:{name}:settings`
+    pub fn settings(&self, tenant: &str) -> String {
+        format!("{}tenant:{tenant}:settings", self.prefix)
+    }
+
+    /// `P` + `tenant:{name}:tokens`
+    pub fn tokens(&self, tenant: &str) -> String {
+        format!("{}tenant:{tenant}:tokens", self.prefix)
+    }
+
+    /// `P` + `token:{digest}`
+    pub fn token(&self, digest: &str) -> String {
+        format!("{}token:{digest}", self.prefix)
+    }
+}
+
+/// The registry over the shared connection.
+#[derive(Clone)]
+pub struct Registry {
+    conn: ConnectionManager,
+    keys: Keys,
+    store: StoreKeys,
+}
+
+fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .expect("a UTC time formats")
+}
+
+fn parse_time(value: Option<&String>) -> Option<OffsetDateTime> {
+    value.and_then(|v| OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339).ok())
+}
+
+impl Registry {
+    /// The registry under `prefix`.
+    pub fn new(conn: ConnectionManager, prefix: &str) -> Registry {
+        Registry {
+            conn,
+            keys: Keys::new(prefix),
+            store: StoreKeys::new(prefix),
+        }
+    }
+
+    /// Its key names.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    fn decode(name: &str, fields: std::collections::HashMap<String, String>) -> Result<StoredTenant, RegistryError> {
+        let raw = fields.get("settings").map_or("{}", String::as_str);
+        let settings = serde_json::from_str(raw).map_err(|e| RegistryError::Broken {
+            what: format!("settings of tenant `{name}`"),
+            error: e.to_string(),
+        })?;
+        Ok(StoredTenant {
+            name: name.into(),
+            settings,
+            created_at: parse_time(fields.get("created_at")),
+            created_by: fields.get("created_by").cloned(),
+            updated_at: parse_time(fields.get("updated_at")),
+            updated_by: fields.get("updated_by").cloned(),
+        })
+    }
+
+    /// Tenant `name` as stored, or `None`.
+    pub async fn get(&self, name: &str) -> Result<Option<StoredTenant>, RegistryError> {
+        let mut conn = self.conn.clone();
+        let fields: std::collections::HashMap<String, String> = conn.hgetall(self.keys.settings(name)).await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        Self::decode(name, fields).map(Some)
+    }
+
+    /// Up to `limit` stored tenants whose names sort after `after`, with
+    /// whether more follow.
+    pub async fn list(&self, after: Option<&str>, limit: usize) -> Result<(Vec<StoredTenant>, bool), RegistryError> {
+        let mut conn = self.conn.clone();
+        let min = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
+        let names: Vec<String> = redis::cmd("ZRANGEBYLEX")
+            .arg(self.keys.names())
+            .arg(min)
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit + 1)
+            .query_async(&mut conn)
+            .await?;
+        let more = names.len() > limit;
+        let names = &names[..names.len().min(limit)];
+        if names.is_empty() {
+            return Ok((Vec::new(), false));
+        }
+        let mut pipe = redis::pipe();
+        for name in names {
+            pipe.hgetall(self.keys.settings(name));
+        }
+        let all: Vec<std::collections::HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+        let mut tenants = Vec::with_capacity(names.len());
+        for (name, fields) in names.iter().zip(all) {
+            // Deleted between the two reads: not listed.
+            if !fields.is_empty() {
+                tenants.push(Self::decode(name, fields)?);
+            }
+        }
+        Ok((tenants, more))
+    }
+
+    /// Creates tenant `name` or replaces its settings; `true` when it was
+    /// created.
+    pub async fn put(&self, name: &str, settings: &TenantSettings, by: &str) -> Result<bool, RegistryError> {
+        let script = redis::Script::new(
+            r"
+            local created = redis.call('HSETNX', KEYS[1], 'created_at', ARGV[2])
+            if created == 1 then redis.call('HSET', KEYS[1], 'created_by', ARGV[3]) end
+            redis.call('HSET', KEYS[1], 'settings', ARGV[1], 'updated_at', ARGV[2], 'updated_by', ARGV[3])
+            redis.call('ZADD', KEYS[2], 0, ARGV[4])
+            return created
+            ",
+        );
+        let mut conn = self.conn.clone();
+        let created: i64 = script
+            .key(self.keys.settings(name))
+            .key(self.keys.names())
+            .arg(serde_json::to_string(settings).expect("settings serialise"))
+            .arg(rfc3339(OffsetDateTime::now_utc()))
+            .arg(by)
+            .arg(name)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(created == 1)
+    }
+
+    /// Deletes tenant `name` and revokes its tokens, unless it has webhooks.
+    /// Members of its webhook set whose document is gone or names another
+    /// tenant are dropped first, so a stale id never blocks a delete. The
+    /// set holds every webhook Herald's API wrote for the tenant; webhooks
+    /// other writers put straight into Redis join it once a replica sees
+    /// them (within a second of their announcement).
+    pub async fn delete(&self, name: &str) -> Result<Deleted, RegistryError> {
+        let script = redis::Script::new(
+            r"
+            if redis.call('EXISTS', KEYS[1]) == 0 then return -3 end
+            for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+                local doc = redis.call('GET', ARGV[2] .. id)
+                local ok, w = pcall(cjson.decode, doc or 'null')
+                if not doc or not ok or type(w) ~= 'table' or w.tenant ~= ARGV[1] then
+                    redis.call('SREM', KEYS[3], id)
+                end
+            end
+            local left = redis.call('SCARD', KEYS[3])
+            if left > 0 then return left end
+            for _, digest in ipairs(redis.call('HVALS', KEYS[4])) do
+                redis.call('DEL', ARGV[3] .. digest)
+            end
+            redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
+            redis.call('ZREM', KEYS[2], ARGV[1])
+            return 0
+            ",
+        );
+        let mut conn = self.conn.clone();
+        let result: i64 = script
+            .key(self.keys.settings(name))
+            .key(self.keys.names())
+            .key(self.store.tenant(name))
+            .key(self.keys.tokens(name))
+            .arg(name)
+            .arg(self.store.webhook(""))
+            .arg(self.keys.token(""))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match result {
+            0 => Deleted::Deleted,
+            -3 => Deleted::Missing,
+            n => Deleted::HasWebhooks(usize::try_from(n).unwrap_or(usize::MAX)),
+        })
+    }
+
+    /// Stores a token of `record.tenant` by its digest. `registered`: the
+    /// tenant is one created through the API, which must still exist (a
+    /// token is never left behind by a delete running at the same moment).
+    /// Entries of expired tokens are dropped before the name and the
+    /// number are checked.
+    pub async fn issue(
+        &self,
+        record: &TokenRecord,
+        digest: &str,
+        registered: bool,
+        max: usize,
+    ) -> Result<Issued, RegistryError> {
+        let script = redis::Script::new(
+            r"
+            if ARGV[4] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then return -2 end
+            local entries = redis.call('HGETALL', KEYS[2])
+            for i = 1, #entries, 2 do
+                if redis.call('EXISTS', ARGV[5] .. entries[i + 1]) == 0 then
+                    redis.call('HDEL', KEYS[2], entries[i])
+                end
+            end
+            if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
+            if redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[6]) then return -1 end
+            if ARGV[7] == '0' then
+                redis.call('SET', KEYS[3], ARGV[3])
+            else
+                redis.call('SET', KEYS[3], ARGV[3], 'PXAT', ARGV[7])
+            end
+            redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+            return 1
+            ",
+        );
+        let expires_ms = record.expires_at.map_or(0, |at| {
+            i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+        });
+        let mut conn = self.conn.clone();
+        let result: i64 = script
+            .key(self.keys.settings(&record.tenant))
+            .key(self.keys.tokens(&record.tenant))
+            .key(self.keys.token(digest))
+            .arg(&record.name)
+            .arg(digest)
+            .arg(serde_json::to_string(record).expect("a token record serialises"))
+            .arg(if registered { "1" } else { "0" })
+            .arg(self.keys.token(""))
+            .arg(max)
+            .arg(expires_ms)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match result {
+            1 => Issued::Issued,
+            0 => Issued::NameTaken,
+            -1 => Issued::TooMany,
+            _ => Issued::NoTenant,
+        })
+    }
+
+    /// The live tokens of `tenant`, in name order.
+    pub async fn tokens(&self, tenant: &str) -> Result<Vec<TokenRecord>, RegistryError> {
+        let mut conn = self.conn.clone();
+        let entries: std::collections::BTreeMap<String, String> = conn.hgetall(self.keys.tokens(tenant)).await?;
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = entries.values().map(|d| self.keys.token(d)).collect();
+        let docs: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+        let mut records = Vec::new();
+        for ((name, _), doc) in entries.iter().zip(docs) {
+            // An expired token's entry stays until the next issue or revoke.
+            let Some(doc) = doc else { continue };
+            let record: TokenRecord = serde_json::from_str(&doc).map_err(|e| RegistryError::Broken {
+                what: format!("record of token `{name}` of tenant `{tenant}`"),
+                error: e.to_string(),
+            })?;
+            records.push(record);
+        }
+        Ok(records)
+    }
+
+    /// Revokes `tenant`'s token `name` at once; `false` when it has none.
+    pub async fn revoke(&self, tenant: &str, name: &str) -> Result<bool, RegistryError> {
+        let script = redis::Script::new(
+            r"
+            local digest = redis.call('HGET', KEYS[1], ARGV[1])
+            if not digest then return 0 end
+            redis.call('HDEL', KEYS[1], ARGV[1])
+            return redis.call('DEL', ARGV[2] .. digest)
+            ",
+        );
+        let mut conn = self.conn.clone();
+        let revoked: i64 = script
+            .key(self.keys.tokens(tenant))
+            .arg(name)
+            .arg(self.keys.token(""))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(revoked == 1)
+    }
+
+    /// The record of the token with `digest`, if it is live.
+    pub async fn token(&self, digest: &str) -> Result<Option<TokenRecord>, RegistryError> {
+        let mut conn = self.conn.clone();
+        let doc: Option<String> = conn.get(self.keys.token(digest)).await?;
+        let Some(doc) = doc else { return Ok(None) };
+        let record: TokenRecord = serde_json::from_str(&doc).map_err(|e| RegistryError::Broken {
+            what: format!("token record `{}`", self.keys.token(digest)),
+            error: e.to_string(),
+        })?;
+        if record.expires_at.is_some_and(|at| at <= OffsetDateTime::now_utc()) {
+            return Ok(None);
+        }
+        Ok(Some(record))
+    }
+
+    /// How many webhooks each tenant's set holds, in one round trip; `None`
+    /// while no replica has indexed them.
+    pub async fn webhook_counts(&self, tenants: &[&str]) -> Result<Option<Vec<usize>>, RegistryError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.exists(self.store.tenants_indexed());
+        for tenant in tenants {
+            pipe.scard(self.store.tenant(tenant));
+        }
+        // EXISTS answers 0 or 1, so the whole reply is integers.
+        let mut counts: Vec<usize> = pipe.query_async(&mut conn).await?;
+        let indexed = counts.remove(0) == 1;
+        Ok(indexed.then_some(counts))
+    }
+}
