@@ -85,6 +85,19 @@ pub struct Claims {
     pub exp: i64,
     /// The name of the token that made the session (for what the session changes).
     pub by: String,
+    /// For a tenant created through the API, when it was (RFC 3339): the
+    /// session ends when that tenant is deleted, and does not come back
+    /// with a new tenant of the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inc: Option<String>,
+}
+
+/// The incarnation of a tenant created through the API, as claims carry it.
+pub fn incarnation(tenant: &crate::admin::tenants::Effective) -> Option<String> {
+    tenant
+        .created_at
+        .filter(|_| tenant.source == crate::admin::tenants::Source::Api)
+        .and_then(|at| at.format(&time::format_description::well_known::Rfc3339).ok())
 }
 
 /// Why a portal token is refused.
@@ -220,6 +233,10 @@ async fn start(
             return Err(Problem::invalid("webhook", "is not a webhook of this tenant"));
         }
     }
+    let incarnation = match tenant.as_deref() {
+        Some(t) => incarnation(&state.tenant(Some(t)).await?),
+        None => None,
+    };
     let sid = format!("ps_{}", hex::encode(rand::random::<[u8; 12]>()));
     let expires_at = OffsetDateTime::now_utc() + ttl;
     let claims = Claims {
@@ -229,6 +246,7 @@ async fn start(
         wh: body.webhook.clone(),
         exp: expires_at.unix_timestamp(),
         by: caller.name.clone(),
+        inc: incarnation,
     };
     let mut conn = state.redis();
     let () = conn
@@ -304,6 +322,7 @@ mod tests {
             wh: Some("wh_1".into()),
             exp: 2_000,
             by: "acme-portal".into(),
+            inc: None,
         }
     }
 

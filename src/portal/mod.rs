@@ -255,6 +255,7 @@ mod tests {
                 wh: None,
                 exp: i64::MAX,
                 by: "acme-portal".into(),
+                inc: None,
             },
             base: "/portal/s/t".into(),
             csrf: csrf_of(b"k", "ps_1"),

@@ -92,19 +92,22 @@ impl FromRequestParts<AdminState> for Session {
         // holds from the next page on.
         let frame_ancestors = match &claims.ten {
             None => config.portal.frame_ancestors.join(" "),
-            Some(t) => state
-                .tenant(Some(t))
-                .await
-                .map_err(|p| {
+            Some(t) => {
+                let tenant = state.tenant(Some(t)).await.map_err(|p| {
                     tracing::warn!(problem = ?p.detail, "portal: cannot read a tenant's settings");
                     PageError::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "Try again in a minute",
                         "Webhooks cannot be read right now.",
                     )
-                })?
-                .frame_ancestors
-                .join(" "),
+                })?;
+                // Its tenant, created through the API, was deleted since (and
+                // maybe created again, for someone else).
+                if claims.inc.is_some() && portal_sessions::incarnation(&tenant) != claims.inc {
+                    return Err(invalid());
+                }
+                tenant.frame_ancestors.join(" ")
+            }
         };
         let prefix = url::Url::parse(&config.portal.public_url)
             .map(|u| u.path().trim_end_matches('/').to_owned())

@@ -113,7 +113,15 @@ pub(super) async fn new_form(
         },
         None => views::FormValues::default(),
     };
-    let markup = views::webhook_form(&session, catalog.as_deref(), &values, None, connector.as_deref());
+    let tenants = known_tenants(&state, &session).await;
+    let markup = views::webhook_form(
+        &session,
+        catalog.as_deref(),
+        &values,
+        None,
+        connector.as_deref(),
+        &tenants,
+    );
     Ok(html(StatusCode::OK, Some(&session), markup))
 }
 
@@ -153,12 +161,14 @@ pub(super) async fn create(
         Err(problem) if problem.status == 422 || problem.status == 409 || problem.status == 403 => {
             let catalog = catalog_of(&state, &session, session.claims.ten.as_deref()).await?;
             let connector = connector_of(&state, &session, form.one("connector").unwrap_or_default()).await?;
+            let tenants = known_tenants(&state, &session).await;
             let markup = views::webhook_form(
                 &session,
                 catalog.as_deref(),
                 &values,
                 Some(&problem),
                 connector.as_deref(),
+                &tenants,
             );
             Ok(html(StatusCode::UNPROCESSABLE_ENTITY, Some(&session), markup))
         }
@@ -175,6 +185,32 @@ pub(super) async fn webhook_of(state: &AdminState, session: &Session, id: &str) 
         .await
         .map(|Json(w)| w)
         .map_err(|p| PageError::from((p, session)))
+}
+
+/// The tenants an operators' session may pick from when creating a webhook
+/// (configured and created ones, the first page); none for a tenant's own
+/// session, or when they cannot be read (the field still takes any name).
+async fn known_tenants(state: &AdminState, session: &Session) -> Vec<String> {
+    if session.claims.ten.is_some() {
+        return Vec::new();
+    }
+    let query = crate::admin::tenants::api::TenantQuery {
+        cursor: None,
+        limit: Some(crate::admin::MAX_PAGE_SIZE),
+    };
+    match crate::admin::tenants::api::list(
+        State(state.clone()),
+        session.caller(),
+        crate::admin::extract::ApiQuery(query),
+    )
+    .await
+    {
+        Ok(Json(page)) => page.data.into_iter().map(|t| t.name).collect(),
+        Err(problem) => {
+            tracing::warn!(detail = ?problem.detail, "portal: cannot list the tenants");
+            Vec::new()
+        }
+    }
 }
 
 /// The catalog `tenant`'s webhooks pick events from, if it has one. An

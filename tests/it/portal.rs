@@ -581,6 +581,7 @@ async fn a_session_sees_only_its_tenant_and_a_read_only_one_changes_nothing() {
     );
 
     // Operators: every tenant's webhooks, and a webhook made for any tenant.
+    api.ok(Method::PUT, "/v1/tenants/initech", OPS, Some(json!({}))).await;
     let operators = api.ok(Method::POST, "/v1/portal-sessions", OPS, Some(json!({}))).await;
     assert_eq!(operators["tenant"], Value::Null);
     let everything = format!("{}{}", api.base, operators["url"].as_str().unwrap());
@@ -593,6 +594,18 @@ async fn a_session_sees_only_its_tenant_and_a_read_only_one_changes_nothing() {
     browser.check_accessibility("operators' list").await;
     browser.screenshot("14-operators").await;
     browser.follow("New webhook").await;
+    // The tenants it knows are offered (configured ones and those made
+    // through the API); any other name may still be typed.
+    let offered: Vec<String> = browser
+        .client
+        .execute(
+            "return [...document.querySelectorAll('#known-tenants option')].map(o => o.value)",
+            vec![],
+        )
+        .await
+        .map(|v| serde_json::from_value(v).unwrap())
+        .unwrap();
+    assert_eq!(offered, ["acme", "initech", "jamco"]);
     browser.fill("#tenant", "globex").await;
     browser.fill("#name", "Globex billing").await;
     browser.fill("#url", "https://example.com/billing").await;

@@ -249,6 +249,11 @@ async fn a_tenant_is_deleted_only_without_webhooks_and_its_tokens_go_with_it() {
         )
         .await;
     let id = webhook["id"].as_str().unwrap();
+    let session = api
+        .ok(Method::POST, "/v1/tenants/hooli/portal-sessions", &tokens[1], None)
+        .await;
+    let link = format!("{}{}", api.base, session["url"].as_str().unwrap());
+    assert_eq!(reqwest::get(&link).await.unwrap().status(), StatusCode::OK);
     let refused = api.call(Method::DELETE, "/v1/tenants/hooli", OPS, None).await;
     assert_problem(&refused, 409, None);
     assert!(
@@ -268,12 +273,17 @@ async fn a_tenant_is_deleted_only_without_webhooks_and_its_tokens_go_with_it() {
         assert_problem(&api.call(Method::GET, "/v1/webhooks", token, None).await, 401, None);
     }
     assert_problem(&api.call(Method::GET, "/v1/tenants/hooli", OPS, None).await, 404, None);
+    // Its open portal link ends with it: it can no longer write for a
+    // tenant that is gone.
+    assert_eq!(reqwest::get(&link).await.unwrap().status(), StatusCode::UNAUTHORIZED);
     let stored = everything_stored(&env).await;
     assert!(!stored.contains("tenant:hooli:"), "{stored}");
     assert!(!stored.contains(&format!("{}token:", env.prefix)), "{stored}");
 
-    // Made again under the same name, it starts without the old tokens.
+    // Made again under the same name, it starts without the old tokens, and
+    // the old link stays dead.
     api.ok(Method::PUT, "/v1/tenants/hooli", OPS, Some(json!({}))).await;
+    assert_eq!(reqwest::get(&link).await.unwrap().status(), StatusCode::UNAUTHORIZED);
     assert_problem(
         &api.call(Method::GET, "/v1/webhooks", &tokens[0], None).await,
         401,

@@ -50,6 +50,9 @@ pub struct Effective {
     pub catalog: Option<Arc<Catalog>>,
     pub max_webhooks: usize,
     pub frame_ancestors: Vec<String>,
+    /// When a tenant made through the API was created: which incarnation of
+    /// the name this is (a tenant deleted and created again is another).
+    pub created_at: Option<time::OffsetDateTime>,
 }
 
 impl From<&TenantConfig> for TenantSettings {
@@ -96,6 +99,7 @@ pub fn resolve(config: &Config, source: Source, settings: TenantSettings) -> Res
             .clone()
             .unwrap_or_else(|| config.portal.frame_ancestors.clone()),
         settings,
+        created_at: None,
     })
 }
 
@@ -148,7 +152,11 @@ impl AdminState {
             return resolve(config, Source::Config, c.into());
         }
         match self.registry().get(name).await.map_err(registry_error)? {
-            Some(stored) => resolve(config, Source::Api, stored.settings),
+            Some(stored) => {
+                let mut effective = resolve(config, Source::Api, stored.settings)?;
+                effective.created_at = stored.created_at;
+                Ok(effective)
+            }
             None => resolve(config, Source::Default, TenantSettings::default()),
         }
     }

@@ -180,6 +180,7 @@ pub(super) fn form_fields(
     values: &FormValues,
     editing: bool,
     connector: Option<&Connector>,
+    tenants: &[String],
 ) -> Markup {
     let url_hint = connector
         .map(|c| c.url_hint.as_str())
@@ -193,7 +194,10 @@ pub(super) fn form_fields(
             div class="field" id="field-tenant" {
                 label for="tenant" { "Tenant" }
                 p class="hint" id="tenant-hint" { "Whose events it receives; leave empty for every tenant's." }
-                input type="text" id="tenant" name="tenant" value=(values.tenant) maxlength="128" aria-describedby="tenant-hint" autocomplete="off";
+                input type="text" id="tenant" name="tenant" value=(values.tenant) maxlength="128" aria-describedby="tenant-hint" autocomplete="off" list="known-tenants";
+                datalist id="known-tenants" {
+                    @for t in tenants { option value=(t) {} }
+                }
             }
         }
         div class="field" id="field-name" {
@@ -217,6 +221,7 @@ pub fn webhook_form(
     values: &FormValues,
     problem: Option<&Problem>,
     connector: Option<&Connector>,
+    tenants: &[String],
 ) -> Markup {
     let title = connector.map_or_else(|| "New webhook".to_owned(), |c| format!("New webhook: {}", c.title));
     layout(
@@ -230,7 +235,7 @@ pub fn webhook_form(
             (problem_summary(problem))
             form method="post" action=(session.path("webhooks")) {
                 (csrf(session))
-                (form_fields(session, catalog, values, false, connector))
+                (form_fields(session, catalog, values, false, connector, tenants))
                 div class="actions" {
                     button type="submit" { "Create webhook" }
                     a href=(session.path("")) { "Cancel" }
@@ -257,7 +262,7 @@ pub fn edit_form(
             (problem_summary(problem))
             form method="post" action=(session.path(&format!("{here}/edit"))) {
                 (csrf(session))
-                (form_fields(session, catalog, values, true, None))
+                (form_fields(session, catalog, values, true, None, &[]))
                 div class="actions" {
                     button type="submit" { "Save changes" }
                     a href=(session.path(&here)) { "Cancel" }
