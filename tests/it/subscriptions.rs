@@ -240,6 +240,13 @@ async fn a_replica_started_while_redis_is_down_serves_once_it_is_back() {
     let create = serde_json::json!({"id": "later", "name": "later", "url": receiver.url("/later"), "events": ["*"]});
     let refused = api.call(Method::POST, "/v1/webhooks", OPS, Some(create.clone())).await;
     assert_problem(&refused, 503, None);
+    // Configured tokens authenticate without Redis; a token issued through
+    // the API cannot be checked, which is not the same as wrong: 503, not 401.
+    let catalogs = api.call(Method::GET, "/v1/catalogs", OPS, None).await;
+    assert_eq!(catalogs.status, reqwest::StatusCode::OK, "{}", catalogs.body);
+    let issued = format!("hrld_{}", "x".repeat(43));
+    assert_problem(&api.call(Method::GET, "/v1/catalogs", &issued, None).await, 503, None);
+    assert_problem(&api.call(Method::GET, "/v1/catalogs", "not-a-token", None).await, 401, None);
     let publisher = Publisher::new();
     publisher.json(env.topic(), EVENT).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
