@@ -110,12 +110,14 @@ impl FromRequestParts<AdminState> for Caller {
                 return Ok(caller.clone());
             }
             if presented.starts_with(TOKEN_PREFIX) {
-                match state.registry().token(&digest(presented)).await {
+                let digest = digest(presented);
+                match state.registry().token(&digest).await {
                     Ok(Some(record)) => {
+                        state.note_token_use(&digest, &record.tenant, &record.name);
                         return Ok(Caller {
                             name: format!("{}/{}", record.tenant, record.name),
                             tenant: Some(record.tenant),
-                        })
+                        });
                     }
                     Ok(None) => {}
                     // Not a wrong token: say so, or a client would drop a good one.

@@ -85,6 +85,7 @@ struct Inner {
     telemetry: Telemetry,
     jobs: jobs::Jobs,
     registry: tenants::registry::Registry,
+    token_uses: tenants::tokens::Uses,
     redis: redis::aio::ConnectionManager,
 }
 
@@ -125,6 +126,7 @@ impl AdminState {
             telemetry: parts.telemetry,
             jobs: jobs::Jobs::new(parts.redis.clone(), &prefix),
             registry: tenants::registry::Registry::new(parts.redis.clone(), &prefix),
+            token_uses: tenants::tokens::Uses::default(),
             redis: parts.redis,
         }))
     }
@@ -189,6 +191,21 @@ impl AdminState {
     /// Tenants and tenant tokens made through the API.
     pub(crate) fn registry(&self) -> &tenants::registry::Registry {
         &self.0.registry
+    }
+
+    /// Notes, at most once a minute per token and replica and without
+    /// holding up the request, that an issued token was used.
+    pub(crate) fn note_token_use(&self, digest: &str, tenant: &str, name: &str) {
+        if !self.0.token_uses.due(digest, Instant::now()) {
+            return;
+        }
+        let registry = self.0.registry.clone();
+        let (tenant, name) = (tenant.to_owned(), name.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = registry.touch(&tenant, &name, time::OffsetDateTime::now_utc()).await {
+                tracing::debug!(error = %e, tenant, token = name, "cannot note a token's use");
+            }
+        });
     }
 
     pub(crate) fn config_arc(&self) -> Arc<Config> {

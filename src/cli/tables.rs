@@ -88,7 +88,7 @@ pub fn tenant_table(x: &Value) -> String {
 
 /// A tenant's tokens as a table.
 pub fn tokens_table(list: &Value) -> String {
-    let mut t = table(&["NAME", "SOURCE", "ENDS WITH", "CREATED", "BY", "EXPIRES"]);
+    let mut t = table(&["NAME", "SOURCE", "ENDS WITH", "CREATED", "BY", "EXPIRES", "LAST USED"]);
     for x in list["data"].as_array().into_iter().flatten() {
         t.add_row(vec![
             text_of(&x["name"]),
@@ -97,6 +97,7 @@ pub fn tokens_table(list: &Value) -> String {
             text_of(&x["created_at"]),
             text_of(&x["created_by"]),
             text_of(&x["expires_at"]),
+            text_of(&x["last_used_at"]),
         ]);
     }
     t.to_string()

@@ -246,7 +246,11 @@ async fn a_replica_started_while_redis_is_down_serves_once_it_is_back() {
     assert_eq!(catalogs.status, reqwest::StatusCode::OK, "{}", catalogs.body);
     let issued = format!("hrld_{}", "x".repeat(43));
     assert_problem(&api.call(Method::GET, "/v1/catalogs", &issued, None).await, 503, None);
-    assert_problem(&api.call(Method::GET, "/v1/catalogs", "not-a-token", None).await, 401, None);
+    assert_problem(
+        &api.call(Method::GET, "/v1/catalogs", "not-a-token", None).await,
+        401,
+        None,
+    );
     let publisher = Publisher::new();
     publisher.json(env.topic(), EVENT).await;
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -97,6 +97,8 @@ async fn a_tenant_and_its_token_made_on_one_replica_hold_on_another_at_once() {
     assert_eq!(issued.status, StatusCode::CREATED, "{}", issued.body);
     let token = issued.body["token"].as_str().unwrap().to_owned();
     assert!(token.starts_with("hrld_") && token.len() > 40, "{token}");
+    let unused = a.ok(Method::GET, "/v1/tenants/initech/tokens", OPS, None).await;
+    assert_eq!(unused["data"][0]["last_used_at"], Value::Null, "{unused}");
     let stored = everything_stored(&env).await;
     assert!(
         !stored.contains(&token["hrld_".len()..]),
@@ -196,7 +198,11 @@ async fn a_tenant_and_its_token_made_on_one_replica_hold_on_another_at_once() {
     assert_eq!(frame_ancestors(&b.base, url).await, "'self'");
 
     // Listed without the token; revoked on one replica, refused on the other.
-    let tokens = a.ok(Method::GET, "/v1/tenants/initech/tokens", OPS, None).await;
+    let tokens = eventually(Duration::from_secs(5), "the token's use to be noted", || async {
+        let tokens = a.ok(Method::GET, "/v1/tenants/initech/tokens", OPS, None).await;
+        tokens["data"][0]["last_used_at"].is_string().then_some(tokens)
+    })
+    .await;
     assert_eq!(tokens["data"][0]["name"], "ci");
     assert_eq!(tokens["data"][0]["last4"], token[token.len() - 4..]);
     assert!(!tokens.to_string().contains(&token));

@@ -7,6 +7,7 @@
 //! | `P` + `tenants:registered` | sorted set (all scores 0) | the names of the tenants created through the API, in name order |
 //! | `P` + `tenant:` + name + `:settings` | hash | `settings` (JSON), `created_at`, `created_by`, `updated_at`, `updated_by` |
 //! | `P` + `tenant:` + name + `:tokens` | hash | token name to the SHA-256 digest (hex) of the token |
+//! | `P` + `tenant:` + name + `:tokens:used` | hash | token name to when it was last used (RFC 3339, to the minute) |
 //! | `P` + `token:` + digest | string | the token's record (JSON); expires with the token |
 //!
 //! Every change that touches more than one key is one Lua script, so a
@@ -122,6 +123,12 @@ impl Keys {
     /// `P` + `tenant:{name}:tokens`
     pub fn tokens(&self, tenant: &str) -> String {
         format!("{}tenant:{tenant}:tokens", self.prefix)
+    }
+
+    /// `P` + `tenant:{name}:tokens:used`: token name to when a replica last
+    /// saw it used (RFC 3339; written at most once a minute per replica).
+    pub fn used(&self, tenant: &str) -> String {
+        format!("{}tenant:{tenant}:tokens:used", self.prefix)
     }
 
     /// `P` + `token:{digest}`
@@ -269,7 +276,7 @@ impl Registry {
             for _, digest in ipairs(redis.call('HVALS', KEYS[4])) do
                 redis.call('DEL', ARGV[3] .. digest)
             end
-            redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
+            redis.call('DEL', KEYS[1], KEYS[3], KEYS[4], KEYS[5])
             redis.call('ZREM', KEYS[2], ARGV[1])
             return 0
             ",
@@ -280,6 +287,7 @@ impl Registry {
             .key(self.keys.names())
             .key(self.store.tenant(name))
             .key(self.keys.tokens(name))
+            .key(self.keys.used(name))
             .arg(name)
             .arg(self.store.webhook(""))
             .arg(self.keys.token(""))
@@ -311,6 +319,7 @@ impl Registry {
             for i = 1, #entries, 2 do
                 if redis.call('EXISTS', ARGV[5] .. entries[i + 1]) == 0 then
                     redis.call('HDEL', KEYS[2], entries[i])
+                    redis.call('HDEL', KEYS[4], entries[i])
                 end
             end
             if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
@@ -332,6 +341,7 @@ impl Registry {
             .key(self.keys.settings(&record.tenant))
             .key(self.keys.tokens(&record.tenant))
             .key(self.keys.token(digest))
+            .key(self.keys.used(&record.tenant))
             .arg(&record.name)
             .arg(digest)
             .arg(serde_json::to_string(record).expect("a token record serialises"))
@@ -349,10 +359,18 @@ impl Registry {
         })
     }
 
-    /// The live tokens of `tenant`, in name order.
-    pub async fn tokens(&self, tenant: &str) -> Result<Vec<TokenRecord>, RegistryError> {
+    /// The live tokens of `tenant`, in name order, with when each was last
+    /// used (none: not since it was issued).
+    pub async fn tokens(&self, tenant: &str) -> Result<Vec<(TokenRecord, Option<OffsetDateTime>)>, RegistryError> {
         let mut conn = self.conn.clone();
-        let entries: std::collections::BTreeMap<String, String> = conn.hgetall(self.keys.tokens(tenant)).await?;
+        let (entries, used): (
+            std::collections::BTreeMap<String, String>,
+            std::collections::HashMap<String, String>,
+        ) = redis::pipe()
+            .hgetall(self.keys.tokens(tenant))
+            .hgetall(self.keys.used(tenant))
+            .query_async(&mut conn)
+            .await?;
         if entries.is_empty() {
             return Ok(Vec::new());
         }
@@ -366,9 +384,32 @@ impl Registry {
                 what: format!("record of token `{name}` of tenant `{tenant}`"),
                 error: e.to_string(),
             })?;
-            records.push(record);
+            records.push((record, parse_time(used.get(name))));
         }
         Ok(records)
+    }
+
+    /// Notes that `tenant`'s token `name` was used at `at`. Only a token that
+    /// is still listed is noted, so a revoke at the same moment leaves no
+    /// entry behind.
+    pub async fn touch(&self, tenant: &str, name: &str, at: OffsetDateTime) -> Result<(), RegistryError> {
+        let script = redis::Script::new(
+            r"
+            if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+                redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+            end
+            return 0
+            ",
+        );
+        let mut conn = self.conn.clone();
+        let _: i64 = script
+            .key(self.keys.tokens(tenant))
+            .key(self.keys.used(tenant))
+            .arg(name)
+            .arg(rfc3339(at))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
     }
 
     /// Revokes `tenant`'s token `name` at once; `false` when it has none.
@@ -378,12 +419,14 @@ impl Registry {
             local digest = redis.call('HGET', KEYS[1], ARGV[1])
             if not digest then return 0 end
             redis.call('HDEL', KEYS[1], ARGV[1])
+            redis.call('HDEL', KEYS[2], ARGV[1])
             return redis.call('DEL', ARGV[2] .. digest)
             ",
         );
         let mut conn = self.conn.clone();
         let revoked: i64 = script
             .key(self.keys.tokens(tenant))
+            .key(self.keys.used(tenant))
             .arg(name)
             .arg(self.keys.token(""))
             .invoke_async(&mut conn)

@@ -34,6 +34,38 @@ pub fn digest(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// How often one replica writes down that a token was used.
+const NOTE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// The most tokens one replica remembers noting.
+const MAX_NOTED: usize = 10_000;
+
+/// When this replica last wrote down each issued token's use, so a busy
+/// token costs one Redis write a minute, not one per request.
+#[derive(Debug, Default)]
+pub struct Uses(std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>);
+
+impl Uses {
+    /// Whether a use of the token with `digest` at `now` should be written
+    /// down (and remembers that it was).
+    pub fn due(&self, digest: &str, now: std::time::Instant) -> bool {
+        let mut noted = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if noted
+            .get(digest)
+            .is_some_and(|at| now.saturating_duration_since(*at) < NOTE_EVERY)
+        {
+            return false;
+        }
+        if noted.len() >= MAX_NOTED {
+            noted.retain(|_, at| now.saturating_duration_since(*at) < NOTE_EVERY);
+            if noted.len() >= MAX_NOTED {
+                noted.clear();
+            }
+        }
+        noted.insert(digest.to_owned(), now);
+        true
+    }
+}
+
 /// A token to issue.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -73,6 +105,10 @@ pub struct TokenView {
     pub created_by: Option<String>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
+    /// When a request last came with it, to the minute; none for a
+    /// configured one, or one not used since it was issued.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
 }
 
 /// A tenant's tokens.
@@ -206,16 +242,18 @@ pub async fn list(
             created_at: None,
             created_by: None,
             expires_at: None,
+            last_used_at: None,
         })
         .collect();
     let issued = state.registry().tokens(&tenant).await.map_err(registry_error)?;
-    data.extend(issued.into_iter().map(|r| TokenView {
+    data.extend(issued.into_iter().map(|(r, last_used_at)| TokenView {
         name: r.name,
         source: Source::Api,
         last4: Some(r.last4),
         created_at: Some(r.created_at),
         created_by: Some(r.created_by),
         expires_at: r.expires_at,
+        last_used_at,
     }));
     Ok(Json(TokenList { data }))
 }
@@ -265,6 +303,20 @@ pub async fn revoke(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_busy_token_is_written_down_once_a_minute_and_memory_stays_bounded() {
+        let uses = Uses::default();
+        let start = std::time::Instant::now();
+        assert!(uses.due("a", start));
+        assert!(!uses.due("a", start + std::time::Duration::from_secs(59)));
+        assert!(uses.due("b", start), "each token on its own");
+        assert!(uses.due("a", start + NOTE_EVERY));
+        for i in 0..MAX_NOTED * 2 {
+            uses.due(&i.to_string(), start + NOTE_EVERY);
+        }
+        assert!(uses.0.lock().unwrap().len() <= MAX_NOTED);
+    }
 
     #[test]
     fn tokens_are_random_prefixed_and_kept_as_digests() {
