@@ -357,7 +357,12 @@ fn api() -> OpenApiRouter<AdminState> {
         .routes(routes!(portal_sessions::create_for_operators))
         .routes(routes!(portal_sessions::revoke))
         .routes(routes!(tenants::api::list))
-        .routes(routes!(tenants::api::get, tenants::api::put, tenants::api::delete))
+        .routes(routes!(
+            tenants::api::get,
+            tenants::api::put,
+            tenants::api::patch,
+            tenants::api::delete
+        ))
         .routes(routes!(tenants::tokens::issue, tenants::tokens::list))
         .routes(routes!(tenants::tokens::revoke))
 }

@@ -16,19 +16,21 @@ pub enum TenantsCommand {
     List,
     /// Show one tenant: its settings, what applies, its webhooks.
     Show { name: String },
-    /// Create a tenant, or replace its settings (each one left out follows
-    /// the deployment's default).
+    /// Create a tenant, or replace all its settings (each one left out
+    /// follows the deployment's default; `update` changes only some).
     Put {
         name: String,
-        /// Catalog its webhooks subscribe from; "" allows any event type.
-        #[arg(long)]
-        catalog: Option<String>,
-        /// Webhooks it may create.
-        #[arg(long)]
-        max_webhooks: Option<usize>,
-        /// Who may frame its portal pages (repeatable), e.g. https://app.example.com.
-        #[arg(long = "frame-ancestor")]
-        frame_ancestors: Vec<String>,
+        #[command(flatten)]
+        settings: SettingArgs,
+    },
+    /// Change some of a tenant's settings; the others stay as they are.
+    Update {
+        name: String,
+        #[command(flatten)]
+        settings: SettingArgs,
+        /// Return a setting to the deployment's default (repeatable).
+        #[arg(long, value_enum)]
+        reset: Vec<Setting>,
     },
     /// Delete a tenant without webhooks; its tokens stop working.
     Delete { name: String },
@@ -47,19 +49,69 @@ pub enum TenantsCommand {
     RevokeToken { tenant: String, name: String },
 }
 
-/// The body of `put`: only what was given.
-fn settings(catalog: Option<String>, max_webhooks: Option<usize>, frame_ancestors: Vec<String>) -> Value {
-    let mut body = Map::new();
-    if let Some(c) = catalog {
-        body.insert("catalog".into(), c.into());
+/// A tenant's settings, as flags.
+#[derive(clap::Args, Debug, Default)]
+pub struct SettingArgs {
+    /// Catalog its webhooks subscribe from; "" allows any event type.
+    #[arg(long)]
+    catalog: Option<String>,
+    /// Webhooks it may create.
+    #[arg(long)]
+    max_webhooks: Option<usize>,
+    /// Who may frame its portal pages (repeatable), e.g. https://app.example.com.
+    #[arg(long = "frame-ancestor")]
+    frame_ancestors: Vec<String>,
+}
+
+impl SettingArgs {
+    /// The body's fields: only what was given.
+    fn body(self) -> Value {
+        let mut body = Map::new();
+        if let Some(c) = self.catalog {
+            body.insert("catalog".into(), c.into());
+        }
+        if let Some(m) = self.max_webhooks {
+            body.insert("max_webhooks".into(), m.into());
+        }
+        if !self.frame_ancestors.is_empty() {
+            body.insert("frame_ancestors".into(), self.frame_ancestors.into());
+        }
+        Value::Object(body)
     }
-    if let Some(m) = max_webhooks {
-        body.insert("max_webhooks".into(), m.into());
+}
+
+/// A tenant setting, as `--reset` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Setting {
+    Catalog,
+    MaxWebhooks,
+    FrameAncestors,
+}
+
+impl Setting {
+    fn field(self) -> &'static str {
+        match self {
+            Setting::Catalog => "catalog",
+            Setting::MaxWebhooks => "max_webhooks",
+            Setting::FrameAncestors => "frame_ancestors",
+        }
     }
-    if !frame_ancestors.is_empty() {
-        body.insert("frame_ancestors".into(), frame_ancestors.into());
+}
+
+/// The body of `update`: what was given, and `null` for what is reset.
+fn patch(body: Value, reset: &[Setting]) -> anyhow::Result<Value> {
+    let Value::Object(mut body) = body else {
+        unreachable!("settings are an object")
+    };
+    for setting in reset {
+        if body.insert(setting.field().into(), Value::Null).is_some() {
+            anyhow::bail!("--reset {} and a value for it: choose one", setting.field());
+        }
     }
-    Value::Object(body)
+    if body.is_empty() {
+        anyhow::bail!("nothing to change: give a setting, or --reset one");
+    }
+    Ok(Value::Object(body))
 }
 
 /// Runs a `herald tenants` command.
@@ -84,15 +136,17 @@ pub async fn run(api: ApiArgs, command: TenantsCommand) -> anyhow::Result<()> {
         TenantsCommand::Show { name } => {
             print(&client.get(&tenant_path(&name)).await?, api.json, tenant_table);
         }
-        TenantsCommand::Put {
-            name,
-            catalog,
-            max_webhooks,
-            frame_ancestors,
-        } => {
-            let body = settings(catalog, max_webhooks, frame_ancestors);
+        TenantsCommand::Put { name, settings } => {
             let tenant = client
-                .call(Method::PUT, &tenant_path(&name), Some(&body))
+                .call(Method::PUT, &tenant_path(&name), Some(&settings.body()))
+                .await?
+                .unwrap_or_default();
+            print(&tenant, api.json, tenant_table);
+        }
+        TenantsCommand::Update { name, settings, reset } => {
+            let body = patch(settings.body(), &reset)?;
+            let tenant = client
+                .call(Method::PATCH, &tenant_path(&name), Some(&body))
                 .await?
                 .unwrap_or_default();
             print(&tenant, api.json, tenant_table);
@@ -136,12 +190,33 @@ pub async fn run(api: ApiArgs, command: TenantsCommand) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::{patch, Setting, SettingArgs};
+    use serde_json::json;
+
+    fn args(catalog: Option<&str>, max_webhooks: Option<usize>, frame_ancestors: &[&str]) -> SettingArgs {
+        SettingArgs {
+            catalog: catalog.map(Into::into),
+            max_webhooks,
+            frame_ancestors: frame_ancestors.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
     #[test]
     fn only_the_settings_given_are_sent() {
-        assert_eq!(super::settings(None, None, Vec::new()), serde_json::json!({}));
+        assert_eq!(args(None, None, &[]).body(), json!({}));
         assert_eq!(
-            super::settings(Some(String::new()), Some(5), vec!["'self'".into()]),
-            serde_json::json!({"catalog": "", "max_webhooks": 5, "frame_ancestors": ["'self'"]})
+            args(Some(""), Some(5), &["'self'"]).body(),
+            json!({"catalog": "", "max_webhooks": 5, "frame_ancestors": ["'self'"]})
         );
+    }
+
+    #[test]
+    fn an_update_sends_what_changes_and_null_for_what_is_reset() {
+        assert_eq!(
+            patch(args(None, Some(3), &[]).body(), &[Setting::Catalog]).unwrap(),
+            json!({"max_webhooks": 3, "catalog": null})
+        );
+        assert!(patch(args(None, Some(3), &[]).body(), &[Setting::MaxWebhooks]).is_err());
+        assert!(patch(args(None, None, &[]).body(), &[]).is_err());
     }
 }

@@ -457,6 +457,20 @@ async fn tenants_and_their_tokens_are_managed_from_the_command_line() {
         json!({"frame_ancestors": ["https://a.example", "'self'"]}),
         "a put replaces every setting"
     );
+    let updated = herald
+        .ok(&["tenants", "update", "umbrella", "--max-webhooks", "7", "--json"])
+        .await
+        .json();
+    assert_eq!(
+        updated["settings"],
+        json!({"max_webhooks": 7, "frame_ancestors": ["https://a.example", "'self'"]}),
+        "an update keeps what it does not name"
+    );
+    let reset = herald
+        .ok(&["tenants", "update", "umbrella", "--reset", "frame-ancestors", "--json"])
+        .await
+        .json();
+    assert_eq!(reset["settings"], json!({"max_webhooks": 7}));
     let listed = herald.ok(&["tenants", "list"]).await.stdout;
     assert!(
         listed.contains("umbrella") && listed.contains("acme") && listed.contains("config"),

@@ -155,14 +155,19 @@ async fn a_tenant_and_its_token_made_on_one_replica_hold_on_another_at_once() {
         .await;
     assert_problem(&over, 403, None);
 
-    // A new quota set on one replica holds on the other from its next request.
-    a.ok(
-        Method::PUT,
-        "/v1/tenants/initech",
-        OPS,
-        Some(json!({"catalog": "jimo", "max_webhooks": 3, "frame_ancestors": ["https://app.initech.example"]})),
-    )
-    .await;
+    // A new quota set on one replica holds on the other from its next
+    // request; the settings not named stay as they were.
+    let patched = a
+        .ok(
+            Method::PATCH,
+            "/v1/tenants/initech",
+            OPS,
+            Some(json!({"max_webhooks": 3})),
+        )
+        .await;
+    assert_eq!(patched["catalog"], "jimo", "{patched}");
+    assert_eq!(patched["frame_ancestors"], json!(["https://app.initech.example"]));
+    assert_eq!(patched["updated_by"], "ops");
     b.create(&token, hook(3, json!(["tour.*"]))).await;
     let webhooks = b.ok(Method::GET, "/v1/webhooks", &token, None).await;
     assert_eq!(webhooks["data"].as_array().unwrap().len(), 3);
@@ -189,13 +194,23 @@ async fn a_tenant_and_its_token_made_on_one_replica_hold_on_another_at_once() {
     let url = session["url"].as_str().unwrap();
     assert_eq!(frame_ancestors(&a.base, url).await, "https://app.initech.example");
     a.ok(
-        Method::PUT,
+        Method::PATCH,
         "/v1/tenants/initech",
         OPS,
-        Some(json!({"catalog": "jimo", "max_webhooks": 3, "frame_ancestors": ["'self'"]})),
+        Some(json!({"frame_ancestors": ["'self'"]})),
     )
     .await;
     assert_eq!(frame_ancestors(&b.base, url).await, "'self'");
+    // `null` returns a setting to the deployment's default.
+    let reset = a
+        .ok(
+            Method::PATCH,
+            "/v1/tenants/initech",
+            OPS,
+            Some(json!({"frame_ancestors": null})),
+        )
+        .await;
+    assert_eq!(reset["settings"], json!({"catalog": "jimo", "max_webhooks": 3}));
 
     // Listed without the token; revoked on one replica, refused on the other.
     let tokens = eventually(Duration::from_secs(5), "the token's use to be noted", || async {
@@ -454,6 +469,45 @@ async fn configured_tenants_are_read_only_and_every_setting_is_checked() {
         422,
         Some("expires_at"),
     );
+
+    // Changes of different settings at the same moment, on the same tenant,
+    // are all kept.
+    for round in 0..10 {
+        api.ok(Method::PUT, "/v1/tenants/busy", OPS, Some(json!({}))).await;
+        let catalog = api.call(Method::PATCH, "/v1/tenants/busy", OPS, Some(json!({"catalog": "jam"})));
+        let quota = api.call(Method::PATCH, "/v1/tenants/busy", OPS, Some(json!({"max_webhooks": 9})));
+        let (one, two) = tokio::join!(catalog, quota);
+        assert!(
+            one.status.is_success() && two.status.is_success(),
+            "{} {}",
+            one.body,
+            two.body
+        );
+        let busy = api.ok(Method::GET, "/v1/tenants/busy", OPS, None).await;
+        assert_eq!(
+            busy["settings"],
+            json!({"catalog": "jam", "max_webhooks": 9}),
+            "round {round}"
+        );
+    }
+    assert_problem(
+        &api.call(Method::PATCH, "/v1/tenants/acme", OPS, Some(json!({}))).await,
+        409,
+        None,
+    );
+    assert_problem(
+        &api.call(Method::PATCH, "/v1/tenants/nobody", OPS, Some(json!({})))
+            .await,
+        404,
+        None,
+    );
+    assert_problem(
+        &api.call(Method::PATCH, "/v1/tenants/busy", OPS, Some(json!({"catalog": "nope"})))
+            .await,
+        422,
+        Some("catalog"),
+    );
+    api.ok(Method::DELETE, "/v1/tenants/busy", OPS, None).await;
 
     // Pages in name order, configured and created tenants merged.
     for name in ["t05", "t02", "t04", "t01", "t03"] {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
-use super::registry::{Deleted, StoredTenant, TenantSettings};
+use super::registry::{Changed, Deleted, StoredTenant, TenantSettings};
 use super::{check_name, registry_error, resolve, Effective, Source};
 use crate::admin::auth::Caller;
 use crate::admin::extract::{ApiJson, ApiPath, ApiQuery};
@@ -252,6 +252,96 @@ pub async fn put(
         .ok_or_else(|| Problem::conflict(format!("tenant `{name}` was deleted meanwhile")))?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(tenant)))
+}
+
+/// Settings to change; a field left out stays as it is, `null` returns it
+/// to the deployment's default.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPatch {
+    /// The catalog its webhooks subscribe from; "" allows any event type.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 64)]
+    pub catalog: Option<Option<String>>,
+    /// Webhooks it may create.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<usize>, minimum = 1, maximum = 1000000)]
+    pub max_webhooks: Option<Option<usize>>,
+    /// Who may frame its portal pages.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>, min_items = 1, max_items = 32)]
+    pub frame_ancestors: Option<Option<Vec<String>>>,
+}
+
+/// A field that is present: `Some(None)` when it is `null`.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+impl TenantPatch {
+    fn apply(&self, mut settings: TenantSettings) -> TenantSettings {
+        if let Some(catalog) = &self.catalog {
+            settings.catalog.clone_from(catalog);
+        }
+        if let Some(max) = self.max_webhooks {
+            settings.max_webhooks = max;
+        }
+        if let Some(list) = &self.frame_ancestors {
+            settings.frame_ancestors.clone_from(list);
+        }
+        settings
+    }
+}
+
+/// Changes some of a tenant's settings (admin tokens only); concurrent
+/// changes of different settings are all kept.
+#[utoipa::path(
+    patch,
+    path = "/v1/tenants/{tenant}",
+    tag = "tenants",
+    params(("tenant" = String, Path, description = "Tenant name")),
+    request_body = TenantPatch,
+    responses(
+        (status = 200, description = "The changed tenant", body = Tenant),
+        (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The tenant is defined in the configuration", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn patch(
+    State(state): State<AdminState>,
+    caller: Caller,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(patch): ApiJson<TenantPatch>,
+) -> Result<Json<Tenant>, Problem> {
+    caller.require_admin("changing a tenant")?;
+    let config = state.config();
+    if config.admin.tenants.contains_key(&name) {
+        return Err(configured(&name));
+    }
+    let changed = state
+        .registry()
+        .change(&name, &caller.name, |current| {
+            let next = patch.apply(current);
+            check_settings(config, &next).map(|()| next)
+        })
+        .await
+        .map_err(registry_error)?;
+    match changed {
+        Changed::Changed => {}
+        Changed::Missing => return Err(Problem::not_found("tenant", &name)),
+        Changed::Refused(problem) => return Err(problem),
+    }
+    state
+        .telemetry()
+        .tenant_change("tenant_updated", &name, None, &caller.name);
+    read(&state, &name)
+        .await?
+        .map(Json)
+        .ok_or_else(|| Problem::not_found("tenant", &name))
 }
 
 /// Deletes a tenant created through the API and revokes its tokens (admin

@@ -124,6 +124,9 @@ pub fn check_name(field: &str, name: &str) -> Result<(), Problem> {
 
 pub(crate) fn registry_error(e: RegistryError) -> Problem {
     match e {
+        RegistryError::Contended(name) => Problem::conflict(format!(
+            "tenant `{name}` kept changing while this change was made; try again"
+        )),
         RegistryError::Redis(e) => Problem::unavailable("tenant registry", &e),
         RegistryError::Broken { what, error } => {
             tracing::error!(%what, %error, "tenant registry: a stored document cannot be read");

@@ -75,6 +75,18 @@ pub enum RegistryError {
     /// A stored document that does not parse (written by someone else).
     #[error("the stored {what} cannot be read: {error}")]
     Broken { what: String, error: String },
+    /// Other writers changed the same tenant every time it was read.
+    #[error("tenant `{0}` kept changing while it was being changed")]
+    Contended(String),
+}
+
+/// What changing a tenant's settings did.
+#[derive(Debug)]
+pub enum Changed<E> {
+    Changed,
+    Missing,
+    /// The change was refused (by the caller's check of the result).
+    Refused(E),
 }
 
 /// What deleting a tenant did.
@@ -252,6 +264,50 @@ impl Registry {
             .invoke_async(&mut conn)
             .await?;
         Ok(created == 1)
+    }
+
+    /// Changes tenant `name`'s settings to what `f` makes of them. The write
+    /// happens only if nobody changed them since they were read; otherwise
+    /// they are read again and `f` runs again, so concurrent changes of
+    /// different settings are never lost.
+    pub async fn change<E>(
+        &self,
+        name: &str,
+        by: &str,
+        mut f: impl FnMut(TenantSettings) -> Result<TenantSettings, E>,
+    ) -> Result<Changed<E>, RegistryError> {
+        let script = redis::Script::new(
+            r"
+            if redis.call('HGET', KEYS[1], 'settings') ~= ARGV[1] then return 0 end
+            redis.call('HSET', KEYS[1], 'settings', ARGV[2], 'updated_at', ARGV[3], 'updated_by', ARGV[4])
+            return 1
+            ",
+        );
+        let mut conn = self.conn.clone();
+        for _ in 0..8 {
+            let raw: Option<String> = conn.hget(self.keys.settings(name), "settings").await?;
+            let Some(raw) = raw else { return Ok(Changed::Missing) };
+            let current = serde_json::from_str(&raw).map_err(|e| RegistryError::Broken {
+                what: format!("settings of tenant `{name}`"),
+                error: e.to_string(),
+            })?;
+            let next = match f(current) {
+                Ok(next) => next,
+                Err(e) => return Ok(Changed::Refused(e)),
+            };
+            let written: i64 = script
+                .key(self.keys.settings(name))
+                .arg(&raw)
+                .arg(serde_json::to_string(&next).expect("settings serialise"))
+                .arg(rfc3339(OffsetDateTime::now_utc()))
+                .arg(by)
+                .invoke_async(&mut conn)
+                .await?;
+            if written == 1 {
+                return Ok(Changed::Changed);
+            }
+        }
+        Err(RegistryError::Contended(name.into()))
     }
 
     /// Deletes tenant `name` and revokes its tokens, unless it has webhooks.
