@@ -55,7 +55,7 @@ impl Problem {
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "Missing or unknown bearer token",
-            Some("send `Authorization: Bearer <token>` with a configured admin token".into()),
+            Some("send `Authorization: Bearer <token>` with a token from admin.tokens, or one issued to a tenant (POST /v1/tenants/{tenant}/tokens)".into()),
         )
     }
 
