@@ -157,6 +157,31 @@ pub struct Registry {
     store: StoreKeys,
 }
 
+/// A stored settings document, read as leniently as webhook documents are:
+/// a field it does not know (written by a newer version during a rolling
+/// upgrade, or by another writer) is ignored, not a broken document.
+#[derive(Deserialize)]
+struct StoredSettings {
+    #[serde(default)]
+    catalog: Option<String>,
+    #[serde(default)]
+    max_webhooks: Option<usize>,
+    #[serde(default)]
+    frame_ancestors: Option<Vec<String>>,
+}
+
+fn parse_settings(tenant: &str, raw: &str) -> Result<TenantSettings, RegistryError> {
+    let stored: StoredSettings = serde_json::from_str(raw).map_err(|e| RegistryError::Broken {
+        what: format!("settings of tenant `{tenant}`"),
+        error: e.to_string(),
+    })?;
+    Ok(TenantSettings {
+        catalog: stored.catalog,
+        max_webhooks: stored.max_webhooks,
+        frame_ancestors: stored.frame_ancestors,
+    })
+}
+
 fn rfc3339(at: OffsetDateTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339)
         .expect("a UTC time formats")
@@ -183,10 +208,7 @@ impl Registry {
 
     fn decode(name: &str, fields: std::collections::HashMap<String, String>) -> Result<StoredTenant, RegistryError> {
         let raw = fields.get("settings").map_or("{}", String::as_str);
-        let settings = serde_json::from_str(raw).map_err(|e| RegistryError::Broken {
-            what: format!("settings of tenant `{name}`"),
-            error: e.to_string(),
-        })?;
+        let settings = parse_settings(name, raw)?;
         Ok(StoredTenant {
             name: name.into(),
             settings,
@@ -287,10 +309,7 @@ impl Registry {
         for _ in 0..8 {
             let raw: Option<String> = conn.hget(self.keys.settings(name), "settings").await?;
             let Some(raw) = raw else { return Ok(Changed::Missing) };
-            let current = serde_json::from_str(&raw).map_err(|e| RegistryError::Broken {
-                what: format!("settings of tenant `{name}`"),
-                error: e.to_string(),
-            })?;
+            let current = parse_settings(name, &raw)?;
             let next = match f(current) {
                 Ok(next) => next,
                 Err(e) => return Ok(Changed::Refused(e)),
@@ -518,5 +537,18 @@ impl Registry {
         let mut counts: Vec<usize> = pipe.query_async(&mut conn).await?;
         let indexed = counts.remove(0) == 1;
         Ok(indexed.then_some(counts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_settings_ignore_fields_they_do_not_know_and_name_wrong_ones() {
+        let read = parse_settings("acme", r#"{"max_webhooks": 3, "added_later": true}"#).unwrap();
+        assert_eq!(read.max_webhooks, Some(3));
+        let broken = parse_settings("acme", r#"{"max_webhooks": "many"}"#).unwrap_err();
+        assert!(broken.to_string().contains("tenant `acme`"), "{broken}");
     }
 }
