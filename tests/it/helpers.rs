@@ -188,7 +188,6 @@ revoke_drain_timeout = "5s"
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "500"
 "max.poll.interval.ms" = "20000"
-"fetch.wait.max.ms" = "10"
 [redis]
 url = "{redis}"
 prefix = "{prefix}"
