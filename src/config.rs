@@ -116,12 +116,40 @@ pub struct KafkaConfig {
     /// How often librdkafka reports statistics (consumer lag); 0 disables.
     #[serde(with = "humantime_serde")]
     pub statistics_interval: Duration,
+    /// How often each consumer checks that the partitions it means to read
+    /// are read, and refreshes the end offsets of paused ones (lag).
+    #[serde(with = "humantime_serde")]
+    pub progress_check_interval: Duration,
+    /// Which consumer group protocol the consumers speak.
+    pub group_protocol: GroupProtocol,
     /// Create the topics Herald writes (dead letters, retry tiers, redrive,
     /// system events, attempts) at start-up when they do not exist.
     pub create_missing_topics: bool,
     /// Partitions of topics Herald creates itself.
     pub created_topic_partitions: i32,
 }
+
+/// The consumer group protocol (`kafka.group_protocol`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupProtocol {
+    /// The classic protocol (every broker), with the cooperative sticky
+    /// assignor: a rebalance moves only the partitions that change hands.
+    Classic,
+    /// KIP-848's consumer protocol (`group.protocol=consumer`, Apache Kafka
+    /// 4.0 and later): the broker assigns, incrementally, and a member's
+    /// session timeout is the broker's setting.
+    Consumer,
+}
+
+/// librdkafka consumer properties the consumer protocol refuses: the broker
+/// owns the session, the heartbeat and the assignment.
+pub const CLASSIC_ONLY_PROPERTIES: [&str; 4] = [
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "partition.assignment.strategy",
+    "group.protocol.type",
+];
 
 /// A librdkafka property value as written: text, a number or boolean, or a
 /// nested table (TOML `sasl.username = ...` and the environment variable
@@ -887,6 +915,24 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        nonzero("kafka.progress_check_interval", k.progress_check_interval)?;
+        if k.properties.contains_key("group.protocol") || k.consumer_properties.contains_key("group.protocol") {
+            return Err(ConfigError::invalid(
+                "kafka.consumer_properties.\"group.protocol\"",
+                "is chosen with kafka.group_protocol (classic or consumer)",
+            ));
+        }
+        if k.group_protocol == GroupProtocol::Consumer {
+            for key in CLASSIC_ONLY_PROPERTIES {
+                if k.properties.contains_key(key) || k.consumer_properties.contains_key(key) {
+                    return Err(ConfigError::invalid(
+                        format!("kafka.consumer_properties.\"{key}\""),
+                        "belongs to the classic group protocol; with kafka.group_protocol = \"consumer\" \
+                         the broker sets it (group.consumer.* broker settings)",
+                    ));
+                }
+            }
+        }
         for key in ["enable.auto.offset.store", "group.id", "bootstrap.servers"] {
             if k.properties.contains_key(key) || k.consumer_properties.contains_key(key) {
                 return Err(ConfigError::invalid(
@@ -1260,6 +1306,24 @@ mod tests {
         );
         assert_eq!(old.notices.len(), 1);
         assert!(old.notices[0].contains("`[http]` is now `[ops]`"), "{:?}", old.notices);
+        let err = Config::from_toml_overlay(
+            "[kafka]\ngroup_protocol = \"consumer\"\n[kafka.consumer_properties]\n\"session.timeout.ms\" = \"6000\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("kafka.consumer_properties.\"session.timeout.ms\""),
+            "{err}"
+        );
+        assert!(err.contains("the broker sets it"), "{err}");
+        let err = Config::from_toml_overlay("[kafka.consumer_properties]\n\"group.protocol\" = \"consumer\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kafka.group_protocol"), "{err}");
+        let err = Config::from_toml_overlay("[kafka]\nprogress_check_interval = \"0s\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kafka.progress_check_interval"), "{err}");
         let invalid = Config::from_toml_overlay("[http]\nstall_after = \"0s\"").unwrap_err();
         assert!(invalid.to_string().contains("ops.stall_after"), "{invalid}");
         figment::Jail::expect_with(|jail| {

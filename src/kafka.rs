@@ -12,7 +12,7 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::{FutureProducer, Producer as _};
 
-use crate::config::KafkaConfig;
+use crate::config::{GroupProtocol, KafkaConfig};
 use crate::event::{RecordHeader, SourceRecord};
 
 /// Properties common to every client: brokers plus the pass-through ones.
@@ -49,6 +49,13 @@ pub fn consumer_config(config: &KafkaConfig, group_id: &str) -> ClientConfig {
             config.statistics_interval.as_millis().to_string(),
         );
     }
+    match config.group_protocol {
+        // Incremental rebalancing: a member joining or leaving moves only the
+        // partitions that change hands; the others keep delivering (the
+        // eager assignors revoke every partition of every member first).
+        GroupProtocol::Classic => cc.set("partition.assignment.strategy", "cooperative-sticky"),
+        GroupProtocol::Consumer => cc.set("group.protocol", "consumer"),
+    };
     for (k, v) in &config.consumer_properties {
         cc.set(k, v);
     }
@@ -530,6 +537,32 @@ mod tests {
             producer_config(&overridden.kafka).get("queue.buffering.max.kbytes"),
             Some("131072")
         );
+    }
+
+    #[test]
+    fn consumers_rebalance_incrementally_under_either_group_protocol() {
+        let classic = crate::config::Config::from_toml_overlay("").unwrap().kafka;
+        let cc = consumer_config(&classic, "g");
+        assert_eq!(cc.get("partition.assignment.strategy"), Some("cooperative-sticky"));
+        assert_eq!(cc.get("group.protocol"), None);
+        let chosen = crate::config::Config::from_toml_overlay(
+            "[kafka.consumer_properties]\n\"partition.assignment.strategy\" = \"range\"",
+        )
+        .unwrap()
+        .kafka;
+        assert_eq!(
+            consumer_config(&chosen, "g").get("partition.assignment.strategy"),
+            Some("range"),
+            "an operator's choice wins"
+        );
+        let kip848 = crate::config::Config::from_toml_overlay("[kafka]\ngroup_protocol = \"consumer\"")
+            .unwrap()
+            .kafka;
+        let cc = consumer_config(&kip848, "g");
+        assert_eq!(cc.get("group.protocol"), Some("consumer"));
+        assert_eq!(cc.get("partition.assignment.strategy"), None, "the broker assigns");
+        let consumer: Result<BaseConsumer, _> = cc.create();
+        assert!(consumer.is_ok(), "{:?}", consumer.err());
     }
 
     #[test]

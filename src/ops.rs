@@ -86,12 +86,27 @@ async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
 async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
     let index_loaded = state.index.is_loaded();
     let assigned = state.flow.has_assignment();
+    // Each consumer's group: whether it was given its (perhaps empty)
+    // assignment yet, and how many partitions it holds. Only the source's
+    // gates readiness; the retry group's follows it within moments.
+    let consumers: serde_json::Map<String, serde_json::Value> = state
+        .consumers
+        .iter()
+        .map(|(name, flow)| {
+            let group = json!({
+                "assignment_received": flow.has_assignment(),
+                "partitions": flow.assigned_count(),
+            });
+            (name.to_string(), group)
+        })
+        .collect();
     let body = json!({
         "ready": index_loaded && assigned,
         "subscriptions_loaded": index_loaded,
         "webhooks": state.index.len(),
         "group_assignment_received": assigned,
         "partitions": state.flow.assigned().len(),
+        "consumers": consumers,
     });
     let status = if index_loaded && assigned {
         StatusCode::OK
@@ -103,6 +118,16 @@ async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
 
 /// Why a partition counts as stalled, if it does.
 fn stalled(h: &crate::intake::flow::PartitionHealth, stall_after: Duration, now: SystemTime) -> Option<String> {
+    if let Some(n) = h.not_read {
+        let since = now.duration_since(n.since).unwrap_or_default();
+        return Some(format!(
+            "{} records wait past offset {} but the client reads none; resumed {} times in {}",
+            n.end - n.read_to,
+            n.read_to,
+            n.times,
+            humantime::format_duration(Duration::from_secs(since.as_secs()))
+        ));
+    }
     if h.oldest_unfinished > stall_after {
         return Some(format!(
             "an event has been in flight for {}",
@@ -148,6 +173,7 @@ async fn status(State(state): State<OpsState>) -> impl IntoResponse {
                         "oldest_unfinished_seconds": h.oldest_unfinished.as_secs_f64(),
                         "last_commit": committed,
                         "seconds_since_commit": now.duration_since(h.last_commit).unwrap_or_default().as_secs(),
+                        "not_read_repairs": h.not_read.map_or(0, |n| n.times),
                         "stalled": why,
                     })
                 })
@@ -181,6 +207,7 @@ mod tests {
             oldest_unfinished: Duration::from_secs(oldest),
             last_commit: now - Duration::from_secs(quiet),
             lag,
+            not_read: None,
         }
     }
 
@@ -213,6 +240,18 @@ mod tests {
             stalled(&health(0, None, 0, 600, now), bound, now),
             None,
             "lag not known yet"
+        );
+        let mut unread = health(0, Some(1190), 0, 5, now);
+        unread.not_read = Some(crate::intake::flow::NotRead {
+            since: now - Duration::from_secs(45),
+            times: 2,
+            read_to: 256,
+            end: 1446,
+        });
+        assert_eq!(
+            stalled(&unread, bound, now).unwrap(),
+            "1190 records wait past offset 256 but the client reads none; resumed 2 times in 45s",
+            "found by the progress check: at once, whatever stall_after says"
         );
     }
 }

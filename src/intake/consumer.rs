@@ -1,6 +1,7 @@
 //! The consumer loop: it takes records, hands them on, holds those not yet
 //! due ([`crate::intake::hold`]), pauses and resumes partitions, stores
-//! offsets as events finish, and drains at shutdown. The callbacks
+//! offsets as events finish, checks its own progress
+//! ([`crate::intake::watchdog`]), and drains at shutdown. The callbacks
 //! librdkafka makes are in [`crate::intake::context`].
 //!
 //! rdkafka traps this code steps around:
@@ -18,23 +19,24 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use tokio_util::time::{delay_queue, DelayQueue};
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::Offset;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::KafkaConfig;
+use crate::config::{GroupProtocol, KafkaConfig};
 use crate::event::SourceRecord;
 use crate::intake::context::{offsets_tpl, partitions_tpl, IntakeContext};
 use crate::intake::flow::{Actions, Completion, Flow, Fullness, Tp};
 use crate::intake::hold::{record_size, Held, Holding, Timing, Waiting};
 use crate::intake::offsets::{Offsets, Seen};
+use crate::intake::watchdog::{self, Answer, Finding, Sight, Watchdog};
 use crate::intake::Dispatch;
 use crate::telemetry::Telemetry;
 
@@ -64,6 +66,7 @@ pub struct Intake {
     flow: Arc<Flow>,
     telemetry: Telemetry,
     name: &'static str,
+    group_id: String,
     hold: Option<Holding>,
     /// Topic names, shared by every record instead of allocated per record.
     topics: Vec<Arc<str>>,
@@ -73,6 +76,15 @@ pub struct Intake {
     /// The flow's epoch when held records were last checked against the assignment.
     epoch: u64,
     offsets: Offsets,
+    /// The progress check, its timer, and the answers to its broker queries
+    /// (at most one outstanding).
+    watchdog: Watchdog,
+    checks: tokio::time::Interval,
+    answers: (tokio::sync::mpsc::Sender<Answer>, tokio::sync::mpsc::Receiver<Answer>),
+    checking: bool,
+    /// When Herald last resumed each partition (the progress check gives a
+    /// resumed partition a whole interval before judging it).
+    resumed_at: HashMap<Tp, Instant>,
 }
 
 impl Intake {
@@ -83,18 +95,24 @@ impl Intake {
             telemetry: telemetry.clone(),
             revoke_drain_timeout: config.revoke_drain_timeout,
             name: spec.name,
+            group_id: spec.group_id.clone(),
             lag_reported: Mutex::new(HashSet::new()),
+            standby_when_up: config.group_protocol == GroupProtocol::Consumer,
         };
         let consumer: StreamConsumer<IntakeContext> =
             crate::kafka::consumer_config(config, &spec.group_id).create_with_context(context)?;
         let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
+        let every = config.progress_check_interval;
+        let mut checks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(Intake {
             consumer: Arc::new(consumer),
             waking: Arc::new(AtomicBool::new(false)),
             flow,
             telemetry,
             name: spec.name,
+            group_id: spec.group_id,
             hold: spec.hold,
             topics: spec.topics.iter().map(|t| Arc::from(t.as_str())).collect(),
             held: HashMap::new(),
@@ -102,7 +120,19 @@ impl Intake {
             timer_keys: HashMap::new(),
             epoch: 0,
             offsets: Offsets::default(),
+            watchdog: Watchdog::new(every, !config.statistics_interval.is_zero()),
+            checks,
+            answers: tokio::sync::mpsc::channel(1),
+            checking: false,
+            resumed_at: HashMap::new(),
         })
+    }
+
+    /// The client, for tools and tests that act on it as another part of the
+    /// program could (pausing a partition by hand shows the progress check
+    /// at work).
+    pub fn client(&self) -> Arc<StreamConsumer<IntakeContext>> {
+        self.consumer.clone()
     }
 
     /// Consumes until `shutdown`, then drains in-flight events for at most
@@ -145,6 +175,8 @@ impl Intake {
                     self.timer_keys.remove(&tp);
                     self.release(&tp, dispatch.as_ref());
                 }
+                _ = self.checks.tick() => self.start_check(),
+                Some(answer) = self.answers.1.recv() => self.finish_check(answer, dispatch.as_ref()),
                 message = self.consumer.recv(), if !full || globally_paused => {
                     self.telemetry.consumer_woke(self.name);
                     match message {
@@ -152,6 +184,9 @@ impl Intake {
                             let record = self.to_record(&message);
                             drop(message);
                             self.receive(record, dispatch.as_ref());
+                        }
+                        Err(KafkaError::MessageConsumption(RDKafkaErrorCode::InconsistentGroupProtocol)) => {
+                            self.telemetry.group_protocol_mismatch(self.name, &self.group_id);
                         }
                         Err(e) => self.telemetry.consumer_error(&e),
                     }
@@ -208,9 +243,7 @@ impl Intake {
         if wanted {
             self.pause(std::slice::from_ref(tp));
         } else if self.flow.generation(tp).is_some() && !self.flow.is_paused(tp) {
-            if let Err(e) = self.consumer.resume(&partitions_tpl(std::slice::from_ref(tp))) {
-                self.telemetry.consumer_error(&e);
-            }
+            self.resume(std::slice::from_ref(tp));
         }
     }
 
@@ -365,6 +398,7 @@ impl Intake {
         }
         let flow = &self.flow;
         self.offsets.retain(|tp, g| flow.generation(tp) == g);
+        self.resumed_at.retain(|tp, _| flow.generation(tp).is_some());
     }
 
     /// Arms `tp`'s timer for its earliest held record.
@@ -403,6 +437,91 @@ impl Intake {
         }
     }
 
+    fn resume(&mut self, tps: &[Tp]) {
+        if let Err(e) = self.consumer.resume(&partitions_tpl(tps)) {
+            self.telemetry.consumer_error(&e);
+        }
+        let now = Instant::now();
+        for tp in tps {
+            self.resumed_at.insert(tp.clone(), now);
+        }
+    }
+
+    /// Asks the broker (off the loop) where the assigned partitions stand;
+    /// [`Intake::finish_check`] takes the answer.
+    fn start_check(&mut self) {
+        if self.checking {
+            return;
+        }
+        let tps = watchdog::generations(&self.flow.progress());
+        if tps.is_empty() {
+            return;
+        }
+        self.checking = true;
+        let (consumer, answers) = (self.consumer.clone(), self.answers.0.clone());
+        tokio::task::spawn_blocking(move || {
+            let answer = watchdog::query_offsets(consumer.as_ref(), &tps);
+            let _ = answers.blocking_send(answer);
+        });
+    }
+
+    /// Takes in where the partitions stand, then repairs what the progress
+    /// check finds: a partition meant to be read and not read is resumed, a
+    /// retry held past its due time is released.
+    fn finish_check(&mut self, answer: Answer, dispatch: &dyn Dispatch) {
+        self.checking = false;
+        match answer {
+            Ok(observed) => {
+                for (tp, generation, observed) in observed {
+                    self.flow.observe_assigned(&tp, generation, observed);
+                }
+            }
+            Err(e) => self.telemetry.progress_check_failed(self.name, &e),
+        }
+        let sights: Vec<Sight> = self
+            .flow
+            .progress()
+            .into_iter()
+            .map(|view| {
+                let held = self
+                    .held
+                    .get(&view.tp)
+                    .filter(|h| h.generation == Some(view.generation));
+                Sight {
+                    holding: held.is_some_and(|h| h.paused),
+                    next_due: held.and_then(Held::next_due),
+                    resumed_at: self.resumed_at.get(&view.tp).copied(),
+                    view,
+                }
+            })
+            .collect();
+        let findings = self.watchdog.check(Instant::now(), SystemTime::now(), &sights);
+        for sight in &sights {
+            self.flow
+                .note_read(&sight.view.tp, sight.view.generation, sight.view.read_to);
+        }
+        for finding in findings {
+            match finding {
+                Finding::NotRead {
+                    tp,
+                    generation,
+                    read_to,
+                    end,
+                } => {
+                    let times = self.flow.note_not_read(&tp, generation, read_to, end);
+                    self.telemetry
+                        .partition_not_read(self.name, (&tp.0, tp.1), (read_to, end), times);
+                    self.resume(std::slice::from_ref(&tp));
+                    self.wake_fetcher(&tp);
+                }
+                Finding::HeldPastDue { tp, due } => {
+                    self.telemetry.retry_held_past_due(self.name, (&tp.0, tp.1), due);
+                    self.release(&tp, dispatch);
+                }
+            }
+        }
+    }
+
     fn admit(&self, record: SourceRecord, dispatch: &dyn Dispatch) {
         self.telemetry.record_consumed(&record);
         let tp: Tp = (record.topic.clone(), record.partition);
@@ -425,7 +544,7 @@ impl Intake {
         dispatch.dispatch(record, done);
     }
 
-    fn apply(&self, actions: Actions) {
+    fn apply(&mut self, actions: Actions) {
         if !actions.store.is_empty() {
             match offsets_tpl(&actions.store).and_then(|tpl| self.consumer.store_offsets(&tpl)) {
                 Ok(()) => {}
@@ -441,9 +560,7 @@ impl Intake {
             .collect();
         if !resume.is_empty() {
             let still_paused = self.flow.paused_count();
-            if let Err(e) = self.consumer.resume(&partitions_tpl(&resume)) {
-                self.telemetry.consumer_error(&e);
-            }
+            self.resume(&resume);
             self.telemetry.partitions_paused(0, still_paused);
             if still_paused + resume.len() >= self.flow.assigned_count() {
                 // Every partition was paused: the fetcher may be asleep.
@@ -512,6 +629,11 @@ impl Intake {
             });
             self.telemetry
                 .offsets_committed(result.as_ref().map(|_| ()).map_err(|e| e as _));
+        }
+        // A progress check still asking the broker holds the client: let it
+        // answer (bounded), so that dropping the client below closes it.
+        if self.checking {
+            let _ = tokio::time::timeout(Duration::from_secs(35), self.answers.1.recv()).await;
         }
         // Whatever is still in flight is abandoned now, so the revoke callback
         // that closing triggers has nothing to wait for. Closing leaves the

@@ -1,6 +1,7 @@
 //! The callbacks librdkafka makes into a consumer: statistics (each
 //! partition's lag and health), errors, rebalances (draining revoked
-//! partitions within a deadline, then committing what finished) and commits.
+//! partitions within a deadline, then committing what finished; setting the
+//! pause of each partition assigned) and commits.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -10,9 +11,11 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 
 use crate::intake::flow::{Flow, Tp};
+use crate::intake::position::Observed;
 use crate::telemetry::{PartitionGauges, Telemetry};
 
 /// Callbacks librdkafka makes into Herald.
@@ -22,9 +25,20 @@ pub struct IntakeContext {
     pub(crate) revoke_drain_timeout: Duration,
     /// `consumer` label of this consumer's series.
     pub(crate) name: &'static str,
+    /// Its consumer group.
+    pub(crate) group_id: String,
     /// Partitions whose lag was last reported.
     pub(crate) lag_reported: Mutex<HashSet<(String, i32)>>,
+    /// Under the consumer protocol a member given no partitions hears of no
+    /// assignment at all: it counts as a standby once its group coordinator
+    /// has answered its heartbeats for a while.
+    pub(crate) standby_when_up: bool,
 }
+
+/// How long the group must have been up (heartbeats answered) before a
+/// member the consumer protocol gave nothing counts as a standby; its first
+/// heartbeat is answered within milliseconds, with its assignment if any.
+const STANDBY_AFTER_UP_MS: i64 = 2000;
 
 fn tps_of(tpl: &TopicPartitionList) -> Vec<Tp> {
     tpl.elements()
@@ -62,9 +76,18 @@ impl ClientContext for IntakeContext {
                 if *id < 0 || !partition.desired {
                     continue;
                 }
-                if let Some(lag) = lag_of(partition.hi_offset, partition.committed_offset, partition.lo_offset) {
-                    self.flow.set_lag(&(Arc::from(name.as_str()), *id), lag);
-                }
+                let observed = Observed::from_client(
+                    partition.hi_offset,
+                    partition.lo_offset,
+                    partition.committed_offset,
+                    partition.next_offset,
+                );
+                self.flow.observe(&(Arc::from(name.as_str()), *id), observed);
+            }
+        }
+        if let Some(group) = &statistics.cgrp {
+            if self.standby_when_up && group.state == "up" && group.stateage >= STANDBY_AFTER_UP_MS {
+                self.flow.joined_without_partitions();
             }
         }
         self.telemetry.in_flight_bytes(self.name, self.flow.in_flight_bytes());
@@ -91,7 +114,12 @@ impl ClientContext for IntakeContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        self.telemetry.consumer_error(&format_args!("{error}: {reason}"));
+        match error {
+            KafkaError::Global(RDKafkaErrorCode::InconsistentGroupProtocol) => {
+                self.telemetry.group_protocol_mismatch(self.name, &self.group_id)
+            }
+            _ => self.telemetry.consumer_error(&format_args!("{error}: {reason}")),
+        }
     }
 }
 
@@ -104,10 +132,11 @@ impl ConsumerContext for IntakeContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let tps = tps_of(tpl);
             self.flow.assign(&tps);
+            self.set_pauses(consumer, &tps);
             self.telemetry
                 .partitions_assigned(&named(&tps), self.flow.assigned().len());
         }
@@ -131,6 +160,26 @@ impl ConsumerContext for IntakeContext {
 }
 
 impl IntakeContext {
+    /// librdkafka keeps a partition's pause across a revoke and an
+    /// assignment: a partition this member had paused (behind a retry held
+    /// until due, or at the in-flight cap) and is given back would never be
+    /// fetched again, its records left unread for good. Herald decides each
+    /// assigned partition's pause afresh instead: paused only while every
+    /// partition is (the flow stayed full), read otherwise.
+    fn set_pauses(&self, consumer: &BaseConsumer<Self>, tps: &[Tp]) {
+        let (paused, read): (Vec<Tp>, Vec<Tp>) = tps.iter().cloned().partition(|tp| self.flow.is_paused(tp));
+        if !read.is_empty() {
+            if let Err(e) = consumer.resume(&partitions_tpl(&read)) {
+                self.telemetry.consumer_error(&e);
+            }
+        }
+        if !paused.is_empty() {
+            if let Err(e) = consumer.pause(&partitions_tpl(&paused)) {
+                self.telemetry.consumer_error(&e);
+            }
+        }
+    }
+
     /// Waits (bounded) for the revoked partitions' events, then stores and
     /// commits their finished prefix. Unfinished events are abandoned: the
     /// next owner consumes them again from the committed offset.
@@ -166,17 +215,6 @@ impl IntakeContext {
     }
 }
 
-/// Records between what the group committed and the partition's end; from
-/// the log start when the group never committed on it (where
-/// `auto.offset.reset` starts). `None` while the client does not know the end.
-pub fn lag_of(hi: i64, committed: i64, log_start: i64) -> Option<i64> {
-    if hi < 0 {
-        return None;
-    }
-    let from = if committed >= 0 { committed } else { log_start.max(0) };
-    Some((hi - from).max(0))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,20 +245,5 @@ mod tests {
         assert_eq!(tps_of(&tpl), tps);
         assert_eq!(named(&tps)[1], ("events".to_owned(), 5));
         assert!(tpl.elements().iter().all(|e| e.offset() == Offset::Invalid));
-    }
-
-    #[test]
-    fn lag_counts_from_the_committed_offset_or_else_the_log_start() {
-        assert_eq!(lag_of(100, 40, 0), Some(60));
-        assert_eq!(lag_of(100, 100, 0), Some(0));
-        // Never committed (librdkafka reports -1001): everything from the log start waits.
-        assert_eq!(lag_of(2, -1001, 0), Some(2));
-        assert_eq!(
-            lag_of(100, -1001, 30),
-            Some(70),
-            "records before the log start are gone"
-        );
-        assert_eq!(lag_of(100, -1001, -1), Some(100));
-        assert_eq!(lag_of(-1, 5, 0), None, "the end is not known yet");
     }
 }

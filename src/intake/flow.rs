@@ -36,6 +36,7 @@ use std::time::{Instant, SystemTime};
 
 use tokio::sync::Notify;
 
+use crate::intake::position::{Observed, PartitionPosition};
 use crate::intake::progress::PartitionProgress;
 
 /// A topic-partition.
@@ -75,9 +76,10 @@ struct Partition {
     /// When an offset of this partition was last committed (or it was
     /// assigned, if none was since).
     last_commit: SystemTime,
-    /// Records between the committed offset and the partition's end, as the
-    /// client last reported.
-    lag: Option<i64>,
+    /// Its offsets, as the client and the broker last reported.
+    position: PartitionPosition,
+    /// Found not read by the progress check, and since when.
+    not_read: Option<NotRead>,
 }
 
 impl Partition {
@@ -89,7 +91,8 @@ impl Partition {
             held: 0,
             started: BTreeMap::new(),
             last_commit: SystemTime::now(),
-            lag: None,
+            position: PartitionPosition::default(),
+            not_read: None,
         }
     }
 
@@ -137,6 +140,33 @@ pub struct PartitionHealth {
     pub last_commit: SystemTime,
     /// Records behind the partition's end, as last reported.
     pub lag: Option<i64>,
+    /// The progress check found it not read (see [`crate::intake::watchdog`]).
+    pub not_read: Option<NotRead>,
+}
+
+/// A partition Herald meant to read that the client did not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotRead {
+    /// When the progress check first found it so (this time round).
+    pub since: SystemTime,
+    /// How often it was found so, and resumed, since.
+    pub times: u32,
+    /// Where it was read to, and its end, when last found.
+    pub read_to: i64,
+    pub end: i64,
+}
+
+/// What the progress check needs of one assigned partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgressView {
+    pub tp: Tp,
+    pub generation: u64,
+    /// Paused by the in-flight limits (or with every partition).
+    pub paused: bool,
+    /// How far it is known to have been read.
+    pub read_to: Option<i64>,
+    /// Its end offset.
+    pub end: Option<i64>,
 }
 
 /// Shared flow state. See the module docs.
@@ -242,7 +272,16 @@ impl Flow {
         self.assigned_once.store(true, Ordering::Release);
     }
 
-    /// Whether the group has given this consumer an assignment yet.
+    /// The consumer is a member of its group with no partitions to read (a
+    /// standby): ready, as if given an empty assignment. The consumer
+    /// protocol (KIP-848) never tells a member of an empty assignment that
+    /// did not change.
+    pub fn joined_without_partitions(&self) {
+        self.assigned_once.store(true, Ordering::Release);
+    }
+
+    /// Whether the group has given this consumer an assignment (perhaps
+    /// empty) yet.
     pub fn has_assignment(&self) -> bool {
         self.assigned_once.load(Ordering::Acquire)
     }
@@ -454,10 +493,77 @@ impl Flow {
         }
     }
 
-    /// The client's latest count of records behind `tp`'s end.
-    pub fn set_lag(&self, tp: &Tp, lag: i64) {
+    /// The client's or the broker's latest figures for `tp`'s offsets.
+    pub fn observe(&self, tp: &Tp, observed: Observed) {
         if let Some(part) = self.lock().partitions.get_mut(tp) {
-            part.lag = Some(lag);
+            part.position.observe(observed);
+        }
+    }
+
+    /// Like [`Flow::observe`], if `tp` is still under assignment `generation`
+    /// (the figures were asked for before a rebalance).
+    pub fn observe_assigned(&self, tp: &Tp, generation: u64, observed: Observed) {
+        if let Some(part) = self.lock().partitions.get_mut(tp) {
+            if part.generation == generation {
+                part.position.observe(observed);
+            }
+        }
+    }
+
+    /// Every assigned partition as the progress check sees it. The flow
+    /// being full counts as paused: nothing is taken from any partition then.
+    pub fn progress(&self) -> Vec<ProgressView> {
+        let state = self.lock();
+        state
+            .partitions
+            .iter()
+            .map(|(tp, p)| ProgressView {
+                tp: tp.clone(),
+                generation: p.generation,
+                paused: p.paused || state.full || state.globally_paused,
+                read_to: p.position.read_to(p.progress.next()),
+                end: p.position.end(),
+            })
+            .collect()
+    }
+
+    /// The progress check found `tp` (under assignment `generation`) not
+    /// read: read to `read_to`, records up to `end`. Returns how many times
+    /// in a row it was found so.
+    pub fn note_not_read(&self, tp: &Tp, generation: u64, read_to: i64, end: i64) -> u32 {
+        let mut state = self.lock();
+        let Some(part) = state.partitions.get_mut(tp).filter(|p| p.generation == generation) else {
+            return 0;
+        };
+        let note = match part.not_read {
+            Some(before) => NotRead {
+                times: before.times + 1,
+                read_to,
+                end,
+                ..before
+            },
+            None => NotRead {
+                since: SystemTime::now(),
+                times: 1,
+                read_to,
+                end,
+            },
+        };
+        part.not_read = Some(note);
+        note.times
+    }
+
+    /// `tp` is read to `read_to` now: a partition found not read before is
+    /// read again once that moved.
+    pub fn note_read(&self, tp: &Tp, generation: u64, read_to: Option<i64>) {
+        let mut state = self.lock();
+        let Some(part) = state.partitions.get_mut(tp).filter(|p| p.generation == generation) else {
+            return;
+        };
+        if let (Some(note), Some(read_to)) = (part.not_read, read_to) {
+            if read_to > note.read_to {
+                part.not_read = None;
+            }
         }
     }
 
@@ -479,7 +585,8 @@ impl Flow {
                     .min()
                     .map_or(std::time::Duration::ZERO, |t| now.duration_since(t)),
                 last_commit: p.last_commit,
-                lag: p.lag,
+                lag: p.position.lag(),
+                not_read: p.not_read,
             })
             .collect();
         out.sort_by(|a, b| a.tp.cmp(&b.tp));
@@ -810,10 +917,43 @@ mod tests {
         let before = f.health()[1].last_commit;
         std::thread::sleep(std::time::Duration::from_millis(5));
         f.committed(&[tp(1)]);
-        f.set_lag(&tp(1), 7);
+        f.observe(&tp(1), Observed::from_client(10, 0, 3, -1));
         let h = &f.health()[1];
         assert!(h.last_commit > before);
         assert_eq!(h.lag, Some(7));
+    }
+
+    #[test]
+    fn the_progress_check_sees_pauses_read_positions_and_notes_what_it_found() {
+        let f = flow(2, 1000);
+        f.assign(&[tp(0), tp(1)]);
+        let (_c0, _) = f.admit(&tp(0), 10, 1);
+        let (_c1, pause) = f.admit(&tp(0), 11, 1);
+        assert_eq!(pause, vec![tp(0)]);
+        f.observe(&tp(1), Observed::from_client(50, 0, 20, -1001));
+        let views = f.progress();
+        let (v0, v1) = (
+            &views.iter().find(|v| v.tp == tp(0)).unwrap(),
+            &views.iter().find(|v| v.tp == tp(1)).unwrap(),
+        );
+        assert!(v0.paused, "at its in-flight cap");
+        assert_eq!(v0.read_to, Some(12), "handed to Herald");
+        assert_eq!((v1.paused, v1.read_to, v1.end), (false, Some(20), Some(50)));
+
+        let g = v1.generation;
+        assert_eq!(f.note_not_read(&tp(1), g, 20, 50), 1);
+        assert_eq!(f.note_not_read(&tp(1), g, 20, 55), 2);
+        assert_eq!(
+            f.note_not_read(&tp(1), g + 1, 20, 55),
+            0,
+            "another assignment's finding"
+        );
+        let noted = f.health()[1].not_read.expect("noted");
+        assert_eq!((noted.times, noted.read_to, noted.end), (2, 20, 55));
+        f.note_read(&tp(1), g, Some(20));
+        assert!(f.health()[1].not_read.is_some(), "not read further yet");
+        f.note_read(&tp(1), g, Some(21));
+        assert_eq!(f.health()[1].not_read, None, "read again");
     }
 
     #[test]

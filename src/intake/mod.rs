@@ -12,7 +12,9 @@ pub mod context;
 pub mod flow;
 pub mod hold;
 pub mod offsets;
+pub mod position;
 pub mod progress;
+pub mod watchdog;
 
 use crate::event::SourceRecord;
 use flow::Completion;

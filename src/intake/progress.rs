@@ -33,6 +33,11 @@ impl PartitionProgress {
         self.in_flight.remove(&offset)
     }
 
+    /// One past the highest offset consumed, if any was.
+    pub fn next(&self) -> Option<i64> {
+        self.next
+    }
+
     /// Events in flight.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()

@@ -46,6 +46,7 @@ pub struct Metrics {
     pub partitions_paused: IntGauge,
     pub partition_pauses: IntCounter,
     pub rebalances: IntCounterVec,
+    pub partition_stalls: IntCounterVec,
     pub revoke_abandoned_events: IntCounter,
     pub offset_commits: IntCounterVec,
     pub consumer_errors: IntCounter,
@@ -321,6 +322,14 @@ impl Metrics {
                 "Times a partition was paused because an in-flight limit was reached (back-pressure).",
             ),
             rebalances: counter_vec(r, "herald_rebalances_total", "Consumer group rebalance events.", &["kind"]),
+            partition_stalls: counter_vec(
+                r,
+                "herald_partition_stalls_total",
+                "Partitions the progress check found stalled and repaired, by consumer and cause: not_read (meant \
+                 to be read, records waiting, nothing read for kafka.progress_check_interval: resumed), \
+                 held_past_due (a retry held that long past its due time: released). Any is a bug.",
+                &["consumer", "cause"],
+            ),
             revoke_abandoned_events: counter(
                 r,
                 "herald_revoke_abandoned_events_total",
@@ -448,6 +457,9 @@ impl Metrics {
         }
         for consumer in ["source", "retry"] {
             m.records_repeated.with_label_values(&[consumer]);
+            for cause in ["not_read", "held_past_due"] {
+                m.partition_stalls.with_label_values(&[consumer, cause]);
+            }
         }
         m.webhooks_disabled.with_label_values(&["gone"]);
         m.webhooks_disabled.with_label_values(&["auto"]);

@@ -145,6 +145,69 @@ impl Telemetry {
         }
     }
 
+    /// The progress check found a partition Herald meant to read unread for
+    /// an interval, records waiting past `read_to` up to `end`
+    /// (`times` checks in a row), and resumed it.
+    pub fn partition_not_read(
+        &self,
+        consumer: &str,
+        (topic, partition): (&str, i32),
+        (read_to, end): (i64, i64),
+        times: u32,
+    ) {
+        self.metrics
+            .partition_stalls
+            .with_label_values(&[consumer, "not_read"])
+            .inc();
+        warn!(
+            consumer,
+            topic,
+            partition,
+            read_to,
+            end,
+            times,
+            "partition not read although records wait and nothing paused it on purpose; resumed it \
+             (if this repeats, the client cannot read its records: see the consumer errors logged)"
+        );
+    }
+
+    /// The progress check found a retry held past its due time by an
+    /// interval (its timer lost), and released it.
+    pub fn retry_held_past_due(&self, consumer: &str, (topic, partition): (&str, i32), due: std::time::SystemTime) {
+        self.metrics
+            .partition_stalls
+            .with_label_values(&[consumer, "held_past_due"])
+            .inc();
+        let late = std::time::SystemTime::now().duration_since(due).unwrap_or_default();
+        warn!(
+            consumer,
+            topic,
+            partition,
+            late_ms = late.as_millis() as u64,
+            "retry held past its due time; released it"
+        );
+    }
+
+    /// The progress check could not ask the broker where the partitions stand.
+    pub fn progress_check_failed(&self, consumer: &str, error: &dyn std::fmt::Display) {
+        self.metrics.consumer_errors.inc();
+        warn!(consumer, %error, "progress check could not read the partitions' offsets; the next check tries again");
+    }
+
+    /// The group refused this member: its members speak another protocol
+    /// or assignor (replicas of a version that used the eager assignors).
+    pub fn group_protocol_mismatch(&self, consumer: &str, group: &str) {
+        self.metrics.consumer_errors.inc();
+        error!(
+            consumer,
+            group,
+            "the consumer group refuses this replica: its other members use another rebalance protocol \
+             (replicas of a version with the eager assignors, or a different partition.assignment.strategy); \
+             they go on, this replica gets no partitions until they leave. Stop the old replicas (a \
+             Recreate rollout): docs/operations.md#rebalances-and-crashes"
+        );
+    }
+
     /// librdkafka reported a consumer error (it retries by itself).
     pub fn consumer_error(&self, error: &dyn std::fmt::Display) {
         self.metrics.consumer_errors.inc();

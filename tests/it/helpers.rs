@@ -65,6 +65,13 @@ where
     }
 }
 
+/// Fast session timeouts for the classic group protocol (a member that
+/// dies is noticed within seconds).
+const CLASSIC_GROUP_TIMINGS: &str = "\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n";
+
+/// The overlay line choosing KIP-848's consumer group protocol.
+pub const CONSUMER_PROTOCOL: &str = "group_protocol = \"consumer\"";
+
 /// Isolated names and configuration for one test.
 pub struct TestEnv {
     pub topics: Vec<String>,
@@ -183,11 +190,10 @@ brokers = "{brokers}"
 group_id = "{group}"
 topics = [{topics}]
 statistics_interval = "1s"
+progress_check_interval = "2s"
 revoke_drain_timeout = "5s"
 [kafka.consumer_properties]
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-"max.poll.interval.ms" = "20000"
+{CLASSIC_GROUP_TIMINGS}"max.poll.interval.ms" = "20000"
 [redis]
 url = "{redis}"
 prefix = "{prefix}"
@@ -228,6 +234,7 @@ tiers = [{tiers}]
                 .collect::<Vec<_>>()
                 .join(", "),
             brokers = brokers(),
+            CLASSIC_GROUP_TIMINGS = CLASSIC_GROUP_TIMINGS,
             group = self.group,
             redis = self.redis_url,
             prefix = self.prefix,
@@ -240,7 +247,15 @@ tiers = [{tiers}]
     /// [`TestEnv::config_toml`], then `overlay`, then `extra` (each may set
     /// any table again).
     pub fn config(&self, extra: &str) -> Config {
-        Config::from_toml_overlays(&[&self.config_toml(), &self.overlay, extra]).expect("valid test configuration")
+        let mut base = self.config_toml();
+        if [self.overlay.as_str(), extra]
+            .iter()
+            .any(|o| o.contains(CONSUMER_PROTOCOL))
+        {
+            // The broker times the consumer protocol's sessions.
+            base = base.replace(CLASSIC_GROUP_TIMINGS, "");
+        }
+        Config::from_toml_overlays(&[&base, &self.overlay, extra]).expect("valid test configuration")
     }
 
     pub async fn store(&self) -> SubscriptionStore {

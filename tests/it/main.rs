@@ -13,6 +13,8 @@ mod failures;
 mod fairness;
 mod ordering;
 mod portal;
+mod progress;
+mod rebalance;
 mod replays;
 mod resilience;
 mod retention;
