@@ -6,6 +6,7 @@ mod helpers;
 mod admin;
 mod api;
 mod cli;
+mod codecs;
 mod deploy;
 mod envelopes;
 mod failure_path;

@@ -1,0 +1,149 @@
+//! Records as other producers write them: every compression codec Kafka
+//! has (none, gzip, snappy, lz4, zstd), from librdkafka and from Kafka's own
+//! Java client, with keys and headers: each event is delivered byte for
+//! byte, its key and headers read by the envelope rules.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::ClientConfig;
+
+use crate::helpers::*;
+
+const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
+
+/// Envelope rules that read the type from a header, the id from the key:
+/// what Herald reads of a record besides its value.
+const RULES: &str = "[envelope.default]\nevent_type = \"header:type\"\nevent_id = \"key\"\n";
+
+/// An event body that names its codec and number, with bytes JSON escapes.
+fn body(codec: &str, n: usize) -> String {
+    format!(r#"{{"codec":"{codec}","n":{n},"text":"caf\u00e9 \"quoted\" \\ tab\t"}}"#)
+}
+
+/// A test's topics, a receiver with a webhook for every codec's events,
+/// and Herald reading them with [`RULES`].
+async fn start(name: &str, partitions: i32) -> (TestEnv, TestReceiver, RunningApp) {
+    let env = TestEnv::new(name, &["events"], partitions).await;
+    let receiver = TestReceiver::ok().await;
+    env.store()
+        .await
+        .put(&webhook("all", &receiver.url("/"), &["codec.*"]))
+        .await
+        .unwrap();
+    let app = env.spawn(RULES).await;
+    (env, receiver, app)
+}
+
+/// The bodies a receiver got, as written.
+fn bodies(receiver: &TestReceiver) -> BTreeSet<String> {
+    receiver
+        .received()
+        .iter()
+        .map(|r| String::from_utf8(r.body.to_vec()).expect("UTF-8 as sent"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_compressed_with_every_codec_by_librdkafka_are_delivered_byte_for_byte() {
+    let (env, receiver, app) = start("codecs-rd", 2).await;
+    let per_codec = 20;
+    let mut sent = BTreeSet::new();
+    for codec in CODECS {
+        // Batched (linger), so each codec compresses batches of several records.
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("compression.codec", codec)
+            .set("linger.ms", "50")
+            .create()
+            .unwrap();
+        let sends: Vec<_> = (0..per_codec)
+            .map(|n| {
+                let value = body(codec, n);
+                sent.insert(value.clone());
+                let key = format!("{codec}-{n}");
+                let headers = OwnedHeaders::new().insert(Header {
+                    key: "type",
+                    value: Some(format!("codec.{codec}").as_bytes()),
+                });
+                let producer = producer.clone();
+                let topic = env.topic().to_owned();
+                async move {
+                    let record = FutureRecord::to(&topic).key(&key).payload(&value).headers(headers);
+                    producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e)
+                }
+            })
+            .collect();
+        for result in futures::future::join_all(sends).await {
+            result.expect("record produced");
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+    }
+    receiver.wait_for(sent.len(), Duration::from_secs(60)).await;
+    assert_eq!(bodies(&receiver), sent);
+    let received = receiver.received();
+    let distinct_ids: BTreeSet<&str> = received.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(distinct_ids.len(), sent.len(), "one id per key");
+    assert_eq!(
+        app.metric(r#"herald_partition_stalls_total{cause="not_read",consumer="source"}"#)
+            .await,
+        0.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_compressed_with_every_codec_by_the_java_client_are_delivered_byte_for_byte() {
+    let (env, receiver, app) = start("codecs-java", 1).await;
+    let per_codec = 10;
+    let mut sent = BTreeSet::new();
+    for codec in CODECS {
+        // The console producer's line: headers, key and value, tab-separated.
+        let mut lines = String::new();
+        for n in 0..per_codec {
+            let value = body(codec, n).replace('\t', " ");
+            lines.push_str(&format!("type:codec.{codec}\t{codec}-{n}\t{value}\n"));
+            sent.insert(value);
+        }
+        java_console_producer(env.topic(), codec, &lines).await;
+    }
+    receiver.wait_for(sent.len(), Duration::from_secs(60)).await;
+    assert_eq!(bodies(&receiver), sent);
+    app.stop().await;
+}
+
+/// Writes `lines` to `topic` with Kafka's own console producer (the Java
+/// client), compressed with `codec`.
+async fn java_console_producer(topic: &str, codec: &str, lines: &str) {
+    use tokio::io::AsyncWriteExt;
+    let libs = std::env::var("HERALD_TEST_KAFKA_LIBS")
+        .expect("HERALD_TEST_KAFKA_LIBS is not set: run the suite with scripts/test, which fetches Kafka's jars");
+    let mut child = tokio::process::Command::new("java")
+        .arg("-cp")
+        .arg(format!("{libs}/*"))
+        .arg("org.apache.kafka.tools.ConsoleProducer")
+        .args(["--bootstrap-server", &brokers(), "--topic", topic])
+        .args(["--compression-codec", codec])
+        .args(["--property", "parse.key=true", "--property", "parse.headers=true"])
+        .args(["--producer-property", "linger.ms=50"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("java runs");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(lines.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the console producer finishes")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "console producer ({codec}): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
