@@ -112,11 +112,18 @@ pub enum Command {
         #[command(flatten)]
         options: ReplayOptions,
     },
-    /// Create Kafka topics (existing ones are left alone).
+    /// Create Kafka topics (existing ones are left alone); with no topic
+    /// named, the topics Herald writes (dead letters, retry tiers, redrive,
+    /// system events, attempts), each with the retention it needs.
     CreateTopics {
         topics: Vec<String>,
         #[arg(long, default_value_t = 3)]
         partitions: i32,
+        /// Also raise the retention of those that exist and keep records
+        /// for less than a record may wait there (and stop compacting
+        /// them), keeping their other settings.
+        #[arg(long)]
+        fix_retention: bool,
     },
 }
 
@@ -241,9 +248,14 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Replay { filter, options } => replay::run(&config, &filter, options).await,
-        Command::CreateTopics { topics, partitions } => {
-            topics::create_topics(&config, &topics, partitions).await?;
-            println!("topics ready: {}", topics.join(", "));
+        Command::CreateTopics {
+            topics,
+            partitions,
+            fix_retention,
+        } => {
+            for line in topics::create_topics(&config, &topics, partitions, fix_retention).await? {
+                println!("{line}");
+            }
             Ok(())
         }
     }

@@ -67,8 +67,48 @@ pub async fn publish(config: &Config, options: PublishOptions<'_>) -> anyhow::Re
     Ok(sent)
 }
 
-/// Creates topics (existing ones are left alone).
-pub async fn create_topics(config: &Config, topics: &[String], partitions: i32) -> anyhow::Result<()> {
-    crate::kafka::create_topics(&config.kafka, topics, partitions).await?;
-    Ok(())
+/// Creates the named `topics` (existing ones are left alone); or, when none
+/// are named, the topics Herald writes, with the retention each needs,
+/// checking (or with `fix_retention`, raising) the retention of those that
+/// exist. Returns what it did, a line each.
+pub async fn create_topics(
+    config: &Config,
+    topics: &[String],
+    partitions: i32,
+    fix_retention: bool,
+) -> anyhow::Result<Vec<String>> {
+    if !topics.is_empty() {
+        if fix_retention {
+            bail!("--fix-retention applies to the topics Herald writes: name no topic");
+        }
+        crate::kafka::create_topics(&config.kafka, topics, partitions).await?;
+        return Ok(vec![format!("topics ready: {}", topics.join(", "))]);
+    }
+    let specs = crate::app::written_topics(config);
+    let names: Vec<&str> = specs.iter().map(|t| t.name.as_str()).collect();
+    let missing = crate::kafka::missing_topics(&config.kafka, &names).await?;
+    let mut done = Vec::new();
+    if !missing.is_empty() {
+        let new: Vec<_> = specs.iter().filter(|t| missing.contains(&t.name)).cloned().collect();
+        crate::kafka::create_topics_with(&config.kafka, &new, partitions).await?;
+        done.push(format!("created: {}", missing.join(", ")));
+    }
+    if fix_retention {
+        for raised in crate::kafka::raise_retention(&config.kafka, &specs).await? {
+            let from = raised.from_ms.map_or("unknown".to_owned(), |ms| ms.to_string());
+            let policy = raised
+                .compacted
+                .map(|p| format!(", cleanup.policy {p} -> delete"))
+                .unwrap_or_default();
+            done.push(format!(
+                "raised: {} retention.ms {from} -> {}{policy}",
+                raised.topic, raised.to_ms
+            ));
+        }
+    }
+    for unverified in crate::kafka::verify_retention(&config.kafka, &specs).await? {
+        done.push(format!("unverified: {} ({})", unverified.topic, unverified.why));
+    }
+    done.push(format!("topics ready: {}", names.join(", ")));
+    Ok(done)
 }

@@ -1,13 +1,15 @@
-//! librdkafka client configuration and topic provisioning, shared by the
-//! source consumer, the dead-letter producer and the tools.
+//! librdkafka client configuration, the shared producer and records read
+//! from messages, for the consumers, the failure path and the tools; the
+//! topics Herald writes are provisioned in [`topics`].
+
+mod topics;
+
+pub use topics::*;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::{FutureProducer, Producer as _};
@@ -16,7 +18,7 @@ use crate::config::{GroupProtocol, KafkaConfig};
 use crate::event::{RecordHeader, SourceRecord};
 
 /// Properties common to every client: brokers plus the pass-through ones.
-fn base(config: &KafkaConfig) -> ClientConfig {
+pub(crate) fn base(config: &KafkaConfig) -> ClientConfig {
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &config.brokers);
     cc.set("client.id", "herald");
@@ -188,270 +190,6 @@ pub fn classify_produce_error(error: &rdkafka::error::KafkaError) -> ProduceErro
     }
 }
 
-/// A topic Herald writes, with the retention it needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicSpec {
-    pub name: String,
-    /// `retention.ms` set when Herald creates it.
-    pub create_retention: Option<Duration>,
-    /// The least an existing topic must keep records for: the longest a
-    /// record may wait there before it is read (or replayed).
-    pub min_retention: Option<Duration>,
-}
-
-impl TopicSpec {
-    /// A topic with no retention requirement.
-    pub fn plain(name: &str) -> TopicSpec {
-        TopicSpec {
-            name: name.to_owned(),
-            create_retention: None,
-            min_retention: None,
-        }
-    }
-}
-
-/// A topic that is missing, could not be created, or would lose records.
-#[derive(Debug, thiserror::Error)]
-pub enum TopicError {
-    #[error("cannot read cluster metadata from {brokers}: {source}")]
-    Metadata {
-        brokers: String,
-        #[source]
-        source: rdkafka::error::KafkaError,
-    },
-    #[error("topic `{0}` does not exist; create it, or set kafka.create_missing_topics = true")]
-    Missing(String),
-    #[error("could not create topic `{topic}`: {reason}")]
-    Create { topic: String, reason: String },
-    #[error(
-        "topic `{topic}` keeps records for {} (retention.ms = {retention_ms}), but a record may wait there for \
-         up to {}: it could expire before it is delivered or replayed. Raise its retention.ms to at least {}",
-        humantime::format_duration(Duration::from_millis(*.retention_ms as u64)),
-        humantime::format_duration(*.needed),
-        needed.as_millis()
-    )]
-    Retention {
-        topic: String,
-        retention_ms: i64,
-        needed: Duration,
-    },
-    #[error(
-        "topic `{topic}` has cleanup.policy = {policy}: compaction keeps one record per key and would drop \
-         waiting retries and dead letters; use cleanup.policy = delete"
-    )]
-    Compacted { topic: String, policy: String },
-}
-
-/// What the broker says about a topic's retention.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Retention {
-    /// `retention.ms` (-1: forever).
-    pub ms: Option<i64>,
-    pub cleanup_policy: Option<String>,
-    /// `retention.bytes` (-1: no limit).
-    pub bytes: Option<i64>,
-}
-
-impl Retention {
-    /// Whether records of a topic with this retention live at least `needed`.
-    pub fn check(&self, topic: &str, needed: Duration) -> Result<(), TopicError> {
-        if let Some(policy) = &self.cleanup_policy {
-            if policy.split(',').any(|p| p.trim() == "compact") {
-                return Err(TopicError::Compacted {
-                    topic: topic.to_owned(),
-                    policy: policy.clone(),
-                });
-            }
-        }
-        match self.ms {
-            Some(ms) if ms >= 0 && (ms as u128) < needed.as_millis() => Err(TopicError::Retention {
-                topic: topic.to_owned(),
-                retention_ms: ms,
-                needed,
-            }),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// What [`ensure_topics`] could not verify (the broker did not say), for a warning.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unverified {
-    pub topic: String,
-    pub why: String,
-}
-
-/// Makes sure `topics` exist (creating the missing ones when `create` is
-/// set, with their retention) and that the existing ones keep records long
-/// enough. Returns what could not be verified.
-pub async fn ensure_topics(
-    config: &KafkaConfig,
-    topics: &[TopicSpec],
-    create: bool,
-) -> Result<Vec<Unverified>, TopicError> {
-    let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
-    let missing = missing_topics(config, &names).await?;
-    if !missing.is_empty() {
-        if !create {
-            return Err(TopicError::Missing(missing.join(", ")));
-        }
-        let specs: Vec<TopicSpec> = topics.iter().filter(|t| missing.contains(&t.name)).cloned().collect();
-        create_topics_with(config, &specs, config.created_topic_partitions).await?;
-    }
-    verify_retention(config, topics).await
-}
-
-/// Checks that those of `topics` with a retention requirement keep records
-/// long enough (and are not compacted); returns what the broker did not say.
-pub async fn verify_retention(config: &KafkaConfig, topics: &[TopicSpec]) -> Result<Vec<Unverified>, TopicError> {
-    let checked: Vec<&TopicSpec> = topics.iter().filter(|t| t.min_retention.is_some()).collect();
-    if checked.is_empty() {
-        return Ok(Vec::new());
-    }
-    let names: Vec<&str> = checked.iter().map(|t| t.name.as_str()).collect();
-    let retentions = describe_retention(config, &names).await;
-    let mut unverified = Vec::new();
-    for (spec, retention) in checked.into_iter().zip(retentions) {
-        match retention {
-            Ok(r) => {
-                r.check(&spec.name, spec.min_retention.unwrap_or_default())?;
-                if let Some(bytes) = r.bytes.filter(|b| *b >= 0) {
-                    unverified.push(Unverified {
-                        topic: spec.name.clone(),
-                        why: format!("retention.bytes = {bytes} may delete records before retention.ms does"),
-                    });
-                }
-            }
-            Err(why) => unverified.push(Unverified {
-                topic: spec.name.clone(),
-                why,
-            }),
-        }
-    }
-    Ok(unverified)
-}
-
-/// The retention of each of `topics`, or why it could not be read.
-pub async fn describe_retention(config: &KafkaConfig, topics: &[&str]) -> Vec<Result<Retention, String>> {
-    use rdkafka::admin::{ConfigResourceResult, ResourceSpecifier};
-    let admin: AdminClient<DefaultClientContext> = match base(config).create() {
-        Ok(a) => a,
-        Err(e) => return topics.iter().map(|_| Err(e.to_string())).collect(),
-    };
-    let specifiers: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
-    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(15)));
-    let results: Vec<ConfigResourceResult> = match admin.describe_configs(&specifiers, &options).await {
-        Ok(r) => r,
-        Err(e) => {
-            return topics
-                .iter()
-                .map(|_| Err(format!("describe configs failed: {e}")))
-                .collect()
-        }
-    };
-    let mut out: Vec<Result<Retention, String>> = results
-        .into_iter()
-        .map(|r| match r {
-            Ok(resource) => {
-                let number = |name: &str| {
-                    resource
-                        .get(name)
-                        .and_then(|e| e.value.as_deref())
-                        .and_then(|v| v.trim().parse::<i64>().ok())
-                };
-                let retention = Retention {
-                    ms: number("retention.ms"),
-                    cleanup_policy: resource.get("cleanup.policy").and_then(|e| e.value.clone()),
-                    bytes: number("retention.bytes"),
-                };
-                if retention.ms.is_none() {
-                    Err("the broker does not report retention.ms".to_owned())
-                } else {
-                    Ok(retention)
-                }
-            }
-            Err(code) => Err(format!("describe configs failed: {code}")),
-        })
-        .collect();
-    out.resize_with(topics.len(), || Err("the broker did not describe it".to_owned()));
-    out
-}
-
-/// Creates topics with `partitions` partitions; existing ones are left alone.
-pub async fn create_topics(config: &KafkaConfig, topics: &[String], partitions: i32) -> Result<(), TopicError> {
-    let specs: Vec<TopicSpec> = topics.iter().map(|t| TopicSpec::plain(t)).collect();
-    create_topics_with(config, &specs, partitions).await
-}
-
-/// Creates topics with `partitions` partitions and their retention;
-/// existing ones are left alone.
-pub async fn create_topics_with(config: &KafkaConfig, topics: &[TopicSpec], partitions: i32) -> Result<(), TopicError> {
-    let admin: AdminClient<DefaultClientContext> = base(config).create().map_err(|e| TopicError::Metadata {
-        brokers: config.brokers.clone(),
-        source: e,
-    })?;
-    let retention: Vec<Option<String>> = topics
-        .iter()
-        .map(|t| t.create_retention.map(|r| r.as_millis().to_string()))
-        .collect();
-    let new: Vec<NewTopic> = topics
-        .iter()
-        .zip(&retention)
-        .map(|(t, ms)| {
-            let topic = NewTopic::new(&t.name, partitions, TopicReplication::Fixed(-1));
-            match ms {
-                Some(ms) => topic.set("retention.ms", ms).set("cleanup.policy", "delete"),
-                None => topic,
-            }
-        })
-        .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = admin
-        .create_topics(&new, &options)
-        .await
-        .map_err(|e| TopicError::Create {
-            topic: topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "),
-            reason: e.to_string(),
-        })?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => {
-                return Err(TopicError::Create {
-                    topic,
-                    reason: code.to_string(),
-                })
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Those of `topics` the cluster does not have.
-pub async fn missing_topics(config: &KafkaConfig, topics: &[&str]) -> Result<Vec<String>, TopicError> {
-    let cc = base(config);
-    let brokers = config.brokers.clone();
-    let wanted: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = cc.create().map_err(|e| TopicError::Metadata {
-            brokers: brokers.clone(),
-            source: e,
-        })?;
-        let metadata = consumer
-            .fetch_metadata(None, Duration::from_secs(15))
-            .map_err(|e| TopicError::Metadata { brokers, source: e })?;
-        let present: Vec<&str> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-            .map(|t| t.name())
-            .collect();
-        Ok(wanted.into_iter().filter(|t| !present.contains(&t.as_str())).collect())
-    })
-    .await
-    .expect("metadata task does not panic")
-}
-
 /// Reads the record at `offset` of `topic`/`partition`, if the broker still
 /// has it (`None` once retention has removed it).
 pub async fn read_record(
@@ -523,6 +261,7 @@ pub fn to_record(topic: Arc<str>, message: &BorrowedMessage<'_>) -> SourceRecord
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::consumer::BaseConsumer;
 
     #[test]
     fn the_producer_buffers_64_mib_not_librdkafkas_gibibyte() {
@@ -581,33 +320,6 @@ mod tests {
         assert!(consumer.is_ok(), "{:?}", consumer.err());
         let producer: Result<rdkafka::producer::BaseProducer, _> = producer_config(&config).create();
         assert!(producer.is_ok(), "{:?}", producer.err());
-    }
-
-    #[test]
-    fn retention_shorter_than_the_longest_wait_is_refused() {
-        let week = Duration::from_secs(7 * 86_400);
-        let r = |ms: i64, policy: &str| Retention {
-            ms: Some(ms),
-            cleanup_policy: Some(policy.into()),
-            bytes: Some(-1),
-        };
-        assert!(r(-1, "delete").check("t", week).is_ok(), "forever is long enough");
-        assert!(r(week.as_millis() as i64 * 3, "delete").check("t", week).is_ok());
-        let err = r(week.as_millis() as i64, "delete")
-            .check("herald.retry.1w", week * 3)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("`herald.retry.1w` keeps records for 7days"), "{err}");
-        assert!(err.contains("up to 21days"), "{err}");
-        assert!(err.contains("at least 1814400000"), "{err}");
-        let err = r(-1, "compact,delete").check("t", week).unwrap_err().to_string();
-        assert!(err.contains("cleanup.policy = compact,delete"), "{err}");
-        let unknown = Retention {
-            ms: None,
-            cleanup_policy: None,
-            bytes: None,
-        };
-        assert!(unknown.check("t", week).is_ok(), "nothing said, nothing refused");
     }
 
     #[test]
