@@ -157,9 +157,13 @@ pub enum ProduceError {
     TooLarge,
     /// The producer failed fatally: replace it ([`SharedProducer::recover`]).
     Fatal,
-    /// The destination refuses this record for good (authorization, an
-    /// unknown topic, an invalid record): write it elsewhere.
+    /// The destination refuses every record for good (authorization, an
+    /// unknown topic): write it elsewhere, or wait for an operator.
     Permanent,
+    /// The destination refuses this record for what it is (an invalid
+    /// record or timestamp, a policy): writing it again the same way fails
+    /// again.
+    Invalid,
     /// Worth trying again after a pause (the broker is unreachable, a leader
     /// is moving, a timeout).
     Temporary,
@@ -182,10 +186,10 @@ pub fn classify_produce_error(error: &rdkafka::error::KafkaError) -> ProduceErro
         | RDKafkaErrorCode::ClusterAuthorizationFailed
         | RDKafkaErrorCode::UnknownTopic
         | RDKafkaErrorCode::UnknownPartition
-        | RDKafkaErrorCode::InvalidRecord
-        | RDKafkaErrorCode::InvalidTimestamp
-        | RDKafkaErrorCode::PolicyViolation
         | RDKafkaErrorCode::InvalidRequiredAcks => ProduceError::Permanent,
+        RDKafkaErrorCode::InvalidRecord | RDKafkaErrorCode::InvalidTimestamp | RDKafkaErrorCode::PolicyViolation => {
+            ProduceError::Invalid
+        }
         _ => ProduceError::Temporary,
     }
 }
@@ -331,6 +335,8 @@ mod tests {
         assert_eq!(e(RDKafkaErrorCode::Fatal), ProduceError::Fatal);
         assert_eq!(e(RDKafkaErrorCode::TopicAuthorizationFailed), ProduceError::Permanent);
         assert_eq!(e(RDKafkaErrorCode::UnknownTopic), ProduceError::Permanent);
+        assert_eq!(e(RDKafkaErrorCode::InvalidRecord), ProduceError::Invalid);
+        assert_eq!(e(RDKafkaErrorCode::PolicyViolation), ProduceError::Invalid);
         assert_eq!(e(RDKafkaErrorCode::MessageTimedOut), ProduceError::Temporary);
         assert_eq!(e(RDKafkaErrorCode::QueueFull), ProduceError::Temporary);
         assert_eq!(e(RDKafkaErrorCode::BrokerTransportFailure), ProduceError::Temporary);

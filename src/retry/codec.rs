@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::message::{Header, OwnedHeaders};
+use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -79,6 +80,11 @@ pub mod headers {
     pub const REPLAYED_FROM_REASON: &str = "herald.replayed_from.reason";
     /// Present on a dead letter whose value was dropped because it was too large.
     pub const STUB: &str = "herald.stub";
+    /// On a stub: the size of the original record's key, which a stub does
+    /// not carry (a key can be as large as the broker allows)...
+    pub const SOURCE_KEY_BYTES: &str = "herald.source.key_bytes";
+    /// ...and its SHA-256, hex, to find the record by.
+    pub const SOURCE_KEY_SHA256: &str = "herald.source.key_sha256";
 }
 
 /// Why a record is dead-lettered, besides the unroutable reasons.
@@ -230,6 +236,21 @@ impl Out {
     }
 }
 
+impl Out {
+    /// Where a stub's record is: its position, and its key by size and
+    /// digest (a stub carries no key: one may be as large as the broker
+    /// allows, and the stub must always fit).
+    fn position(&mut self, record: &SourceRecord) {
+        self.add(h::SOURCE_TOPIC, &record.topic);
+        self.add(h::SOURCE_PARTITION, &record.partition.to_string());
+        self.add(h::SOURCE_OFFSET, &record.offset.to_string());
+        if let Some(key) = &record.key {
+            self.add(h::SOURCE_KEY_BYTES, &key.len().to_string());
+            self.add(h::SOURCE_KEY_SHA256, &hex::encode(Sha256::digest(key)));
+        }
+    }
+}
+
 fn cut(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
@@ -373,9 +394,7 @@ pub fn stub(letter: &FailureRecord<'_>, now: SystemTime, refused: &str) -> Owned
         ),
     );
     out.add(h::STUB, &format!("value of {} bytes dropped", record.value.len()));
-    out.add(h::SOURCE_TOPIC, &record.topic);
-    out.add(h::SOURCE_PARTITION, &record.partition.to_string());
-    out.add(h::SOURCE_OFFSET, &record.offset.to_string());
+    out.position(record);
     if let Some(meta) = letter.meta {
         out.add(h::EVENT_TYPE, cut(&meta.event_type, LEAN_DETAIL));
         if let Some(tenant) = &meta.tenant {
@@ -383,9 +402,9 @@ pub fn stub(letter: &FailureRecord<'_>, now: SystemTime, refused: &str) -> Owned
         }
     }
     if let Some(d) = &letter.delivery {
-        out.add(h::WEBHOOK_ID, d.binding.webhook_id);
+        out.add(h::WEBHOOK_ID, cut(d.binding.webhook_id, LEAN_DETAIL));
         if let Some(tenant) = d.binding.tenant {
-            out.add(h::WEBHOOK_TENANT, tenant);
+            out.add(h::WEBHOOK_TENANT, cut(tenant, LEAN_DETAIL));
         }
         out.add(h::DELIVERY_ID, cut(d.delivery_id, LEAN_DETAIL));
         out.add(h::ATTEMPT, &d.attempts.to_string());
@@ -406,6 +425,45 @@ pub fn requeue(record: &SourceRecord, now: SystemTime) -> OwnedHeaders {
     }
     out.add(h::RETRY_SCHEDULED_AT, &millis(now).to_string());
     out.add(h::RETRY_REQUEUED, &(moves + 1).to_string());
+    out.0
+}
+
+/// The headers of a dead-letter stub for a retry waiting at `record`'s
+/// position in a wait topic that could not be moved to the end of another
+/// (`refused`, even without its diagnostics): it stays where it is while
+/// that topic retains it, and the stub says so, with the delivery it is.
+pub fn unmoved_stub(record: &SourceRecord, now: SystemTime, refused: &str) -> OwnedHeaders {
+    let mut out = Out::new(12);
+    out.add(h::REASON, reasons::RECORD_TOO_LARGE);
+    out.add(
+        h::DETAIL,
+        &format!(
+            "a retry waiting at {}/{}/{} could not be moved to another wait topic: {}; it stays there while \
+             the topic retains it",
+            record.topic,
+            record.partition,
+            record.offset,
+            cut(refused, LEAN_DETAIL)
+        ),
+    );
+    out.add(
+        h::STUB,
+        &format!("value of {} bytes left in the wait topic", record.value.len()),
+    );
+    out.position(record);
+    for name in [
+        h::WEBHOOK_ID,
+        h::WEBHOOK_TENANT,
+        h::DELIVERY_ID,
+        h::ATTEMPT,
+        h::EVENT_TYPE,
+        h::TENANT,
+    ] {
+        if let Some(value) = record.header(name).and_then(|v| std::str::from_utf8(v).ok()) {
+            out.add(name, cut(value, LEAN_DETAIL));
+        }
+    }
+    out.add(h::DEAD_LETTERED_AT, &rfc3339(OffsetDateTime::from(now)));
     out.0
 }
 
@@ -862,6 +920,40 @@ mod tests {
         assert!(get(h::DETAIL).unwrap().contains("events/2/41"));
         assert!(get("trace").is_none(), "original headers are not copied");
         assert!(!is_redrivable(stub.iter().map(|hd| (hd.key, hd.value))));
+        let key = record.key.as_deref().expect("the test record has a key");
+        assert_eq!(get(h::SOURCE_KEY_BYTES), Some(key.len().to_string().as_str()));
+        assert_eq!(get(h::SOURCE_KEY_SHA256).map(str::len), Some(64));
+    }
+
+    #[test]
+    fn a_stub_stays_small_whatever_the_record_and_its_key() {
+        let mut record = source();
+        record.key = Some(vec![b'k'; 1_000_000].into());
+        record.value = vec![b'v'; 1_000_000].into();
+        record.headers.push(crate::event::RecordHeader {
+            name: "big".into(),
+            value: Some(vec![b'h'; 1_000_000].into()),
+        });
+        let meta = meta();
+        let letter = FailureRecord {
+            destination: Destination::DeadLetter,
+            reason: reasons::DELIVERY_FAILED,
+            detail: "d".repeat(1_000_000),
+            record: &record,
+            meta: Some(&meta),
+            delivery: Some(unbound(1, None, None)),
+        };
+        let size = |headers: &OwnedHeaders| -> usize {
+            headers
+                .iter()
+                .map(|hd| hd.key.len() + hd.value.map_or(0, <[u8]>::len))
+                .sum()
+        };
+        let stub = stub(&letter, SystemTime::now(), &"r".repeat(1_000_000));
+        assert!(size(&stub) < 4096, "{} bytes", size(&stub));
+        let unmoved = unmoved_stub(&record, SystemTime::now(), &"r".repeat(1_000_000));
+        assert!(size(&unmoved) < 4096, "{} bytes", size(&unmoved));
+        assert!(!is_redrivable(unmoved.iter().map(|hd| (hd.key, hd.value))));
     }
 
     #[test]

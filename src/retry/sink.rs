@@ -13,10 +13,19 @@
 //! - temporary errors (unreachable, timeouts) are retried with backoff, which
 //!   holds the source offset rather than dropping anything;
 //! - a record too large is written again without its optional diagnostics,
-//!   and if still too large, a stub pointing at the event's source position
-//!   is dead-lettered instead, so the partition moves on;
-//! - a destination that refuses the record for good (authorization, unknown
-//!   topic) is replaced by the dead-letter topic;
+//!   and if still too large (or refused for what it is: invalid, against a
+//!   policy), a stub pointing at the event's source position is
+//!   dead-lettered instead, so the partition moves on. A stub carries no
+//!   value, no key (its size and digest instead) and bounded headers, so it
+//!   fits any broker; should one still be refused for what it is, that is
+//!   final: logged with the source position, counted
+//!   (`herald_failure_records_unwritable_total`) and committed past. No record
+//!   is written again the same way after such a refusal;
+//! - a retry or redrive topic that refuses every record (authorization,
+//!   unknown topic) is replaced by the dead-letter topic; a dead-letter topic
+//!   that does is waited for, with backoff and the alert
+//!   `HeraldFailureRecordWritesFailing`: an operator's fix, not a record's
+//!   fault, and dropping instead would lose every failure meanwhile;
 //! - a producer that failed fatally is replaced by a new one.
 
 use std::time::{Duration, Instant, SystemTime};
@@ -120,10 +129,12 @@ impl FailureSink {
                 Wire::Letter(size) => (codec::encode(&letter, now, *size), letter.record.value.as_ref()),
                 Wire::Stub(refused) => (codec::stub(&letter, now, refused), &[][..]),
             };
-            let error = match self
-                .produce(topic, letter.record.key.as_deref(), value, headers, now, abort)
-                .await?
-            {
+            // A stub goes without the key, which can be as large as the record was.
+            let key = match &wire {
+                Wire::Letter(_) => letter.record.key.as_deref(),
+                Wire::Stub(_) => None,
+            };
+            let error = match self.produce(topic, key, value, headers, now, abort).await? {
                 Ok(()) => {
                     match (&wire, letter.destination) {
                         (Wire::Stub(_), _) => self
@@ -144,9 +155,19 @@ impl FailureSink {
                     self.telemetry.failure_record_downgraded("lean", topic, &error);
                     wire = Wire::Letter(Size::Lean);
                 }
-                (ProduceError::TooLarge, Wire::Letter(Size::Lean)) => {
+                (ProduceError::TooLarge, Wire::Letter(Size::Lean)) | (ProduceError::Invalid, Wire::Letter(_)) => {
                     self.telemetry.failure_record_downgraded("stub", topic, &error);
                     wire = Wire::Stub(error.to_string());
+                }
+                (ProduceError::TooLarge | ProduceError::Invalid, Wire::Stub(_)) => {
+                    // Nothing smaller is left to write: final, not a loop.
+                    let record = letter.record;
+                    self.telemetry.failure_record_unwritable(
+                        (&record.topic, record.partition, record.offset),
+                        topic,
+                        &error,
+                    );
+                    return Ok(());
                 }
                 (ProduceError::Permanent, Wire::Letter(_)) if letter.destination != Destination::DeadLetter => {
                     // The tier or redrive topic refuses it for good: keep the
@@ -193,29 +214,55 @@ impl FailureSink {
         topic: &str,
         abort: &CancellationToken,
     ) -> Result<(), Abandoned> {
-        let mut lean = false;
+        let mut size = Size::Full;
+        let mut stub: Option<String> = None;
         let mut backoff = self.backoff();
         loop {
             let now = SystemTime::now();
-            // Grown past the limit by its one more header: keep it, diagnostics aside.
-            let headers = if lean {
-                lean_requeue(record, now)
-            } else {
-                codec::requeue(record, now)
+            let (to, key, value, headers) = match (&stub, size) {
+                // Grown past the limit by its one more header: keep it, diagnostics aside.
+                (None, Size::Full) => (
+                    topic,
+                    record.key.as_deref(),
+                    &record.value[..],
+                    codec::requeue(record, now),
+                ),
+                (None, Size::Lean) => (
+                    topic,
+                    record.key.as_deref(),
+                    &record.value[..],
+                    lean_requeue(record, now),
+                ),
+                // Not movable at all: it stays where it waits, and a stub says so.
+                (Some(refused), _) => (
+                    self.topics.dead_letter.as_str(),
+                    None,
+                    &[][..],
+                    codec::unmoved_stub(record, now, refused),
+                ),
             };
-            let error = match self
-                .produce(topic, record.key.as_deref(), &record.value, headers, now, abort)
-                .await?
-            {
+            let error = match self.produce(to, key, value, headers, now, abort).await? {
                 Ok(()) => return Ok(()),
                 Err(error) => error,
             };
-            match classify_produce_error(&error) {
-                ProduceError::TooLarge if !lean => {
-                    self.telemetry.failure_record_downgraded("lean", topic, &error);
-                    lean = true;
+            match (classify_produce_error(&error), &stub, size) {
+                (ProduceError::TooLarge, None, Size::Full) => {
+                    self.telemetry.failure_record_downgraded("lean", to, &error);
+                    size = Size::Lean;
                 }
-                kind => self.pause(&mut backoff, "requeue", &error, kind, abort).await?,
+                (ProduceError::TooLarge, None, Size::Lean) | (ProduceError::Invalid, None, _) => {
+                    self.telemetry.failure_record_downgraded("stub", to, &error);
+                    stub = Some(error.to_string());
+                }
+                (ProduceError::TooLarge | ProduceError::Invalid, Some(_), _) => {
+                    self.telemetry.failure_record_unwritable(
+                        (&record.topic, record.partition, record.offset),
+                        to,
+                        &error,
+                    );
+                    return Ok(());
+                }
+                (kind, _, _) => self.pause(&mut backoff, "requeue", &error, kind, abort).await?,
             }
         }
     }

@@ -34,6 +34,7 @@ pub struct Metrics {
     pub retry_records_expired: IntCounterVec,
     pub redrives: IntCounter,
     pub failure_record_downgrades: IntCounterVec,
+    pub failure_records_unwritable: IntCounter,
     pub producer_recreated: IntCounter,
     pub shutdown_failures: IntCounterVec,
     pub consumer_wakeups: IntCounterVec,
@@ -269,6 +270,12 @@ impl Metrics {
                  lean (optional diagnostics dropped), stub (too large even so: a dead letter pointing at the \
                  source position), dead_letter (the retry topic refused it).",
                 &["to"],
+            ),
+            failure_records_unwritable: counter(
+                r,
+                "herald_failure_records_unwritable_total",
+                "Failure records the broker refused even as a stub (no value, no key, bounded headers): committed \
+                 past with no dead letter, the source position logged.",
             ),
             producer_recreated: counter(
                 r,

@@ -407,6 +407,23 @@ impl Telemetry {
         warn!(topic, %error, to, "the broker refused a failure record; {what}");
     }
 
+    /// Even a stub of a failure record was refused for what it is: the
+    /// record at `source` (topic, partition, offset) is committed past with
+    /// no dead letter. Final, counted and logged with where the event is.
+    pub fn failure_record_unwritable(&self, source: (&str, i32, i64), topic: &str, error: &dyn std::fmt::Display) {
+        self.metrics.failure_records_unwritable.inc();
+        let (source_topic, source_partition, source_offset) = source;
+        error!(
+            topic,
+            %error,
+            source_topic,
+            source_partition,
+            source_offset,
+            "the broker refused even a stub of a failure record; moving on without a dead letter: the event \
+             is at the source position named here while its topic retains it"
+        );
+    }
+
     /// The producer failed fatally and was replaced.
     pub fn producer_recreated(&self, code: &dyn std::fmt::Display, reason: &str) {
         self.metrics.producer_recreated.inc();

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use herald::retry::codec::headers as h;
 use reqwest::Method;
 use serde_json::json;
+use sha2::Digest;
 
 use crate::api::*;
 use crate::helpers::*;
@@ -395,5 +396,76 @@ async fn final_statuses_are_set_through_the_command_line_without_losing_other_li
     cli(&["webhooks", "update", "cli", "--final-statuses", "default"]);
     let w = api.ok(Method::GET, "/v1/webhooks/cli", OPS, None).await;
     assert_eq!(limits(w), json!({"max_in_flight": 3}));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_whose_key_fills_the_limit_is_dead_lettered_as_a_stub_without_its_key_and_the_partition_moves_on() {
+    let env = TestEnv::new("big-key", &["events"], 1).await;
+    let receiver = receiving_all(&env, "all").await;
+    let app = env
+        .spawn("[kafka.producer_properties]\n\"message.max.bytes\" = \"100000\"\n")
+        .await;
+    // Any publisher can write this: a key just under the producer's limit,
+    // and a value that is no event (so it is dead-lettered with its key).
+    let key = "k".repeat(99_800);
+    let publisher = Publisher::new();
+    publisher.send(env.topic(), Some(&key), br#"{"no":"type"}"#, &[]).await;
+    publisher
+        .json(env.topic(), r#"{"event":"good.thing","version":"0"}"#)
+        .await;
+
+    receiver.wait_for(1, Duration::from_secs(30)).await;
+    let letters = read_topic(&env.dlq, 1, Duration::from_secs(20)).await;
+    let stub = &letters[0];
+    assert_eq!(stub.header(h::REASON), "record_too_large");
+    assert_eq!(stub.key, None, "a stub never carries the key");
+    assert_eq!(stub.header(h::SOURCE_KEY_BYTES), "99800");
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    assert_eq!(stub.header(h::SOURCE_KEY_SHA256), hex::encode(digest));
+    assert_eq!(stub.header(h::SOURCE_OFFSET), "0");
+    eventually(
+        Duration::from_secs(20),
+        "the source offset to move past both",
+        || async { (committed(&env.group, env.topic(), 1).await == [2]).then_some(()) },
+    )
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stub_the_broker_still_refuses_is_final_counted_and_committed_past() {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    let env = TestEnv::new("stub-refused", &["events"], 1).await;
+    let receiver = receiving_all(&env, "all").await;
+    // The dead-letter topic takes no record of more than 100 bytes: not
+    // even a stub fits.
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let retention = (30 * 86_400_000u64).to_string();
+    let alter = AlterConfig::new(ResourceSpecifier::Topic(&env.dlq))
+        .set("max.message.bytes", "100")
+        .set("retention.ms", &retention);
+    for result in admin.alter_configs(&[alter], &AdminOptions::new()).await.unwrap() {
+        result.unwrap();
+    }
+    let app = env.spawn("").await;
+    let publisher = Publisher::new();
+    publisher.json(env.topic(), r#"{"no":"type"}"#).await;
+    publisher
+        .json(env.topic(), r#"{"event":"good.thing","version":"0"}"#)
+        .await;
+
+    receiver.wait_for(1, Duration::from_secs(30)).await;
+    eventually(
+        Duration::from_secs(30),
+        "the source offset to move past both",
+        || async { (committed(&env.group, env.topic(), 1).await == [2]).then_some(()) },
+    )
+    .await;
+    assert_eq!(app.metric("herald_failure_records_unwritable_total").await, 1.0);
+    assert!(read_topic(&env.dlq, 1, Duration::from_secs(2)).await.is_empty());
     app.stop().await;
 }

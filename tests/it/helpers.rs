@@ -296,6 +296,17 @@ pub async fn create_topics_keeping(topics: &[String], partitions: i32, retention
         .expect("topics created");
 }
 
+/// A receiver answering 204, and webhook `id` sending it every event of `env`.
+pub async fn receiving_all(env: &TestEnv, id: &str) -> TestReceiver {
+    let receiver = TestReceiver::ok().await;
+    env.store()
+        .await
+        .put(&webhook(id, &receiver.url("/"), &["*"]))
+        .await
+        .unwrap();
+    receiver
+}
+
 /// A webhook with one fresh secret, active, subscribed to `events`.
 pub fn webhook(id: &str, url: &str, events: &[&str]) -> Webhook {
     Webhook::new(id, &format!("{id} test webhook"), url, events)
