@@ -769,6 +769,18 @@ impl Config {
                 format!("must be at least {MIN_PORTAL_KEY_LEN} characters; {GENERATE_TOKEN}"),
             ));
         }
+        // Anyone given a link holds a message signed with this key: a key
+        // that was not drawn at random can be found offline from one.
+        if let Some(weak) = p
+            .enabled()
+            .then(|| token_quality::check(&p.signing_key).err())
+            .flatten()
+        {
+            return Err(ConfigError::invalid(
+                "portal.signing_key",
+                format!("{weak}, so it is not a random key; {GENERATE_TOKEN}"),
+            ));
+        }
         nonzero("portal.session_ttl", p.session_ttl)?;
         if p.max_session_ttl < p.session_ttl {
             return Err(ConfigError::invalid(
@@ -1320,6 +1332,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("kafka.group_protocol"), "{err}");
+        for weak in ["a".repeat(32), "change-me-change-me-change-me-change-me".to_owned()] {
+            let err = Config::from_toml_overlay(&format!("[portal]\nsigning_key = \"{weak}\""))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("portal.signing_key"), "{err}");
+            assert!(err.contains("not a random key"), "{err}");
+        }
         let err = Config::from_toml_overlay("[kafka]\nprogress_check_interval = \"0s\"")
             .unwrap_err()
             .to_string();

@@ -92,6 +92,54 @@ pub struct Claims {
     pub inc: Option<String>,
 }
 
+/// What Redis keeps of a live session: everything its link claims (the
+/// key also expires with it). A link is honoured only when its claims are
+/// exactly these: the signature proves who signed a link, the
+/// stored session what was issued, so a link re-signed with claims of its
+/// own (a leaked or guessed key) opens nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ten: Option<String>,
+    pub cap: Capability,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wh: Option<String>,
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inc: Option<String>,
+    pub exp: i64,
+}
+
+impl Stored {
+    /// What to keep of a session issued with `claims`.
+    pub fn of(claims: &Claims) -> Stored {
+        Stored {
+            ten: claims.ten.clone(),
+            cap: claims.cap,
+            wh: claims.wh.clone(),
+            by: claims.by.clone(),
+            inc: claims.inc.clone(),
+            exp: claims.exp,
+        }
+    }
+
+    /// A stored session, or `None` for a value that is not one (written by a
+    /// version that kept only the tenant: its links are refused).
+    pub fn parse(raw: &str) -> Option<Stored> {
+        serde_json::from_str(raw).ok()
+    }
+
+    /// Whether `claims` are exactly what was issued.
+    pub fn matches(&self, claims: &Claims) -> bool {
+        *self == Stored::of(claims)
+    }
+
+    /// The stored value.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a stored session serialises")
+    }
+}
+
 /// The incarnation of a tenant created through the API, as claims carry it.
 pub fn incarnation(tenant: &crate::admin::tenants::Effective) -> Option<String> {
     tenant
@@ -252,7 +300,7 @@ async fn start(
     let () = conn
         .set_ex(
             session_key(&config.redis.prefix, &sid),
-            tenant.as_deref().unwrap_or(""),
+            Stored::of(&claims).to_json(),
             ttl.as_secs().max(1),
         )
         .await
@@ -286,11 +334,17 @@ pub async fn revoke(
 ) -> Result<StatusCode, Problem> {
     let key = session_key(&state.config().redis.prefix, &id);
     let mut conn = state.redis();
-    let tenant: Option<String> = conn
+    let stored: Option<String> = conn
         .get(&key)
         .await
         .map_err(|e| Problem::unavailable("portal sessions", &e))?;
-    // An operators' session ("" in Redis) is an admin token's to revoke.
+    // Its tenant ("" for an operators' session); a value written by a version
+    // that kept only the tenant is the tenant.
+    let tenant = stored.map(|raw| match Stored::parse(&raw) {
+        Some(session) => session.ten.unwrap_or_default(),
+        None => raw,
+    });
+    // An operators' session is an admin token's to revoke.
     let allowed = |t: &str| {
         if t.is_empty() {
             caller.tenant.is_none()
@@ -324,6 +378,38 @@ mod tests {
             by: "acme-portal".into(),
             inc: None,
         }
+    }
+
+    #[test]
+    fn a_session_is_honoured_only_as_it_was_issued() {
+        let issued = claims();
+        let stored = Stored::parse(&Stored::of(&issued).to_json()).expect("round trip");
+        assert!(stored.matches(&issued));
+        let changed = [
+            Claims {
+                cap: Capability::Manage,
+                ..claims()
+            },
+            Claims { ten: None, ..claims() },
+            Claims { wh: None, ..claims() },
+            Claims {
+                by: "ops".into(),
+                ..claims()
+            },
+            Claims {
+                inc: Some("2026-01-01T00:00:00Z".into()),
+                ..claims()
+            },
+            Claims {
+                exp: claims().exp + 86_400,
+                ..claims()
+            },
+        ];
+        for c in &changed {
+            assert!(!stored.matches(c), "{c:?}");
+        }
+        assert_eq!(Stored::parse("acme"), None, "a tenant alone, as kept before: refused");
+        assert_eq!(Stored::parse(""), None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! A portal session: the link's token checked on every request (signature,
-//! expiry, not revoked), what it may do, and the forms it sends (CSRF).
+//! expiry, not revoked, and its claims exactly those the session was issued
+//! with), what it may do, and the forms it sends (CSRF).
 
 use super::*;
 
@@ -74,8 +75,8 @@ impl FromRequestParts<AdminState> for Session {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let claims = portal_sessions::verify(key, &token, now).map_err(|_| invalid())?;
         let mut conn = state.redis();
-        let live: bool = conn
-            .exists(portal_sessions::session_key(&config.redis.prefix, &claims.sid))
+        let stored: Option<String> = conn
+            .get(portal_sessions::session_key(&config.redis.prefix, &claims.sid))
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "portal: cannot check a session");
@@ -85,7 +86,10 @@ impl FromRequestParts<AdminState> for Session {
                     "Webhooks cannot be read right now.",
                 )
             })?;
-        if !live {
+        // Live, and issued exactly as the link claims: the signature alone
+        // does not make a link what it says.
+        let issued = stored.as_deref().and_then(portal_sessions::Stored::parse);
+        if !issued.is_some_and(|s| s.matches(&claims)) {
             return Err(invalid());
         }
         // The tenant's own setting as it is now: a change through the API

@@ -708,3 +708,68 @@ async fn a_session_sees_only_its_tenant_and_a_read_only_one_changes_nothing() {
     browser.client.close().await.unwrap();
     served.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_signed_again_with_claims_of_its_own_opens_nothing() {
+    use herald::admin::portal_sessions::{sign, verify, Capability, Claims};
+    let env = TestEnv::new("portal-forged", &["events"], 1).await;
+    let served = ApiOnly::start(&env, &portal_overlay()).await;
+    let api = &served.api;
+    let hook = json!({"id": "globex-1", "tenant": "globex", "name": "Globex", "url": "https://example.com/g", "events": ["*"]});
+    api.ok(Method::POST, "/v1/webhooks", OPS, Some(hook)).await;
+    let (link, _) = session(api, ACME, "acme", json!({"capability": "read_only"})).await;
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(&link).send().await.unwrap().status(), 200, "as issued");
+
+    // acme holds its own read-only link; suppose it also has the key (a
+    // weak one found offline, or one leaked): it signs claims of its own.
+    let token = link.split("/portal/s/").nth(1).unwrap().trim_end_matches('/');
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let issued = verify(SIGNING_KEY.as_bytes(), token, now).unwrap();
+    let forgeries = [
+        Claims {
+            cap: Capability::Manage,
+            ..issued.clone()
+        },
+        Claims {
+            ten: None,
+            cap: Capability::Manage,
+            by: "ops".into(),
+            ..issued.clone()
+        },
+        Claims {
+            ten: Some("globex".into()),
+            ..issued.clone()
+        },
+        Claims {
+            wh: Some("globex-1".into()),
+            ..issued.clone()
+        },
+        Claims {
+            exp: issued.exp + 86_400,
+            ..issued.clone()
+        },
+    ];
+    let base = link.split("/portal/s/").next().unwrap().to_owned();
+    for forged in &forgeries {
+        let url = format!("{base}/portal/s/{}/", sign(SIGNING_KEY.as_bytes(), forged));
+        let page = http.get(&url).send().await.unwrap();
+        let page_status = page.status();
+        assert_eq!(page_status, 401, "{forged:?}");
+        let secret = http
+            .get(format!(
+                "{base}/portal/s/{}/webhooks/globex-1/secret",
+                sign(SIGNING_KEY.as_bytes(), forged)
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(secret.status(), 401, "{forged:?}");
+    }
+    assert_eq!(
+        http.get(&link).send().await.unwrap().status(),
+        200,
+        "the real one still works"
+    );
+    served.stop().await;
+}
