@@ -95,7 +95,8 @@ start_kafka() {
   local name=$1 port=$2 fresh=${3:-} dir=$HERALD_STATE/$1 cport=$(($2 + 1000))
   ensure_kafka
   if port_open 127.0.0.1 "$port" || port_open 127.0.0.1 "$cport"; then
-    die "port $port or $cport is taken; set another with HERALD_BROKER_PORT"
+    die "port $port or $cport is taken (a broker left running? its pid file is $HERALD_STATE/$name.pid); \
+stop it, or choose other ports: HERALD_TEST_BROKER_PORT, HERALD_DEMO_BROKER_PORT, HERALD_BENCH_BROKER_PORT"
   fi
   [ "$fresh" = fresh ] && rm -rf "$dir"
   mkdir -p "$dir"
