@@ -139,6 +139,11 @@ impl Application {
             tracing::info!("management API off: admin.tokens is empty");
             None
         };
+        let mut listeners = vec![crate::serve::Limits::of_ops(&config.ops)];
+        if admin_listener.is_some() {
+            listeners.push(crate::serve::Limits::of_admin(&config.admin));
+        }
+        crate::serve::reserve_descriptors(&listeners, config.delivery.max_in_flight);
         let telemetry = Telemetry::new(&config.kafka.topics);
         let mut retry_topics = config.retry.wait_topics().names();
         retry_topics.push(config.dead_letter.topic.clone());
@@ -218,6 +223,7 @@ impl Application {
                 consumers: vec![("source", flow.clone()), ("retry", retry_flow.clone())],
                 stall_after: config.ops.stall_after,
             },
+            crate::serve::Limits::of_ops(&config.ops),
             side_tasks.clone(),
         ));
         let sync = tokio::spawn(
@@ -432,6 +438,8 @@ pub async fn serve_api(
     let metrics = tokio::spawn(ops::serve_router(
         ops,
         ops::api_router(telemetry.metrics.clone()),
+        crate::serve::Limits::of_ops(&config.ops),
+        telemetry.metrics.clone(),
         shutdown.clone(),
     ));
     let portal = crate::portal::router(state.clone());

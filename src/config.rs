@@ -497,6 +497,14 @@ impl SystemEventsConfig {
 #[serde(deny_unknown_fields)]
 pub struct OpsConfig {
     pub listen: SocketAddr,
+    /// Connections held at once.
+    pub max_connections: usize,
+    /// For a request's head, and for the next request on a kept-alive connection.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// For handling a request until its response head.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
     /// A partition is reported stalled on `/status` when its oldest event in
     /// flight is older than this, or records wait and nothing was committed
     /// for this long.
@@ -534,6 +542,14 @@ impl HistoryConfig {
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// Connections held at once (API and portal).
+    pub max_connections: usize,
+    /// For a request's head, and for the next request on a kept-alive connection.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// For handling a request (its body included) until its response head.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
     /// Bearer tokens; none disables the API.
     #[serde(default)]
     pub tokens: Vec<AdminToken>,
@@ -1026,6 +1042,20 @@ impl Config {
         )?;
         nonzero("shutdown.drain_timeout", self.shutdown.drain_timeout)?;
         nonzero("ops.stall_after", self.ops.stall_after)?;
+        let (ops, admin) = (&self.ops, &self.admin);
+        for (section, connections, head, request) in [
+            ("ops", ops.max_connections, ops.header_read_timeout, ops.request_timeout),
+            (
+                "admin",
+                admin.max_connections,
+                admin.header_read_timeout,
+                admin.request_timeout,
+            ),
+        ] {
+            positive(&format!("{section}.max_connections"), connections)?;
+            nonzero(&format!("{section}.header_read_timeout"), head)?;
+            nonzero(&format!("{section}.request_timeout"), request)?;
+        }
         Ok(())
     }
 

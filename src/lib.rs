@@ -7,7 +7,8 @@
 //! every step. Beneath them, [`event`] holds the shared record types,
 //! [`webhook`] the webhook document (the Redis contract), [`config`] the
 //! configuration and [`kafka`] the Kafka clients. [`app`] wires them and
-//! [`ops`] serves their health; [`pipeline`] is the per-event glue;
+//! [`ops`] serves their health, through [`serve`] (HTTP with limits, for
+//! every listener); [`pipeline`] is the per-event glue;
 //! [`admin`] serves the management API; [`cli`] is the `herald` command
 //! line, with the API's client and the operator commands that talk to Kafka
 //! directly.
@@ -27,6 +28,7 @@ pub mod pipeline;
 pub mod portal;
 pub mod retry;
 pub mod routing;
+pub mod serve;
 pub mod subscriptions;
 pub mod telemetry;
 pub mod webhook;

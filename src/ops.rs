@@ -64,16 +64,26 @@ async fn api_metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], metrics.render())
 }
 
-/// Serves `router` until `shutdown` is cancelled.
-pub async fn serve_router(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+/// Serves `router` within `limits` until `shutdown` is cancelled.
+pub async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    limits: crate::serve::Limits,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    crate::serve::serve(listener, router, limits, "ops", metrics, shutdown).await
 }
 
-/// Serves until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, state: OpsState, shutdown: CancellationToken) -> std::io::Result<()> {
-    serve_router(listener, router(state), shutdown).await
+/// Serves within `limits` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    state: OpsState,
+    limits: crate::serve::Limits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let metrics = state.metrics.clone();
+    serve_router(listener, router(state), limits, metrics, shutdown).await
 }
 
 async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {

@@ -440,9 +440,12 @@ pub async fn serve(
     beside: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let served = axum::serve(listener, router(state.clone()).merge(beside))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
+    let (limits, metrics) = (
+        crate::serve::Limits::of_admin(&state.config().admin),
+        state.0.telemetry.metrics.clone(),
+    );
+    let app = router(state.clone()).merge(beside);
+    let served = crate::serve::serve(listener, app, limits, "admin", metrics, shutdown).await;
     // System events announced by the last requests are still on their way.
     let events = state.0.events.clone();
     let flushed = tokio::task::spawn_blocking(move || events.flush(std::time::Duration::from_secs(5))).await;

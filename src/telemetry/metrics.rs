@@ -48,6 +48,8 @@ pub struct Metrics {
     pub partition_pauses: IntCounter,
     pub rebalances: IntCounterVec,
     pub partition_stalls: IntCounterVec,
+    pub http_connections: IntGaugeVec,
+    pub http_connections_refused: IntCounterVec,
     pub revoke_abandoned_events: IntCounter,
     pub offset_commits: IntCounterVec,
     pub consumer_errors: IntCounter,
@@ -329,6 +331,19 @@ impl Metrics {
                 "Times a partition was paused because an in-flight limit was reached (back-pressure).",
             ),
             rebalances: counter_vec(r, "herald_rebalances_total", "Consumer group rebalance events.", &["kind"]),
+            http_connections: gauge_vec(
+                r,
+                "herald_http_connections",
+                "Connections open on each listener (admin: the management API and portal; ops), at most its \
+                 max_connections.",
+                &["listener"],
+            ),
+            http_connections_refused: counter_vec(
+                r,
+                "herald_http_connections_refused_total",
+                "Connections closed as soon as accepted because their listener held max_connections already.",
+                &["listener"],
+            ),
             partition_stalls: counter_vec(
                 r,
                 "herald_partition_stalls_total",
@@ -461,6 +476,10 @@ impl Metrics {
         }
         for result in ["written", "superseded", "dropped", "write_failed", "topic_failed"] {
             m.history_records.with_label_values(&[result]);
+        }
+        for listener in ["admin", "ops"] {
+            m.http_connections.with_label_values(&[listener]);
+            m.http_connections_refused.with_label_values(&[listener]);
         }
         for consumer in ["source", "retry"] {
             m.records_repeated.with_label_values(&[consumer]);

@@ -150,13 +150,7 @@ impl ApiOnly {
 
     /// The value of a metric series on its `/metrics`.
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = reqwest::get(format!("http://{}/metrics", self.ops))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        metric_value(&text, series)
+        metric_at(self.ops, series).await
     }
 
     pub async fn stop(self) {

@@ -419,6 +419,17 @@ impl RunningApp {
     }
 }
 
+/// The value of a metric series on the `/metrics` served at `ops`.
+pub async fn metric_at(ops: SocketAddr, series: &str) -> f64 {
+    let text = reqwest::get(format!("http://{ops}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metric_value(&text, series)
+}
+
 /// The value of `series` in a Prometheus text exposition (0 when absent).
 pub fn metric_value(text: &str, series: &str) -> f64 {
     text.lines()

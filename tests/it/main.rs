@@ -12,6 +12,7 @@ mod envelopes;
 mod failure_path;
 mod failures;
 mod fairness;
+mod flood;
 mod ordering;
 mod portal;
 mod progress;
