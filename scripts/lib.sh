@@ -123,9 +123,15 @@ group.initial.rebalance.delay.ms=0
 PROPS
   if [ ! -f "$dir/data/meta.properties" ]; then
     local id
-    id=$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+    # A cluster id as Kafka makes them: a random UUID, base64url, never
+    # starting with "-" (the tool would read it as an option).
+    id=$(python3 -c 'import base64, uuid
+while True:
+    i = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if not i.startswith("-"): break
+print(i)')
     kafka_java -Dlog4j2.configurationFile="$ROOT/scripts/kafka/log4j2.xml" -Dkafka.logs.dir="$dir" \
-      kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" >"$dir/format.log" 2>&1 \
+      kafka.tools.StorageTool format --cluster-id="$id" -c "$dir/server.properties" >"$dir/format.log" 2>&1 \
       || { cat "$dir/format.log" >&2; die "formatting the Kafka node $name failed"; }
   fi
   log "starting Apache Kafka $KAFKA_VERSION ($name) on 127.0.0.1:$port (log: $dir/server.log)"
