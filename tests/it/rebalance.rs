@@ -187,7 +187,11 @@ async fn the_lag_of_a_tier_partition_paused_behind_a_held_retry_counts_what_was_
     publisher.json(env.topic(), EVENT).await;
     receiver.wait_for(3, Duration::from_secs(20)).await;
     let tier = &env.tiers[0].0;
-    assert_eq!(end_offsets(tier, 1).await, [3]);
+    // The third retry is written once its first attempt has failed.
+    eventually(Duration::from_secs(20), "three retries in the tier", || async {
+        (end_offsets(tier, 1).await == [3]).then_some(())
+    })
+    .await;
     let series = format!(r#"herald_consumer_lag_messages{{consumer="retry",partition="0",topic="{tier}"}}"#);
     eventually(Duration::from_secs(20), "the tier's lag to count all three", || async {
         (app.metric(&series).await == 3.0).then_some(())
