@@ -156,3 +156,22 @@ pub async fn serve(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_open_file_limit_is_raised_as_far_as_the_system_allows() {
+        let (soft, hard) = rlimit::Resource::NOFILE.get().unwrap();
+        let limits = Limits {
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+        };
+        let now = reserve_descriptors(&[limits], 512).expect("readable on Linux");
+        assert!(now >= soft, "never lowered: {soft} -> {now}");
+        assert_eq!(now, rlimit::Resource::NOFILE.get().unwrap().0, "in force");
+        assert!(now <= hard);
+    }
+}
