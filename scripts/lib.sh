@@ -87,23 +87,37 @@ kafka_java() {
   java -Djava.awt.headless=true -cp "$KAFKA_LIBS/*" "$@"
 }
 
-# start_kafka NAME PORT [fresh]: a one-node Apache Kafka (KRaft: broker and
-# controller in one process) on 127.0.0.1:PORT, its controller on PORT+1000,
-# data and log in $HERALD_STATE/NAME/ (server.log). With "fresh", earlier
-# data is deleted first; otherwise a node formatted before keeps its topics.
-start_kafka() {
-  local name=$1 port=$2 fresh=${3:-} dir=$HERALD_STATE/$1 cport=$(($2 + 1000))
-  ensure_kafka
+# kafka_cluster_id: a cluster id as Kafka makes them (a random UUID,
+# base64url), never starting with "-" (the format tool would read it as an
+# option).
+kafka_cluster_id() {
+  python3 -c 'import base64, uuid
+while True:
+    i = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if not i.startswith("-"): break
+print(i)'
+}
+
+# kafka_node NAME NODE_ID PORT VOTERS REPLICAS CLUSTER_ID: prepares one
+# KRaft node (broker and controller in one process) in $HERALD_STATE/NAME/:
+# its server.properties, its data formatted when new, and an executable
+# NAME/run that starts it in the foreground and writes its pid to
+# $HERALD_STATE/NAME.pid (tests run it again to restart a node they killed).
+# The controller listens on PORT+1000; VOTERS is the quorum
+# (id@host:port,...); REPLICAS is the replication factor of every topic
+# (min.insync.replicas one less, at least 1).
+kafka_node() {
+  local name=$1 id=$2 port=$3 voters=$4 replicas=$5 cluster=$6
+  local dir=$HERALD_STATE/$1 cport=$(($3 + 1000)) isr=$(($5 > 1 ? $5 - 1 : 1))
   if port_open 127.0.0.1 "$port" || port_open 127.0.0.1 "$cport"; then
     die "port $port or $cport is taken (a broker left running? its pid file is $HERALD_STATE/$name.pid); \
-stop it, or choose other ports: HERALD_TEST_BROKER_PORT, HERALD_DEMO_BROKER_PORT, HERALD_BENCH_BROKER_PORT"
+stop it, or choose other ports: HERALD_TEST_BROKER_PORT, HERALD_TEST_CLUSTER_PORT, HERALD_DEMO_BROKER_PORT, HERALD_BENCH_BROKER_PORT"
   fi
-  [ "$fresh" = fresh ] && rm -rf "$dir"
   mkdir -p "$dir"
   cat >"$dir/server.properties" <<PROPS
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$cport
+node.id=$id
+controller.quorum.voters=$voters
 controller.listener.names=CONTROLLER
 listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
 advertised.listeners=PLAINTEXT://127.0.0.1:$port
@@ -111,37 +125,90 @@ listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$dir/data
 num.partitions=1
-offsets.topic.replication.factor=1
+default.replication.factor=$replicas
+min.insync.replicas=$isr
+offsets.topic.replication.factor=$replicas
 offsets.topic.num.partitions=8
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+transaction.state.log.replication.factor=$replicas
+transaction.state.log.min.isr=$isr
+share.coordinator.state.topic.replication.factor=$replicas
+share.coordinator.state.topic.min.isr=$isr
 # A new group's first members are assigned at once (default 3 s, for
 # groups of many members starting together).
 group.initial.rebalance.delay.ms=0
 PROPS
   if [ ! -f "$dir/data/meta.properties" ]; then
-    local id
-    # A cluster id as Kafka makes them: a random UUID, base64url, never
-    # starting with "-" (the tool would read it as an option).
-    id=$(python3 -c 'import base64, uuid
-while True:
-    i = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    if not i.startswith("-"): break
-print(i)')
     kafka_java -Dlog4j2.configurationFile="$ROOT/scripts/kafka/log4j2.xml" -Dkafka.logs.dir="$dir" \
-      kafka.tools.StorageTool format --cluster-id="$id" -c "$dir/server.properties" >"$dir/format.log" 2>&1 \
+      kafka.tools.StorageTool format --cluster-id="$cluster" -c "$dir/server.properties" >"$dir/format.log" 2>&1 \
       || { cat "$dir/format.log" >&2; die "formatting the Kafka node $name failed"; }
   fi
-  log "starting Apache Kafka $KAFKA_VERSION ($name) on 127.0.0.1:$port (log: $dir/server.log)"
+  cat >"$dir/run" <<RUN
+#!/usr/bin/env bash
+# Starts the Kafka node $name in the foreground (written by scripts/lib.sh).
+echo \$\$ >"$HERALD_STATE/$name.pid"
+exec java -Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true \\
+  -Dlog4j2.configurationFile="$ROOT/scripts/kafka/log4j2.xml" -Dkafka.logs.dir="$dir" \\
+  -cp "$KAFKA_LIBS/*" kafka.Kafka "$dir/server.properties" >>"$dir/stdout.log" 2>&1
+RUN
+  chmod +x "$dir/run"
+}
+
+# launch_kafka_node NAME: starts a node prepared by kafka_node, in the
+# background (its log: $HERALD_STATE/NAME/server.log).
+launch_kafka_node() {
+  local dir=$HERALD_STATE/$1
   : >"$dir/server.log"
-  (exec java -Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dlog4j2.configurationFile="$ROOT/scripts/kafka/log4j2.xml" -Dkafka.logs.dir="$dir" \
-    -cp "$KAFKA_LIBS/*" kafka.Kafka "$dir/server.properties" >"$dir/stdout.log" 2>&1) &
-  echo $! >"$HERALD_STATE/$name.pid"
+  "$dir/run" &
+}
+
+# wait_kafka_node NAME: waits until a launched node has started.
+wait_kafka_node() {
+  local dir=$HERALD_STATE/$1
   kafka_started() { grep -q 'Kafka Server started' "$dir/server.log"; }
-  wait_for "Apache Kafka ($name; see $dir/server.log)" 90 kafka_started
+  wait_for "Apache Kafka ($1; see $dir/server.log)" 120 kafka_started
+}
+
+# start_kafka NAME PORT [fresh]: a one-node Apache Kafka (KRaft: broker and
+# controller in one process) on 127.0.0.1:PORT, its controller on PORT+1000,
+# data and log in $HERALD_STATE/NAME/ (server.log). With "fresh", earlier
+# data is deleted first; otherwise a node formatted before keeps its topics.
+start_kafka() {
+  local name=$1 port=$2 fresh=${3:-}
+  ensure_kafka
+  [ "$fresh" = fresh ] && rm -rf "${HERALD_STATE:?}/$name"
+  kafka_node "$name" 1 "$port" "1@127.0.0.1:$((port + 1000))" 1 "$(kafka_cluster_id)"
+  log "starting Apache Kafka $KAFKA_VERSION ($name) on 127.0.0.1:$port (log: $HERALD_STATE/$name/server.log)"
+  launch_kafka_node "$name"
+  wait_kafka_node "$name"
+}
+
+# start_kafka_cluster NAME PORT: a fresh three-node Apache Kafka cluster
+# (KRaft, each node a broker and a controller) on 127.0.0.1:PORT, PORT+1 and
+# PORT+2 (controllers 1000 above), every topic replicated three times with
+# min.insync.replicas 2. Node I (1-3, its node.id) is NAME-I: data and log in
+# $HERALD_STATE/NAME-I/, pid in $HERALD_STATE/NAME-I.pid. Writes
+# $HERALD_STATE/NAME.nodes, a line "ID HOST:PORT DIR" per node, which the
+# cluster tests read to find, kill and restart nodes.
+start_kafka_cluster() {
+  local name=$1 port=$2 cluster voters="" i
+  ensure_kafka
+  cluster=$(kafka_cluster_id)
+  for i in 1 2 3; do voters+="${voters:+,}$i@127.0.0.1:$((port + i - 1 + 1000))"; done
+  : >"$HERALD_STATE/$name.nodes"
+  for i in 1 2 3; do
+    rm -rf "${HERALD_STATE:?}/$name-$i"
+    kafka_node "$name-$i" "$i" "$((port + i - 1))" "$voters" 3 "$cluster"
+    echo "$i 127.0.0.1:$((port + i - 1)) $HERALD_STATE/$name-$i" >>"$HERALD_STATE/$name.nodes"
+  done
+  log "starting a three-node Apache Kafka $KAFKA_VERSION cluster ($name) on 127.0.0.1:$port-$((port + 2)) (logs: $HERALD_STATE/$name-*/server.log)"
+  for i in 1 2 3; do launch_kafka_node "$name-$i"; done
+  for i in 1 2 3; do wait_kafka_node "$name-$i"; done
+}
+
+# stop_kafka_cluster NAME: stops the nodes of start_kafka_cluster NAME.
+stop_kafka_cluster() {
+  local i
+  for i in 1 2 3; do stop_pidfile "$1-$i"; done
 }
 
 # start_broker NAME PORT [fresh]: the broker the scripts use, Apache Kafka.

@@ -155,7 +155,8 @@ fn stalled(h: &crate::intake::flow::PartitionHealth, stall_after: Duration, now:
 }
 
 /// Every assigned partition of every consumer: lag, events in flight and
-/// held, the oldest one's age, the last commit, and whether it stalled.
+/// held, the oldest one's age, the last commit, and whether it stalled; and
+/// the brokers each consumer's client sees, with their connection state.
 /// 200 when none stalled, 503 otherwise (for a probe that should page, not
 /// restart).
 async fn status(State(state): State<OpsState>) -> impl IntoResponse {
@@ -188,7 +189,26 @@ async fn status(State(state): State<OpsState>) -> impl IntoResponse {
                     })
                 })
                 .collect();
-            (name.to_string(), json!({ "partitions": partitions }))
+            let brokers: Vec<serde_json::Value> = flow
+                .brokers()
+                .get()
+                .iter()
+                .map(|b| {
+                    json!({
+                        "id": b.id,
+                        "address": b.address,
+                        "state": b.state,
+                        "unreachable": b.unreachable(),
+                        "seconds_in_state": b.for_time.as_secs(),
+                        "requests_waiting": b.waiting,
+                        "seconds_since_answer": b.silent.map(|s| s.as_secs()),
+                    })
+                })
+                .collect();
+            (
+                name.to_string(),
+                json!({ "partitions": partitions, "brokers": brokers }),
+            )
         })
         .collect();
     let body = json!({

@@ -1,5 +1,5 @@
 //! The callbacks librdkafka makes into a consumer: statistics (each
-//! partition's lag and health), errors, rebalances (draining revoked
+//! partition's lag and health, the brokers' connections), errors, rebalances (draining revoked
 //! partitions within a deadline, then committing what finished; setting the
 //! pause of each partition assigned) and commits.
 
@@ -85,6 +85,11 @@ impl ClientContext for IntakeContext {
                 self.flow.observe(&(Arc::from(name.as_str()), *id), observed);
             }
         }
+        let brokers = crate::intake::brokers::seen_in(&statistics);
+        let up = brokers.iter().filter(|b| b.up()).count();
+        let unreachable = brokers.iter().filter(|b| b.unreachable()).count();
+        self.telemetry.kafka_brokers(self.name, up, unreachable);
+        self.flow.brokers().set(brokers);
         if let Some(group) = &statistics.cgrp {
             if self.standby_when_up && group.state == "up" && group.stateage >= STANDBY_AFTER_UP_MS {
                 self.flow.joined_without_partitions();

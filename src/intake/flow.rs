@@ -36,6 +36,7 @@ use std::time::{Instant, SystemTime};
 
 use tokio::sync::Notify;
 
+use crate::intake::brokers::BrokerView;
 use crate::intake::position::{Observed, PartitionPosition};
 use crate::intake::progress::PartitionProgress;
 
@@ -177,6 +178,7 @@ pub struct Flow {
     wake: Notify,
     limits: FlowLimits,
     assigned_once: AtomicBool,
+    brokers: BrokerView,
 }
 
 /// Proof that an event was admitted; finish it when every delivery it caused
@@ -248,6 +250,7 @@ impl Flow {
             wake: Notify::new(),
             limits,
             assigned_once: AtomicBool::new(false),
+            brokers: BrokerView::default(),
         })
     }
 
@@ -278,6 +281,11 @@ impl Flow {
     /// did not change.
     pub fn joined_without_partitions(&self) {
         self.assigned_once.store(true, Ordering::Release);
+    }
+
+    /// The brokers as this consumer's client last saw them.
+    pub fn brokers(&self) -> &BrokerView {
+        &self.brokers
     }
 
     /// Whether the group has given this consumer an assignment (perhaps

@@ -7,6 +7,7 @@
 //! partitions; rebalances drain revoked partitions within a deadline; shutdown
 //! stops fetching, drains, commits and leaves the group.
 
+pub mod brokers;
 pub mod consumer;
 pub mod context;
 pub mod flow;

@@ -53,6 +53,7 @@ pub struct Metrics {
     pub revoke_abandoned_events: IntCounter,
     pub offset_commits: IntCounterVec,
     pub consumer_errors: IntCounter,
+    pub kafka_brokers: IntGaugeVec,
     pub consumer_lag: IntGaugeVec,
     pub oldest_unfinished: GaugeVec,
     pub in_flight_bytes: IntGaugeVec,
@@ -359,6 +360,14 @@ impl Metrics {
             ),
             offset_commits: counter_vec(r, "herald_offset_commits_total", "Offset commits by result.", &["result"]),
             consumer_errors: counter(r, "herald_consumer_errors_total", "Errors reported by the Kafka consumer."),
+            kafka_brokers: gauge_vec(
+                r,
+                "herald_kafka_brokers",
+                "The cluster's brokers as each consumer's client sees them, by state: up (connected), \
+                 unreachable (needed, and its connection is down or being set up again, or requests to it \
+                 have waited 10 s with no answer: a broker frozen or overloaded).",
+                &["consumer", "state"],
+            ),
             consumer_lag: gauge_vec(
                 r,
                 "herald_consumer_lag_messages",

@@ -260,6 +260,17 @@ impl Telemetry {
             .set(bytes as i64);
     }
 
+    /// How many of the cluster's brokers `consumer`'s client is connected
+    /// to, and how many it needs and cannot reach.
+    pub fn kafka_brokers(&self, consumer: &str, up: usize, unreachable: usize) {
+        for (state, n) in [("up", up), ("unreachable", unreachable)] {
+            self.metrics
+                .kafka_brokers
+                .with_label_values(&[consumer, state])
+                .set(n as i64);
+        }
+    }
+
     /// A partition is no longer assigned: its gauges disappear.
     pub fn partition_health_gone(&self, consumer: &str, topic: &str, partition: i32) {
         let partition = partition.to_string();

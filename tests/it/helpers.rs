@@ -27,7 +27,21 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// Brokers chosen by the test binary (the cluster tests), over
+/// `HERALD_TEST_BROKERS`.
+static BROKERS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Points every helper of this test binary at `brokers`.
+#[allow(dead_code)] // the cluster tests' (tests/cluster)
+pub fn use_brokers(brokers: &str) {
+    let chosen = BROKERS.get_or_init(|| brokers.to_owned());
+    assert_eq!(chosen, brokers, "one set of brokers per test binary");
+}
+
 pub fn brokers() -> String {
+    if let Some(chosen) = BROKERS.get() {
+        return chosen.clone();
+    }
     std::env::var("HERALD_TEST_BROKERS").expect(
         "HERALD_TEST_BROKERS is not set: run the suite with scripts/test, which starts a broker, \
          or point it at a Kafka-compatible broker",
@@ -413,6 +427,12 @@ impl RunningApp {
         metric_value(&self.metrics().await, series)
     }
 
+    /// Herald is still running: it has not stopped or failed on its own.
+    #[allow(dead_code)] // the cluster tests' (tests/cluster)
+    pub fn is_running(&self) -> bool {
+        !self.handle.is_finished()
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.handle.await.expect("app task").expect("app stops cleanly");
@@ -774,22 +794,29 @@ pub async fn read_topic(topic: &str, n: usize, timeout: Duration) -> Vec<ReadRec
 
 /// The group's committed offset per partition of `topic` (-1001 when none).
 pub async fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    try_committed(group, topic, partitions)
+        .await
+        .expect("the group's committed offsets")
+}
+
+/// [`committed`], `None` while the cluster cannot say (a broker failing).
+pub async fn try_committed(group: &str, topic: &str, partitions: i32) -> Option<Vec<i64>> {
     let (group, topic) = (group.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers())
             .set("group.id", &group)
             .create()
-            .unwrap();
+            .ok()?;
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {
             tpl.add_partition(&topic, p);
         }
-        let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+        let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).ok()?;
         (0..partitions)
-            .map(|p| match committed.find_partition(&topic, p).unwrap().offset() {
-                Offset::Offset(o) => o,
-                _ => -1001,
+            .map(|p| match committed.find_partition(&topic, p)?.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => Some(-1001),
             })
             .collect()
     })
@@ -799,14 +826,23 @@ pub async fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
 
 /// The end offset of each partition of `topic`.
 pub async fn end_offsets(topic: &str, partitions: i32) -> Vec<i64> {
+    try_end_offsets(topic, partitions)
+        .await
+        .expect("the topic's end offsets")
+}
+
+/// [`end_offsets`], `None` while the cluster cannot say.
+pub async fn try_end_offsets(topic: &str, partitions: i32) -> Option<Vec<i64>> {
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .create()
-            .unwrap();
+        let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers()).create().ok()?;
         (0..partitions)
-            .map(|p| consumer.fetch_watermarks(&topic, p, Duration::from_secs(10)).unwrap().1)
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                    .ok()
+                    .map(|w| w.1)
+            })
             .collect()
     })
     .await

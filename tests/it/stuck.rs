@@ -81,6 +81,14 @@ async fn a_stuck_partition_shows_its_lag_and_an_ageing_event_while_its_commit_st
         partition["stalled"].as_str().unwrap().contains("in flight for"),
         "{partition}"
     );
+    // The broker is fine: named, connected, not what holds the partition.
+    let broker = &body["consumers"]["source"]["brokers"][0];
+    assert_eq!(broker["address"], brokers(), "{body}");
+    assert_eq!(
+        (&broker["state"], &broker["unreachable"]),
+        (&"UP".into(), &false.into()),
+        "{broker}"
+    );
     // Liveness and readiness are not about progress.
     assert_eq!(
         reqwest::get(format!("http://{}/readyz", app.ops))
