@@ -136,6 +136,9 @@ share.coordinator.state.topic.min.isr=$isr
 # A new group's first members are assigned at once (default 3 s, for
 # groups of many members starting together).
 group.initial.rebalance.delay.ms=0
+# Retention is enforced within seconds (default: checked every 5 minutes),
+# so that tests can watch records expire.
+log.retention.check.interval.ms=1000
 PROPS
   if [ ! -f "$dir/data/meta.properties" ]; then
     kafka_java -Dlog4j2.configurationFile="$ROOT/scripts/kafka/log4j2.xml" -Dkafka.logs.dir="$dir" \

@@ -38,7 +38,7 @@ use crate::intake::hold::{record_size, Held, Holding, Timing, Waiting};
 use crate::intake::offsets::{Offsets, Seen};
 use crate::intake::watchdog::{self, Answer, Finding, Sight, Watchdog};
 use crate::intake::Dispatch;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Expired, Telemetry};
 
 /// What one consumer reads, and whether it holds records until due.
 pub struct ConsumerSpec {
@@ -248,9 +248,11 @@ impl Intake {
     }
 
     /// Whether `record` is to be worked on: not a copy of one already handed
-    /// over. In the wait topics, also reports records deleted before they
-    /// were read: skipped offsets, or a first record past the group's
-    /// committed offset.
+    /// over. Also reports records deleted before they were read: in the wait
+    /// topics, skipped offsets (Herald's idempotent producer leaves none);
+    /// in every topic, a group's committed offset behind the log start when
+    /// a partition's first record arrives (source topics may have gaps of
+    /// their own: transaction markers, compaction).
     fn check_offset(&mut self, record: &SourceRecord) -> bool {
         let tp: Tp = (record.topic.clone(), record.partition);
         let generation = self.flow.generation(&tp);
@@ -261,28 +263,42 @@ impl Intake {
             }
             Seen::Gap { from, to } if self.hold.is_some() => {
                 self.telemetry
-                    .retry_records_expired(&record.topic, record.partition, from, to)
+                    .records_expired(Expired::Retries, &record.topic, record.partition, from, to)
             }
-            Seen::First if self.hold.is_some() => self.check_committed(tp, record.offset),
+            Seen::First => self.check_committed(tp, record.offset),
             _ => {}
         }
         true
     }
 
-    /// Compares the first record read of a partition with the group's
-    /// committed offset (off the loop): records between them were deleted.
+    /// Compares the group's committed offset of a partition whose first
+    /// record arrived with the partition's log start (off the loop): the
+    /// records between them were deleted before they were read, and the
+    /// client skipped them (`auto.offset.reset`).
     fn check_committed(&self, tp: Tp, first: i64) {
         let (consumer, telemetry) = (self.consumer.clone(), self.telemetry.clone());
+        let (waits, name) = (self.hold.is_some(), self.name);
         tokio::task::spawn_blocking(move || {
             let committed =
                 consumer.committed_offsets(partitions_tpl(std::slice::from_ref(&tp)), Duration::from_secs(10));
             let offset = committed
                 .ok()
                 .and_then(|tpl| tpl.find_partition(&tp.0, tp.1).map(|e| e.offset()));
-            if let Some(Offset::Offset(committed)) = offset {
-                if committed < first {
-                    telemetry.retry_records_expired(&tp.0, tp.1, committed, first);
-                }
+            let Some(Offset::Offset(committed)) = offset else {
+                return;
+            };
+            if committed >= first {
+                return;
+            }
+            // Where the log starts now; read after the first record, so at
+            // most that record's offset unless more expired since.
+            let log_start = match consumer.fetch_watermarks(&tp.0, tp.1, Duration::from_secs(10)) {
+                Ok((low, _)) => low.min(first),
+                Err(e) => return telemetry.expiry_check_failed(name, &tp.0, tp.1, &e),
+            };
+            if committed < log_start {
+                let of = if waits { Expired::Retries } else { Expired::Events };
+                telemetry.records_expired(of, &tp.0, tp.1, committed, log_start);
             }
         });
     }

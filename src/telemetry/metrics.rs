@@ -32,6 +32,7 @@ pub struct Metrics {
     pub retry_records_out_of_order: IntGauge,
     pub retry_requeued: IntCounterVec,
     pub retry_records_expired: IntCounterVec,
+    pub source_records_expired: IntCounterVec,
     pub redrives: IntCounter,
     pub failure_record_downgrades: IntCounterVec,
     pub failure_records_unwritable: IntCounter,
@@ -261,6 +262,13 @@ impl Metrics {
                  retries lost. The topic's retention.ms is shorter than the schedule needs.",
                 &["topic"],
             ),
+            source_records_expired: counter_vec(
+                r,
+                "herald_source_records_expired_total",
+                "Records of a source topic deleted by retention before Herald read them (the group's committed \
+                 offset was behind the partition's log start when it was assigned): events never delivered.",
+                &["topic"],
+            ),
             redrives: counter(
                 r,
                 "herald_redrives_total",
@@ -469,6 +477,7 @@ impl Metrics {
         for topic in topics {
             m.events_consumed.with_label_values(&[topic]);
             m.events_unmatched.with_label_values(&[topic]);
+            m.source_records_expired.with_label_values(&[topic]);
         }
         for outcome in OUTCOMES {
             m.delivery_duration.with_label_values(&[outcome]);

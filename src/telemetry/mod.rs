@@ -60,6 +60,15 @@ pub struct PartitionGauges {
     pub last_commit: std::time::SystemTime,
 }
 
+/// Whose records retention deleted before they were read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    /// A wait topic's (a retry tier, the redrive topic): retries lost.
+    Retries,
+    /// A source topic's: events never delivered.
+    Events,
+}
+
 /// The reporting handle passed to every stage: each named event becomes a
 /// metric and, where people need it, a log line.
 #[derive(Clone)]
@@ -192,6 +201,20 @@ impl Telemetry {
     pub fn progress_check_failed(&self, consumer: &str, error: &dyn std::fmt::Display) {
         self.metrics.consumer_errors.inc();
         warn!(consumer, %error, "progress check could not read the partitions' offsets; the next check tries again");
+    }
+
+    /// Where a partition's log starts could not be read when its first
+    /// record arrived behind the committed offset.
+    pub fn expiry_check_failed(&self, consumer: &str, topic: &str, partition: i32, error: &dyn std::fmt::Display) {
+        self.metrics.consumer_errors.inc();
+        warn!(
+            consumer,
+            topic,
+            partition,
+            %error,
+            "could not read where the partition's log starts: records deleted by retention before they were \
+             read, if any, go uncounted"
+        );
     }
 
     /// The group refused this member: its members speak another protocol
@@ -452,17 +475,30 @@ impl Telemetry {
         error!(%error, "the Kafka producer failed fatally and could not be replaced; retrying");
     }
 
-    /// Records of `topic` expired (deleted by retention) before they were read.
-    pub fn retry_records_expired(&self, topic: &str, partition: i32, from: i64, to: i64) {
+    /// Records of `topic` were deleted by retention before they were read:
+    /// offsets `from` up to the log start `to`.
+    pub fn records_expired(&self, of: Expired, topic: &str, partition: i32, from: i64, to: i64) {
         let n = (to - from).max(0) as u64;
-        self.metrics.retry_records_expired.with_label_values(&[topic]).inc_by(n);
+        let (counter, what) = match of {
+            Expired::Retries => (
+                &self.metrics.retry_records_expired,
+                "records expired before they were read: retention deleted them; raise the topic's retention.ms",
+            ),
+            Expired::Events => (
+                &self.metrics.source_records_expired,
+                "source records expired before they were read: retention deleted them, and their events were \
+                 never delivered; replay them from where the publisher keeps them, and keep records longer than \
+                 Herald may be stopped",
+            ),
+        };
+        counter.with_label_values(&[topic]).inc_by(n);
         error!(
             topic,
             partition,
             expired = n,
             from_offset = from,
             log_start = to,
-            "records expired before they were read: retention deleted them; raise the topic's retention.ms"
+            "{what}"
         );
     }
 

@@ -427,6 +427,16 @@ impl RunningApp {
         metric_value(&self.metrics().await, series)
     }
 
+    /// Waits until the metric `series` reads `value`.
+    pub async fn wait_metric(&self, series: &str, value: f64) {
+        eventually(
+            Duration::from_secs(30),
+            &format!("{series} to read {value}"),
+            || async { (self.metric(series).await == value).then_some(()) },
+        )
+        .await
+    }
+
     /// Herald is still running: it has not stopped or failed on its own.
     #[allow(dead_code)] // the cluster tests' (tests/cluster)
     pub fn is_running(&self) -> bool {

@@ -193,10 +193,7 @@ async fn the_lag_of_a_tier_partition_paused_behind_a_held_retry_counts_what_was_
     })
     .await;
     let series = format!(r#"herald_consumer_lag_messages{{consumer="retry",partition="0",topic="{tier}"}}"#);
-    eventually(Duration::from_secs(20), "the tier's lag to count all three", || async {
-        (app.metric(&series).await == 3.0).then_some(())
-    })
-    .await;
+    app.wait_metric(&series, 3.0).await;
     app.stop().await;
 }
 

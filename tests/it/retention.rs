@@ -1,6 +1,9 @@
 //! Retention follows the schedule: topics Herald creates keep records as
 //! long as they may wait, and a topic that would let a retry expire stops
-//! Herald at start (and `herald check-config --broker` says so).
+//! Herald at start (and `herald check-config --broker` says so). Records
+//! that retention deletes before Herald reads them anyway (a topic changed
+//! behind its back, an outage longer than a source keeps records) are
+//! counted, by topic, never skipped in silence.
 
 use std::time::Duration;
 
@@ -9,6 +12,8 @@ use herald::Application;
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::*;
+
+const EVENT: &str = r#"{"event":"invoice.paid","version":"0","time":1740133769000}"#;
 
 fn kafka() -> herald::config::KafkaConfig {
     herald::config::Config::from_toml_overlay(&format!("[kafka]\nbrokers = \"{}\"", brokers()))
@@ -196,4 +201,135 @@ fn herald_cli(config_toml: &str, args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .unwrap()
+}
+
+/// Sets `topic`'s retention (and segment roll) to `retention`, replacing
+/// the other settings it was given.
+async fn set_retention(topic: &str, retention: Duration) {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let ms = retention.as_millis().to_string();
+    let segment = retention.min(Duration::from_secs(3600)).as_millis().to_string();
+    let config = AlterConfig::new(ResourceSpecifier::Topic(topic))
+        .set("retention.ms", &ms)
+        .set("segment.ms", &segment)
+        .set("cleanup.policy", "delete");
+    let result = admin.alter_configs(&[config], &AdminOptions::new()).await.unwrap();
+    assert!(result.iter().all(Result::is_ok), "{result:?}");
+}
+
+/// Has the broker delete what `topic`'s one partition holds while Herald is
+/// stopped, as a retention shorter than the outage does: a second's
+/// retention, then `roll` writes one more record (a new segment, so the old
+/// one can go). Waits until the log starts at that record, then gives the
+/// topic back a day's retention.
+async fn expire_all_but_one(topic: &str, roll: impl std::future::Future<Output = ()>) {
+    set_retention(topic, Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    roll.await;
+    let end = end_offsets(topic, 1).await[0];
+    eventually(
+        Duration::from_secs(60),
+        "retention to delete the old segment",
+        || async {
+            let low = tokio::task::spawn_blocking({
+                let topic = topic.to_owned();
+                move || {
+                    use rdkafka::consumer::{BaseConsumer, Consumer};
+                    let client: BaseConsumer = rdkafka::ClientConfig::new()
+                        .set("bootstrap.servers", brokers())
+                        .create()
+                        .unwrap();
+                    client
+                        .fetch_watermarks(&topic, 0, Duration::from_secs(10))
+                        .ok()
+                        .map(|w| w.0)
+                }
+            })
+            .await
+            .unwrap()?;
+            (low == end - 1).then_some(())
+        },
+    )
+    .await;
+    set_retention(topic, Duration::from_secs(86_400)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_deleted_by_retention_before_they_were_read_are_counted_by_topic() {
+    let env = TestEnv::new("expire-tier", &["events"], 1)
+        .await
+        .with_tiers(&[Tier::after_ms(500)])
+        .await;
+    let tier = env.tiers[0].0.clone();
+    let receiver = TestReceiver::start(failing(1, 503, None)).await;
+    env.store()
+        .await
+        .put(&webhook("flaky", &receiver.url("/"), &["*"]))
+        .await
+        .unwrap();
+    let publisher = Publisher::new();
+    let app = env.spawn("").await;
+    let series = format!(r#"herald_retry_records_expired_total{{topic="{tier}"}}"#);
+    // At 0 from the start, so that the alert's increase() sees the rise.
+    assert_eq!(app.metric(&series).await, 0.0);
+    publisher.json(env.topic(), EVENT).await;
+    receiver.wait_for(2, Duration::from_secs(30)).await;
+    eventually(
+        Duration::from_secs(20),
+        "the retry group to commit its retry",
+        || async { (committed(&format!("{}.retry", env.group), &tier, 1).await == [1]).then_some(()) },
+    )
+    .await;
+    app.stop().await;
+
+    // Five records reach the tier while Herald is stopped, and retention
+    // deletes them.
+    for n in 0..5 {
+        publisher.json(&tier, &format!(r#"{{"expired":{n}}}"#)).await;
+    }
+    expire_all_but_one(&tier, publisher.json(&tier, r#"{"kept":true}"#)).await;
+
+    let app = env.spawn("").await;
+    app.wait_metric(&series, 5.0).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_records_deleted_by_retention_before_they_were_read_are_counted_by_topic() {
+    let env = TestEnv::new("expire-source", &["events"], 1).await;
+    let receiver = receiving_all(&env, "all").await;
+    let publisher = Publisher::new();
+    let event = |n: usize| format!(r#"{{"event":"invoice.paid","version":"0","n":{n}}}"#);
+    let app = env.spawn("").await;
+    let series = format!(r#"herald_source_records_expired_total{{topic="{}"}}"#, env.topic());
+    assert_eq!(app.metric(&series).await, 0.0);
+    publisher.json(env.topic(), &event(0)).await;
+    receiver.wait_for(1, Duration::from_secs(30)).await;
+    eventually(Duration::from_secs(20), "the group to commit the event", || async {
+        (committed(&env.group, env.topic(), 1).await == [1]).then_some(())
+    })
+    .await;
+    app.stop().await;
+
+    // Herald is stopped longer than the source keeps records.
+    for n in 1..=5 {
+        publisher.json(env.topic(), &event(n)).await;
+    }
+    expire_all_but_one(env.topic(), publisher.json(env.topic(), &event(6))).await;
+
+    let app = env.spawn("").await;
+    let got = receiver.wait_for(2, Duration::from_secs(30)).await;
+    assert!(String::from_utf8_lossy(&got[1].body).contains(r#""n":6"#));
+    app.wait_metric(&series, 5.0).await;
+    assert_eq!(
+        receiver.count(),
+        2,
+        "events 1-5 were deleted before Herald could read them"
+    );
+    app.stop().await;
 }
