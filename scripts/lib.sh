@@ -98,16 +98,19 @@ while True:
 print(i)'
 }
 
-# kafka_node NAME NODE_ID PORT VOTERS REPLICAS CLUSTER_ID: prepares one
+# kafka_node NAME NODE_ID PORT VOTERS REPLICAS CLUSTER_ID [EXTRA [FORMAT_ARGS]]: prepares one
 # KRaft node (broker and controller in one process) in $HERALD_STATE/NAME/:
 # its server.properties, its data formatted when new, and an executable
 # NAME/run that starts it in the foreground and writes its pid to
 # $HERALD_STATE/NAME.pid (tests run it again to restart a node they killed).
 # The controller listens on PORT+1000; VOTERS is the quorum
 # (id@host:port,...); REPLICAS is the replication factor of every topic
-# (min.insync.replicas one less, at least 1).
+# (min.insync.replicas one less, at least 1). EXTRA are more properties
+# (later ones win), FORMAT_ARGS more arguments to the storage format (SCRAM
+# credentials).
 kafka_node() {
-  local name=$1 id=$2 port=$3 voters=$4 replicas=$5 cluster=$6
+  local name=$1 id=$2 port=$3 voters=$4 replicas=$5 cluster=$6 extra=${7:-} format_args=()
+  [ -n "${8:-}" ] && read -r -a format_args <<<"$8"
   local dir=$HERALD_STATE/$1 cport=$(($3 + 1000)) isr=$(($5 > 1 ? $5 - 1 : 1))
   if port_open 127.0.0.1 "$port" || port_open 127.0.0.1 "$cport"; then
     die "port $port or $cport is taken (a broker left running? its pid file is $HERALD_STATE/$name.pid); \
@@ -139,10 +142,11 @@ group.initial.rebalance.delay.ms=0
 # Retention is enforced within seconds (default: checked every 5 minutes),
 # so that tests can watch records expire.
 log.retention.check.interval.ms=1000
+$extra
 PROPS
   if [ ! -f "$dir/data/meta.properties" ]; then
     kafka_java -Dlog4j2.configurationFile="$ROOT/scripts/kafka/log4j2.xml" -Dkafka.logs.dir="$dir" \
-      kafka.tools.StorageTool format --cluster-id="$cluster" -c "$dir/server.properties" >"$dir/format.log" 2>&1 \
+      kafka.tools.StorageTool format --cluster-id="$cluster" -c "$dir/server.properties" "${format_args[@]}" >"$dir/format.log" 2>&1 \
       || { cat "$dir/format.log" >&2; die "formatting the Kafka node $name failed"; }
   fi
   cat >"$dir/run" <<RUN
@@ -166,9 +170,16 @@ launch_kafka_node() {
 
 # wait_kafka_node NAME: waits until a launched node has started.
 wait_kafka_node() {
-  local dir=$HERALD_STATE/$1
-  kafka_started() { grep -q 'Kafka Server started' "$dir/server.log"; }
-  wait_for "Apache Kafka ($1; see $dir/server.log)" 120 kafka_started
+  local dir=$HERALD_STATE/$1 pidfile=$HERALD_STATE/$1.pid deadline=$((SECONDS + 120))
+  until grep -q 'Kafka Server started' "$dir/server.log" 2>/dev/null; do
+    # A node that exited will not start: say why at once.
+    if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+      grep -E 'ERROR|Exception' "$dir/server.log" | head -5 >&2
+      die "Apache Kafka ($1) exited while starting; see $dir/server.log"
+    fi
+    [ $SECONDS -lt $deadline ] || die "Apache Kafka ($1) did not start within 120s; see $dir/server.log"
+    sleep 0.2
+  done
 }
 
 # start_kafka NAME PORT [fresh]: a one-node Apache Kafka (KRaft: broker and
@@ -181,6 +192,68 @@ start_kafka() {
   [ "$fresh" = fresh ] && rm -rf "${HERALD_STATE:?}/$name"
   kafka_node "$name" 1 "$port" "1@127.0.0.1:$((port + 1000))" 1 "$(kafka_cluster_id)"
   log "starting Apache Kafka $KAFKA_VERSION ($name) on 127.0.0.1:$port (log: $HERALD_STATE/$name/server.log)"
+  launch_kafka_node "$name"
+  wait_kafka_node "$name"
+}
+
+# make_test_ca DIR: a test certificate authority and a broker certificate it
+# signed for 127.0.0.1 and localhost, made with the JDK's keytool, in DIR:
+# ca.pem (what clients trust), broker.p12 (the broker's key and chain, store
+# password "changeit"), and other-ca.pem, a CA that signed nothing of it.
+make_test_ca() {
+  local dir=$1 pass=changeit
+  mkdir -p "$dir"
+  rm -f "$dir"/*.p12 "$dir"/*.pem
+  kt() { keytool "$@" -storepass "$pass" -storetype PKCS12 >/dev/null 2>&1; }
+  kt -genkeypair -alias ca -keyalg RSA -keysize 2048 -validity 3650 -dname "CN=Herald test CA" \
+    -ext bc:c -keystore "$dir/ca.p12"
+  kt -genkeypair -alias ca -keyalg RSA -keysize 2048 -validity 3650 -dname "CN=Another test CA" \
+    -ext bc:c -keystore "$dir/other-ca.p12"
+  keytool -exportcert -rfc -alias ca -keystore "$dir/ca.p12" -storepass "$pass" >"$dir/ca.pem" 2>/dev/null
+  keytool -exportcert -rfc -alias ca -keystore "$dir/other-ca.p12" -storepass "$pass" >"$dir/other-ca.pem" 2>/dev/null
+  kt -genkeypair -alias broker -keyalg RSA -keysize 2048 -validity 3650 -dname "CN=localhost" \
+    -ext "SAN=ip:127.0.0.1,dns:localhost" -keystore "$dir/broker.p12"
+  keytool -certreq -alias broker -keystore "$dir/broker.p12" -storepass "$pass" 2>/dev/null \
+    | keytool -gencert -alias ca -keystore "$dir/ca.p12" -storepass "$pass" -rfc -validity 3650 \
+      -ext "SAN=ip:127.0.0.1,dns:localhost" >"$dir/broker.pem" 2>/dev/null
+  kt -importcert -noprompt -alias ca -file "$dir/ca.pem" -keystore "$dir/broker.p12"
+  kt -importcert -alias broker -file "$dir/broker.pem" -keystore "$dir/broker.p12"
+  [ -s "$dir/ca.pem" ] && [ -s "$dir/other-ca.pem" ] && [ -s "$dir/broker.pem" ] \
+    || die "making the test certificates in $dir failed"
+}
+
+# start_secure_kafka NAME PORT: a fresh one-node Apache Kafka whose clients
+# must authenticate and are authorized by ACLs (StandardAuthorizer, nothing
+# allowed without an ACL), with a test CA of its own (make_test_ca, in
+# $HERALD_STATE/NAME/tls). Listeners on 127.0.0.1:
+#   PORT    PLAINTEXT, a super user: for tests to set up topics and ACLs
+#   PORT+1  SASL_PLAINTEXT (SCRAM-SHA-512)
+#   PORT+2  SSL (TLS, no client certificate)
+#   PORT+3  SASL_SSL (SCRAM-SHA-512 over TLS)
+# SCRAM users: herald / herald-password (no ACLs until a test grants them).
+start_secure_kafka() {
+  local name=$1 port=$2 dir=$HERALD_STATE/$1
+  ensure_kafka
+  rm -rf "${HERALD_STATE:?}/$name"
+  make_test_ca "$dir/tls"
+  local extra
+  extra="listeners=PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$((port + 1)),SSL://127.0.0.1:$((port + 2)),SASL_SSL://127.0.0.1:$((port + 3)),CONTROLLER://127.0.0.1:$((port + 1000))
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$((port + 1)),SSL://127.0.0.1:$((port + 2)),SASL_SSL://127.0.0.1:$((port + 3))
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$dir/tls/broker.p12
+ssl.keystore.password=changeit
+ssl.key.password=changeit
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+# The plaintext listener and the controller (loopback only) are trusted.
+super.users=User:ANONYMOUS"
+  kafka_node "$name" 1 "$port" "1@127.0.0.1:$((port + 1000))" 1 "$(kafka_cluster_id)" "$extra" \
+    "--add-scram SCRAM-SHA-512=[name=herald,password=herald-password]"
+  log "starting a secured Apache Kafka $KAFKA_VERSION ($name) on 127.0.0.1:$port-$((port + 3)) (log: $dir/server.log)"
   launch_kafka_node "$name"
   wait_kafka_node "$name"
 }

@@ -309,24 +309,6 @@ mod tests {
     }
 
     #[test]
-    fn tls_and_sasl_clusters_are_supported() {
-        let mut config = crate::config::Config::from_toml_overlay("").unwrap().kafka;
-        for (k, v) in [
-            ("security.protocol", "SASL_SSL"),
-            ("sasl.mechanisms", "SCRAM-SHA-512"),
-            ("sasl.username", "herald"),
-            ("sasl.password", "secret"),
-        ] {
-            config.properties.insert(k.into(), v.into());
-        }
-        // Creating a client checks the properties; no connection is made.
-        let consumer: Result<BaseConsumer, _> = consumer_config(&config, "g").create();
-        assert!(consumer.is_ok(), "{:?}", consumer.err());
-        let producer: Result<rdkafka::producer::BaseProducer, _> = producer_config(&config).create();
-        assert!(producer.is_ok(), "{:?}", producer.err());
-    }
-
-    #[test]
     fn produce_errors_are_classified() {
         use rdkafka::error::KafkaError;
         let e = |code| classify_produce_error(&KafkaError::MessageProduction(code));

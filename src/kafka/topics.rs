@@ -38,11 +38,18 @@ impl TopicSpec {
 /// A topic that is missing, could not be created, or would lose records.
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {
-    #[error("cannot read cluster metadata from {brokers}: {source}")]
+    #[error(
+        "cannot read cluster metadata from {brokers}: {source}{}",
+        heard.as_deref().map(|h| format!("; the client reported: {h}")).unwrap_or_default()
+    )]
     Metadata {
         brokers: String,
         #[source]
         source: rdkafka::error::KafkaError,
+        /// The last error the client reported while trying: why it could
+        /// not connect (authentication, a certificate), which the request
+        /// itself only reports as a transport failure.
+        heard: Option<Box<str>>,
     },
     #[error("topic `{0}` does not exist; create it, or set kafka.create_missing_topics = true")]
     Missing(String),
@@ -221,6 +228,7 @@ pub async fn create_topics_with(config: &KafkaConfig, topics: &[TopicSpec], part
     let admin: AdminClient<DefaultClientContext> = base(config).create().map_err(|e| TopicError::Metadata {
         brokers: config.brokers.clone(),
         source: e,
+        heard: None,
     })?;
     let retention: Vec<Option<String>> = topics
         .iter()
@@ -259,19 +267,54 @@ pub async fn create_topics_with(config: &KafkaConfig, topics: &[TopicSpec], part
     Ok(())
 }
 
+/// A client context keeping the last error librdkafka reported: why a
+/// connection failed (a refused password, an untrusted certificate) is said
+/// only there, while the request that needed the connection fails as a
+/// transport failure.
+#[derive(Default)]
+struct Heard(std::sync::Mutex<Option<String>>);
+
+impl Heard {
+    fn last(&self) -> Option<Box<str>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_deref()
+            .map(Box::from)
+    }
+}
+
+impl rdkafka::ClientContext for Heard {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::debug!(%error, reason, "Kafka client error while reading metadata");
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_owned());
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Heard {}
+
 /// Those of `topics` the cluster does not have.
 pub async fn missing_topics(config: &KafkaConfig, topics: &[&str]) -> Result<Vec<String>, TopicError> {
     let cc = base(config);
     let brokers = config.brokers.clone();
     let wanted: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = cc.create().map_err(|e| TopicError::Metadata {
-            brokers: brokers.clone(),
-            source: e,
+        let consumer: BaseConsumer<Heard> =
+            cc.create_with_context(Heard::default())
+                .map_err(|e| TopicError::Metadata {
+                    brokers: brokers.clone(),
+                    source: e,
+                    heard: None,
+                })?;
+        let metadata = consumer.fetch_metadata(None, Duration::from_secs(15)).map_err(|e| {
+            // The client reports its errors as it is polled.
+            let _ = consumer.poll(Duration::from_millis(100));
+            TopicError::Metadata {
+                brokers,
+                source: e,
+                heard: consumer.context().last(),
+            }
         })?;
-        let metadata = consumer
-            .fetch_metadata(None, Duration::from_secs(15))
-            .map_err(|e| TopicError::Metadata { brokers, source: e })?;
         let present: Vec<&str> = metadata
             .topics()
             .iter()
@@ -329,6 +372,7 @@ pub async fn raise_retention(config: &KafkaConfig, topics: &[TopicSpec]) -> Resu
     let admin: AdminClient<DefaultClientContext> = base(config).create().map_err(|e| TopicError::Metadata {
         brokers: config.brokers.clone(),
         source: e,
+        heard: None,
     })?;
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(15)));
     let specifiers: Vec<ResourceSpecifier<'_>> = checked.iter().map(|t| ResourceSpecifier::Topic(&t.name)).collect();

@@ -321,6 +321,22 @@ pub async fn receiving_all(env: &TestEnv, id: &str) -> TestReceiver {
     receiver
 }
 
+/// A test's topics with one retry tier of `tier_ms`, and a webhook `flaky`
+/// (every event) whose receiver answers 503 to each first attempt.
+pub async fn failing_once(name: &str, tier_ms: u64) -> (TestEnv, TestReceiver) {
+    let env = TestEnv::new(name, &["events"], 1)
+        .await
+        .with_tiers(&[Tier::after_ms(tier_ms)])
+        .await;
+    let receiver = TestReceiver::start(failing(1, 503, None)).await;
+    env.store()
+        .await
+        .put(&webhook("flaky", &receiver.url("/"), &["*"]))
+        .await
+        .unwrap();
+    (env, receiver)
+}
+
 /// A webhook with one fresh secret, active, subscribed to `events`.
 pub fn webhook(id: &str, url: &str, events: &[&str]) -> Webhook {
     Webhook::new(id, &format!("{id} test webhook"), url, events)

@@ -16,22 +16,6 @@ use crate::helpers::*;
 
 const EVENT: &str = r#"{"event":"invoice.paid","version":"0","time":1740133769000}"#;
 
-/// A test's topics with one retry tier of `tier_ms`, and a webhook `flaky`
-/// (every event) whose receiver answers 503 to each first attempt.
-async fn failing_once(name: &str, tier_ms: u64) -> (TestEnv, TestReceiver) {
-    let env = TestEnv::new(name, &["events"], 1)
-        .await
-        .with_tiers(&[Tier::after_ms(tier_ms)])
-        .await;
-    let receiver = TestReceiver::start(failing(1, 503, None)).await;
-    env.store()
-        .await
-        .put(&webhook("flaky", &receiver.url("/"), &["*"]))
-        .await
-        .unwrap();
-    (env, receiver)
-}
-
 /// The overlay choosing the assignor; empty for Herald's default.
 fn assignor(name: Option<&str>) -> String {
     match name {

@@ -261,17 +261,8 @@ async fn expire_all_but_one(topic: &str, roll: impl std::future::Future<Output =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_deleted_by_retention_before_they_were_read_are_counted_by_topic() {
-    let env = TestEnv::new("expire-tier", &["events"], 1)
-        .await
-        .with_tiers(&[Tier::after_ms(500)])
-        .await;
+    let (env, receiver) = failing_once("expire-tier", 500).await;
     let tier = env.tiers[0].0.clone();
-    let receiver = TestReceiver::start(failing(1, 503, None)).await;
-    env.store()
-        .await
-        .put(&webhook("flaky", &receiver.url("/"), &["*"]))
-        .await
-        .unwrap();
     let publisher = Publisher::new();
     let app = env.spawn("").await;
     let series = format!(r#"herald_retry_records_expired_total{{topic="{tier}"}}"#);
