@@ -155,6 +155,17 @@ impl FailureSink {
                     self.telemetry.failure_record_downgraded("lean", topic, &error);
                     wire = Wire::Letter(Size::Lean);
                 }
+                (ProduceError::TooLarge, Wire::Letter(Size::Lean)) | (ProduceError::Invalid, Wire::Letter(_))
+                    if letter.destination != Destination::DeadLetter =>
+                {
+                    // The tier or redrive topic takes no such record (its own
+                    // max.message.bytes or policy): the dead-letter topic may,
+                    // whole, before anything is dropped.
+                    self.telemetry.failure_record_downgraded("dead_letter", topic, &error);
+                    letter.detail = format!("{} (not retried: `{topic}` refused the record: {error})", letter.detail);
+                    letter.destination = Destination::DeadLetter;
+                    wire = Wire::Letter(Size::Full);
+                }
                 (ProduceError::TooLarge, Wire::Letter(Size::Lean)) | (ProduceError::Invalid, Wire::Letter(_)) => {
                     self.telemetry.failure_record_downgraded("stub", topic, &error);
                     wire = Wire::Stub(error.to_string());

@@ -136,14 +136,12 @@ async fn a_record_too_large_for_the_retry_topic_is_dead_lettered_as_a_stub_and_t
         (committed(&env.group, env.topic(), 1).await == [2]).then_some(())
     })
     .await;
-    assert_eq!(
-        app.metric(r#"herald_failure_record_downgrades_total{to="lean"}"#).await,
-        1.0
-    );
-    assert_eq!(
-        app.metric(r#"herald_failure_record_downgrades_total{to="stub"}"#).await,
-        1.0
-    );
+    // Lean in the tier, whole then lean in the dead-letter topic (the
+    // producer's limit is everyone's), then the stub.
+    let downgrades = |to: &str| format!(r#"herald_failure_record_downgrades_total{{to="{to}"}}"#);
+    assert_eq!(app.metric(&downgrades("lean")).await, 2.0);
+    assert_eq!(app.metric(&downgrades("dead_letter")).await, 1.0);
+    assert_eq!(app.metric(&downgrades("stub")).await, 1.0);
     assert_eq!(big.count(), 1);
     app.stop().await;
 }
@@ -467,5 +465,53 @@ async fn a_stub_the_broker_still_refuses_is_final_counted_and_committed_past() {
     .await;
     assert_eq!(app.metric("herald_failure_records_unwritable_total").await, 1.0);
     assert!(read_topic(&env.dlq, 1, Duration::from_secs(2)).await.is_empty());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_too_large_for_its_tier_topic_alone_is_dead_lettered_whole() {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    let (env, receiver) = failing_once("tier-limit", 500).await;
+    let tier = env.tiers[0].0.clone();
+    // The broker takes records of up to 4,000 bytes in the tier topic only.
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let alter = AlterConfig::new(ResourceSpecifier::Topic(&tier))
+        .set("max.message.bytes", "4000")
+        .set("retention.ms", "86400000");
+    for result in admin.alter_configs(&[alter], &AdminOptions::new()).await.unwrap() {
+        result.unwrap();
+    }
+    let app = env.spawn("").await;
+    // Random hex: about 8,000 bytes however the producer compresses it.
+    let pad: String = (0..8000).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+    let event = format!(r#"{{"event":"big.thing","version":"0","pad":"{pad}"}}"#);
+    Publisher::new().json(env.topic(), &event).await;
+    receiver.wait_for(1, Duration::from_secs(30)).await;
+
+    let letters = read_topic(&env.dlq, 1, Duration::from_secs(30)).await;
+    let letter = &letters[0];
+    assert_eq!(letter.value, event.as_bytes(), "the event, whole");
+    assert_eq!(letter.header(h::WEBHOOK_ID), "flaky");
+    assert!(letter.header(h::STUB).is_empty(), "not a stub: {letter:?}");
+    assert!(
+        letter
+            .header(h::DETAIL)
+            .contains(&format!("`{tier}` refused the record")),
+        "{}",
+        letter.header(h::DETAIL)
+    );
+    app.wait_metric(r#"herald_failure_record_downgrades_total{to="dead_letter"}"#, 1.0)
+        .await;
+    assert_eq!(
+        app.metric(r#"herald_failure_record_downgrades_total{to="stub"}"#).await,
+        0.0
+    );
+    eventually(Duration::from_secs(20), "the source offset to be committed", || async {
+        (committed(&env.group, env.topic(), 1).await == [1]).then_some(())
+    })
+    .await;
     app.stop().await;
 }
