@@ -120,10 +120,19 @@ async fn java_console_producer(topic: &str, codec: &str, lines: &str) {
     use tokio::io::AsyncWriteExt;
     let libs = std::env::var("HERALD_TEST_KAFKA_LIBS")
         .expect("HERALD_TEST_KAFKA_LIBS is not set: run the suite with scripts/test, which fetches Kafka's jars");
+    // Kafka 4 moved the tool out of the Scala core (Kafka 3 keeps it there).
+    let four = std::fs::read_dir(&libs)
+        .expect("Kafka's jars")
+        .any(|jar| jar.is_ok_and(|j| j.file_name().to_string_lossy().starts_with("kafka-tools-4")));
+    let class = if four {
+        "org.apache.kafka.tools.ConsoleProducer"
+    } else {
+        "kafka.tools.ConsoleProducer"
+    };
     let mut child = tokio::process::Command::new("java")
         .arg("-cp")
         .arg(format!("{libs}/*"))
-        .arg("org.apache.kafka.tools.ConsoleProducer")
+        .arg(class)
         .args(["--bootstrap-server", &brokers(), "--topic", topic])
         .args(["--compression-codec", codec])
         .args(["--property", "parse.key=true", "--property", "parse.headers=true"])
