@@ -275,16 +275,20 @@ impl Deliverer {
         }
         let deadline = tokio::time::Instant::now() + target.limiter.max_wait();
         // The narrowest first, so a shared slot is only held by a request
-        // that is otherwise ready to go.
+        // that is otherwise ready to go; the shared ones never one while
+        // waiting for the other.
         let Ok(_endpoint_permit) = target.limiter.acquire_until(deadline).await else {
             return finish(Err(Failure::Saturated(Limit::Endpoint)), None);
         };
-        let _host_permit = match self.hosts.acquire_key(&target.host_key, deadline).await {
-            Ok(permit) => permit,
-            Err(limit) => return finish(Err(Failure::Saturated(limit)), None),
-        };
-        let _tenant_permit = match self.tenants.acquire_key(&target.tenant_key, deadline).await {
-            Ok(permit) => permit,
+        let shared = shares::acquire_shared(
+            &self.tenants,
+            &self.hosts,
+            &target.tenant_key,
+            &target.host_key,
+            deadline,
+        );
+        let _shared_permits = match shared.await {
+            Ok(permits) => permits,
             Err(limit) => return finish(Err(Failure::Saturated(limit)), None),
         };
         // Time spent queueing is not part of the request's own duration.

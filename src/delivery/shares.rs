@@ -13,6 +13,9 @@
 //!
 //! Webhooks without a tenant (an operator's own) share one bucket.
 //!
+//! A request never holds one of the shared slots while it waits for the
+//! other ([`acquire_shared`]).
+//!
 //! A hand-written scheduler: tokio's semaphore is strictly FIFO and has no
 //! notion of who waits, which is exactly the unfairness this removes. The
 //! state is one small map under a mutex held for a few operations per
@@ -137,15 +140,36 @@ impl TenantSlots {
         self.acquire_key(&tenant_key(tenant), deadline).await
     }
 
+    /// Takes a slot for `name` if one is free for it now: a slot free, the
+    /// tenant under its share and none of its requests queued before it.
+    fn take_now(&self, state: &mut State, name: &Arc<str>) -> bool {
+        let available = state.available;
+        let t = t_of(state, name);
+        if available > 0 && t.in_flight < self.per_tenant && t.waiters.is_empty() {
+            t.in_flight += 1;
+            state.available -= 1;
+            return true;
+        }
+        false
+    }
+
+    /// A slot for the tenant `name` if one is free for it now, without
+    /// waiting.
+    pub fn try_acquire_key(self: &Arc<Self>, name: &Arc<str>) -> Option<TenantPermit> {
+        let mut state = self.lock();
+        if self.take_now(&mut state, name) {
+            return Some(self.permit(name.clone()));
+        }
+        // Forgets the entry made for a tenant that holds and waits for nothing.
+        self.refresh(&mut state, name);
+        None
+    }
+
     /// The same, by the tenant's [`tenant_key`] (made once per webhook).
     pub async fn acquire_key(self: &Arc<Self>, name: &Arc<str>, deadline: Instant) -> Result<TenantPermit, Limit> {
         let (id, rx) = {
             let mut state = self.lock();
-            let available = state.available;
-            let t = t_of(&mut state, name);
-            if available > 0 && t.in_flight < self.per_tenant && t.waiters.is_empty() {
-                t.in_flight += 1;
-                state.available -= 1;
+            if self.take_now(&mut state, name) {
                 return Ok(self.permit(name.clone()));
             }
             let id = state.next_waiter;
@@ -330,21 +354,40 @@ impl HostSlots {
         self.acquire_key(&host_key(url), deadline).await
     }
 
+    fn semaphore(&self, host: &Arc<str>) -> Arc<Semaphore> {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        match hosts.get(&**host) {
+            Some(semaphore) => semaphore.clone(),
+            None => {
+                let name = host.rsplit_once(':').map_or(&**host, |(name, _)| name);
+                let capacity = self.overrides.get(name).copied().unwrap_or(self.default).max(1);
+                let semaphore = Arc::new(Semaphore::new(capacity));
+                hosts.insert(host.clone(), semaphore.clone());
+                semaphore
+            }
+        }
+    }
+
+    /// Wraps what an attempt got: whatever happened, a permit-like value,
+    /// so the map entry is cleaned up by the same drop.
+    fn permit(self: &Arc<Self>, host: &Arc<str>, permit: Option<OwnedSemaphorePermit>) -> Option<HostPermit> {
+        let permit = HostPermit {
+            permit,
+            slots: self.clone(),
+            host: host.clone(),
+        };
+        permit.permit.is_some().then_some(permit)
+    }
+
+    /// A slot at `host` if one is free now, without waiting.
+    pub fn try_acquire_key(self: &Arc<Self>, host: &Arc<str>) -> Option<HostPermit> {
+        let permit = self.semaphore(host).try_acquire_owned().ok();
+        self.permit(host, permit)
+    }
+
     /// The same, by the destination's [`host_key`] (made once per webhook).
     pub async fn acquire_key(self: &Arc<Self>, host: &Arc<str>, deadline: Instant) -> Result<HostPermit, Limit> {
-        let semaphore = {
-            let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-            match hosts.get(&**host) {
-                Some(semaphore) => semaphore.clone(),
-                None => {
-                    let name = host.rsplit_once(':').map_or(&**host, |(name, _)| name);
-                    let capacity = self.overrides.get(name).copied().unwrap_or(self.default).max(1);
-                    let semaphore = Arc::new(Semaphore::new(capacity));
-                    hosts.insert(host.clone(), semaphore.clone());
-                    semaphore
-                }
-            }
-        };
+        let semaphore = self.semaphore(host);
         let permit = match semaphore.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),
             Err(_) => tokio::time::timeout_at(deadline, semaphore.acquire_owned())
@@ -352,23 +395,37 @@ impl HostSlots {
                 .ok()
                 .and_then(Result::ok),
         };
-        // Whatever happened, this is a permit-like value so the map entry
-        // is cleaned up by the same drop.
-        let permit = HostPermit {
-            permit,
-            slots: self.clone(),
-            host: host.clone(),
-        };
-        if permit.permit.is_some() {
-            Ok(permit)
-        } else {
-            Err(Limit::Host)
-        }
+        self.permit(host, permit).ok_or(Limit::Host)
     }
 
     /// Hosts with requests in flight or waiting.
     pub fn tracked(&self) -> usize {
         self.hosts.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// A request's two shared slots, its tenant's (with one of the replica's)
+/// and its destination host's, never holding one while it waits for the
+/// other: a request that must wait for one lets go of the other, so a tenant
+/// at its share cannot hold a host's slots that another tenant's requests
+/// could use, and a host with no free slot holds none of the replica's.
+pub async fn acquire_shared(
+    tenants: &Arc<TenantSlots>,
+    hosts: &Arc<HostSlots>,
+    tenant: &Arc<str>,
+    host: &Arc<str>,
+    deadline: Instant,
+) -> Result<(TenantPermit, HostPermit), Limit> {
+    loop {
+        let tenant_permit = tenants.acquire_key(tenant, deadline).await?;
+        if let Some(host_permit) = hosts.try_acquire_key(host) {
+            return Ok((tenant_permit, host_permit));
+        }
+        drop(tenant_permit);
+        let host_permit = hosts.acquire_key(host, deadline).await?;
+        if let Some(tenant_permit) = tenants.try_acquire_key(tenant) {
+            return Ok((tenant_permit, host_permit));
+        }
     }
 }
 
@@ -499,5 +556,51 @@ mod tests {
         drop(_a2);
         drop(_other);
         assert_eq!(hosts.tracked(), 1, "only the host with (leaked) permits is left");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tenant_at_its_share_holds_no_host_slot_another_tenant_could_use() {
+        let tenants = TenantSlots::new(8, 1);
+        let hosts = HostSlots::new(1, HashMap::new());
+        let (acme, globex, shared) = (tenant_key(Some("acme")), tenant_key(Some("globex")), Arc::from("h:443"));
+        // acme's one slot is taken by a request elsewhere that hangs.
+        let _hung = tenants.acquire_key(&acme, later(10)).await.unwrap();
+        let waiting = {
+            let (tenants, hosts, acme, shared) = (tenants.clone(), hosts.clone(), acme.clone(), Arc::clone(&shared));
+            tokio::spawn(async move {
+                acquire_shared(&tenants, &hosts, &acme, &shared, later(60_000))
+                    .await
+                    .map(|_| ())
+            })
+        };
+        tokio::task::yield_now().await;
+        // acme's next request to the shared host waits for its tenant slot
+        // without holding the host's only slot.
+        let got = acquire_shared(&tenants, &hosts, &globex, &shared, later(10)).await;
+        assert!(got.is_ok(), "{:?}", got.err());
+        waiting.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_waiting_for_its_host_holds_none_of_the_replica_s_slots() {
+        let tenants = TenantSlots::new(1, 1);
+        let hosts = HostSlots::new(1, HashMap::new());
+        let (a, b) = (tenant_key(Some("a")), tenant_key(Some("b")));
+        let (busy, free): (Arc<str>, Arc<str>) = (Arc::from("busy:443"), Arc::from("free:443"));
+        let _busy = hosts.acquire_key(&busy, later(10)).await.unwrap();
+        let waiting = {
+            let (tenants, hosts, a, busy) = (tenants.clone(), hosts.clone(), a.clone(), busy.clone());
+            tokio::spawn(async move {
+                acquire_shared(&tenants, &hosts, &a, &busy, later(60_000))
+                    .await
+                    .map(|_| ())
+            })
+        };
+        tokio::task::yield_now().await;
+        let got = acquire_shared(&tenants, &hosts, &b, &free, later(10)).await;
+        assert!(got.is_ok(), "the replica's only slot is free: {:?}", got.err());
+        drop(got);
+        drop(_busy);
+        assert!(waiting.await.unwrap().is_ok(), "served once the host frees");
     }
 }
