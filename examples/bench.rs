@@ -662,7 +662,16 @@ impl Bench {
         let (child, _) = self.start_herald_with(&source, &prefix, &dlq, &extra);
         let from_source = self.drain(child, count).await;
 
-        // Written as Herald writes a failed delivery's retry, due a minute ago.
+        // Written as Herald writes a failed delivery's retry, due a minute
+        // ago, bound to the webhook as it was created.
+        let client = redis::Client::open(self.redis.as_str()).unwrap();
+        let webhook = herald::subscriptions::store::SubscriptionStore::connect(&client, &prefix)
+            .await
+            .unwrap()
+            .get("bench-0")
+            .await
+            .unwrap()
+            .expect("the webhook just stored");
         let meta = herald::event::EventMeta {
             event_type: "bench.tick".into(),
             event_id: None,
@@ -690,11 +699,7 @@ impl Bench {
                 record: &record,
                 meta: Some(&meta),
                 delivery: Some(DeliveryContext {
-                    binding: Binding {
-                        webhook_id: "bench-0",
-                        tenant: None,
-                        created_at: None,
-                    },
+                    binding: Binding::of(&webhook),
                     delivery_id: &delivery_id,
                     attempts: 1,
                     last_attempt: None,

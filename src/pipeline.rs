@@ -146,7 +146,7 @@ impl Pipeline {
     /// A due record from a wait topic: deliver it again to its webhook, as
     /// it is now, if it is still the webhook the delivery was routed to.
     pub async fn process_retry(&self, record: SourceRecord) -> Result<(), Abandoned> {
-        let state = match codec::decode(&record) {
+        let state = match codec::decode(&record, self.policy.schedule.tiers.len()) {
             Ok(state) => state,
             Err(e) => {
                 self.telemetry.retry_record_invalid(&record, &e);

@@ -468,18 +468,20 @@ pub fn unmoved_stub(record: &SourceRecord, now: SystemTime, refused: &str) -> Ow
 }
 
 /// Whether a dead letter (by its headers) is a delivery that can be
-/// re-driven: it names its webhook and delivery, and carries its event.
+/// re-driven: it names its webhook (with its incarnation) and delivery, and
+/// carries its event.
 pub fn is_redrivable<'a>(mut headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>) -> bool {
-    let (mut webhook, mut delivery) = (false, false);
+    let (mut webhook, mut delivery, mut incarnation) = (false, false, false);
     for (key, _) in headers.by_ref() {
         match key {
             h::WEBHOOK_ID => webhook = true,
             h::DELIVERY_ID => delivery = true,
+            h::WEBHOOK_CREATED_AT => incarnation = true,
             h::STUB => return false,
             _ => {}
         }
     }
-    webhook && delivery
+    webhook && delivery && incarnation
 }
 
 /// The headers of a redrive record made from a dead letter's headers: due
@@ -589,8 +591,12 @@ pub fn scheduled_at(record: &SourceRecord) -> Option<SystemTime> {
     })
 }
 
-/// Decodes the `herald.*` headers of a record read from a wait topic.
-pub fn decode(record: &SourceRecord) -> Result<RetryState, InvalidRetryRecord> {
+/// Decodes the `herald.*` headers of a record read from a wait topic, where
+/// `tiers` retry tiers are configured. Only Herald writes these topics, but
+/// nothing in them is trusted further than it is checked: a record must name
+/// the incarnation of its webhook (so that it reaches no webhook created
+/// since under the same id) and a configured tier.
+pub fn decode(record: &SourceRecord, tiers: usize) -> Result<RetryState, InvalidRetryRecord> {
     let source_topic = text(record, h::SOURCE_TOPIC)?;
     let original = SourceRecord {
         topic: Arc::from(source_topic),
@@ -608,8 +614,11 @@ pub fn decode(record: &SourceRecord) -> Result<RetryState, InvalidRetryRecord> {
     };
     let tier = match record.header(h::RETRY_TIER) {
         None => None,
-        Some(_) => Some(number(record, h::RETRY_TIER)?),
+        Some(_) => Some(number(record, h::RETRY_TIER)?).filter(|t| *t < tiers),
     };
+    if tier.is_none() && record.header(h::RETRY_TIER).is_some() {
+        return Err(InvalidRetryRecord(h::RETRY_TIER));
+    }
     Ok(RetryState {
         tier,
         due_at: due_at(record).ok_or(InvalidRetryRecord(h::RETRY_DUE_AT))?,
@@ -621,7 +630,9 @@ pub fn decode(record: &SourceRecord) -> Result<RetryState, InvalidRetryRecord> {
             .map(|_| text(record, h::WEBHOOK_TENANT))
             .transpose()?
             .map(str::to_owned),
-        webhook_created_at: time_of(record, h::WEBHOOK_CREATED_AT)?,
+        webhook_created_at: Some(
+            time_of(record, h::WEBHOOK_CREATED_AT)?.ok_or(InvalidRetryRecord(h::WEBHOOK_CREATED_AT))?,
+        ),
         delivery_id: text(record, h::DELIVERY_ID)?.to_owned(),
         attempt: number(record, h::ATTEMPT)?,
         first_attempt_at: time_of(record, h::FIRST_ATTEMPT_AT).ok().flatten(),
@@ -687,13 +698,18 @@ mod tests {
         }
     }
 
-    /// A delivery of webhook `w` bound to no tenant or incarnation.
+    /// When webhook `w` was created.
+    fn incarnation() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_690_000_000).unwrap()
+    }
+
+    /// A delivery of webhook `w`, bound to no tenant.
     fn unbound<'a>(attempts: u32, last_attempt: Option<&'a Attempt>, history: Option<&'a str>) -> DeliveryContext<'a> {
         DeliveryContext {
             binding: Binding {
                 webhook_id: "w",
                 tenant: None,
-                created_at: None,
+                created_at: Some(incarnation()),
             },
             delivery_id: "msg_1",
             attempts,
@@ -765,7 +781,7 @@ mod tests {
         };
         let headers = encode(&letter, now, Size::Full);
         let back = read_back(&record, &headers, "herald.retry.3h");
-        let state = decode(&back).unwrap();
+        let state = decode(&back, 3).unwrap();
         assert_eq!(state.tier, Some(1));
         assert_eq!(millis(state.due_at), millis(due));
         assert_eq!(state.scheduled_at.map(millis), Some(millis(now)));
@@ -816,7 +832,7 @@ mod tests {
             assert!(!keys.contains(&gone), "{gone}");
         }
         let back = read_back(&record, &encode(&letter, SystemTime::now(), Size::Lean), "t");
-        let state = decode(&back).expect("a lean record is still a retry record");
+        let state = decode(&back, 3).expect("a lean record is still a retry record");
         assert_eq!(state.delivery_id, "msg_1");
         assert_eq!(back.header("trace"), Some(&b"t-1"[..]), "original headers are kept");
     }
@@ -840,7 +856,7 @@ mod tests {
         );
         let moved = read_back(&first, &requeue(&first, from_millis(1_700_000_100_000)), "r");
         let again = read_back(&moved, &requeue(&moved, from_millis(1_700_000_200_000)), "r");
-        let state = decode(&again).unwrap();
+        let state = decode(&again, 3).unwrap();
         assert_eq!(state.due_at, due);
         assert_eq!(state.requeued, 2);
         assert_eq!(state.scheduled_at, Some(from_millis(1_700_000_200_000)));
@@ -869,7 +885,7 @@ mod tests {
                 binding: Binding {
                     webhook_id: "orders",
                     tenant: Some("acme"),
-                    created_at: None,
+                    created_at: Some(incarnation()),
                 },
                 delivery_id: "msg_1",
                 attempts: 6,
@@ -887,7 +903,7 @@ mod tests {
             &redrive(dead.iter().map(|hd| (hd.key, hd.value)), now),
             "redrive",
         );
-        let state = decode(&redriven).unwrap();
+        let state = decode(&redriven, 3).unwrap();
         assert_eq!(state.tier, None, "a redrive starts the tiers again");
         assert_eq!(state.due_at, now);
         assert_eq!(state.attempt, 6);
@@ -959,7 +975,7 @@ mod tests {
     #[test]
     fn records_without_what_herald_wrote_are_refused() {
         let mut record = source();
-        assert_eq!(decode(&record).unwrap_err(), InvalidRetryRecord(h::SOURCE_TOPIC));
+        assert_eq!(decode(&record, 3).unwrap_err(), InvalidRetryRecord(h::SOURCE_TOPIC));
         record.headers = vec![
             RecordHeader {
                 name: h::SOURCE_TOPIC.into(),
@@ -978,7 +994,43 @@ mod tests {
                 value: Some("soon".into()),
             },
         ];
-        assert_eq!(decode(&record).unwrap_err(), InvalidRetryRecord(h::RETRY_DUE_AT));
+        assert_eq!(decode(&record, 3).unwrap_err(), InvalidRetryRecord(h::RETRY_DUE_AT));
         assert_eq!(due_at(&record), None);
+    }
+
+    /// A tier-1 retry record of webhook `w`, with its headers as `edit` leaves them.
+    fn written(edit: impl FnOnce(&mut Vec<RecordHeader>)) -> SourceRecord {
+        let record = source();
+        let meta = meta();
+        let letter = FailureRecord {
+            destination: Destination::Tier {
+                tier: 1,
+                due_at: from_millis(1_700_000_101_000),
+            },
+            reason: reasons::DELIVERY_FAILED,
+            detail: "endpoint answered HTTP 503".into(),
+            record: &record,
+            meta: Some(&meta),
+            delivery: Some(unbound(1, None, None)),
+        };
+        let mut back = read_back(&record, &encode(&letter, SystemTime::now(), Size::Full), "retry");
+        edit(&mut back.headers);
+        back
+    }
+
+    #[test]
+    fn a_retry_record_must_name_its_webhook_s_incarnation_and_a_configured_tier() {
+        assert!(decode(&written(|_| {}), 2).is_ok());
+        let no_incarnation = written(|hs| hs.retain(|hd| hd.name != h::WEBHOOK_CREATED_AT));
+        assert_eq!(
+            decode(&no_incarnation, 2).unwrap_err(),
+            InvalidRetryRecord(h::WEBHOOK_CREATED_AT),
+            "a forged record names no incarnation: it could reach any webhook with that id"
+        );
+        assert_eq!(
+            decode(&written(|_| {}), 1).unwrap_err(),
+            InvalidRetryRecord(h::RETRY_TIER),
+            "the second tier, where one is configured: no metric series of its own"
+        );
     }
 }

@@ -201,10 +201,11 @@ async fn a_retry_due_years_ahead_is_dead_lettered_not_held() {
         .with_tiers(&[Tier::after_ms(1000)])
         .await;
     let receiver = TestReceiver::start(failing(1, 500, None)).await;
-    env.store()
-        .await
-        .put(&webhook("w", &receiver.url("/"), &["*"]))
-        .await
+    let w = webhook("w", &receiver.url("/"), &["*"]);
+    env.store().await.put(&w).await.unwrap();
+    let created = w
+        .created_at
+        .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
     let app = env.spawn("").await;
     let ms = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_millis().to_string();
@@ -222,6 +223,7 @@ async fn a_retry_due_years_ahead_is_dead_lettered_not_held() {
                 (h::SOURCE_PARTITION, "0"),
                 (h::SOURCE_OFFSET, "0"),
                 (h::WEBHOOK_ID, "w"),
+                (h::WEBHOOK_CREATED_AT, &created),
                 (h::DELIVERY_ID, "msg_crafted"),
                 (h::ATTEMPT, "1"),
                 (h::RETRY_TIER, "0"),
@@ -513,5 +515,45 @@ async fn a_retry_too_large_for_its_tier_topic_alone_is_dead_lettered_whole() {
         (committed(&env.group, env.topic(), 1).await == [1]).then_some(())
     })
     .await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_record_naming_no_incarnation_reaches_no_webhook() {
+    let (env, receiver) = failing_once("forged-retry", 500).await;
+    let app = env.spawn("").await;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_string();
+    // Written by someone other than Herald: it names the webhook, not which
+    // incarnation of it.
+    Publisher::new()
+        .send(
+            &env.tiers[0].0,
+            None,
+            br#"{"event":"tour.completed","version":"0"}"#,
+            &[
+                (h::SOURCE_TOPIC, env.topic()),
+                (h::SOURCE_PARTITION, "0"),
+                (h::SOURCE_OFFSET, "0"),
+                (h::WEBHOOK_ID, "flaky"),
+                (h::DELIVERY_ID, "msg_forged"),
+                (h::ATTEMPT, "1"),
+                (h::RETRY_TIER, "0"),
+                (h::RETRY_DUE_AT, &now),
+                (h::RETRY_SCHEDULED_AT, &now),
+            ],
+        )
+        .await;
+    let letters = read_topic(&env.dlq, 1, Duration::from_secs(30)).await;
+    assert_eq!(letters[0].header(h::REASON), "invalid_retry_record");
+    assert!(
+        letters[0].header(h::DETAIL).contains(h::WEBHOOK_CREATED_AT),
+        "{:?}",
+        letters[0]
+    );
+    assert_eq!(receiver.count(), 0, "nothing was sent to the webhook");
     app.stop().await;
 }
