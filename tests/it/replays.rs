@@ -190,3 +190,60 @@ async fn a_replay_started_through_one_replica_is_read_through_another() {
     one.stop().await;
     two.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_has_one_replay_at_a_time_however_its_path_names_it() {
+    let env = TestEnv::new("replay-spelling", &["events"], 1).await;
+    let app = env.spawn(&admin_overlay("24h")).await;
+    let api = Api::new(&app);
+    let receiver = TestReceiver::ok().await;
+    let created = api
+        .create(
+            ACME,
+            json!({"uid": "orders", "name": "orders", "url": receiver.url("/"), "events": ["*"]}),
+        )
+        .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_ne!(id, "orders", "the id is not the uid");
+    api.ok(Method::POST, "/v1/webhooks/orders/pause", ACME, None).await;
+    // A replay of it runs on another replica (its place, as that replica took it).
+    let mut redis = env.redis().await;
+    let lease = (std::time::SystemTime::now() + Duration::from_secs(600))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let _: () = redis::pipe()
+        .cmd("ZADD")
+        .arg(format!("{}replays:running", env.prefix))
+        .arg(lease)
+        .arg("rpl_elsewhere")
+        .ignore()
+        .cmd("HSET")
+        .arg(format!("{}replays:running:owners", env.prefix))
+        .arg("rpl_elsewhere")
+        .arg(format!("{id}\nacme"))
+        .ignore()
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+
+    // Resumed with a replay through its uid: the running one is named.
+    let reply = api
+        .call(
+            Method::POST,
+            "/v1/webhooks/orders/resume",
+            ACME,
+            Some(json!({"replay": true})),
+        )
+        .await;
+    assert_problem(&reply, 429, None);
+    assert!(
+        reply.body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("rpl_elsewhere"),
+        "{:?}",
+        reply.body
+    );
+    app.stop().await;
+}

@@ -99,14 +99,15 @@ pub async fn resume(
     OptionalJson(body): OptionalJson<ResumeWebhook>,
 ) -> Result<Json<Resumed>, Problem> {
     let body = body.unwrap_or_default();
-    // A replay's place is taken first: refused, nothing changes.
+    // A replay's place is taken first: refused, nothing changes. It is the
+    // webhook's place whichever way the path names it (id or uid).
     let admitted = match body.replay {
         true => {
             let current = load(&state, &caller, &id).await?;
             Some(
                 state
                     .jobs()
-                    .admit(state.config(), &id, current.tenant.as_deref())
+                    .admit(state.config(), &current.id, current.tenant.as_deref())
                     .await?,
             )
         }
