@@ -679,6 +679,7 @@ impl Bench {
             tenant: None,
             content_type: "application/json".into(),
             forward_headers: Vec::new(),
+            id_source: None,
         };
         let due = SystemTime::now() - Duration::from_secs(60);
         let retry = |n: u64| {

@@ -52,6 +52,9 @@ pub struct EventMeta {
     pub content_type: String,
     /// Extra HTTP headers carried from the record (CloudEvents `ce-*`).
     pub forward_headers: Vec<(String, String)>,
+    /// What the event id is unique within besides the tenant: a
+    /// CloudEvent's `source` (ids are unique per source).
+    pub id_source: Option<String>,
 }
 
 /// A recognised event: the record and its metadata.
@@ -63,11 +66,21 @@ pub struct Event {
 
 impl Event {
     /// The identity of this event used to derive delivery ids: the envelope's
-    /// event id where there is one, else its position in Kafka, which is just
-    /// as stable across retries, restarts and replicas.
+    /// event id where there is one, with what makes it unique (its tenant;
+    /// a CloudEvent's source), else its position in Kafka, which is just as
+    /// stable across retries, restarts and replicas. The same event
+    /// published twice keeps one identity; two tenants' (or sources')
+    /// `evt_1` are two.
     pub fn identity(&self) -> String {
+        let (tenant, source) = (&self.meta.tenant, &self.meta.id_source);
         match &self.meta.event_id {
-            Some(id) => format!("id:{id}"),
+            // As before tenants and sources were part of it.
+            Some(id) if tenant.is_none() && source.is_none() => format!("id:{id}"),
+            // JSON: no id, tenant or source can pass for another split.
+            Some(id) => format!(
+                "ids:{}",
+                serde_json::to_string(&(id, tenant, source)).expect("strings serialise")
+            ),
             None => format!(
                 "pos:{}/{}/{}",
                 self.record.topic, self.record.partition, self.record.offset

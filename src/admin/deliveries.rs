@@ -443,6 +443,7 @@ pub async fn test(
             tenant: webhook.tenant.clone(),
             content_type: "application/json".into(),
             forward_headers: Vec::new(),
+            id_source: None,
         },
     };
     let attempt = state

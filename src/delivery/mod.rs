@@ -553,6 +553,7 @@ mod tests {
                 tenant: None,
                 content_type: "application/json".into(),
                 forward_headers: vec![],
+                id_source: None,
             },
         }
     }
@@ -571,6 +572,34 @@ mod tests {
         assert_eq!(p, delivery_id(&event(None, 5), "wh_a"));
         assert_ne!(p, delivery_id(&event(None, 6), "wh_a"));
         assert!(a.starts_with("msg_") && a.len() == 36, "{a}");
+    }
+
+    #[test]
+    fn an_event_id_names_one_event_within_its_tenant_and_source() {
+        let of = |id: &str, tenant: Option<&str>, source: Option<&str>, offset: i64| {
+            let mut e = event(Some(id), offset);
+            e.meta.tenant = tenant.map(str::to_owned);
+            e.meta.id_source = source.map(str::to_owned);
+            delivery_id(&e, "wh_ops")
+        };
+        // At a webhook of no tenant, receiving every tenant's events.
+        assert_ne!(of("evt_1", Some("acme"), None, 1), of("evt_1", Some("globex"), None, 2));
+        assert_ne!(of("1", None, Some("/a"), 1), of("1", None, Some("/b"), 2));
+        assert_ne!(of("evt_1", Some("acme"), None, 1), of("evt_1", None, None, 1));
+        // Published twice, one event keeps one id.
+        assert_eq!(
+            of("evt_1", Some("acme"), Some("/a"), 1),
+            of("evt_1", Some("acme"), Some("/a"), 9)
+        );
+        // An id of no tenant or source keeps the id it always had.
+        let mut hash = Sha256::new();
+        hash.update(b"id:evt_1\nwh_ops");
+        assert_eq!(
+            of("evt_1", None, None, 1),
+            format!("msg_{}", hex::encode(&hash.finalize()[..16]))
+        );
+        // No split of one passes for another.
+        assert_ne!(of("a\",\"b", None, Some("c"), 1), of("a", Some("b\",\"c"), None, 1));
     }
 
     #[test]

@@ -362,6 +362,7 @@ mod tests {
                 tenant: None,
                 content_type: "application/json".into(),
                 forward_headers: Vec::new(),
+                id_source: None,
             },
         };
         let attempt = Attempt {

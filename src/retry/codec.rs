@@ -678,6 +678,7 @@ mod tests {
             tenant: Some("acme".into()),
             content_type: "application/json".into(),
             forward_headers: Vec::new(),
+            id_source: None,
         }
     }
 

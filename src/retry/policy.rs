@@ -352,6 +352,7 @@ mod tests {
             tenant: tenant.map(str::to_owned),
             content_type: "application/json".into(),
             forward_headers: Vec::new(),
+            id_source: None,
         }
     }
 

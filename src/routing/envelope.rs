@@ -231,6 +231,7 @@ fn recognise_plain(fields: &Fields, record: &SourceRecord) -> Result<EventMeta, 
         tenant: optional(fields.tenant.as_ref(), read)?,
         content_type,
         forward_headers: Vec::new(),
+        id_source: None,
     })
 }
 
@@ -259,6 +260,7 @@ fn recognise_cloudevent(tenant: Option<&Source>, record: &SourceRecord) -> Resul
             tenant,
             content_type: content_type.unwrap_or(CE_STRUCTURED).to_owned(),
             forward_headers: Vec::new(),
+            id_source: field("/source"),
         });
     }
     if media_type.as_deref() == Some(CE_BATCH) {
@@ -297,6 +299,7 @@ fn recognise_cloudevent(tenant: Option<&Source>, record: &SourceRecord) -> Resul
         tenant,
         content_type: content_type.unwrap_or("application/json").to_owned(),
         forward_headers,
+        id_source: header_text("ce_source")?,
     })
 }
 

@@ -583,3 +583,31 @@ async fn configured_tenants_are_read_only_and_every_setting_is_checked() {
     assert_problem(&api.call(Method::GET, "/v1/webhooks", &forged, None).await, 401, None);
     served.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_event_id_of_two_tenants_names_two_deliveries_and_one_event_published_twice_one() {
+    let env = TestEnv::new("id-per-tenant", &["events"], 1).await;
+    // An operator's webhook, of no tenant: it receives every tenant's events.
+    let receiver = receiving_all(&env, "ops").await;
+    let rules = "[envelope.default]\npreset = \"jam\"\ntenant = \"header:tenant\"\n";
+    let app = env.spawn(rules).await;
+    let publisher = Publisher::new();
+    let evt = br#"{"id":"evt_1","type":"invoice.paid","created_at":"2026-12-05T00:00:00Z","data":{}}"#;
+    publisher.tenant_event(env.topic(), "acme", evt).await;
+    publisher.tenant_event(env.topic(), "globex", evt).await;
+    publisher.tenant_event(env.topic(), "acme", evt).await;
+    let got = receiver.wait_for(3, Duration::from_secs(30)).await;
+    // Delivered concurrently, in any order: two ids, one of them twice.
+    let mut counts = std::collections::BTreeMap::new();
+    for r in &got {
+        *counts.entry(r.header("webhook-id").to_owned()).or_insert(0) += 1;
+    }
+    let mut seen: Vec<i32> = counts.values().copied().collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [1, 2],
+        "acme's evt_1 and globex's are two events, acme's published twice one: {counts:?}"
+    );
+    app.stop().await;
+}
