@@ -30,6 +30,19 @@ impl Session {
         self.claims.cap == Capability::Manage
     }
 
+    /// `webhook` as this session shows it. A read-only session sees the URL
+    /// as Herald shows it everywhere but the webhook's document: scheme,
+    /// host and port, the path and query (often the credential itself, as
+    /// in Slack's or Discord's URLs) withheld. A managing session changes
+    /// the URL, so it sees it whole. Every page takes its webhooks from
+    /// here, so list, page, forms and delivery log agree.
+    pub(super) fn shown(&self, mut webhook: WebhookView) -> WebhookView {
+        if !self.manages() {
+            webhook.url = crate::delivery::redact_url_text(&webhook.url);
+        }
+        webhook
+    }
+
     /// Whether it may see and change webhook `id`.
     pub(super) fn may_see(&self, id: &str) -> bool {
         self.claims.wh.as_deref().is_none_or(|only| only == id)

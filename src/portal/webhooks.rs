@@ -25,7 +25,7 @@ pub(super) async fn list(
             let view = crud::get(State(state.clone()), caller.clone(), ApiPath(only.clone()))
                 .await
                 .map_err(|p| PageError::from((p, &session)))?;
-            (vec![view.0], None)
+            (vec![session.shown(view.0)], None)
         }
         None => {
             let query = ListQuery {
@@ -39,7 +39,8 @@ pub(super) async fn list(
                 .await
                 .map_err(|p| PageError::from((p, &session)))?
                 .0;
-            (listed.data, listed.next_cursor)
+            let shown = listed.data.into_iter().map(|w| session.shown(w)).collect();
+            (shown, listed.next_cursor)
         }
     };
     // The rows' statistics are read at once, not one after another.
@@ -183,7 +184,7 @@ pub(super) async fn webhook_of(state: &AdminState, session: &Session, id: &str) 
     }
     crud::get(State(state.clone()), session.caller(), ApiPath(id.to_owned()))
         .await
-        .map(|Json(w)| w)
+        .map(|Json(w)| session.shown(w))
         .map_err(|p| PageError::from((p, session)))
 }
 

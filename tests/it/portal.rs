@@ -773,3 +773,98 @@ async fn a_link_signed_again_with_claims_of_its_own_opens_nothing() {
     );
     served.stop().await;
 }
+
+/// A URL's path and query are often its credential (Slack's, Discord's):
+/// a read-only session sees only its scheme, host and port on every page
+/// that names the endpoint, the delivery log included, while a session that
+/// manages the webhook still edits the URL whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_session_sees_a_webhook_url_without_its_path_or_query() {
+    let env = TestEnv::new("portal-url", &["events"], 1).await;
+    let app = env.spawn(&portal_overlay()).await;
+    let api = Api::new(&app);
+    let receiver = TestReceiver::ok().await;
+    let secret_url = receiver.url("/services/T0/B0/SLACKSECRET?token=QSECRET");
+    let origin = receiver.url("/");
+    let shown = format!("{}/…", origin.trim_end_matches('/'));
+    let hook = json!({"id": "slack", "tenant": "acme", "name": "Slack", "url": secret_url, "events": ["tour.*"]});
+    api.ok(Method::POST, "/v1/webhooks", OPS, Some(hook)).await;
+    app.wait_webhooks(1).await;
+    Publisher::new()
+        .json(
+            env.topic(),
+            r#"{"event":"tour.completed","version":"0","time":1,"id":"evt_url1","tenant":"acme"}"#,
+        )
+        .await;
+    receiver.wait_for(1, Duration::from_secs(20)).await;
+    let attempt = eventually(Duration::from_secs(20), "the attempt in the history", || async {
+        let page = api.ok(Method::GET, "/v1/webhooks/slack/deliveries", ACME, None).await;
+        page["data"][0]["id"].as_str().map(str::to_owned)
+    })
+    .await;
+
+    let http = reqwest::Client::new();
+    let page = |url: String| {
+        let http = &http;
+        async move {
+            let reply = http.get(&url).send().await.unwrap();
+            (reply.status().as_u16(), reply.text().await.unwrap())
+        }
+    };
+    let read_only = [
+        session(&api, ACME, "acme", json!({"capability": "read_only"})).await.0,
+        session(
+            &api,
+            ACME,
+            "acme",
+            json!({"capability": "read_only", "webhook": "slack"}),
+        )
+        .await
+        .0,
+        {
+            let created = api
+                .ok(
+                    Method::POST,
+                    "/v1/portal-sessions",
+                    OPS,
+                    Some(json!({"capability": "read_only"})),
+                )
+                .await;
+            format!("{}{}", api.base, created["url"].as_str().unwrap())
+        },
+    ];
+    for link in &read_only {
+        // (The delivery log's list names no URL; an attempt names the one it was sent to.)
+        for (rest, names_it) in [
+            (String::new(), true),
+            ("webhooks/slack".to_owned(), true),
+            ("webhooks/slack/deliveries".to_owned(), false),
+            (format!("webhooks/slack/deliveries/{attempt}"), true),
+        ] {
+            let (status, body) = page(format!("{link}{rest}")).await;
+            assert_eq!(status, 200, "{rest}: {body}");
+            for secret in ["SLACKSECRET", "QSECRET", "/services/"] {
+                assert!(!body.contains(secret), "{rest} shows `{secret}` to a read-only session");
+            }
+            assert_eq!(
+                body.contains(&shown),
+                names_it,
+                "{rest} names the endpoint by its origin: {body}"
+            );
+        }
+        for rest in ["webhooks/slack/edit", "webhooks/slack/delete", "webhooks/slack/secret"] {
+            let (status, body) = page(format!("{link}{rest}")).await;
+            assert_eq!(status, 403, "{rest}");
+            assert!(!body.contains("SLACKSECRET"), "{rest}");
+        }
+    }
+
+    // A session that manages the webhook edits its URL, so sees it whole.
+    let (manage, _) = session(&api, ACME, "acme", json!({})).await;
+    let (status, edit) = page(format!("{manage}webhooks/slack/edit")).await;
+    assert_eq!(status, 200);
+    assert!(edit.contains("SLACKSECRET?token=QSECRET"), "{edit}");
+    let (_, detail) = page(format!("{manage}webhooks/slack")).await;
+    assert!(detail.contains("SLACKSECRET"), "{detail}");
+    app.stop().await;
+}
