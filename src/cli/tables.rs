@@ -120,9 +120,10 @@ pub fn webhook_table(w: &Value) -> String {
     ] {
         t.add_row(vec![key.to_owned(), text_of(&w[key])]);
     }
+    // Values are write-only: the API shows names only.
     let headers = w["headers"].as_object().map(|h| {
-        h.iter()
-            .map(|(k, v)| format!("{k}: {}", text_of(v)))
+        h.keys()
+            .map(|k| format!("{k} (value hidden)"))
             .collect::<Vec<_>>()
             .join("\n")
     });

@@ -136,9 +136,11 @@ pub enum WebhooksCommand {
         /// Replaces the event patterns (repeatable).
         #[arg(long = "event")]
         events: Vec<String>,
-        /// Replaces the headers, as NAME=VALUE (repeatable).
-        #[arg(long = "header", value_parser = parse_header)]
-        headers: Vec<(String, String)>,
+        /// Replaces the headers (repeatable): NAME=VALUE sets one, NAME alone
+        /// keeps its stored value (values are write-only); a header not
+        /// named is removed.
+        #[arg(long = "header", value_parser = parse_header_change)]
+        headers: Vec<(String, Option<String>)>,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -162,6 +164,15 @@ pub enum WebhooksCommand {
         #[arg(long)]
         secret: Option<String>,
     },
+}
+
+/// A header of `update`: `NAME=VALUE` sets it, `NAME` keeps its stored value.
+fn parse_header_change(s: &str) -> Result<(String, Option<String>), String> {
+    match s.split_once('=') {
+        Some((name, value)) => Ok((name.to_owned(), Some(value.to_owned()))),
+        None if !s.is_empty() => Ok((s.to_owned(), None)),
+        None => Err("a header needs a NAME (NAME=VALUE sets it, NAME keeps its value)".to_owned()),
+    }
 }
 
 /// Runs one `herald webhooks` command, printing its outcome.
@@ -281,7 +292,10 @@ pub async fn run(api: ApiArgs, command: WebhooksCommand) -> anyhow::Result<()> {
                 body.insert("events".into(), events.into());
             }
             if !headers.is_empty() {
-                body.insert("headers".into(), headers_json(headers));
+                let kept_or_set = headers
+                    .into_iter()
+                    .map(|(k, v)| (k, v.map_or(Value::Null, Value::String)));
+                body.insert("headers".into(), Value::Object(kept_or_set.collect()));
             }
             if body.is_empty() {
                 anyhow::bail!(

@@ -314,18 +314,12 @@ pub(super) async fn update(
         events: form.events(),
         headers: form.headers(),
     };
-    // A header left empty keeps its value; one removed from the form is gone.
-    let headers: BTreeMap<String, String> = values
+    // A header left empty keeps its value (as the API's `null` does); one
+    // removed from the form is gone.
+    let headers: BTreeMap<String, Option<String>> = values
         .headers
         .iter()
-        .map(|(name, value)| {
-            let kept = if value.is_empty() {
-                webhook.headers.get(name).cloned().unwrap_or_default()
-            } else {
-                value.clone()
-            };
-            (name.clone(), kept)
-        })
+        .map(|(name, value)| (name.clone(), Some(value.clone()).filter(|v| !v.is_empty())))
         .collect();
     let change = UpdateWebhook {
         name: Some(values.name.clone()),

@@ -214,6 +214,93 @@ async fn invalid_webhooks_are_refused_naming_what_is_wrong() {
     served.stop().await;
 }
 
+/// Header values (API keys) are write-only: set and replaced through the
+/// API, never read back by any token; a change that gives `null` for a
+/// header keeps its stored value, so a client that reads a webhook and
+/// writes its headers back keeps them all.
+#[tokio::test(flavor = "multi_thread")]
+async fn header_values_are_write_only_and_a_webhook_written_back_keeps_them() {
+    let env = TestEnv::new("admin-headers", &["events"], 1).await;
+    let (served, _, path) = api_with_acme_webhook(&env).await;
+    let api = &served.api;
+    let id = path.rsplit('/').next().unwrap().to_owned();
+    let stored = || async { env.store().await.get(&id).await.unwrap().unwrap().headers };
+    let pairs = |p: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+        p.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    };
+    api.ok(
+        Method::PATCH,
+        &path,
+        ACME,
+        Some(json!({"headers": {"x-api-key": "k1-secret", "x-team": "t1-secret"}})),
+    )
+    .await;
+
+    // Names only, to the tenant's token and to an admin token, in the
+    // webhook and in the list.
+    for token in [ACME, OPS] {
+        let read = api.call(Method::GET, &path, token, None).await;
+        assert_eq!(read.body["headers"], json!({"x-api-key": null, "x-team": null}));
+        let list = api.call(Method::GET, "/v1/webhooks", token, None).await;
+        for body in [&read.body, &list.body] {
+            assert!(!body.to_string().contains("-secret"), "a value read back: {body}");
+        }
+    }
+
+    // Read, change something else, write the headers back: both kept.
+    let read = api.ok(Method::GET, &path, ACME, None).await;
+    let written_back = api
+        .ok(
+            Method::PATCH,
+            &path,
+            ACME,
+            Some(json!({"name": "Renamed", "headers": read["headers"]})),
+        )
+        .await;
+    assert!(!written_back.to_string().contains("-secret"), "{written_back}");
+    assert_eq!(
+        stored().await,
+        pairs(&[("x-api-key", "k1-secret"), ("x-team", "t1-secret")])
+    );
+
+    // A value replaces; `null` keeps (whatever the name's case); a header
+    // left out is removed.
+    api.ok(
+        Method::PATCH,
+        &path,
+        ACME,
+        Some(json!({"headers": {"x-api-key": "k2-secret", "X-Team": null}})),
+    )
+    .await;
+    assert_eq!(
+        stored().await,
+        pairs(&[("X-Team", "t1-secret"), ("x-api-key", "k2-secret")])
+    );
+    api.ok(
+        Method::PATCH,
+        &path,
+        ACME,
+        Some(json!({"headers": {"x-api-key": null}})),
+    )
+    .await;
+    assert_eq!(stored().await, pairs(&[("x-api-key", "k2-secret")]));
+
+    // `null` for a header that has no value to keep is refused, and changes nothing.
+    assert_problem(
+        &api.call(
+            Method::PATCH,
+            &path,
+            ACME,
+            Some(json!({"headers": {"x-api-key": null, "x-new": null}})),
+        )
+        .await,
+        422,
+        Some("headers"),
+    );
+    assert_eq!(stored().await, pairs(&[("x-api-key", "k2-secret")]));
+    served.stop().await;
+}
+
 /// Update, pause, resume and delete one webhook: each is checked, and each
 /// is announced on the system topic in order.
 #[tokio::test(flavor = "multi_thread")]
@@ -233,7 +320,7 @@ async fn a_webhooks_changes_are_checked_and_announced_in_order() {
         .await;
     assert_eq!(updated["name"], "Tours and posts");
     assert_eq!(updated["events"], json!(["tour.*", "post.*"]));
-    assert_eq!(updated["headers"], json!({"x-api-key": "k1"}));
+    assert_eq!(updated["headers"], json!({"x-api-key": null}), "names only");
     assert_problem(
         &api.call(Method::PATCH, &path, ACME, Some(json!({"status": "paused"})))
             .await,

@@ -108,9 +108,9 @@ async fn webhooks_are_created_listed_changed_and_deleted_from_the_command_line()
             &json!("w1"),
             &json!("first"),
             &json!(["tour.*"]),
-            &json!({"X-Team": "growth"})
+            &json!({"X-Team": null})
         ),
-        "the file's fields, the flags over them: {created}"
+        "the file's fields, the flags over them (header values are write-only): {created}"
     );
     for (id, event) in [("w2", "a"), ("w3", "b")] {
         let table = herald
@@ -130,7 +130,7 @@ async fn webhooks_are_created_listed_changed_and_deleted_from_the_command_line()
             ])
             .await;
         assert!(
-            table.stdout.contains(id) && table.stdout.contains("X-Key: k1"),
+            table.stdout.contains(id) && table.stdout.contains("X-Key (value hidden)") && !table.stdout.contains("k1"),
             "{}",
             table.stdout
         );
@@ -170,6 +170,23 @@ async fn webhooks_are_created_listed_changed_and_deleted_from_the_command_line()
         (&json!("renamed"), &json!(["c", "d.*"]))
     );
     assert_eq!(updated["url"], "https://example.com/b", "unchanged");
+    // A header named without a value keeps its value; one given is set; one
+    // not named is removed.
+    herald
+        .ok(&["webhooks", "update", "w2", "--header", "X-Key", "--header", "X-New=n1"])
+        .await;
+    let stored = env.store().await.get("w2").await.unwrap().unwrap();
+    assert_eq!(
+        stored.headers,
+        [
+            ("X-Key".to_owned(), "k1".to_owned()),
+            ("X-New".to_owned(), "n1".to_owned())
+        ]
+        .into(),
+    );
+    herald.ok(&["webhooks", "update", "w2", "--header", "X-New"]).await;
+    let stored = env.store().await.get("w2").await.unwrap().unwrap();
+    assert_eq!(stored.headers, [("X-New".to_owned(), "n1".to_owned())].into());
     let nothing = herald.fails(&["webhooks", "update", "w2"]).await;
     assert!(nothing.contains("nothing to change"), "{nothing}");
 

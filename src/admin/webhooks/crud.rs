@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{change_loaded, check, load, store_error, CreateWebhook, UpdateWebhook, WebhookView};
+use super::{change_loaded, check, headers_after, load, store_error, CreateWebhook, UpdateWebhook, WebhookView};
 use crate::admin::auth::Caller;
 use crate::admin::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::admin::problem::Problem;
@@ -348,7 +348,7 @@ pub async fn update(
             next.events = events.clone();
         }
         if let Some(headers) = &body.headers {
-            next.headers = headers.clone();
+            next.headers = headers_after(&current.headers, headers)?;
         }
         if let Some(limits) = &body.limits {
             next.limits = limits.clone().into();

@@ -47,14 +47,35 @@ pub struct WebhookView {
     /// When the status last changed, if known.
     #[serde(with = "time::serde::rfc3339::option")]
     pub status_changed_at: Option<OffsetDateTime>,
-    /// Extra request headers, e.g. an API key.
-    pub headers: BTreeMap<String, String>,
+    /// Extra request headers (e.g. an API key) by name. Their values are
+    /// write-only: each is shown as `null`, and a change that gives `null`
+    /// for a header keeps its stored value.
+    #[schema(inline)]
+    pub headers: BTreeMap<String, Withheld>,
     pub limits: Limits,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
 }
+
+/// A header value as the API shows it: never, as `null`. Header values are
+/// usually credentials (an API key the receiver checks); whoever holds a
+/// token of the tenant sets and replaces them, and has no need to read them
+/// back, so a leaked token or a read-only screen cannot show them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Withheld;
+
+impl utoipa::PartialSchema for Withheld {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Null)
+            .description(Some("The value, withheld: header values are write-only."))
+            .into()
+    }
+}
+
+impl ToSchema for Withheld {}
 
 impl From<&Webhook> for WebhookView {
     fn from(w: &Webhook) -> Self {
@@ -68,7 +89,7 @@ impl From<&Webhook> for WebhookView {
             status: w.status,
             status_reason: w.status_reason.clone(),
             status_changed_at: w.status_changed_at,
-            headers: w.headers.clone(),
+            headers: w.headers.keys().map(|name| (name.clone(), Withheld)).collect(),
             limits: w.limits.clone(),
             created_at: w.created_at,
             updated_at: w.updated_at,
@@ -110,7 +131,8 @@ pub struct CreateWebhook {
     /// match at least one of its event types.
     #[schema(min_items = 1, max_items = 256)]
     pub events: Vec<String>,
-    /// Extra request headers (e.g. `{"x-api-key": "..."}`).
+    /// Extra request headers (e.g. `{"x-api-key": "..."}`). Their values
+    /// are write-only: the webhook as read shows each name with `null`.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// The signing secret (`whsec_` + base64 of 24 to 64 bytes); generated
@@ -135,10 +157,48 @@ pub struct UpdateWebhook {
     #[serde(default)]
     #[schema(min_items = 1, max_items = 256)]
     pub events: Option<Vec<String>>,
+    /// The headers from now on: each named header with the value given, or
+    /// with its stored value when the value is `null` (values are never
+    /// read back, so a webhook read and written back keeps them); a header
+    /// not named is removed.
     #[serde(default)]
-    pub headers: Option<BTreeMap<String, String>>,
+    pub headers: Option<BTreeMap<String, Option<String>>>,
     #[serde(default)]
     pub limits: Option<LimitsInput>,
+}
+
+/// The headers a change asks for, over the `stored` ones: a value sets or
+/// replaces a header; `null` keeps the value stored under that name (names
+/// compared as HTTP does, without case), and is refused for a header that
+/// has none; a header not named is removed.
+pub(crate) fn headers_after(
+    stored: &BTreeMap<String, String>,
+    asked: &BTreeMap<String, Option<String>>,
+) -> Result<BTreeMap<String, String>, Problem> {
+    asked
+        .iter()
+        .map(|(name, value)| {
+            let value = match value {
+                Some(value) => value.clone(),
+                None => stored
+                    .get(name)
+                    .or_else(|| {
+                        stored
+                            .iter()
+                            .find(|(stored, _)| stored.eq_ignore_ascii_case(name))
+                            .map(|(_, v)| v)
+                    })
+                    .cloned()
+                    .ok_or_else(|| {
+                        Problem::invalid(
+                            "headers",
+                            format!("`{name}` has no stored value to keep (`null`): give its value"),
+                        )
+                    })?,
+            };
+            Ok((name.clone(), value))
+        })
+        .collect()
 }
 
 /// Per-endpoint limits; each may only tighten the global setting.
