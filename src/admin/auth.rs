@@ -28,6 +28,18 @@ pub struct Caller {
     pub name: String,
     /// `None`: every tenant.
     pub tenant: Option<String>,
+    /// The token, if it was issued through the API: what the caller makes
+    /// to outlive the request (a portal session) ends with it.
+    pub issued: Option<IssuedToken>,
+}
+
+/// An issued token, as what it makes needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedToken {
+    /// Its SHA-256 digest (hex), the key it is kept under.
+    pub digest: String,
+    /// When it stops working, if it does.
+    pub expires_at: Option<time::OffsetDateTime>,
 }
 
 impl Caller {
@@ -72,6 +84,7 @@ impl Tokens {
                         Caller {
                             name: t.name.clone(),
                             tenant: t.tenant.clone(),
+                            issued: None,
                         },
                     )
                 })
@@ -117,6 +130,10 @@ impl FromRequestParts<AdminState> for Caller {
                         return Ok(Caller {
                             name: format!("{}/{}", record.tenant, record.name),
                             tenant: Some(record.tenant),
+                            issued: Some(IssuedToken {
+                                digest,
+                                expires_at: record.expires_at,
+                            }),
                         });
                     }
                     Ok(None) => {}
@@ -161,10 +178,12 @@ mod tests {
         let admin = Caller {
             name: "ops".into(),
             tenant: None,
+            issued: None,
         };
         let acme = Caller {
             name: "acme".into(),
             tenant: Some("acme".into()),
+            issued: None,
         };
         assert!(admin.can_access(None) && admin.can_access(Some("globex")));
         assert!(acme.can_access(Some("acme")));

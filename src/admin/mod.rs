@@ -19,6 +19,7 @@ pub mod extract;
 pub mod jobs;
 pub mod portal_sessions;
 pub mod problem;
+pub mod session_store;
 pub mod tenants;
 pub mod webhooks;
 

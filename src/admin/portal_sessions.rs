@@ -5,7 +5,9 @@
 //! optional webhook, expiry, who made it) and their HMAC-SHA256 under
 //! `portal.signing_key`, so any replica can check it without a lookup of
 //! its own. Each session also has a Redis key that lives as long as it does;
-//! revoking deletes it, and a page checks it on every request.
+//! revoking deletes it, and a page checks it on every request. A session
+//! made by an issued token ends when that token is revoked, and no later
+//! than it expires ([`crate::admin::session_store`]).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -22,6 +24,7 @@ use utoipa::ToSchema;
 use crate::admin::auth::Caller;
 use crate::admin::extract::{ApiPath, OptionalJson};
 use crate::admin::problem::Problem;
+use crate::admin::session_store::{self, NewSession, Recorded};
 use crate::admin::AdminState;
 use crate::config::Config;
 
@@ -93,8 +96,9 @@ pub struct Claims {
 }
 
 /// What Redis keeps of a live session: everything its link claims (the
-/// key also expires with it). A link is honoured only when its claims are
-/// exactly these: the signature proves who signed a link, the
+/// key also expires with it), and the digest of the issued token that made
+/// it, which its link does not carry. A link is honoured only when its
+/// claims are exactly these: the signature proves who signed a link, the
 /// stored session what was issued, so a link re-signed with claims of its
 /// own (a leaked or guessed key) opens nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,10 +112,14 @@ pub struct Stored {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inc: Option<String>,
     pub exp: i64,
+    /// The SHA-256 digest (hex) of the issued token that made it, to end
+    /// it when that token is revoked; none for a configured token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tok: Option<String>,
 }
 
 impl Stored {
-    /// What to keep of a session issued with `claims`.
+    /// What to keep of a session issued with `claims` (by a configured token).
     pub fn of(claims: &Claims) -> Stored {
         Stored {
             ten: claims.ten.clone(),
@@ -120,7 +128,13 @@ impl Stored {
             by: claims.by.clone(),
             inc: claims.inc.clone(),
             exp: claims.exp,
+            tok: None,
         }
+    }
+
+    /// The same session, made by the issued token with `digest`.
+    pub fn made_by(self, digest: Option<String>) -> Stored {
+        Stored { tok: digest, ..self }
     }
 
     /// A stored session, or `None` for a value that is not one (written by a
@@ -131,7 +145,7 @@ impl Stored {
 
     /// Whether `claims` are exactly what was issued.
     pub fn matches(&self, claims: &Claims) -> bool {
-        *self == Stored::of(claims)
+        Stored::of(claims).made_by(self.tok.clone()) == *self
     }
 
     /// The stored value.
@@ -181,6 +195,11 @@ pub fn verify(key: &[u8], token: &str, now: i64) -> Result<Claims, TokenError> {
         return Err(TokenError::Expired);
     }
     Ok(claims)
+}
+
+/// `at` in milliseconds since the epoch.
+fn millis(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 /// The key of a live session in Redis (deleted when revoked).
@@ -275,6 +294,13 @@ async fn start(
         }
         Some(s) => std::time::Duration::from_secs(s),
     };
+    let now = OffsetDateTime::now_utc();
+    // A session made by an issued token ends no later than that token.
+    let ttl = match caller.issued.as_ref().and_then(|t| t.expires_at) {
+        Some(at) => ttl.min(std::time::Duration::try_from(at - now).unwrap_or_default()),
+        None => ttl,
+    }
+    .max(std::time::Duration::from_secs(1));
     if let Some(id) = &body.webhook {
         let webhook = crate::admin::webhooks::load(state, caller, id).await?;
         if tenant.is_some() && webhook.tenant != tenant {
@@ -286,7 +312,7 @@ async fn start(
         None => None,
     };
     let sid = format!("ps_{}", hex::encode(rand::random::<[u8; 12]>()));
-    let expires_at = OffsetDateTime::now_utc() + ttl;
+    let expires_at = now + ttl;
     let claims = Claims {
         sid: sid.clone(),
         ten: tenant.clone(),
@@ -296,15 +322,25 @@ async fn start(
         by: caller.name.clone(),
         inc: incarnation,
     };
+    let session = NewSession {
+        sid: &sid,
+        tenant: tenant.as_deref(),
+        stored: Stored::of(&claims)
+            .made_by(caller.issued.as_ref().map(|t| t.digest.clone()))
+            .to_json(),
+        expires_ms: millis(expires_at),
+        ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+        token_key: caller.issued.as_ref().map(|t| state.registry().keys().token(&t.digest)),
+    };
     let mut conn = state.redis();
-    let () = conn
-        .set_ex(
-            session_key(&config.redis.prefix, &sid),
-            Stored::of(&claims).to_json(),
-            ttl.as_secs().max(1),
-        )
+    match session_store::record(&mut conn, &config.redis.prefix, millis(now), &session)
         .await
-        .map_err(|e| Problem::unavailable("portal sessions", &e))?;
+        .map_err(|e| Problem::unavailable("portal sessions", &e))?
+    {
+        Recorded::Recorded => {}
+        // Revoked since this request was let in.
+        Recorded::TokenGone => return Err(Problem::unauthorized()),
+    }
     let token = sign(config.portal.signing_key.as_bytes(), &claims);
     Ok((
         StatusCode::CREATED,
@@ -354,8 +390,8 @@ pub async fn revoke(
     };
     match tenant {
         Some(t) if allowed(&t) => {
-            let () = conn
-                .del(&key)
+            let tenant = Some(t.as_str()).filter(|t| !t.is_empty());
+            session_store::forget(&mut conn, &state.config().redis.prefix, tenant, &id)
                 .await
                 .map_err(|e| Problem::unavailable("portal sessions", &e))?;
             Ok(StatusCode::NO_CONTENT)
@@ -408,6 +444,10 @@ mod tests {
         for c in &changed {
             assert!(!stored.matches(c), "{c:?}");
         }
+        let by_token = Stored::of(&issued).made_by(Some("ab12".into()));
+        let kept = Stored::parse(&by_token.to_json()).expect("round trip");
+        assert_eq!(kept.tok.as_deref(), Some("ab12"), "the token kept, not in the link");
+        assert!(kept.matches(&issued));
         assert_eq!(Stored::parse("acme"), None, "a tenant alone, as kept before: refused");
         assert_eq!(Stored::parse(""), None);
     }

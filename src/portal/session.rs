@@ -22,6 +22,7 @@ impl Session {
         Caller {
             name: format!("{} (portal)", self.claims.by),
             tenant: self.claims.ten.clone(),
+            issued: None,
         }
     }
 

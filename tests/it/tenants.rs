@@ -611,3 +611,78 @@ async fn one_event_id_of_two_tenants_names_two_deliveries_and_one_event_publishe
     );
     app.stop().await;
 }
+
+/// A portal link lives no longer than the token that asked for it: revoking
+/// a token ends the sessions it made at once (their keys go too), and only
+/// those; a token that expires takes its sessions along.
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_a_token_ends_the_portal_sessions_it_made() {
+    let env = TestEnv::new("tenants-sessions", &["events"], 1).await;
+    let served = ApiOnly::start(&env, &overlay()).await;
+    let api = &served.api;
+    api.ok(Method::PUT, "/v1/tenants/initech", OPS, Some(json!({}))).await;
+    let issue = |body: Value| async move {
+        let issued = api
+            .ok(Method::POST, "/v1/tenants/initech/tokens", OPS, Some(body))
+            .await;
+        issued["token"].as_str().unwrap().to_owned()
+    };
+    let backend = issue(json!({"name": "backend"})).await;
+    let other = issue(json!({"name": "other"})).await;
+    let session = |token: String, body: Value| async move {
+        let made = api
+            .ok(Method::POST, "/v1/tenants/initech/portal-sessions", &token, Some(body))
+            .await;
+        let link = format!("{}{}", api.base, made["url"].as_str().unwrap());
+        (link, made)
+    };
+    let status = |link: String| async move { reqwest::get(&link).await.unwrap().status() };
+    let backends = [
+        session(backend.clone(), json!({})).await,
+        session(
+            backend.clone(),
+            json!({"capability": "read_only", "ttl_seconds": 86_400}),
+        )
+        .await,
+    ];
+    let kept = [
+        session(other.clone(), json!({})).await.0,
+        session(OPS.to_owned(), json!({})).await.0,
+    ];
+    for link in backends.iter().map(|(l, _)| l).chain(&kept) {
+        assert_eq!(status(link.clone()).await, StatusCode::OK, "{link}");
+    }
+
+    let revoked = api
+        .call(Method::DELETE, "/v1/tenants/initech/tokens/backend", OPS, None)
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{}", revoked.body);
+    let mut conn = env.redis().await;
+    for (link, made) in &backends {
+        assert_eq!(status(link.clone()).await, StatusCode::UNAUTHORIZED, "{link}");
+        let key = format!("{}portal:session:{}", env.prefix, made["id"].as_str().unwrap());
+        let left: bool = conn.exists(&key).await.unwrap();
+        assert!(!left, "{key} is gone with the token");
+    }
+    for link in &kept {
+        assert_eq!(
+            status(link.clone()).await,
+            StatusCode::OK,
+            "another token's session: {link}"
+        );
+    }
+
+    // A token that expires: its session, asked for an hour, ends with it.
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    let token_expiry = time::OffsetDateTime::now_utc() + time::Duration::seconds(5);
+    let short = issue(json!({"name": "short", "expires_at": token_expiry.format(rfc3339).unwrap()})).await;
+    let (link, made) = session(short, json!({"ttl_seconds": 3_600})).await;
+    let session_expiry = time::OffsetDateTime::parse(made["expires_at"].as_str().unwrap(), rfc3339).unwrap();
+    assert!(session_expiry <= token_expiry, "{made}");
+    assert_eq!(status(link.clone()).await, StatusCode::OK);
+    eventually(Duration::from_secs(20), "the session to end with its token", || async {
+        (status(link.clone()).await == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
+    served.stop().await;
+}

@@ -147,6 +147,16 @@ impl Keys {
     pub fn token(&self, digest: &str) -> String {
         format!("{}token:{digest}", self.prefix)
     }
+
+    /// The sorted set of `tenant`'s live portal sessions.
+    pub fn portal_sessions(&self, tenant: &str) -> String {
+        crate::admin::session_store::live_key(&self.prefix, Some(tenant))
+    }
+
+    /// What a portal session's key starts with (its id follows).
+    pub fn portal_session_prefix(&self) -> String {
+        crate::admin::portal_sessions::session_key(&self.prefix, "")
+    }
 }
 
 /// The registry over the shared connection.
@@ -329,14 +339,17 @@ impl Registry {
         Err(RegistryError::Contended(name.into()))
     }
 
-    /// Deletes tenant `name` and revokes its tokens, unless it has webhooks.
+    /// Deletes tenant `name` and revokes its tokens, unless it has webhooks;
+    /// its portal sessions end with it.
     /// Members of its webhook set whose document is gone or names another
     /// tenant are dropped first, so a stale id never blocks a delete. The
     /// set holds every webhook Herald's API wrote for the tenant; webhooks
     /// other writers put straight into Redis join it once a replica sees
     /// them (within a second of their announcement).
     pub async fn delete(&self, name: &str) -> Result<Deleted, RegistryError> {
-        let script = redis::Script::new(
+        let script = redis::Script::new(&format!(
+            "{}{}",
+            crate::admin::session_store::END_SESSIONS_LUA,
             r"
             if redis.call('EXISTS', KEYS[1]) == 0 then return -3 end
             for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
@@ -351,11 +364,12 @@ impl Registry {
             for _, digest in ipairs(redis.call('HVALS', KEYS[4])) do
                 redis.call('DEL', ARGV[3] .. digest)
             end
-            redis.call('DEL', KEYS[1], KEYS[3], KEYS[4], KEYS[5])
+            end_sessions(KEYS[6], ARGV[4], false)
+            redis.call('DEL', KEYS[1], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
             redis.call('ZREM', KEYS[2], ARGV[1])
             return 0
-            ",
-        );
+            "
+        ));
         let mut conn = self.conn.clone();
         let result: i64 = script
             .key(self.keys.settings(name))
@@ -363,9 +377,11 @@ impl Registry {
             .key(self.store.tenant(name))
             .key(self.keys.tokens(name))
             .key(self.keys.used(name))
+            .key(self.keys.portal_sessions(name))
             .arg(name)
             .arg(self.store.webhook(""))
             .arg(self.keys.token(""))
+            .arg(self.keys.portal_session_prefix())
             .invoke_async(&mut conn)
             .await?;
         Ok(match result {
@@ -487,23 +503,29 @@ impl Registry {
         Ok(())
     }
 
-    /// Revokes `tenant`'s token `name` at once; `false` when it has none.
+    /// Revokes `tenant`'s token `name` at once, and ends the portal
+    /// sessions it made, in one script; `false` when it has none.
     pub async fn revoke(&self, tenant: &str, name: &str) -> Result<bool, RegistryError> {
-        let script = redis::Script::new(
+        let script = redis::Script::new(&format!(
+            "{}{}",
+            crate::admin::session_store::END_SESSIONS_LUA,
             r"
             local digest = redis.call('HGET', KEYS[1], ARGV[1])
             if not digest then return 0 end
             redis.call('HDEL', KEYS[1], ARGV[1])
             redis.call('HDEL', KEYS[2], ARGV[1])
+            end_sessions(KEYS[3], ARGV[3], digest)
             return redis.call('DEL', ARGV[2] .. digest)
-            ",
-        );
+            "
+        ));
         let mut conn = self.conn.clone();
         let revoked: i64 = script
             .key(self.keys.tokens(tenant))
             .key(self.keys.used(tenant))
+            .key(self.keys.portal_sessions(tenant))
             .arg(name)
             .arg(self.keys.token(""))
+            .arg(self.keys.portal_session_prefix())
             .invoke_async(&mut conn)
             .await?;
         Ok(revoked == 1)

@@ -1,0 +1,129 @@
+//! Where portal sessions live in Redis, and how many there are.
+//!
+//! Each session has its own key, holding what it was issued with and
+//! expiring with it ([`crate::admin::portal_sessions`]). Each tenant (and
+//! the operators, as one more) also has a sorted set of its live sessions by
+//! expiry: it is how the sessions of a revoked token or a deleted tenant are
+//! found and ended in the same script that revokes or deletes. A session is recorded only while the issued
+//! token that asks for it is still live, in one script, so a session made
+//! at the moment its token is revoked is either ended with it or never made.
+
+use redis::aio::ConnectionManager;
+
+use crate::admin::portal_sessions::session_key;
+
+/// `P` + `portal:sessions:tenant:{tenant}` (or `portal:sessions:operators`):
+/// the sorted set of a tenant's live session ids, scored by expiry (ms).
+pub fn live_key(prefix: &str, tenant: Option<&str>) -> String {
+    match tenant {
+        Some(t) => format!("{prefix}portal:sessions:tenant:{t}"),
+        None => format!("{prefix}portal:sessions:operators"),
+    }
+}
+
+/// Lua, to put before a script that ends sessions:
+/// `end_sessions(set, session_prefix, digest)` deletes the sessions of `set`
+/// made by the issued token whose digest is `digest` (every one of them when
+/// `digest` is `false`), drops from `set` those already gone, and returns
+/// how many it ended.
+pub(crate) const END_SESSIONS_LUA: &str = r"
+local function end_sessions(set, session_prefix, digest)
+    local ended = 0
+    for _, sid in ipairs(redis.call('ZRANGE', set, 0, -1)) do
+        local key = session_prefix .. sid
+        local raw = redis.call('GET', key)
+        local ends = not raw or not digest
+        if raw and digest then
+            local ok, s = pcall(cjson.decode, raw)
+            ends = ok and type(s) == 'table' and s.tok == digest
+        end
+        if ends then
+            ended = ended + redis.call('DEL', key)
+            redis.call('ZREM', set, sid)
+        end
+    end
+    return ended
+end
+";
+
+/// A session to record.
+pub(crate) struct NewSession<'a> {
+    pub sid: &'a str,
+    pub tenant: Option<&'a str>,
+    /// What the session's key holds.
+    pub stored: String,
+    /// Its expiry, milliseconds since the epoch.
+    pub expires_ms: i64,
+    /// Its time to live in milliseconds.
+    pub ttl_ms: u64,
+    /// The key of the issued token that asks for it: it must still be live.
+    pub token_key: Option<String>,
+}
+
+/// What recording a session did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recorded {
+    Recorded,
+    /// The issued token that asked was revoked meanwhile.
+    TokenGone,
+}
+
+/// Records `session` in its tenant's set (dropping the expired ones),
+/// unless its token is gone.
+pub(crate) async fn record(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+    now_ms: i64,
+    session: &NewSession<'_>,
+) -> redis::RedisResult<Recorded> {
+    let script = redis::Script::new(
+        r"
+        if ARGV[5] == '1' and redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
+        redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
+        redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+        redis.call('ZADD', KEYS[2], ARGV[3], ARGV[6])
+        if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
+            redis.call('PEXPIRE', KEYS[2], ARGV[2])
+        end
+        return 1
+        ",
+    );
+    let mut invocation = script.prepare_invoke();
+    invocation
+        .key(session_key(prefix, session.sid))
+        .key(live_key(prefix, session.tenant));
+    if let Some(token) = &session.token_key {
+        invocation.key(token);
+    }
+    let outcome: i64 = invocation
+        .arg(&session.stored)
+        .arg(session.ttl_ms.max(1))
+        .arg(session.expires_ms)
+        .arg(now_ms)
+        .arg(if session.token_key.is_some() { "1" } else { "0" })
+        .arg(session.sid)
+        .invoke_async(conn)
+        .await?;
+    Ok(match outcome {
+        1 => Recorded::Recorded,
+        _ => Recorded::TokenGone,
+    })
+}
+
+/// Ends session `sid` of `tenant` (revoked by id).
+pub(crate) async fn forget(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+    tenant: Option<&str>,
+    sid: &str,
+) -> redis::RedisResult<()> {
+    let () = redis::pipe()
+        .atomic()
+        .del(session_key(prefix, sid))
+        .ignore()
+        .zrem(live_key(prefix, tenant), sid)
+        .ignore()
+        .query_async(conn)
+        .await?;
+    Ok(())
+}
