@@ -650,6 +650,9 @@ pub struct PortalConfig {
     /// The longest a link may work.
     #[serde(with = "humantime_serde")]
     pub max_session_ttl: Duration,
+    /// Live sessions one tenant may hold at once (the operators' sessions
+    /// count as one more tenant); a new one beyond is refused (429).
+    pub max_sessions_per_tenant: usize,
     /// Where users reach the portal; links are paths when empty.
     pub public_url: String,
     /// CSP `frame-ancestors` sources, unless a tenant has its own.
@@ -662,6 +665,7 @@ impl std::fmt::Debug for PortalConfig {
             .field("signing_key", &if self.signing_key.is_empty() { "" } else { "***" })
             .field("session_ttl", &self.session_ttl)
             .field("max_session_ttl", &self.max_session_ttl)
+            .field("max_sessions_per_tenant", &self.max_sessions_per_tenant)
             .field("public_url", &self.public_url)
             .field("frame_ancestors", &self.frame_ancestors)
             .finish()
@@ -798,6 +802,7 @@ impl Config {
             ));
         }
         nonzero("portal.session_ttl", p.session_ttl)?;
+        positive("portal.max_sessions_per_tenant", p.max_sessions_per_tenant)?;
         if p.max_session_ttl < p.session_ttl {
             return Err(ConfigError::invalid(
                 "portal.max_session_ttl",

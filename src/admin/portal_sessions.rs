@@ -5,9 +5,10 @@
 //! optional webhook, expiry, who made it) and their HMAC-SHA256 under
 //! `portal.signing_key`, so any replica can check it without a lookup of
 //! its own. Each session also has a Redis key that lives as long as it does;
-//! revoking deletes it, and a page checks it on every request. A session
-//! made by an issued token ends when that token is revoked, and no later
-//! than it expires ([`crate::admin::session_store`]).
+//! revoking deletes it, and a page checks it on every request. A tenant
+//! holds at most `portal.max_sessions_per_tenant` live sessions, and a
+//! session made by an issued token ends when that token is revoked, and no
+//! later than it expires ([`crate::admin::session_store`]).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -197,6 +198,20 @@ pub fn verify(key: &[u8], token: &str, now: i64) -> Result<Claims, TokenError> {
     Ok(claims)
 }
 
+/// 429: `tenant` (none: the operators) holds `max` live sessions, the
+/// first of which expires in `wait_ms`. No live session is ended to make
+/// room (its user may be on its pages); the caller is told how to end one.
+fn full(tenant: Option<&str>, max: usize, wait_ms: i64) -> Problem {
+    let wait = u64::try_from(wait_ms.max(0) / 1_000 + 1).unwrap_or(1);
+    let whose = tenant.map_or("the operators".to_owned(), |t| format!("tenant `{t}`"));
+    Problem::too_many(format!(
+        "{whose} has {max} live portal sessions (portal.max_sessions_per_tenant); end one with \
+         DELETE /v1/portal-sessions/{{id}} (revoking a token ends the sessions it made), or try again \
+         when the next one expires, in {wait} s"
+    ))
+    .retry_after(wait)
+}
+
 /// `at` in milliseconds since the epoch.
 fn millis(at: OffsetDateTime) -> i64 {
     i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
@@ -232,6 +247,7 @@ fn portal_off() -> Problem {
     responses(
         (status = 201, description = "The session and its link", body = PortalSession),
         (status = 404, description = "No such tenant for this token, or the portal is off (portal.signing_key is empty)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The tenant holds portal.max_sessions_per_tenant live sessions; Retry-After says when the next one expires", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create(
@@ -257,6 +273,7 @@ pub async fn create(
         (status = 201, description = "The session and its link", body = PortalSession),
         (status = 403, description = "Not an admin token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The portal is off (portal.signing_key is empty)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The operators hold portal.max_sessions_per_tenant live sessions; Retry-After says when the next one expires", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create_for_operators(
@@ -322,6 +339,7 @@ async fn start(
         by: caller.name.clone(),
         inc: incarnation,
     };
+    let max = config.portal.max_sessions_per_tenant;
     let session = NewSession {
         sid: &sid,
         tenant: tenant.as_deref(),
@@ -331,15 +349,17 @@ async fn start(
         expires_ms: millis(expires_at),
         ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
         token_key: caller.issued.as_ref().map(|t| state.registry().keys().token(&t.digest)),
+        max,
     };
     let mut conn = state.redis();
     match session_store::record(&mut conn, &config.redis.prefix, millis(now), &session)
         .await
         .map_err(|e| Problem::unavailable("portal sessions", &e))?
     {
-        Recorded::Recorded => {}
+        Recorded::Made => {}
         // Revoked since this request was let in.
         Recorded::TokenGone => return Err(Problem::unauthorized()),
+        Recorded::Full { next_expiry_ms } => return Err(full(tenant.as_deref(), max, next_expiry_ms - millis(now))),
     }
     let token = sign(config.portal.signing_key.as_bytes(), &claims);
     Ok((

@@ -22,6 +22,9 @@ pub struct Problem {
     /// The fields at fault, for validation problems.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// A 429's `Retry-After` in seconds, when the limit says (else 30).
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 /// One field at fault.
@@ -46,6 +49,7 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -128,6 +132,12 @@ impl Problem {
         )
     }
 
+    /// This problem with `Retry-After: seconds` (at least 1).
+    pub fn retry_after(mut self, seconds: u64) -> Problem {
+        self.retry_after = Some(seconds.max(1));
+        self
+    }
+
     /// A dependency (Redis, Kafka) failed; the message is logged, the client
     /// gets a generic one.
     pub fn unavailable(what: &str, error: &dyn std::fmt::Display) -> Problem {
@@ -155,7 +165,12 @@ impl IntoResponse for Problem {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if status == StatusCode::TOO_MANY_REQUESTS {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+            let seconds = self
+                .retry_after
+                .map_or(RETRY_AFTER_SECONDS.to_owned(), |s| s.to_string());
+            if let Ok(value) = HeaderValue::from_str(&seconds) {
+                headers.insert(header::RETRY_AFTER, value);
+            }
         }
         response
     }

@@ -3,8 +3,10 @@
 //! Each session has its own key, holding what it was issued with and
 //! expiring with it ([`crate::admin::portal_sessions`]). Each tenant (and
 //! the operators, as one more) also has a sorted set of its live sessions by
-//! expiry: it is how the sessions of a revoked token or a deleted tenant are
-//! found and ended in the same script that revokes or deletes. A session is recorded only while the issued
+//! expiry: it caps how many a tenant holds at once
+//! (`portal.max_sessions_per_tenant`), and it is how the sessions of a
+//! revoked token or a deleted tenant are found and ended in the same script
+//! that revokes or deletes. A session is recorded only while the issued
 //! token that asks for it is still live, in one script, so a session made
 //! at the moment its token is revoked is either ended with it or never made.
 
@@ -58,18 +60,25 @@ pub(crate) struct NewSession<'a> {
     pub ttl_ms: u64,
     /// The key of the issued token that asks for it: it must still be live.
     pub token_key: Option<String>,
+    /// `portal.max_sessions_per_tenant`.
+    pub max: usize,
 }
 
 /// What recording a session did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Recorded {
-    Recorded,
+    /// The session is recorded: its link works.
+    Made,
+    /// The tenant holds its most live sessions; the first of them expires
+    /// at this time (milliseconds since the epoch).
+    Full { next_expiry_ms: i64 },
     /// The issued token that asked was revoked meanwhile.
     TokenGone,
 }
 
-/// Records `session` in its tenant's set (dropping the expired ones),
-/// unless its token is gone.
+/// Records `session` unless its tenant holds `max` live sessions (expired
+/// ones and ones revoked by id are dropped from the count first) or its
+/// token is gone.
 pub(crate) async fn record(
     conn: &mut ConnectionManager,
     prefix: &str,
@@ -78,14 +87,24 @@ pub(crate) async fn record(
 ) -> redis::RedisResult<Recorded> {
     let script = redis::Script::new(
         r"
-        if ARGV[5] == '1' and redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
+        if ARGV[6] == '1' and redis.call('EXISTS', KEYS[3]) == 0 then return {-1, 0} end
+        local max = tonumber(ARGV[5])
         redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
+        if redis.call('ZCARD', KEYS[2]) >= max then
+            for _, sid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+                if redis.call('EXISTS', ARGV[7] .. sid) == 0 then redis.call('ZREM', KEYS[2], sid) end
+            end
+            if redis.call('ZCARD', KEYS[2]) >= max then
+                local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+                return {0, tonumber(first[2])}
+            end
+        end
         redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-        redis.call('ZADD', KEYS[2], ARGV[3], ARGV[6])
+        redis.call('ZADD', KEYS[2], ARGV[3], ARGV[8])
         if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
             redis.call('PEXPIRE', KEYS[2], ARGV[2])
         end
-        return 1
+        return {1, 0}
         ",
     );
     let mut invocation = script.prepare_invoke();
@@ -95,17 +114,20 @@ pub(crate) async fn record(
     if let Some(token) = &session.token_key {
         invocation.key(token);
     }
-    let outcome: i64 = invocation
+    let (outcome, at): (i64, i64) = invocation
         .arg(&session.stored)
         .arg(session.ttl_ms.max(1))
         .arg(session.expires_ms)
         .arg(now_ms)
+        .arg(session.max)
         .arg(if session.token_key.is_some() { "1" } else { "0" })
+        .arg(session_key(prefix, ""))
         .arg(session.sid)
         .invoke_async(conn)
         .await?;
     Ok(match outcome {
-        1 => Recorded::Recorded,
+        1 => Recorded::Made,
+        0 => Recorded::Full { next_expiry_ms: at },
         _ => Recorded::TokenGone,
     })
 }

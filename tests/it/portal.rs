@@ -868,3 +868,80 @@ async fn a_read_only_session_sees_a_webhook_url_without_its_path_or_query() {
     assert!(detail.contains("SLACKSECRET"), "{detail}");
     app.stop().await;
 }
+
+/// A tenant holds at most `portal.max_sessions_per_tenant` live sessions,
+/// whichever tokens made them; beyond, 429 says how to end one and when the
+/// next expires, and no live link is ended to make room. Other tenants and
+/// the operators count on their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_sessions_are_capped_per_tenant() {
+    use redis::AsyncCommands;
+    let env = TestEnv::new("portal-cap", &["events"], 1).await;
+    let overlay = portal_overlay().replace("[portal]\n", "[portal]\nmax_sessions_per_tenant = 3\n");
+    let served = ApiOnly::start(&env, &overlay).await;
+    let api = &served.api;
+    let ask = |token: &'static str, path: &'static str, body: Value| async move {
+        api.call(Method::POST, path, token, Some(body)).await
+    };
+    let acme = "/v1/tenants/acme/portal-sessions";
+    let first = ask(ACME, acme, json!({"ttl_seconds": 2})).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let mut links = Vec::new();
+    for _ in 0..2 {
+        let made = ask(ACME, acme, json!({})).await;
+        assert_eq!(made.status, 201, "{}", made.body);
+        links.push((
+            made.body["id"].as_str().unwrap().to_owned(),
+            format!("{}{}", api.base, made.body["url"].as_str().unwrap()),
+        ));
+    }
+
+    // Full: refused, whichever token asks, with what to do and when.
+    for token in [ACME, OPS] {
+        let refused = ask(token, acme, json!({})).await;
+        assert_problem(&refused, 429, None);
+        let detail = refused.body["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("portal.max_sessions_per_tenant") && detail.contains("DELETE /v1/portal-sessions/"),
+            "{detail}"
+        );
+        let retry_after: u64 = refused.headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!(
+            (1..=3).contains(&retry_after),
+            "the first session ends first: {retry_after}"
+        );
+    }
+    let mut conn = env.redis().await;
+    let keys: Vec<String> = conn.keys(format!("{}portal:session:*", env.prefix)).await.unwrap();
+    assert_eq!(keys.len(), 3, "refused requests leave no key: {keys:?}");
+    for (_, link) in &links {
+        assert_eq!(reqwest::get(link).await.unwrap().status(), 200, "no live link is ended");
+    }
+
+    // Another tenant, and the operators, count on their own.
+    assert_eq!(
+        ask(GLOBEX, "/v1/tenants/globex/portal-sessions", json!({}))
+            .await
+            .status,
+        201
+    );
+    assert_eq!(ask(OPS, "/v1/portal-sessions", json!({})).await.status, 201);
+
+    // A session revoked, or expired, makes room.
+    let (revoked, _) = &links[0];
+    let gone = api
+        .call(Method::DELETE, &format!("/v1/portal-sessions/{revoked}"), ACME, None)
+        .await;
+    assert_eq!(gone.status, 204);
+    assert_eq!(
+        ask(ACME, acme, json!({})).await.status,
+        201,
+        "in the revoked one's place"
+    );
+    assert_problem(&ask(ACME, acme, json!({})).await, 429, None);
+    eventually(Duration::from_secs(20), "the expired session's place", || async {
+        (ask(ACME, acme, json!({})).await.status == 201).then_some(())
+    })
+    .await;
+    served.stop().await;
+}
