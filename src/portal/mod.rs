@@ -179,19 +179,33 @@ impl IntoResponse for PageError {
 /// only from the portal), framing as the tenant allows, no referrer, no cache.
 fn html(status: StatusCode, session: Option<&Session>, markup: maud::Markup) -> Response {
     let frame_ancestors = session.map_or("'none'", |s| s.frame_ancestors.as_str());
-    let csp = format!(
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; \
-         frame-ancestors {frame_ancestors}"
-    );
     let mut response = (status, markup).into_response();
     let headers = response.headers_mut();
-    if let Ok(csp) = HeaderValue::from_str(&csp) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, csp);
-    }
+    headers.insert(header::CONTENT_SECURITY_POLICY, csp(frame_ancestors));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// The portal's Content-Security-Policy, framing allowed to
+/// `frame_ancestors`. A setting that cannot be written into the header
+/// (a stored value no check let through) closes framing rather than
+/// dropping the policy.
+fn csp(frame_ancestors: &str) -> HeaderValue {
+    let policy = |ancestors: &str| {
+        format!(
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; \
+             frame-ancestors {ancestors}"
+        )
+    };
+    HeaderValue::from_str(&policy(frame_ancestors)).unwrap_or_else(|_| {
+        tracing::warn!(
+            frame_ancestors,
+            "portal: a frame_ancestors setting does not fit in a header; framing refused"
+        );
+        HeaderValue::from_str(&policy("'none'")).expect("the strict policy is a valid header")
+    })
 }
 
 /// What a page says happened (`?done=...` after a change).
@@ -245,6 +259,30 @@ async fn to_list(session: Session) -> Response {
 mod tests {
     use super::session::csrf_of;
     use super::*;
+
+    #[test]
+    fn a_framing_setting_that_breaks_the_header_closes_framing_and_keeps_the_policy() {
+        let good = csp("https://app.acme.example");
+        assert!(good
+            .to_str()
+            .unwrap()
+            .ends_with("frame-ancestors https://app.acme.example"));
+        let page = html(
+            StatusCode::OK,
+            Some(&Session {
+                frame_ancestors: "https://a.example\r\nSet-Cookie: x=1".into(),
+                ..session(Capability::ReadOnly)
+            }),
+            page_body(),
+        );
+        let policy = page.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(policy.starts_with("default-src 'none'"), "{policy}");
+        assert!(policy.ends_with("frame-ancestors 'none'"), "{policy}");
+    }
+
+    fn page_body() -> maud::Markup {
+        maud::html! { p { "page" } }
+    }
 
     fn session(cap: Capability) -> Session {
         Session {

@@ -124,7 +124,15 @@ impl FromRequestParts<AdminState> for Session {
                 if claims.inc.is_some() && portal_sessions::incarnation(&tenant) != claims.inc {
                     return Err(invalid());
                 }
-                tenant.frame_ancestors.join(" ")
+                // Stored settings are checked as they are read, as when
+                // they were written: one that fails frames nowhere.
+                match crate::config::check_frame_ancestors(&tenant.frame_ancestors) {
+                    Ok(()) => tenant.frame_ancestors.join(" "),
+                    Err(why) => {
+                        tracing::warn!(tenant = %t, %why, "portal: a stored frame_ancestors setting is invalid; framing refused");
+                        "'none'".to_owned()
+                    }
+                }
             }
         };
         let prefix = url::Url::parse(&config.portal.public_url)
