@@ -281,8 +281,9 @@ async fn the_redis_acl_user_can_do_all_the_work_and_nothing_more() {
         .await
         .unwrap();
     store.put(&webhook("seeded", &ok.url("/"), &["tour.*"])).await.unwrap();
+    let portal = "[portal]\nsigning_key = \"acl-portal-key-7d1e5b9a3c0f42861b6e\"\n";
     let app = env
-        .spawn(&(admin_overlay("24h") + &format!("[redis]\nurl = \"{}\"\n", user.url)))
+        .spawn(&(admin_overlay("24h") + portal + &format!("[redis]\nurl = \"{}\"\n", user.url)))
         .await;
     let api = Api::new(&app);
     let publisher = Publisher::new();
@@ -391,6 +392,33 @@ async fn the_redis_acl_user_can_do_all_the_work_and_nothing_more() {
         (Some(0), Some(2)),
         "{second}"
     );
+
+    // A tenant and its token made at run time, used, and a portal session
+    // it makes, opened and ended with the token's revocation.
+    api.ok(Method::PUT, "/v1/tenants/initech", OPS, Some(json!({}))).await;
+    let issued = api
+        .ok(
+            Method::POST,
+            "/v1/tenants/initech/tokens",
+            OPS,
+            Some(json!({"name": "backend"})),
+        )
+        .await;
+    let token = issued["token"].as_str().unwrap().to_owned();
+    api.ok(Method::GET, "/v1/webhooks", &token, None).await;
+    let made = api
+        .ok(
+            Method::POST,
+            "/v1/tenants/initech/portal-sessions",
+            &token,
+            Some(json!({})),
+        )
+        .await;
+    let link = format!("{}{}", api.base, made["url"].as_str().unwrap());
+    assert_eq!(reqwest::get(&link).await.unwrap().status(), 200);
+    api.call(Method::DELETE, "/v1/tenants/initech/tokens/backend", OPS, None)
+        .await;
+    assert_eq!(reqwest::get(&link).await.unwrap().status(), 401);
 
     // Nothing went wrong quietly: no Redis error in any loop, and Redis
     // refused nothing this user sent.
