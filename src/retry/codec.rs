@@ -40,6 +40,8 @@ pub mod headers {
     pub const EVENT_TYPE: &str = "herald.event.type";
     /// The event id the envelope rules found.
     pub const EVENT_ID: &str = "herald.event.id";
+    /// The event's time as its envelope writes it, when the rules name one.
+    pub const EVENT_TIME: &str = "herald.event.time";
     /// The event's tenant, when the envelope rules found one.
     pub const TENANT: &str = "herald.tenant";
     /// The webhook the delivery is for.
@@ -315,6 +317,9 @@ pub fn encode(letter: &FailureRecord<'_>, now: SystemTime, size: Size) -> OwnedH
         out.add(h::EVENT_TYPE, &meta.event_type);
         if let Some(id) = &meta.event_id {
             out.add(h::EVENT_ID, id);
+        }
+        if let Some(time) = &meta.event_time {
+            out.add(h::EVENT_TIME, time);
         }
         if let Some(tenant) = &meta.tenant {
             out.add(h::TENANT, tenant);
@@ -1033,5 +1038,29 @@ mod tests {
             InvalidRetryRecord(h::RETRY_TIER),
             "the second tier, where one is configured: no metric series of its own"
         );
+    }
+
+    #[test]
+    fn a_dead_letter_keeps_the_event_time_its_envelope_gave() {
+        let record = source();
+        let header_for = |time: Option<&str>| {
+            let mut meta = meta();
+            meta.event_time = time.map(str::to_owned);
+            let letter = FailureRecord {
+                destination: Destination::DeadLetter,
+                reason: reasons::RETRIES_EXHAUSTED,
+                detail: "endpoint answered HTTP 503".into(),
+                record: &record,
+                meta: Some(&meta),
+                delivery: Some(unbound(3, None, None)),
+            };
+            let back = read_back(&record, &encode(&letter, SystemTime::now(), Size::Full), "dlq");
+            back.header(h::EVENT_TIME).map(<[u8]>::to_vec)
+        };
+        assert_eq!(
+            header_for(Some("2026-12-05T10:00:00Z")).as_deref(),
+            Some(&b"2026-12-05T10:00:00Z"[..])
+        );
+        assert_eq!(header_for(None), None, "no time, no header");
     }
 }
