@@ -70,9 +70,9 @@ ensure_java() {
 # ensure_kafka: Apache Kafka's jars (scripts/kafka/pom.xml names the
 # version), fetched from Maven Central once per machine into
 # $HERALD_CACHE/kafka-VERSION/libs (about 55 MB).
-# HERALD_KAFKA_VERSION runs another release (3.9.1, the compose file's, is
-# the other one the suite has passed on; docs/operations.md says which tests
-# need 4.x).
+# HERALD_KAFKA_VERSION runs another release (the integration tests have
+# passed on 3.9.1, the compose file's, but for the two of KIP-848, which
+# needs 4.0: README says what is tested on which release).
 KAFKA_VERSION=${HERALD_KAFKA_VERSION:-$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/scripts/kafka/pom.xml")}
 KAFKA_LIBS=$HERALD_CACHE/kafka-$KAFKA_VERSION/libs
 ensure_kafka() {
