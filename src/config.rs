@@ -587,6 +587,12 @@ pub struct AdminConfig {
     pub max_replays: usize,
     /// Of those, at most this many for one tenant's webhooks.
     pub max_replays_per_tenant: usize,
+    /// Dry runs (`"dry_run": true`) running at once over every replica,
+    /// capped apart from replays so that counting never holds a replay's
+    /// place.
+    pub max_dry_runs: usize,
+    /// Of those, at most this many for one tenant's webhooks.
+    pub max_dry_runs_per_tenant: usize,
 }
 
 impl AdminConfig {
@@ -841,6 +847,8 @@ impl Config {
             }
         }
         positive("admin.max_replays_per_tenant", a.max_replays_per_tenant)?;
+        positive("admin.max_dry_runs", a.max_dry_runs)?;
+        positive("admin.max_dry_runs_per_tenant", a.max_dry_runs_per_tenant)?;
         positive("admin.max_tokens_per_tenant", a.max_tokens_per_tenant)?;
         let mut names = std::collections::BTreeSet::new();
         let mut tokens = std::collections::BTreeSet::new();

@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::admin::auth::Caller;
 use crate::admin::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::admin::jobs::ReplayJob;
+use crate::admin::jobs::{Pool, ReplayJob};
 use crate::admin::problem::Problem;
 use crate::admin::webhooks::load;
 use crate::admin::{AdminState, MAX_PAGE_SIZE};
@@ -259,7 +259,7 @@ pub struct ReplayRequest {
     request_body = ReplayRequest,
     responses(
         (status = 202, description = "Started; follow it at /v1/replays/{id}", body = ReplayJob),
-        (status = 429, description = "A replay of this webhook is running, or too many of the tenant's or in all (admin.max_replays); try again after Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "A replay (or, for a dry run, a dry run) of this webhook is running, or too many of the tenant's or in all (admin.max_replays; dry runs: admin.max_dry_runs); try again after Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn replay(
@@ -295,7 +295,7 @@ pub async fn replay(
     };
     let admitted = state
         .jobs()
-        .admit(state.config(), &id, webhook.tenant.as_deref())
+        .admit(state.config(), Pool::of(body.dry_run), &id, webhook.tenant.as_deref())
         .await?;
     let job = state
         .jobs()

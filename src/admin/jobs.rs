@@ -87,11 +87,55 @@ pub struct Jobs {
     prefix: String,
 }
 
-/// A place among the running replays (`admin.max_replays`), held from
-/// before a replay is started until it finishes. Dropped without starting
-/// one, it frees its place.
+/// Which places a job takes: replays and dry runs are capped apart, so that
+/// counting (which writes nothing) never holds a place a replay needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pool {
+    /// `admin.max_replays`, `admin.max_replays_per_tenant`.
+    Replays,
+    /// `admin.max_dry_runs`, `admin.max_dry_runs_per_tenant`.
+    DryRuns,
+}
+
+impl Pool {
+    /// The pool of a replay with these options.
+    pub fn of(dry_run: bool) -> Pool {
+        match dry_run {
+            true => Pool::DryRuns,
+            false => Pool::Replays,
+        }
+    }
+
+    /// Its caps (in all, per tenant) and the configuration keys naming them.
+    fn caps(self, config: &Config) -> ((usize, &'static str), (usize, &'static str)) {
+        let a = &config.admin;
+        match self {
+            Pool::Replays => (
+                (a.max_replays, "admin.max_replays"),
+                (a.max_replays_per_tenant, "admin.max_replays_per_tenant"),
+            ),
+            Pool::DryRuns => (
+                (a.max_dry_runs, "admin.max_dry_runs"),
+                (a.max_dry_runs_per_tenant, "admin.max_dry_runs_per_tenant"),
+            ),
+        }
+    }
+
+    /// What a job of this pool is called in a refusal.
+    fn noun(self) -> &'static str {
+        match self {
+            Pool::Replays => "replay",
+            Pool::DryRuns => "dry run",
+        }
+    }
+}
+
+/// A place among the running replays (`admin.max_replays`) or dry runs
+/// (`admin.max_dry_runs`), held from before the job is started until it
+/// finishes. Dropped without starting one, it frees its place.
 pub struct Admitted {
     id: String,
+    pool: Pool,
     jobs: Jobs,
     started: bool,
 }
@@ -101,9 +145,9 @@ impl Drop for Admitted {
         if self.started {
             return;
         }
-        let (jobs, id) = (self.jobs.clone(), std::mem::take(&mut self.id));
+        let (jobs, id, pool) = (self.jobs.clone(), std::mem::take(&mut self.id), self.pool);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { jobs.release(&id).await });
+            runtime.spawn(async move { jobs.release(pool, &id).await });
         }
     }
 }
@@ -149,19 +193,31 @@ impl Jobs {
         format!("{}replay:{id}", self.prefix)
     }
 
-    /// The running replays (a sorted set of job ids by lease end) and whose
-    /// they are (a hash of job id to `webhook\ntenant`).
-    fn running_keys(&self) -> (String, String) {
+    /// A pool's running jobs (a sorted set of job ids by lease end) and
+    /// whose they are (a hash of job id to `webhook\ntenant`).
+    fn running_keys(&self, pool: Pool) -> (String, String) {
+        let name = match pool {
+            Pool::Replays => "replays",
+            Pool::DryRuns => "replays:dry",
+        };
         (
-            format!("{}replays:running", self.prefix),
-            format!("{}replays:running:owners", self.prefix),
+            format!("{}{name}:running", self.prefix),
+            format!("{}{name}:running:owners", self.prefix),
         )
     }
 
-    /// A place for a replay of `webhook_id`, or 429 naming the cap reached.
-    pub async fn admit(&self, config: &Config, webhook_id: &str, tenant: Option<&str>) -> Result<Admitted, Problem> {
+    /// A place in `pool` for a job on `webhook_id`, or 429 naming the cap
+    /// reached.
+    pub async fn admit(
+        &self,
+        config: &Config,
+        pool: Pool,
+        webhook_id: &str,
+        tenant: Option<&str>,
+    ) -> Result<Admitted, Problem> {
         let id = format!("rpl_{}", hex::encode(rand::random::<[u8; 10]>()));
-        let (running, owners) = self.running_keys();
+        let ((total, total_key), (per_tenant, per_tenant_key)) = pool.caps(config);
+        let (running, owners) = self.running_keys(pool);
         let mut conn = self.conn.clone();
         let (verdict, other): (String, String) = redis::Script::new(ADMIT)
             .key(running)
@@ -171,8 +227,8 @@ impl Jobs {
             .arg(&id)
             .arg(webhook_id)
             .arg(tenant.unwrap_or(""))
-            .arg(config.admin.max_replays)
-            .arg(config.admin.max_replays_per_tenant)
+            .arg(total)
+            .arg(per_tenant)
             .invoke_async(&mut conn)
             .await
             .map_err(redis_problem)?;
@@ -180,31 +236,33 @@ impl Jobs {
             "ok" => {
                 return Ok(Admitted {
                     id,
+                    pool,
                     jobs: self.clone(),
                     started: false,
                 })
             }
             "webhook" => format!(
-                "replay {other} of this webhook is still running; follow it at /v1/replays/{other} \
-                 and start another when it is done"
+                "{} {other} of this webhook is still running; follow it at /v1/replays/{other} \
+                 and start another when it is done",
+                pool.noun()
             ),
             "tenant" => format!(
-                "{} replays of this tenant's webhooks are running (admin.max_replays_per_tenant); \
+                "{per_tenant} {}s of this tenant's webhooks are running ({per_tenant_key}); \
                  try again when one is done",
-                config.admin.max_replays_per_tenant
+                pool.noun()
             ),
             _ => format!(
-                "{} replays are running (admin.max_replays); try again when one is done",
-                config.admin.max_replays
+                "{total} {}s are running ({total_key}); try again when one is done",
+                pool.noun()
             ),
         };
-        tracing::info!(webhook = webhook_id, cap = %verdict, "replay refused: too many running");
+        tracing::info!(webhook = webhook_id, cap = %verdict, kind = pool.noun(), "replay refused: too many running");
         Err(Problem::too_many(refused))
     }
 
-    /// Extends a running replay's place for another [`STALE_AFTER`].
-    async fn renew(&self, id: &str) {
-        let (running, _) = self.running_keys();
+    /// Extends a running job's place for another [`STALE_AFTER`].
+    async fn renew(&self, pool: Pool, id: &str) {
+        let (running, _) = self.running_keys(pool);
         let mut conn = self.conn.clone();
         let renewed: Result<i64, _> = redis::cmd("ZADD")
             .arg(running)
@@ -218,9 +276,9 @@ impl Jobs {
         }
     }
 
-    /// Frees a replay's place.
-    async fn release(&self, id: &str) {
-        let (running, owners) = self.running_keys();
+    /// Frees a job's place.
+    async fn release(&self, pool: Pool, id: &str) {
+        let (running, owners) = self.running_keys(pool);
         let mut conn = self.conn.clone();
         let released: Result<(), _> = redis::pipe()
             .cmd("ZREM")
@@ -283,6 +341,12 @@ impl Jobs {
         };
         self.save(&stored).await.map_err(redis_problem)?;
         admitted.started = true;
+        let pool = admitted.pool;
+        debug_assert_eq!(
+            pool,
+            Pool::of(options.dry_run),
+            "a job runs in the pool it was admitted to"
+        );
         let snapshot = stored.job.clone();
         let producer = state.producer().clone();
         let shared = Arc::new(Mutex::new(stored));
@@ -312,7 +376,7 @@ impl Jobs {
                     if let Err(e) = jobs.save(&stored).await {
                         tracing::warn!(job = %stored.job.id, error = %e, "replay progress not saved");
                     }
-                    jobs.renew(&stored.job.id).await;
+                    jobs.renew(pool, &stored.job.id).await;
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             })
@@ -320,7 +384,7 @@ impl Jobs {
         tokio::spawn(async move {
             let result = crate::retry::replay::replay(&config, &producer.get(), &filter, options, progress).await;
             writer.abort();
-            jobs.release(&admitted.id).await;
+            jobs.release(pool, &admitted.id).await;
             let mut stored = shared.lock().expect("job lock").clone();
             let now = OffsetDateTime::now_utc();
             stored.job.finished_at = Some(now);

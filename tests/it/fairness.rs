@@ -383,6 +383,102 @@ async fn replays_are_capped_per_webhook_per_tenant_and_in_all() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_runs_are_capped_apart_and_never_hold_a_replays_place() {
+    let env = tenant_env("dry-run-caps").await;
+    let app = env
+        .spawn("[admin]\nmax_replays = 1\nmax_replays_per_tenant = 1\nmax_dry_runs = 2\nmax_dry_runs_per_tenant = 1")
+        .await;
+    let api = Api::new(&app);
+    for (id, tenant) in [("a1", Some("globex")), ("a2", Some("globex")), ("o1", None)] {
+        let mut body = json!({"id": id, "name": id, "url": "https://example.com/", "events": ["*"]});
+        if let Some(tenant) = tenant {
+            body["tenant"] = json!(tenant);
+        }
+        api.ok(Method::POST, "/v1/webhooks", OPS, Some(body)).await;
+    }
+    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // A job running on another replica, in the pool `pool`.
+    let elsewhere = |pool: &str, job: &str, owner: &str| {
+        let mut conn = conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZADD")
+            .arg(format!("{}{pool}:running", env.prefix))
+            .arg(now_ms + 600_000)
+            .arg(job)
+            .ignore()
+            .cmd("HSET")
+            .arg(format!("{}{pool}:running:owners", env.prefix))
+            .arg(job)
+            .arg(owner)
+            .ignore();
+        async move {
+            let () = pipe.query_async(&mut conn).await.unwrap();
+        }
+    };
+    let start = |id: &'static str, token: &'static str, dry_run: bool| {
+        let api = &api;
+        async move {
+            api.call(
+                Method::POST,
+                &format!("/v1/webhooks/{id}/replay"),
+                token,
+                Some(json!({"dry_run": dry_run})),
+            )
+            .await
+        }
+    };
+    let detail = |reply: &Reply| reply.body["detail"].as_str().unwrap_or_default().to_owned();
+
+    // Every replay place is taken (another tenant's): a dry run still runs.
+    elsewhere("replays", "rpl_x", "x1\ninitech").await;
+    let refused = start("a2", GLOBEX, false).await;
+    assert_problem(&refused, 429, None);
+    assert!(detail(&refused).contains("admin.max_replays"), "{}", refused.body);
+    let dry = start("a1", GLOBEX, true).await;
+    assert_eq!(dry.status, 202, "a dry run needs no replay place: {}", dry.body);
+    let job = dry.body["id"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(30), "the dry run finishes", || async {
+        let job = api.ok(Method::GET, &format!("/v1/replays/{job}"), GLOBEX, None).await;
+        (job["state"] == "done").then_some(())
+    })
+    .await;
+
+    // Dry runs have caps of their own: per tenant, and in all.
+    elsewhere("replays:dry", "rpl_d1", "a9\nglobex").await;
+    let reply = start("a2", GLOBEX, true).await;
+    assert_problem(&reply, 429, None);
+    assert!(
+        detail(&reply).contains("admin.max_dry_runs_per_tenant"),
+        "{}",
+        reply.body
+    );
+    elsewhere("replays:dry", "rpl_d2", "z1\ninitech").await;
+    let reply = start("o1", OPS, true).await;
+    assert_problem(&reply, 429, None);
+    assert!(
+        detail(&reply).contains("2 dry runs are running (admin.max_dry_runs)"),
+        "{}",
+        reply.body
+    );
+
+    // With every dry-run place taken, a replay starts once a replay place is free.
+    let () = redis::cmd("ZREM")
+        .arg(format!("{}replays:running", env.prefix))
+        .arg("rpl_x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let replay = start("a1", GLOBEX, false).await;
+    assert_eq!(replay.status, 202, "dry runs hold no replay place: {}", replay.body);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_in_flight_are_bounded_in_bytes() {
     let env = TestEnv::new("flow-bytes", &["events"], 1).await;
     // 64 KiB events, a 256 KiB budget: four (or five: the one that reaches

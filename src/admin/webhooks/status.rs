@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::{change, load, store_error, WebhookView};
 use crate::admin::auth::Caller;
 use crate::admin::extract::{ApiPath, OptionalJson};
-use crate::admin::jobs::ReplayJob;
+use crate::admin::jobs::{Pool, ReplayJob};
 use crate::admin::problem::Problem;
 use crate::admin::AdminState;
 use crate::retry::codec::reasons;
@@ -107,7 +107,7 @@ pub async fn resume(
             Some(
                 state
                     .jobs()
-                    .admit(state.config(), &current.id, current.tenant.as_deref())
+                    .admit(state.config(), Pool::Replays, &current.id, current.tenant.as_deref())
                     .await?,
             )
         }
