@@ -72,6 +72,44 @@ impl WebhookStatus {
     pub const ALL: [WebhookStatus; 3] = [WebhookStatus::Active, WebhookStatus::Paused, WebhookStatus::Disabled];
 }
 
+/// Who set a webhook's status (`status_by`), and so who may set it back: a
+/// webhook paused or disabled by an operator is resumed only by an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusBy {
+    /// Herald itself (the endpoint answered 410 Gone, or failed for too
+    /// long): its tenant may resume it once the receiver is fixed.
+    Herald,
+    /// A token of the webhook's tenant, or its tenant's portal session.
+    Tenant,
+    /// An admin token, an operators' portal session, or another writer of
+    /// the document. Also what any other value reads as, and what a paused
+    /// or disabled webhook with no `status_by` (written before Herald
+    /// recorded it) counts as.
+    Operator,
+}
+
+impl StatusBy {
+    /// The value as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusBy::Herald => "herald",
+            StatusBy::Tenant => "tenant",
+            StatusBy::Operator => "operator",
+        }
+    }
+
+    /// `status_by` as written: Herald's own values, anything else an
+    /// operator's.
+    pub fn parse(s: &str) -> StatusBy {
+        match s {
+            "herald" => StatusBy::Herald,
+            "tenant" => StatusBy::Tenant,
+            _ => StatusBy::Operator,
+        }
+    }
+}
+
 /// Optional per-endpoint limits; each may only tighten the global setting.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Limits {
@@ -121,6 +159,15 @@ pub struct Webhook {
         with = "time::serde::rfc3339::option"
     )]
     pub status_changed_at: Option<OffsetDateTime>,
+    /// Who set the status ([`StatusBy`]); none while active, and in documents
+    /// written before Herald recorded it. Read leniently: a string not
+    /// Herald's own reads as `operator`, any other value as none.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_status_by"
+    )]
+    pub status_by: Option<StatusBy>,
     /// Signing secrets, newest first; each signs every request while listed.
     pub secrets: Vec<String>,
     /// Secrets replaced by a rotation, still signing until their expiry so
@@ -204,6 +251,7 @@ impl Webhook {
             status: WebhookStatus::Active,
             status_reason: None,
             status_changed_at: None,
+            status_by: None,
             secrets: vec![generate_secret()],
             previous_secrets: Vec::new(),
             headers: BTreeMap::new(),
@@ -351,6 +399,16 @@ pub fn check(webhook: &impl Fields) -> Result<(), InvalidWebhook> {
 }
 
 impl Webhook {
+    /// Who set the current status, for deciding who may change it back:
+    /// none while active; an operator's when the document does not say (it
+    /// was written before Herald recorded it, or by another writer).
+    pub fn status_set_by(&self) -> Option<StatusBy> {
+        match self.status {
+            WebhookStatus::Active => None,
+            _ => Some(self.status_by.unwrap_or(StatusBy::Operator)),
+        }
+    }
+
     /// Replaces the signing secret with `new`: every current secret keeps
     /// signing until `expires_at`; previous secrets already expired, and the
     /// oldest beyond the limit, are dropped.
@@ -371,6 +429,16 @@ impl Webhook {
 fn lenient_uid<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
     Ok(match serde_json::Value::deserialize(deserializer)? {
         serde_json::Value::String(uid) => Some(uid),
+        _ => None,
+    })
+}
+
+/// A `status_by` as [`StatusBy::parse`] reads it; a value that is not a
+/// string reads as none, which on a paused or disabled webhook counts as an
+/// operator's (see [`Webhook::status_set_by`]).
+fn lenient_status_by<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<StatusBy>, D::Error> {
+    Ok(match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::String(by) => Some(StatusBy::parse(&by)),
         _ => None,
     })
 }
@@ -474,6 +542,42 @@ pub(crate) mod tests {
 
     pub fn webhook(id: &str, url: &str, events: &[&str]) -> Webhook {
         Webhook::new(id, &format!("{id} name"), url, events)
+    }
+
+    #[test]
+    fn who_set_a_status_reads_leniently_and_fails_closed() {
+        let doc = |extra: &str| {
+            format!(
+                r#"{{"id":"a","name":"n","url":"http://x.test/","events":["*"],"secrets":[],
+                "created_at":"2025-01-01T00:00:00Z","updated_at":"2025-01-01T00:00:00Z",{extra}}}"#
+            )
+        };
+        let read = |extra: &str| serde_json::from_str::<Webhook>(&doc(extra)).unwrap();
+        let by = |extra: &str| read(extra).status_set_by();
+        assert_eq!(
+            by(r#""status":"active","status_by":"tenant""#),
+            None,
+            "active: nobody's"
+        );
+        assert_eq!(by(r#""status":"paused","status_by":"tenant""#), Some(StatusBy::Tenant));
+        assert_eq!(
+            by(r#""status":"disabled","status_by":"herald""#),
+            Some(StatusBy::Herald)
+        );
+        assert_eq!(
+            by(r#""status":"disabled","status_by":"operator""#),
+            Some(StatusBy::Operator)
+        );
+        // Anything else, or nothing, is an operator's.
+        assert_eq!(
+            by(r#""status":"disabled","status_by":"abuse desk""#),
+            Some(StatusBy::Operator)
+        );
+        assert_eq!(by(r#""status":"disabled","status_by":7"#), Some(StatusBy::Operator));
+        assert_eq!(by(r#""status":"paused""#), Some(StatusBy::Operator));
+        // Written back as read.
+        let w = read(r#""status":"paused","status_by":"tenant""#);
+        assert_eq!(serde_json::to_value(&w).unwrap()["status_by"], "tenant");
     }
 
     #[test]

@@ -115,6 +115,7 @@ pub fn webhook_table(w: &Value) -> String {
         "events",
         "status",
         "status_reason",
+        "status_by",
         "created_at",
         "updated_at",
     ] {

@@ -31,7 +31,7 @@ use crate::delivery::target::Target;
 use crate::delivery::Failure;
 use crate::subscriptions::store::{StoreError, SubscriptionStore};
 use crate::telemetry::Telemetry;
-use crate::webhook::{Webhook, WebhookStatus};
+use crate::webhook::{StatusBy, Webhook, WebhookStatus};
 
 /// When a failing webhook is disabled; zero turns a rule off.
 #[derive(Debug, Clone, Copy, Default)]
@@ -141,6 +141,7 @@ impl Lifecycle {
                 let mut next = current.clone();
                 next.status = WebhookStatus::Disabled;
                 next.status_reason = Some(reason.clone());
+                next.status_by = Some(StatusBy::Herald);
                 next.status_changed_at = Some(now);
                 next.updated_at = now;
                 changed = true;

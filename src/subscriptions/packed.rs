@@ -21,10 +21,11 @@ use time::OffsetDateTime;
 
 use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::webhook::{ExpiringSecret, Fields, Limits, Webhook, WebhookStatus};
+use crate::webhook::{ExpiringSecret, Fields, Limits, StatusBy, Webhook, WebhookStatus};
 
 /// The packed layout. Every field is written, in this order; timestamps are
-/// Unix nanoseconds (UTC), statuses their index in [`WebhookStatus::ALL`].
+/// Unix nanoseconds (UTC), statuses their index in [`WebhookStatus::ALL`],
+/// `status_by` its index in [`STATUS_BY`].
 #[derive(Serialize, Deserialize)]
 struct Layout<'a> {
     #[serde(borrow)]
@@ -43,6 +44,7 @@ struct Layout<'a> {
     #[serde(borrow)]
     status_reason: Option<Cow<'a, str>>,
     status_changed_at: Option<i128>,
+    status_by: Option<u8>,
     #[serde(borrow)]
     secrets: Vec<Cow<'a, str>>,
     #[serde(borrow)]
@@ -105,6 +107,13 @@ fn status_index(status: WebhookStatus) -> u8 {
     WebhookStatus::ALL.iter().position(|s| *s == status).unwrap_or(0) as u8
 }
 
+/// Every [`StatusBy`], in the order their packed index names them.
+const STATUS_BY: [StatusBy; 3] = [StatusBy::Herald, StatusBy::Tenant, StatusBy::Operator];
+
+fn status_by_index(by: StatusBy) -> u8 {
+    STATUS_BY.iter().position(|b| *b == by).unwrap_or(2) as u8
+}
+
 /// Writes `layout` into one allocation, sized once: its strings plus a few
 /// bytes of lengths and numbers.
 fn write(layout: &Layout<'_>) -> Packed {
@@ -137,6 +146,7 @@ impl Packed {
             status: status_index(webhook.status),
             status_reason: webhook.status_reason.as_deref().map(cow),
             status_changed_at: webhook.status_changed_at.map(nanos),
+            status_by: webhook.status_by.map(status_by_index),
             secrets: webhook.secrets.iter().map(|s| cow(s)).collect(),
             previous_secrets: webhook
                 .previous_secrets
@@ -209,6 +219,11 @@ impl Packed {
                 .ok_or(Unreadable(postcard::Error::DeserializeBadEnum))?,
             status_reason: l.status_reason.map(own),
             status_changed_at: l.status_changed_at.map(time).transpose()?,
+            status_by: l
+                .status_by
+                .map(|i| STATUS_BY.get(usize::from(i)).copied())
+                .map(|by| by.ok_or(Unreadable(postcard::Error::DeserializeBadEnum)))
+                .transpose()?,
             secrets: l.secrets.into_iter().map(own).collect(),
             previous_secrets: l
                 .previous_secrets
@@ -384,6 +399,8 @@ pub struct Document<'a> {
     status_reason: Option<Str<'a>>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     status_changed_at: Option<OffsetDateTime>,
+    #[serde(default, borrow)]
+    status_by: Lenient<'a>,
     #[serde(borrow)]
     secrets: Vec<Str<'a>>,
     #[serde(default, borrow)]
@@ -421,6 +438,11 @@ impl<'a> Document<'a> {
             status: status_index(self.status),
             status_reason: self.status_reason.as_ref().map(Str::cow),
             status_changed_at: self.status_changed_at.map(nanos),
+            status_by: self
+                .status_by
+                .0
+                .as_ref()
+                .map(|by| status_by_index(StatusBy::parse(&by.0))),
             secrets: self.secrets.iter().map(Str::cow).collect(),
             previous_secrets: self
                 .previous_secrets
@@ -478,6 +500,7 @@ mod tests {
         w.status = WebhookStatus::Disabled;
         w.status_reason = Some("410 Gone".into());
         w.status_changed_at = Some(datetime!(2025-03-01 10:00:00.123456789 UTC));
+        w.status_by = Some(StatusBy::Herald);
         w.previous_secrets = vec![ExpiringSecret {
             secret: w.secrets[0].clone(),
             expires_at: datetime!(2025-03-02 10:00 UTC),

@@ -770,6 +770,22 @@ mod tests {
                 d.insert("uid".into(), json!(42));
             }),
             with(&|d| {
+                d.insert("status".into(), json!("paused"));
+                d.insert("status_by".into(), json!("tenant"));
+            }),
+            with(&|d| {
+                d.insert("status".into(), json!("disabled"));
+                d.insert("status_by".into(), json!("herald"));
+            }),
+            with(&|d| {
+                d.insert("status".into(), json!("disabled"));
+                d.insert("status_by".into(), json!("abuse desk"));
+            }),
+            with(&|d| {
+                d.insert("status".into(), json!("paused"));
+                d.insert("status_by".into(), json!({"team": "ops"}));
+            }),
+            with(&|d| {
                 d.insert("uid".into(), json!(null));
                 d.insert("tenant".into(), json!(null));
                 d.insert("status_changed_at".into(), json!(null));
@@ -833,7 +849,7 @@ mod tests {
                 Loaded::Missing(_) => unreachable!(),
             }
         }
-        assert_eq!(accepted, 7, "the six valid shapes and the repeated header");
+        assert_eq!(accepted, 11, "the ten valid shapes and the repeated header");
         let kept = decode_packed("w", docs[docs.len() - 2].as_bytes()).unwrap();
         assert_eq!(kept.packed.unpack().unwrap().headers["x-k"], "last");
     }

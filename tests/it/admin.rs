@@ -373,6 +373,73 @@ async fn a_webhooks_changes_are_checked_and_announced_in_order() {
     served.stop().await;
 }
 
+/// Who paused or disabled a webhook decides who may resume it: its tenant
+/// resumes what it or Herald did, and only an operator what an operator did
+/// (through the API, or as another writer of the document).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_resumes_what_it_paused_but_never_what_an_operator_paused_or_disabled() {
+    let env = TestEnv::new("admin-status-by", &["events"], 1).await;
+    let (served, _, path) = api_with_acme_webhook(&env).await;
+    let api = &served.api;
+    let (pause, resume) = (format!("{path}/pause"), format!("{path}/resume"));
+    let refused = |reply: &Reply, why: &str| {
+        assert_problem(reply, 403, None);
+        let detail = reply.body["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("only an operator may resume it") && detail.contains(why),
+            "{}",
+            reply.body
+        );
+    };
+
+    // The tenant's own pause: the tenant resumes it.
+    let paused = api.ok(Method::POST, &pause, ACME, None).await;
+    assert_eq!(paused["status_by"], "tenant");
+    let resumed = api.ok(Method::POST, &resume, ACME, None).await;
+    assert_eq!(resumed["webhook"]["status"], "active");
+    assert_eq!(resumed["webhook"]["status_by"], Value::Null);
+
+    // An operator's pause: the tenant can neither resume it (with or without
+    // a replay) nor make it its own by pausing again; the operator resumes it.
+    let paused = api.ok(Method::POST, &pause, OPS, None).await;
+    assert_eq!(paused["status_by"], "operator");
+    refused(&api.call(Method::POST, &resume, ACME, None).await, "paused by `ops`");
+    refused(
+        &api.call(Method::POST, &resume, ACME, Some(json!({"replay": true})))
+            .await,
+        "paused by `ops`",
+    );
+    let again = api.ok(Method::POST, &pause, ACME, None).await;
+    assert_eq!(again["status_by"], "operator");
+    refused(&api.call(Method::POST, &resume, ACME, None).await, "paused");
+    let still = api.ok(Method::GET, &path, ACME, None).await;
+    assert_eq!(still["status"], "paused");
+    api.ok(Method::POST, &resume, OPS, None).await;
+
+    // The tenant pauses, an operator takes the pause over: the operator's.
+    api.ok(Method::POST, &pause, ACME, None).await;
+    let taken = api.ok(Method::POST, &pause, OPS, None).await;
+    assert_eq!(taken["status_by"], "operator");
+    refused(&api.call(Method::POST, &resume, ACME, None).await, "paused by `ops`");
+    api.ok(Method::POST, &resume, OPS, None).await;
+
+    // Another writer disables it with a reason and no `status_by` (as a
+    // writer that does not know the field would): an operator's.
+    let id = path.trim_start_matches("/v1/webhooks/");
+    let store = env.store().await;
+    let mut w = store.get(id).await.unwrap().unwrap();
+    w.status = herald::webhook::WebhookStatus::Disabled;
+    w.status_reason = Some("abuse report #42".into());
+    w.status_by = None;
+    store.put(&w).await.unwrap();
+    let shown = api.ok(Method::GET, &path, ACME, None).await;
+    assert_eq!(shown["status_by"], "operator");
+    refused(&api.call(Method::POST, &resume, ACME, None).await, "abuse report #42");
+    let resumed = api.ok(Method::POST, &resume, OPS, None).await;
+    assert_eq!(resumed["webhook"]["status"], "active");
+    served.stop().await;
+}
+
 /// Listing: tenants see their own; filters; cursor paging in id order.
 #[tokio::test(flavor = "multi_thread")]
 async fn webhooks_are_listed_per_tenant_with_filters_and_cursor_paging() {

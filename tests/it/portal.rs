@@ -25,6 +25,32 @@ jamco = { catalog = "jam" }"#,
     )
 }
 
+/// A page's text.
+async fn page_text(http: &reqwest::Client, url: String) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// Posts a form; the status answered (redirects not followed by `http`).
+async fn post_form(http: &reqwest::Client, url: String, body: String) -> u16 {
+    let reply = http
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    reply.status().as_u16()
+}
+
+/// The session's CSRF token, from a page with a form.
+fn csrf_of(page: &str) -> String {
+    page.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("a form with the session's token: {page}"))
+        .to_owned()
+}
+
 /// A session's link, as the API gives it, made absolute.
 async fn session(api: &Api, token: &str, tenant: &str, body: Value) -> (String, Value) {
     let created = api
@@ -517,20 +543,7 @@ async fn a_session_sees_only_its_tenant_and_a_read_only_one_changes_nothing() {
     assert!(nowhere.text().await.unwrap().contains("There is no such page"));
     let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
     assert!(csp.ends_with("frame-ancestors https://app.acme.example"), "{csp}");
-    let form = http
-        .get(format!("{manage}webhooks/acme-1"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = form
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_owned();
+    let csrf = csrf_of(&page_text(&http, format!("{manage}webhooks/acme-1")).await);
     let foreign = http
         .post(format!("{manage}webhooks/globex-1/pause"))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -944,4 +957,66 @@ async fn portal_sessions_are_capped_per_tenant() {
     })
     .await;
     served.stop().await;
+}
+
+/// A webhook an operator paused is resumed by no tenant's portal session:
+/// its page says so instead of offering the form, and a posted resume is
+/// refused and changes nothing (pages read over HTTP, no browser).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_portal_cannot_resume_what_an_operator_paused() {
+    let env = TestEnv::new("portal-status-by", &["events"], 1).await;
+    let app = env.spawn(&portal_overlay()).await;
+    let api = Api::new(&app);
+    let hook =
+        json!({"id": "held", "tenant": "acme", "name": "Held", "url": "http://127.0.0.1:9/", "events": ["tour.*"]});
+    api.ok(Method::POST, "/v1/webhooks", OPS, Some(hook)).await;
+    api.ok(Method::POST, "/v1/webhooks/held/pause", OPS, None).await;
+    let (link, _) = session(&api, ACME, "acme", json!({"capability": "manage"})).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = page_text(&http, format!("{link}webhooks/held")).await;
+    assert!(page.contains("only they can resume it"), "{page}");
+    assert!(!page.contains("/resume\""), "no resume form: {page}");
+    let csrf = csrf_of(&page_text(&http, format!("{link}webhooks/held/edit")).await);
+    let resumed = post_form(
+        &http,
+        format!("{link}webhooks/held/resume"),
+        format!("csrf={csrf}&replay=yes"),
+    )
+    .await;
+    assert_eq!(resumed, 403);
+    let stored = api.ok(Method::GET, "/v1/webhooks/held", OPS, None).await;
+    assert_eq!(
+        (&stored["status"], &stored["status_by"]),
+        (&json!("paused"), &json!("operator"))
+    );
+
+    // The operators' own portal resumes it.
+    let created = api
+        .ok(
+            Method::POST,
+            "/v1/portal-sessions",
+            OPS,
+            Some(json!({"capability": "manage"})),
+        )
+        .await;
+    let ops_link = format!("{}{}", api.base, created["url"].as_str().unwrap());
+    let ops_page = page_text(&http, format!("{ops_link}webhooks/held")).await;
+    assert!(ops_page.contains("/resume\""), "{ops_page}");
+
+    // What the tenant paused, the same form and token resume.
+    api.ok(Method::POST, "/v1/webhooks/held/resume", OPS, None).await;
+    api.ok(Method::POST, "/v1/webhooks/held/pause", ACME, None).await;
+    let resumed = post_form(
+        &http,
+        format!("{link}webhooks/held/resume"),
+        format!("csrf={csrf}&replay=yes"),
+    )
+    .await;
+    assert_eq!(resumed, 303);
+    let stored = api.ok(Method::GET, "/v1/webhooks/held", OPS, None).await;
+    assert_eq!(stored["status"], "active");
+    app.stop().await;
 }

@@ -300,6 +300,11 @@ async fn gone_disables_the_webhook_announces_it_and_keeps_later_deliveries() {
         disabled.status_reason.as_deref().unwrap().contains("410"),
         "{disabled:?}"
     );
+    assert_eq!(
+        disabled.status_by,
+        Some(herald::webhook::StatusBy::Herald),
+        "its tenant may resume it once the receiver is fixed"
+    );
 
     // The system event, in the Jimo envelope style.
     let events = read_topic(&env.system, 1, Duration::from_secs(10)).await;

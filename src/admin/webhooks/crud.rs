@@ -143,6 +143,7 @@ pub(crate) async fn create_webhook(
         status: WebhookStatus::Active,
         status_reason: None,
         status_changed_at: Some(now),
+        status_by: None,
         secrets: vec![body.secret.unwrap_or_else(generate_secret)],
         previous_secrets: Vec::new(),
         headers: body.headers,

@@ -19,7 +19,7 @@ use crate::admin::problem::Problem;
 use crate::admin::AdminState;
 use crate::config::catalog::Catalog;
 use crate::subscriptions::store::{StoreError, UpdateError};
-use crate::webhook::{uid_id, validate_uid, Limits, Webhook, WebhookStatus};
+use crate::webhook::{uid_id, validate_uid, Limits, StatusBy, Webhook, WebhookStatus};
 
 /// Longest webhook name.
 pub const MAX_NAME_LEN: usize = 256;
@@ -47,6 +47,9 @@ pub struct WebhookView {
     /// When the status last changed, if known.
     #[serde(with = "time::serde::rfc3339::option")]
     pub status_changed_at: Option<OffsetDateTime>,
+    /// Who paused or disabled it (none while active): `herald` and `tenant`
+    /// the tenant may resume, `operator` only an admin token.
+    pub status_by: Option<StatusBy>,
     /// Extra request headers (e.g. an API key) by name. Their values are
     /// write-only: each is shown as `null`, and a change that gives `null`
     /// for a header keeps its stored value.
@@ -89,6 +92,7 @@ impl From<&Webhook> for WebhookView {
             status: w.status,
             status_reason: w.status_reason.clone(),
             status_changed_at: w.status_changed_at,
+            status_by: w.status_set_by(),
             headers: w.headers.keys().map(|name| (name.clone(), Withheld)).collect(),
             limits: w.limits.clone(),
             created_at: w.created_at,

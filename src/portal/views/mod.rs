@@ -17,7 +17,7 @@ use crate::config::catalog::{Catalog, CatalogEvent};
 use crate::config::connector::Connector;
 use crate::history::record::{AttemptRecord, Outcome};
 use crate::history::store::Stats;
-use crate::webhook::WebhookStatus;
+use crate::webhook::{StatusBy, WebhookStatus};
 
 mod deliveries;
 mod webhooks;

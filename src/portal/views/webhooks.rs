@@ -359,6 +359,10 @@ pub fn detail(
                             p class="hint" { "While paused, events are kept, not sent; resuming can send them then." }
                             button type="submit" class="secondary" { "Pause deliveries" }
                         }
+                    } @else if session.claims.ten.is_some() && w.status_by == Some(StatusBy::Operator) {
+                        p class="hint" {
+                            "Your operator " (w.status.as_str()) " this webhook; only they can resume it. Its events are kept meanwhile."
+                        }
                     } @else {
                         form method="post" action=(session.path(&format!("{here}/resume"))) {
                             (csrf(session))
