@@ -292,6 +292,9 @@ pub struct DeliveryConfig {
     /// Name resolution deadline, apart from the connection's.
     #[serde(with = "humantime_serde")]
     pub resolve_timeout: Duration,
+    /// How long a name's addresses are kept once looked up.
+    #[serde(with = "humantime_serde")]
+    pub resolve_cache_ttl: Duration,
     /// Whole-request deadline, including reading the response.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -1026,6 +1029,7 @@ impl Config {
         let d = &self.delivery;
         nonzero("delivery.connect_timeout", d.connect_timeout)?;
         nonzero("delivery.resolve_timeout", d.resolve_timeout)?;
+        nonzero("delivery.resolve_cache_ttl", d.resolve_cache_ttl)?;
         nonzero("delivery.request_timeout", d.request_timeout)?;
         positive("delivery.max_in_flight", d.max_in_flight)?;
         positive("delivery.max_in_flight_per_endpoint", d.max_in_flight_per_endpoint)?;

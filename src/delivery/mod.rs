@@ -12,6 +12,7 @@ pub mod ssrf;
 pub mod target;
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -170,6 +171,10 @@ impl Attempt {
     }
 }
 
+/// Addresses of a name one attempt connects to at most, each after the one
+/// before refused the connection: each may take `delivery.connect_timeout`.
+const MAX_ADDRESSES_TRIED: usize = 3;
+
 /// Makes deliveries: one pooled HTTP client shared by every delivery (and
 /// one for each tenant with networks of its own, whose resolver admits them).
 pub struct Deliverer {
@@ -184,21 +189,25 @@ pub struct Deliverer {
     allowlisted_details: bool,
 }
 
-/// An HTTP client and the SSRF policy its resolver applies.
+/// An HTTP client, the SSRF policy its resolver applies, and the resolver
+/// (which remembers what it found, so a request counts its host slot under
+/// the address it then connects to).
 struct Client {
     http: reqwest::Client,
     policy: Arc<AddressPolicy>,
+    resolver: GuardedResolver,
 }
 
 impl Client {
     fn new(config: &DeliveryConfig, policy: &Arc<AddressPolicy>) -> Result<Client, reqwest::Error> {
+        let resolver = GuardedResolver::new(policy.clone(), config.resolve_timeout, config.resolve_cache_ttl);
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver::new(policy.clone(), config.resolve_timeout)))
+            .dns_resolver(Arc::new(resolver.clone()))
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
             .pool_idle_timeout(config.pool_idle_timeout)
             .tcp_nodelay(true)
@@ -206,6 +215,7 @@ impl Client {
         Ok(Client {
             http,
             policy: policy.clone(),
+            resolver,
         })
     }
 }
@@ -280,54 +290,68 @@ impl Deliverer {
         let Ok(_endpoint_permit) = target.limiter.acquire_until(deadline).await else {
             return finish(Err(Failure::Saturated(Limit::Endpoint)), None);
         };
-        let shared = shares::acquire_shared(
-            &self.tenants,
-            &self.hosts,
-            &target.tenant_key,
-            &target.host_key,
-            deadline,
-        );
-        let _shared_permits = match shared.await {
-            Ok(permits) => permits,
-            Err(limit) => return finish(Err(Failure::Saturated(limit)), None),
-        };
-        // Time spent queueing is not part of the request's own duration.
-        let clock = Instant::now();
-        let timestamp = OffsetDateTime::now_utc().unix_timestamp();
-        let signature = target.signer.sign(&delivery_id, timestamp, &event.record.value);
-        let request = Self::build_request(client, event, target, &delivery_id, attempt, timestamp, &signature);
-        let mut response_headers = Vec::new();
-        let mut details_withheld = false;
-        let (result, excerpt) = match request {
-            Err(e) => (Err(Failure::Network(error_chain(&e))), None),
-            Ok(request) => match client.http.execute(request).await {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let retry_after = response
-                        .headers()
-                        .get(RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
-                    details_withheld = !self.allowlisted_details
-                        && response
-                            .remote_addr()
-                            .is_some_and(|addr| ssrf::opened_by_allowlist(addr.ip()));
-                    let excerpt = if details_withheld {
-                        None
-                    } else {
-                        if keep_response_headers {
-                            response_headers = kept_headers(response.headers());
-                        }
-                        self.read_excerpt(response).await
-                    };
-                    if (200..300).contains(&status) {
-                        (Ok(status), excerpt)
-                    } else {
-                        (Err(Failure::Status { status, retry_after }), excerpt)
+        // Each try connects to one address, counted under it at its host;
+        // an address that refuses the connection (nothing was sent) passes
+        // the request on to the next, until each has been tried.
+        let mut refusals = 0;
+        let (_shared_permits, clock, timestamp, signature, sent) = loop {
+            let (host, resolved) = match self.destination(client, target).await {
+                Ok(destination) => destination,
+                Err(failure) => return finish(Err(failure), None),
+            };
+            let shared = shares::acquire_shared(&self.tenants, &self.hosts, &target.tenant_key, &host, deadline);
+            let permits = match shared.await {
+                Ok(permits) => permits,
+                Err(limit) => return finish(Err(Failure::Saturated(limit)), None),
+            };
+            // Time spent queueing is not part of the request's own duration.
+            let clock = Instant::now();
+            let timestamp = OffsetDateTime::now_utc().unix_timestamp();
+            let signature = target.signer.sign(&delivery_id, timestamp, &event.record.value);
+            let sent = match Self::build_request(client, event, target, &delivery_id, attempt, timestamp, &signature) {
+                Ok(request) => client.http.execute(request).await,
+                Err(e) => Err(e),
+            };
+            if let (Err(e), Some((resolved, ip))) = (&sent, &resolved) {
+                if e.is_connect() && ssrf::find_blocked(e).is_none() {
+                    resolved.move_past(*ip);
+                    refusals += 1;
+                    if refusals < resolved.len().min(MAX_ADDRESSES_TRIED) {
+                        continue;
                     }
                 }
-                Err(e) => (Err(self.classify(&e)), None),
-            },
+            }
+            break (permits, clock, timestamp, signature, sent);
+        };
+        let mut response_headers = Vec::new();
+        let mut details_withheld = false;
+        let (result, excerpt) = match sent {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                details_withheld = !self.allowlisted_details
+                    && response
+                        .remote_addr()
+                        .is_some_and(|addr| ssrf::opened_by_allowlist(addr.ip()));
+                let excerpt = if details_withheld {
+                    None
+                } else {
+                    if keep_response_headers {
+                        response_headers = kept_headers(response.headers());
+                    }
+                    self.read_excerpt(response).await
+                };
+                if (200..300).contains(&status) {
+                    (Ok(status), excerpt)
+                } else {
+                    (Err(Failure::Status { status, retry_after }), excerpt)
+                }
+            }
+            Err(e) => (Err(self.classify(&e)), None),
         };
         Attempt {
             delivery_id,
@@ -339,6 +363,33 @@ impl Deliverer {
             signed: Some((timestamp, signature)),
             response_headers,
             details_withheld,
+        }
+    }
+
+    /// What a request to `target` is counted under at its host: an IP
+    /// literal's address, or a named host's (unless it has a cap of its
+    /// own), which the request then connects to; with the name's addresses,
+    /// and the one counted, to move past it when it refuses.
+    async fn destination(
+        &self,
+        client: &Client,
+        target: &Target,
+    ) -> Result<(Arc<str>, Option<(Arc<ssrf::Resolved>, IpAddr)>), Failure> {
+        let Some((name, port)) = &target.host_name else {
+            return Ok((target.host_key.clone(), None));
+        };
+        if self.hosts.has_own_cap(name) {
+            return Ok((target.host_key.clone(), None));
+        }
+        match client.resolver.resolve_name(name).await {
+            Ok(resolved) => {
+                let ip = resolved.current().ip();
+                Ok((shares::address_key(SocketAddr::new(ip, *port)), Some((resolved, ip))))
+            }
+            Err(e) => Err(match ssrf::find_blocked(e.as_ref()) {
+                Some(blocked) => Failure::Blocked(blocked.to_string()),
+                None => Failure::Network(format!("resolving {name}: {}", error_chain(e.as_ref()))),
+            }),
         }
     }
 

@@ -23,6 +23,7 @@
 //! map holds only the hosts with requests in flight.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
@@ -110,10 +111,29 @@ pub fn tenant_key(tenant: Option<&str>) -> Arc<str> {
     Arc::from(tenant.unwrap_or(NO_TENANT))
 }
 
-/// A destination's key in [`HostSlots`]: `host:port`.
+/// A destination's key in [`HostSlots`] as its URL names it: the address
+/// and port of an IP literal, in its canonical form (so `[::ffff:127.0.0.1]`
+/// is `127.0.0.1`), or the host name (lower case, no final dot) and port. A
+/// named host is counted by the address it resolves to instead
+/// ([`address_key`]), unless it has a cap of its own.
 pub fn host_key(url: &url::Url) -> Arc<str> {
-    let name = url.host_str().unwrap_or("").to_ascii_lowercase();
-    Arc::from(format!("{name}:{}", url.port_or_known_default().unwrap_or(0)))
+    let port = url.port_or_known_default().unwrap_or(0);
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => address_key(SocketAddr::new(ip.into(), port)),
+        Some(url::Host::Ipv6(ip)) => address_key(SocketAddr::new(std::net::IpAddr::V6(ip).to_canonical(), port)),
+        Some(url::Host::Domain(name)) => Arc::from(format!("{}:{port}", host_name(name))),
+        None => Arc::from(format!(":{port}")),
+    }
+}
+
+/// A host name as [`HostSlots`] knows it: lower case, without a final dot.
+pub fn host_name(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The key of the address a request connects to.
+pub fn address_key(addr: SocketAddr) -> Arc<str> {
+    Arc::from(addr.to_string())
 }
 
 impl TenantSlots {
@@ -341,12 +361,15 @@ impl HostSlots {
     pub fn new(default: usize, overrides: HashMap<String, usize>) -> Arc<HostSlots> {
         Arc::new(HostSlots {
             default,
-            overrides: overrides
-                .into_iter()
-                .map(|(h, n)| (h.to_ascii_lowercase(), n))
-                .collect(),
+            overrides: overrides.into_iter().map(|(h, n)| (host_name(&h), n)).collect(),
             hosts: Mutex::default(),
         })
+    }
+
+    /// Whether `name` has a cap of its own (`max_in_flight_by_host`): its
+    /// requests are counted by name, whatever it resolves to.
+    pub fn has_own_cap(&self, name: &str) -> bool {
+        !self.overrides.is_empty() && self.overrides.contains_key(name)
     }
 
     /// Waits until `deadline` at most for a slot at `url`'s host.
@@ -556,6 +579,25 @@ mod tests {
         drop(_a2);
         drop(_other);
         assert_eq!(hosts.tracked(), 1, "only the host with (leaked) permits is left");
+    }
+
+    #[test]
+    fn an_ip_literal_is_counted_by_its_canonical_address() {
+        let key = |u: &str| host_key(&url::Url::parse(u).unwrap());
+        for spelling in [
+            "http://127.0.0.1:8080/a",
+            "http://127.1:8080/",
+            "http://0x7f.0.0.1:8080/",
+            "http://[::ffff:127.0.0.1]:8080/",
+            "http://[::ffff:7f00:1]:8080/b?c",
+        ] {
+            assert_eq!(&*key(spelling), "127.0.0.1:8080", "{spelling}");
+        }
+        assert_eq!(&*key("https://[::1]/"), "[::1]:443");
+        assert_eq!(&*key("https://Hooks.Example.COM./x"), "hooks.example.com:443");
+        let hosts = HostSlots::new(2, HashMap::from([("Big.Example.".to_owned(), 3)]));
+        assert!(hosts.has_own_cap(&host_name("BIG.example.")));
+        assert!(!hosts.has_own_cap("small.example"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,7 +13,11 @@
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use ipnet::IpNet;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -226,15 +230,64 @@ fn embedded_v4(ip: IpAddr) -> Option<Ipv4Addr> {
 type Lookup =
     Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, std::io::Result<Vec<SocketAddr>>> + Send + Sync>;
 
+/// Names kept resolved at once, per client; past it the least used go.
+const RESOLVED_NAMES: usize = 10_000;
+
+/// A name's permitted addresses, as one lookup found them, and the one
+/// requests to it connect to now: each request connects to exactly one
+/// address, the one its host slot was counted under (see
+/// `delivery::shares`), and moves on to the next when that one refuses.
+#[derive(Debug)]
+pub struct Resolved {
+    addrs: Box<[SocketAddr]>,
+    current: AtomicUsize,
+    expires: Instant,
+}
+
+impl Resolved {
+    /// The address requests connect to now.
+    pub fn current(&self) -> SocketAddr {
+        self.addrs[self.current.load(Ordering::Relaxed) % self.addrs.len()]
+    }
+
+    /// How many addresses the name has.
+    pub fn len(&self) -> usize {
+        self.addrs.len()
+    }
+
+    /// Whether it has none (never: a name with none is an error).
+    pub fn is_empty(&self) -> bool {
+        self.addrs.is_empty()
+    }
+
+    /// Moves requests on from `failed` (which refused a connection) to the
+    /// next address, unless another request already did.
+    pub fn move_past(&self, failed: IpAddr) {
+        let now = self.current.load(Ordering::Relaxed);
+        if self.addrs[now % self.addrs.len()].ip() == failed {
+            let _ =
+                self.current
+                    .compare_exchange(now, (now + 1) % self.addrs.len(), Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+}
+
 /// A DNS resolver for reqwest that drops addresses the policy refuses, and
 /// fails with [`Blocked`] when none is left. A lookup that takes longer than
 /// its timeout fails, so a slow or hostile name server cannot hold a
 /// delivery slot.
+///
+/// What a lookup found is kept for `delivery.resolve_cache_ttl`, so that the
+/// address a request's host slot is counted under ([`GuardedResolver::resolve_name`],
+/// before the request) is the address it connects to (reqwest asks again
+/// when it connects, and is given only [`Resolved::current`]).
 #[derive(Clone)]
 pub struct GuardedResolver {
     policy: Arc<AddressPolicy>,
-    timeout: std::time::Duration,
+    timeout: Duration,
+    ttl: Duration,
     lookup: Lookup,
+    cache: Arc<quick_cache::sync::Cache<String, Arc<Resolved>>>,
 }
 
 impl std::fmt::Debug for GuardedResolver {
@@ -242,20 +295,24 @@ impl std::fmt::Debug for GuardedResolver {
         f.debug_struct("GuardedResolver")
             .field("policy", &self.policy)
             .field("timeout", &self.timeout)
+            .field("ttl", &self.ttl)
             .finish_non_exhaustive()
     }
 }
 
 impl GuardedResolver {
-    /// Resolves with the system resolver, for at most `timeout`.
-    pub fn new(policy: Arc<AddressPolicy>, timeout: std::time::Duration) -> Self {
+    /// Resolves with the system resolver, for at most `timeout`, and keeps
+    /// each answer for `ttl`.
+    pub fn new(policy: Arc<AddressPolicy>, timeout: Duration, ttl: Duration) -> Self {
         let lookup: Lookup = Arc::new(|name: String| {
             Box::pin(async move { Ok(tokio::net::lookup_host((name.as_str(), 0)).await?.collect()) })
         });
         GuardedResolver {
             policy,
             timeout,
+            ttl,
             lookup,
+            cache: Arc::new(quick_cache::sync::Cache::new(RESOLVED_NAMES)),
         }
     }
 
@@ -265,45 +322,58 @@ impl GuardedResolver {
         self.lookup = lookup;
         self
     }
+
+    /// `name`'s permitted addresses: kept from a lookup less than the TTL
+    /// ago, or looked up now. Each is in its canonical form (an IPv4-mapped
+    /// IPv6 address as the IPv4 one), so that one address has one key.
+    pub async fn resolve_name(&self, name: &str) -> Result<Arc<Resolved>, Box<dyn StdError + Send + Sync>> {
+        if let Some(kept) = self.cache.get(name).filter(|r| r.expires > Instant::now()) {
+            return Ok(kept);
+        }
+        let resolved: Vec<SocketAddr> = match tokio::time::timeout(self.timeout, (self.lookup)(name.to_owned())).await {
+            Ok(found) => found?,
+            Err(_) => {
+                return Err(format!(
+                    "resolving {name} took longer than delivery.resolve_timeout ({})",
+                    humantime::format_duration(self.timeout)
+                )
+                .into());
+            }
+        };
+        let mut first_refusal = None;
+        let mut allowed: Vec<SocketAddr> = Vec::with_capacity(resolved.len());
+        for addr in resolved {
+            let canonical = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+            match self.policy.check(addr.ip()).and(self.policy.check(canonical.ip())) {
+                Ok(()) if !allowed.contains(&canonical) => allowed.push(canonical),
+                Ok(()) => {}
+                Err(blocked) => {
+                    first_refusal.get_or_insert(blocked);
+                }
+            }
+        }
+        if allowed.is_empty() {
+            return Err(match first_refusal {
+                Some(blocked) => Box::new(blocked),
+                None => format!("{name} resolved to no address").into(),
+            });
+        }
+        let entry = Arc::new(Resolved {
+            addrs: allowed.into_boxed_slice(),
+            current: AtomicUsize::new(0),
+            expires: Instant::now() + self.ttl,
+        });
+        self.cache.insert(name.to_owned(), entry.clone());
+        Ok(entry)
+    }
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let policy = self.policy.clone();
-        let (lookup, timeout) = (self.lookup.clone(), self.timeout);
+        let resolver = self.clone();
         Box::pin(async move {
-            let resolved: Vec<SocketAddr> = match tokio::time::timeout(timeout, lookup(name.as_str().to_owned())).await
-            {
-                Ok(found) => found?,
-                Err(_) => {
-                    let err: Box<dyn StdError + Send + Sync> = format!(
-                        "resolving {} took longer than delivery.resolve_timeout ({})",
-                        name.as_str(),
-                        humantime::format_duration(timeout)
-                    )
-                    .into();
-                    return Err(err);
-                }
-            };
-            let mut first_refusal = None;
-            let allowed: Vec<SocketAddr> = resolved
-                .into_iter()
-                .filter(|addr| match policy.check(addr.ip()) {
-                    Ok(()) => true,
-                    Err(blocked) => {
-                        first_refusal.get_or_insert(blocked);
-                        false
-                    }
-                })
-                .collect();
-            if allowed.is_empty() {
-                let err: Box<dyn StdError + Send + Sync> = match first_refusal {
-                    Some(blocked) => Box::new(blocked),
-                    None => format!("{} resolved to no address", name.as_str()).into(),
-                };
-                return Err(err);
-            }
-            Ok(Box::new(allowed.into_iter()) as Addrs)
+            let resolved = resolver.resolve_name(name.as_str()).await?;
+            Ok(Box::new(std::iter::once(resolved.current())) as Addrs)
         })
     }
 }
@@ -508,7 +578,11 @@ allow_ports = [443]
 
     #[tokio::test]
     async fn the_resolver_refuses_names_of_blocked_addresses() {
-        let resolver = GuardedResolver::new(Arc::new(AddressPolicy::default()), std::time::Duration::from_secs(5));
+        let resolver = GuardedResolver::new(
+            Arc::new(AddressPolicy::default()),
+            Duration::from_secs(5),
+            Duration::from_secs(30),
+        );
         let err = resolver
             .resolve("localhost".parse().unwrap())
             .await
@@ -519,7 +593,8 @@ allow_ports = [443]
 
         let allowing = GuardedResolver::new(
             Arc::new(AddressPolicy::new(vec!["127.0.0.0/8".parse().unwrap()])),
-            std::time::Duration::from_secs(5),
+            Duration::from_secs(5),
+            Duration::from_secs(30),
         );
         let addrs: Vec<SocketAddr> = allowing.resolve("localhost".parse().unwrap()).await.unwrap().collect();
         assert!(!addrs.is_empty());
@@ -529,8 +604,12 @@ allow_ports = [443]
     #[tokio::test(start_paused = true)]
     async fn a_lookup_that_never_answers_fails_at_its_timeout() {
         let never: Lookup = Arc::new(|_| Box::pin(std::future::pending()));
-        let resolver = GuardedResolver::new(Arc::new(AddressPolicy::default()), std::time::Duration::from_secs(5))
-            .with_lookup(never);
+        let resolver = GuardedResolver::new(
+            Arc::new(AddressPolicy::default()),
+            Duration::from_secs(5),
+            Duration::from_secs(30),
+        )
+        .with_lookup(never);
         let started = tokio::time::Instant::now();
         let err = tokio::time::timeout(
             std::time::Duration::from_secs(60),
@@ -546,5 +625,48 @@ allow_ports = [443]
             "{err}"
         );
         assert_eq!(started.elapsed(), std::time::Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_name_is_looked_up_once_per_ttl_its_addresses_canonical_and_one_at_a_time() {
+        let lookups = Arc::new(AtomicUsize::new(0));
+        let counted = lookups.clone();
+        let lookup: Lookup = Arc::new(move |_| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            Box::pin(async {
+                Ok(["127.0.0.2:0", "[::ffff:127.0.0.2]:0", "127.0.0.3:0", "10.0.0.1:0"]
+                    .iter()
+                    .map(|a| a.parse().unwrap())
+                    .collect())
+            })
+        });
+        let resolver = GuardedResolver::new(
+            Arc::new(AddressPolicy::new(vec!["127.0.0.0/8".parse().unwrap()])),
+            Duration::from_secs(5),
+            Duration::from_secs(30),
+        )
+        .with_lookup(lookup);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let first = resolver.resolve_name("multi.example").await.unwrap();
+        // The mapped spelling is the same address; the private one is refused.
+        assert_eq!(first.len(), 2);
+        assert_eq!(first.current().ip(), ip("127.0.0.2"));
+        // reqwest is given the one address the request was counted under.
+        let given: Vec<SocketAddr> = resolver
+            .resolve("multi.example".parse().unwrap())
+            .await
+            .unwrap()
+            .collect();
+        assert_eq!(given, vec![first.current()]);
+        // It refuses: requests move on to the next, once however many saw it.
+        first.move_past(ip("127.0.0.2"));
+        first.move_past(ip("127.0.0.2"));
+        let again = resolver.resolve_name("multi.example").await.unwrap();
+        assert_eq!(again.current().ip(), ip("127.0.0.3"));
+        assert_eq!(lookups.load(Ordering::Relaxed), 1, "kept for the TTL");
+        tokio::time::advance(Duration::from_secs(31)).await;
+        let fresh = resolver.resolve_name("multi.example").await.unwrap();
+        assert_eq!(lookups.load(Ordering::Relaxed), 2, "looked up again after it");
+        assert_eq!(fresh.current().ip(), ip("127.0.0.2"));
     }
 }

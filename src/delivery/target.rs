@@ -113,9 +113,13 @@ pub struct Target {
     pub timeout: Duration,
     pub limiter: Arc<EndpointLimiter>,
     pub health: Arc<EndpointHealth>,
-    /// Its keys in the shared slots: tenant, and destination `host:port`.
+    /// Its keys in the shared slots: tenant, and destination as its URL
+    /// names it ([`host_key`](crate::delivery::shares::host_key)).
     pub tenant_key: Arc<str>,
     pub host_key: Arc<str>,
+    /// The host name to resolve (none for an IP literal), lower case, and
+    /// the port: a named host is counted by the address it resolves to.
+    pub host_name: Option<(Arc<str>, u16)>,
 }
 
 /// Why a webhook cannot be prepared for delivery.
@@ -168,6 +172,13 @@ impl Target {
             health,
             tenant_key: crate::delivery::shares::tenant_key(webhook.tenant.as_deref()),
             host_key: crate::delivery::shares::host_key(&url),
+            host_name: match url.host() {
+                Some(url::Host::Domain(name)) => Some((
+                    Arc::from(crate::delivery::shares::host_name(name)),
+                    url.port_or_known_default().unwrap_or(0),
+                )),
+                _ => None,
+            },
             webhook,
             url,
             signer,

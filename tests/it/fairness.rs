@@ -131,6 +131,47 @@ async fn one_destination_host_gets_at_most_its_share_over_every_webhook() {
     app.stop().await;
 }
 
+/// The per-host cap counts the address connected to, not the host as a URL
+/// spells it: an IP literal in another form, a name that resolves there, the
+/// name with a final dot or in capitals are all one destination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_gets_at_most_its_share_however_its_urls_spell_it() {
+    let env = TestEnv::new("fair-address", &["events"], 1).await;
+    let app = env
+        .spawn("[delivery]\nmax_in_flight_per_host = 2\nmax_queue_wait = \"3s\"\nrequest_timeout = \"60s\"")
+        .await;
+    let victim = TestReceiver::start(Behaviour::Hang).await;
+    let port = victim.addr.port();
+    let spellings = [
+        "127.0.0.1",
+        "localhost",
+        "LocalHost.",
+        "[::ffff:127.0.0.1]",
+        "[::ffff:7f00:1]",
+        "127.1",
+        "0x7f.0.0.1",
+    ];
+    for (i, host) in spellings.iter().enumerate() {
+        put(&env, &format!("w{i}"), None, &format!("http://{host}:{port}/{i}")).await;
+    }
+    app.wait_webhooks(spellings.len() as u64).await;
+    Publisher::new()
+        .json(env.topic(), r#"{"event":"tour.started","version":"0"}"#)
+        .await;
+    // Two hang at the victim; every other one waits for a slot and gives up.
+    app.wait_metric(
+        r#"herald_deliveries_total{class="saturated",outcome="failed"}"#,
+        (spellings.len() - 2) as f64,
+    )
+    .await;
+    assert_eq!(
+        victim.count(),
+        2,
+        "seven spellings of one address: two requests at a time reach it"
+    );
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_allowed_ports_and_a_tenants_own_networks_are_reached() {
     let env = tenant_env("egress").await;
