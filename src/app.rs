@@ -144,7 +144,7 @@ impl Application {
             listeners.push(crate::serve::Limits::of_admin(&config.admin));
         }
         crate::serve::reserve_descriptors(&listeners, config.delivery.max_in_flight);
-        let telemetry = Telemetry::new(&config.kafka.topics);
+        let telemetry = Telemetry::new(&config.kafka.topics, config.ops.max_tenant_series);
         let mut retry_topics = config.retry.wait_topics().names();
         retry_topics.push(config.dead_letter.topic.clone());
         telemetry.metrics.preregister_retry(
@@ -423,7 +423,7 @@ pub async fn serve_api(
     ops: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let telemetry = Telemetry::new(&config.kafka.topics);
+    let telemetry = Telemetry::new(&config.kafka.topics, config.ops.max_tenant_series);
     telemetry.metrics.preregister_admin(&crate::admin::ACTIONS);
     let shared = Shared::build(&config, telemetry.clone())?;
     // An API of its own has nothing to wait for: a Redis it cannot reach at

@@ -513,6 +513,10 @@ pub struct OpsConfig {
     /// for this long.
     #[serde(with = "humantime_serde")]
     pub stall_after: Duration,
+    /// Tenants given delivery series of their own on `/metrics`, the first
+    /// this replica delivers for; the others are counted together under
+    /// `tenant="(other)"`.
+    pub max_tenant_series: usize,
 }
 
 /// Delivery history and statistics.

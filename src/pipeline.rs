@@ -229,8 +229,12 @@ impl Pipeline {
 
     /// Dead-letters a delivery that is not attempted, with why.
     async fn send_kept(&self, event: &Event, kept: Kept, delivery: DeliveryContext<'_>) -> Result<(), Abandoned> {
-        self.telemetry
-            .delivery_not_attempted(delivery.binding.webhook_id, kept.status, &kept.detail);
+        self.telemetry.delivery_not_attempted(
+            delivery.binding.webhook_id,
+            delivery.binding.tenant,
+            kept.status,
+            &kept.detail,
+        );
         let letter = FailureRecord {
             destination: Destination::DeadLetter,
             reason: kept.reason,
@@ -287,8 +291,11 @@ impl Pipeline {
             attempt = self.deliverer.deliver(event, &target, delivery_id.clone(), attempts + 1) => attempt,
             _ = self.abort.cancelled() => return Err(Abandoned),
         };
+        let tenant = self
+            .telemetry
+            .tenant(&target.tenant_series, target.webhook.tenant.as_deref());
         self.telemetry
-            .delivery_finished(target.id(), &event.meta.event_type, from, &attempt);
+            .delivery_finished(target.id(), tenant, &event.meta.event_type, from, &attempt);
         if let Some(history) = &self.history {
             history.record(event, &target, &attempt, tier);
         }

@@ -14,6 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use url::Url;
 
 use crate::delivery::signing::Signer;
+use crate::telemetry::TenantSeriesCache;
 use crate::webhook::{InvalidWebhook, SecretError, Webhook, WebhookStatus};
 
 /// Endpoint-wide limits from configuration.
@@ -120,6 +121,8 @@ pub struct Target {
     /// The host name to resolve (none for an IP literal), lower case, and
     /// the port: a named host is counted by the address it resolves to.
     pub host_name: Option<(Arc<str>, u16)>,
+    /// Its tenant's delivery series, resolved at its first delivery.
+    pub tenant_series: TenantSeriesCache,
 }
 
 /// Why a webhook cannot be prepared for delivery.
@@ -179,6 +182,7 @@ impl Target {
                 )),
                 _ => None,
             },
+            tenant_series: TenantSeriesCache::default(),
             webhook,
             url,
             signer,

@@ -3,12 +3,18 @@
 //! Names end in their unit (`_total`, `_seconds`); labels are drawn from small
 //! closed sets (outcome, status class, reason, status, configured topics) and
 //! never carry a URL, webhook id or event id. Label series known in advance
-//! are created at start so dashboards and alerts see zeros, not gaps.
+//! are created at start so dashboards and alerts see zeros, not gaps. The
+//! one label drawn from an open set, `tenant`, is on families of its own and
+//! bounded by `ops.max_tenant_series` ([`super::tenants`]).
+
+use std::sync::Arc;
 
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+
+use super::tenants::TenantSeries;
 
 /// Every metric Herald exports.
 #[derive(Clone)]
@@ -73,12 +79,16 @@ pub struct Metrics {
     pub admin_changes: IntCounterVec,
     pub system_event_errors: IntCounter,
     pub history_records: IntCounterVec,
+    /// Deliveries by tenant, for a bounded number of tenants.
+    pub tenants: Arc<TenantSeries>,
 }
 
 /// Delivery outcomes (`outcome` label).
 pub const OUTCOMES: [&str; 2] = ["succeeded", "failed"];
 /// Status classes (`class` label).
 pub const CLASSES: [&str; 8] = ["2xx", "3xx", "4xx", "5xx", "timeout", "network", "blocked", "saturated"];
+/// Why a delivery was not attempted (`status` label).
+pub const NOT_ATTEMPTED: [&str; 5] = ["paused", "disabled", "deleted", "unsubscribed", "invalid"];
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
@@ -122,8 +132,9 @@ fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> In
 
 impl Metrics {
     /// Creates and registers every metric. `topics` are the configured source
-    /// topics, whose series are created up front.
-    pub fn new(topics: &[String]) -> Metrics {
+    /// topics, whose series are created up front; `max_tenant_series` the
+    /// tenants given delivery series of their own (`ops.max_tenant_series`).
+    pub fn new(topics: &[String], max_tenant_series: usize) -> Metrics {
         let registry = Registry::new();
         let r = &registry;
         let latency_buckets = vec![
@@ -170,7 +181,7 @@ impl Metrics {
                 "herald_admin_request_duration_seconds",
                 "Management API request latency, by route template.",
             )
-            .buckets(latency_buckets),
+            .buckets(latency_buckets.clone()),
             &["route"],
         )
         .expect("valid metric definition");
@@ -178,7 +189,9 @@ impl Metrics {
             .register(Box::new(admin_request_duration.clone()))
             .expect("metric registered once");
 
+        let tenants = Arc::new(TenantSeries::new(&registry, max_tenant_series, latency_buckets));
         let m = Metrics {
+            tenants,
             events_consumed: counter_vec(r, "herald_events_consumed_total", "Records consumed from source topics.", &["topic"]),
             events_unroutable: counter_vec(
                 r,
@@ -486,7 +499,7 @@ impl Metrics {
             let outcome = if class == "2xx" { "succeeded" } else { "failed" };
             m.deliveries.with_label_values(&[outcome, class]);
         }
-        for status in ["paused", "disabled", "deleted", "unsubscribed", "invalid"] {
+        for status in NOT_ATTEMPTED {
             m.deliveries_not_attempted.with_label_values(&[status]);
         }
         for to in ["lean", "stub", "dead_letter"] {

@@ -8,6 +8,7 @@
 
 pub mod logging;
 pub mod metrics;
+pub mod tenants;
 
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use tracing::{debug, error, info, trace, warn};
 use crate::event::SourceRecord;
 use crate::routing::envelope::Unroutable;
 pub use metrics::Metrics;
+pub use tenants::{TenantMetrics, TenantSeriesCache};
 
 /// Where a retried attempt came from (`tier` label: `1`... or `redrive`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,11 +79,18 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Metrics with the series of `topics` (the source topics) registered.
-    pub fn new(topics: &[String]) -> Telemetry {
+    /// Metrics with the series of `topics` (the source topics) registered,
+    /// and delivery series of their own for up to `max_tenant_series` tenants.
+    pub fn new(topics: &[String], max_tenant_series: usize) -> Telemetry {
         Telemetry {
-            metrics: Metrics::new(topics),
+            metrics: Metrics::new(topics, max_tenant_series),
         }
+    }
+
+    /// The series of `tenant` (a webhook's), resolved once into `cache`,
+    /// which the webhook's prepared form keeps.
+    pub fn tenant<'a>(&self, cache: &'a TenantSeriesCache, tenant: Option<&str>) -> &'a TenantMetrics {
+        cache.get(&self.metrics.tenants, tenant)
     }
 
     // ---- intake -------------------------------------------------------------
@@ -334,11 +343,13 @@ impl Telemetry {
         self.metrics.deliveries_in_flight.inc();
     }
 
-    /// A delivery attempt ended; `from` is where a retry came from: its tier,
-    /// or the redrive topic.
+    /// A delivery attempt ended; `tenant` holds the series of the webhook's
+    /// tenant ([`Telemetry::tenant`]); `from` is where a retry came from: its
+    /// tier, or the redrive topic.
     pub fn delivery_finished(
         &self,
         webhook_id: &str,
+        tenant: &TenantMetrics,
         event_type: &str,
         from: Option<RetryFrom>,
         attempt: &impl AttemptReport,
@@ -356,10 +367,12 @@ impl Telemetry {
             .deliveries
             .with_label_values(&[outcome, attempt.class()])
             .inc();
+        let seconds = attempt.duration().as_secs_f64();
         self.metrics
             .delivery_duration
             .with_label_values(&[outcome])
-            .observe(attempt.duration().as_secs_f64());
+            .observe(seconds);
+        tenant.attempted(outcome, attempt.class(), seconds);
         match result {
             Ok(status) => debug!(
                 webhook = webhook_id,
@@ -383,9 +396,11 @@ impl Telemetry {
         }
     }
 
-    /// A delivery was not attempted (its webhook is paused or disabled) and is kept in the dead-letter topic.
-    pub fn delivery_not_attempted(&self, webhook_id: &str, status: &'static str, detail: &str) {
+    /// A delivery was not attempted (its webhook is paused or disabled) and
+    /// is kept in the dead-letter topic; `tenant` is the webhook's.
+    pub fn delivery_not_attempted(&self, webhook_id: &str, tenant: Option<&str>, status: &'static str, detail: &str) {
         self.metrics.deliveries_not_attempted.with_label_values(&[status]).inc();
+        self.metrics.tenants.of(tenant).not_attempted(status);
         debug!(
             webhook = webhook_id,
             status, detail, "delivery not attempted; kept in the dead-letter topic"
@@ -722,5 +737,88 @@ impl Telemetry {
         } else if !up && was == 1 {
             warn!("subscription change feed lost its Redis connection");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Report(Result<u16, String>, &'static str);
+
+    impl AttemptReport for Report {
+        fn delivery_id(&self) -> &str {
+            "d1"
+        }
+        fn number(&self) -> u32 {
+            1
+        }
+        fn duration(&self) -> Duration {
+            Duration::from_millis(20)
+        }
+        fn class(&self) -> &'static str {
+            self.1
+        }
+        fn result(&self) -> Result<u16, String> {
+            self.0.clone()
+        }
+    }
+
+    /// The sum of every series of `family` whose labels include all of `labels`.
+    fn sum(telemetry: &Telemetry, family: &str, labels: &[(&str, &str)]) -> f64 {
+        let families = telemetry.metrics.registry().gather();
+        let f = families.iter().find(|f| f.name() == family).unwrap();
+        f.get_metric()
+            .iter()
+            .filter(|m| {
+                labels
+                    .iter()
+                    .all(|(k, v)| m.get_label().iter().any(|l| l.name() == *k && l.value() == *v))
+            })
+            .map(|m| match f.get_field_type() {
+                prometheus::proto::MetricType::HISTOGRAM => m.get_histogram().get_sample_count() as f64,
+                _ => m.get_counter().get_value(),
+            })
+            .sum()
+    }
+
+    #[test]
+    fn the_tenant_series_sum_to_the_totals_whatever_the_cap() {
+        let telemetry = Telemetry::new(&[], 1);
+        let caches: Vec<(Option<&str>, TenantSeriesCache)> = [Some("acme"), Some("globex"), None, Some("acme")]
+            .into_iter()
+            .map(|t| (t, TenantSeriesCache::default()))
+            .collect();
+        for (i, (tenant, cache)) in caches.iter().cycle().take(20).enumerate() {
+            let report = match i % 3 {
+                0 => Report(Ok(204), "2xx"),
+                1 => Report(Err("HTTP 503".into()), "5xx"),
+                _ => Report(Err("timed out".into()), "timeout"),
+            };
+            telemetry.delivery_started();
+            telemetry.delivery_finished("wh", telemetry.tenant(cache, *tenant), "order.paid", None, &report);
+            telemetry.delivery_not_attempted("wh", *tenant, "paused", "paused");
+        }
+        for (outcome, class) in [("succeeded", "2xx"), ("failed", "5xx"), ("failed", "timeout")] {
+            let labels = [("outcome", outcome), ("class", class)];
+            let total = sum(&telemetry, "herald_deliveries_total", &labels);
+            assert!(total > 0.0);
+            assert_eq!(sum(&telemetry, "herald_tenant_deliveries_total", &labels), total);
+        }
+        for outcome in metrics::OUTCOMES {
+            let labels = [("outcome", outcome)];
+            assert_eq!(
+                sum(&telemetry, "herald_tenant_delivery_duration_seconds", &labels),
+                sum(&telemetry, "herald_delivery_duration_seconds", &labels),
+            );
+        }
+        assert_eq!(
+            sum(&telemetry, "herald_tenant_deliveries_not_attempted_total", &[]),
+            sum(&telemetry, "herald_deliveries_not_attempted_total", &[]),
+        );
+        // acme first, globex beyond the cap of 1, the webhooks of no tenant apart.
+        let of = |tenant| sum(&telemetry, "herald_tenant_deliveries_total", &[("tenant", tenant)]);
+        assert_eq!((of("acme"), of("(other)"), of("(none)")), (10.0, 5.0, 5.0));
+        assert_eq!(of("globex"), 0.0);
     }
 }

@@ -25,4 +25,5 @@ mod security;
 mod signatures;
 mod stuck;
 mod subscriptions;
+mod tenant_metrics;
 mod tenants;

@@ -37,7 +37,7 @@ impl Offsets {
 async fn a_partition_paused_behind_heralds_back_is_found_resumed_and_counted() {
     let env = TestEnv::new("progress", &["events"], 1).await;
     let config = env.config("[kafka]\nprogress_check_interval = \"1s\"\n");
-    let telemetry = Telemetry::new(&config.kafka.topics);
+    let telemetry = Telemetry::new(&config.kafka.topics, config.ops.max_tenant_series);
     let spec = ConsumerSpec {
         name: "source",
         group_id: env.group.clone(),

@@ -278,7 +278,7 @@ async fn tenant_statistics_count_the_deliveries_of_the_tenants_own_webhooks() {
         herald::kafka::SharedProducer::new(&config.kafka).unwrap(),
         &config.dead_letter,
         herald::retry::sink::Topics::of(&config),
-        herald::telemetry::Telemetry::new(&config.kafka.topics),
+        herald::telemetry::Telemetry::new(&config.kafka.topics, config.ops.max_tenant_series),
     );
     let again = herald::retry::redrive::Again {
         record: &record,
