@@ -79,6 +79,30 @@ async fn every_metric_in_the_alerts_and_dashboard_exists() {
         missing.is_empty(),
         "named in deploy/ or docs/ but not exported: {missing:?}"
     );
+    // The delivery series by tenant are exported before any delivery, with
+    // their two fixed tenant labels, and the dashboard and alerts use them.
+    let by_tenant: Vec<&String> = exported.iter().filter(|n| n.starts_with("herald_tenant_")).collect();
+    assert_eq!(by_tenant.len(), 3, "{by_tenant:?}");
+    for name in by_tenant {
+        assert!(referenced.contains(name), "{name} is named nowhere in deploy/ or docs/");
+        for tenant in ["(none)", "(other)"] {
+            let label = format!("tenant=\"{tenant}\"");
+            assert!(
+                exposition
+                    .lines()
+                    .filter_map(|l| l.strip_prefix(name.as_str()))
+                    .any(|rest| rest.starts_with(['{', '_']) && rest.contains(&label)),
+                "{name} has no series of tenant {tenant}"
+            );
+        }
+    }
+    for file in ["deploy/prometheus/alerts.yml", "deploy/grafana/dashboards/herald.json"] {
+        let text = std::fs::read_to_string(repo_path(file)).unwrap();
+        assert!(
+            text.contains("herald_tenant_deliveries_total"),
+            "{file} shows no tenant"
+        );
+    }
     app.stop().await;
 }
 
