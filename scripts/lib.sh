@@ -318,6 +318,19 @@ ensure_python() {
   PYTHON=$VENV/bin/python
 }
 
+# ensure_node_standardwebhooks: Node.js and the Standard Webhooks library
+# for it (npm standardwebhooks), with which the tests verify Herald's
+# signatures as a receiver in JavaScript would; the package in
+# $HERALD_CACHE/node (Node.js and npm from Debian's packages when missing).
+STANDARDWEBHOOKS_JS=$HERALD_CACHE/node/node_modules/standardwebhooks
+ensure_node_standardwebhooks() {
+  command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+  grep -q '"version": "1.3.0"' "$STANDARDWEBHOOKS_JS/package.json" 2>/dev/null && return
+  log "installing the npm package standardwebhooks 1.3.0 into $HERALD_CACHE/node"
+  npm install --prefix "$HERALD_CACHE/node" --no-audit --no-fund --silent "standardwebhooks@1.3.0" >&2 \
+    || die "npm could not install standardwebhooks"
+}
+
 # ensure_browser: headless Chromium and its WebDriver (Debian's packages),
 # for the portal's browser tests; and axe-core, the accessibility checker
 # the tests run in each page, from the PyPI wheel that bundles it (4.12.1).

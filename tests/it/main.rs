@@ -23,6 +23,7 @@ mod retention;
 mod retries;
 mod security;
 mod signatures;
+mod standard_webhooks;
 mod stuck;
 mod subscriptions;
 mod tenant_metrics;

@@ -1,67 +1,33 @@
-//! Herald's signatures verify with the official Standard Webhooks library
-//! (Python), which Herald's code has nothing in common with.
+//! Herald's signatures verify with the Standard Webhooks libraries for
+//! Python, Node.js and Rust, which Herald's code has nothing in common with,
+//! for every secret a webhook signs with; an unrelated secret, a changed body
+//! and a changed timestamp verify with none.
 
 use std::time::Duration;
 
+use axum::http::HeaderValue;
 use herald::webhook::generate_secret;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::helpers::*;
+use crate::standard_webhooks::{verify_each, Check};
 
-struct PythonReceiver {
-    port: u16,
-    out: tempfile::NamedTempFile,
-    _child: tokio::process::Child,
-}
-
-impl PythonReceiver {
-    async fn start(secrets: &[&str]) -> PythonReceiver {
-        let out = tempfile::NamedTempFile::new().unwrap();
-        let mut cmd = tokio::process::Command::new(python());
-        cmd.arg(repo_path("scripts/receiver.py"))
-            .args(["--port", "0", "--out"])
-            .arg(out.path());
-        for s in secrets {
-            cmd.args(["--secret", s]);
-        }
-        let mut child = cmd
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("python receiver starts");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("receiver announces its port")
-            .unwrap()
-            .unwrap();
-        let port = first.strip_prefix("listening on ").unwrap().parse().unwrap();
-        PythonReceiver {
-            port,
-            out,
-            _child: child,
-        }
-    }
-
-    fn records(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.out.path())
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
+/// A CloudEvent in binary mode whose data is not UTF-8 text (Herald reads
+/// nothing in it and sends it as published).
+const BLOB: &[u8] = b"\x00\xff\xfe binary \xc3\x28 data";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signatures_verify_with_the_standard_webhooks_library_for_every_secret() {
-    let mut env = TestEnv::new("signatures", &["events"], 1).await;
-    env.overlay = "[envelope.default]\npreset = \"iam\"".into();
+async fn signatures_verify_with_the_standard_webhooks_libraries_for_every_secret() {
+    let mut env = TestEnv::new("signatures", &["iam", "ce"], 1).await;
+    env.overlay = format!(
+        "[envelope.topics.\"{}\"]\npreset = \"iam\"\n[envelope.topics.\"{}\"]\npreset = \"cloudevents\"\n",
+        env.topics[0], env.topics[1]
+    );
     let (new, old, unrelated) = (generate_secret(), generate_secret(), generate_secret());
-    let receiver = PythonReceiver::start(&[&new, &old, &unrelated]).await;
+    let receiver = TestReceiver::ok().await;
     let mut w = webhook(
         "rotating",
-        &format!("http://127.0.0.1:{}/hook", receiver.port),
-        &["USER_*"],
+        &receiver.url("/hook"),
+        &["USER_*", "com.example.blob.stored"],
     );
     w.secrets = vec![new.clone(), old.clone()];
     env.store().await.put(&w).await.unwrap();
@@ -73,25 +39,95 @@ async fn signatures_verify_with_the_standard_webhooks_library_for_every_secret()
     ];
     let publisher = Publisher::new();
     for body in bodies {
-        publisher.json(env.topic(), body).await;
+        publisher.json(&env.topics[0], body).await;
     }
-    let records = eventually(Duration::from_secs(20), "two verified deliveries", || async {
-        let r = receiver.records();
-        (r.len() >= 2).then_some(r)
-    })
-    .await;
-    for record in &records {
-        assert_eq!(
-            record["verified_with"],
-            serde_json::json!([0, 1]),
-            "both the new and the old secret verify, the unrelated one does not: {record}"
-        );
-        let signature = record["headers"]["webhook-signature"].as_str().unwrap();
+    publisher
+        .send(
+            &env.topics[1],
+            None,
+            BLOB,
+            &[
+                ("ce_specversion", "1.0"),
+                ("ce_type", "com.example.blob.stored"),
+                ("ce_source", "/blobs"),
+                ("ce_id", "blob-1"),
+                ("content-type", "application/octet-stream"),
+            ],
+        )
+        .await;
+    let received = receiver.wait_for(3, Duration::from_secs(20)).await;
+    assert!(received.iter().any(|r| r.body == BLOB), "the CloudEvent is delivered");
+
+    for request in &received {
+        let signature = request.header("webhook-signature");
         assert_eq!(signature.split(' ').count(), 2, "one signature per secret");
         assert!(
-            bodies.contains(&record["body"].as_str().unwrap()),
+            bodies.iter().any(|b| b.as_bytes() == request.body) || request.body == BLOB,
             "the body arrives byte for byte"
         );
+        // The same request with one byte of the body changed, and with its
+        // timestamp a second later (still within the libraries' tolerance).
+        let mut body = request.body.to_vec();
+        let last = body.len() - 1;
+        body[last] ^= 0x01;
+        let mut later = request.headers.clone();
+        let timestamp: i64 = request.header("webhook-timestamp").parse().unwrap();
+        later.insert("webhook-timestamp", HeaderValue::from(timestamp + 1));
+        let as_sent = |secret| Check {
+            secret,
+            headers: &request.headers,
+            body: &request.body,
+        };
+        let checks = [
+            ("the new secret", as_sent(&new), true),
+            ("the old secret", as_sent(&old), true),
+            ("an unrelated secret", as_sent(&unrelated), false),
+            (
+                "a changed body",
+                Check {
+                    secret: &new,
+                    headers: &request.headers,
+                    body: &body,
+                },
+                false,
+            ),
+            (
+                "a changed timestamp",
+                Check {
+                    secret: &new,
+                    headers: &later,
+                    body: &request.body,
+                },
+                false,
+            ),
+        ];
+        let verdicts = verify_each(&checks.iter().map(|c| c.1.clone()).collect::<Vec<_>>());
+        let text = std::str::from_utf8(&request.body).is_ok();
+        for ((what, _, verifies), verdicts) in checks.iter().zip(&verdicts) {
+            for (library, verdict) in verdicts.each() {
+                // The Python and Rust libraries decode the body as UTF-8
+                // before they compute the signature, so they refuse a body
+                // that is not text whatever its signature: only the npm
+                // package verifies the bytes as they are.
+                let expected = *verifies && (text || library == "node");
+                assert_eq!(
+                    verdict.is_ok(),
+                    expected,
+                    "{library} with {what}: {verdict:?}, for the request with {}",
+                    String::from_utf8_lossy(&request.body)
+                );
+            }
+            if !text {
+                assert!(
+                    verdicts.python.as_ref().unwrap_err().starts_with("UnicodeDecodeError"),
+                    "{verdicts:?}"
+                );
+                assert!(
+                    verdicts.rust.as_ref().unwrap_err().starts_with("InvalidPayload"),
+                    "{verdicts:?}"
+                );
+            }
+        }
     }
     app.stop().await;
 }
