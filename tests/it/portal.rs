@@ -173,6 +173,59 @@ impl Browser {
         !self.client.find_all(Locator::Css(css)).await.unwrap().is_empty()
     }
 
+    /// The webhook page's deliveries chart once its last 24 hours count
+    /// `total` attempts (the history is written a moment after each): the
+    /// (succeeded, failed) of each 24 hours in its table, oldest first, after
+    /// checking that each bar is drawn to those numbers.
+    async fn chart(&self, page: &str, total: u64) -> Vec<(u64, u64)> {
+        let read = || async {
+            self.go(page).await;
+            let chart = self
+                .client
+                .execute(
+                    "const heights = css => [...document.querySelectorAll(css)]
+                         .map(r => Number(r.getAttribute('height')));
+                     return {
+                       rows: [...document.querySelectorAll('table.chart-numbers tbody tr')]
+                         .map(tr => [...tr.cells].map(td => td.textContent)),
+                       ok: heights('svg[role=img] rect.ok'),
+                       failed: heights('svg[role=img] rect.failed'),
+                     };",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            let counts: Vec<(u64, u64)> = chart["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|row| {
+                    (
+                        row[1].as_str().unwrap().parse().unwrap(),
+                        row[2].as_str().unwrap().parse().unwrap(),
+                    )
+                })
+                .collect();
+            (chart, counts)
+        };
+        let (chart, counts) = eventually(Duration::from_secs(10), "the chart to count every attempt", || async {
+            let (chart, counts) = read().await;
+            (counts.last().is_some_and(|(s, f)| s + f >= total)).then_some((chart, counts))
+        })
+        .await;
+        let most = counts.iter().map(|(s, f)| s + f).max().unwrap().max(1);
+        let drawn: Vec<(u64, u64)> = counts.iter().map(|(s, f)| (s * 160 / most, f * 160 / most)).collect();
+        let bars: Vec<(u64, u64)> = chart["ok"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(chart["failed"].as_array().unwrap())
+            .map(|(ok, failed)| (ok.as_u64().unwrap(), failed.as_u64().unwrap()))
+            .collect();
+        assert_eq!(bars, drawn, "each bar is drawn to its numbers {counts:?}");
+        counts
+    }
+
     async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.unwrap();
         let dir = repo_path("target/portal");
@@ -313,8 +366,11 @@ async fn a_webhook_is_created_changed_paused_and_deleted_in_the_portal() {
     browser.screenshot("05-secret").await;
 
     // The delivery log: every attempt, its request and response in full.
-    browser.go(&format!("{link}webhooks/{id}")).await;
-    assert!(browser.has("svg[role=img]").await, "the deliveries chart");
+    // The chart counts what happened: evt_p1 and the kept evt_p2 delivered,
+    // today, nothing in the six days before.
+    let page = format!("{link}webhooks/{id}");
+    let week = |today: (u64, u64)| [vec![(0, 0); 6], vec![today]].concat();
+    assert_eq!(browser.chart(&page, 2).await, week((2, 0)), "the deliveries chart");
     browser.check_accessibility("webhook with its chart").await;
     browser.follow("Delivery log").await;
     let log = browser.client.current_url().await.unwrap().to_string();
@@ -373,7 +429,8 @@ async fn a_webhook_is_created_changed_paused_and_deleted_in_the_portal() {
     .await;
     receiver.set_behaviour(Behaviour::Status(204));
     let before = receiver.count();
-    browser.go(&format!("{link}webhooks/{id}")).await;
+    // evt_p1 sent again succeeded (a test event is not a delivery), evt_p3 failed.
+    assert_eq!(browser.chart(&page, 4).await, week((3, 1)), "the chart with a failure");
     browser.follow("Send failed deliveries again").await;
     browser.check_accessibility("replay form").await;
     browser.submit("button[type=submit]").await;
@@ -393,6 +450,11 @@ async fn a_webhook_is_created_changed_paused_and_deleted_in_the_portal() {
     .await;
     let got = receiver.wait_for(before + 1, Duration::from_secs(30)).await;
     assert!(String::from_utf8_lossy(&got[before].body).contains("evt_p3"));
+    assert_eq!(
+        browser.chart(&page, 5).await,
+        week((4, 1)),
+        "the chart after the replay"
+    );
 
     // Edit: a refused URL says what to fix; a name with markup stays text;
     // a header value left empty is kept.
