@@ -988,7 +988,7 @@ async fn a_manual_retry_and_a_replay_deliver_the_same_delivery_again() {
         (Some(true), Some(1), Some(0)),
         "{counted}"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    env.wait_finished().await;
     assert_eq!(receiver.count(), before, "a dry run sends nothing");
     let started = api
         .call(

@@ -47,7 +47,7 @@ async fn a_re_created_id_never_receives_the_old_webhooks_retries_or_dead_letters
     assert_eq!(letters[0].header(h::REASON), "webhook_deleted", "{:?}", letters[0]);
     assert_eq!(letters[0].header(h::WEBHOOK_TENANT), "acme");
     assert_eq!(letters[0].header(h::TENANT), "acme");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    env.wait_finished().await;
     assert_eq!(globex_receiver.count(), 0, "globex never gets acme's event");
     assert_eq!(acme_receiver.count(), 1);
 
@@ -72,7 +72,7 @@ async fn a_re_created_id_never_receives_the_old_webhooks_retries_or_dead_letters
         (Some(0), Some(0)),
         "{done}"
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    env.wait_finished().await;
     assert_eq!(globex_receiver.count(), 0);
 
     // globex's own events still reach it.
@@ -344,7 +344,7 @@ async fn final_statuses_end_a_delivery_at_once_globally_and_per_webhook() {
     // The webhook's own empty list replaces the global one: 422 is retried.
     let got = retried.wait_for(2, Duration::from_secs(20)).await;
     assert_eq!(got[1].attempt(), 2);
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    env.wait_finished().await;
     assert_eq!((unprocessable.count(), bad.count()), (1, 1));
     assert_eq!(
         app.metric(r#"herald_dead_letters_total{reason="final_status"}"#).await,

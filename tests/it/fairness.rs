@@ -45,11 +45,12 @@ async fn a_tenant_with_hanging_endpoints_never_holds_another_tenants_deliveries(
             "[delivery]\nmax_in_flight = 4\nmax_in_flight_per_tenant = 2\nmax_queue_wait = \"30s\"\nrequest_timeout = \"30s\"",
         )
         .await;
-    let hanging = TestReceiver::start(Behaviour::Hang).await;
+    let (open, held) = gate();
+    let hanging = TestReceiver::start(held).await;
     let healthy = TestReceiver::ok().await;
     put(&env, "acme-slow", Some("acme"), &hanging.url("/slow")).await;
     put(&env, "globex", Some("globex"), &healthy.url("/ok")).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    app.wait_webhooks(2).await;
 
     let publisher = Publisher::new();
     for i in 0..10 {
@@ -60,9 +61,13 @@ async fn a_tenant_with_hanging_endpoints_never_holds_another_tenants_deliveries(
     hanging.wait_for(2, Duration::from_secs(20)).await;
     publisher.json(env.topic(), &jimo("tour.started", "globex", "g1")).await;
     healthy.wait_for(1, Duration::from_secs(10)).await;
-    // The hanging tenant never got more than its share, though slots were free.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(hanging.count(), 2, "acme holds at most max_in_flight_per_tenant");
+    // The hanging tenant never got more than its share, though slots were
+    // free: its endpoint answers at last, and saw at most two requests at
+    // once in all ten.
+    open.send(true).unwrap();
+    env.wait_finished().await;
+    assert_eq!(hanging.count(), 10);
+    assert_eq!(hanging.most_at_once(), 2, "acme holds at most max_in_flight_per_tenant");
     app.stop().await;
 }
 
@@ -112,19 +117,22 @@ async fn one_destination_host_gets_at_most_its_share_over_every_webhook() {
     let app = env
         .spawn("[delivery]\nmax_in_flight_per_host = 3\nmax_queue_wait = \"30s\"\nrequest_timeout = \"30s\"")
         .await;
-    // Ten webhooks, one victim host.
-    let victim = TestReceiver::start(Behaviour::Hang).await;
+    // Ten webhooks, one victim host, which holds requests until it is let go.
+    let (open, held) = gate();
+    let victim = TestReceiver::start(held).await;
     for i in 0..10 {
         put(&env, &format!("w{i}"), None, &victim.url(&format!("/{i}"))).await;
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    app.wait_webhooks(10).await;
     Publisher::new()
         .json(env.topic(), r#"{"event":"tour.started","version":"0"}"#)
         .await;
     victim.wait_for(3, Duration::from_secs(20)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    open.send(true).unwrap();
+    env.wait_finished().await;
+    assert_eq!(victim.count(), 10);
     assert_eq!(
-        victim.count(),
+        victim.most_at_once(),
         3,
         "one event to ten webhooks: three requests at a time reach the host"
     );
@@ -527,9 +535,10 @@ async fn events_in_flight_are_bounded_in_bytes() {
     let app = env
         .spawn("[kafka]\nmax_in_flight_bytes = 262144\n[delivery]\nmax_queue_wait = \"30s\"\nrequest_timeout = \"30s\"")
         .await;
-    let hanging = TestReceiver::start(Behaviour::Hang).await;
+    let (open, held) = gate();
+    let hanging = TestReceiver::start(held).await;
     put(&env, "big", None, &hanging.url("/big")).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    app.wait_webhooks(1).await;
     let padding = "x".repeat(64 * 1024);
     let publisher = Publisher::new();
     for i in 0..12 {
@@ -541,10 +550,16 @@ async fn events_in_flight_are_bounded_in_bytes() {
             .await;
     }
     hanging.wait_for(4, Duration::from_secs(20)).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let n = hanging.count();
-    assert!((4..=5).contains(&n), "{n} events in flight");
-    assert!(app.metric("herald_in_flight_bytes{consumer=\"source\"}").await >= 4.0 * 65536.0);
+    eventually(Duration::from_secs(10), "the bytes in flight to be counted", || async {
+        (app.metric("herald_in_flight_bytes{consumer=\"source\"}").await >= 4.0 * 65536.0).then_some(())
+    })
+    .await;
+    // Let every request be answered: never more than the budget's at once.
+    open.send(true).unwrap();
+    env.wait_finished().await;
+    assert_eq!(hanging.count(), 12);
+    let n = hanging.most_at_once();
+    assert!((4..=5).contains(&n), "{n} events in flight at once");
     app.stop().await;
 }
 

@@ -188,6 +188,38 @@ impl TestEnv {
         &self.topics[0]
     }
 
+    /// Waits until Herald has finished every record written so far to the
+    /// topics it reads: the source group has committed to the end of each
+    /// source topic, then the retry group to the end of the redrive topic and
+    /// of each tier, in that order (a record finishes only after what it
+    /// writes to the next is written). Herald commits a partition's offset
+    /// only past records whose every delivery has ended (sent, dead-lettered
+    /// or written to a tier), and delivers the events of one partition
+    /// concurrently, so this, not a later event's delivery, shows that
+    /// nothing written before can still be delivered. A record waiting in a
+    /// tier holds it until it is due and sent.
+    pub async fn wait_finished(&self) {
+        let retry_group = format!("{}.retry", self.group);
+        let source = self.topics.iter().map(|t| (self.group.as_str(), t));
+        let retry = std::iter::once(&self.redrive)
+            .chain(self.tiers.iter().map(|t| &t.0))
+            .map(|t| (retry_group.as_str(), t));
+        let topics: Vec<(&str, &String)> = source.chain(retry).collect();
+        eventually(
+            Duration::from_secs(30),
+            "Herald to finish every record written so far",
+            || async {
+                for (group, topic) in &topics {
+                    if !finished(group, topic).await? {
+                        return None;
+                    }
+                }
+                Some(())
+            },
+        )
+        .await
+    }
+
     /// The configuration file: defaults, test isolation, loopback allowed,
     /// fast group timings, then this test's `overlay`.
     pub fn config_toml(&self) -> String {
@@ -559,6 +591,10 @@ pub enum Behaviour {
     Redirect(String),
     /// Never answers.
     Hang,
+    /// Holds every request until the gate [`gate`] made opens, and for at
+    /// least 100 ms, then answers 204: requests sent at once are open at
+    /// once, so [`TestReceiver::most_at_once`] sees them.
+    Gated(tokio::sync::watch::Receiver<bool>),
     /// The n-th request gets the n-th status; the last one repeats.
     Sequence(Vec<u16>),
     /// Answers `status` (with `Retry-After` when given) to attempts up to
@@ -568,6 +604,13 @@ pub enum Behaviour {
         status: u16,
         retry_after: Option<String>,
     },
+}
+
+/// A [`Behaviour::Gated`] receiver's behaviour and its gate: `send(true)`
+/// opens it, for the held requests and every later one.
+pub fn gate() -> (tokio::sync::watch::Sender<bool>, Behaviour) {
+    let (open, gate) = tokio::sync::watch::channel(false);
+    (open, Behaviour::Gated(gate))
 }
 
 /// Answers `status` (with `Retry-After` when given) to the first `attempts`
@@ -603,6 +646,26 @@ impl Received {
 struct ReceiverState {
     received: Arc<Mutex<Vec<Received>>>,
     behaviour: Arc<Mutex<Behaviour>>,
+    /// Requests not yet answered, and the most there ever were.
+    open_requests: Arc<Mutex<(usize, usize)>>,
+}
+
+/// Counts one request as open until it is answered (or abandoned).
+struct OpenRequest(Arc<Mutex<(usize, usize)>>);
+
+impl OpenRequest {
+    fn new(open: &Arc<Mutex<(usize, usize)>>) -> OpenRequest {
+        let mut counts = open.lock().unwrap();
+        counts.0 += 1;
+        counts.1 = counts.1.max(counts.0);
+        OpenRequest(open.clone())
+    }
+}
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().0 -= 1;
+    }
 }
 
 /// An HTTP server on 127.0.0.1 recording what it is sent.
@@ -617,6 +680,7 @@ impl TestReceiver {
         let state = ReceiverState {
             received: Arc::default(),
             behaviour: Arc::new(Mutex::new(behaviour)),
+            open_requests: Arc::default(),
         };
         let app = axum::Router::new().fallback(handle).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -652,6 +716,12 @@ impl TestReceiver {
         self.state.received.lock().unwrap().len()
     }
 
+    /// The most requests it has had open (received, not yet answered) at
+    /// once.
+    pub fn most_at_once(&self) -> usize {
+        self.state.open_requests.lock().unwrap().1
+    }
+
     /// Waits until at least `n` requests arrived; returns them.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
         eventually(timeout, &format!("{n} requests at {}", self.addr), || async {
@@ -668,6 +738,7 @@ async fn handle(State(state): State<ReceiverState>, uri: axum::http::Uri, header
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let _open = OpenRequest::new(&state.open_requests);
     let index = state.received.lock().unwrap().len();
     state.received.lock().unwrap().push(Received {
         at: std::time::Instant::now(),
@@ -704,6 +775,15 @@ async fn handle(State(state): State<ReceiverState>, uri: axum::http::Uri, header
         Behaviour::Hang => {
             std::future::pending::<()>().await;
             unreachable!()
+        }
+        Behaviour::Gated(mut gate) => {
+            let held_until = tokio::time::Instant::now() + Duration::from_millis(100);
+            // A gate dropped with the test opens nothing: the request hangs.
+            if gate.wait_for(|open| *open).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep_until(held_until).await;
+            StatusCode::NO_CONTENT.into_response()
         }
     }
 }
@@ -848,6 +928,24 @@ pub async fn try_committed(group: &str, topic: &str, partitions: i32) -> Option<
     })
     .await
     .unwrap()
+}
+
+/// Whether `group` has committed every record written so far to `topic`
+/// (`None` while the cluster cannot say).
+async fn finished(group: &str, topic: &str) -> Option<bool> {
+    let partitions = {
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers()).create().ok()?;
+            let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)).ok()?;
+            Some(metadata.topics().first()?.partitions().len() as i32)
+        })
+        .await
+        .unwrap()?
+    };
+    let ends = try_end_offsets(topic, partitions).await?;
+    let committed = try_committed(group, topic, partitions).await?;
+    Some(ends.iter().zip(&committed).all(|(end, done)| *end == 0 || done >= end))
 }
 
 /// The end offset of each partition of `topic`.

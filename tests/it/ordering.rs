@@ -224,7 +224,7 @@ async fn a_retry_held_out_of_order_is_moved_once_enough_was_delivered_past_it_an
     assert_eq!(got[1].header("webhook-id"), got[0].header("webhook-id"));
     let got = quick.wait_for(6, Duration::from_secs(20)).await;
     assert!(got.iter().filter(|r| r.attempt() == 2).count() == 3);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    env.wait_finished().await;
     assert_eq!((slow.count(), quick.count()), (2, 6), "each retried once, no more");
     app.stop().await;
 }

@@ -67,7 +67,7 @@ async fn each_resume_replays_only_what_its_own_pause_kept() {
         );
         let total = range.end;
         receiver.wait_for(total, Duration::from_secs(20)).await;
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        env.wait_finished().await;
         assert_eq!(receiver.count(), total, "round {round}: exactly {kept} more");
         assert_eq!(ids(&receiver).len(), total, "round {round}: no delivery twice");
     }
@@ -121,8 +121,8 @@ async fn a_dead_letter_is_redriven_once_unless_forced() {
         (Some(0), Some(4)),
         "the same range again re-drives nothing: {second}"
     );
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(receiver.count(), 8);
+    env.wait_finished().await;
+    assert_eq!(receiver.count(), 8, "nothing re-driven twice");
 
     let forced = replay(true).await;
     assert_eq!(forced["replayed"], 4, "{forced}");

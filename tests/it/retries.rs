@@ -54,7 +54,7 @@ async fn a_delivery_failing_twice_arrives_three_times_with_one_id_spaced_by_the_
         ok.then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    env.wait_finished().await;
     assert_eq!(receiver.count(), 3, "nothing after the success");
     assert!(read_topic(&env.dlq, 1, Duration::from_secs(2)).await.is_empty());
     app.stop().await;
@@ -381,8 +381,8 @@ async fn a_paused_webhooks_deliveries_are_kept_and_replayed_on_resume_with_their
         (5, 5, 0),
         "a dry run changes nothing"
     );
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(receiver.count(), 0);
+    env.wait_finished().await;
+    assert_eq!(receiver.count(), 0, "a dry run sends nothing");
     let done = replay(&config, &producer(&config), &filter, ReplayOptions::default(), |_| {})
         .await
         .unwrap();

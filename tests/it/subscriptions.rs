@@ -253,7 +253,9 @@ async fn a_replica_started_while_redis_is_down_serves_once_it_is_back() {
     );
     let publisher = Publisher::new();
     publisher.json(env.topic(), EVENT).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Nothing is routed before the index loads: the event is delivered once
+    // Redis is back, and the end shows it was never found unmatched.
+    assert_eq!(app.readyz().await["subscriptions_loaded"], false);
     assert_eq!(receiver.count(), 0);
 
     redis.restart();
@@ -484,7 +486,9 @@ async fn records_taken_while_the_index_loads_wait_for_it_instead_of_going_unmatc
         (app.metric(&consumed).await >= 1.0).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Taken and held, not finished: whatever is routed happens after the
+    // load (and the end shows nothing was found unmatched).
+    assert_eq!(app.metric("herald_events_in_flight").await, 1.0);
     assert_eq!(receiver.count(), 0, "nothing routed before the index has loaded");
     assert_eq!(app.metric("herald_events_completed_total").await, 0.0);
 
