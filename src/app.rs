@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminParts, AdminState};
-use crate::config::{Config, RedisConfig};
+use crate::config::{Config, RedisConfig, SystemEnvelope};
 use crate::delivery::target::EndpointDefaults;
 use crate::delivery::Deliverer;
 use crate::history::HistoryStore;
@@ -33,6 +33,7 @@ use crate::routing::envelope::Envelopes;
 use crate::subscriptions::lifecycle::{Lifecycle, SystemEvents};
 use crate::subscriptions::store::SubscriptionStore;
 use crate::subscriptions::sync::{SubscriptionIndex, SyncTask};
+use crate::subscriptions::system::TenantStyle;
 use crate::telemetry::Telemetry;
 
 /// The parts the pipeline and the management API share, built once per
@@ -57,7 +58,8 @@ pub struct Shared {
 impl Shared {
     /// Builds the parts without waiting for Kafka or Redis: the producer
     /// and the Redis connection connect in the background, and commands
-    /// sent before they have fail as they would during an outage.
+    /// sent before they have fail as they would during an outage. Starts
+    /// the task publishing system events (on the current runtime).
     pub fn build(config: &Config, telemetry: Telemetry) -> anyhow::Result<Shared> {
         let redis = config.redis.client().context("invalid redis.url")?;
         let conn = RedisConfig::lazy_connection(&redis).context("cannot set up the Redis connection")?;
@@ -86,7 +88,12 @@ impl Shared {
                 crate::retry::sink::Topics::of(config),
                 telemetry.clone(),
             ),
-            events: SystemEvents::new(producer.clone(), config.system_events.topic().map(str::to_owned)),
+            events: SystemEvents::start(
+                producer.clone(),
+                &config.system_events,
+                Some(tenant_style(config, conn.clone())),
+                telemetry.clone(),
+            ),
             producer,
             redis,
             conn,
@@ -109,6 +116,30 @@ impl Shared {
             catalogs: config.admin.catalogs.clone(),
         }
     }
+}
+
+/// The envelope of a tenant's catalog, as the management API resolves it:
+/// `admin.tenants`, else the tenant registry in Redis, else
+/// `admin.default_catalog`.
+fn tenant_style(config: &Config, conn: redis::aio::ConnectionManager) -> TenantStyle {
+    let registry = crate::admin::tenants::registry::Registry::new(conn, &config.redis.prefix);
+    let admin = Arc::new(config.admin.clone());
+    Arc::new(move |tenant: String| {
+        let (registry, admin) = (registry.clone(), admin.clone());
+        Box::pin(async move {
+            let name = match admin.tenants.get(&tenant) {
+                Some(configured) => configured.catalog.clone(),
+                None => match registry.get(&tenant).await.map_err(|e| e.to_string())? {
+                    Some(stored) => stored.settings.catalog.unwrap_or_else(|| admin.default_catalog.clone()),
+                    None => admin.default_catalog.clone(),
+                },
+            };
+            Ok(admin
+                .catalogs
+                .get(&name)
+                .and_then(|c| SystemEnvelope::of_catalog(&c.envelope)))
+        })
+    })
 }
 
 /// A built, not yet running, Herald.
@@ -157,6 +188,15 @@ impl Application {
         let statuses = crate::webhook::WebhookStatus::ALL.map(|s| s.as_str());
         telemetry.metrics.preregister_routing(&unroutable, &statuses);
         let shared = Shared::build(&config, telemetry.clone())?;
+        if let Some(system) = config.system_events.topic() {
+            if config.kafka.topics.iter().any(|t| t == system) && !shared.envelopes.for_topic(system).finds_tenant() {
+                tracing::warn!(
+                    topic = system,
+                    "system events are consumed without a tenant rule: tenants' webhooks receive none of them \
+                     and webhooks of no tenant receive every tenant's (docs/envelopes.md#system-events)"
+                );
+            }
+        }
         // Each consumer has its own limits, so a burst of retries never
         // takes the source's slots, nor the source the retries'.
         let limits = FlowLimits::of(&config.kafka);
@@ -238,6 +278,7 @@ impl Application {
         );
 
         let flows = (flow, retry_flow);
+        let events = shared.events.clone();
         let result = Self::run_pipeline(&config, shared, index, flows, &shutdown).await;
 
         side_tasks.cancel();
@@ -251,6 +292,8 @@ impl Application {
                 Ok(Ok(())) => {}
             }
         }
+        // Nothing announces anything more: publish what is still queued.
+        events.close().await;
         match ops.await {
             Ok(Err(e)) => tracing::warn!(error = %e, "ops listener stopped with an error"),
             Err(e) => tracing::warn!(error = %e, "ops listener task failed"),
@@ -444,6 +487,7 @@ pub async fn serve_api(
     ));
     let portal = crate::portal::router(state.clone());
     let served = crate::admin::serve(admin, state, portal, shutdown).await;
+    shared.events.close().await;
     match metrics.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "ops listener stopped with an error"),
         Err(e) => tracing::warn!(error = %e, "ops listener task failed"),

@@ -348,7 +348,7 @@ impl Pipeline {
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default()
         );
-        if let Err(e) = lifecycle.disable(target.id(), "gone", "webhook.disabled", reason).await {
+        if let Err(e) = lifecycle.disable(target.id(), "gone", "disabled", reason).await {
             self.telemetry.lifecycle_error(target.id(), &e);
         }
     }

@@ -51,21 +51,29 @@ pub use crate::config::MAX_PAGE_SIZE;
 /// Changes made through the API (`action` label; the first six are also
 /// announced as the system event `webhook.<action>`; the last five are
 /// changes to tenants and their tokens).
-pub const ACTIONS: [&str; 13] = [
-    "created",
-    "updated",
-    "deleted",
-    "paused",
-    "resumed",
-    "secret_rotated",
-    "retried",
-    "replayed",
-    "tenant_created",
-    "tenant_updated",
-    "tenant_deleted",
-    "token_issued",
-    "token_revoked",
-];
+pub const ACTIONS: [&str; 13] = {
+    const OTHERS: [&str; 7] = [
+        "retried",
+        "replayed",
+        "tenant_created",
+        "tenant_updated",
+        "tenant_deleted",
+        "token_issued",
+        "token_revoked",
+    ];
+    let announced = crate::config::ANNOUNCED_ACTIONS;
+    let mut all = [""; 13];
+    let mut i = 0;
+    while i < all.len() {
+        all[i] = if i < announced.len() {
+            announced[i]
+        } else {
+            OTHERS[i - announced.len()]
+        };
+        i += 1;
+    }
+    all
+};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -213,27 +221,12 @@ impl AdminState {
         self.0.config.clone()
     }
 
-    /// Publishes `webhook.<action>` without holding up the response; a
-    /// failure is logged and counted.
+    /// Publishes `webhook.<action>` without holding up the response
+    /// (retried, bounded: [`SystemEvents`]).
     pub(crate) fn announce(&self, action: &'static str, webhook: &crate::webhook::Webhook, by: &str) {
         self.0.telemetry.admin_change(action, &webhook.id, by);
-        let event = format!("webhook.{action}");
         let reason = format!("{action} through the management API by `{by}`");
-        match self.0.events.enqueue(&event, webhook, &reason) {
-            Ok(None) => {}
-            Ok(Some(ack)) => {
-                let telemetry = self.0.telemetry.clone();
-                let id = webhook.id.clone();
-                tokio::spawn(async move {
-                    match ack.await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err((e, _))) => telemetry.system_event_failed(&event, &id, &e),
-                        Err(_) => telemetry.system_event_failed(&event, &id, &"the producer was dropped"),
-                    }
-                });
-            }
-            Err(e) => self.0.telemetry.system_event_failed(&event, &webhook.id, &e),
-        }
+        self.0.events.emit(action, webhook, &reason);
     }
 }
 
@@ -446,14 +439,9 @@ pub async fn serve(
         state.0.telemetry.metrics.clone(),
     );
     let app = router(state.clone()).merge(beside);
-    let served = crate::serve::serve(listener, app, limits, "admin", metrics, shutdown).await;
-    // System events announced by the last requests are still on their way.
-    let events = state.0.events.clone();
-    let flushed = tokio::task::spawn_blocking(move || events.flush(std::time::Duration::from_secs(5))).await;
-    if let Ok(Err(e)) = flushed {
-        state.0.telemetry.system_event_failed("(pending at shutdown)", "-", &e);
-    }
-    served
+    // System events announced by the last requests are published by their
+    // owner's shutdown (SystemEvents::close).
+    crate::serve::serve(listener, app, limits, "admin", metrics, shutdown).await
 }
 
 #[cfg(test)]

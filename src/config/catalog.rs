@@ -123,9 +123,13 @@ impl Catalog {
     }
 
     /// Whether a webhook of a tenant bound to this catalog may use `pattern`:
-    /// `*`, or a pattern matching at least one listed event type.
+    /// `*`, or a pattern matching at least one listed event type or one of
+    /// Herald's own system event types (`webhook.*`, `WEBHOOK_*`), which
+    /// every catalog allows.
     pub fn allows(&self, pattern: &str) -> bool {
-        pattern == "*" || self.events.iter().any(|e| pattern_matches(pattern, &e.event_type))
+        pattern == "*"
+            || self.events.iter().any(|e| pattern_matches(pattern, &e.event_type))
+            || super::system_event_types().any(|t| pattern_matches(pattern, &t))
     }
 
     /// The catalog's entry for `event_type`.
@@ -230,6 +234,11 @@ mod tests {
         assert!(jimo.allows("tour.completed"));
         assert!(!jimo.allows("tour.exploded"));
         assert!(!jimo.allows("USER_*"));
+        // Herald's own system events, in either naming, whatever the catalog.
+        assert!(jimo.allows("webhook.*"));
+        assert!(jimo.allows("webhook.auto_disabled"));
+        assert!(catalogs.get("jam").unwrap().allows("WEBHOOK_PAUSED"));
+        assert!(!jimo.allows("webhook.exploded"));
     }
 
     #[test]

@@ -197,6 +197,14 @@ impl EnvelopeRules {
 }
 
 impl Recogniser {
+    /// Whether these rules can find an event's tenant.
+    pub fn finds_tenant(&self) -> bool {
+        match self {
+            Recogniser::Plain(fields) => fields.tenant.is_some(),
+            Recogniser::CloudEvents { tenant } => tenant.is_some(),
+        }
+    }
+
     /// Finds the event's metadata in `record`.
     pub fn recognise(&self, record: &SourceRecord) -> Result<EventMeta, Unroutable> {
         match self {

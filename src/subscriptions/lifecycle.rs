@@ -8,9 +8,8 @@
 //! `auto_disable.after`, or for `auto_disable.consecutive_failures`
 //! deliveries, is disabled the same way with a `webhook.auto_disabled` event.
 //! The failure streak lives in Redis, shared by all replicas; a success only
-//! writes there when this replica saw the streak, or once a minute. System events are ordinary events in
-//! the Jimo envelope style on `system_events.topic`; add that topic to
-//! `kafka.topics` to route them to webhooks like any other event.
+//! writes there when this replica saw the streak, or once a minute. System
+//! events are published by [`SystemEvents`] (`crate::subscriptions::system`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -22,16 +21,14 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-use rdkafka::producer::FutureRecord;
-use rdkafka::util::Timeout;
-use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::delivery::target::Target;
 use crate::delivery::Failure;
 use crate::subscriptions::store::{StoreError, SubscriptionStore};
+pub use crate::subscriptions::system::SystemEvents;
 use crate::telemetry::Telemetry;
-use crate::webhook::{StatusBy, Webhook, WebhookStatus};
+use crate::webhook::{StatusBy, WebhookStatus};
 
 /// When a failing webhook is disabled; zero turns a rule off.
 #[derive(Debug, Clone, Copy, Default)]
@@ -57,66 +54,11 @@ pub struct Lifecycle {
     pub telemetry: Telemetry,
 }
 
-/// Publishes system events (`webhook.disabled`, `webhook.created`, ...) to
-/// `system_events.topic`, keyed by webhook id so one webhook's events stay in
-/// order.
-#[derive(Clone)]
-pub struct SystemEvents {
-    producer: crate::kafka::SharedProducer,
-    /// `None` disables them.
-    topic: Option<String>,
-}
-
-impl SystemEvents {
-    /// System events to `topic` (none when `None`).
-    pub fn new(producer: crate::kafka::SharedProducer, topic: Option<String>) -> SystemEvents {
-        SystemEvents { producer, topic }
-    }
-
-    /// Enqueues `event` about `webhook` now (so events of one webhook keep
-    /// their order) and returns the broker's acknowledgement to await, or
-    /// `None` when system events are off.
-    pub fn enqueue(
-        &self,
-        event: &str,
-        webhook: &Webhook,
-        reason: &str,
-    ) -> Result<Option<rdkafka::producer::DeliveryFuture>, LifecycleError> {
-        let Some(topic) = &self.topic else { return Ok(None) };
-        let body = system_event(event, webhook, reason);
-        let record = FutureRecord::to(topic).key(webhook.id.as_str()).payload(&body);
-        match self.producer.get().send_result(record) {
-            Ok(ack) => Ok(Some(ack)),
-            Err((e, _)) => Err(LifecycleError::Publish(e)),
-        }
-    }
-
-    /// Waits up to `timeout` for the events still being published.
-    pub fn flush(&self, timeout: Duration) -> rdkafka::error::KafkaResult<()> {
-        self.producer.flush(timeout)
-    }
-
-    /// Publishes `event` about `webhook` and waits for the broker's ack.
-    pub async fn publish(&self, event: &str, webhook: &Webhook, reason: &str) -> Result<(), LifecycleError> {
-        let Some(topic) = &self.topic else { return Ok(()) };
-        let body = system_event(event, webhook, reason);
-        let record = FutureRecord::to(topic).key(webhook.id.as_str()).payload(&body);
-        self.producer
-            .get()
-            .send(record, Timeout::After(Duration::from_secs(30)))
-            .await
-            .map_err(|(e, _)| LifecycleError::Publish(e))?;
-        Ok(())
-    }
-}
-
 /// A lifecycle change that could not be applied.
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("system event not acknowledged: {0}")]
-    Publish(rdkafka::error::KafkaError),
 }
 
 impl Lifecycle {
@@ -126,7 +68,7 @@ impl Lifecycle {
         &self,
         webhook_id: &str,
         kind: &'static str,
-        event: &str,
+        action: &str,
         reason: String,
     ) -> Result<(), LifecycleError> {
         let now = OffsetDateTime::now_utc();
@@ -156,7 +98,8 @@ impl Lifecycle {
             return Ok(());
         };
         self.telemetry.webhook_disabled(webhook_id, kind, &reason);
-        self.publish(event, &webhook, &reason).await
+        self.events.emit(action, &webhook, &reason);
+        Ok(())
     }
 
     /// A delivery to `target` succeeded: end its failure streak, if any.
@@ -210,35 +153,8 @@ impl Lifecycle {
         } else {
             return;
         };
-        if let Err(e) = self.disable(target.id(), "auto", "webhook.auto_disabled", reason).await {
+        if let Err(e) = self.disable(target.id(), "auto", "auto_disabled", reason).await {
             self.telemetry.lifecycle_error(target.id(), &e);
         }
     }
-
-    /// Publishes a system event about `webhook`.
-    pub async fn publish(&self, event: &str, webhook: &Webhook, reason: &str) -> Result<(), LifecycleError> {
-        self.events.publish(event, webhook, reason).await
-    }
-}
-
-/// A system event body: `{"event", "version", "time", "id", "tenant", "webhook", "reason"}`.
-pub fn system_event(event: &str, webhook: &Webhook, reason: &str) -> String {
-    let now = OffsetDateTime::now_utc();
-    json!({
-        "event": event,
-        "version": "0",
-        "time": now.unix_timestamp_nanos() / 1_000_000,
-        "id": format!("sys_{}", hex::encode(rand::random::<[u8; 12]>())),
-        "tenant": webhook.tenant,
-        "webhook": {
-            "id": webhook.id,
-            "name": webhook.name,
-            // Routed to other webhooks (a global one sees every tenant's): the
-            // URL's path and query may hold a secret.
-            "url": crate::delivery::redact_url_text(&webhook.url),
-            "status": webhook.status.as_str(),
-        },
-        "reason": reason,
-    })
-    .to_string()
 }

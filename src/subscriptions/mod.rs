@@ -12,3 +12,4 @@ pub mod live;
 pub mod packed;
 pub mod store;
 pub mod sync;
+pub mod system;

@@ -78,6 +78,8 @@ pub struct Metrics {
     pub admin_request_duration: HistogramVec,
     pub admin_changes: IntCounterVec,
     pub system_event_errors: IntCounter,
+    pub system_event_retries: IntCounter,
+    pub system_events_pending: IntGauge,
     pub history_records: IntCounterVec,
     /// Deliveries by tenant, for a bounded number of tenants.
     pub tenants: Arc<TenantSeries>,
@@ -332,7 +334,7 @@ impl Metrics {
             lifecycle_errors: counter(
                 r,
                 "herald_lifecycle_errors_total",
-                "Failures to apply a webhook status change or publish its system event.",
+                "Failures to apply a webhook status change.",
             ),
             failure_record_produce_errors: counter(
                 r,
@@ -478,7 +480,19 @@ impl Metrics {
             system_event_errors: counter(
                 r,
                 "herald_system_event_errors_total",
-                "System events (webhook.created, ...) that could not be published.",
+                "System events (webhook.created, ...) given up: not acknowledged within \
+                 system_events.retry_for, refused while system_events.max_pending waited, or still \
+                 waiting at shutdown. Each is logged with its body.",
+            ),
+            system_event_retries: counter(
+                r,
+                "herald_system_event_retries_total",
+                "Failed attempts to publish a system event that was then tried again.",
+            ),
+            system_events_pending: gauge(
+                r,
+                "herald_system_events_pending",
+                "System events waiting to be published (retried ones included).",
             ),
             registry,
         };
@@ -528,6 +542,7 @@ impl Metrics {
             "history_writer",
             "producer_flush",
             "consumer_close",
+            "system_events",
         ] {
             m.shutdown_failures.with_label_values(&[step]);
         }

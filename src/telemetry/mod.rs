@@ -617,10 +617,17 @@ impl Telemetry {
         warn!(%error, "delivery history record not published");
     }
 
-    /// A system event (`webhook.created`, ...) could not be published.
-    pub fn system_event_failed(&self, event: &str, webhook_id: &str, error: &dyn std::fmt::Display) {
+    /// A system event (`webhook.created`, ...) was given up: logged with
+    /// its body, so an operator can publish it by hand.
+    pub fn system_event_lost(&self, event: &str, webhook_id: &str, body: &str, why: &dyn std::fmt::Display) {
         self.metrics.system_event_errors.inc();
-        error!(event, webhook = webhook_id, %error, "system event not published");
+        error!(event, webhook = webhook_id, body, %why, "system event not published; given up");
+    }
+
+    /// An attempt to publish a system event failed; it will be tried again.
+    pub fn system_event_retry(&self, event: &str, webhook_id: &str, error: &dyn std::fmt::Display) {
+        self.metrics.system_event_retries.inc();
+        warn!(event, webhook = webhook_id, %error, "system event not acknowledged; trying again");
     }
 
     /// A status change Herald decided (auto-disable) could not be written.

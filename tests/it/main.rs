@@ -26,5 +26,6 @@ mod signatures;
 mod standard_webhooks;
 mod stuck;
 mod subscriptions;
+mod system_events;
 mod tenant_metrics;
 mod tenants;
