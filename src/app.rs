@@ -71,6 +71,7 @@ impl Shared {
                 config.history.max_per_webhook,
                 config.history.max_age,
             )
+            .keeping_deliveries(config.history.max_deliveries_per_webhook)
         });
         let producer = SharedProducer::new(&config.kafka).context("cannot create the Kafka producer")?;
         let mut deliverer = Deliverer::new(&config.delivery).context("cannot build the HTTP client")?;

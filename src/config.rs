@@ -582,6 +582,9 @@ pub struct OpsConfig {
 pub struct HistoryConfig {
     pub enabled: bool,
     pub max_per_webhook: usize,
+    /// Deliveries (one per event and webhook, with their attempts' briefs)
+    /// kept per webhook.
+    pub max_deliveries_per_webhook: usize,
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
     pub max_body_bytes: usize,
@@ -1222,6 +1225,7 @@ impl Config {
         let k = &self.kafka;
         let h = &self.history;
         positive("history.max_per_webhook", h.max_per_webhook)?;
+        positive("history.max_deliveries_per_webhook", h.max_deliveries_per_webhook)?;
         nonzero("history.max_age", h.max_age)?;
         nonzero("history.flush_interval", h.flush_interval)?;
         positive("history.queue_capacity", h.queue_capacity)?;

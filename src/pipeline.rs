@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::delivery::target::Target;
 use crate::delivery::{delivery_id, Deliverer};
 use crate::event::{Event, SourceRecord};
+use crate::history::record::{DeliveryStatus, Step};
 use crate::intake::flow::Completion;
 use crate::intake::Dispatch;
 use crate::retry::codec::{self, reasons, Binding, DeliveryContext, Destination, FailureRecord, RetryState};
@@ -281,6 +282,13 @@ impl Pipeline {
             tier,
         };
         if let Err(kept) = Policy::accepts(&target) {
+            if let Some(history) = &self.history {
+                let status = match reasons::KEPT.contains(&kept.reason) {
+                    true => DeliveryStatus::Kept,
+                    false => DeliveryStatus::DeadLettered,
+                };
+                history.record_kept(event, &target, &delivery_id, Step::dead_letter(status, kept.reason));
+            }
             return self
                 .send_kept(event, kept, context(attempts, None, first_attempt_at))
                 .await;
@@ -296,10 +304,10 @@ impl Pipeline {
             .tenant(&target.tenant_series, target.webhook.tenant.as_deref());
         self.telemetry
             .delivery_finished(target.id(), tenant, &event.meta.event_type, from, &attempt);
-        if let Some(history) = &self.history {
-            history.record(event, &target, &attempt, tier);
-        }
         let Err(failure) = &attempt.result else {
+            if let Some(history) = &self.history {
+                history.record(event, &target, &attempt, tier, Step::delivered());
+            }
             if let Some(lifecycle) = &self.lifecycle {
                 lifecycle.delivery_succeeded(&target);
             }
@@ -315,15 +323,26 @@ impl Pipeline {
             SystemTime::now(),
             &mut rand::rng(),
         );
-        let (destination, reason) = match decision {
-            AfterFailure::Retry { tier, due_at } => (Destination::Tier { tier, due_at }, reasons::DELIVERY_FAILED),
+        let (destination, reason, step) = match decision {
+            AfterFailure::Retry { tier, due_at } => (
+                Destination::Tier { tier, due_at },
+                reasons::DELIVERY_FAILED,
+                Step::retry(tier, due_at),
+            ),
             AfterFailure::DeadLetter { reason, disable } => {
                 if disable {
                     self.endpoint_gone(&target).await;
                 }
-                (Destination::DeadLetter, reason)
+                (
+                    Destination::DeadLetter,
+                    reason,
+                    Step::dead_letter(DeliveryStatus::DeadLettered, reason),
+                )
             }
         };
+        if let Some(history) = &self.history {
+            history.record(event, &target, &attempt, tier, step);
+        }
         let first = first_attempt_at.unwrap_or(attempt.started_at);
         let letter = FailureRecord {
             destination,

@@ -14,7 +14,7 @@ use crate::admin::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::admin::jobs::{Pool, ReplayJob};
 use crate::admin::problem::Problem;
 use crate::admin::webhooks::load;
-use crate::admin::{AdminState, MAX_PAGE_SIZE};
+use crate::admin::AdminState;
 use crate::delivery::target::{EndpointDefaults, Target};
 use crate::event::{Event, EventMeta, SourceRecord};
 use crate::history::record::{AttemptRecord, Outcome};
@@ -25,7 +25,8 @@ use crate::retry::redrive::{deliver_again, Again};
 use crate::retry::replay::{ReplayFilter, ReplayOptions};
 use crate::webhook::pattern_matches;
 
-fn history(state: &AdminState) -> Result<&HistoryStore, Problem> {
+/// The history store, or 404 when history is off.
+pub(crate) fn history(state: &AdminState) -> Result<&HistoryStore, Problem> {
     state.history().ok_or_else(|| {
         Problem::new(
             StatusCode::NOT_FOUND,
@@ -36,7 +37,8 @@ fn history(state: &AdminState) -> Result<&HistoryStore, Problem> {
     })
 }
 
-fn redis_error(e: redis::RedisError) -> Problem {
+/// A history read or write Redis refused.
+pub(crate) fn redis_error(e: redis::RedisError) -> Problem {
     Problem::unavailable("delivery history", &e)
 }
 
@@ -89,38 +91,54 @@ pub async fn list(
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<DeliveryQuery>,
 ) -> Result<Json<AttemptPage>, Problem> {
-    let limit = query.limit.unwrap_or(state.config().admin.default_page_size);
-    if limit == 0 || limit > MAX_PAGE_SIZE {
-        return Err(Problem::bad_request(format!("`limit` must be 1 to {MAX_PAGE_SIZE}")));
-    }
+    let limit = crate::admin::page_size(&state, query.limit)?;
     let id = load(&state, &caller, &id).await?.id;
     let attempts = history(&state)?.attempts(&id).await.map_err(redis_error)?;
-    let start = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
+    let event_type = query.event_type.filter(|e| !e.is_empty());
+    let delivery = query.delivery_id.filter(|d| !d.is_empty());
+    let (data, next_cursor) = page(
+        attempts,
+        query.cursor.as_deref(),
+        limit,
+        |a| &a.id,
+        |a| {
+            query.status.is_none_or(|s| a.outcome == s)
+                && event_type.as_ref().is_none_or(|p| pattern_matches(p, &a.event_type))
+                && delivery.as_ref().is_none_or(|d| a.delivery_id == *d)
+                && query.since.is_none_or(|t| a.at >= t)
+                && query.until.is_none_or(|t| a.at < t)
+        },
+    )?;
+    Ok(Json(AttemptPage { data, next_cursor }))
+}
+
+/// A page of `items` (newest first): those after `cursor` (the key of the
+/// last item of the previous page) that `keep`, at most `limit`, and the
+/// cursor of the next page when there is one.
+pub(crate) fn page<T>(
+    items: Vec<T>,
+    cursor: Option<&str>,
+    limit: usize,
+    key: impl Fn(&T) -> &str,
+    keep: impl Fn(&T) -> bool,
+) -> Result<(Vec<T>, Option<String>), Problem> {
+    let start = match cursor.filter(|c| !c.is_empty()) {
         None => 0,
         Some(cursor) => {
-            attempts
+            items
                 .iter()
-                .position(|a| a.id == cursor)
-                .ok_or_else(|| Problem::bad_request("`cursor` is not an attempt of this webhook's history"))?
+                .position(|item| key(item) == cursor)
+                .ok_or_else(|| Problem::bad_request("`cursor` is not in this webhook's history"))?
                 + 1
         }
     };
-    let event_type = query.event_type.filter(|e| !e.is_empty());
-    let delivery = query.delivery_id.filter(|d| !d.is_empty());
-    let mut matching = attempts[start..].iter().filter(|a| {
-        query.status.is_none_or(|s| a.outcome == s)
-            && event_type.as_ref().is_none_or(|p| pattern_matches(p, &a.event_type))
-            && delivery.as_ref().is_none_or(|d| a.delivery_id == *d)
-            && query.since.is_none_or(|t| a.at >= t)
-            && query.until.is_none_or(|t| a.at < t)
-    });
-    let data: Vec<AttemptRecord> = matching.by_ref().take(limit).cloned().collect();
-    let next_cursor = if matching.next().is_some() {
-        data.last().map(|a| a.id.clone())
-    } else {
-        None
+    let mut matching = items.into_iter().skip(start).filter(|item| keep(item));
+    let data: Vec<T> = matching.by_ref().take(limit).collect();
+    let next_cursor = match matching.next() {
+        Some(_) => data.last().map(|item| key(item).to_owned()),
+        None => None,
     };
-    Ok(Json(AttemptPage { data, next_cursor }))
+    Ok((data, next_cursor))
 }
 
 /// One attempt.

@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod catalog;
 pub mod deliveries;
+pub mod events;
 pub mod extract;
 pub mod jobs;
 pub mod portal_sessions;
@@ -47,6 +48,16 @@ use catalog::Catalogs;
 use problem::Problem;
 
 pub use crate::config::MAX_PAGE_SIZE;
+
+/// A list's page size: `asked`, else `admin.default_page_size`; 400 unless
+/// it is 1 to [`MAX_PAGE_SIZE`].
+pub fn page_size(state: &AdminState, asked: Option<usize>) -> Result<usize, Problem> {
+    let limit = asked.unwrap_or(state.config().admin.default_page_size);
+    if limit == 0 || limit > MAX_PAGE_SIZE {
+        return Err(Problem::bad_request(format!("`limit` must be 1 to {MAX_PAGE_SIZE}")));
+    }
+    Ok(limit)
+}
 
 /// Changes made through the API (`action` label; the first six are also
 /// announced as the system event `webhook.<action>`; the last five are
@@ -336,6 +347,8 @@ fn api() -> OpenApiRouter<AdminState> {
         .routes(routes!(webhooks::status::resume))
         .routes(routes!(webhooks::secrets::get_secret, webhooks::secrets::rotate_secret))
         .routes(routes!(deliveries::list))
+        .routes(routes!(events::list))
+        .routes(routes!(events::get))
         .routes(routes!(deliveries::get))
         .routes(routes!(deliveries::retry))
         .routes(routes!(deliveries::replay))

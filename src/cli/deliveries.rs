@@ -5,7 +5,9 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use super::api_client::{encode, query, query_suffix, ApiClient};
-use super::tables::{attempt_table, attempts_table, print, replay_line, stats_table, test_table, ReplayProgress};
+use super::tables::{
+    attempt_table, attempts_table, events_table, print, replay_line, stats_table, test_table, ReplayProgress,
+};
 use super::ApiArgs;
 
 /// `herald deliveries` commands.
@@ -15,6 +17,19 @@ pub enum DeliveriesCommand {
     List {
         webhook: String,
         /// succeeded or failed.
+        #[arg(long)]
+        status: Option<String>,
+        /// Event type pattern.
+        #[arg(long)]
+        event_type: Option<String>,
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// A webhook's deliveries by event, newest first: where each stands
+    /// (delivered, pending_retry, dead_lettered, kept) and its attempts.
+    Events {
+        webhook: String,
+        /// delivered, pending_retry, dead_lettered or kept.
         #[arg(long)]
         status: Option<String>,
         /// Event type pattern.
@@ -55,6 +70,25 @@ pub enum DeliveriesCommand {
     },
 }
 
+/// A page of a webhook's history (`list`: `deliveries` or `events`).
+async fn listed(
+    client: &ApiClient,
+    webhook_path: &str,
+    list: &str,
+    status: Option<String>,
+    event_type: Option<String>,
+    limit: Option<usize>,
+) -> anyhow::Result<Value> {
+    let query = query(&[
+        ("status", status),
+        ("event_type", event_type),
+        ("limit", limit.map(|l| l.to_string())),
+    ]);
+    client
+        .get(&format!("{webhook_path}/{list}{}", query_suffix(&query)))
+        .await
+}
+
 /// Runs one `herald deliveries` command, printing its outcome.
 pub async fn run(api: ApiArgs, command: DeliveriesCommand) -> anyhow::Result<()> {
     let client = ApiClient::new(&api.api_url, api.token)?;
@@ -66,19 +100,25 @@ pub async fn run(api: ApiArgs, command: DeliveriesCommand) -> anyhow::Result<()>
             event_type,
             limit,
         } => {
-            let query = query(&[
-                ("status", status),
-                ("event_type", event_type),
-                ("limit", limit.map(|l| l.to_string())),
-            ]);
-            let page = client
-                .get(&format!(
-                    "{}/deliveries{}",
-                    webhook_path(&webhook),
-                    query_suffix(&query)
-                ))
-                .await?;
+            let page = listed(
+                &client,
+                &webhook_path(&webhook),
+                "deliveries",
+                status,
+                event_type,
+                limit,
+            )
+            .await?;
             print(&page, api.json, attempts_table);
+        }
+        DeliveriesCommand::Events {
+            webhook,
+            status,
+            event_type,
+            limit,
+        } => {
+            let page = listed(&client, &webhook_path(&webhook), "events", status, event_type, limit).await?;
+            print(&page, api.json, events_table);
         }
         DeliveriesCommand::Show { webhook, attempt } => {
             let a = client

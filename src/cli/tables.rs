@@ -264,6 +264,39 @@ pub fn attempts_table(page: &Value) -> String {
     t.to_string()
 }
 
+/// A page of deliveries by event: one row each, its attempts in one cell.
+pub fn events_table(page: &Value) -> String {
+    let mut t = table(&["DELIVERY", "FIRST AT", "EVENT", "STATUS", "ATTEMPTS"]);
+    for d in page["data"].as_array().into_iter().flatten() {
+        let status = match (d["status"].as_str(), &d["reason"], &d["next_attempt_at"]) {
+            (Some("pending_retry"), _, next) if next.is_string() => format!("pending_retry (next {})", text_of(next)),
+            (Some(status), reason, _) if reason.is_string() => format!("{status} ({})", text_of(reason)),
+            _ => text_of(&d["status"]),
+        };
+        let attempts = d["attempts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                let answer = match &a["status"] {
+                    Value::Null => text_of(&a["class"]),
+                    status => text_of(status),
+                };
+                format!("#{} {} {answer}", text_of(&a["attempt"]), text_of(&a["outcome"]))
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        t.add_row(vec![
+            text_of(&d["delivery_id"]),
+            text_of(&d["first_at"]),
+            text_of(&d["event_type"]),
+            status,
+            attempts,
+        ]);
+    }
+    t.to_string()
+}
+
 /// One attempt: summary, then the request and the response.
 pub fn attempt_table(a: &Value) -> String {
     let mut t = table(&["FIELD", "VALUE"]);

@@ -19,7 +19,14 @@
 //! - `P stats:{scope}:m:{minute}` and `P stats:{scope}:h:{hour}`: hashes of
 //!   `succeeded`/`failed` counts per minute (kept 2 h) and per hour (kept 8 d),
 //!   where scope is `webhook:{id}` or `tenant:{tenant}`;
-//! - `P stats:{scope}:last`: `succeeded_at`/`failed_at` (epoch ms).
+//! - `P stats:{scope}:last`: `succeeded_at`/`failed_at` (epoch ms);
+//! - `P deliveries:{webhook}` and `P delivery:{webhook}`: the webhook's
+//!   deliveries, one per event, by first time (a sorted set of `webhook-id`s)
+//!   and their records (a hash of `webhook-id` to a
+//!   [`DeliveryRecord`](record::DeliveryRecord) as JSON: where it stands and
+//!   its attempts' briefs), updated by one script per flush from each
+//!   attempt's or kept delivery's [`Step`](record::Step), trimmed to
+//!   `history.max_deliveries_per_webhook` and `history.max_age`.
 
 pub mod record;
 pub mod recorder;

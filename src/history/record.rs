@@ -94,6 +94,9 @@ pub struct SourceRef {
 /// path. The writer turns it into an [`AttemptRecord`] only if it keeps it.
 #[derive(Debug, Clone)]
 pub struct PendingAttempt {
+    /// The attempt record's id, made when it is recorded so that its
+    /// delivery's record can name it.
+    pub id: String,
     pub target: Arc<Target>,
     pub meta: EventMeta,
     pub body: Bytes,
@@ -108,6 +111,7 @@ impl PendingAttempt {
     /// An attempt to record, cheap to make on the delivery path: the record is built later, off it.
     pub fn new(event: &Event, target: &Arc<Target>, attempt: &Attempt, tier: Option<usize>) -> PendingAttempt {
         PendingAttempt {
+            id: format!("att_{}", hex::encode(rand::random::<[u8; 10]>())),
             target: target.clone(),
             meta: event.meta.clone(),
             body: event.record.value.clone(),
@@ -136,6 +140,27 @@ impl PendingAttempt {
             Outcome::Succeeded
         } else {
             Outcome::Failed
+        }
+    }
+}
+
+impl AttemptBrief {
+    /// The brief of a recorded attempt.
+    pub fn of(pending: &PendingAttempt) -> AttemptBrief {
+        let attempt = &pending.attempt;
+        let (status, error) = match &attempt.result {
+            Ok(status) => (Some(*status), None),
+            Err(failure) => (failure.status(), Some(truncated(failure.describe().as_bytes(), 256).0)),
+        };
+        AttemptBrief {
+            id: pending.id.clone(),
+            attempt: attempt.attempt,
+            at: attempt.started_at,
+            duration_ms: attempt.duration.as_millis() as u64,
+            outcome: pending.outcome(),
+            class: attempt.class().to_owned(),
+            status,
+            error,
         }
     }
 }
@@ -188,7 +213,7 @@ impl AttemptRecord {
             }
         });
         AttemptRecord {
-            id: format!("att_{}", hex::encode(rand::random::<[u8; 10]>())),
+            id: pending.id.clone(),
             webhook_id: target.id().to_owned(),
             tenant: target.webhook.tenant.clone(),
             delivery_id: attempt.delivery_id.clone(),
@@ -232,5 +257,138 @@ impl AttemptRecord {
                 }
             }
         }
+    }
+}
+
+/// Where a delivery (one event to one webhook) stands after its latest step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// An attempt succeeded.
+    Delivered,
+    /// An attempt failed; it waits in a retry tier (`next_attempt_at`).
+    PendingRetry,
+    /// It failed for good, or was refused: in the dead-letter topic
+    /// (`reason`), for a replay.
+    DeadLettered,
+    /// Not attempted: the webhook was paused or disabled; kept in the
+    /// dead-letter topic (`reason`) for a replay on resume.
+    Kept,
+}
+
+/// What became of a delivery at one step, as the pipeline decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub status: DeliveryStatus,
+    /// The dead-letter reason, for `dead_lettered` and `kept`.
+    pub reason: Option<&'static str>,
+    /// When it is due again, for `pending_retry`.
+    pub next_attempt_at: Option<OffsetDateTime>,
+    /// The retry tier it waits in (1 = the first), for `pending_retry`.
+    pub tier: Option<u32>,
+}
+
+impl Step {
+    /// Delivered.
+    pub fn delivered() -> Step {
+        Step {
+            status: DeliveryStatus::Delivered,
+            reason: None,
+            next_attempt_at: None,
+            tier: None,
+        }
+    }
+
+    /// Waiting in tier `tier` (0-based) until `due_at`.
+    pub fn retry(tier: usize, due_at: std::time::SystemTime) -> Step {
+        Step {
+            status: DeliveryStatus::PendingRetry,
+            reason: None,
+            next_attempt_at: Some(OffsetDateTime::from(due_at)),
+            tier: Some(tier as u32 + 1),
+        }
+    }
+
+    /// In the dead-letter topic (`status` dead-lettered or kept) for `reason`.
+    pub fn dead_letter(status: DeliveryStatus, reason: &'static str) -> Step {
+        Step {
+            status,
+            reason: Some(reason),
+            next_attempt_at: None,
+            tier: None,
+        }
+    }
+}
+
+/// One attempt as a delivery's history lists it; the whole record (request
+/// and response) is at `GET .../deliveries/{id}` while the webhook's newest
+/// attempts keep it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AttemptBrief {
+    /// The attempt's id (its whole record's).
+    pub id: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub duration_ms: u64,
+    pub outcome: Outcome,
+    /// `2xx`, `4xx`, `5xx`, `timeout`, `network`, `blocked`, `saturated`...
+    pub class: String,
+    /// The response's status, when one came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why it failed, when it did (at most 256 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One delivery: an event to one webhook, where it stands and its attempts.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryRecord {
+    /// The delivery's `webhook-id`, the same on every attempt.
+    pub delivery_id: String,
+    pub event_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    pub status: DeliveryStatus,
+    /// Its dead-letter reason, when `dead_lettered` or `kept`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When its next attempt is due, when `pending_retry`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub next_attempt_at: Option<OffsetDateTime>,
+    /// The retry tier it waits in (1 = the first), when `pending_retry`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<u32>,
+    /// When Herald first recorded it.
+    #[serde(with = "time::serde::rfc3339")]
+    pub first_at: OffsetDateTime,
+    /// When it last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// Its attempts, oldest first (the newest `MAX_ATTEMPTS_KEPT`).
+    #[serde(default, deserialize_with = "list_or_empty_object")]
+    pub attempts: Vec<AttemptBrief>,
+}
+
+/// Attempts a delivery's record lists at most (the newest).
+pub const MAX_ATTEMPTS_KEPT: usize = 20;
+
+/// A list, or `{}` (what Redis's Lua JSON writes for an empty one).
+fn list_or_empty_object<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<AttemptBrief>, D::Error> {
+    use serde::de::Error;
+    match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::Array(items) => items
+            .into_iter()
+            .map(|item| serde_json::from_value(item).map_err(D::Error::custom))
+            .collect(),
+        serde_json::Value::Object(map) if map.is_empty() => Ok(Vec::new()),
+        serde_json::Value::Null => Ok(Vec::new()),
+        other => Err(D::Error::custom(format!("attempts: expected a list, got {other}"))),
     }
 }

@@ -13,8 +13,8 @@ use crate::config::HistoryConfig;
 use crate::delivery::target::Target;
 use crate::delivery::Attempt;
 use crate::event::Event;
-use crate::history::record::{AttemptRecord, Outcome, PendingAttempt};
-use crate::history::store::{Counts, HistoryStore, Scope};
+use crate::history::record::{AttemptBrief, AttemptRecord, DeliveryStatus, Outcome, PendingAttempt, Step};
+use crate::history::store::{Counts, HistoryStore, Scope, StepRow};
 use crate::telemetry::Telemetry;
 
 /// Most records written in one Redis pipeline.
@@ -53,10 +53,62 @@ enum Pushed {
     Dropped,
 }
 
-/// Attempts waiting to be written, by webhook, and the counts to add.
+/// A step of a delivery waiting to be written to its record.
+#[derive(Debug, Clone, serde::Serialize)]
+struct PendingStep {
+    delivery_id: String,
+    event_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<String>,
+    status: DeliveryStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    next_attempt_at: Option<time::OffsetDateTime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tier: Option<u32>,
+    #[serde(with = "time::serde::rfc3339")]
+    first_at: time::OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    updated_at: time::OffsetDateTime,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempt: Option<AttemptBrief>,
+}
+
+impl PendingStep {
+    fn new(
+        event: &Event,
+        delivery_id: &str,
+        step: Step,
+        at: time::OffsetDateTime,
+        attempt: Option<AttemptBrief>,
+    ) -> Self {
+        PendingStep {
+            delivery_id: delivery_id.to_owned(),
+            event_type: event.meta.event_type.clone(),
+            event_id: event.meta.event_id.clone(),
+            status: step.status,
+            reason: step.reason,
+            next_attempt_at: step.next_attempt_at,
+            tier: step.tier,
+            first_at: at,
+            updated_at: at,
+            attempt,
+        }
+    }
+
+    /// The bytes it holds, about.
+    fn size(&self) -> usize {
+        self.delivery_id.len() + self.event_type.len() + self.event_id.as_ref().map_or(0, String::len) + 384
+    }
+}
+
+/// Attempts and delivery steps waiting to be written, by webhook, and the
+/// counts to add.
 #[derive(Default)]
 struct Queue {
     attempts: HashMap<String, VecDeque<PendingAttempt>>,
+    steps: HashMap<String, Vec<PendingStep>>,
     len: usize,
     /// Bytes held by the queued attempts (see [`PendingAttempt::size`]).
     bytes: usize,
@@ -107,6 +159,23 @@ impl Queue {
         Pushed::Queued {
             half_full: self.len == limits.capacity / 2,
         }
+    }
+
+    /// Queues a delivery's step unless the queue is full (`false`).
+    fn push_step(&mut self, webhook: &str, step: PendingStep, limits: &Limits) -> bool {
+        let size = step.size();
+        if self.len >= limits.capacity || self.bytes + size > limits.capacity_bytes {
+            return false;
+        }
+        match self.steps.get_mut(webhook) {
+            Some(steps) => steps.push(step),
+            None => {
+                self.steps.insert(webhook.to_owned(), vec![step]);
+            }
+        }
+        self.len += 1;
+        self.bytes += size;
+        true
     }
 
     fn restore(&mut self, counts: HashMap<Scope, Counts>) {
@@ -194,15 +263,30 @@ impl Recorder {
     /// webhook, so unless the attempts topic wants every attempt, a webhook's
     /// queued attempts beyond that many are superseded by newer ones here
     /// rather than written and trimmed.
-    pub fn record(&self, event: &Event, target: &Arc<Target>, attempt: &Attempt, tier: Option<usize>) {
+    ///
+    /// `step` is what became of the delivery after the attempt; it goes to
+    /// the delivery's record (one per event and webhook), with the
+    /// attempt's brief.
+    pub fn record(&self, event: &Event, target: &Arc<Target>, attempt: &Attempt, tier: Option<usize>, step: Step) {
         let pending = PendingAttempt::new(event, target, attempt, tier);
         let outcome = pending.outcome();
         let at_ms = crate::history::epoch_ms(attempt.started_at);
-        let pushed = {
+        let step = PendingStep::new(
+            event,
+            &attempt.delivery_id,
+            step,
+            attempt.started_at,
+            Some(AttemptBrief::of(&pending)),
+        );
+        let (pushed, step_kept) = {
             let mut queue = self.queue.lock().expect("history queue lock");
             queue.count(target, outcome, at_ms);
-            queue.push(pending, &self.limits)
+            let step_kept = queue.push_step(target.id(), step, &self.limits);
+            (queue.push(pending, &self.limits), step_kept)
         };
+        if !step_kept {
+            self.telemetry.history_dropped();
+        }
         match pushed {
             Pushed::Queued { half_full } => {
                 if half_full {
@@ -211,6 +295,21 @@ impl Recorder {
             }
             Pushed::Superseded => self.telemetry.history_superseded(),
             Pushed::Dropped => self.telemetry.history_dropped(),
+        }
+    }
+}
+
+impl Recorder {
+    /// Records a delivery that was not attempted (its webhook paused or
+    /// disabled) in its record, as `step` says: kept, and why.
+    pub fn record_kept(&self, event: &Event, target: &Target, delivery_id: &str, step: Step) {
+        let step = PendingStep::new(event, delivery_id, step, time::OffsetDateTime::now_utc(), None);
+        let kept = {
+            let mut queue = self.queue.lock().expect("history queue lock");
+            queue.push_step(target.id(), step, &self.limits)
+        };
+        if !kept {
+            self.telemetry.history_dropped();
         }
     }
 }
@@ -235,15 +334,20 @@ impl Writer {
     }
 
     async fn flush(&mut self) {
-        let (attempts, counts) = {
+        let (attempts, steps, counts) = {
             let mut queue = self.queue.lock().expect("history queue lock");
             queue.len = 0;
             queue.bytes = 0;
-            (std::mem::take(&mut queue.attempts), queue.counts())
+            (
+                std::mem::take(&mut queue.attempts),
+                std::mem::take(&mut queue.steps),
+                queue.counts(),
+            )
         };
-        if attempts.is_empty() && counts.is_empty() {
+        if attempts.is_empty() && steps.is_empty() && counts.is_empty() {
             return;
         }
+        self.write_steps(steps).await;
         let mut acks = Vec::new();
         let mut rows = Vec::new();
         for (webhook, mut waiting) in attempts {
@@ -314,6 +418,38 @@ impl Writer {
                     // Counts are kept for the next flush; records are not.
                     self.queue.lock().expect("history queue lock").restore(with_counts);
                 }
+            }
+        }
+    }
+}
+
+impl Writer {
+    /// Writes delivery steps to their records, in batches of about
+    /// [`BATCH`] steps; a batch Redis refuses is counted and lost (the
+    /// records then miss a step, the deliveries are unaffected).
+    async fn write_steps(&self, steps: HashMap<String, Vec<PendingStep>>) {
+        let now_ms = crate::history::epoch_ms(time::OffsetDateTime::now_utc());
+        let mut batch: Vec<(String, Vec<StepRow>)> = Vec::new();
+        let mut in_batch = 0;
+        let mut rows_of = steps.into_iter().peekable();
+        while let Some((webhook, steps)) = rows_of.next() {
+            let rows: Vec<StepRow> = steps
+                .into_iter()
+                .map(|step| {
+                    let at_ms = crate::history::epoch_ms(step.updated_at);
+                    let json = serde_json::to_string(&step).expect("steps serialise");
+                    (at_ms, step.delivery_id, json)
+                })
+                .collect();
+            in_batch += rows.len();
+            batch.push((webhook, rows));
+            if in_batch >= BATCH || rows_of.peek().is_none() {
+                let n = in_batch;
+                if let Err(e) = self.store.write_steps(&batch, now_ms).await {
+                    self.telemetry.history_write_failed(n, &e);
+                }
+                batch.clear();
+                in_batch = 0;
             }
         }
     }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::history::record::{AttemptRecord, Outcome};
+use crate::history::record::{AttemptRecord, DeliveryRecord, Outcome, MAX_ATTEMPTS_KEPT};
 
 /// Minute buckets are kept this long (the last hour is read from them).
 const MINUTE_BUCKETS_TTL: i64 = 2 * 3600;
@@ -122,8 +122,70 @@ pub struct HistoryStore {
     conn: ConnectionManager,
     prefix: String,
     max_per_webhook: usize,
+    max_deliveries_per_webhook: usize,
     max_age: Duration,
 }
+
+/// One step of a delivery to write: its time (ms), its id (`webhook-id`),
+/// and the step as JSON (a [`DeliveryRecord`]'s fields, with `updated_ms`
+/// and at most one `attempt`).
+pub type StepRow = (i64, String, String);
+
+/// Applies delivery steps, several webhooks at once. KEYS: per webhook its
+/// deliveries' sorted set (by first time) and hash (id -> record). ARGV:
+/// now (ms), deliveries kept per webhook, their age (ms), attempts kept per
+/// delivery, then per webhook the number of its steps and each step's time,
+/// id and JSON. A step older than what a record holds (replicas flush at
+/// different moments) adds its attempt without changing the status.
+const APPLY_STEPS: &str = r#"
+local now, keep, max_age, max_attempts = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local a = 5
+for k = 1, #KEYS, 2 do
+  local zset, hash = KEYS[k], KEYS[k + 1]
+  local n = tonumber(ARGV[a]); a = a + 1
+  for _ = 1, n do
+    local at, id, step = tonumber(ARGV[a]), ARGV[a + 1], cjson.decode(ARGV[a + 2]); a = a + 3
+    local attempt = step.attempt
+    step.attempt = nil
+    local current = redis.call('HGET', hash, id)
+    local record
+    if current then
+      record = cjson.decode(current)
+      if at >= (tonumber(record.updated_ms) or 0) then
+        record.status, record.reason, record.next_attempt_at, record.tier = step.status, step.reason, step.next_attempt_at, step.tier
+        record.updated_at, record.updated_ms = step.updated_at, at
+      end
+    else
+      record = step
+      record.updated_ms = at
+      record.attempts = {}
+      redis.call('ZADD', zset, at, id)
+    end
+    if attempt then
+      local list = record.attempts
+      if type(list) ~= 'table' then list = {} end
+      table.insert(list, attempt)
+      table.sort(list, function(x, y) return (tonumber(x.attempt) or 0) < (tonumber(y.attempt) or 0) end)
+      while #list > max_attempts do table.remove(list, 1) end
+      record.attempts = list
+    end
+    redis.call('HSET', hash, id, cjson.encode(record))
+  end
+  local old = redis.call('ZRANGEBYSCORE', zset, '-inf', '(' .. (now - max_age))
+  local over = redis.call('ZCARD', zset) - #old - keep
+  if over > 0 then
+    for _, id in ipairs(redis.call('ZRANGE', zset, #old, #old + over - 1)) do table.insert(old, id) end
+  end
+  for i = 1, #old, 500 do
+    local part = {unpack(old, i, math.min(i + 499, #old))}
+    redis.call('ZREM', zset, unpack(part))
+    redis.call('HDEL', hash, unpack(part))
+  end
+  redis.call('PEXPIRE', zset, max_age)
+  redis.call('PEXPIRE', hash, max_age)
+end
+return 0
+"#;
 
 impl HistoryStore {
     /// The store over `conn`, a connection shared with other parts.
@@ -132,8 +194,68 @@ impl HistoryStore {
             conn,
             prefix: prefix.to_owned(),
             max_per_webhook,
+            max_deliveries_per_webhook: max_per_webhook,
             max_age,
         }
+    }
+
+    /// Keeps `n` deliveries per webhook (the newest by first time).
+    pub fn keeping_deliveries(mut self, n: usize) -> HistoryStore {
+        self.max_deliveries_per_webhook = n;
+        self
+    }
+
+    fn deliveries_keys(&self, webhook: &str) -> (String, String) {
+        (
+            format!("{}deliveries:{webhook}", self.prefix),
+            format!("{}delivery:{webhook}", self.prefix),
+        )
+    }
+
+    /// Applies delivery steps, by webhook, in one script.
+    pub async fn write_steps(&self, steps: &[(String, Vec<StepRow>)], now_ms: i64) -> Result<(), redis::RedisError> {
+        if steps.is_empty() {
+            return Ok(());
+        }
+        let script = redis::Script::new(APPLY_STEPS);
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .arg(now_ms)
+            .arg(self.max_deliveries_per_webhook)
+            .arg(self.max_age.as_millis() as i64)
+            .arg(MAX_ATTEMPTS_KEPT);
+        for (webhook, rows) in steps {
+            let (zset, hash) = self.deliveries_keys(webhook);
+            invocation.key(zset).key(hash).arg(rows.len());
+            for (at_ms, id, json) in rows {
+                invocation.arg(*at_ms).arg(id).arg(json);
+            }
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = invocation.invoke_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Every kept delivery of `webhook`, newest (by first time) first.
+    pub async fn deliveries(&self, webhook: &str) -> Result<Vec<DeliveryRecord>, redis::RedisError> {
+        let (zset, hash) = self.deliveries_keys(webhook);
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&zset)
+            .arg(0)
+            .arg(-1)
+            .arg("REV")
+            .query_async(&mut conn)
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let raw: Vec<Option<String>> = redis::cmd("HMGET").arg(&hash).arg(&ids).query_async(&mut conn).await?;
+        Ok(raw
+            .iter()
+            .flatten()
+            .filter_map(|json| serde_json::from_str(json).ok())
+            .collect())
     }
 
     fn attempts_key(&self, webhook: &str) -> String {
@@ -226,7 +348,13 @@ impl HistoryStore {
         let scope = Scope::Webhook(webhook.to_owned());
         let minute = (now.unix_timestamp_nanos() / 60_000_000_000) as i64;
         let hour = minute.div_euclid(60);
-        let mut keys = vec![self.attempts_key(webhook), self.stats_key(&scope, "last")];
+        let (deliveries, by_id) = self.deliveries_keys(webhook);
+        let mut keys = vec![
+            self.attempts_key(webhook),
+            self.stats_key(&scope, "last"),
+            deliveries,
+            by_id,
+        ];
         keys.extend((minute - MINUTE_BUCKETS_TTL / 60..=minute).map(|m| self.stats_key(&scope, &format!("m:{m}"))));
         keys.extend((hour - HOUR_BUCKETS_TTL / 3600..=hour).map(|h| self.stats_key(&scope, &format!("h:{h}"))));
         let mut conn = self.conn.clone();

@@ -333,6 +333,23 @@ async fn a_paused_webhooks_events_are_counted_and_replayed_from_the_command_line
     );
     let stats = herald.ok(&["deliveries", "stats", "kept", "--json"]).await.json();
     assert_eq!(stats["last_hour"]["succeeded"], 3, "{stats}");
+    // By event: each kept while paused, then delivered by the replay, one
+    // record with its attempt.
+    let events = eventually(Duration::from_secs(10), "the deliveries to stand delivered", || async {
+        let page = herald.ok(&["deliveries", "events", "kept", "--json"]).await.json();
+        let data = page["data"].as_array().cloned().unwrap_or_default();
+        (data.len() == 3 && data.iter().all(|d| d["status"] == "delivered")).then_some(data)
+    })
+    .await;
+    assert!(events.iter().all(|d| d["attempts"].as_array().unwrap().len() == 1));
+    let table = herald
+        .ok(&["deliveries", "events", "kept", "--status", "delivered"])
+        .await;
+    assert!(
+        table.stdout.contains(first_delivery(&events)) && table.stdout.contains("#1 succeeded 204"),
+        "{}",
+        table.stdout
+    );
 
     // A manual retry sends the same delivery again.
     let retried = herald.ok(&["deliveries", "retry", "kept", &attempt]).await;
@@ -544,4 +561,9 @@ async fn tenants_and_their_tokens_are_managed_from_the_command_line() {
     let missing = herald.fails(&["tenants", "show", "umbrella"]).await;
     assert!(missing.contains("404"), "{missing}");
     app.stop().await;
+}
+
+/// The first delivery's id in a list of deliveries.
+fn first_delivery(events: &[serde_json::Value]) -> &str {
+    events[0]["delivery_id"].as_str().unwrap()
 }

@@ -13,6 +13,7 @@ mod failure_path;
 mod failures;
 mod fairness;
 mod flood;
+mod history;
 mod ordering;
 mod portal;
 mod progress;

@@ -13,7 +13,7 @@ use super::{check_name, registry_error, resolve, Effective, Source};
 use crate::admin::auth::Caller;
 use crate::admin::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::admin::problem::Problem;
-use crate::admin::{AdminState, MAX_PAGE_SIZE};
+use crate::admin::AdminState;
 use crate::config::{check_frame_ancestors, Config};
 
 /// A tenant: what was set, what applies, and how many webhooks it has.
@@ -124,10 +124,7 @@ pub async fn list(
 ) -> Result<Json<TenantPage>, Problem> {
     caller.require_admin("listing tenants")?;
     let config = state.config();
-    let limit = query.limit.unwrap_or(config.admin.default_page_size);
-    if limit == 0 || limit > MAX_PAGE_SIZE {
-        return Err(Problem::bad_request(format!("`limit` must be 1 to {MAX_PAGE_SIZE}")));
-    }
+    let limit = crate::admin::page_size(&state, query.limit)?;
     let after = query.cursor.as_deref();
     let (stored, more_stored) = state.registry().list(after, limit).await.map_err(registry_error)?;
     // The configured names after the cursor, merged with the stored ones (a

@@ -229,10 +229,7 @@ pub async fn list(
         cursor: present(cursor),
         limit,
     };
-    let limit = query.limit.unwrap_or(state.config().admin.default_page_size);
-    if limit == 0 || limit > MAX_PAGE_SIZE {
-        return Err(Problem::bad_request(format!("`limit` must be 1 to {MAX_PAGE_SIZE}")));
-    }
+    let limit = crate::admin::page_size(&state, query.limit)?;
     let after = match &query.cursor {
         None => None,
         Some(c) => {
