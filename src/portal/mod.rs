@@ -13,6 +13,7 @@
 //! what happened.
 
 mod deliveries;
+pub mod events;
 mod session;
 mod views;
 mod webhooks;
@@ -75,6 +76,7 @@ pub fn router(state: AdminState) -> Router {
             "/portal/s/{token}/webhooks/{id}/deliveries",
             get(deliveries::deliveries),
         )
+        .route("/portal/s/{token}/webhooks/{id}/events", get(events::events))
         .route(
             "/portal/s/{token}/webhooks/{id}/deliveries/{attempt}",
             get(deliveries::attempt),

@@ -12,6 +12,8 @@ use crate::helpers::*;
 
 const ENVELOPE: &str = "\n[envelope.default]\npreset = \"jimo\"\ntenant = \"/tenant\"\nevent_id = \"/id\"\n";
 
+const PORTAL: &str = "[portal]\nsigning_key = \"history-portal-key-3b8e1f6a0c9d7254e1b6\"\n";
+
 fn event(kind: &str, id: &str) -> String {
     format!(r#"{{"event":"{kind}","version":"0","time":1,"id":"{id}","tenant":"acme"}}"#)
 }
@@ -43,7 +45,7 @@ async fn each_event_has_one_delivery_record_with_its_status_and_attempts_beneath
         .await
         .with_tiers(&[Tier::after_ms(4000)])
         .await;
-    let app = env.spawn(&(admin_overlay("24h") + ENVELOPE)).await;
+    let app = env.spawn(&(admin_overlay("24h") + ENVELOPE + PORTAL)).await;
     let api = Api::new(&app);
     // Fails each delivery's first attempt, accepts the second.
     let flaky = TestReceiver::start(Behaviour::FailAttempts {
@@ -147,6 +149,32 @@ async fn each_event_has_one_delivery_record_with_its_status_and_attempts_beneath
         404,
         None,
     );
+
+    // The tenant's portal shows the same, one line per event.
+    let session = api
+        .ok(
+            Method::POST,
+            "/v1/tenants/acme/portal-sessions",
+            ACME,
+            Some(json!({"capability": "read_only"})),
+        )
+        .await;
+    let link = format!("{}{}", api.base, session["url"].as_str().unwrap());
+    let page = |path: &str, query: &str| {
+        let url = format!(
+            "{link}webhooks/{}/events{query}",
+            path.trim_start_matches("/v1/webhooks/")
+        );
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    };
+    let shown = page(&retried, "").await;
+    assert!(
+        shown.contains("Delivered") && shown.contains("#1 failed (500)") && shown.contains("#2 succeeded (204)"),
+        "{shown}"
+    );
+    assert!(page(&refused, "").await.contains("Failed (final_status)"));
+    assert!(page(&paused, "?status=kept").await.contains("Kept while not active"));
+    assert!(page(&paused, "?status=delivered").await.contains("No events here"));
     app.stop().await;
 }
 

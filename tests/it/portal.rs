@@ -381,6 +381,24 @@ async fn a_webhook_is_created_changed_paused_and_deleted_in_the_portal() {
     .await;
     browser.check_accessibility("delivery log").await;
     browser.screenshot("10-delivery-log").await;
+    // The same deliveries by event: one line each, delivered at the first attempt.
+    let events = format!("{link}webhooks/{id}/events");
+    eventually(Duration::from_secs(10), "both events on the events page", || async {
+        browser.go(&events).await;
+        let mut rows = Vec::new();
+        for row in browser.client.find_all(Locator::Css("tbody tr")).await.ok()? {
+            rows.push(row.text().await.ok()?);
+        }
+        (rows.len() == 2
+            && rows
+                .iter()
+                .all(|row| row.contains("Delivered") && row.contains("#1 succeeded (204)")))
+        .then_some(())
+    })
+    .await;
+    browser.check_accessibility("events and their deliveries").await;
+    browser.screenshot("10b-events").await;
+    browser.go(&log).await;
     browser.navigate(Locator::Css("tbody tr:last-child a")).await;
     let text = browser.text().await;
     assert!(

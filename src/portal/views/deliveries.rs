@@ -64,6 +64,7 @@ pub fn deliveries(
             (notice(done))
             p class="back" { a href=(session.path(&here)) { (w.name) } }
             h1 { "Delivery log" }
+            p { "Every attempt, newest first. " a href=(session.path(&format!("{here}/events"))) { "Events and their deliveries" } " shows one line per event." }
             @if !problems.is_empty() {
                 div class="error-summary" role="alert" {
                     h2 { "Some filters were not used" }

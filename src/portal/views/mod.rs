@@ -20,9 +20,11 @@ use crate::history::store::Stats;
 use crate::webhook::{StatusBy, WebhookStatus};
 
 mod deliveries;
+mod events;
 mod webhooks;
 
 pub use deliveries::{attempt, deliveries, replay_form, replay_job, test};
+pub use events::events;
 pub use webhooks::{confirm_delete, detail, edit_form, list, secret, webhook_form};
 
 use super::deliveries::LogQuery;

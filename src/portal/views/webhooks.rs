@@ -327,7 +327,11 @@ pub fn detail(
             }
             section aria-labelledby="health-heading" {
                 h2 id="health-heading" { "Deliveries" }
-                p { a href=(session.path(&format!("{here}/deliveries"))) { "Delivery log" } }
+                p {
+                    a href=(session.path(&format!("{here}/events"))) { "Events and their deliveries" }
+                    " · "
+                    a href=(session.path(&format!("{here}/deliveries"))) { "Delivery log" }
+                }
                 @match stats {
                     Some(s) => {
                         (chart(s))
