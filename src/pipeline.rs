@@ -22,7 +22,7 @@ use crate::history::record::{DeliveryStatus, Step};
 use crate::intake::flow::Completion;
 use crate::intake::Dispatch;
 use crate::retry::codec::{self, reasons, Binding, DeliveryContext, Destination, FailureRecord, RetryState};
-use crate::retry::policy::{AfterFailure, Kept, Policy};
+use crate::retry::policy::{retried_pending, AfterFailure, Kept, Policy};
 use crate::retry::sink::{Abandoned, FailureSink};
 use crate::retry::wait::WaitTopics;
 use crate::routing::envelope::Envelopes;
@@ -191,6 +191,17 @@ impl Pipeline {
             return self.keep(&event, kept, &state, state.binding()).await;
         }
         let target = found.expect("same_webhook found it");
+        if let Some(cut) = retried_pending(
+            &target.webhook.retried_pending,
+            state.tier,
+            state.last_attempt_at,
+            state.due_at,
+        ) {
+            // Re-driven by retry pending: that copy is the one delivered.
+            self.telemetry
+                .retry_finished(&state.webhook_id, &state.delivery_id, cut);
+            return Ok(());
+        }
         self.run(Job {
             event: &event,
             target,

@@ -168,6 +168,13 @@ pub struct Webhook {
         deserialize_with = "lenient_status_by"
     )]
     pub status_by: Option<StatusBy>,
+    /// When "retry pending" ran for this webhook (its cuts, oldest first):
+    /// a retry waiting in a tier whose last attempt was before a cut and
+    /// that is due after it was re-driven by that run, so it is finished
+    /// when it comes due, not delivered again. Kept while a tier retry may
+    /// still straddle them (the longest wait of a tier).
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "rfc3339_list")]
+    pub retried_pending: Vec<OffsetDateTime>,
     /// Signing secrets, newest first; each signs every request while listed.
     pub secrets: Vec<String>,
     /// Secrets replaced by a rotation, still signing until their expiry so
@@ -183,6 +190,27 @@ pub struct Webhook {
     pub updated_at: OffsetDateTime,
     #[serde(default, skip_serializing_if = "is_default")]
     pub limits: Limits,
+}
+
+/// A list of RFC 3339 times.
+mod rfc3339_list {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use time::format_description::well_known::Rfc3339;
+    use time::OffsetDateTime;
+
+    /// Writes the times as RFC 3339 strings.
+    pub fn serialize<S: Serializer>(times: &[OffsetDateTime], s: S) -> Result<S::Ok, S::Error> {
+        let text: Result<Vec<String>, _> = times.iter().map(|t| t.format(&Rfc3339)).collect();
+        text.map_err(serde::ser::Error::custom)?.serialize(s)
+    }
+
+    /// Reads a list of RFC 3339 strings.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<OffsetDateTime>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|t| OffsetDateTime::parse(t, &Rfc3339).map_err(serde::de::Error::custom))
+            .collect()
+    }
 }
 
 /// A secret that signs until `expires_at`.
@@ -252,6 +280,7 @@ impl Webhook {
             status_reason: None,
             status_changed_at: None,
             status_by: None,
+            retried_pending: Vec::new(),
             secrets: vec![generate_secret()],
             previous_secrets: Vec::new(),
             headers: BTreeMap::new(),

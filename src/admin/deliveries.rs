@@ -10,10 +10,10 @@ use tokio_util::sync::CancellationToken;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::admin::auth::Caller;
-use crate::admin::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::admin::jobs::{Pool, ReplayJob};
+use crate::admin::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
+use crate::admin::jobs::{Pool, ReplayJob, Work};
 use crate::admin::problem::Problem;
-use crate::admin::webhooks::load;
+use crate::admin::webhooks::{change_loaded, load};
 use crate::admin::AdminState;
 use crate::delivery::target::{EndpointDefaults, Target};
 use crate::event::{Event, EventMeta, SourceRecord};
@@ -21,9 +21,10 @@ use crate::history::record::{AttemptRecord, Outcome};
 use crate::history::store::{Scope, Stats};
 use crate::history::HistoryStore;
 use crate::retry::codec::{reasons, Binding};
+use crate::retry::pending::{self, PendingRun};
 use crate::retry::redrive::{deliver_again, Again};
 use crate::retry::replay::{ReplayFilter, ReplayOptions};
-use crate::webhook::pattern_matches;
+use crate::webhook::{pattern_matches, WebhookStatus};
 
 /// The history store, or 404 when history is off.
 pub(crate) fn history(state: &AdminState) -> Result<&HistoryStore, Problem> {
@@ -322,15 +323,117 @@ pub async fn replay(
             &state,
             &id,
             webhook.tenant.clone(),
-            filter,
-            ReplayOptions {
-                dry_run: body.dry_run,
-                force: body.force,
+            Work::Replay {
+                filter,
+                options: ReplayOptions {
+                    dry_run: body.dry_run,
+                    force: body.force,
+                },
             },
         )
         .await?;
     if !body.dry_run {
         state.telemetry().admin_change("replayed", &id, &caller.name);
+    }
+    Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
+/// Whether to retry a webhook's pending deliveries or only count them.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPendingRequest {
+    /// Only count what would be delivered now (`would_replay` in the job),
+    /// and change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Delivers now, once each, the webhook's failed deliveries waiting in the
+/// retry tiers, with their `webhook-id`s and attempt counts, as a
+/// background job; when a waiting copy comes due later it is finished, not
+/// delivered again. The webhook must be active.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{id}/retry-pending",
+    tag = "deliveries",
+    params(("id" = String, Path, description = "Webhook id")),
+    request_body = RetryPendingRequest,
+    responses(
+        (status = 202, description = "Started; follow it at /v1/replays/{id}", body = ReplayJob),
+        (status = 409, description = "The webhook is paused or disabled (resume it first), or it kept 16 retry-pending runs within the longest retry wait", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "A replay or retry pending (for a dry run, a dry run) of this webhook is running, or too many of the tenant's or in all (admin.max_replays; dry runs: admin.max_dry_runs); try again after Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn retry_pending(
+    State(state): State<AdminState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    OptionalJson(body): OptionalJson<RetryPendingRequest>,
+) -> Result<(StatusCode, Json<ReplayJob>), Problem> {
+    let body = body.unwrap_or_default();
+    let webhook = load(&state, &caller, &id).await?;
+    let id = webhook.id.clone();
+    let not_active = |w: &crate::webhook::Webhook| {
+        (w.status != WebhookStatus::Active).then(|| {
+            Problem::conflict(format!(
+                "the webhook is {}: its deliveries would be kept, not delivered; resume it first",
+                w.status.as_str()
+            ))
+        })
+    };
+    if let Some(problem) = not_active(&webhook) {
+        return Err(problem);
+    }
+    let admitted = state
+        .jobs()
+        .admit(state.config(), Pool::of(body.dry_run), &id, webhook.tenant.as_deref())
+        .await?;
+    let config = state.config();
+    let finished = state.jobs().finished_cuts(config);
+    let now = OffsetDateTime::now_utc();
+    let (webhook, cut) = if body.dry_run {
+        (webhook, now)
+    } else {
+        // The cut is on the webhook before anything is re-driven: from then
+        // on no replica delivers a waiting copy the run re-drives.
+        let cut = now + pending::cut_ahead(config);
+        let lifetime = pending::cut_lifetime(config);
+        let (webhook, _) = change_loaded(&state, webhook, &id, |current| {
+            if let Some(problem) = not_active(current) {
+                return Err(problem);
+            }
+            let mut next = current.clone();
+            next.retried_pending =
+                pending::with_cut(&current.retried_pending, cut, now, lifetime).ok_or_else(|| {
+                    Problem::conflict(format!(
+                        "{} retry-pending runs of this webhook are within the longest retry wait; \
+                     try again when the oldest is older than that",
+                        pending::MAX_CUTS
+                    ))
+                })?;
+            Ok(Some(next))
+        })
+        .await?;
+        (webhook, cut)
+    };
+    let earlier: Vec<OffsetDateTime> = webhook.retried_pending.iter().copied().filter(|c| *c != cut).collect();
+    let earlier = finished
+        .finished(&id, &earlier)
+        .await
+        .map_err(|e| Problem::unavailable("replay jobs (Redis)", &e))?;
+    let run = PendingRun {
+        webhook_id: id.clone(),
+        created_at: webhook.created_at,
+        cut,
+        earlier,
+        dry_run: body.dry_run,
+    };
+    let job = state
+        .jobs()
+        .start(admitted, &state, &id, webhook.tenant.clone(), Work::RetryPending(run))
+        .await?;
+    if !body.dry_run {
+        state.telemetry().admin_change("retried_pending", &id, &caller.name);
     }
     Ok((StatusCode::ACCEPTED, Json(job)))
 }

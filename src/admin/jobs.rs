@@ -22,6 +22,7 @@ use crate::admin::extract::ApiPath;
 use crate::admin::problem::Problem;
 use crate::admin::AdminState;
 use crate::config::Config;
+use crate::retry::pending::{FinishedCuts, PendingRun};
 use crate::retry::replay::{ReplayFilter, ReplayOptions, ReplaySummary};
 
 /// How long a job's state is kept after its last update.
@@ -40,11 +41,54 @@ pub enum JobState {
     Failed,
 }
 
-/// A replay and its progress.
+/// What a job re-drives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Dead letters (`POST .../replay`, a resume with replay).
+    #[default]
+    Replay,
+    /// Retries waiting in the tiers (`POST .../retry-pending`).
+    RetryPending,
+}
+
+/// What a job runs.
+pub enum Work {
+    /// Re-drives the dead letters `filter` selects.
+    Replay {
+        filter: ReplayFilter,
+        options: ReplayOptions,
+    },
+    /// Re-drives the retries a retry-pending cut straddles.
+    RetryPending(PendingRun),
+}
+
+impl Work {
+    fn dry_run(&self) -> bool {
+        match self {
+            Work::Replay { options, .. } => options.dry_run,
+            Work::RetryPending(run) => run.dry_run,
+        }
+    }
+
+    fn kind(&self) -> JobKind {
+        match self {
+            Work::Replay { .. } => JobKind::Replay,
+            Work::RetryPending(_) => JobKind::RetryPending,
+        }
+    }
+}
+
+/// A replay (or retry pending) and its progress.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ReplayJob {
     pub id: String,
     pub webhook_id: String,
+    /// What it re-drives: dead letters (`replay`) or retries waiting in
+    /// the tiers (`retry_pending`, where `total` and `scanned` count wait
+    /// topic records and `matched` the webhook's retries due after the cut).
+    #[serde(default)]
+    pub kind: JobKind,
     pub state: JobState,
     /// Dead letters to read (the topic's size when the replay began).
     pub total: u64,
@@ -308,29 +352,30 @@ impl Jobs {
             .await
     }
 
-    /// Starts replaying what `filter` selects for `webhook_id` in the
-    /// background; returns the job as it starts.
+    /// Starts `work` for `webhook_id` in the background; returns the job as
+    /// it starts.
     pub async fn start(
         &self,
         mut admitted: Admitted,
         state: &AdminState,
         webhook_id: &str,
         tenant: Option<String>,
-        filter: ReplayFilter,
-        options: ReplayOptions,
+        work: Work,
     ) -> Result<ReplayJob, Problem> {
         let now = OffsetDateTime::now_utc();
+        let dry_run = work.dry_run();
         let stored = Stored {
             job: ReplayJob {
                 id: admitted.id.clone(),
                 webhook_id: webhook_id.to_owned(),
+                kind: work.kind(),
                 state: JobState::Running,
                 total: 0,
                 scanned: 0,
                 matched: 0,
                 already_redriven: 0,
                 replayed: 0,
-                dry_run: options.dry_run,
+                dry_run,
                 would_replay: None,
                 error: None,
                 started_at: now,
@@ -342,11 +387,7 @@ impl Jobs {
         self.save(&stored).await.map_err(redis_problem)?;
         admitted.started = true;
         let pool = admitted.pool;
-        debug_assert_eq!(
-            pool,
-            Pool::of(options.dry_run),
-            "a job runs in the pool it was admitted to"
-        );
+        debug_assert_eq!(pool, Pool::of(dry_run), "a job runs in the pool it was admitted to");
         let snapshot = stored.job.clone();
         let producer = state.producer().clone();
         let shared = Arc::new(Mutex::new(stored));
@@ -382,7 +423,15 @@ impl Jobs {
             })
         };
         tokio::spawn(async move {
-            let result = crate::retry::replay::replay(&config, &producer.get(), &filter, options, progress).await;
+            let result = match work {
+                Work::Replay { filter, options } => {
+                    crate::retry::replay::replay(&config, &producer.get(), &filter, options, progress).await
+                }
+                Work::RetryPending(run) => {
+                    let finished = FinishedCuts::new(jobs.conn.clone(), &config);
+                    crate::retry::pending::retry_pending(&config, &producer.get(), &finished, run, progress).await
+                }
+            };
             writer.abort();
             jobs.release(pool, &admitted.id).await;
             let mut stored = shared.lock().expect("job lock").clone();
@@ -408,6 +457,11 @@ impl Jobs {
         Ok(snapshot)
     }
 
+    /// Which retry-pending cuts of a webhook finished their run.
+    pub fn finished_cuts(&self, config: &Config) -> FinishedCuts {
+        FinishedCuts::new(self.conn.clone(), config)
+    }
+
     /// A job and its tenant, as any replica sees it.
     async fn get(&self, id: &str) -> Result<Option<(ReplayJob, Option<String>)>, Problem> {
         let mut conn = self.conn.clone();
@@ -424,9 +478,18 @@ impl Jobs {
         if job.state == JobState::Running && quiet > STALE_AFTER {
             job.state = JobState::Failed;
             job.error = Some(
-                "the replica running this replay stopped before it finished; start it again \
-                 (what it re-drove is not re-driven twice)"
-                    .into(),
+                match job.kind {
+                    JobKind::Replay => {
+                        "the replica running this replay stopped before it finished; start it again \
+                                        (what it re-drove is not re-driven twice)"
+                    }
+                    JobKind::RetryPending => {
+                        "the replica running this retry pending stopped before it finished; \
+                                              start it again (what it had re-driven may be delivered again, with \
+                                              the same webhook-id)"
+                    }
+                }
+                .into(),
             );
         }
         Ok(Some((job, stored.tenant)))

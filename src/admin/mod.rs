@@ -352,6 +352,7 @@ fn api() -> OpenApiRouter<AdminState> {
         .routes(routes!(deliveries::get))
         .routes(routes!(deliveries::retry))
         .routes(routes!(deliveries::replay))
+        .routes(routes!(deliveries::retry_pending))
         .routes(routes!(deliveries::webhook_stats))
         .routes(routes!(deliveries::tenant_stats))
         .routes(routes!(deliveries::test))

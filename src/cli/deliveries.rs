@@ -55,6 +55,15 @@ pub enum DeliveriesCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Deliver now, once each, the webhook's failed deliveries waiting in the
+    /// retry tiers (same webhook-id; their waiting copies are then finished,
+    /// not delivered again), and follow the job.
+    RetryPending {
+        webhook: String,
+        /// Only count what would be delivered now.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Success and failure counts over the last hour, day and week.
     Stats {
         webhook: Option<String>,
@@ -161,6 +170,15 @@ pub async fn run(api: ApiArgs, command: DeliveriesCommand) -> anyhow::Result<()>
                 .post(
                     &format!("{}/replay", webhook_path(&webhook)),
                     Some(&Value::Object(body)),
+                )
+                .await?;
+            follow_replay(&client, job["id"].as_str().unwrap_or_default()).await?;
+        }
+        DeliveriesCommand::RetryPending { webhook, dry_run } => {
+            let job = client
+                .post(
+                    &format!("{}/retry-pending", webhook_path(&webhook)),
+                    Some(&serde_json::json!({ "dry_run": dry_run })),
                 )
                 .await?;
             follow_replay(&client, job["id"].as_str().unwrap_or_default()).await?;

@@ -235,8 +235,16 @@ impl Default for ReplayProgress {
 
 /// A replay job's outcome as one line.
 pub fn replay_line(job: &Value) -> String {
+    let kind = match job["kind"].as_str() {
+        Some("retry_pending") => "retry pending",
+        _ => "replay",
+    };
+    let would = match job["would_replay"].as_u64() {
+        Some(n) => format!(", would re-drive {n}"),
+        None => String::new(),
+    };
     format!(
-        "replay {}: {} (scanned {}, matched {}, replayed {}, re-driven before {})",
+        "{kind} {}: {} (scanned {}, matched {}, replayed {}, re-driven before {}{would})",
         text_of(&job["id"]),
         text_of(&job["state"]),
         text_of(&job["scanned"]),

@@ -541,6 +541,8 @@ pub struct RetryState {
     /// Attempts made so far.
     pub attempt: u32,
     pub first_attempt_at: Option<OffsetDateTime>,
+    /// When the attempt that sent it here started (`herald.last_attempt.at`).
+    pub last_attempt_at: Option<OffsetDateTime>,
     /// Earlier attempts, as the `herald.history` JSON array.
     pub history: Option<String>,
     /// The reason of the dead letter this record re-drives, if it does.
@@ -641,6 +643,7 @@ pub fn decode(record: &SourceRecord, tiers: usize) -> Result<RetryState, Invalid
         delivery_id: text(record, h::DELIVERY_ID)?.to_owned(),
         attempt: number(record, h::ATTEMPT)?,
         first_attempt_at: time_of(record, h::FIRST_ATTEMPT_AT).ok().flatten(),
+        last_attempt_at: time_of(record, h::LAST_ATTEMPT_AT).ok().flatten(),
         history: text(record, h::HISTORY).ok().map(str::to_owned),
         replayed_from: text(record, h::REPLAYED_FROM_REASON).ok().map(str::to_owned),
         original,

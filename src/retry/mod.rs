@@ -6,9 +6,11 @@
 //! retries wait in and when a waiting record may be delivered; [`codec`] is
 //! the record format; [`sink`] writes records and waits for the broker's
 //! acknowledgement; [`redrive`] delivers something again now (manual retry)
-//! and [`replay`] re-drives dead letters.
+//! and [`replay`] re-drives dead letters; [`pending`] delivers now what a
+//! webhook's failures wait for in the tiers.
 
 pub mod codec;
+pub mod pending;
 pub mod policy;
 pub mod redrive;
 pub mod replay;

@@ -8,6 +8,7 @@
 use std::time::{Duration, SystemTime};
 
 use rand::Rng;
+use time::OffsetDateTime;
 
 use crate::delivery::target::Target;
 use crate::delivery::Failure;
@@ -23,6 +24,26 @@ pub struct Kept {
     pub detail: String,
     /// The `herald_deliveries_not_attempted_total` label.
     pub status: &'static str,
+}
+
+/// The retry-pending cut (of `cuts`, a webhook's `retried_pending`) that
+/// re-drove a retry, if one did: the retry waits in a tier (`tier` is set;
+/// a redrive record never is finished), its last attempt started before the
+/// cut and it is due after it. Such a retry was written to the redrive topic
+/// by the run that made the cut, so when it comes due it is finished, not
+/// delivered again. A run selects exactly what its cut finishes and no
+/// earlier cut did, so each waiting retry is delivered once, now or on time.
+pub fn retried_pending(
+    cuts: &[OffsetDateTime],
+    tier: Option<usize>,
+    last_attempt_at: Option<OffsetDateTime>,
+    due_at: SystemTime,
+) -> Option<OffsetDateTime> {
+    let (Some(_), Some(last)) = (tier, last_attempt_at) else {
+        return None;
+    };
+    let due = OffsetDateTime::from(due_at);
+    cuts.iter().copied().find(|&cut| last < cut && cut < due)
 }
 
 /// Where a failed attempt goes.

@@ -290,26 +290,19 @@ pub async fn replay(
         if options.dry_run {
             continue;
         }
-        let mut record = FutureRecord::to(&redrive_topic)
-            .payload(&item.value)
-            .headers(item.headers);
-        if let Some(key) = &item.key {
-            record = record.key(key);
-        }
-        let ack = loop {
-            match producer.send_result(record) {
-                Ok(ack) => break ack,
-                // The producer's queue is full: wait for acknowledgements.
-                Err((rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    match acks.next().await {
-                        Some(ack) => written.push(acknowledged(ack)?),
-                        None => tokio::time::sleep(Duration::from_millis(10)).await,
-                    }
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        };
+        let ack = send_redrive(
+            producer,
+            &redrive_topic,
+            item.key.as_deref(),
+            &item.value,
+            item.headers,
+            &mut acks,
+            |ack| {
+                written.push(acknowledged(ack)?);
+                Ok(())
+            },
+        )
+        .await?;
         let at = (item.partition, item.offset);
         acks.push(async move { (at, ack.await) });
         while acks.len() >= MAX_UNACKNOWLEDGED {
@@ -331,6 +324,38 @@ pub async fn replay(
     reader.await.expect("the reader does not panic")?;
     progress(&summary);
     Ok(summary)
+}
+
+/// Writes a redrive record to `topic` with `producer`; while the producer's
+/// queue is full, takes acknowledgements from `acks` (each handed to
+/// `acknowledged`) to make room. Returns the record's acknowledgement.
+pub(crate) async fn send_redrive<F: std::future::Future>(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&[u8]>,
+    value: &[u8],
+    headers: OwnedHeaders,
+    acks: &mut futures::stream::FuturesUnordered<F>,
+    mut acknowledged: impl FnMut(F::Output) -> Result<(), ReplayError>,
+) -> Result<rdkafka::producer::DeliveryFuture, ReplayError> {
+    let mut record = FutureRecord::to(topic).payload(value).headers(headers);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    loop {
+        match producer.send_result(record) {
+            Ok(ack) => return Ok(ack),
+            // The producer's queue is full: wait for acknowledgements.
+            Err((rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                match acks.next().await {
+                    Some(ack) => acknowledged(ack)?,
+                    None => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            }
+            Err((e, _)) => return Err(e.into()),
+        }
+    }
 }
 
 /// Records written and not yet acknowledged, at most.

@@ -56,6 +56,7 @@ struct Layout<'a> {
     max_in_flight: Option<u64>,
     timeout_ms: Option<u64>,
     final_statuses: Option<Vec<u16>>,
+    retried_pending: Vec<i128>,
 }
 
 /// The fields routing needs: the start of the layout, read without the rest.
@@ -159,6 +160,7 @@ impl Packed {
             max_in_flight: webhook.limits.max_in_flight.map(|m| m as u64),
             timeout_ms: webhook.limits.timeout_ms,
             final_statuses: webhook.limits.final_statuses.clone(),
+            retried_pending: webhook.retried_pending.iter().copied().map(nanos).collect(),
         })
     }
 
@@ -224,6 +226,11 @@ impl Packed {
                 .map(|i| STATUS_BY.get(usize::from(i)).copied())
                 .map(|by| by.ok_or(Unreadable(postcard::Error::DeserializeBadEnum)))
                 .transpose()?,
+            retried_pending: l
+                .retried_pending
+                .into_iter()
+                .map(time)
+                .collect::<Result<_, Unreadable>>()?,
             secrets: l.secrets.into_iter().map(own).collect(),
             previous_secrets: l
                 .previous_secrets
@@ -401,6 +408,8 @@ pub struct Document<'a> {
     status_changed_at: Option<OffsetDateTime>,
     #[serde(default, borrow)]
     status_by: Lenient<'a>,
+    #[serde(default)]
+    retried_pending: Vec<Rfc3339Time>,
     #[serde(borrow)]
     secrets: Vec<Str<'a>>,
     #[serde(default, borrow)]
@@ -414,6 +423,10 @@ pub struct Document<'a> {
     #[serde(default)]
     limits: Limits,
 }
+
+/// An RFC 3339 time in a document's list.
+#[derive(Deserialize)]
+struct Rfc3339Time(#[serde(with = "time::serde::rfc3339")] OffsetDateTime);
 
 impl<'a> Document<'a> {
     /// Reads `json` (not yet checked: see [`check`](crate::webhook::check)).
@@ -455,6 +468,7 @@ impl<'a> Document<'a> {
             max_in_flight: self.limits.max_in_flight.map(|m| m as u64),
             timeout_ms: self.limits.timeout_ms,
             final_statuses: self.limits.final_statuses.clone(),
+            retried_pending: self.retried_pending.iter().map(|t| nanos(t.0)).collect(),
         })
     }
 }
@@ -501,6 +515,10 @@ mod tests {
         w.status_reason = Some("410 Gone".into());
         w.status_changed_at = Some(datetime!(2025-03-01 10:00:00.123456789 UTC));
         w.status_by = Some(StatusBy::Herald);
+        w.retried_pending = vec![
+            datetime!(2025-03-01 11:00:00.5 UTC),
+            datetime!(2025-03-02 11:00:00.25 UTC),
+        ];
         w.previous_secrets = vec![ExpiringSecret {
             secret: w.secrets[0].clone(),
             expires_at: datetime!(2025-03-02 10:00 UTC),

@@ -40,6 +40,7 @@ pub struct Metrics {
     pub retry_records_expired: IntCounterVec,
     pub source_records_expired: IntCounterVec,
     pub redrives: IntCounter,
+    pub retries_finished: IntCounter,
     pub failure_record_downgrades: IntCounterVec,
     pub failure_records_unwritable: IntCounter,
     pub producer_recreated: IntCounter,
@@ -288,6 +289,12 @@ impl Metrics {
                 r,
                 "herald_redrives_total",
                 "Deliveries written to the redrive topic and acknowledged (manual retries, replays).",
+            ),
+            retries_finished: counter(
+                r,
+                "herald_retries_finished_total",
+                "Retries that came due in a tier after a retry-pending run had re-driven them: finished \
+                 without an attempt, since the re-driven copy is the one delivered.",
             ),
             failure_record_downgrades: counter_vec(
                 r,

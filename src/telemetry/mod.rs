@@ -436,6 +436,18 @@ impl Telemetry {
         debug!("redrive record acknowledged");
     }
 
+    /// A retry came due that a retry-pending run had re-driven (at `cut`):
+    /// finished, not delivered again.
+    pub fn retry_finished(&self, webhook: &str, delivery_id: &str, cut: time::OffsetDateTime) {
+        self.metrics.retries_finished.inc();
+        debug!(
+            webhook,
+            delivery_id,
+            %cut,
+            "retry finished without an attempt: retry pending re-drove it"
+        );
+    }
+
     /// A waiting retry was moved to the end of a wait topic.
     pub fn retry_requeued(&self, from_topic: &str) {
         self.metrics.retry_requeued.with_label_values(&[from_topic]).inc();

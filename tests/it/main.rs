@@ -22,6 +22,7 @@ mod replays;
 mod resilience;
 mod retention;
 mod retries;
+mod retry_pending;
 mod security;
 mod signatures;
 mod standard_webhooks;

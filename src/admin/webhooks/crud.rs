@@ -144,6 +144,7 @@ pub(crate) async fn create_webhook(
         status_reason: None,
         status_changed_at: Some(now),
         status_by: None,
+        retried_pending: Vec::new(),
         secrets: vec![body.secret.unwrap_or_else(generate_secret)],
         previous_secrets: Vec::new(),
         headers: body.headers,

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::{change, load, store_error, WebhookView};
 use crate::admin::auth::Caller;
 use crate::admin::extract::{ApiPath, OptionalJson};
-use crate::admin::jobs::{Pool, ReplayJob};
+use crate::admin::jobs::{Pool, ReplayJob, Work};
 use crate::admin::problem::Problem;
 use crate::admin::AdminState;
 use crate::retry::codec::reasons;
@@ -209,8 +209,10 @@ pub async fn resume(
                         &state,
                         &id,
                         webhook.tenant.clone(),
-                        filter,
-                        ReplayOptions::default(),
+                        Work::Replay {
+                            filter,
+                            options: ReplayOptions::default(),
+                        },
                     )
                     .await?,
             )
