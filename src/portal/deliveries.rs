@@ -181,6 +181,29 @@ pub(super) async fn replay(
     ))
 }
 
+/// Starts a retry pending: a dry run (a count) first, unless the form says
+/// to send them.
+pub(super) async fn retry_pending(
+    State(state): State<AdminState>,
+    session: Session,
+    Path((_, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let (form, _) = change_form(&state, &session, &id, &body, false).await?;
+    let request = crate::admin::deliveries::RetryPendingRequest {
+        dry_run: form.one("send") != Some("yes"),
+    };
+    let (_, Json(job)) = crate::admin::deliveries::retry_pending(
+        State(state.clone()),
+        session.caller(),
+        ApiPath(id.clone()),
+        crate::admin::extract::OptionalJson(Some(request)),
+    )
+    .await
+    .map_err(|p| PageError::from((p, &session)))?;
+    Ok(see_other(session.path(&format!("webhooks/{id}/replays/{}", job.id))))
+}
+
 #[derive(serde::Deserialize)]
 pub(super) struct JobQuery {
     #[serde(default)]

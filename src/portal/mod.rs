@@ -90,6 +90,10 @@ pub fn router(state: AdminState) -> Router {
             get(deliveries::replay_form).post(deliveries::replay),
         )
         .route(
+            "/portal/s/{token}/webhooks/{id}/retry-pending",
+            post(deliveries::retry_pending),
+        )
+        .route(
             "/portal/s/{token}/webhooks/{id}/replays/{job}",
             get(deliveries::replay_job),
         )

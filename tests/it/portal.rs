@@ -32,14 +32,25 @@ async fn page_text(http: &reqwest::Client, url: String) -> String {
 
 /// Posts a form; the status answered (redirects not followed by `http`).
 async fn post_form(http: &reqwest::Client, url: String, body: String) -> u16 {
-    let reply = http
-        .post(url)
+    submit_form(http, url, body).await.status().as_u16()
+}
+
+/// Posts a form; the reply.
+async fn submit_form(http: &reqwest::Client, url: String, body: String) -> reqwest::Response {
+    http.post(url)
         .header("content-type", "application/x-www-form-urlencoded")
         .body(body)
         .send()
         .await
-        .unwrap();
-    reply.status().as_u16()
+        .unwrap()
+}
+
+/// A client that shows redirects instead of following them.
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 /// The session's CSRF token, from a page with a form.
@@ -549,10 +560,7 @@ async fn a_session_sees_only_its_tenant_and_a_read_only_one_changes_nothing() {
         .await;
     api.ok(Method::POST, "/v1/webhooks", OPS, Some(hook("globex-1", "globex")))
         .await;
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let http = no_redirects();
     let browser = Browser::start().await;
 
     // A long list comes a page at a time.
@@ -1052,10 +1060,7 @@ async fn a_tenants_portal_cannot_resume_what_an_operator_paused() {
     api.ok(Method::POST, "/v1/webhooks", OPS, Some(hook)).await;
     api.ok(Method::POST, "/v1/webhooks/held/pause", OPS, None).await;
     let (link, _) = session(&api, ACME, "acme", json!({"capability": "manage"})).await;
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let http = no_redirects();
     let page = page_text(&http, format!("{link}webhooks/held")).await;
     assert!(page.contains("only they can resume it"), "{page}");
     assert!(!page.contains("/resume\""), "no resume form: {page}");
@@ -1098,5 +1103,65 @@ async fn a_tenants_portal_cannot_resume_what_an_operator_paused() {
     assert_eq!(resumed, 303);
     let stored = api.ok(Method::GET, "/v1/webhooks/held", OPS, None).await;
     assert_eq!(stored["status"], "active");
+    app.stop().await;
+}
+
+/// The replay page offers the deliveries waiting in the retry tiers: a
+/// count first, then a button that sends them now (pages read over HTTP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_sends_deliveries_waiting_to_be_retried_now() {
+    let env = TestEnv::new("portal-retry-pending", &["events"], 1)
+        .await
+        .with_tiers(&[Tier::after_ms(3_600_000)])
+        .await;
+    let receiver = TestReceiver::start(Behaviour::Status(500)).await;
+    let app = env.spawn(&(portal_overlay() + crate::retry_pending::FAST)).await;
+    let api = Api::new(&app);
+    let hook = json!({"id": "w", "tenant": "acme", "name": "Waiting", "url": receiver.url("/"), "events": ["tour.*"]});
+    api.ok(Method::POST, "/v1/webhooks", OPS, Some(hook)).await;
+    let publisher = Publisher::new();
+    for n in 0..2 {
+        let event = format!(r#"{{"event":"tour.completed","version":"0","time":1,"id":"evt_{n}","tenant":"acme"}}"#);
+        publisher.json(env.topic(), &event).await;
+    }
+    receiver.wait_for(2, Duration::from_secs(20)).await;
+    let tier = env.tiers[0].0.clone();
+    eventually(Duration::from_secs(20), "the failures to wait in the tier", || async {
+        (end_offsets(&tier, 1).await[0] == 2).then_some(())
+    })
+    .await;
+    receiver.set_behaviour(Behaviour::Status(204));
+
+    let (link, _) = session(&api, ACME, "acme", json!({"capability": "manage"})).await;
+    let http = no_redirects();
+    let page = page_text(&http, format!("{link}webhooks/w/replay")).await;
+    assert!(page.contains("/retry-pending\""), "{page}");
+    let csrf = csrf_of(&page);
+    let start = |body: String| {
+        let http = http.clone();
+        let url = format!("{link}webhooks/w/retry-pending");
+        let base = api.base.clone();
+        async move {
+            let reply = submit_form(&http, url, body).await;
+            assert_eq!(reply.status(), 303);
+            let to = reply.headers()["location"].to_str().unwrap().to_owned();
+            format!("{base}{to}")
+        }
+    };
+    let wait_page = |url: String, text: &'static str| {
+        let http = http.clone();
+        async move {
+            eventually(Duration::from_secs(60), text, || async {
+                let page = page_text(&http, url.clone()).await;
+                page.contains(text).then_some(page)
+            })
+            .await
+        }
+    };
+    let counted = start(format!("csrf={csrf}")).await;
+    wait_page(counted, "2 deliveries waiting to be retried can be sent now").await;
+    let sent = start(format!("csrf={csrf}&send=yes")).await;
+    wait_page(sent, "Done: 2 sent now").await;
+    receiver.wait_for(4, Duration::from_secs(20)).await;
     app.stop().await;
 }

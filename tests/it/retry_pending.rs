@@ -16,7 +16,7 @@ const TIER_MS: u64 = 45_000;
 
 /// What delays a run: the cut is a few seconds ahead, and the topics are
 /// read once attempts begun before it have ended.
-const FAST: &str = r#"
+pub const FAST: &str = r#"
 [delivery]
 max_queue_wait = "1s"
 request_timeout = "2s"

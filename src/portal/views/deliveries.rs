@@ -216,6 +216,12 @@ pub fn replay_form(session: &Session, w: &WebhookView, since: OffsetDateTime, pr
                 }
                 button type="submit" { "Count them" }
             }
+            h2 { "Failed deliveries waiting to be retried" }
+            p { "Deliveries that failed recently wait to be retried on a schedule (after an hour, then three hours, a day, three days and a week). Once your endpoint works again, send them now, with their original delivery ids: each is sent once, and not again when its retry comes due. First you see how many there are." }
+            form method="post" action=(session.path(&format!("{here}/retry-pending"))) {
+                (csrf(session))
+                button type="submit" { "Count waiting deliveries" }
+            }
         },
     )
 }
@@ -225,16 +231,28 @@ pub fn replay_form(session: &Session, w: &WebhookView, since: OffsetDateTime, pr
 pub fn replay_job(session: &Session, w: &WebhookView, job: &ReplayJob, since: &str) -> Markup {
     let here = format!("webhooks/{}", w.id);
     let running = job.state == JobState::Running;
+    let pending = job.kind == JobKind::RetryPending;
     layout_refreshing(
         Some(session),
-        "Replay",
+        if pending { "Retry pending" } else { "Replay" },
         running.then_some(2),
         html! {
             p class="back" { a href=(session.path(&here)) { (w.name) } }
-            h1 { @if job.dry_run { "Counting failed deliveries" } @else { "Sending failed deliveries again" } }
+            h1 {
+                @match (pending, job.dry_run) {
+                    (false, true) => "Counting failed deliveries",
+                    (false, false) => "Sending failed deliveries again",
+                    (true, true) => "Counting deliveries waiting to be retried",
+                    (true, false) => "Sending waiting deliveries now",
+                }
+            }
             @match job.state {
                 JobState::Running => {
-                    p role="status" { "Reading kept deliveries: " (job.scanned) " of " (job.total) " read, " (job.matched) " of this webhook so far. This page reloads by itself." }
+                    @if pending && !job.dry_run && job.total == 0 {
+                        p role="status" { "Starting: deliveries that fail in the next few seconds are included. This page reloads by itself." }
+                    } @else {
+                        p role="status" { "Reading " (if pending { "waiting" } else { "kept" }) " deliveries: " (job.scanned) " of " (job.total) " read, " (job.matched) " of this webhook so far. This page reloads by itself." }
+                    }
                 }
                 JobState::Failed => {
                     div class="error-summary" role="alert" {
@@ -245,21 +263,23 @@ pub fn replay_job(session: &Session, w: &WebhookView, job: &ReplayJob, since: &s
                 JobState::Done => {
                     @if job.dry_run {
                         @let n = job.would_replay.unwrap_or(0);
+                        @let (action, form_since) = if pending { ("retry-pending", None) } else { ("replay", Some(since)) };
                         p role="status" {
-                            (n) " failed " (if n == 1 { "delivery" } else { "deliveries" }) " since " (since.replace('T', " ")) " UTC can be sent again"
+                            @let noun = if n == 1 { "delivery" } else { "deliveries" };
+                            @if pending { (n) " " (noun) " waiting to be retried can be sent now" } @else { (n) " failed " (noun) " since " (since.replace('T', " ")) " UTC can be sent again" }
                             @if job.already_redriven > 0 { " (" (job.already_redriven) " were sent again before and are left alone)" }
                             "."
                         }
                         @if n > 0 {
-                            form method="post" action=(session.path(&format!("{here}/replay"))) {
+                            form method="post" action=(session.path(&format!("{here}/{action}"))) {
                                 (csrf(session))
-                                input type="hidden" name="since" value=(since);
+                                @if let Some(since) = form_since { input type="hidden" name="since" value=(since); }
                                 input type="hidden" name="send" value="yes";
-                                button type="submit" { "Send " (n) " again" }
+                                button type="submit" { @if pending { "Send " (n) " now" } @else { "Send " (n) " again" } }
                             }
                         }
                     } @else {
-                        p role="status" { "Done: " (job.replayed) " sent again. They appear in the delivery log as they are delivered." }
+                        p role="status" { "Done: " (job.replayed) " sent " (if pending { "now" } else { "again" }) ". They appear in the delivery log as they are delivered." }
                         p { a href=(session.path(&format!("{here}/deliveries"))) { "Delivery log" } }
                     }
                 }

@@ -9,7 +9,7 @@ use maud::{html, Markup, DOCTYPE};
 use time::OffsetDateTime;
 
 use crate::admin::deliveries::{AttemptPage, TestResult};
-use crate::admin::jobs::{JobState, ReplayJob};
+use crate::admin::jobs::{JobKind, JobState, ReplayJob};
 use crate::admin::problem::Problem;
 use crate::admin::webhooks::secrets::SecretView;
 use crate::admin::webhooks::WebhookView;
