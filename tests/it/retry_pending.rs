@@ -91,6 +91,26 @@ async fn retry_pending_delivers_waiting_failures_now_once_even_across_a_restart(
         .await;
     assert_eq!(refused.status.as_u16(), 404, "{}", refused.body);
 
+    // Only an active webhook's: a paused one's would be kept, not delivered.
+    let mut paused = webhook("p", &other.url("/"), &["none"]);
+    paused.status = herald::webhook::WebhookStatus::Paused;
+    store.put(&paused).await.unwrap();
+    let refused = api.call(Method::POST, "/v1/webhooks/p/retry-pending", OPS, None).await;
+    assert_problem(&refused, 409, None);
+
+    // The command line counts them.
+    let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["deliveries", "retry-pending", "w", "--dry-run"])
+        .env("HERALD_API_URL", &api.base)
+        .env("HERALD_API_TOKEN", OPS)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&cli.stderr);
+    assert!(cli.status.success(), "{stderr}");
+    assert!(stderr.contains("retry pending rpl_"), "{stderr}");
+    assert!(stderr.contains("would re-drive 3)"), "{stderr}");
+
     // A dry run counts the three and changes nothing.
     let dry = retry_pending(&api, true).await;
     assert_eq!(
@@ -109,6 +129,19 @@ async fn retry_pending_delivers_waiting_failures_now_once_even_across_a_restart(
     // The run delivers each now, with its webhook-id.
     // (With no body: not a dry run.)
     let job = api.ok(Method::POST, "/v1/webhooks/w/retry-pending", OPS, None).await;
+    // One job of a webhook at a time, a replay or a retry pending.
+    let busy = api
+        .call(Method::POST, "/v1/webhooks/w/replay", OPS, Some(json!({})))
+        .await;
+    assert_problem(&busy, 429, None);
+    assert!(
+        busy.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains(job["id"].as_str().unwrap()),
+        "{}",
+        busy.body
+    );
     let job = finished(&api, &job).await;
     assert_eq!(job["state"], "done", "{job}");
     assert_eq!(job["replayed"], 3, "{job}");
