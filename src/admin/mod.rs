@@ -62,10 +62,11 @@ pub fn page_size(state: &AdminState, asked: Option<usize>) -> Result<usize, Prob
 /// Changes made through the API (`action` label; the first six are also
 /// announced as the system event `webhook.<action>`; the last five are
 /// changes to tenants and their tokens).
-pub const ACTIONS: [&str; 13] = {
-    const OTHERS: [&str; 7] = [
+pub const ACTIONS: [&str; 14] = {
+    const OTHERS: [&str; 8] = [
         "retried",
         "replayed",
+        "retried_pending",
         "tenant_created",
         "tenant_updated",
         "tenant_deleted",
@@ -73,7 +74,7 @@ pub const ACTIONS: [&str; 13] = {
         "token_revoked",
     ];
     let announced = crate::config::ANNOUNCED_ACTIONS;
-    let mut all = [""; 13];
+    let mut all = [""; 14];
     let mut i = 0;
     while i < all.len() {
         all[i] = if i < announced.len() {

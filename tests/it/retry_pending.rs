@@ -149,6 +149,12 @@ async fn retry_pending_delivers_waiting_failures_now_once_even_across_a_restart(
     assert_eq!(ids(&all[3..]), ids(&first), "the same webhook-ids");
     assert_eq!(other.count(), 2, "the other webhook's retries wait for their time");
     assert_eq!(store.get("w").await.unwrap().unwrap().retried_pending.len(), 1);
+    assert_eq!(
+        app.metric(r#"herald_admin_changes_total{action="retried_pending"}"#)
+            .await,
+        1.0,
+        "the run, not the dry runs"
+    );
 
     // Restarted before the waiting copies come due: they are finished, not
     // delivered again, while the other webhook's are delivered on schedule.
