@@ -48,6 +48,10 @@ use rdkafka::{ClientConfig, Message};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
+/// Herald's own `fetch.wait.max.ms` (`kafka::consumer_config`): the
+/// ceilings' consumers use it too unless `--fetch-wait-ms` says otherwise.
+const HERALD_FETCH_WAIT_MS: u64 = 20;
+
 const CONCURRENCY: usize = 16;
 
 fn now_us() -> u64 {
@@ -337,7 +341,10 @@ impl Bench {
                 .set("bootstrap.servers", &brokers)
                 .set("group.id", &group)
                 .set("auto.offset.reset", "earliest")
-                .set("fetch.wait.max.ms", fetch_wait.unwrap_or(500).to_string())
+                .set(
+                    "fetch.wait.max.ms",
+                    fetch_wait.unwrap_or(HERALD_FETCH_WAIT_MS).to_string(),
+                )
                 .create()
                 .unwrap();
             c.subscribe(&[&topic]).unwrap();
@@ -364,7 +371,10 @@ impl Bench {
             .set("bootstrap.servers", &self.brokers)
             .set("group.id", format!("bench-{}-null", self.run_id))
             .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", self.fetch_wait_ms.unwrap_or(500).to_string())
+            .set(
+                "fetch.wait.max.ms",
+                self.fetch_wait_ms.unwrap_or(HERALD_FETCH_WAIT_MS).to_string(),
+            )
             .create()
             .unwrap();
         consumer.subscribe(&[topic]).unwrap();
@@ -898,7 +908,7 @@ async fn main() {
     println!(
         "\nHerald benchmark: {events} events of 1 KB; receiver on 127.0.0.1; {} cores; broker: {engine}; fetch.wait.max.ms {}",
         num_cpus(),
-        fetch_wait_ms.map_or("500 (the client's default)".to_owned(), |ms| ms.to_string())
+        fetch_wait_ms.map_or(format!("{HERALD_FETCH_WAIT_MS} (Herald's default)"), |ms| ms.to_string())
     );
     row(
         "ceiling (a) HTTP receiver alone, req/s".into(),

@@ -591,6 +591,9 @@ impl Intake {
     /// intake for up to a second. Any request through that thread wakes it,
     /// so a watermark query of a resumed partition (one small request, on a
     /// blocking thread, at most one at a time) gets fetching going at once.
+    /// (With another partition still fetchable, the thread is not asleep but
+    /// waiting on that partition's long poll: `fetch.wait.max.ms`, which
+    /// Herald keeps short for this, see `kafka::consumer_config`.)
     fn wake_fetcher(&self, tp: &Tp) {
         if self.waking.swap(true, Ordering::AcqRel) {
             return;

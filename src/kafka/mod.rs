@@ -45,6 +45,15 @@ pub fn consumer_config(config: &KafkaConfig, group_id: &str) -> ClientConfig {
     // waiting), librdkafka looks again only after fetch.queue.backoff.ms
     // (default 1 s): a drained queue would idle for the rest of it.
     cc.set("fetch.queue.backoff.ms", "50");
+    // A partition Herald paused at its in-flight cap and resumes is fetched
+    // again only in the broker thread's next fetch request, and one fetch is
+    // in flight at a time: while another of the consumer's partitions is
+    // idle (the redrive topic beside a tier, quiet source partitions), that
+    // request is a long poll the broker holds for fetch.wait.max.ms. At the
+    // default 500 ms a busy partition stalled that long per cap (due retries
+    // drained at a fifth of the source path's rate); 20 ms costs an idle
+    // consumer 50 small fetches a second per broker (docs/benchmarks.md).
+    cc.set("fetch.wait.max.ms", "20");
     if !config.statistics_interval.is_zero() {
         cc.set(
             "statistics.interval.ms",
@@ -280,6 +289,17 @@ mod tests {
             producer_config(&overridden.kafka).get("queue.buffering.max.kbytes"),
             Some("131072")
         );
+    }
+
+    #[test]
+    fn a_consumer_polls_briefly_unless_told_otherwise() {
+        let kafka = crate::config::Config::from_toml_overlay("").unwrap().kafka;
+        assert_eq!(consumer_config(&kafka, "g").get("fetch.wait.max.ms"), Some("20"));
+        let told =
+            crate::config::Config::from_toml_overlay("[kafka.consumer_properties]\n\"fetch.wait.max.ms\" = \"500\"")
+                .unwrap()
+                .kafka;
+        assert_eq!(consumer_config(&told, "g").get("fetch.wait.max.ms"), Some("500"));
     }
 
     #[test]
