@@ -99,6 +99,9 @@ pub enum UnroutableReason {
     NotUtf8,
     /// The CloudEvents rules found neither binary nor structured mode.
     NotCloudEvent,
+    /// The event id, time or tenant (or a CloudEvent's source) is a JSON
+    /// object or array: no text to route or identify the event by.
+    InvalidField,
 }
 
 impl UnroutableReason {
@@ -110,16 +113,18 @@ impl UnroutableReason {
             UnroutableReason::MissingEventType => "missing_event_type",
             UnroutableReason::NotUtf8 => "not_utf8",
             UnroutableReason::NotCloudEvent => "not_cloudevent",
+            UnroutableReason::InvalidField => "invalid_field",
         }
     }
 
     /// Every reason, for pre-registering metric series.
-    pub const ALL: [UnroutableReason; 5] = [
+    pub const ALL: [UnroutableReason; 6] = [
         UnroutableReason::InvalidJson,
         UnroutableReason::AmbiguousJson,
         UnroutableReason::MissingEventType,
         UnroutableReason::NotUtf8,
         UnroutableReason::NotCloudEvent,
+        UnroutableReason::InvalidField,
     ];
 }
 
@@ -220,11 +225,11 @@ fn recognise_plain(fields: &Fields, record: &SourceRecord) -> Result<EventMeta, 
     } else {
         None
     };
-    let read = |source: &Source| read_field(source, record, doc.as_ref());
+    let read = |source: &Source, field: &str| read_field(source, field, record, doc.as_ref());
     // An event type must be a string where JSON says what it is.
     let event_type = match &fields.event_type {
         Source::Pointer(p) => doc.as_ref().and_then(|d| d.pointer(p)).and_then(json::string),
-        other => read(other)?,
+        other => read(other, "event type")?,
     };
     let event_type = checked_type(event_type)?;
     let content_type = record
@@ -234,9 +239,9 @@ fn recognise_plain(fields: &Fields, record: &SourceRecord) -> Result<EventMeta, 
         .to_owned();
     Ok(EventMeta {
         event_type,
-        event_id: optional(fields.event_id.as_ref(), read)?,
-        event_time: optional(fields.event_time.as_ref(), read)?,
-        tenant: optional(fields.tenant.as_ref(), read)?,
+        event_id: optional(fields.event_id.as_ref(), "event id", read)?,
+        event_time: optional(fields.event_time.as_ref(), "event time", read)?,
+        tenant: optional(fields.tenant.as_ref(), "tenant", read)?,
         content_type,
         forward_headers: Vec::new(),
         id_source: None,
@@ -255,20 +260,20 @@ fn recognise_cloudevent(tenant: Option<&Source>, record: &SourceRecord) -> Resul
 
     if media_type.as_deref() == Some(CE_STRUCTURED) {
         let doc = parse_json(record)?;
-        let field = |name: &str| doc.pointer(name).and_then(json::scalar_text);
+        let field = |pointer: &str, field: &str| pointer_text(&doc, pointer, field);
         let event_type = checked_type(doc.pointer("/type").and_then(json::string))?;
         let tenant = match tenant {
-            Some(source) => read_field(source, record, Some(&doc))?,
+            Some(source) => read_field(source, "tenant", record, Some(&doc))?,
             None => None,
         };
         return Ok(EventMeta {
             event_type,
-            event_id: field("/id"),
-            event_time: field("/time"),
+            event_id: field("/id", "event id")?,
+            event_time: field("/time", "event time")?,
             tenant,
             content_type: content_type.unwrap_or(CE_STRUCTURED).to_owned(),
             forward_headers: Vec::new(),
-            id_source: field("/source"),
+            id_source: field("/source", "source")?,
         });
     }
     if media_type.as_deref() == Some(CE_BATCH) {
@@ -295,9 +300,9 @@ fn recognise_cloudevent(tenant: Option<&Source>, record: &SourceRecord) -> Resul
     let tenant = match tenant {
         Some(Source::Pointer(_)) => {
             let doc = parse_json(record)?;
-            read_field(tenant.expect("matched Some"), record, Some(&doc))?
+            read_field(tenant.expect("matched Some"), "tenant", record, Some(&doc))?
         }
-        Some(source) => read_field(source, record, None)?,
+        Some(source) => read_field(source, "tenant", record, None)?,
         None => None,
     };
     Ok(EventMeta {
@@ -320,11 +325,15 @@ fn parse_json(record: &SourceRecord) -> Result<Document<'_>, Unroutable> {
 
 fn read_field(
     source: &Source,
+    field: &str,
     record: &SourceRecord,
     doc: Option<&Document<'_>>,
 ) -> Result<Option<String>, Unroutable> {
     match source {
-        Source::Pointer(p) => Ok(doc.and_then(|d| d.pointer(p)).and_then(json::scalar_text)),
+        Source::Pointer(p) => match doc {
+            Some(doc) => pointer_text(doc, p, field),
+            None => Ok(None),
+        },
         Source::Header(name) => record.header(name).map(|v| utf8(v, name)).transpose(),
         Source::Key => record.key.as_deref().map(|k| utf8(k, "key")).transpose(),
     }
@@ -332,12 +341,34 @@ fn read_field(
 
 fn optional(
     source: Option<&Source>,
-    read: impl Fn(&Source) -> Result<Option<String>, Unroutable>,
+    field: &str,
+    read: impl Fn(&Source, &str) -> Result<Option<String>, Unroutable>,
 ) -> Result<Option<String>, Unroutable> {
     match source {
-        Some(s) => read(s),
+        Some(s) => read(s, field),
         None => Ok(None),
     }
+}
+
+/// The text of the value at `pointer` (a string's, or a number's or
+/// boolean's JSON text); `None` when there is none or it is `null`. An
+/// object or an array is refused rather than read as absent: an event whose
+/// tenant is `{"id": "acme"}` would otherwise be routed as an event of no
+/// tenant, and one whose id is an array delivered under another identity.
+/// The detail names the field and the pointer, never the value.
+fn pointer_text(doc: &Document<'_>, pointer: &str, field: &str) -> Result<Option<String>, Unroutable> {
+    let Some(value) = doc.pointer(pointer) else {
+        return Ok(None);
+    };
+    let kind = match value.get().as_bytes().first() {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        _ => return Ok(json::scalar_text(value)),
+    };
+    Err(Unroutable::new(
+        UnroutableReason::InvalidField,
+        format!("the {field} at `{pointer}` is {kind}, not text"),
+    ))
 }
 
 fn utf8(bytes: &[u8], what: &str) -> Result<String, Unroutable> {
@@ -544,6 +575,59 @@ mod tests {
             reason(ce.recognise(&record("{}", &[]))),
             UnroutableReason::NotCloudEvent
         );
+    }
+
+    #[test]
+    fn an_id_time_or_tenant_that_is_an_object_or_array_is_not_read_as_absent() {
+        let iam = EnvelopeRules {
+            preset: Some(Preset::Iam),
+            tenant: Some(Source::Pointer("/current_context/tenant_id".into())),
+            ..Default::default()
+        }
+        .compile()
+        .unwrap();
+        let why = iam
+            .recognise(&record(
+                r#"{"event_type":"USER_CREATED","current_context":{"tenant_id":{"id":"acme"}}}"#,
+                &[],
+            ))
+            .unwrap_err();
+        assert_eq!(why.reason, UnroutableReason::InvalidField);
+        assert_eq!(
+            why.detail,
+            "the tenant at `/current_context/tenant_id` is an object, not text"
+        );
+        let jam = preset(Preset::Jam);
+        for (value, field) in [
+            (r#"{"id":["evt_1"],"type":"a.b"}"#, "event id"),
+            (r#"{"id":"evt_1","type":"a.b","created_at":{"s":1}}"#, "event time"),
+        ] {
+            let why = jam.recognise(&record(value, &[])).unwrap_err();
+            assert_eq!(why.reason, UnroutableReason::InvalidField, "{value}");
+            assert!(why.detail.starts_with(&format!("the {field} at")), "{}", why.detail);
+        }
+        let ce = preset(Preset::Cloudevents);
+        let structured = [("content-type", CE_STRUCTURED)];
+        for value in [
+            r#"{"specversion":"1.0","type":"a.b","id":{},"source":"/s"}"#,
+            r#"{"specversion":"1.0","type":"a.b","id":"1","source":["/s"]}"#,
+        ] {
+            let why = ce.recognise(&record(value, &structured)).unwrap_err();
+            assert_eq!(why.reason, UnroutableReason::InvalidField, "{value}");
+        }
+        // Null is absent; a number or boolean is its JSON text; a string
+        // that is not a time is kept as written.
+        let meta = jam
+            .recognise(&record(r#"{"id":null,"type":"a.b","created_at":"yesterday-ish"}"#, &[]))
+            .unwrap();
+        assert_eq!(meta.event_id, None);
+        assert_eq!(meta.event_time.as_deref(), Some("yesterday-ish"));
+        let meta = jam
+            .recognise(&record(r#"{"id":42,"type":"a.b","created_at":true}"#, &[]))
+            .unwrap();
+        assert_eq!(meta.event_id.as_deref(), Some("42"));
+        assert_eq!(meta.event_time.as_deref(), Some("true"));
+        assert!(UnroutableReason::ALL.contains(&UnroutableReason::InvalidField));
     }
 
     #[test]
