@@ -19,6 +19,8 @@ use herald::config::Config;
 use herald::subscriptions::store::SubscriptionStore;
 use herald::webhook::Webhook;
 use herald::Application;
+use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -946,6 +948,25 @@ async fn finished(group: &str, topic: &str) -> Option<bool> {
     let ends = try_end_offsets(topic, partitions).await?;
     let committed = try_committed(group, topic, partitions).await?;
     Some(ends.iter().zip(&committed).all(|(end, done)| *end == 0 || done >= end))
+}
+
+/// Sets `topic`'s `max.message.bytes` to `bytes`.
+pub async fn set_max_message_bytes(topic: &str, bytes: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let change = AlterConfig::new(ResourceSpecifier::Topic(topic)).set("max.message.bytes", bytes);
+    let results = admin
+        .alter_configs(
+            &[change],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .unwrap();
+    for r in results {
+        r.unwrap();
+    }
 }
 
 /// The end offset of each partition of `topic`.

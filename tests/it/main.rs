@@ -5,6 +5,7 @@ mod helpers;
 
 mod admin;
 mod api;
+mod bad_input;
 mod cli;
 mod codecs;
 mod deploy;

@@ -4,9 +4,6 @@
 
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::ClientConfig;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -205,24 +202,6 @@ async fn system_events_follow_a_tenants_catalog_envelope_on_one_topic() {
     assert!(globex.received().iter().all(|r| body(r)["tenant"] == "globex"));
     assert_eq!(silent.count(), 0);
     app.stop().await;
-}
-
-async fn set_max_message_bytes(topic: &str, bytes: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .unwrap();
-    let change = AlterConfig::new(ResourceSpecifier::Topic(topic)).set("max.message.bytes", bytes);
-    let results = admin
-        .alter_configs(
-            &[change],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .unwrap();
-    for r in results {
-        r.unwrap();
-    }
 }
 
 /// The broker refuses the system topic's records (they are larger than it
