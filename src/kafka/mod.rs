@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, Producer as _};
 
 use crate::config::{GroupProtocol, KafkaConfig};
@@ -249,17 +249,7 @@ pub async fn read_record(
 /// A consumed message as Herald's record of it (its bytes copied, so the
 /// message can be released).
 pub fn to_record(topic: Arc<str>, message: &BorrowedMessage<'_>) -> SourceRecord {
-    let headers = message
-        .headers()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| RecordHeader {
-                    name: h.key.to_owned(),
-                    value: h.value.map(bytes::Bytes::copy_from_slice),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let headers = record_headers(message);
     SourceRecord {
         topic,
         partition: message.partition(),
@@ -268,6 +258,47 @@ pub fn to_record(topic: Arc<str>, message: &BorrowedMessage<'_>) -> SourceRecord
         key: message.key().map(bytes::Bytes::copy_from_slice),
         value: message.payload().map(bytes::Bytes::copy_from_slice).unwrap_or_default(),
         headers,
+    }
+}
+
+/// The headers of `message`. A header name that is not UTF-8 (any client
+/// but Java's can write one) is read with its invalid bytes replaced by
+/// U+FFFD: rdkafka's own header reader panics on it, which would stop the
+/// partition at that record on every replica, at every restart (or a
+/// replay at that dead letter).
+pub fn record_headers(message: &BorrowedMessage<'_>) -> Vec<RecordHeader> {
+    use rdkafka::bindings as rd;
+    use rdkafka::types::RDKafkaRespErr;
+    let mut headers: *mut rd::rd_kafka_headers_t = std::ptr::null_mut();
+    // SAFETY: `message.ptr()` is the live message `message` borrows;
+    // librdkafka hands back its headers (owned by the message, valid while
+    // it is) or an error when it has none. Each name is a NUL-terminated
+    // string and each value `size` bytes (or null), owned by the headers;
+    // both are copied before `message` can be released.
+    #[allow(unsafe_code)]
+    unsafe {
+        if rd::rd_kafka_message_headers(message.ptr(), &mut headers) != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
+            || headers.is_null()
+        {
+            return Vec::new();
+        }
+        let count = rd::rd_kafka_header_cnt(headers);
+        let mut out = Vec::with_capacity(count);
+        for idx in 0..count {
+            let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0usize);
+            if rd::rd_kafka_header_get_all(headers, idx, &mut name, &mut value, &mut size)
+                != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
+                || name.is_null()
+            {
+                break;
+            }
+            out.push(RecordHeader {
+                name: std::ffi::CStr::from_ptr(name).to_string_lossy().into_owned(),
+                value: (!value.is_null())
+                    .then(|| bytes::Bytes::copy_from_slice(std::slice::from_raw_parts(value.cast::<u8>(), size))),
+            });
+        }
+        out
     }
 }
 

@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message, OwnedHeaders};
+use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use time::format_description::well_known::Rfc3339;
@@ -346,10 +346,8 @@ fn read(config: &Config, run: &PendingRun, tx: tokio::sync::mpsc::Sender<Read>) 
             ends.remove(&at);
         }
         summary.scanned += 1;
-        let raw: Vec<(&str, Option<&[u8]>)> = message
-            .headers()
-            .map(|hs| hs.iter().map(|hd| (hd.key, hd.value)).collect())
-            .unwrap_or_default();
+        let owned = crate::kafka::record_headers(&message);
+        let raw: Vec<(&str, Option<&[u8]>)> = owned.iter().map(|hd| (hd.name.as_str(), hd.value.as_deref())).collect();
         let headers: HashMap<&str, &[u8]> = raw.iter().map(|(k, v)| (*k, v.unwrap_or_default())).collect();
         match verdict(run, &headers) {
             Verdict::Other => {}

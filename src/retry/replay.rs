@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::message::{Headers, Message, OwnedHeaders};
+use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use time::format_description::well_known::Rfc3339;
@@ -422,25 +422,20 @@ fn read(config: &Config, filter: &ReplayFilter, tx: tokio::sync::mpsc::Sender<Re
             ends.remove(&message.partition());
         }
         scanned += 1;
-        let headers: HashMap<String, String> = message
-            .headers()
-            .map(|hs| {
-                hs.iter()
-                    .map(|hd| {
-                        (
-                            hd.key.to_owned(),
-                            String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned(),
-                        )
-                    })
-                    .collect()
+        let owned = crate::kafka::record_headers(&message);
+        let headers: HashMap<String, String> = owned
+            .iter()
+            .map(|hd| {
+                (
+                    hd.name.clone(),
+                    String::from_utf8_lossy(hd.value.as_deref().unwrap_or_default()).into_owned(),
+                )
             })
-            .unwrap_or_default();
+            .collect();
         if filter.matches(&headers) {
             matched += 1;
-            let raw: Vec<(&str, Option<&[u8]>)> = message
-                .headers()
-                .map(|hs| hs.iter().map(|hd| (hd.key, hd.value)).collect())
-                .unwrap_or_default();
+            let raw: Vec<(&str, Option<&[u8]>)> =
+                owned.iter().map(|hd| (hd.name.as_str(), hd.value.as_deref())).collect();
             if codec::is_redrivable(raw.iter().copied()) {
                 let item = Redrive {
                     partition: message.partition(),

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use herald::retry::sink::headers as h;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{BorrowedHeaders, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::ClientConfig;
@@ -70,7 +70,8 @@ struct Item {
     key: Option<Vec<u8>>,
     /// `None`: a record without a value (a tombstone).
     value: Option<Vec<u8>>,
-    headers: Vec<(&'static str, Vec<u8>)>,
+    /// Names and values, as bytes: a name need not be UTF-8.
+    headers: Vec<(Vec<u8>, Vec<u8>)>,
     yields: Yields,
 }
 
@@ -86,8 +87,13 @@ fn item(name: &'static str, topic: Topic, value: &[u8], yields: Yields) -> Item 
 }
 
 impl Item {
-    fn header(mut self, name: &'static str, value: &[u8]) -> Item {
-        self.headers.push((name, value.to_vec()));
+    fn header(mut self, name: &str, value: &[u8]) -> Item {
+        self.headers.push((name.as_bytes().to_vec(), value.to_vec()));
+        self
+    }
+
+    fn raw_header(mut self, name: &[u8], value: &[u8]) -> Item {
+        self.headers.push((name.to_vec(), value.to_vec()));
         self
     }
 
@@ -348,6 +354,13 @@ fn corpus() -> Vec<Item> {
             Delivered { acme: false },
         )
         .header("trace", b"\xff\xfe"),
+        item(
+            "a header name not UTF-8",
+            Jimo,
+            br#"{"event":"a.b","seq":0}"#,
+            Delivered { acme: false },
+        )
+        .raw_header(b"tr\xffce", b"1"),
         // CloudEvents, binary mode.
         item("no ce_ headers", Ce, b"{}", DeadLetter("not_cloudevent")),
         item("batch mode", Ce, b"[]", DeadLetter("not_cloudevent"))
@@ -465,12 +478,22 @@ fn good(topic: Topic, seq: usize) -> Item {
 
 /// Publishes `item` as it is (raw key, value and header bytes); its offset.
 async fn publish(producer: &FutureProducer, topic: &str, item: &Item) -> i64 {
-    let mut headers = OwnedHeaders::new();
+    let headers = OwnedHeaders::new();
     for (name, value) in &item.headers {
-        headers = headers.insert(Header {
-            key: name,
-            value: Some(value.as_slice()),
-        });
+        // SAFETY: the native headers of `headers` (rdkafka's borrowed view
+        // is at their address), alive for the call; librdkafka copies the
+        // name and value. Its Rust API takes only UTF-8 names.
+        #[allow(unsafe_code)]
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_header_add(
+                headers.as_borrowed() as *const BorrowedHeaders as *mut rdkafka::bindings::rd_kafka_headers_t,
+                name.as_ptr().cast(),
+                name.len() as isize,
+                value.as_ptr().cast(),
+                value.len() as isize,
+            )
+        };
+        assert_eq!(err, rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR);
     }
     let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
     if let Some(value) = &item.value {
@@ -713,5 +736,35 @@ event_id = "key"
             .await,
         2.0
     );
+    app.stop().await;
+}
+
+/// rdkafka's header reader panics on a header name that is not UTF-8: the
+/// record would stop its partition, on every replica and at every restart.
+/// It is read (its invalid bytes replaced), delivered, and so is the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_name_that_is_not_utf8_neither_crashes_nor_stops_the_partition() {
+    let env = TestEnv::new("header-name", &["events"], 1).await;
+    let receiver = receiving_all(&env, "all").await;
+    let app = env.spawn("").await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let odd = item(
+        "a header name not UTF-8",
+        Topic::Jimo,
+        br#"{"event":"a.b","seq":1}"#,
+        Delivered { acme: false },
+    )
+    .raw_header(b"tr\xffce", b"1")
+    .header("after", b"2");
+    publish(&producer, env.topic(), &odd).await;
+    publish(&producer, env.topic(), &good(Topic::Jimo, 2)).await;
+    let received = receiver.wait_for(2, Duration::from_secs(30)).await;
+    let seqs: BTreeSet<usize> = received.iter().map(|r| seq_of(&r.body)).collect();
+    assert_eq!(seqs, BTreeSet::from([1, 2]));
+    env.wait_finished().await;
+    assert!(app.is_running());
     app.stop().await;
 }
