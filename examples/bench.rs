@@ -705,7 +705,7 @@ impl Bench {
             let delivery_id = format!("msg_due_{n}");
             let letter = FailureRecord {
                 destination: Destination::Tier { tier: 0, due_at: due },
-                reason: codec::reasons::DELIVERY_FAILED,
+                reason: herald::retry::reason::Reason::DeliveryFailed,
                 detail: "endpoint answered HTTP 500".into(),
                 record: &record,
                 meta: Some(&meta),

@@ -182,10 +182,16 @@ impl Application {
         telemetry.metrics.preregister_retry(
             config.retry.tiers.len(),
             &retry_topics,
-            &crate::retry::codec::reasons::ALL,
+            &crate::retry::reason::Reason::ALL
+                .iter()
+                .filter(|r| r.of_delivery())
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>(),
         );
         telemetry.metrics.preregister_admin(&crate::admin::ACTIONS);
-        let unroutable = crate::routing::envelope::UnroutableReason::ALL.map(|r| r.as_str());
+        let unroutable: Vec<&str> = <crate::routing::envelope::UnroutableReason as strum::IntoEnumIterator>::iter()
+            .map(|r| r.as_str())
+            .collect();
         let statuses = crate::webhook::WebhookStatus::ALL.map(|s| s.as_str());
         telemetry.metrics.preregister_routing(&unroutable, &statuses);
         let shared = Shared::build(&config, telemetry.clone())?;

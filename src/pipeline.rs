@@ -21,8 +21,9 @@ use crate::event::{Event, SourceRecord};
 use crate::history::record::{DeliveryStatus, Step};
 use crate::intake::flow::Completion;
 use crate::intake::Dispatch;
-use crate::retry::codec::{self, reasons, Binding, DeliveryContext, Destination, FailureRecord, RetryState};
+use crate::retry::codec::{self, Binding, DeliveryContext, Destination, FailureRecord, RetryState};
 use crate::retry::policy::{retried_pending, AfterFailure, Kept, Policy};
+use crate::retry::reason::{Class, Reason};
 use crate::retry::sink::{Abandoned, FailureSink};
 use crate::retry::wait::WaitTopics;
 use crate::routing::envelope::Envelopes;
@@ -117,7 +118,7 @@ impl Pipeline {
             Ok(meta) => meta,
             Err(why) => {
                 self.telemetry.event_unroutable(&record, &why);
-                return self.dead_letter(why.reason.as_str(), why.detail, &record).await;
+                return self.dead_letter(why.reason.into(), why.detail, &record).await;
             }
         };
         // The consumers join their group while the index loads; a record
@@ -152,7 +153,7 @@ impl Pipeline {
             Err(e) => {
                 self.telemetry.retry_record_invalid(&record, &e);
                 return self
-                    .dead_letter(reasons::INVALID_RETRY_RECORD, e.to_string(), &record)
+                    .dead_letter(Reason::InvalidRetryRecord, e.to_string(), &record)
                     .await;
             }
         };
@@ -166,7 +167,7 @@ impl Pipeline {
             Ok(meta) => meta,
             Err(why) => {
                 self.telemetry.event_unroutable(&state.original, &why);
-                return self.dead_letter(why.reason.as_str(), why.detail, &state.original).await;
+                return self.dead_letter(why.reason.into(), why.detail, &state.original).await;
             }
         };
         let event = Event {
@@ -177,7 +178,7 @@ impl Pipeline {
         if let Err(e) = self.waits.check_range(&record.topic, state.due_at, now) {
             self.telemetry.retry_record_invalid(&record, &e);
             let kept = Kept {
-                reason: reasons::INVALID_RETRY_RECORD,
+                reason: Reason::InvalidRetryRecord,
                 detail: e.to_string(),
                 status: "invalid",
             };
@@ -258,7 +259,7 @@ impl Pipeline {
         self.failures.send(letter, &self.abort).await
     }
 
-    async fn dead_letter(&self, reason: &str, detail: String, record: &SourceRecord) -> Result<(), Abandoned> {
+    async fn dead_letter(&self, reason: Reason, detail: String, record: &SourceRecord) -> Result<(), Abandoned> {
         let letter = FailureRecord {
             destination: Destination::DeadLetter,
             reason,
@@ -294,9 +295,9 @@ impl Pipeline {
         };
         if let Err(kept) = Policy::accepts(&target) {
             if let Some(history) = &self.history {
-                let status = match reasons::KEPT.contains(&kept.reason) {
-                    true => DeliveryStatus::Kept,
-                    false => DeliveryStatus::DeadLettered,
+                let status = match kept.reason.class() {
+                    Class::Kept => DeliveryStatus::Kept,
+                    _ => DeliveryStatus::DeadLettered,
                 };
                 history.record_kept(event, &target, &delivery_id, Step::dead_letter(status, kept.reason));
             }
@@ -337,7 +338,7 @@ impl Pipeline {
         let (destination, reason, step) = match decision {
             AfterFailure::Retry { tier, due_at } => (
                 Destination::Tier { tier, due_at },
-                reasons::DELIVERY_FAILED,
+                Reason::DeliveryFailed,
                 Step::retry(tier, due_at),
             ),
             AfterFailure::DeadLetter { reason, disable } => {

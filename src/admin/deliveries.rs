@@ -20,8 +20,9 @@ use crate::event::{Event, EventMeta, SourceRecord};
 use crate::history::record::{AttemptRecord, Outcome};
 use crate::history::store::{Scope, Stats};
 use crate::history::HistoryStore;
-use crate::retry::codec::{reasons, Binding};
+use crate::retry::codec::Binding;
 use crate::retry::pending::{self, PendingRun};
+use crate::retry::reason::Reason;
 use crate::retry::redrive::{deliver_again, Again};
 use crate::retry::replay::{ReplayFilter, ReplayOptions};
 use crate::webhook::{pattern_matches, WebhookStatus};
@@ -256,8 +257,9 @@ pub struct ReplayRequest {
     pub until: Option<OffsetDateTime>,
     /// Dead-letter reasons to replay; default the failed ones:
     /// `retries_exhausted`, `delivery_failed`, `endpoint_gone`, `final_status`.
-    #[serde(default)]
-    pub reasons: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "delivery_reasons")]
+    #[schema(schema_with = delivery_reasons_schema)]
+    pub reasons: Option<Vec<Reason>>,
     /// Re-drive dead letters an earlier replay re-drove too (each is
     /// otherwise re-driven once).
     #[serde(default)]
@@ -266,6 +268,47 @@ pub struct ReplayRequest {
     /// and re-deliver nothing.
     #[serde(default)]
     pub dry_run: bool,
+}
+
+/// Reads `reasons`: dead-letter reasons of deliveries, the error naming
+/// the first that is not one (at `reasons`, not at its index).
+fn delivery_reasons<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<Vec<Reason>>, D::Error> {
+    let Some(given) = Option::<Vec<String>>::deserialize(de)? else {
+        return Ok(None);
+    };
+    given
+        .iter()
+        .map(|r| match r.parse::<Reason>() {
+            Ok(reason) if reason.of_delivery() => Ok(reason),
+            _ => Err(serde::de::Error::custom(format!(
+                "`{r}` is not a dead-letter reason of deliveries"
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// `reasons` in the OpenAPI document: the dead-letter reasons of deliveries, enumerated.
+fn delivery_reasons_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+    let values = Reason::ALL.iter().filter(|r| r.of_delivery()).map(|r| r.as_str());
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(ObjectBuilder::new().schema_type(Type::String).enum_values(Some(values)))
+        .description(Some(format!(
+            "Dead-letter reasons to replay; default the failed ones ({}):\n{}",
+            Reason::failed()
+                .map(|r| format!("`{r}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            Reason::ALL
+                .iter()
+                .filter(|r| r.of_delivery())
+                .map(|r| format!("- `{r}`: {}", r.description()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )))
+        .build()
 }
 
 /// Re-delivers a webhook's failed deliveries (kept in the dead-letter topic)
@@ -294,15 +337,7 @@ pub async fn replay(
             return Err(Problem::invalid("until", "must be later than `since`"));
         }
     }
-    let reasons = body
-        .reasons
-        .unwrap_or_else(|| reasons::FAILED.iter().map(|r| r.to_string()).collect());
-    if let Some(unknown) = reasons.iter().find(|r| !reasons::ALL.contains(&r.as_str())) {
-        return Err(Problem::invalid(
-            "reasons",
-            format!("`{unknown}` is not a dead-letter reason of deliveries"),
-        ));
-    }
+    let reasons = body.reasons.unwrap_or_else(|| Reason::failed().collect());
     let filter = ReplayFilter {
         webhook: Some(id.clone()),
         tenant: webhook.tenant.clone(),

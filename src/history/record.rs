@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use crate::delivery::target::Target;
 use crate::delivery::{text_prefix as truncated, Attempt, ATTEMPT_HEADER, USER_AGENT};
 use crate::event::{Event, EventMeta};
+use crate::retry::reason::Reason;
 
 /// How an attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -281,7 +282,7 @@ pub enum DeliveryStatus {
 pub struct Step {
     pub status: DeliveryStatus,
     /// The dead-letter reason, for `dead_lettered` and `kept`.
-    pub reason: Option<&'static str>,
+    pub reason: Option<Reason>,
     /// When it is due again, for `pending_retry`.
     pub next_attempt_at: Option<OffsetDateTime>,
     /// The retry tier it waits in (1 = the first), for `pending_retry`.
@@ -310,7 +311,7 @@ impl Step {
     }
 
     /// In the dead-letter topic (`status` dead-lettered or kept) for `reason`.
-    pub fn dead_letter(status: DeliveryStatus, reason: &'static str) -> Step {
+    pub fn dead_letter(status: DeliveryStatus, reason: Reason) -> Step {
         Step {
             status,
             reason: Some(reason),

@@ -15,6 +15,7 @@ use crate::delivery::Attempt;
 use crate::event::Event;
 use crate::history::record::{AttemptBrief, AttemptRecord, DeliveryStatus, Outcome, PendingAttempt, Step};
 use crate::history::store::{Counts, HistoryStore, Scope, StepRow};
+use crate::retry::reason::Reason;
 use crate::telemetry::Telemetry;
 
 /// Most records written in one Redis pipeline.
@@ -88,7 +89,7 @@ impl PendingStep {
             event_type: event.meta.event_type.clone(),
             event_id: event.meta.event_id.clone(),
             status: step.status,
-            reason: step.reason,
+            reason: step.reason.map(Reason::as_str),
             next_attempt_at: step.next_attempt_at,
             tier: step.tier,
             first_at: at,

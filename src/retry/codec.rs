@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 
 use crate::delivery::Attempt;
 use crate::event::{EventMeta, SourceRecord};
+use crate::retry::reason::Reason;
 use crate::webhook::Webhook;
 
 /// Header names Herald adds; the original record's own `herald.*` headers
@@ -24,7 +25,7 @@ use crate::webhook::Webhook;
 pub mod headers {
     /// Every header Herald adds begins with this.
     pub const PREFIX: &str = "herald.";
-    /// Why the record was written: a reason from [`super::reasons`], or an unroutable one.
+    /// Why the record was written: a [`Reason`]'s wire string.
     pub const REASON: &str = "herald.reason";
     /// A sentence for people: the parse error, the HTTP status...
     pub const DETAIL: &str = "herald.detail";
@@ -89,50 +90,6 @@ pub mod headers {
     pub const SOURCE_KEY_SHA256: &str = "herald.source.key_sha256";
 }
 
-/// Why a record is dead-lettered, besides the unroutable reasons.
-pub mod reasons {
-    /// The delivery failed and no retry tiers are configured.
-    pub const DELIVERY_FAILED: &str = "delivery_failed";
-    /// The webhook is paused; the delivery is kept for a replay.
-    pub const WEBHOOK_PAUSED: &str = "webhook_paused";
-    /// The webhook is disabled; the delivery is kept for a replay.
-    pub const WEBHOOK_DISABLED: &str = "webhook_disabled";
-    /// The webhook was deleted while its retry waited (or its id now names another webhook).
-    pub const WEBHOOK_DELETED: &str = "webhook_deleted";
-    /// The webhook no longer subscribes to the event's type.
-    pub const WEBHOOK_UNSUBSCRIBED: &str = "webhook_unsubscribed";
-    /// The delivery failed in the last retry tier too.
-    pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
-    /// The endpoint answered 410 Gone: not retried, and the webhook is disabled.
-    pub const ENDPOINT_GONE: &str = "endpoint_gone";
-    /// The endpoint answered a status its `final_statuses` end a delivery with.
-    pub const FINAL_STATUS: &str = "final_status";
-    /// A record in a wait topic lacks Herald's headers, or is due further ahead than its topic allows.
-    pub const INVALID_RETRY_RECORD: &str = "invalid_retry_record";
-    /// A stub: the record was too large for the broker even without its diagnostics.
-    pub const RECORD_TOO_LARGE: &str = "record_too_large";
-
-    /// Every reason above.
-    pub const ALL: [&str; 10] = [
-        DELIVERY_FAILED,
-        WEBHOOK_PAUSED,
-        WEBHOOK_DISABLED,
-        WEBHOOK_DELETED,
-        WEBHOOK_UNSUBSCRIBED,
-        RETRIES_EXHAUSTED,
-        ENDPOINT_GONE,
-        FINAL_STATUS,
-        INVALID_RETRY_RECORD,
-        RECORD_TOO_LARGE,
-    ];
-    /// The reasons of deliveries that were attempted and failed.
-    pub const FAILED: [&str; 4] = [RETRIES_EXHAUSTED, DELIVERY_FAILED, ENDPOINT_GONE, FINAL_STATUS];
-    /// The reasons of deliveries kept, not attempted, while a webhook was not active.
-    pub const KEPT: [&str; 2] = [WEBHOOK_PAUSED, WEBHOOK_DISABLED];
-    /// Not a dead-letter reason: a redrive record written by a manual retry.
-    pub const MANUAL_RETRY: &str = "manual_retry";
-}
-
 use headers as h;
 
 /// The webhook a delivery is for: its id, and the tenant and incarnation
@@ -185,7 +142,7 @@ pub enum Destination {
 /// One failure record to write.
 pub struct FailureRecord<'a> {
     pub destination: Destination,
-    pub reason: &'a str,
+    pub reason: Reason,
     pub detail: String,
     /// The original record (for a retry: as first consumed from its source).
     pub record: &'a SourceRecord,
@@ -298,7 +255,7 @@ pub fn encode(letter: &FailureRecord<'_>, now: SystemTime, size: Size) -> OwnedH
             out.raw(&header.name, header.value.as_deref());
         }
     }
-    out.add(h::REASON, letter.reason);
+    out.add(h::REASON, letter.reason.as_str());
     out.add(
         h::DETAIL,
         if lean {
@@ -381,7 +338,7 @@ pub fn encode(letter: &FailureRecord<'_>, now: SystemTime, size: Size) -> OwnedH
 pub fn stub(letter: &FailureRecord<'_>, now: SystemTime, refused: &str) -> OwnedHeaders {
     let record = letter.record;
     let mut out = Out::new(16);
-    out.add(h::REASON, reasons::RECORD_TOO_LARGE);
+    out.add(h::REASON, Reason::RecordTooLarge.as_str());
     out.add(
         h::DETAIL,
         &format!(
@@ -439,7 +396,7 @@ pub fn requeue(record: &SourceRecord, now: SystemTime) -> OwnedHeaders {
 /// that topic retains it, and the stub says so, with the delivery it is.
 pub fn unmoved_stub(record: &SourceRecord, now: SystemTime, refused: &str) -> OwnedHeaders {
     let mut out = Out::new(12);
-    out.add(h::REASON, reasons::RECORD_TOO_LARGE);
+    out.add(h::REASON, Reason::RecordTooLarge.as_str());
     out.add(
         h::DETAIL,
         &format!(
@@ -770,7 +727,7 @@ mod tests {
         let due = now + Duration::from_secs(3600);
         let letter = FailureRecord {
             destination: Destination::Tier { tier: 1, due_at: due },
-            reason: reasons::DELIVERY_FAILED,
+            reason: Reason::DeliveryFailed,
             detail: "endpoint answered HTTP 503".into(),
             record: &record,
             meta: Some(&meta),
@@ -826,7 +783,7 @@ mod tests {
                 tier: 0,
                 due_at: SystemTime::now(),
             },
-            reason: reasons::DELIVERY_FAILED,
+            reason: Reason::DeliveryFailed,
             detail: "x".repeat(10_000),
             record: &record,
             meta: Some(&meta),
@@ -852,7 +809,7 @@ mod tests {
         let due = from_millis(1_700_000_500_000);
         let letter = FailureRecord {
             destination: Destination::Tier { tier: 0, due_at: due },
-            reason: reasons::DELIVERY_FAILED,
+            reason: Reason::DeliveryFailed,
             detail: String::new(),
             record: &record,
             meta: Some(&meta()),
@@ -886,7 +843,7 @@ mod tests {
         let attempt = attempt();
         let letter = FailureRecord {
             destination: Destination::DeadLetter,
-            reason: reasons::RETRIES_EXHAUSTED,
+            reason: Reason::RetriesExhausted,
             detail: "endpoint answered HTTP 503".into(),
             record: &record,
             meta: Some(&meta),
@@ -917,7 +874,7 @@ mod tests {
         assert_eq!(state.due_at, now);
         assert_eq!(state.attempt, 6);
         assert_eq!(state.delivery_id, "msg_1");
-        assert_eq!(state.replayed_from.as_deref(), Some(reasons::RETRIES_EXHAUSTED));
+        assert_eq!(state.replayed_from.as_deref(), Some(Reason::RetriesExhausted.as_str()));
         assert!(redriven.header(h::REASON).is_none());
         assert!(redriven.header(h::DEAD_LETTERED_AT).is_none());
     }
@@ -931,7 +888,7 @@ mod tests {
                 tier: 0,
                 due_at: SystemTime::now(),
             },
-            reason: reasons::DELIVERY_FAILED,
+            reason: Reason::DeliveryFailed,
             detail: "endpoint answered HTTP 500".into(),
             record: &record,
             meta: Some(&meta),
@@ -940,7 +897,7 @@ mod tests {
         let stub = stub(&letter, SystemTime::now(), "Broker: Message size too large");
         let p = pairs(&stub);
         let get = |k: &str| p.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
-        assert_eq!(get(h::REASON), Some(reasons::RECORD_TOO_LARGE));
+        assert_eq!(get(h::REASON), Some(Reason::RecordTooLarge.as_str()));
         assert_eq!(get(h::SOURCE_OFFSET), Some("41"));
         assert!(get(h::DETAIL).unwrap().contains("events/2/41"));
         assert!(get("trace").is_none(), "original headers are not copied");
@@ -962,7 +919,7 @@ mod tests {
         let meta = meta();
         let letter = FailureRecord {
             destination: Destination::DeadLetter,
-            reason: reasons::DELIVERY_FAILED,
+            reason: Reason::DeliveryFailed,
             detail: "d".repeat(1_000_000),
             record: &record,
             meta: Some(&meta),
@@ -1016,7 +973,7 @@ mod tests {
                 tier: 1,
                 due_at: from_millis(1_700_000_101_000),
             },
-            reason: reasons::DELIVERY_FAILED,
+            reason: Reason::DeliveryFailed,
             detail: "endpoint answered HTTP 503".into(),
             record: &record,
             meta: Some(&meta),
@@ -1051,7 +1008,7 @@ mod tests {
             meta.event_time = time.map(str::to_owned);
             let letter = FailureRecord {
                 destination: Destination::DeadLetter,
-                reason: reasons::RETRIES_EXHAUSTED,
+                reason: Reason::RetriesExhausted,
                 detail: "endpoint answered HTTP 503".into(),
                 record: &record,
                 meta: Some(&meta),

@@ -1,10 +1,11 @@
 //! Everything after a failed attempt: when it is tried again, where it waits
 //! meanwhile, and where it ends when it is not.
 //!
-//! [`policy`] decides (final statuses, 410, the tiers, Retry-After, a webhook
-//! that changed); [`schedule`] computes due times; [`wait`] knows the topics
-//! retries wait in and when a waiting record may be delivered; [`codec`] is
-//! the record format; [`sink`] writes records and waits for the broker's
+//! [`reason`] says why a record was written; [`policy`] decides (final
+//! statuses, 410, the tiers, Retry-After, a webhook that changed);
+//! [`schedule`] computes due times; [`wait`] knows the topics retries wait in
+//! and when a waiting record may be delivered; [`codec`] is the record
+//! format; [`sink`] writes records and waits for the broker's
 //! acknowledgement; [`redrive`] delivers something again now (manual retry)
 //! and [`replay`] re-drives dead letters; [`pending`] delivers now what a
 //! webhook's failures wait for in the tiers.
@@ -12,6 +13,7 @@
 pub mod codec;
 pub mod pending;
 pub mod policy;
+pub mod reason;
 pub mod redrive;
 pub mod replay;
 pub mod schedule;

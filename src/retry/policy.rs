@@ -13,14 +13,15 @@ use time::OffsetDateTime;
 use crate::delivery::target::Target;
 use crate::delivery::Failure;
 use crate::event::EventMeta;
-use crate::retry::codec::{reasons, Binding};
+use crate::retry::codec::Binding;
+use crate::retry::reason::Reason;
 use crate::retry::schedule::{parse_retry_after, Schedule};
 use crate::webhook::{pattern_matches, WebhookStatus};
 
 /// A delivery that is kept (dead-lettered) without an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kept {
-    pub reason: &'static str,
+    pub reason: Reason,
     pub detail: String,
     /// The `herald_deliveries_not_attempted_total` label.
     pub status: &'static str,
@@ -52,7 +53,7 @@ pub enum AfterFailure {
     /// To retry tier `tier`, due at `due_at`.
     Retry { tier: usize, due_at: SystemTime },
     /// To the dead-letter topic; `disable` when the endpoint is gone.
-    DeadLetter { reason: &'static str, disable: bool },
+    DeadLetter { reason: Reason, disable: bool },
 }
 
 /// The retry policy: the schedule and which statuses are final.
@@ -71,7 +72,7 @@ impl Policy {
     /// the old one's deliveries.
     pub fn same_webhook(found: Option<&Target>, bound: &Binding<'_>, meta: &EventMeta) -> Result<(), Kept> {
         let deleted = |detail: String| Kept {
-            reason: reasons::WEBHOOK_DELETED,
+            reason: Reason::WebhookDeleted,
             detail,
             status: "deleted",
         };
@@ -100,7 +101,7 @@ impl Policy {
         }
         if !webhook.events.iter().any(|p| pattern_matches(p, &meta.event_type)) {
             return Err(Kept {
-                reason: reasons::WEBHOOK_UNSUBSCRIBED,
+                reason: Reason::WebhookUnsubscribed,
                 detail: format!(
                     "the webhook no longer subscribes to `{}`; delivery kept for replay",
                     meta.event_type
@@ -117,8 +118,8 @@ impl Policy {
         let status = target.webhook.status;
         let reason = match status {
             WebhookStatus::Active => return Ok(()),
-            WebhookStatus::Paused => reasons::WEBHOOK_PAUSED,
-            WebhookStatus::Disabled => reasons::WEBHOOK_DISABLED,
+            WebhookStatus::Paused => Reason::WebhookPaused,
+            WebhookStatus::Disabled => Reason::WebhookDisabled,
         };
         Err(Kept {
             reason,
@@ -142,14 +143,14 @@ impl Policy {
         // 410 Gone: the endpoint said it will never accept this again.
         if status == Some(410) {
             return AfterFailure::DeadLetter {
-                reason: reasons::ENDPOINT_GONE,
+                reason: Reason::EndpointGone,
                 disable: true,
             };
         }
         let finals = webhook_final.unwrap_or(&self.final_statuses);
         if status.is_some_and(|s| finals.contains(&s)) {
             return AfterFailure::DeadLetter {
-                reason: reasons::FINAL_STATUS,
+                reason: Reason::FinalStatus,
                 disable: false,
             };
         }
@@ -162,11 +163,11 @@ impl Policy {
                 }
             }
             None if self.schedule.tiers.is_empty() => AfterFailure::DeadLetter {
-                reason: reasons::DELIVERY_FAILED,
+                reason: Reason::DeliveryFailed,
                 disable: false,
             },
             None => AfterFailure::DeadLetter {
-                reason: reasons::RETRIES_EXHAUSTED,
+                reason: Reason::RetriesExhausted,
                 disable: false,
             },
         }
@@ -248,7 +249,7 @@ mod tests {
         assert_eq!(
             p.after_failure(&fail, None, Some(1), now, &mut rng()),
             AfterFailure::DeadLetter {
-                reason: reasons::RETRIES_EXHAUSTED,
+                reason: Reason::RetriesExhausted,
                 disable: false
             }
         );
@@ -256,7 +257,7 @@ mod tests {
         assert_eq!(
             none.after_failure(&Failure::Timeout, None, None, now, &mut rng()),
             AfterFailure::DeadLetter {
-                reason: reasons::DELIVERY_FAILED,
+                reason: Reason::DeliveryFailed,
                 disable: false
             }
         );
@@ -290,7 +291,7 @@ mod tests {
         assert_eq!(
             p.after_failure(&status(410, None), None, None, at(0), &mut rng()),
             AfterFailure::DeadLetter {
-                reason: reasons::ENDPOINT_GONE,
+                reason: Reason::EndpointGone,
                 disable: true
             }
         );
@@ -298,7 +299,7 @@ mod tests {
         assert_eq!(
             p.after_failure(&status(422, None), None, None, at(0), &mut rng()),
             AfterFailure::DeadLetter {
-                reason: reasons::FINAL_STATUS,
+                reason: Reason::FinalStatus,
                 disable: false
             }
         );
@@ -314,14 +315,14 @@ mod tests {
         assert_eq!(
             p.after_failure(&status(500, None), Some(&[500]), None, at(0), &mut rng()),
             AfterFailure::DeadLetter {
-                reason: reasons::FINAL_STATUS,
+                reason: Reason::FinalStatus,
                 disable: false
             }
         );
         assert_eq!(
             p.after_failure(&status(410, None), Some(&[]), None, at(0), &mut rng()),
             AfterFailure::DeadLetter {
-                reason: reasons::ENDPOINT_GONE,
+                reason: Reason::EndpointGone,
                 disable: true
             },
             "410 is always final"
@@ -389,14 +390,14 @@ mod tests {
         );
         assert_eq!(
             Policy::same_webhook(None, &bound, &event).unwrap_err().reason,
-            reasons::WEBHOOK_DELETED
+            Reason::WebhookDeleted
         );
         // Deleted, and the id re-used by another tenant.
         let mut globex = Webhook::new("orders", "Other", "https://example.org/", &["*"]);
         globex.tenant = Some("globex".into());
         globex.created_at = acme.created_at + Duration::from_secs(60);
         let kept = Policy::same_webhook(Some(&target(globex.clone())), &bound, &event).unwrap_err();
-        assert_eq!(kept.reason, reasons::WEBHOOK_DELETED);
+        assert_eq!(kept.reason, Reason::WebhookDeleted);
         assert!(kept.detail.contains("created later"), "{}", kept.detail);
         // Even with the same created_at, another tenant is another webhook.
         globex.created_at = acme.created_at;
@@ -404,7 +405,7 @@ mod tests {
             Policy::same_webhook(Some(&target(globex.clone())), &bound, &event)
                 .unwrap_err()
                 .reason,
-            reasons::WEBHOOK_DELETED
+            Reason::WebhookDeleted
         );
         // A record written before bindings were recorded: the event's tenant decides.
         let unbound = Binding {
@@ -418,7 +419,7 @@ mod tests {
         let mut narrowed = acme.clone();
         narrowed.events = vec!["invoice.*".into()];
         let kept = Policy::same_webhook(Some(&target(narrowed)), &bound, &event).unwrap_err();
-        assert_eq!(kept.reason, reasons::WEBHOOK_UNSUBSCRIBED);
+        assert_eq!(kept.reason, Reason::WebhookUnsubscribed);
     }
 
     #[test]
@@ -428,12 +429,12 @@ mod tests {
         webhook.status = WebhookStatus::Paused;
         assert_eq!(
             Policy::accepts(&target(webhook.clone())).unwrap_err().reason,
-            reasons::WEBHOOK_PAUSED
+            Reason::WebhookPaused
         );
         webhook.status = WebhookStatus::Disabled;
         assert_eq!(
             Policy::accepts(&target(webhook)).unwrap_err().reason,
-            reasons::WEBHOOK_DISABLED
+            Reason::WebhookDisabled
         );
     }
 }

@@ -9,7 +9,8 @@
 use tokio_util::sync::CancellationToken;
 
 use crate::event::{EventMeta, SourceRecord};
-use crate::retry::codec::{reasons, Binding, DeliveryContext, Destination, FailureRecord};
+use crate::retry::codec::{Binding, DeliveryContext, Destination, FailureRecord};
+use crate::retry::reason::Reason;
 use crate::retry::sink::{Abandoned, FailureSink};
 
 /// One delivery to make again.
@@ -29,7 +30,7 @@ pub struct Again<'a> {
 pub async fn deliver_again(sink: &FailureSink, again: Again<'_>, abort: &CancellationToken) -> Result<(), Abandoned> {
     let letter = FailureRecord {
         destination: Destination::Redrive,
-        reason: reasons::MANUAL_RETRY,
+        reason: Reason::ManualRetry,
         detail: format!("delivered again at the request of `{}`", again.by),
         record: again.record,
         meta: Some(again.meta),

@@ -25,6 +25,7 @@ use time::OffsetDateTime;
 
 use crate::config::Config;
 use crate::retry::codec::{self, headers as h};
+use crate::retry::reason::{Class, Reason};
 use crate::webhook::pattern_matches;
 
 /// Which dead letters to replay; every set field must match. It is also
@@ -46,8 +47,8 @@ pub struct ReplayFilter {
     pub event_type: Option<String>,
     /// Dead-letter reason, e.g. webhook_paused, retries_exhausted,
     /// endpoint_gone (repeatable: any of them; any reason when absent).
-    #[arg(long = "reason")]
-    pub reasons: Vec<String>,
+    #[arg(long = "reason", value_parser = parse_reason)]
+    pub reasons: Vec<Reason>,
     /// Dead-lettered at or after this RFC 3339 time.
     #[arg(long, value_parser = parse_time)]
     pub since: Option<OffsetDateTime>,
@@ -59,6 +60,22 @@ pub struct ReplayFilter {
 /// An RFC 3339 time given on the command line.
 fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
     OffsetDateTime::parse(s, &Rfc3339).map_err(|e| format!("`{s}` is not an RFC 3339 time: {e}"))
+}
+
+/// A reason given on the command line: one Herald writes on dead letters.
+fn parse_reason(s: &str) -> Result<Reason, String> {
+    match s.parse::<Reason>() {
+        Ok(reason) if reason.class() != Class::Redrive => Ok(reason),
+        _ => Err(format!(
+            "`{s}` is not a dead-letter reason; one of: {}",
+            Reason::ALL
+                .iter()
+                .filter(|r| r.class() != Class::Redrive)
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
 }
 
 impl ReplayFilter {
@@ -89,7 +106,10 @@ impl ReplayFilter {
         eq(&self.webhook, h::WEBHOOK_ID)
             && tenant_ok
             && incarnation_ok
-            && (self.reasons.is_empty() || headers.get(h::REASON).is_some_and(|r| self.reasons.contains(r)))
+            && (self.reasons.is_empty()
+                || headers
+                    .get(h::REASON)
+                    .is_some_and(|r| self.reasons.iter().any(|want| want.as_str() == r)))
             && event_type_ok
             && time_ok
     }
@@ -468,6 +488,20 @@ mod tests {
     }
 
     #[test]
+    fn a_reason_flag_is_a_dead_letter_reason() {
+        assert_eq!(parse_reason("webhook_paused"), Ok(Reason::WebhookPaused));
+        assert_eq!(parse_reason("invalid_json"), Ok(Reason::InvalidJson));
+        for refused in ["bogus", "manual_retry"] {
+            let err = parse_reason(refused).unwrap_err();
+            assert!(
+                err.starts_with(&format!("`{refused}` is not a dead-letter reason")),
+                "{err}"
+            );
+            assert!(err.contains("retries_exhausted"), "{err}");
+        }
+    }
+
+    #[test]
     fn filters_combine() {
         let letter = headers(&[
             (h::WEBHOOK_ID, "wh_1"),
@@ -483,11 +517,20 @@ mod tests {
             tenant: Some("acme".into()),
             webhook_created_at: None,
             event_type: Some("tour.*".into()),
-            reasons: vec!["webhook_paused".into()],
+            reasons: vec![Reason::WebhookPaused],
             since: Some(t("2025-03-01T00:00:00Z")),
             until: Some(t("2025-03-02T00:00:00Z")),
         };
         assert!(f.matches(&letter));
+        // A reason written by a newer version: matched by no reason filter, by the others.
+        let mut newer = letter.clone();
+        newer.insert(h::REASON.into(), "written_by_a_newer_version".into());
+        assert!(!f.matches(&newer));
+        assert!(ReplayFilter {
+            reasons: vec![],
+            ..f.clone()
+        }
+        .matches(&newer));
         // The webhook's own tenant and incarnation, where the record says.
         let mut bound = letter.clone();
         bound.insert(h::WEBHOOK_TENANT.into(), "globex".into());
@@ -522,7 +565,7 @@ mod tests {
                 ..f.clone()
             },
             ReplayFilter {
-                reasons: vec!["retries_exhausted".into()],
+                reasons: vec![Reason::RetriesExhausted],
                 ..f.clone()
             },
             ReplayFilter {

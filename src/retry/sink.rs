@@ -40,9 +40,10 @@ use crate::config::DeadLetterConfig;
 use crate::event::SourceRecord;
 use crate::kafka::{classify_produce_error, ProduceError, SharedProducer};
 use crate::retry::codec::{self, millis, Destination, FailureRecord, Size};
+use crate::retry::reason::Reason;
 use crate::telemetry::Telemetry;
 
-pub use crate::retry::codec::{headers, reasons, Binding, DeliveryContext};
+pub use crate::retry::codec::{headers, Binding, DeliveryContext};
 
 /// Shutdown passed its deadline before the broker acknowledged the record;
 /// the source offset stays uncommitted and the event is consumed again.
@@ -139,12 +140,14 @@ impl FailureSink {
                     match (&wire, letter.destination) {
                         (Wire::Stub(_), _) => self
                             .telemetry
-                            .dead_lettered(codec::reasons::RECORD_TOO_LARGE, started.elapsed()),
+                            .dead_lettered(Reason::RecordTooLarge.as_str(), started.elapsed()),
                         (_, Destination::Tier { tier, due_at }) => {
                             self.telemetry.retry_scheduled(tier, due_at, started.elapsed())
                         }
                         (_, Destination::Redrive) => self.telemetry.redrive_written(started.elapsed()),
-                        (_, Destination::DeadLetter) => self.telemetry.dead_lettered(letter.reason, started.elapsed()),
+                        (_, Destination::DeadLetter) => {
+                            self.telemetry.dead_lettered(letter.reason.as_str(), started.elapsed())
+                        }
                     }
                     return Ok(());
                 }
@@ -187,7 +190,10 @@ impl FailureSink {
                     letter.detail = format!("{} (not retried: `{topic}` refused the record: {error})", letter.detail);
                     letter.destination = Destination::DeadLetter;
                 }
-                (kind, _) => self.pause(&mut backoff, letter.reason, &error, kind, abort).await?,
+                (kind, _) => {
+                    self.pause(&mut backoff, letter.reason.as_str(), &error, kind, abort)
+                        .await?
+                }
             }
         }
     }

@@ -85,7 +85,7 @@ pub enum RulesError {
 
 /// Why a record could not be recognised as an event. Each variant is a
 /// dead-letter reason and a metric label, so the set is closed and small.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::EnumIter)]
 pub enum UnroutableReason {
     /// The rules read JSON and the value is not valid JSON.
     InvalidJson,
@@ -105,7 +105,8 @@ pub enum UnroutableReason {
 }
 
 impl UnroutableReason {
-    /// Stable label used in metrics and the `herald.reason` header.
+    /// Stable label used in metrics and the `herald.reason` header (the
+    /// same as its `retry::reason::Reason`'s, which a test there checks).
     pub fn as_str(self) -> &'static str {
         match self {
             UnroutableReason::InvalidJson => "invalid_json",
@@ -116,16 +117,6 @@ impl UnroutableReason {
             UnroutableReason::InvalidField => "invalid_field",
         }
     }
-
-    /// Every reason, for pre-registering metric series.
-    pub const ALL: [UnroutableReason; 6] = [
-        UnroutableReason::InvalidJson,
-        UnroutableReason::AmbiguousJson,
-        UnroutableReason::MissingEventType,
-        UnroutableReason::NotUtf8,
-        UnroutableReason::NotCloudEvent,
-        UnroutableReason::InvalidField,
-    ];
 }
 
 /// A record that is not a usable event, with a human-readable detail.
@@ -627,7 +618,7 @@ mod tests {
             .unwrap();
         assert_eq!(meta.event_id.as_deref(), Some("42"));
         assert_eq!(meta.event_time.as_deref(), Some("true"));
-        assert!(UnroutableReason::ALL.contains(&UnroutableReason::InvalidField));
+        assert!(<UnroutableReason as strum::IntoEnumIterator>::iter().any(|r| r == UnroutableReason::InvalidField));
     }
 
     #[test]
@@ -663,7 +654,7 @@ mod tests {
             UnroutableReason::AmbiguousJson
         );
         assert_eq!(UnroutableReason::AmbiguousJson.as_str(), "ambiguous_json");
-        assert!(UnroutableReason::ALL.contains(&UnroutableReason::AmbiguousJson));
+        assert!(<UnroutableReason as strum::IntoEnumIterator>::iter().any(|r| r == UnroutableReason::AmbiguousJson));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use herald::retry::reason::Reason;
 use herald::retry::sink::headers as h;
 
 use crate::helpers::*;
@@ -367,7 +368,7 @@ async fn a_paused_webhooks_deliveries_are_kept_and_replayed_on_resume_with_their
     store.put(&w).await.unwrap();
     let filter = ReplayFilter {
         webhook: Some("paused".into()),
-        reasons: vec!["webhook_paused".into()],
+        reasons: vec![Reason::WebhookPaused],
         ..Default::default()
     };
     let config = env.config("");
@@ -419,7 +420,7 @@ async fn exhausted_deliveries_replay_once_the_endpoint_heals() {
     assert_eq!(letters[0].header(h::REASON), "retries_exhausted");
 
     let filter = ReplayFilter {
-        reasons: vec!["retries_exhausted".into()],
+        reasons: vec![Reason::RetriesExhausted],
         ..Default::default()
     };
     let done = replay(

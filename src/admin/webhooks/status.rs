@@ -13,7 +13,7 @@ use crate::admin::extract::{ApiPath, OptionalJson};
 use crate::admin::jobs::{Pool, ReplayJob, Work};
 use crate::admin::problem::Problem;
 use crate::admin::AdminState;
-use crate::retry::codec::reasons;
+use crate::retry::reason::Reason;
 use crate::retry::replay::{ReplayFilter, ReplayOptions};
 use crate::webhook::{StatusBy, WebhookStatus};
 
@@ -196,7 +196,7 @@ pub async fn resume(
                 webhook: Some(id.clone()),
                 tenant: webhook.tenant.clone(),
                 webhook_created_at: Some(webhook.created_at),
-                reasons: reasons::KEPT.iter().map(|r| r.to_string()).collect(),
+                reasons: Reason::kept().collect(),
                 since: replay_window.0,
                 until: replay_window.1,
                 ..Default::default()
