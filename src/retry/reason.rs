@@ -4,7 +4,8 @@
 //! Every reason is a variant of [`Reason`], with its wire string (the header
 //! value, which must never change: dead letters already in topics are read
 //! back by replays), its [`Class`], whether a replay re-drives it and a
-//! sentence for people. `docs/dead-letter.md` lists them.
+//! sentence for people. `docs/dead-letter.md` lists them in a table that a
+//! test compares with [`Reason::ALL`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -255,6 +256,61 @@ mod tests {
         for why in UnroutableReason::iter() {
             assert_eq!(Reason::from(why).class(), Class::Unroutable);
             assert_eq!(Reason::from(why).as_str(), why.as_str());
+        }
+    }
+
+    /// The reasons `docs/dead-letter.md` lists in its table of the
+    /// dead-letter topic (the first column's names).
+    fn documented() -> Vec<String> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/dead-letter.md");
+        let doc = std::fs::read_to_string(path).expect("docs/dead-letter.md is readable");
+        let section = doc
+            .split("\n## The dead-letter topic\n")
+            .nth(1)
+            .expect("docs/dead-letter.md has a section `The dead-letter topic`");
+        let table = section
+            .lines()
+            .skip_while(|l| !l.starts_with("| `herald.reason`"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'));
+        table
+            .flat_map(|row| {
+                let first = row.split('|').nth(1).unwrap_or_default();
+                first
+                    .split(',')
+                    .map(|name| name.trim().trim_matches('`').to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Adding a reason without documenting it fails here.
+    #[test]
+    fn the_dead_letter_doc_lists_every_reason() {
+        let documented = documented();
+        let dead_letter: Vec<&str> = Reason::ALL
+            .iter()
+            .filter(|r| r.class() != Class::Redrive)
+            .map(|r| r.as_str())
+            .collect();
+        for reason in &dead_letter {
+            assert!(
+                documented.iter().any(|d| d == reason),
+                "`{reason}` is missing from docs/dead-letter.md's table of reasons"
+            );
+        }
+        for name in &documented {
+            assert!(
+                dead_letter.contains(&name.as_str()),
+                "docs/dead-letter.md lists `{name}`, which is not a dead-letter reason"
+            );
+        }
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/dead-letter.md")).unwrap();
+        for reason in Reason::ALL.iter().filter(|r| r.class() == Class::Redrive) {
+            assert!(
+                doc.contains(&format!("`{reason}`")),
+                "`{reason}` is missing from docs/dead-letter.md"
+            );
         }
     }
 }
