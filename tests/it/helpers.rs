@@ -451,16 +451,30 @@ impl RunningApp {
         serde_json::from_str(&body).unwrap()
     }
 
+    /// Waits until /readyz answers 200: generously, since a consumer's first
+    /// join on a cluster just formed waits for the group coordinator to
+    /// load; a timeout names what /readyz said last.
     pub async fn wait_ready(&self) {
         let url = format!("http://{}/readyz", self.ops);
-        eventually(Duration::from_secs(30), "Herald to become ready", || {
-            let url = url.clone();
-            async move {
-                let ok = reqwest::get(&url).await.ok()?.status().is_success();
-                ok.then_some(())
-            }
-        })
+        let last = std::sync::Mutex::new(String::new());
+        let ready = tokio::time::timeout(
+            Duration::from_secs(90),
+            eventually(Duration::from_secs(120), "Herald to become ready", || {
+                let (url, last) = (url.clone(), &last);
+                async move {
+                    let reply = reqwest::get(&url).await.ok()?;
+                    let ok = reply.status().is_success();
+                    *last.lock().unwrap() = reply.text().await.unwrap_or_default();
+                    ok.then_some(())
+                }
+            }),
+        )
         .await;
+        assert!(
+            ready.is_ok(),
+            "Herald did not become ready in 90 s; /readyz said: {}",
+            last.lock().unwrap()
+        );
     }
 
     pub async fn metrics(&self) -> String {
