@@ -27,6 +27,7 @@ use crate::intake::hold::Holding;
 use crate::kafka::{SharedProducer, TopicSpec};
 use crate::ops::{self, OpsState};
 use crate::pipeline::{Pipeline, RetryDispatch, SourceDispatch};
+use crate::retry::failures::{Failures, Journal};
 use crate::retry::policy::Policy;
 use crate::retry::sink::FailureSink;
 use crate::routing::envelope::Envelopes;
@@ -370,17 +371,26 @@ impl Application {
             None => (None, None),
         };
         let abort = CancellationToken::new();
-        let pipeline = Arc::new(Pipeline {
-            history,
-            lifecycle: Some(Arc::new(lifecycle)),
-            envelopes,
-            index,
-            deliverer,
-            failures,
+        let lifecycle = Arc::new(lifecycle);
+        let failures = Failures {
+            sink: failures,
             policy: Policy {
                 schedule: crate::retry::schedule::Schedule::of(&config.retry),
                 final_statuses: config.retry.final_statuses.clone(),
             },
+            waits: waits.clone(),
+            lifecycle: Some(lifecycle.clone()),
+            journal: history.clone().map(|h| h as Arc<dyn Journal>),
+            telemetry: telemetry.clone(),
+            abort: abort.clone(),
+        };
+        let pipeline = Arc::new(Pipeline {
+            history,
+            lifecycle: Some(lifecycle),
+            envelopes,
+            index,
+            deliverer,
+            failures,
             waits: waits.clone(),
             telemetry: telemetry.clone(),
             abort: abort.clone(),

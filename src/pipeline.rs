@@ -4,27 +4,28 @@
 //! reason), route it through the in-memory index, and deliver it to every
 //! subscribed webhook concurrently. For a record from a retry tier: decode
 //! what it carries and deliver it again to its webhook, as it is now. Either
-//! way a delivery that does not succeed moves to the next retry tier, or to
-//! the dead-letter topic when none is left. Only when all of that is
-//! acknowledged is the record's completion finished, which is what lets
+//! way a delivery that does not succeed is handed to
+//! [`Failures`](crate::retry::failures::Failures), which moves it to the
+//! next retry tier, or to the dead-letter topic when none is left, and
+//! returns once the broker has acknowledged that. Only when every delivery
+//! has finished is the record's completion finished, which is what lets
 //! intake commit its offset: at-least-once, nothing lost, nothing silent.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use crate::delivery::target::Target;
 use crate::delivery::{delivery_id, Deliverer};
 use crate::event::{Event, SourceRecord};
-use crate::history::record::{DeliveryStatus, Step};
+use crate::history::record::Step;
 use crate::intake::flow::Completion;
 use crate::intake::Dispatch;
-use crate::retry::codec::{self, Binding, DeliveryContext, Destination, FailureRecord, RetryState};
-use crate::retry::policy::{retried_pending, AfterFailure, Kept, Policy};
-use crate::retry::reason::{Class, Reason};
-use crate::retry::sink::{Abandoned, FailureSink};
+use crate::retry::codec;
+use crate::retry::failures::{Delivery, Failures};
+use crate::retry::policy::{retried_pending, Kept, Policy};
+use crate::retry::reason::Reason;
+use crate::retry::sink::Abandoned;
 use crate::retry::wait::WaitTopics;
 use crate::routing::envelope::Envelopes;
 use crate::subscriptions::lifecycle::Lifecycle;
@@ -36,10 +37,10 @@ pub struct Pipeline {
     pub envelopes: Envelopes,
     pub index: Arc<SubscriptionIndex>,
     pub deliverer: Arc<Deliverer>,
-    pub failures: FailureSink,
-    pub policy: Policy,
+    /// Everything after a delivery that does not succeed.
+    pub failures: Failures,
     pub waits: WaitTopics,
-    /// Disables webhooks whose endpoint is gone (absent in tools that only deliver).
+    /// Ends a webhook's failure streak on success (absent in tools that only deliver).
     pub lifecycle: Option<Arc<Lifecycle>>,
     /// Records every attempt for the delivery history and statistics.
     pub history: Option<Arc<crate::history::Recorder>>,
@@ -86,18 +87,9 @@ impl Dispatch for RetryDispatch {
     }
 }
 
-/// One delivery to make.
+/// One delivery to make, and where a retried attempt was read from.
 struct Job<'a> {
-    event: &'a Event,
-    target: Arc<Target>,
-    delivery_id: String,
-    /// Attempts already made.
-    attempts: u32,
-    first_attempt_at: Option<OffsetDateTime>,
-    history: Option<&'a str>,
-    /// The tier this attempt comes from (`None` for a first attempt or a redrive).
-    tier: Option<usize>,
-    /// Where a retried attempt was read from.
+    delivery: Delivery<'a>,
     from: Option<RetryFrom>,
 }
 
@@ -118,7 +110,7 @@ impl Pipeline {
             Ok(meta) => meta,
             Err(why) => {
                 self.telemetry.event_unroutable(&record, &why);
-                return self.dead_letter(why.reason.into(), why.detail, &record).await;
+                return self.failures.unroutable(why.reason.into(), why.detail, &record).await;
             }
         };
         // The consumers join their group while the index loads; a record
@@ -132,13 +124,15 @@ impl Pipeline {
         }
         let event = Event { record, meta };
         let jobs = targets.into_iter().map(|target| Job {
-            delivery_id: delivery_id(&event, target.id()),
-            event: &event,
-            target,
-            attempts: 0,
-            first_attempt_at: None,
-            history: None,
-            tier: None,
+            delivery: Delivery {
+                delivery_id: delivery_id(&event, target.id()),
+                event: &event,
+                target,
+                attempts: 0,
+                first_attempt_at: None,
+                history: None,
+                tier: None,
+            },
             from: None,
         });
         let results = futures::future::join_all(jobs.map(|job| self.run(job))).await;
@@ -148,12 +142,13 @@ impl Pipeline {
     /// A due record from a wait topic: deliver it again to its webhook, as
     /// it is now, if it is still the webhook the delivery was routed to.
     pub async fn process_retry(&self, record: SourceRecord) -> Result<(), Abandoned> {
-        let state = match codec::decode(&record, self.policy.schedule.tiers.len()) {
+        let state = match codec::decode(&record, self.failures.policy.schedule.tiers.len()) {
             Ok(state) => state,
             Err(e) => {
                 self.telemetry.retry_record_invalid(&record, &e);
                 return self
-                    .dead_letter(Reason::InvalidRetryRecord, e.to_string(), &record)
+                    .failures
+                    .unroutable(Reason::InvalidRetryRecord, e.to_string(), &record)
                     .await;
             }
         };
@@ -167,7 +162,10 @@ impl Pipeline {
             Ok(meta) => meta,
             Err(why) => {
                 self.telemetry.event_unroutable(&state.original, &why);
-                return self.dead_letter(why.reason.into(), why.detail, &state.original).await;
+                return self
+                    .failures
+                    .unroutable(why.reason.into(), why.detail, &state.original)
+                    .await;
             }
         };
         let event = Event {
@@ -182,14 +180,14 @@ impl Pipeline {
                 detail: e.to_string(),
                 status: "invalid",
             };
-            return self.keep(&event, kept, &state, state.binding()).await;
+            return self.failures.keep_retry(&event, kept, &state).await;
         }
         let late = now.duration_since(state.due_at).unwrap_or_default();
         self.telemetry.retry_taken_up(from, late);
         self.index.wait_loaded().await;
         let found = self.index.get(&state.webhook_id);
         if let Err(kept) = Policy::same_webhook(found.as_deref(), &state.binding(), &event.meta) {
-            return self.keep(&event, kept, &state, state.binding()).await;
+            return self.failures.keep_retry(&event, kept, &state).await;
         }
         let target = found.expect("same_webhook found it");
         if let Some(cut) = retried_pending(
@@ -204,13 +202,15 @@ impl Pipeline {
             return Ok(());
         }
         self.run(Job {
-            event: &event,
-            target,
-            delivery_id: state.delivery_id.clone(),
-            attempts: state.attempt,
-            first_attempt_at: state.first_attempt_at,
-            history: state.history.as_deref(),
-            tier: state.tier,
+            delivery: Delivery {
+                event: &event,
+                target,
+                delivery_id: state.delivery_id.clone(),
+                attempts: state.attempt,
+                first_attempt_at: state.first_attempt_at,
+                history: state.history.as_deref(),
+                tier: state.tier,
+            },
             from: Some(from),
         })
         .await
@@ -219,96 +219,21 @@ impl Pipeline {
     /// A retry held out of order is moved to the end of the wait topic
     /// where it is in order for what it has left to wait (or the redrive topic).
     pub async fn requeue(&self, record: SourceRecord) -> Result<(), Abandoned> {
-        let wait = codec::due_at(&record)
-            .and_then(|due| due.duration_since(SystemTime::now()).ok())
-            .unwrap_or_default();
-        let topic = self.waits.for_wait(wait).topic.clone();
-        self.failures.requeue(&record, &topic, &self.abort).await
+        self.failures.requeue(&record).await
     }
 
-    /// Keeps a retry's delivery in the dead-letter topic without an attempt.
-    async fn keep(&self, event: &Event, kept: Kept, state: &RetryState, binding: Binding<'_>) -> Result<(), Abandoned> {
-        let delivery = DeliveryContext {
-            binding,
-            delivery_id: &state.delivery_id,
-            attempts: state.attempt,
-            last_attempt: None,
-            first_attempt_at: state.first_attempt_at,
-            previous_history: state.history.as_deref(),
-            tier: state.tier,
-        };
-        self.send_kept(event, kept, delivery).await
-    }
-
-    /// Dead-letters a delivery that is not attempted, with why.
-    async fn send_kept(&self, event: &Event, kept: Kept, delivery: DeliveryContext<'_>) -> Result<(), Abandoned> {
-        self.telemetry.delivery_not_attempted(
-            delivery.binding.webhook_id,
-            delivery.binding.tenant,
-            kept.status,
-            &kept.detail,
-        );
-        let letter = FailureRecord {
-            destination: Destination::DeadLetter,
-            reason: kept.reason,
-            detail: kept.detail,
-            record: &event.record,
-            meta: Some(&event.meta),
-            delivery: Some(delivery),
-        };
-        self.failures.send(letter, &self.abort).await
-    }
-
-    async fn dead_letter(&self, reason: Reason, detail: String, record: &SourceRecord) -> Result<(), Abandoned> {
-        let letter = FailureRecord {
-            destination: Destination::DeadLetter,
-            reason,
-            detail,
-            record,
-            meta: None,
-            delivery: None,
-        };
-        self.failures.send(letter, &self.abort).await
-    }
-
-    /// One event to one webhook: delivered, or handed to the next tier or the
-    /// dead-letter topic with the broker's acknowledgement.
+    /// One event to one webhook: delivered, or handed to [`Failures`], which
+    /// returns once the next tier or the dead-letter topic has acknowledged it.
     async fn run(&self, job: Job<'_>) -> Result<(), Abandoned> {
-        let Job {
-            event,
-            target,
-            delivery_id,
-            attempts,
-            first_attempt_at,
-            history,
-            tier,
-            from,
-        } = job;
-        let context = |attempts, last_attempt, first_attempt_at| DeliveryContext {
-            binding: Binding::of(&target.webhook),
-            delivery_id: &delivery_id,
-            attempts,
-            last_attempt,
-            first_attempt_at,
-            previous_history: history,
-            tier,
-        };
-        if let Err(kept) = Policy::accepts(&target) {
-            if let Some(history) = &self.history {
-                let status = match kept.reason.class() {
-                    Class::Kept => DeliveryStatus::Kept,
-                    _ => DeliveryStatus::DeadLettered,
-                };
-                history.record_kept(event, &target, &delivery_id, Step::dead_letter(status, kept.reason));
-            }
-            return self
-                .send_kept(event, kept, context(attempts, None, first_attempt_at))
-                .await;
+        let Job { delivery, from } = job;
+        let Delivery { event, target, .. } = &delivery;
+        if let Err(kept) = Policy::accepts(target) {
+            return self.failures.not_attempted(&delivery, kept).await;
         }
 
         self.telemetry.delivery_started();
         let attempt = tokio::select! {
-            attempt = self.deliverer.deliver(event, &target, delivery_id.clone(), attempts + 1) => attempt,
+            attempt = self.deliverer.deliver(event, target, delivery.delivery_id.clone(), delivery.attempts + 1) => attempt,
             _ = self.abort.cancelled() => return Err(Abandoned),
         };
         let tenant = self
@@ -316,71 +241,21 @@ impl Pipeline {
             .tenant(&target.tenant_series, target.webhook.tenant.as_deref());
         self.telemetry
             .delivery_finished(target.id(), tenant, &event.meta.event_type, from, &attempt);
-        let Err(failure) = &attempt.result else {
-            if let Some(history) = &self.history {
-                history.record(event, &target, &attempt, tier, Step::delivered());
-            }
-            if let Some(lifecycle) = &self.lifecycle {
-                lifecycle.delivery_succeeded(&target);
-            }
-            return Ok(());
-        };
-        if let Some(lifecycle) = &self.lifecycle {
-            lifecycle.delivery_failed(&target, failure).await;
-        }
-        let decision = self.policy.after_failure(
-            failure,
-            target.webhook.limits.final_statuses.as_deref(),
-            tier,
-            SystemTime::now(),
-            &mut rand::rng(),
-        );
-        let (destination, reason, step) = match decision {
-            AfterFailure::Retry { tier, due_at } => (
-                Destination::Tier { tier, due_at },
-                Reason::DeliveryFailed,
-                Step::retry(tier, due_at),
-            ),
-            AfterFailure::DeadLetter { reason, disable } => {
-                if disable {
-                    self.endpoint_gone(&target).await;
+        match &attempt.result {
+            Ok(_) => {
+                if let Some(history) = &self.history {
+                    history.record(event, target, &attempt, delivery.tier, Step::delivered());
                 }
-                (
-                    Destination::DeadLetter,
-                    reason,
-                    Step::dead_letter(DeliveryStatus::DeadLettered, reason),
-                )
+                if let Some(lifecycle) = &self.lifecycle {
+                    lifecycle.delivery_succeeded(target);
+                }
+                Ok(())
             }
-        };
-        if let Some(history) = &self.history {
-            history.record(event, &target, &attempt, tier, step);
-        }
-        let first = first_attempt_at.unwrap_or(attempt.started_at);
-        let letter = FailureRecord {
-            destination,
-            reason,
-            detail: failure.describe(),
-            record: &event.record,
-            meta: Some(&event.meta),
-            delivery: Some(context(attempts + 1, Some(&attempt), Some(first))),
-        };
-        self.failures.send(letter, &self.abort).await
-    }
-}
-
-impl Pipeline {
-    /// Disables a webhook whose endpoint answered 410 Gone. A failure to do so
-    /// is reported; the next 410 tries again.
-    async fn endpoint_gone(&self, target: &Target) {
-        let Some(lifecycle) = &self.lifecycle else { return };
-        let reason = format!(
-            "endpoint answered 410 Gone at {}",
-            OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default()
-        );
-        if let Err(e) = lifecycle.disable(target.id(), "gone", "disabled", reason).await {
-            self.telemetry.lifecycle_error(target.id(), &e);
+            Err(failure) => self
+                .failures
+                .after_failure(&delivery, &attempt, failure)
+                .await
+                .map(drop),
         }
     }
 }

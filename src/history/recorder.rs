@@ -15,7 +15,9 @@ use crate::delivery::Attempt;
 use crate::event::Event;
 use crate::history::record::{AttemptBrief, AttemptRecord, DeliveryStatus, Outcome, PendingAttempt, Step};
 use crate::history::store::{Counts, HistoryStore, Scope, StepRow};
-use crate::retry::reason::Reason;
+use crate::retry::failures::Journal;
+use crate::retry::policy::AfterFailure;
+use crate::retry::reason::{Class, Reason};
 use crate::telemetry::Telemetry;
 
 /// Most records written in one Redis pipeline.
@@ -312,6 +314,25 @@ impl Recorder {
         if !kept {
             self.telemetry.history_dropped();
         }
+    }
+}
+
+/// What [`crate::retry::failures`] records of a delivery that did not succeed.
+impl Journal for Recorder {
+    fn failed(&self, event: &Event, target: &Arc<Target>, attempt: &Attempt, tier: Option<usize>, went: AfterFailure) {
+        let step = match went {
+            AfterFailure::Retry { tier, due_at } => Step::retry(tier, due_at),
+            AfterFailure::DeadLetter { reason, .. } => Step::dead_letter(DeliveryStatus::DeadLettered, reason),
+        };
+        self.record(event, target, attempt, tier, step);
+    }
+
+    fn kept(&self, event: &Event, target: &Target, delivery_id: &str, reason: Reason) {
+        let status = match reason.class() {
+            Class::Kept => DeliveryStatus::Kept,
+            _ => DeliveryStatus::DeadLettered,
+        };
+        self.record_kept(event, target, delivery_id, Step::dead_letter(status, reason));
     }
 }
 

@@ -1,8 +1,12 @@
 //! Everything after a failed attempt: when it is tried again, where it waits
 //! meanwhile, and where it ends when it is not.
 //!
-//! [`reason`] says why a record was written; [`policy`] decides (final
-//! statuses, 410, the tiers, Retry-After, a webhook that changed);
+//! [`failures`] is the one way in for a delivery that did not succeed: it
+//! asks [`policy`], carries the decision out (disabling a webhook whose
+//! endpoint is gone, counting the auto-disable streak, the history step) and
+//! writes the record through [`sink`]. [`reason`] says why a record was
+//! written; [`policy`] decides (final statuses, 410, the tiers, Retry-After,
+//! a webhook that changed);
 //! [`schedule`] computes due times; [`wait`] knows the topics retries wait in
 //! and when a waiting record may be delivered; [`codec`] is the record
 //! format; [`sink`] writes records and waits for the broker's
@@ -11,6 +15,7 @@
 //! webhook's failures wait for in the tiers.
 
 pub mod codec;
+pub mod failures;
 pub mod pending;
 pub mod policy;
 pub mod reason;

@@ -102,6 +102,20 @@ impl Lifecycle {
         Ok(())
     }
 
+    /// Disables a webhook whose endpoint answered 410 Gone. A failure to do so
+    /// is reported; the next 410 tries again.
+    pub async fn endpoint_gone(&self, target: &Target) {
+        let reason = format!(
+            "endpoint answered 410 Gone at {}",
+            OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        );
+        if let Err(e) = self.disable(target.id(), "gone", "disabled", reason).await {
+            self.telemetry.lifecycle_error(target.id(), &e);
+        }
+    }
+
     /// A delivery to `target` succeeded: end its failure streak, if any.
     pub fn delivery_succeeded(self: &Arc<Self>, target: &Target) {
         if !self.auto_disable.enabled() {

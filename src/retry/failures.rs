@@ -1,0 +1,205 @@
+//! The whole path of a delivery that did not succeed, in one place.
+//!
+//! The pipeline routes and delivers; whatever does not end in a 2xx comes
+//! here with its event, its webhook and its attempt: [`Failures`] asks the
+//! [`policy`](crate::retry::policy) where it goes, disables a webhook whose
+//! endpoint is gone, counts the failure in the webhook's auto-disable streak,
+//! records the step in the delivery history, writes the retry or dead-letter
+//! record through the [`sink`](crate::retry::sink) and returns once the broker
+//! has acknowledged it: only then may the source offset be committed.
+//! Deliveries kept without an attempt (a paused or disabled webhook, a retry
+//! whose webhook changed) and records that cannot be routed end here too, as
+//! do retries moved to the end of a wait topic.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use crate::delivery::target::Target;
+use crate::delivery::{Attempt, Failure};
+use crate::event::{Event, SourceRecord};
+use crate::retry::codec::{self, Binding, DeliveryContext, Destination, FailureRecord, RetryState};
+use crate::retry::policy::{AfterFailure, Kept, Policy};
+use crate::retry::reason::Reason;
+use crate::retry::sink::{Abandoned, FailureSink};
+use crate::retry::wait::WaitTopics;
+use crate::subscriptions::lifecycle::Lifecycle;
+use crate::telemetry::Telemetry;
+
+/// Where what became of each delivery is recorded: the delivery history
+/// (its recorder implements this). Recording never waits.
+pub trait Journal: Send + Sync {
+    /// An attempt from tier `tier` failed, and its delivery went where `went` says.
+    fn failed(&self, event: &Event, target: &Arc<Target>, attempt: &Attempt, tier: Option<usize>, went: AfterFailure);
+    /// A delivery was kept (dead-lettered) without an attempt, for `reason`.
+    fn kept(&self, event: &Event, target: &Target, delivery_id: &str, reason: Reason);
+}
+
+/// One delivery of an event to a webhook, as far as it has come.
+pub struct Delivery<'a> {
+    pub event: &'a Event,
+    pub target: Arc<Target>,
+    pub delivery_id: String,
+    /// Attempts already made.
+    pub attempts: u32,
+    pub first_attempt_at: Option<OffsetDateTime>,
+    /// The history carried by the retry record it came from.
+    pub history: Option<&'a str>,
+    /// The tier this attempt comes from (`None` for a first attempt or a redrive).
+    pub tier: Option<usize>,
+}
+
+impl Delivery<'_> {
+    fn context<'a>(
+        &'a self,
+        attempts: u32,
+        last_attempt: Option<&'a Attempt>,
+        first_attempt_at: Option<OffsetDateTime>,
+    ) -> DeliveryContext<'a> {
+        DeliveryContext {
+            binding: Binding::of(&self.target.webhook),
+            delivery_id: &self.delivery_id,
+            attempts,
+            last_attempt,
+            first_attempt_at,
+            previous_history: self.history,
+            tier: self.tier,
+        }
+    }
+}
+
+/// Carries out what the policy decides for deliveries that do not succeed.
+pub struct Failures {
+    pub sink: FailureSink,
+    pub policy: Policy,
+    pub waits: WaitTopics,
+    /// Disables webhooks whose endpoint is gone or keeps failing (absent in
+    /// tools that only deliver).
+    pub lifecycle: Option<Arc<Lifecycle>>,
+    /// Records each step in the delivery history.
+    pub journal: Option<Arc<dyn Journal>>,
+    pub telemetry: Telemetry,
+    /// Cancelled when shutdown's drain deadline has passed: a record not yet
+    /// acknowledged is abandoned (its offset left uncommitted).
+    pub abort: CancellationToken,
+}
+
+impl Failures {
+    /// A failed attempt of `delivery`: decides where it goes, disables the
+    /// webhook on 410 Gone, counts the failure in the webhook's streak,
+    /// records the step and writes the retry or dead-letter record; returns
+    /// what was decided once the broker has acknowledged the record.
+    pub async fn after_failure(
+        &self,
+        delivery: &Delivery<'_>,
+        attempt: &Attempt,
+        failure: &Failure,
+    ) -> Result<AfterFailure, Abandoned> {
+        let target = &delivery.target;
+        if let Some(lifecycle) = &self.lifecycle {
+            lifecycle.delivery_failed(target, failure).await;
+        }
+        let decision = self.policy.after_failure(
+            failure,
+            target.webhook.limits.final_statuses.as_deref(),
+            delivery.tier,
+            SystemTime::now(),
+            &mut rand::rng(),
+        );
+        let (destination, reason) = match decision {
+            AfterFailure::Retry { tier, due_at } => (Destination::Tier { tier, due_at }, Reason::DeliveryFailed),
+            AfterFailure::DeadLetter { reason, disable } => {
+                if disable {
+                    if let Some(lifecycle) = &self.lifecycle {
+                        lifecycle.endpoint_gone(target).await;
+                    }
+                }
+                (Destination::DeadLetter, reason)
+            }
+        };
+        if let Some(journal) = &self.journal {
+            journal.failed(delivery.event, target, attempt, delivery.tier, decision);
+        }
+        let first = delivery.first_attempt_at.unwrap_or(attempt.started_at);
+        let letter = FailureRecord {
+            destination,
+            reason,
+            detail: failure.describe(),
+            record: &delivery.event.record,
+            meta: Some(&delivery.event.meta),
+            delivery: Some(delivery.context(delivery.attempts + 1, Some(attempt), Some(first))),
+        };
+        self.sink.send(letter, &self.abort).await?;
+        Ok(decision)
+    }
+
+    /// A delivery not attempted because its webhook does not take deliveries
+    /// now (`kept`, from [`Policy::accepts`]): recorded and dead-lettered.
+    pub async fn not_attempted(&self, delivery: &Delivery<'_>, kept: Kept) -> Result<(), Abandoned> {
+        if let Some(journal) = &self.journal {
+            journal.kept(delivery.event, &delivery.target, &delivery.delivery_id, kept.reason);
+        }
+        let context = delivery.context(delivery.attempts, None, delivery.first_attempt_at);
+        self.send_kept(delivery.event, kept, context).await
+    }
+
+    /// A due retry kept in the dead-letter topic without an attempt (`kept`:
+    /// its webhook changed, or the record is out of range).
+    pub async fn keep_retry(&self, event: &Event, kept: Kept, state: &RetryState) -> Result<(), Abandoned> {
+        let delivery = DeliveryContext {
+            binding: state.binding(),
+            delivery_id: &state.delivery_id,
+            attempts: state.attempt,
+            last_attempt: None,
+            first_attempt_at: state.first_attempt_at,
+            previous_history: state.history.as_deref(),
+            tier: state.tier,
+        };
+        self.send_kept(event, kept, delivery).await
+    }
+
+    /// Dead-letters a delivery that is not attempted, with why.
+    async fn send_kept(&self, event: &Event, kept: Kept, delivery: DeliveryContext<'_>) -> Result<(), Abandoned> {
+        self.telemetry.delivery_not_attempted(
+            delivery.binding.webhook_id,
+            delivery.binding.tenant,
+            kept.status,
+            &kept.detail,
+        );
+        let letter = FailureRecord {
+            destination: Destination::DeadLetter,
+            reason: kept.reason,
+            detail: kept.detail,
+            record: &event.record,
+            meta: Some(&event.meta),
+            delivery: Some(delivery),
+        };
+        self.sink.send(letter, &self.abort).await
+    }
+
+    /// Dead-letters a record that cannot be delivered at all (no envelope,
+    /// an invalid retry record), with why.
+    pub async fn unroutable(&self, reason: Reason, detail: String, record: &SourceRecord) -> Result<(), Abandoned> {
+        let letter = FailureRecord {
+            destination: Destination::DeadLetter,
+            reason,
+            detail,
+            record,
+            meta: None,
+            delivery: None,
+        };
+        self.sink.send(letter, &self.abort).await
+    }
+
+    /// A retry held out of order is moved to the end of the wait topic
+    /// where it is in order for what it has left to wait (or the redrive topic).
+    pub async fn requeue(&self, record: &SourceRecord) -> Result<(), Abandoned> {
+        let wait = codec::due_at(record)
+            .and_then(|due| due.duration_since(SystemTime::now()).ok())
+            .unwrap_or_default();
+        let topic = self.waits.for_wait(wait).topic.clone();
+        self.sink.requeue(record, &topic, &self.abort).await
+    }
+}
