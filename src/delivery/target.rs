@@ -5,8 +5,8 @@
 //! signers, the request headers, the endpoint's concurrency limiter. The hot
 //! path only clones a few `Arc`s.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -94,13 +94,20 @@ impl EndpointLimiter {
 
 /// What this replica knows of an endpoint's failure streak, so that
 /// successes only reach Redis when a streak may need ending (and at most once
-/// a minute otherwise, to end streaks other replicas saw).
+/// a minute otherwise, to end streaks other replicas saw), and failures reach
+/// it one write at a time, off the delivery's path.
 #[derive(Debug, Default)]
 pub struct EndpointHealth {
     /// A failure was recorded and no success since.
     pub suspect: AtomicBool,
     /// When a success was last written (epoch ms).
     pub last_success_write_ms: AtomicI64,
+    /// Failures not yet counted in the streak in Redis.
+    pub unwritten_failures: AtomicU64,
+    /// A task is writing this endpoint's failures to its streak.
+    pub writing_failures: AtomicBool,
+    /// The newest failure, as an auto-disable's reason names it.
+    pub last_failure: Mutex<Option<String>>,
 }
 
 /// A webhook as delivery sees it.

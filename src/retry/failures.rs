@@ -99,7 +99,8 @@ impl Failures {
     ) -> Result<AfterFailure, Abandoned> {
         let target = &delivery.target;
         if let Some(lifecycle) = &self.lifecycle {
-            lifecycle.delivery_failed(target, failure).await;
+            // Counted off this path: the record below never waits for Redis.
+            lifecycle.delivery_failed(target, failure);
         }
         let decision = self.policy.after_failure(
             failure,
@@ -112,6 +113,8 @@ impl Failures {
             AfterFailure::Retry { tier, due_at } => (Destination::Tier { tier, due_at }, Reason::DeliveryFailed),
             AfterFailure::DeadLetter { reason, disable } => {
                 if disable {
+                    // Awaited (it is rare): once its dead letter is written,
+                    // the webhook's later deliveries are kept, not attempted.
                     if let Some(lifecycle) = &self.lifecycle {
                         lifecycle.endpoint_gone(target).await;
                     }

@@ -7,12 +7,17 @@
 //! a `webhook.disabled` system event. An endpoint failing continuously for
 //! `auto_disable.after`, or for `auto_disable.consecutive_failures`
 //! deliveries, is disabled the same way with a `webhook.auto_disabled` event.
-//! The failure streak lives in Redis, shared by all replicas; a success only
-//! writes there when this replica saw the streak, or once a minute. System
+//! The failure streak lives in Redis, shared by all replicas, and is written
+//! off the delivery's path: a success only writes there when this replica
+//! saw the streak, or once a minute; failures are written by one task per
+//! webhook at a time, the failures meanwhile added up in its next write, so a
+//! failed delivery's retry record never waits for Redis. A 410 Gone disables
+//! at once, before the delivery's dead-letter record is written: it is rare,
+//! and its later deliveries are then kept rather than attempted. System
 //! events are published by [`SystemEvents`] (`crate::subscriptions::system`).
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn now_ms() -> i64 {
@@ -128,6 +133,8 @@ impl Lifecycle {
             return;
         }
         health.suspect.store(false, Ordering::Relaxed);
+        // Failures not yet written came before this success, which ends their streak.
+        health.unwritten_failures.store(0, Ordering::SeqCst);
         health.last_success_write_ms.store(now, Ordering::Relaxed);
         let (this, id) = (self.clone(), target.id().to_owned());
         // Off the delivery's path: nothing waits for this write.
@@ -138,37 +145,75 @@ impl Lifecycle {
         });
     }
 
-    /// A delivery to `target` failed: extend its streak and disable the
-    /// webhook when the streak is too long.
-    pub async fn delivery_failed(&self, target: &Target, failure: &Failure) {
+    /// A delivery to `target` failed: extend its streak, which disables the
+    /// webhook when it is too long. The streak is written off the delivery's
+    /// path, as a success is: the failure's retry or dead-letter record never
+    /// waits for Redis. One write per webhook is under way at a time; the
+    /// failures meanwhile are counted together in the next.
+    pub fn delivery_failed(self: &Arc<Self>, target: &Arc<Target>, failure: &Failure) {
         // Waiting for Herald's own endpoint slot says nothing of the endpoint.
         if !self.auto_disable.enabled() || matches!(failure, Failure::Saturated(_)) {
             return;
         }
-        target.health.suspect.store(true, Ordering::Relaxed);
+        let health = &target.health;
+        health.suspect.store(true, Ordering::Relaxed);
+        *health.last_failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(failure.describe());
+        health.unwritten_failures.fetch_add(1, Ordering::SeqCst);
+        if health.writing_failures.swap(true, Ordering::SeqCst) {
+            return; // the write under way takes this one too
+        }
+        let (this, target) = (self.clone(), target.clone());
+        tokio::spawn(async move { this.write_failures(&target).await });
+    }
+
+    /// Writes `target`'s uncounted failures to its streak until none is left.
+    async fn write_failures(&self, target: &Target) {
+        let health = &target.health;
+        loop {
+            let count = health.unwritten_failures.swap(0, Ordering::SeqCst);
+            if count == 0 {
+                health.writing_failures.store(false, Ordering::SeqCst);
+                // A failure counted since the swap saw the flag still set and
+                // left itself to this task: take it, unless another task has.
+                if health.unwritten_failures.load(Ordering::SeqCst) == 0
+                    || health.writing_failures.swap(true, Ordering::SeqCst)
+                {
+                    return;
+                }
+                continue;
+            }
+            let last = health
+                .last_failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+                .unwrap_or_default();
+            self.count_failures(target.id(), count, &last).await;
+        }
+    }
+
+    /// Counts `count` failures, the newest described by `last`, in the
+    /// streak of `webhook_id`, and disables it when the streak is too long.
+    async fn count_failures(&self, webhook_id: &str, count: u64, last: &str) {
         let now = now_ms();
-        let (failures, since) = match self.store.record_failure(target.id(), now).await {
+        let (failures, since) = match self.store.record_failures(webhook_id, now, count).await {
             Ok(streak) => streak,
-            Err(e) => return self.telemetry.lifecycle_error(target.id(), &e),
+            Err(e) => return self.telemetry.lifecycle_error(webhook_id, &e),
         };
         let rule = self.auto_disable;
         let failing_for = Duration::from_millis((now - since).max(0) as u64);
         let reason = if rule.consecutive_failures > 0 && failures >= rule.consecutive_failures {
-            format!(
-                "{failures} consecutive deliveries failed (last: {})",
-                failure.describe()
-            )
+            format!("{failures} consecutive deliveries failed (last: {last})")
         } else if !rule.after.is_zero() && failing_for >= rule.after {
             format!(
-                "deliveries failed continuously for {} (last: {})",
+                "deliveries failed continuously for {} (last: {last})",
                 humantime::format_duration(Duration::from_secs(failing_for.as_secs())),
-                failure.describe()
             )
         } else {
             return;
         };
-        if let Err(e) = self.disable(target.id(), "auto", "auto_disabled", reason).await {
-            self.telemetry.lifecycle_error(target.id(), &e);
+        if let Err(e) = self.disable(webhook_id, "auto", "auto_disabled", reason).await {
+            self.telemetry.lifecycle_error(webhook_id, &e);
         }
     }
 }

@@ -473,19 +473,25 @@ impl SubscriptionStore {
         Ok(())
     }
 
-    /// Counts a failed delivery in the webhook's failure streak; returns the
-    /// streak's length and when it began (epoch ms). A success recorded since
-    /// the streak began starts a new one.
-    pub async fn record_failure(&self, id: &str, now_ms: i64) -> Result<(u64, i64), StoreError> {
+    /// Counts `count` failed deliveries in the webhook's failure streak;
+    /// returns the streak's length and when it began (epoch ms). A success
+    /// recorded since the streak began starts a new one; failures counted at
+    /// a time before the last success (written late, the success sooner)
+    /// belong to the streak it ended and are not counted (`(0, now_ms)`).
+    pub async fn record_failures(&self, id: &str, now_ms: i64, count: u64) -> Result<(u64, i64), StoreError> {
         let script = redis::Script::new(
             r"
+            local now = tonumber(ARGV[1])
             local last_ok = tonumber(redis.call('HGET', KEYS[1], 'last_success_at') or '0')
+            if now < last_ok then
+                return {0, now}
+            end
             local first = tonumber(redis.call('HGET', KEYS[1], 'first_failure_at') or '0')
             if first == 0 or last_ok >= first then
                 redis.call('HSET', KEYS[1], 'first_failure_at', ARGV[1], 'failures', 0)
-                first = tonumber(ARGV[1])
+                first = now
             end
-            local n = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+            local n = redis.call('HINCRBY', KEYS[1], 'failures', ARGV[2])
             return {n, first}
             ",
         );
@@ -493,6 +499,7 @@ impl SubscriptionStore {
         let (n, first): (u64, i64) = script
             .key(self.keys.health(id))
             .arg(now_ms)
+            .arg(count)
             .invoke_async(&mut conn)
             .await?;
         Ok((n, first))

@@ -523,6 +523,200 @@ async fn failing_continuously_for_the_period_auto_disables() {
     app.stop().await;
 }
 
+/// Forwards connections to the test Redis until frozen; then nothing more
+/// passes either way, and the connections stay open: a Redis that does not
+/// answer.
+struct FreezingProxy {
+    addr: std::net::SocketAddr,
+    frozen: tokio::sync::watch::Sender<bool>,
+}
+
+impl FreezingProxy {
+    async fn start() -> FreezingProxy {
+        let redis = url::Url::parse(&redis_url()).unwrap();
+        let upstream = format!("{}:{}", redis.host_str().unwrap(), redis.port().unwrap_or(6379));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (frozen, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let ((client_in, client_out), (server_in, server_out)) = (client.into_split(), server.into_split());
+                tokio::spawn(Self::pump(client_in, server_out, watch.clone()));
+                tokio::spawn(Self::pump(server_in, client_out, watch.clone()));
+            }
+        });
+        FreezingProxy { addr, frozen }
+    }
+
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut frozen: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buffer = vec![0; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            // Frozen: held until thawed, which a test that froze it never does.
+            if frozen.wait_for(|frozen| !*frozen).await.is_err() {
+                return;
+            }
+            if to.write_all(&buffer[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}/0", self.addr)
+    }
+
+    fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    fn thaw(&self) {
+        self.frozen.send_replace(false);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_deliverys_retry_is_written_while_redis_does_not_answer_and_the_streak_counts_it_later() {
+    use std::sync::Arc;
+
+    use herald::delivery::target::Target;
+    use herald::delivery::{Attempt, Failure};
+    use herald::event::{Event, SourceRecord};
+    use herald::kafka::SharedProducer;
+    use herald::retry::failures::{Delivery, Failures};
+    use herald::retry::policy::{AfterFailure, Policy};
+    use herald::retry::schedule::Schedule;
+    use herald::retry::sink::{FailureSink, Topics};
+    use herald::routing::envelope::Envelopes;
+    use herald::subscriptions::lifecycle::{AutoDisable, Lifecycle, SystemEvents};
+    use herald::subscriptions::store::SubscriptionStore;
+    use herald::telemetry::Telemetry;
+    use tokio_util::sync::CancellationToken;
+
+    let env = TestEnv::new("streak-off-path", &["events"], 1)
+        .await
+        .with_tiers(&[Tier::after_ms(60_000)])
+        .await;
+    let config = env.config("[auto_disable]\nconsecutive_failures = 3");
+    let telemetry = Telemetry::new(&[], 1);
+    // The streak is counted through a Redis that will stop answering, on a
+    // connection that waits for an answer as long as it takes.
+    let proxy = FreezingProxy::start().await;
+    let client = redis::Client::open(proxy.url()).unwrap();
+    let conn = redis::aio::ConnectionManager::new_with_config(
+        client.clone(),
+        redis::aio::ConnectionManagerConfig::new().set_response_timeout(None),
+    )
+    .await
+    .unwrap();
+    let store = SubscriptionStore::over(&client, conn, &env.prefix);
+    let hook = webhook("slow-streak", "http://127.0.0.1:9/", &["*"]);
+    store.put(&hook).await.unwrap();
+    let producer = SharedProducer::new(&config.kafka).unwrap();
+    let lifecycle = Lifecycle {
+        store,
+        auto_disable: AutoDisable {
+            after: Duration::ZERO,
+            consecutive_failures: 3,
+        },
+        events: SystemEvents::start(producer.clone(), &config.system_events, None, telemetry.clone()),
+        telemetry: telemetry.clone(),
+    };
+    let failures = Failures {
+        sink: FailureSink::new(producer, &config.dead_letter, Topics::of(&config), telemetry.clone()),
+        policy: Policy {
+            schedule: Schedule::of(&config.retry),
+            final_statuses: config.retry.final_statuses.clone(),
+        },
+        waits: config.retry.wait_topics(),
+        lifecycle: Some(Arc::new(lifecycle)),
+        journal: None,
+        telemetry,
+        abort: CancellationToken::new(),
+    };
+    let target = Arc::new(Target::compile(hook, &(&config.delivery).into(), None).unwrap());
+    let record = SourceRecord {
+        topic: env.topic().into(),
+        partition: 0,
+        offset: 7,
+        timestamp_ms: None,
+        key: None,
+        value: EVENT.as_bytes().to_vec().into(),
+        headers: Vec::new(),
+    };
+    let meta = Envelopes::new(&config.envelope)
+        .unwrap()
+        .for_topic(env.topic())
+        .recognise(&record)
+        .unwrap();
+    let event = Event { record, meta };
+    let failure = Failure::Status {
+        status: 500,
+        retry_after: None,
+    };
+    let attempt = Attempt {
+        delivery_id: "slow-streak-1".into(),
+        attempt: 1,
+        started_at: time::OffsetDateTime::now_utc(),
+        duration: Duration::from_millis(3),
+        result: Err(failure.clone()),
+        response_excerpt: None,
+        signed: None,
+        response_headers: Vec::new(),
+        details_withheld: false,
+    };
+    let delivery = Delivery {
+        event: &event,
+        target,
+        delivery_id: "slow-streak-1".into(),
+        attempts: 0,
+        first_attempt_at: None,
+        history: None,
+        tier: None,
+    };
+
+    proxy.freeze();
+    // Each record is written and acknowledged while the streak's write waits.
+    for _ in 0..3 {
+        let went = tokio::time::timeout(
+            Duration::from_secs(60),
+            failures.after_failure(&delivery, &attempt, &failure),
+        )
+        .await
+        .expect("the retry record is written without waiting for the streak in Redis")
+        .unwrap();
+        assert!(matches!(went, AfterFailure::Retry { tier: 0, .. }), "{went:?}");
+    }
+    let written = read_topic(&env.tiers[0].0, 3, Duration::from_secs(20)).await;
+    assert_eq!(written.len(), 3);
+    assert!(written.iter().all(|r| r.header(h::DELIVERY_ID) == "slow-streak-1"));
+    assert!(written.iter().all(|r| r.header(h::REASON) == "delivery_failed"));
+
+    // Redis answers again: the failures that came while it did not are
+    // counted too, and the third ends the webhook's allowance.
+    proxy.thaw();
+    let disabled = eventually(Duration::from_secs(20), "the webhook to be auto-disabled", || async {
+        let w = status_of(&env, "slow-streak").await;
+        (w.status == herald::webhook::WebhookStatus::Disabled).then_some(w)
+    })
+    .await;
+    assert_eq!(
+        disabled.status_reason.as_deref(),
+        Some("3 consecutive deliveries failed (last: endpoint answered HTTP 500)")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_due_retry_goes_to_the_webhook_as_it_is_now() {
     let env = TestEnv::new("retry-moved", &["events"], 1)
