@@ -718,6 +718,19 @@ async fn a_failed_deliverys_retry_is_written_while_redis_does_not_answer_and_the
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streak_counts_failures_written_together_but_not_those_before_the_last_success() {
+    let env = TestEnv::new("streak-writes", &["events"], 1).await;
+    let store = env.store().await;
+    assert_eq!(store.record_failures("w", 1_000, 2).await.unwrap(), (2, 1_000));
+    assert_eq!(store.record_failures("w", 2_000, 3).await.unwrap(), (5, 1_000));
+    store.record_success("w", 3_000).await.unwrap();
+    // Written after the success but counted before it: of the streak it ended.
+    assert_eq!(store.record_failures("w", 2_500, 1).await.unwrap(), (0, 2_500));
+    assert_eq!(store.record_failures("w", 4_000, 1).await.unwrap(), (1, 4_000));
+    assert_eq!(store.record_failures("w", 5_000, 2).await.unwrap(), (3, 4_000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_due_retry_goes_to_the_webhook_as_it_is_now() {
     let env = TestEnv::new("retry-moved", &["events"], 1)
         .await
