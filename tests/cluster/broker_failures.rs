@@ -113,7 +113,14 @@ async fn lag(group: &str, topic: &str) -> Option<i64> {
 fn by_event(receiver: &TestReceiver) -> BTreeMap<String, Vec<(u32, String, Instant)>> {
     let mut out: BTreeMap<String, Vec<(u32, String, Instant)>> = BTreeMap::new();
     for r in receiver.received() {
-        let body: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON as published");
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_else(|e| {
+            panic!(
+                "a delivery whose body is not the JSON published ({e}): {} bytes {:?}, headers {:?}",
+                r.body.len(),
+                String::from_utf8_lossy(&r.body[..r.body.len().min(200)]),
+                r.headers
+            )
+        });
         let id = body["id"].as_str().expect("the event's id").to_owned();
         out.entry(id)
             .or_default()

@@ -383,6 +383,8 @@ pub struct RunningApp {
     pub admin: Option<SocketAddr>,
     shutdown: CancellationToken,
     handle: JoinHandle<anyhow::Result<()>>,
+    /// Why the run ended, when it ended with an error.
+    ended: Arc<Mutex<Option<String>>>,
 }
 
 impl RunningApp {
@@ -398,12 +400,22 @@ impl RunningApp {
         let ops = app.ops_addr();
         let admin = app.admin_addr();
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        let ended = Arc::new(Mutex::new(None));
+        let why = ended.clone();
+        let run = app.run_until_stopped(shutdown.clone());
+        let handle = tokio::spawn(async move {
+            let result = run.await;
+            if let Err(e) = &result {
+                *why.lock().unwrap() = Some(format!("{e:#}"));
+            }
+            result
+        });
         RunningApp {
             ops,
             admin,
             shutdown,
             handle,
+            ended,
         }
     }
 
@@ -453,7 +465,8 @@ impl RunningApp {
 
     /// Waits until /readyz answers 200: generously, since a consumer's first
     /// join on a cluster just formed waits for the group coordinator to
-    /// load; a timeout names what /readyz said last.
+    /// load. Fails at once when Herald's run ends, with its error; a timeout
+    /// names what /readyz and /status said last.
     pub async fn wait_ready(&self) {
         let url = format!("http://{}/readyz", self.ops);
         let last = std::sync::Mutex::new(String::new());
@@ -462,6 +475,9 @@ impl RunningApp {
             eventually(Duration::from_secs(120), "Herald to become ready", || {
                 let (url, last) = (url.clone(), &last);
                 async move {
+                    if self.handle.is_finished() {
+                        return Some(());
+                    }
                     let reply = reqwest::get(&url).await.ok()?;
                     let ok = reply.status().is_success();
                     *last.lock().unwrap() = reply.text().await.unwrap_or_default();
@@ -471,10 +487,20 @@ impl RunningApp {
         )
         .await;
         assert!(
-            ready.is_ok(),
-            "Herald did not become ready in 90 s; /readyz said: {}",
-            last.lock().unwrap()
+            !self.handle.is_finished(),
+            "Herald stopped before it was ready: {}",
+            self.ended.lock().unwrap().as_deref().unwrap_or("without an error")
         );
+        if ready.is_err() {
+            let status = match reqwest::get(format!("http://{}/status", self.ops)).await {
+                Ok(reply) => reply.text().await.unwrap_or_default(),
+                Err(e) => e.to_string(),
+            };
+            panic!(
+                "Herald did not become ready in 90 s; /readyz said: {}; /status said: {status}",
+                last.lock().unwrap()
+            );
+        }
     }
 
     pub async fn metrics(&self) -> String {
