@@ -209,7 +209,9 @@ impl Pipeline {
                 attempts: state.attempt,
                 first_attempt_at: state.first_attempt_at,
                 history: state.history.as_deref(),
-                tier: state.tier,
+                // Deferred before its first attempt: that attempt, when it
+                // fails, goes to the first tier as any first attempt does.
+                tier: state.tier.filter(|_| state.attempt > 0),
             },
             from: Some(from),
         })

@@ -321,7 +321,7 @@ impl Recorder {
 impl Journal for Recorder {
     fn failed(&self, event: &Event, target: &Arc<Target>, attempt: &Attempt, tier: Option<usize>, went: AfterFailure) {
         let step = match went {
-            AfterFailure::Retry { tier, due_at } => Step::retry(tier, due_at),
+            AfterFailure::Retry { tier, due_at } | AfterFailure::Defer { tier, due_at } => Step::retry(tier, due_at),
             AfterFailure::DeadLetter { reason, .. } => Step::dead_letter(DeliveryStatus::DeadLettered, reason),
         };
         self.record(event, target, attempt, tier, step);

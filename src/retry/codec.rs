@@ -228,7 +228,10 @@ fn history(d: &DeliveryContext<'_>) -> String {
         .previous_history
         .and_then(|h| serde_json::from_str(h).ok())
         .unwrap_or_default();
-    if let Some(a) = d.last_attempt {
+    // Consecutive waits for a request slot are one entry: a delivery
+    // deferred again and again does not grow its record.
+    let waited_before = entries.last().is_some_and(|e| e["class"] == "saturated");
+    if let Some(a) = d.last_attempt.filter(|a| !(waited_before && a.class() == "saturated")) {
         let (status, error) = match &a.result {
             Ok(status) => (Some(*status), None),
             Err(f) => (f.status(), Some(f.describe())),
@@ -715,6 +718,33 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn consecutive_waits_for_a_request_slot_are_one_history_entry() {
+        fn after(previous: &str, last: &Attempt) -> String {
+            history(&DeliveryContext {
+                binding: Binding {
+                    webhook_id: "orders",
+                    tenant: None,
+                    created_at: None,
+                },
+                delivery_id: "msg_1",
+                attempts: 1,
+                last_attempt: Some(last),
+                first_attempt_at: None,
+                previous_history: Some(previous),
+                tier: Some(0),
+            })
+        }
+        let entries = |h: &str| serde_json::from_str::<Vec<serde_json::Value>>(h).unwrap().len();
+        let mut waited = attempt();
+        waited.result = Err(Failure::Saturated(crate::delivery::Limit::Endpoint));
+        let once = after(r#"[{"attempt":1,"class":"5xx"}]"#, &waited);
+        assert_eq!(entries(&once), 2, "the first wait is an entry");
+        let again = after(&once, &waited);
+        assert_eq!(entries(&again), 2, "a second wait in a row is not");
+        assert_eq!(entries(&after(&again, &attempt())), 3, "an attempt after it is");
     }
 
     #[test]

@@ -110,7 +110,9 @@ impl Failures {
             &mut rand::rng(),
         );
         let (destination, reason) = match decision {
-            AfterFailure::Retry { tier, due_at } => (Destination::Tier { tier, due_at }, Reason::DeliveryFailed),
+            AfterFailure::Retry { tier, due_at } | AfterFailure::Defer { tier, due_at } => {
+                (Destination::Tier { tier, due_at }, Reason::DeliveryFailed)
+            }
             AfterFailure::DeadLetter { reason, disable } => {
                 if disable {
                     // Awaited (it is rare): once its dead letter is written,
@@ -125,14 +127,22 @@ impl Failures {
         if let Some(journal) = &self.journal {
             journal.failed(delivery.event, target, attempt, delivery.tier, decision);
         }
-        let first = delivery.first_attempt_at.unwrap_or(attempt.started_at);
+        // A delivery deferred for want of a request slot was not sent: it
+        // keeps its attempt count and its first attempt's time.
+        let (made, first) = match decision {
+            AfterFailure::Defer { .. } => (delivery.attempts, delivery.first_attempt_at),
+            _ => (
+                delivery.attempts + 1,
+                Some(delivery.first_attempt_at.unwrap_or(attempt.started_at)),
+            ),
+        };
         let letter = FailureRecord {
             destination,
             reason,
             detail: failure.describe(),
             record: &delivery.event.record,
             meta: Some(&delivery.event.meta),
-            delivery: Some(delivery.context(delivery.attempts + 1, Some(attempt), Some(first))),
+            delivery: Some(delivery.context(made, Some(attempt), first)),
         };
         self.sink.send(letter, &self.abort).await?;
         Ok(decision)

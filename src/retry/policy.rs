@@ -52,6 +52,11 @@ pub fn retried_pending(
 pub enum AfterFailure {
     /// To retry tier `tier`, due at `due_at`.
     Retry { tier: usize, due_at: SystemTime },
+    /// Not attempted: no request slot came free within
+    /// `delivery.max_queue_wait`. The delivery waits in tier `tier` (the one
+    /// it came from, or the first) and comes back with its attempt count
+    /// unchanged, so Herald's own backlog never uses up a receiver's retries.
+    Defer { tier: usize, due_at: SystemTime },
     /// To the dead-letter topic; `disable` when the endpoint is gone.
     DeadLetter { reason: Reason, disable: bool },
 }
@@ -145,6 +150,14 @@ impl Policy {
             return AfterFailure::DeadLetter {
                 reason: Reason::EndpointGone,
                 disable: true,
+            };
+        }
+        if matches!(failure, Failure::Saturated(_)) && !self.schedule.tiers.is_empty() {
+            let tier = from.unwrap_or(0);
+            let delay = self.schedule.delay(tier, None, rng);
+            return AfterFailure::Defer {
+                tier,
+                due_at: now + delay,
             };
         }
         let finals = webhook_final.unwrap_or(&self.final_statuses);
@@ -273,7 +286,6 @@ mod tests {
             status(503, None),
             Failure::Timeout,
             Failure::Network("connection refused".into()),
-            Failure::Saturated(crate::delivery::Limit::Tenant),
         ] {
             assert!(
                 matches!(
@@ -283,6 +295,34 @@ mod tests {
                 "{failure:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_delivery_that_found_no_request_slot_waits_in_its_own_tier_without_using_one_up() {
+        let p = policy(&[60, 600], &[]);
+        let saturated = Failure::Saturated(crate::delivery::Limit::Endpoint);
+        // A first attempt (or a redrive) waits in the first tier.
+        assert!(matches!(
+            p.after_failure(&saturated, None, None, at(0), &mut rng()),
+            AfterFailure::Defer { tier: 0, .. }
+        ));
+        // A retry waits in the tier it came from, the last one too: never exhausted by waiting.
+        for from in [0, 1] {
+            let AfterFailure::Defer { tier, due_at } = p.after_failure(&saturated, None, Some(from), at(0), &mut rng())
+            else {
+                panic!("saturated from tier {from} is deferred");
+            };
+            assert_eq!(tier, from);
+            assert!(due_at > at(0), "it waits the tier's delay");
+        }
+        // With no tiers there is nowhere to wait.
+        assert_eq!(
+            policy(&[], &[]).after_failure(&saturated, None, None, at(0), &mut rng()),
+            AfterFailure::DeadLetter {
+                reason: Reason::DeliveryFailed,
+                disable: false
+            }
+        );
     }
 
     #[test]

@@ -770,3 +770,43 @@ async fn a_due_retry_goes_to_the_webhook_as_it_is_now() {
 fn producer(config: &herald::config::Config) -> rdkafka::producer::FutureProducer {
     herald::kafka::producer_config(&config.kafka).create().unwrap()
 }
+
+/// A delivery that found no request slot within `delivery.max_queue_wait`
+/// was never sent: it waits in its tier and comes back with its attempt
+/// count unchanged, as often as it must. Herald's own backlog never uses up
+/// a receiver's retries, nor shows it a later attempt number than it saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_that_found_no_request_slot_keeps_its_retries_and_its_attempt_number() {
+    const EVENTS: usize = 6;
+    let env = TestEnv::new("retry-saturated", &["events"], 1)
+        .await
+        .with_tiers_of(&[Tier::after_ms(1000)], 1)
+        .await;
+    // One request at a time, each answered after 1.5 s; a delivery waits
+    // 300 ms for the slot: most are deferred, several times each.
+    let receiver = TestReceiver::start(Behaviour::Delay(Duration::from_millis(1500), 204)).await;
+    let mut w = webhook("w", &receiver.url("/"), &["*"]);
+    w.limits.max_in_flight = Some(1);
+    env.store().await.put(&w).await.unwrap();
+    let app = env.spawn("[delivery]\nmax_queue_wait = \"300ms\"").await;
+    let publisher = Publisher::new();
+    for n in 0..EVENTS {
+        publisher
+            .json(env.topic(), &format!(r#"{{"event":"invoice.paid","n":{n}}}"#))
+            .await;
+    }
+    let got = receiver.wait_for(EVENTS, Duration::from_secs(120)).await;
+    env.wait_finished().await;
+    let deferred = app
+        .metric(r#"herald_deliveries_total{class="saturated",outcome="failed"}"#)
+        .await;
+    assert!(deferred >= EVENTS as f64, "deliveries waited for the slot: {deferred}");
+    assert_eq!(receiver.count(), EVENTS, "each event sent once");
+    assert!(
+        got.iter().all(|r| r.attempt() == 1),
+        "the first request of each is attempt 1: {:?}",
+        got.iter().map(Received::attempt).collect::<Vec<_>>()
+    );
+    assert_eq!(end_offsets(&env.dlq, 1).await, vec![0], "nothing dead-lettered");
+    app.stop().await;
+}
