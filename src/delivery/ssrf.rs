@@ -325,8 +325,13 @@ impl GuardedResolver {
 
     /// `name`'s permitted addresses: kept from a lookup less than the TTL
     /// ago, or looked up now. Each is in its canonical form (an IPv4-mapped
-    /// IPv6 address as the IPv4 one), so that one address has one key.
+    /// IPv6 address as the IPv4 one), so that one address has one key. The
+    /// name is taken as the host slots know it (lower case, without a final
+    /// dot), so that a URL's `host.` and the slot counted for it are one
+    /// entry, looked up once.
     pub async fn resolve_name(&self, name: &str) -> Result<Arc<Resolved>, Box<dyn StdError + Send + Sync>> {
+        let name = crate::delivery::shares::host_name(name);
+        let name = name.as_str();
         if let Some(kept) = self.cache.get(name).filter(|r| r.expires > Instant::now()) {
             return Ok(kept);
         }
@@ -658,6 +663,14 @@ allow_ports = [443]
             .unwrap()
             .collect();
         assert_eq!(given, vec![first.current()]);
+        // A URL's spelling with a final dot, or in capitals, is the same entry.
+        let dotted: Vec<SocketAddr> = resolver
+            .resolve("Multi.Example.".parse().unwrap())
+            .await
+            .unwrap()
+            .collect();
+        assert_eq!(dotted, vec![first.current()]);
+        assert_eq!(lookups.load(Ordering::Relaxed), 1, "no second lookup for it");
         // It refuses: requests move on to the next, once however many saw it.
         first.move_past(ip("127.0.0.2"));
         first.move_past(ip("127.0.0.2"));
