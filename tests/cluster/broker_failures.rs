@@ -252,10 +252,16 @@ async fn through(name: &str, fault: Fault) {
     // Copies come from what was read and not yet committed when the group
     // lost track of a member (commits stall while the cluster shrinks its
     // in-sync replicas): a few seconds of the stream, never a replay of it.
+    // What the replica did meanwhile: rebalances and commits, for a failure's message.
+    let metrics = app.metrics().await;
+    let seen: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("herald_rebalances_total") || l.starts_with("herald_offset_commits_total"))
+        .collect();
     for (at, copies) in &duplicates {
         assert!(
             *copies <= EVENTS / 2,
-            "{copies} duplicates at {at}: a replay, not a fault's in-flight work"
+            "{copies} duplicates at {at} ({duplicates:?}): a replay, not a fault's in-flight work; {seen:?}"
         );
     }
     assert!(app.is_running(), "Herald ran through the fault without stopping");
