@@ -58,7 +58,12 @@ impl Dispatch for SourceDispatch {
     fn dispatch(&self, record: SourceRecord, done: Completion) {
         let pipeline = self.0.clone();
         tokio::spawn(async move {
-            let result = pipeline.process_source(record).await;
+            let result = caught(
+                record,
+                |record| pipeline.process_source(record),
+                |record, panic| pipeline.panicked("source", record, panic),
+            )
+            .await;
             pipeline.finish(result, done);
         });
     }
@@ -73,7 +78,12 @@ impl Dispatch for RetryDispatch {
     fn dispatch(&self, record: SourceRecord, done: Completion) {
         let pipeline = self.0.clone();
         tokio::spawn(async move {
-            let result = pipeline.process_retry(record).await;
+            let result = caught(
+                record,
+                |record| pipeline.process_retry(record),
+                |record, panic| pipeline.panicked("retry", record, panic),
+            )
+            .await;
             pipeline.finish(result, done);
         });
     }
@@ -81,9 +91,44 @@ impl Dispatch for RetryDispatch {
     fn requeue(&self, record: SourceRecord, done: Completion) {
         let pipeline = self.0.clone();
         tokio::spawn(async move {
-            let result = pipeline.requeue(record).await;
+            let result = caught(
+                record,
+                |record| pipeline.requeue(record),
+                |record, panic| pipeline.panicked("retry", record, panic),
+            )
+            .await;
             pipeline.finish(result, done);
         });
+    }
+}
+
+/// Runs `work` on `record`. Should it panic (a bug in Herald, never bad
+/// input, which is dead-lettered with its reason), `on_panic` gets the record
+/// as read and the panic's message: without this, the record's completion
+/// would be dropped unfinished and its partition would commit nothing more,
+/// on every replica it moved to.
+async fn caught<W, P>(
+    record: SourceRecord,
+    work: impl FnOnce(SourceRecord) -> W,
+    on_panic: impl FnOnce(SourceRecord, String) -> P,
+) -> Result<(), Abandoned>
+where
+    W: std::future::Future<Output = Result<(), Abandoned>>,
+    P: std::future::Future<Output = Result<(), Abandoned>>,
+{
+    use futures::FutureExt;
+    // The record's bytes are shared, not copied; only its headers' list is.
+    let kept = record.clone();
+    match std::panic::AssertUnwindSafe(work(record)).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            on_panic(kept, message).await
+        }
     }
 }
 
@@ -102,6 +147,16 @@ impl Pipeline {
             done.abandon();
             self.telemetry.event_abandoned();
         }
+    }
+
+    /// Herald failed on `record` (`panic`, a bug): logged and counted, and
+    /// the record, as read, dead-lettered as `internal_error` so that its
+    /// partition moves on and nothing is dropped unseen. Deliveries of it
+    /// already made are not undone.
+    async fn panicked(&self, consumer: &'static str, record: SourceRecord, panic: String) -> Result<(), Abandoned> {
+        self.telemetry.event_panicked(consumer, &record, &panic);
+        let detail = format!("Herald failed on this record: {panic}");
+        self.failures.unroutable(Reason::InternalError, detail, &record).await
     }
 
     /// A record from a source topic: route it and deliver to every subscriber.
@@ -259,5 +314,66 @@ impl Pipeline {
                 .await
                 .map(drop),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn record() -> SourceRecord {
+        SourceRecord {
+            topic: Arc::from("orders"),
+            partition: 2,
+            offset: 41,
+            timestamp_ms: None,
+            key: None,
+            value: bytes::Bytes::from_static(br#"{"type":"order.paid"}"#),
+            headers: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_hands_the_record_as_read_and_the_message_on_and_its_outcome_is_the_record_s() {
+        let seen = Mutex::new(None);
+        let result = caught(
+            record(),
+            |record| async move {
+                let found: Option<usize> = record.key.map(|k| k.len());
+                found.expect("a bug");
+                Ok(())
+            },
+            |record, panic| {
+                *seen.lock().unwrap() = Some((record.offset, record.value.clone(), panic));
+                async { Ok(()) }
+            },
+        )
+        .await;
+        assert_eq!(result, Ok(()), "finished once the panic was handled");
+        let (offset, value, panic) = seen.lock().unwrap().take().expect("on_panic ran");
+        assert_eq!((offset, &value[..]), (41, &br#"{"type":"order.paid"}"#[..]));
+        assert_eq!(panic, "a bug");
+        // A formatted message, and a handling that could not finish.
+        let abandoned = caught(
+            record(),
+            |record| async move { panic!("offset {}", record.offset) },
+            |_, panic| {
+                assert_eq!(panic, "offset 41");
+                async { Err(Abandoned) }
+            },
+        )
+        .await;
+        assert_eq!(abandoned, Err(Abandoned));
+    }
+
+    #[tokio::test]
+    async fn work_that_does_not_panic_is_its_own_outcome() {
+        let on_panic = |_, _| async { panic!("not called") };
+        assert_eq!(caught(record(), |_| async { Ok(()) }, on_panic).await, Ok(()));
+        assert_eq!(
+            caught(record(), |_| async { Err(Abandoned) }, on_panic).await,
+            Err(Abandoned)
+        );
     }
 }

@@ -53,6 +53,8 @@ pub enum Reason {
     NotCloudEvent,
     /// Unroutable: an event id, time or tenant is a JSON object or array.
     InvalidField,
+    /// Herald failed on the record (a bug, logged with its panic): kept as read.
+    InternalError,
     /// Not a dead-letter reason: a redrive record written by a manual retry.
     ManualRetry,
 }
@@ -97,7 +99,8 @@ impl Reason {
             | Reason::MissingEventType
             | Reason::NotUtf8
             | Reason::NotCloudEvent
-            | Reason::InvalidField => Class::Unroutable,
+            | Reason::InvalidField
+            | Reason::InternalError => Class::Unroutable,
             Reason::ManualRetry => Class::Redrive,
         }
     }
@@ -148,6 +151,9 @@ impl Reason {
             Reason::NotUtf8 => "a header or key the envelope rules read is not UTF-8",
             Reason::NotCloudEvent => "the cloudevents preset found neither binary nor structured mode",
             Reason::InvalidField => "an event id, time or tenant the envelope rules read is a JSON object or array",
+            Reason::InternalError => {
+                "Herald failed on the record (a bug, logged with its panic); the record is kept as read: publish it again once fixed"
+            }
             Reason::ManualRetry => "not a dead-letter reason: a redrive record written by a manual retry",
         }
     }
@@ -220,6 +226,7 @@ mod tests {
                 "not_utf8",
                 "not_cloudevent",
                 "invalid_field",
+                "internal_error",
                 "manual_retry",
             ]
         );

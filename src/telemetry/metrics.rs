@@ -35,6 +35,7 @@ pub struct Metrics {
     pub retry_records_waiting: IntGauge,
     pub retry_lateness: HistogramVec,
     pub retry_records_invalid: IntCounter,
+    pub event_panics: IntCounterVec,
     pub retry_records_out_of_order: IntGauge,
     pub retry_requeued: IntCounterVec,
     pub retry_records_expired: IntCounterVec,
@@ -326,6 +327,12 @@ impl Metrics {
                 "herald_retry_records_invalid_total",
                 "Records in a retry tier that lack Herald's headers (dead-lettered).",
             ),
+            event_panics: counter_vec(
+                r,
+                "herald_event_panics_total",
+                "Records Herald failed on with a panic (a bug), by consumer; each is dead-lettered as internal_error.",
+                &["consumer"],
+            ),
             consumer_wakeups: counter_vec(
                 r,
                 "herald_consumer_wakeups_total",
@@ -535,6 +542,7 @@ impl Metrics {
         }
         for consumer in ["source", "retry"] {
             m.records_repeated.with_label_values(&[consumer]);
+            m.event_panics.with_label_values(&[consumer]);
             for cause in ["not_read", "held_past_due"] {
                 m.partition_stalls.with_label_values(&[consumer, cause]);
             }

@@ -529,6 +529,19 @@ impl Telemetry {
         );
     }
 
+    /// Herald failed on `record` with a panic (a bug): it is dead-lettered.
+    pub fn event_panicked(&self, consumer: &'static str, record: &SourceRecord, panic: &str) {
+        self.metrics.event_panics.with_label_values(&[consumer]).inc();
+        tracing::error!(
+            consumer,
+            topic = %record.topic,
+            partition = record.partition,
+            offset = record.offset,
+            panic,
+            "Herald failed on this record (a bug); sending it to the dead-letter topic as internal_error"
+        );
+    }
+
     /// A record in a wait topic cannot be read as a retry record: it is dead-lettered.
     pub fn retry_record_invalid(&self, record: &SourceRecord, error: &dyn std::fmt::Display) {
         self.metrics.retry_records_invalid.inc();
