@@ -129,7 +129,20 @@ pub struct Limits {
     pub final_statuses: Option<Vec<u16>>,
 }
 
-/// One webhook subscription.
+/// One webhook subscription: the document other writers share
+/// (docs/subscriptions.md).
+///
+/// A field added here is written in every mirror of the webhook, or left out
+/// of it on purpose: the packed index entry (`Layout`, `Packed::pack` and
+/// `unpack`, and `Document`, which packs a document in place, in
+/// src/subscriptions/packed.rs), the API's `WebhookView` and its create and
+/// update bodies (src/admin/webhooks/), the OpenAPI document
+/// (docs/openapi.json, from `herald openapi`), the CLI's table
+/// (src/cli/tables.rs), the portal's page and form (src/portal/views/) and
+/// docs/subscriptions.md. The test
+/// `portal::tests::every_field_of_a_webhook_is_in_each_of_its_mirrors_or_left_out_on_purpose`
+/// does not compile until a new field is named in it, and fails while a
+/// mirror neither carries it nor lists it as left out.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Webhook {
     pub id: String,

@@ -116,6 +116,7 @@ pub fn webhook_table(w: &Value) -> String {
         "status",
         "status_reason",
         "status_by",
+        "status_changed_at",
         "created_at",
         "updated_at",
     ] {

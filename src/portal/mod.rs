@@ -307,6 +307,128 @@ mod tests {
         }
     }
 
+    /// A field of [`Webhook`](crate::webhook::Webhook) is written in several
+    /// places: the document (serde), the packed index entry and the reader
+    /// that packs a document in place, the API's view and its OpenAPI
+    /// schema, docs/subscriptions.md, the CLI's table and this portal's
+    /// page. Each either carries the field or leaves it out on purpose,
+    /// named here; a new field does not compile until it is named below.
+    #[test]
+    fn every_field_of_a_webhook_is_in_each_of_its_mirrors_or_left_out_on_purpose() {
+        use crate::subscriptions::packed::{Document, Packed};
+        use crate::webhook::{ExpiringSecret, Limits, StatusBy, Webhook, WebhookStatus};
+        use time::macros::datetime;
+
+        let mut w = crate::webhook::tests::webhook("wh_1", "https://hooks.example.com/in", &["tour.*"]);
+        w.tenant = Some("acme".into());
+        w.uid = Some("crm-hook".into());
+        w.status = WebhookStatus::Paused;
+        w.status_reason = Some("receiver maintenance".into());
+        w.status_changed_at = Some(datetime!(2026-03-04 05:06:07 UTC));
+        w.status_by = Some(StatusBy::Tenant);
+        w.retried_pending = vec![datetime!(2026-03-05 00:00 UTC)];
+        w.previous_secrets = vec![ExpiringSecret {
+            secret: w.secrets[0].clone(),
+            expires_at: datetime!(2026-03-06 00:00 UTC),
+        }];
+        w.headers.insert("x-api-key".into(), "k_live_1".into());
+        w.limits = Limits {
+            max_in_flight: Some(2),
+            timeout_ms: Some(900),
+            final_statuses: Some(vec![422]),
+        };
+        w.created_at = datetime!(2026-01-02 03:04:05 UTC);
+        // No `..`: a field added to `Webhook` stops this from compiling
+        // until it is set above and placed in the lists below.
+        let Webhook {
+            id: _,
+            tenant: _,
+            uid: _,
+            name: _,
+            url: _,
+            events: _,
+            status: _,
+            status_reason: _,
+            status_changed_at: _,
+            status_by: _,
+            retried_pending: _,
+            secrets: _,
+            previous_secrets: _,
+            headers: _,
+            created_at: _,
+            updated_at: _,
+            limits: _,
+        } = &w;
+        let json = serde_json::to_value(&w).unwrap();
+        let fields: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            fields.len(),
+            17,
+            "every field is set, so the document shows it: {fields:?}"
+        );
+
+        // The packed entry, from the webhook and from its document read in place.
+        assert_eq!(Packed::pack(&w).unpack().unwrap(), w);
+        let bytes = serde_json::to_vec(&w).unwrap();
+        assert_eq!(Document::parse(&bytes).unwrap().pack().unpack().unwrap(), w);
+
+        // What each mirror leaves out, and why.
+        let secrets = ["secrets", "previous_secrets"]; // shown only by the secrets endpoints
+        let not_in_view = [&secrets[..], &["retried_pending"]].concat(); // Herald's bookkeeping
+        let not_in_cli = not_in_view.clone();
+        let not_in_portal = [
+            &not_in_view[..],
+            // The portal shows what a receiver's owner acts on: status and
+            // its reason (status_by decides the resume form), the endpoint,
+            // events, header names and when it was created.
+            &["uid", "status_changed_at", "status_by", "updated_at", "limits"],
+        ]
+        .concat();
+
+        let view = WebhookView::from(&w);
+        let shown = serde_json::to_value(&view).unwrap();
+        let openapi: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/openapi.json")).expect("docs/openapi.json");
+        let schema = &openapi["components"]["schemas"]["WebhookView"]["properties"];
+        let subscriptions = include_str!("../../docs/subscriptions.md");
+        let table = crate::cli::tables::webhook_table(&shown);
+        let mut operator = session(Capability::Manage);
+        operator.claims.ten = None;
+        let page = views::detail(&operator, &view, None, None, None).into_string();
+        let on_page = |field: &str| match field {
+            "id" => page.contains("wh_1"),
+            "tenant" => page.contains("acme"),
+            "name" => page.contains(&w.name),
+            "url" => page.contains("https://hooks.example.com/in"),
+            "events" => page.contains("tour.*"),
+            "status" => page.contains("status paused"),
+            "status_reason" => page.contains("receiver maintenance"),
+            "headers" => page.contains("x-api-key"),
+            "created_at" => page.contains("2026-01-02 03:04 UTC"),
+            other => panic!("the portal's page is not known to show `{other}`"),
+        };
+        for field in fields {
+            let doc_row = subscriptions.contains(&format!("| `{field}`"))
+                || subscriptions.contains(&format!("`, `{field}` |"))
+                || subscriptions.contains(&format!("| `{field}."));
+            assert!(doc_row, "docs/subscriptions.md has a row for `{field}`");
+            let in_view = !not_in_view.contains(&field);
+            assert_eq!(shown.get(field).is_some(), in_view, "the API view and `{field}`");
+            assert_eq!(schema.get(field).is_some(), in_view, "the OpenAPI schema and `{field}`");
+            let row = table
+                .lines()
+                .any(|l| l.trim_start_matches(['│', ' ']).split_whitespace().next() == Some(field));
+            assert_eq!(
+                row,
+                !not_in_cli.contains(&field),
+                "the CLI's table and `{field}`:\n{table}"
+            );
+            if !not_in_portal.contains(&field) {
+                assert!(on_page(field), "the portal's page shows `{field}`");
+            }
+        }
+    }
+
     #[test]
     fn a_form_needs_the_sessions_csrf_token() {
         let s = session(Capability::Manage);
