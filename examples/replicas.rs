@@ -35,6 +35,10 @@ use rand::{Rng, SeedableRng};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
+#[path = "common/fleet.rs"]
+mod fleet;
+use fleet::{owned, signal, wait_ready, Replica};
+
 /// One delivery a webhook's receiver answered.
 #[derive(Clone, Copy)]
 struct Arrival {
@@ -170,19 +174,7 @@ statistics_interval = "1s"
 "session.timeout.ms" = "{session}"
 "heartbeat.interval.ms" = "1000"
 {assignor}
-[redis]
-url = "{redis}"
-prefix = "{id}:"
-[dead_letter]
-topic = "{dlq}"
-[system_events]
-topic = "{system}"
-[history]
-enabled = false
-[delivery]
-allow_cidrs = ["127.0.0.0/8"]
-allow_ports = ["1-65535"]
-[retry]
+{shared}[retry]
 jitter = 0.0
 redrive_topic = "{redrive}"
 tiers = [{{ topic = "{t1}", delay = "2s" }}, {{ topic = "{t2}", delay = "30s" }}]
@@ -193,9 +185,7 @@ drain_timeout = "10s"
             id = self.id,
             events = self.topic("events"),
             session = self.args.session_timeout_ms,
-            redis = self.args.redis,
-            dlq = self.topic("dlq"),
-            system = self.topic("system"),
+            shared = fleet::shared_config(&self.id, &self.args.redis, &self.topic("dlq"), &self.topic("system")),
             redrive = self.topic("redrive"),
             t1 = self.topic("retry.1"),
             t2 = self.topic("retry.2"),
@@ -203,54 +193,9 @@ drain_timeout = "10s"
     }
 }
 
-/// One Herald process.
-struct Replica {
-    child: tokio::process::Child,
-    ops: SocketAddr,
-}
-
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 fn start(run: &Run, config: &std::path::Path, n: usize) -> Replica {
-    let ops = free_port();
-    let log = std::fs::File::create(std::env::temp_dir().join(format!("{}-replica-{n}.log", run.id))).unwrap();
-    let child = tokio::process::Command::new(&run.args.herald)
-        .args(["--config", config.to_str().unwrap(), "run"])
-        .env("HERALD_OPS__LISTEN", ops.to_string())
-        .env("RUST_LOG", "warn")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("herald starts");
-    Replica { child, ops }
-}
-
-fn signal(replica: &Replica, sig: &str) {
-    if let Some(pid) = replica.child.id() {
-        let _ = std::process::Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(pid.to_string())
-            .status();
-    }
-}
-
-/// The source partitions a replica owns, from its `/status`.
-async fn owned(replica: &Replica) -> Vec<i64> {
-    let Ok(resp) = reqwest::get(format!("http://{}/status", replica.ops)).await else {
-        return Vec::new();
-    };
-    let text = resp.text().await.unwrap_or_default();
-    let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    body["consumers"]["source"]["partitions"]
-        .as_array()
-        .map(|ps| ps.iter().filter_map(|p| p["partition"].as_i64()).collect())
-        .unwrap_or_default()
+    let log = std::env::temp_dir().join(format!("{}-replica-{n}.log", run.id));
+    fleet::start(&run.args.herald, config, &log)
 }
 
 const PARTITIONS: i32 = 6;
@@ -409,7 +354,11 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let dead = herald_dead_letters(&run).await;
+    let dead: HashMap<String, HashSet<u64>> = fleet::dead_letters(&run.args.brokers, &run.topic("dlq"), 3)
+        .await
+        .into_iter()
+        .map(|(w, letters)| (w, letters.iter().map(|l| l.seq).collect()))
+        .collect();
     let mut lost = 0;
     println!("\nwebhook  sent     delivered  dead-lettered  missing  duplicates");
     for w in WEBHOOKS {
@@ -442,19 +391,6 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_ready(replica: &Replica) {
-    let url = format!("http://{}/readyz", replica.ops);
-    for _ in 0..600 {
-        if let Ok(r) = reqwest::get(&url).await {
-            if r.status().is_success() {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("replica at {} never became ready", replica.ops);
-}
-
 /// The events `webhook` answered 2xx to.
 fn succeeded(receiver: &Receiver, webhook: &str) -> HashSet<u64> {
     let arrivals = receiver.arrivals.lock().unwrap();
@@ -462,49 +398,6 @@ fn succeeded(receiver: &Receiver, webhook: &str) -> HashSet<u64> {
         .get(webhook)
         .map(|a| a.iter().filter(|a| a.ok).map(|a| a.seq).collect())
         .unwrap_or_default()
-}
-
-/// The events dead-lettered, per webhook.
-async fn herald_dead_letters(run: &Run) -> HashMap<String, HashSet<u64>> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::{Headers, Message};
-    let (brokers, topic) = (run.args.brokers.clone(), run.topic("dlq"));
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", format!("{topic}-reader"))
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "true")
-            .create()
-            .unwrap();
-        consumer.subscribe(&[&topic]).unwrap();
-        let mut out: HashMap<String, HashSet<u64>> = HashMap::new();
-        let mut eofs = 0;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while eofs < 3 && Instant::now() < deadline {
-            match consumer.poll(Duration::from_millis(500)) {
-                Some(Ok(m)) => {
-                    let webhook = m
-                        .headers()
-                        .and_then(|h| h.iter().find(|h| h.key == "herald-webhook-id").and_then(|h| h.value))
-                        .map(|v| String::from_utf8_lossy(v).into_owned())
-                        .unwrap_or_default();
-                    let seq = m
-                        .payload()
-                        .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
-                        .and_then(|v| v["seq"].as_u64());
-                    if let Some(seq) = seq {
-                        out.entry(webhook).or_default().insert(seq);
-                    }
-                }
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => eofs += 1,
-                _ => {}
-            }
-        }
-        out
-    })
-    .await
-    .unwrap()
 }
 
 /// Second attempts of `flaky` (due 2 s after the first): how late they came.
