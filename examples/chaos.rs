@@ -1,0 +1,1280 @@
+//! The chaos suite (run by `scripts/chaos`): a stream of events over three
+//! topics of four partitions each, on a three-node Apache Kafka cluster,
+//! delivered by three Herald replicas in one group to receivers on
+//! 127.0.0.1, while faults drawn from a seed (printed, so a run can be
+//! replayed) are injected, one at a time and overlapping. Then it checks
+//! what arrived and prints figures; it exits 1 when an event is lost or the
+//! lag did not come back.
+//!
+//!     chaos --nodes .local/chaos.nodes --kafka-libs DIR --herald target/release/herald
+//!           [--events 100000] [--rate 200] [--seed N] [--short]
+//!           [--redis-port 6390] [--work-dir DIR]
+//!
+//! `--short` runs 6000 events at 50/s with a few faults (about five minutes).
+//!
+//! Webhooks, each subscribed to every event: `ok` (204), `slow` (204 after
+//! 50 ms), `flaky` (503 to every first attempt, so every event goes through
+//! the first retry tier) and `odd`, a raw TCP receiver that answers 204
+//! except while a fault makes it accept and never answer, trickle its
+//! response a byte every half second, or reset the connection.
+//!
+//! Faults: a replica killed with `kill -9` and restarted 20 s later (ten
+//! times); two replicas stopped and started (3 -> 1 -> 3 -> 1 -> 3, 30 s
+//! each); the leader of a source partition killed and restarted; the active
+//! KRaft controller killed and restarted; a node frozen with SIGSTOP for 30 s;
+//! the suite's own redis-server killed and restarted (its append-only file
+//! kept, as an operator's would be); a 5xx storm on `ok` and `slow` (half the
+//! webhooks) for 60 s; `odd` hanging, trickling and resetting for 30 s each.
+//! Faults on the Kafka nodes take turns (one node down at a time, as
+//! min.insync.replicas 2 of 3 allows); the others overlap freely.
+//!
+//! Checks: every event produced reached every webhook with a 2xx at least
+//! once, or was dead-lettered (the reason printed); duplicates, and whether
+//! each kept its first `webhook-id`; no retry came before its tier's delay
+//! after the attempt before it; the source partitions' lag (the group's
+//! committed offsets against the high watermarks) back to 0, and how long
+//! after the last fault healed; each replica slot's peak RSS (VmHWM, over
+//! its restarts); deliveries/s while a fault was active and while none was.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use rand::{Rng, SeedableRng};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[path = "common/fleet.rs"]
+mod fleet;
+use fleet::Replica;
+
+/// Source topics, each of [`PARTITIONS`] partitions.
+const TOPICS: [&str; 3] = ["orders", "users", "billing"];
+const PARTITIONS: i32 = 4;
+
+/// The webhooks, each named after how its receiver answers.
+const WEBHOOKS: [&str; 4] = ["ok", "slow", "flaky", "odd"];
+
+/// The webhooks a 5xx storm fails: half of them.
+const STORMED: [&str; 2] = ["ok", "slow"];
+
+/// Retry tiers: a delivery failing through a 60 s storm succeeds on its
+/// fourth attempt (at +2, +32, +92 s).
+const TIERS: [u64; 4] = [2, 30, 60, 120];
+
+/// Herald's whole-request deadline here: a receiver that never answers
+/// fails a delivery after it.
+const REQUEST_TIMEOUT_S: u64 = 5;
+
+/// A replica killed with kill -9 stays down this long: past its session
+/// timeout (10 s), so the crash and the return are two rebalances.
+const REPLICA_DOWN: Duration = Duration::from_secs(20);
+
+/// How long after the last fault healed the lag must be back to 0.
+const LAG_BOUND: Duration = Duration::from_secs(300);
+
+/// One request a receiver answered (or failed on purpose).
+#[derive(Clone)]
+struct Arrival {
+    seq: u64,
+    attempt: u32,
+    webhook_id: String,
+    at: Instant,
+    ok: bool,
+}
+
+/// How `odd` answers.
+const NORMAL: u8 = 0;
+const HANG: u8 = 1;
+const TRICKLE: u8 = 2;
+const RESET: u8 = 3;
+
+#[derive(Clone, Default)]
+struct Receivers {
+    arrivals: Arc<Mutex<HashMap<String, Vec<Arrival>>>>,
+    storm: Arc<AtomicBool>,
+    odd: Arc<AtomicU8>,
+}
+
+impl Receivers {
+    fn record(&self, webhook: &str, arrival: Arrival) {
+        self.arrivals
+            .lock()
+            .unwrap()
+            .entry(webhook.to_owned())
+            .or_default()
+            .push(arrival);
+    }
+
+    /// The events `webhook` answered 2xx to.
+    fn succeeded(&self, webhook: &str) -> HashSet<u64> {
+        self.arrivals
+            .lock()
+            .unwrap()
+            .get(webhook)
+            .map(|a| a.iter().filter(|a| a.ok).map(|a| a.seq).collect())
+            .unwrap_or_default()
+    }
+}
+
+fn seq_of(body: &[u8]) -> u64 {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["seq"].as_u64())
+        .unwrap_or(u64::MAX)
+}
+
+async fn receive(
+    State(r): State<Receivers>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let attempt = header("herald-attempt").parse().unwrap_or(1);
+    let path = uri.path().trim_start_matches('/').to_owned();
+    if path == "slow" {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stormed = STORMED.contains(&path.as_str()) && r.storm.load(Ordering::Relaxed);
+    let ok = !stormed && (path != "flaky" || attempt > 1);
+    let arrival = Arrival {
+        seq: seq_of(&body),
+        attempt,
+        webhook_id: header("webhook-id").to_owned(),
+        at: Instant::now(),
+        ok,
+    };
+    r.record(&path, arrival);
+    if ok {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+/// `odd`'s receiver: HTTP/1.1 by hand, so that it can misbehave below HTTP.
+async fn odd_server(listener: tokio::net::TcpListener, r: Receivers) {
+    loop {
+        if let Ok((socket, _)) = listener.accept().await {
+            let r = r.clone();
+            tokio::spawn(async move {
+                let _ = odd_connection(socket, r).await;
+            });
+        }
+    }
+}
+
+async fn odd_connection(mut socket: tokio::net::TcpStream, r: Receivers) -> std::io::Result<()> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = socket.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let header = |name: &str| {
+            head.lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        let length: usize = header("content-length").parse().unwrap_or(0);
+        while buf.len() < head_end + length {
+            let n = socket.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let mode = r.odd.load(Ordering::Relaxed);
+        let arrival = Arrival {
+            seq: seq_of(&buf[head_end..head_end + length]),
+            attempt: header("herald-attempt").parse().unwrap_or(1),
+            webhook_id: header("webhook-id"),
+            at: Instant::now(),
+            ok: mode == NORMAL,
+        };
+        buf.drain(..head_end + length);
+        r.record("odd", arrival);
+        match mode {
+            HANG => {
+                tokio::time::sleep(Duration::from_secs(120)).await;
+                return Ok(());
+            }
+            TRICKLE => {
+                for b in b"HTTP/1.1 204 No Content\r\n\r\n" {
+                    socket.write_all(&[*b]).await?;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+            RESET => {
+                // SO_LINGER 0: closing sends a RST.
+                #[allow(deprecated)]
+                socket.set_linger(Some(Duration::ZERO))?;
+                return Ok(());
+            }
+            _ => socket.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await?,
+        }
+    }
+}
+
+struct Args {
+    nodes: PathBuf,
+    kafka_libs: String,
+    herald: String,
+    redis_server: String,
+    redis_port: u16,
+    work_dir: PathBuf,
+    events: u64,
+    rate: u64,
+    seed: u64,
+    short: bool,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        nodes: ".local/chaos.nodes".into(),
+        kafka_libs: String::new(),
+        herald: "target/release/herald".into(),
+        redis_server: "redis-server".into(),
+        redis_port: 6390,
+        work_dir: std::env::temp_dir().join("herald-chaos"),
+        events: 100_000,
+        rate: 200,
+        seed: rand::random::<u32>() as u64,
+        short: false,
+    };
+    let mut argv: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = argv.iter().position(|a| a == "--short") {
+        argv.remove(i);
+        a.short = true;
+        a.events = 6_000;
+        a.rate = 50;
+    }
+    for pair in argv.chunks(2) {
+        let value = pair.get(1).cloned().unwrap_or_default();
+        let number = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| anyhow::anyhow!("{} needs a number, not {value:?}", pair[0]))
+        };
+        match pair[0].as_str() {
+            "--nodes" => a.nodes = value.clone().into(),
+            "--kafka-libs" => a.kafka_libs = value.clone(),
+            "--herald" => a.herald = value.clone(),
+            "--redis-server" => a.redis_server = value.clone(),
+            "--redis-port" => a.redis_port = number()? as u16,
+            "--work-dir" => a.work_dir = value.clone().into(),
+            "--events" => a.events = number()?,
+            "--rate" => a.rate = number()?.max(1),
+            "--seed" => a.seed = number()?,
+            other => anyhow::bail!("unknown argument {other} (see the top of examples/chaos.rs)"),
+        }
+    }
+    Ok(a)
+}
+
+/// One Kafka node of the cluster, from the nodes file `start_kafka_cluster`
+/// writes (`ID HOST:PORT DIR` a line).
+struct Node {
+    id: i32,
+    address: String,
+    dir: PathBuf,
+}
+
+impl Node {
+    fn pid(&self) -> Option<u32> {
+        let name = self.dir.file_name()?.to_string_lossy().into_owned();
+        std::fs::read_to_string(self.dir.with_file_name(format!("{name}.pid")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(pid) = self.pid() {
+            fleet::signal_pid(pid, sig);
+        }
+    }
+
+    fn listening(&self) -> bool {
+        std::net::TcpStream::connect(&self.address).is_ok()
+    }
+
+    async fn kill(&self) {
+        self.signal("KILL");
+        for _ in 0..300 {
+            if !self.listening() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Starts it again on its data, detached, and waits until it has started.
+    async fn restart(&self) -> anyhow::Result<()> {
+        let log = self.dir.join("server.log");
+        std::fs::write(&log, "")?;
+        let status = std::process::Command::new("setsid")
+            .arg("-f")
+            .arg(self.dir.join("run"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()?;
+        anyhow::ensure!(status.success(), "node {} not launched", self.id);
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while Instant::now() < deadline {
+            if std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("Kafka Server started")
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        anyhow::bail!("node {} did not start within 180 s (see {})", self.id, log.display())
+    }
+}
+
+fn read_nodes(file: &Path) -> anyhow::Result<Vec<Node>> {
+    let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let nodes: Vec<Node> = text
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            Some(Node {
+                id: f.first()?.parse().ok()?,
+                address: (*f.get(1)?).to_owned(),
+                dir: PathBuf::from(f.get(2)?),
+            })
+        })
+        .collect();
+    anyhow::ensure!(nodes.len() == 3, "{}: three nodes expected", file.display());
+    Ok(nodes)
+}
+
+/// A fault as it happened: what, when it began and when it healed.
+struct Happened {
+    what: String,
+    began: Instant,
+    healed: Instant,
+}
+
+/// A replica slot: the process now running in it, and the highest VmHWM of
+/// the processes that ran in it.
+#[derive(Default)]
+struct Slot {
+    replica: Option<Replica>,
+    busy: bool,
+    peak_kb: u64,
+}
+
+impl Slot {
+    fn sample(&mut self) {
+        if let Some(pid) = self.replica.as_ref().and_then(|r| r.child.id()) {
+            self.peak_kb = self.peak_kb.max(fleet::status_kb(pid, "VmHWM:"));
+        }
+    }
+}
+
+/// What the faults share.
+struct Chaos {
+    id: String,
+    args: Args,
+    brokers: String,
+    nodes: Vec<Node>,
+    receivers: Receivers,
+    config: PathBuf,
+    slots: tokio::sync::Mutex<Vec<Slot>>,
+    redis: tokio::sync::Mutex<Option<tokio::process::Child>>,
+    /// Faults on Kafka nodes hold it: one node down at a time.
+    cluster: tokio::sync::Mutex<()>,
+    /// Faults on `odd` hold it.
+    odd: tokio::sync::Mutex<()>,
+    began: Instant,
+    happened: Mutex<Vec<Happened>>,
+}
+
+impl Chaos {
+    fn topic(&self, name: &str) -> String {
+        format!("{}.{name}", self.id)
+    }
+
+    fn say(&self, what: &str) {
+        println!("{:>6.1}s {what}", self.began.elapsed().as_secs_f64());
+    }
+
+    fn done(&self, what: String, began: Instant) {
+        self.say(&format!("healed: {what}"));
+        self.happened.lock().unwrap().push(Happened {
+            what,
+            began,
+            healed: Instant::now(),
+        });
+    }
+
+    fn config(&self) -> String {
+        let topics: Vec<String> = TOPICS.iter().map(|t| format!("\"{}\"", self.topic(t))).collect();
+        let tiers: Vec<String> = TIERS
+            .iter()
+            .map(|s| {
+                format!(
+                    "{{ topic = \"{}\", delay = \"{s}s\" }}",
+                    self.topic(&format!("retry.{s}s"))
+                )
+            })
+            .collect();
+        format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "{id}"
+topics = [{topics}]
+statistics_interval = "1s"
+progress_check_interval = "5s"
+[kafka.consumer_properties]
+"session.timeout.ms" = "10000"
+"heartbeat.interval.ms" = "1000"
+{shared}request_timeout = "{timeout}s"
+[retry]
+jitter = 0.0
+redrive_topic = "{redrive}"
+tiers = [{tiers}]
+[shutdown]
+drain_timeout = "10s"
+"#,
+            brokers = self.brokers,
+            id = self.id,
+            topics = topics.join(", "),
+            shared = fleet::shared_config(
+                &self.id,
+                &format!("redis://127.0.0.1:{}/0", self.args.redis_port),
+                &self.topic("dlq"),
+                &self.topic("system")
+            ),
+            timeout = REQUEST_TIMEOUT_S,
+            redrive = self.topic("redrive"),
+            tiers = tiers.join(", "),
+        )
+    }
+
+    fn start_replica(&self, n: usize) -> Replica {
+        let log = self.args.work_dir.join(format!("replica-{n}.log"));
+        fleet::start(&self.args.herald, &self.config, &log)
+    }
+
+    async fn start_redis(&self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.args.work_dir.join("redis.log"))?;
+        let child = tokio::process::Command::new(&self.args.redis_server)
+            .args(["--bind", "127.0.0.1", "--port", &self.args.redis_port.to_string()])
+            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(&self.args.work_dir)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("{} does not start: {e}", self.args.redis_server))?;
+        *self.redis.lock().await = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if redis_ping(self.args.redis_port) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("redis-server on port {} did not answer", self.args.redis_port)
+    }
+}
+
+fn redis_ping(port: u16) -> bool {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut buf = [0u8; 64];
+    s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    KillReplica,
+    Scale,
+    KillLeader,
+    KillController,
+    FreezeNode,
+    RestartRedis,
+    Storm,
+    Hang,
+    Trickle,
+    Reset,
+}
+
+/// The faults of a run and when each begins (seconds into production).
+fn schedule(rng: &mut rand::rngs::StdRng, short: bool, seconds: f64) -> Vec<(f64, Fault)> {
+    let mut plan = Vec::new();
+    let at = |rng: &mut rand::rngs::StdRng, from: f64, to: f64| rng.random_range(from * seconds..to * seconds);
+    let kills = if short { 2 } else { 10 };
+    for i in 0..kills {
+        // Spread over the run, one a slice, at a random moment of it.
+        let slice = 0.75 / kills as f64;
+        plan.push((
+            at(rng, 0.05 + slice * i as f64, 0.05 + slice * (i + 1) as f64),
+            Fault::KillReplica,
+        ));
+    }
+    let others: &[Fault] = if short {
+        &[Fault::Storm, Fault::RestartRedis, Fault::KillLeader, Fault::Reset]
+    } else {
+        &[
+            Fault::Scale,
+            Fault::KillLeader,
+            Fault::KillController,
+            Fault::FreezeNode,
+            Fault::RestartRedis,
+            Fault::Storm,
+            Fault::Hang,
+            Fault::Trickle,
+            Fault::Reset,
+        ]
+    };
+    for f in others {
+        plan.push((at(rng, 0.1, 0.7), *f));
+    }
+    plan.sort_by(|a, b| a.0.total_cmp(&b.0));
+    plan
+}
+
+async fn inject(chaos: Arc<Chaos>, fault: Fault, seed: u64) -> anyhow::Result<()> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    match fault {
+        Fault::KillReplica => kill_replica(&chaos, &mut rng).await,
+        Fault::Scale => scale(&chaos).await,
+        Fault::KillLeader => {
+            let _turn = chaos.cluster.lock().await;
+            let topic = chaos.topic(TOPICS[rng.random_range(0..TOPICS.len())]);
+            let partition = rng.random_range(0..PARTITIONS);
+            let leader = leader_of(&chaos.brokers, &topic, partition).await?;
+            kill_node(&chaos, leader, &format!("leader of {topic}/{partition}")).await
+        }
+        Fault::KillController => {
+            let _turn = chaos.cluster.lock().await;
+            let controller = active_controller(&chaos.brokers, &chaos.args.kafka_libs).await?;
+            kill_node(&chaos, controller, "active controller").await
+        }
+        Fault::FreezeNode => {
+            let _turn = chaos.cluster.lock().await;
+            let node = &chaos.nodes[rng.random_range(0..chaos.nodes.len())];
+            let what = format!("node {} frozen (SIGSTOP) for 30 s", node.id);
+            chaos.say(&what);
+            let began = Instant::now();
+            node.signal("STOP");
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            node.signal("CONT");
+            chaos.done(what, began);
+            wait_in_sync(&chaos.brokers).await;
+            Ok(())
+        }
+        Fault::RestartRedis => {
+            let what = "redis-server killed (kill -9), restarted 5 s later".to_owned();
+            chaos.say(&what);
+            let began = Instant::now();
+            if let Some(mut child) = chaos.redis.lock().await.take() {
+                child.kill().await?;
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            chaos.start_redis().await?;
+            chaos.done(what, began);
+            Ok(())
+        }
+        Fault::Storm => {
+            let what = format!("5xx storm on {STORMED:?} for 60 s");
+            chaos.say(&what);
+            let began = Instant::now();
+            chaos.receivers.storm.store(true, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            chaos.receivers.storm.store(false, Ordering::Relaxed);
+            chaos.done(what, began);
+            Ok(())
+        }
+        Fault::Hang | Fault::Trickle | Fault::Reset => {
+            let (mode, how) = match fault {
+                Fault::Hang => (HANG, "accepts and never answers"),
+                Fault::Trickle => (TRICKLE, "trickles its response a byte every 500 ms"),
+                _ => (RESET, "resets every connection"),
+            };
+            let _turn = chaos.odd.lock().await;
+            let what = format!("odd {how}, for 30 s");
+            chaos.say(&what);
+            let began = Instant::now();
+            chaos.receivers.odd.store(mode, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            chaos.receivers.odd.store(NORMAL, Ordering::Relaxed);
+            chaos.done(what, began);
+            Ok(())
+        }
+    }
+}
+
+async fn kill_replica(chaos: &Chaos, rng: &mut rand::rngs::StdRng) -> anyhow::Result<()> {
+    // A running replica no other fault holds, never the last one running.
+    let (n, mut victim) = loop {
+        let mut slots = chaos.slots.lock().await;
+        let running = slots.iter().filter(|s| s.replica.is_some()).count();
+        let free: Vec<usize> = (0..slots.len())
+            .filter(|i| slots[*i].replica.is_some() && !slots[*i].busy)
+            .collect();
+        if running >= 2 && !free.is_empty() {
+            let n = free[rng.random_range(0..free.len())];
+            slots[n].sample();
+            slots[n].busy = true;
+            break (n, slots[n].replica.take().expect("running"));
+        }
+        drop(slots);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let what = format!(
+        "replica {n} killed (kill -9), restarted {} s later",
+        REPLICA_DOWN.as_secs()
+    );
+    chaos.say(&what);
+    let began = Instant::now();
+    fleet::signal(&victim, "KILL");
+    let _ = victim.child.wait().await;
+    tokio::time::sleep(REPLICA_DOWN).await;
+    let mut slots = chaos.slots.lock().await;
+    slots[n].replica = Some(chaos.start_replica(n));
+    slots[n].busy = false;
+    drop(slots);
+    chaos.done(what, began);
+    Ok(())
+}
+
+/// Stops (SIGTERM) the replica in slot `n`, waiting for it to exit.
+async fn stop_replica(chaos: &Chaos, n: usize) {
+    let replica = {
+        let mut slots = chaos.slots.lock().await;
+        slots[n].sample();
+        slots[n].replica.take()
+    };
+    if let Some(mut r) = replica {
+        fleet::signal(&r, "TERM");
+        if tokio::time::timeout(Duration::from_secs(40), r.child.wait())
+            .await
+            .is_err()
+        {
+            chaos.say(&format!("replica {n} did not exit within 40 s of SIGTERM: killed"));
+            let _ = r.child.kill().await;
+        }
+    }
+}
+
+async fn scale(chaos: &Chaos) -> anyhow::Result<()> {
+    loop {
+        let mut slots = chaos.slots.lock().await;
+        if slots[1..].iter().all(|s| s.replica.is_some() && !s.busy) {
+            slots[1].busy = true;
+            slots[2].busy = true;
+            break;
+        }
+        drop(slots);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let what = "scaled 3 -> 1 -> 3 -> 1 -> 3 (replicas 1 and 2 stopped and started, 30 s each)".to_owned();
+    chaos.say(&what);
+    let began = Instant::now();
+    for round in 0..2 {
+        chaos.say(&format!("scale 3 -> 1 ({})", round + 1));
+        stop_replica(chaos, 1).await;
+        stop_replica(chaos, 2).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        chaos.say(&format!("scale 1 -> 3 ({})", round + 1));
+        let mut slots = chaos.slots.lock().await;
+        for n in [1, 2] {
+            slots[n].replica = Some(chaos.start_replica(n));
+        }
+        drop(slots);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+    let mut slots = chaos.slots.lock().await;
+    slots[1].busy = false;
+    slots[2].busy = false;
+    drop(slots);
+    chaos.done(what, began);
+    Ok(())
+}
+
+async fn kill_node(chaos: &Chaos, id: i32, role: &str) -> anyhow::Result<()> {
+    let node = chaos
+        .nodes
+        .iter()
+        .find(|n| n.id == id)
+        .ok_or_else(|| anyhow::anyhow!("no node {id} in the cluster"))?;
+    let what = format!("node {id} ({role}) killed (kill -9), restarted 15 s later");
+    chaos.say(&what);
+    let began = Instant::now();
+    node.kill().await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    node.restart().await?;
+    chaos.done(what, began);
+    wait_in_sync(&chaos.brokers).await;
+    Ok(())
+}
+
+fn metadata_client(brokers: &str) -> anyhow::Result<BaseConsumer> {
+    Ok(ClientConfig::new().set("bootstrap.servers", brokers).create()?)
+}
+
+async fn leader_of(brokers: &str, topic: &str, partition: i32) -> anyhow::Result<i32> {
+    let client = metadata_client(brokers)?;
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let metadata = client.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        metadata
+            .topics()
+            .first()
+            .and_then(|t| t.partitions().iter().find(|p| p.id() == partition))
+            .map(|p| p.leader())
+            .ok_or_else(|| anyhow::anyhow!("no partition {topic}/{partition}"))
+    })
+    .await?
+}
+
+/// The active KRaft controller, as Kafka's `kafka-metadata-quorum` reports it.
+async fn active_controller(brokers: &str, libs: &str) -> anyhow::Result<i32> {
+    let out = tokio::process::Command::new("java")
+        .arg("-cp")
+        .arg(format!("{libs}/*"))
+        .arg("org.apache.kafka.tools.MetadataQuorumCommand")
+        .args(["--bootstrap-server", brokers, "describe", "--status"])
+        .output()
+        .await?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("LeaderId:"))
+        .and_then(|id| id.trim().parse().ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no LeaderId from MetadataQuorumCommand: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+/// Waits (up to 180 s) until every partition has its three replicas in sync.
+async fn wait_in_sync(brokers: &str) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while Instant::now() < deadline {
+        let Ok(client) = metadata_client(brokers) else { return };
+        let in_sync = tokio::task::spawn_blocking(move || {
+            client.fetch_metadata(None, Duration::from_secs(5)).is_ok_and(|m| {
+                m.brokers().len() == 3
+                    && m.topics()
+                        .iter()
+                        .flat_map(|t| t.partitions())
+                        .all(|p| p.isr().len() == 3 && p.leader() >= 0)
+            })
+        })
+        .await
+        .unwrap_or(false);
+        if in_sync {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Waits until every node's metadata has every one of `topics` with a
+/// leader for each partition (a replica started before exits on a missing
+/// topic).
+async fn wait_topics(brokers: &str, topics: Vec<String>) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for address in brokers.split(',') {
+        loop {
+            let client = metadata_client(address)?;
+            let topics = topics.clone();
+            let ready = tokio::task::spawn_blocking(move || {
+                client.fetch_metadata(None, Duration::from_secs(5)).is_ok_and(|m| {
+                    topics.iter().all(|t| {
+                        m.topics().iter().any(|mt| {
+                            mt.name() == t
+                                && mt.error().is_none()
+                                && !mt.partitions().is_empty()
+                                && mt.partitions().iter().all(|p| p.leader() >= 0)
+                        })
+                    })
+                })
+            })
+            .await?;
+            if ready {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "topics not in {address}'s metadata within 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    Ok(())
+}
+
+/// The group's lag on the source partitions: high watermark minus committed
+/// offset, summed (None when the cluster does not answer).
+fn source_lag(consumer: &BaseConsumer, topics: &[String]) -> Option<i64> {
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for t in topics {
+        for p in 0..PARTITIONS {
+            tpl.add_partition(t, p);
+        }
+    }
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(5)).ok()?;
+    let mut lag = 0;
+    for e in committed.elements() {
+        let (low, high) = consumer
+            .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))
+            .ok()?;
+        let at = match e.offset() {
+            rdkafka::Offset::Offset(o) => o,
+            _ => low,
+        };
+        lag += (high - at).max(0);
+    }
+    Some(lag)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = args()?;
+    let nodes = read_nodes(&args.nodes)?;
+    let brokers = nodes.iter().map(|n| n.address.as_str()).collect::<Vec<_>>().join(",");
+    let _ = std::fs::remove_dir_all(&args.work_dir);
+    std::fs::create_dir_all(&args.work_dir)?;
+
+    let receivers = Receivers::default();
+    let app = axum::Router::new().fallback(receive).with_state(receivers.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let http = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let odd_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let odd = odd_listener.local_addr()?;
+    tokio::spawn(odd_server(odd_listener, receivers.clone()));
+
+    let id = format!("chaos-{:08x}", rand::random::<u32>());
+    let config = args.work_dir.join("herald.toml");
+    let chaos = Arc::new(Chaos {
+        id,
+        brokers,
+        nodes,
+        receivers: receivers.clone(),
+        config,
+        slots: tokio::sync::Mutex::new((0..3).map(|_| Slot::default()).collect()),
+        redis: tokio::sync::Mutex::new(None),
+        cluster: tokio::sync::Mutex::new(()),
+        odd: tokio::sync::Mutex::new(()),
+        began: Instant::now(),
+        happened: Mutex::new(Vec::new()),
+        args,
+    });
+    let seconds = chaos.args.events as f64 / chaos.args.rate as f64;
+    println!(
+        "chaos run {} seed {}: {} events at {}/s ({seconds:.0} s) over {} topics x {PARTITIONS} partitions, \
+         webhooks {WEBHOOKS:?}; work dir {}",
+        chaos.id,
+        chaos.args.seed,
+        chaos.args.events,
+        chaos.args.rate,
+        TOPICS.len(),
+        chaos.args.work_dir.display()
+    );
+    println!(
+        "replay: scripts/chaos --seed {} --events {} --rate {}{}",
+        chaos.args.seed,
+        chaos.args.events,
+        chaos.args.rate,
+        if chaos.args.short { " --short" } else { "" }
+    );
+
+    chaos.start_redis().await?;
+    let kafka = herald::Config::from_toml_overlay(&format!("[kafka]\nbrokers = \"{}\"", chaos.brokers))?.kafka;
+    let sources: Vec<String> = TOPICS.iter().map(|t| chaos.topic(t)).collect();
+    herald::kafka::create_topics(&kafka, &sources, PARTITIONS).await?;
+    herald::kafka::create_topics(&kafka, &[chaos.topic("system")], 1).await?;
+    let keep = |name: String, days: u64| herald::kafka::TopicSpec {
+        name,
+        create_retention: Some(Duration::from_secs(days * 86_400)),
+        min_retention: None,
+    };
+    let mut kept = vec![keep(chaos.topic("dlq"), 30), keep(chaos.topic("redrive"), 1)];
+    kept.extend(TIERS.iter().map(|s| keep(chaos.topic(&format!("retry.{s}s")), 1)));
+    herald::kafka::create_topics_with(&kafka, &kept, 3).await?;
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", chaos.args.redis_port))?;
+    let store = herald::subscriptions::store::SubscriptionStore::connect(&client, &format!("{}:", chaos.id)).await?;
+    for name in WEBHOOKS {
+        let addr = if name == "odd" { odd } else { http };
+        let url = format!("http://{addr}/{name}");
+        store
+            .put(&herald::webhook::Webhook::new(name, name, &url, &["*"]))
+            .await?;
+    }
+    let mut all: Vec<String> = sources.clone();
+    all.extend(kept.iter().map(|t| t.name.clone()));
+    all.push(chaos.topic("system"));
+    wait_topics(&chaos.brokers, all).await?;
+    std::fs::write(&chaos.config, chaos.config())?;
+    {
+        let mut slots = chaos.slots.lock().await;
+        for (n, slot) in slots.iter_mut().enumerate() {
+            slot.replica = Some(chaos.start_replica(n));
+        }
+        for slot in slots.iter() {
+            fleet::wait_ready(slot.replica.as_ref().expect("started")).await;
+        }
+    }
+    chaos.say("three replicas ready");
+
+    // Peak RSS, sampled.
+    let sampler = {
+        let chaos = chaos.clone();
+        tokio::spawn(async move {
+            loop {
+                for slot in chaos.slots.lock().await.iter_mut() {
+                    slot.sample();
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(chaos.args.seed);
+    let plan = schedule(&mut rng, chaos.args.short, seconds);
+    let produce_began = Instant::now();
+    let mut faults = Vec::new();
+    for (at, fault) in &plan {
+        let (chaos, fault, seed, at) = (chaos.clone(), *fault, rng.random::<u64>(), *at);
+        faults.push(tokio::spawn(async move {
+            tokio::time::sleep_until((produce_began + Duration::from_secs_f64(at)).into()).await;
+            if let Err(e) = inject(chaos.clone(), fault, seed).await {
+                chaos.say(&format!("fault {fault:?} failed: {e:#}"));
+            }
+        }));
+    }
+    println!(
+        "plan (seconds into production): {}",
+        plan.iter()
+            .map(|(at, f)| format!("{at:.0} {f:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    // Production: every event acknowledged by the cluster (acks=all,
+    // idempotent) is one every webhook must receive.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &chaos.brokers)
+        .set("linger.ms", "5")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "300000")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    let tick = Duration::from_secs_f64(1.0 / chaos.args.rate as f64);
+    let mut pending = Vec::with_capacity(chaos.args.events as usize);
+    for seq in 0..chaos.args.events {
+        let topic = &sources[(seq % TOPICS.len() as u64) as usize];
+        let partition = ((seq / TOPICS.len() as u64) % PARTITIONS as u64) as i32;
+        let body = format!(r#"{{"event":"chaos.tick","version":"0","seq":{seq}}}"#);
+        let key = seq.to_string();
+        loop {
+            match producer.send_result(FutureRecord::to(topic).payload(&body).key(&key).partition(partition)) {
+                Ok(delivery) => {
+                    pending.push((seq, delivery));
+                    break;
+                }
+                Err((e, _)) => {
+                    chaos.say(&format!("producing {seq}: {e}; again in 100 ms"));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        tokio::time::sleep_until((produce_began + tick * (seq + 1) as u32).into()).await;
+    }
+    let mut sent: Vec<u64> = Vec::new();
+    let mut unsent = 0;
+    for (seq, delivery) in pending {
+        match delivery.await {
+            Ok(Ok(_)) => sent.push(seq),
+            _ => unsent += 1,
+        }
+    }
+    let produce_ended = Instant::now();
+    chaos.say(&format!(
+        "stopped producing: {} events acknowledged, {unsent} not (those are not counted)",
+        sent.len()
+    ));
+    for f in faults {
+        let _ = f.await;
+    }
+    let last_healed = chaos
+        .happened
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|h| h.healed)
+        .max()
+        .unwrap_or(produce_ended)
+        .max(produce_ended);
+    chaos.say("every fault healed; waiting for deliveries and the lag");
+
+    // The lag back to 0, and every event delivered (or dead-lettered).
+    let lag_client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &chaos.brokers)
+        .set("group.id", &chaos.id)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let lag_client = Arc::new(lag_client);
+    let mut lag_zero_at: Option<Instant> = None;
+    let deadline = last_healed + Duration::from_secs(TIERS.iter().sum::<u64>() + 300);
+    let mut dead = HashMap::new();
+    let mut last_dead_read = Instant::now();
+    let missing = |dead: &HashMap<String, Vec<fleet::DeadLetter>>| -> usize {
+        WEBHOOKS
+            .iter()
+            .map(|w| {
+                let done = receivers.succeeded(w);
+                let letters: HashSet<u64> = dead
+                    .get(*w)
+                    .map(|l: &Vec<fleet::DeadLetter>| l.iter().map(|l| l.seq).collect())
+                    .unwrap_or_default();
+                sent.iter()
+                    .filter(|s| !done.contains(s) && !letters.contains(s))
+                    .count()
+            })
+            .sum()
+    };
+    loop {
+        if lag_zero_at.is_none() {
+            let (client, topics) = (lag_client.clone(), sources.clone());
+            let lag = tokio::task::spawn_blocking(move || source_lag(&client, &topics)).await?;
+            if lag == Some(0) {
+                lag_zero_at = Some(Instant::now());
+                chaos.say("source lag 0");
+            }
+        }
+        let now_missing = missing(&dead);
+        if now_missing > 0 && last_dead_read.elapsed() > Duration::from_secs(30) {
+            dead = fleet::dead_letters(&chaos.brokers, &chaos.topic("dlq"), 3).await;
+            last_dead_read = Instant::now();
+        }
+        if (now_missing == 0 && lag_zero_at.is_some()) || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    dead = fleet::dead_letters(&chaos.brokers, &chaos.topic("dlq"), 3).await;
+    sampler.abort();
+    let mut slots = chaos.slots.lock().await;
+    for slot in slots.iter_mut() {
+        slot.sample();
+    }
+    let failed = report(
+        &chaos,
+        &sent,
+        &dead,
+        &slots,
+        produce_began,
+        produce_ended,
+        last_healed,
+        lag_zero_at,
+    );
+    for slot in slots.iter_mut() {
+        if let Some(r) = slot.replica.as_mut() {
+            fleet::signal(r, "TERM");
+            let _ = tokio::time::timeout(Duration::from_secs(30), r.child.wait()).await;
+        }
+    }
+    if let Some(mut redis) = chaos.redis.lock().await.take() {
+        let _ = redis.kill().await;
+    }
+    if failed {
+        println!(
+            "\nFAILED (seed {}; replica logs in {})",
+            chaos.args.seed,
+            chaos.args.work_dir.display()
+        );
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Prints the figures; true when something is lost or the lag did not
+/// come back within [`LAG_BOUND`].
+#[allow(clippy::too_many_arguments)]
+fn report(
+    chaos: &Chaos,
+    sent: &[u64],
+    dead: &HashMap<String, Vec<fleet::DeadLetter>>,
+    slots: &[Slot],
+    produce_began: Instant,
+    produce_ended: Instant,
+    last_healed: Instant,
+    lag_zero_at: Option<Instant>,
+) -> bool {
+    let arrivals = chaos.receivers.arrivals.lock().unwrap();
+    let empty = Vec::new();
+    let mut lost = 0;
+    let mut duplicates_total = 0;
+    let mut id_changed_total = 0;
+    let mut early_total = 0;
+    println!("\nwebhook  sent     delivered  dead-lettered  lost  duplicates  webhook-id changed  retries  early");
+    for w in WEBHOOKS {
+        let list = arrivals.get(w).unwrap_or(&empty);
+        let done: HashSet<u64> = list.iter().filter(|a| a.ok).map(|a| a.seq).collect();
+        let letters: HashSet<u64> = dead
+            .get(w)
+            .map(|l| l.iter().map(|l| l.seq).collect())
+            .unwrap_or_default();
+        let missing: Vec<u64> = sent
+            .iter()
+            .copied()
+            .filter(|s| !done.contains(s) && !letters.contains(s))
+            .collect();
+        let successes = list.iter().filter(|a| a.ok).count();
+        // Per event: its webhook-ids, and the first arrival of each attempt.
+        let mut ids: HashMap<u64, HashSet<&str>> = HashMap::new();
+        let mut firsts: HashMap<u64, BTreeMap<u32, Instant>> = HashMap::new();
+        for a in list {
+            ids.entry(a.seq).or_default().insert(&a.webhook_id);
+            let first = firsts.entry(a.seq).or_default().entry(a.attempt).or_insert(a.at);
+            *first = (*first).min(a.at);
+        }
+        let changed = ids.values().filter(|s| s.len() > 1).count();
+        let mut retries = 0;
+        let mut early = 0;
+        for attempts in firsts.values() {
+            for (k, at) in attempts {
+                let Some(before) = k.checked_sub(1).and_then(|p| attempts.get(&p)) else {
+                    continue;
+                };
+                retries += 1;
+                let due = Duration::from_secs(TIERS[(*k as usize - 2).min(TIERS.len() - 1)]);
+                if at.duration_since(*before) + Duration::from_millis(20) < due {
+                    early += 1;
+                }
+            }
+        }
+        println!(
+            "{w:<8} {:<8} {:<10} {:<14} {:<5} {:<11} {:<19} {retries:<8} {early}",
+            sent.len(),
+            done.len(),
+            letters.len(),
+            missing.len(),
+            successes - done.len(),
+            changed
+        );
+        if !missing.is_empty() {
+            println!(
+                "  lost at {w}: {:?}{}",
+                &missing[..missing.len().min(20)],
+                if missing.len() > 20 { " ..." } else { "" }
+            );
+        }
+        let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
+        for l in dead.get(w).map(Vec::as_slice).unwrap_or_default() {
+            *reasons.entry(l.reason.as_str()).or_default() += 1;
+        }
+        if !reasons.is_empty() {
+            println!("  dead-lettered at {w}, by reason: {reasons:?}");
+        }
+        lost += missing.len();
+        duplicates_total += successes - done.len();
+        id_changed_total += changed;
+        early_total += early;
+    }
+
+    let happened = chaos.happened.lock().unwrap();
+    // Deliveries/s while a fault was active, and while none was, over
+    // production.
+    let in_fault = |t: Instant| happened.iter().any(|h| t >= h.began && t < h.healed);
+    let (mut during, mut between) = (0u64, 0u64);
+    for a in arrivals.values().flatten() {
+        if a.ok && a.at >= produce_began && a.at < produce_ended {
+            if in_fault(a.at) {
+                during += 1;
+            } else {
+                between += 1;
+            }
+        }
+    }
+    let step = Duration::from_millis(100);
+    let (mut fault_time, mut calm_time) = (Duration::ZERO, Duration::ZERO);
+    let mut t = produce_began;
+    while t < produce_ended {
+        if in_fault(t) {
+            fault_time += step;
+        } else {
+            calm_time += step;
+        }
+        t += step;
+    }
+    let rate = |n: u64, d: Duration| if d.is_zero() { 0.0 } else { n as f64 / d.as_secs_f64() };
+    println!(
+        "\ndeliveries/s (2xx, all webhooks) while producing: {:.0} during faults ({:.0} s), {:.0} between ({:.0} s)",
+        rate(during, fault_time),
+        fault_time.as_secs_f64(),
+        rate(between, calm_time),
+        calm_time.as_secs_f64()
+    );
+    let lag_after = lag_zero_at.map(|z| z.saturating_duration_since(last_healed));
+    println!(
+        "source lag back to 0: {} after the last fault healed (bound {} s)",
+        lag_after.map_or("never".to_owned(), |d| format!("{:.0} s", d.as_secs_f64())),
+        LAG_BOUND.as_secs()
+    );
+    let peaks: Vec<String> = slots
+        .iter()
+        .enumerate()
+        .map(|(n, s)| format!("replica {n} {:.0} MB", s.peak_kb as f64 / 1024.0))
+        .collect();
+    println!("peak RSS (VmHWM): {}", peaks.join(", "));
+    println!("\nfaults ({}):", happened.len());
+    let mut sorted: Vec<&Happened> = happened.iter().collect();
+    sorted.sort_by_key(|h| h.began);
+    for h in sorted {
+        println!(
+            "  {:>6.1}s - {:>6.1}s  {}",
+            h.began.duration_since(produce_began).as_secs_f64(),
+            h.healed.duration_since(produce_began).as_secs_f64(),
+            h.what
+        );
+    }
+    println!(
+        "\nsummary: seed {} events {} faults {} lost {lost} duplicates {duplicates_total} \
+         (webhook-id changed {id_changed_total}) early retries {early_total} lag recovery {} peak RSS {}",
+        chaos.args.seed,
+        sent.len(),
+        happened.len(),
+        lag_after.map_or("never".to_owned(), |d| format!("{:.0} s", d.as_secs_f64())),
+        peaks.join(", ")
+    );
+    lost > 0 || lag_after.is_none_or(|d| d > LAG_BOUND)
+}
