@@ -3,8 +3,8 @@
 //! delivered by three Herald replicas in one group to receivers on
 //! 127.0.0.1, while faults drawn from a seed (printed, so a run can be
 //! replayed) are injected, one at a time and overlapping. Then it checks
-//! what arrived and prints figures; it exits 1 when an event is lost or the
-//! lag did not come back.
+//! what arrived and prints figures; it exits 1 when an event is lost, a
+//! retry came early or the lag did not come back.
 //!
 //!     chaos --nodes .local/chaos.nodes --kafka-libs DIR --herald target/release/herald
 //!           [--events 100000] [--rate 200] [--seed N] [--short]
@@ -30,8 +30,9 @@
 //!
 //! Checks: every event produced reached every webhook with a 2xx at least
 //! once, or was dead-lettered (the reason printed); duplicates, and whether
-//! each kept its first `webhook-id`; no retry came before its tier's delay
-//! after the attempt before it; the source partitions' lag (the group's
+//! each kept its first `webhook-id`; no retry arrived before its tier's
+//! delay had passed since the attempt before it was sent (its
+//! `webhook-timestamp`); every request is written to `arrivals.csv`; the source partitions' lag (the group's
 //! committed offsets against the high watermarks) back to 0, and how long
 //! after the last fault healed; each replica slot's peak RSS (VmHWM, over
 //! its restarts); deliveries/s while a fault was active and while none was.
@@ -65,6 +66,14 @@ const WEBHOOKS: [&str; 4] = ["ok", "slow", "flaky", "odd"];
 /// The webhooks a 5xx storm fails: half of them.
 const STORMED: [&str; 2] = ["ok", "slow"];
 
+/// The webhooks whose retries are checked for coming early: those whose
+/// every failed attempt is an answer their receiver gave. Herald can fail an
+/// attempt to `odd` without sending it (its endpoint's in-flight limit,
+/// class `saturated`, while it hangs), so the attempt a retry follows may be
+/// one its receiver never saw, and a crash may send the one it saw again
+/// later.
+const JUDGED: [&str; 3] = ["ok", "slow", "flaky"];
+
 /// Retry tiers: a delivery failing through a 60 s storm succeeds on its
 /// fourth attempt (at +2, +32, +92 s).
 const TIERS: [u64; 4] = [2, 30, 60, 120];
@@ -86,8 +95,19 @@ struct Arrival {
     seq: u64,
     attempt: u32,
     webhook_id: String,
+    /// When the receiver read it.
     at: Instant,
+    /// The same, in milliseconds since the epoch.
+    wall_ms: u64,
+    /// Its `webhook-timestamp`: when Herald sent it, in seconds.
+    sent_s: u64,
     ok: bool,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// How `odd` answers.
@@ -150,6 +170,8 @@ async fn receive(
         attempt,
         webhook_id: header("webhook-id").to_owned(),
         at: Instant::now(),
+        wall_ms: now_ms(),
+        sent_s: header("webhook-timestamp").parse().unwrap_or(0),
         ok,
     };
     r.record(&path, arrival);
@@ -208,6 +230,8 @@ async fn odd_connection(mut socket: tokio::net::TcpStream, r: Receivers) -> std:
             attempt: header("herald-attempt").parse().unwrap_or(1),
             webhook_id: header("webhook-id"),
             at: Instant::now(),
+            wall_ms: now_ms(),
+            sent_s: header("webhook-timestamp").parse().unwrap_or(0),
             ok: mode == NORMAL,
         };
         buf.drain(..head_end + length);
@@ -638,7 +662,9 @@ async fn inject(chaos: Arc<Chaos>, fault: Fault, seed: u64) -> anyhow::Result<()
 }
 
 async fn kill_replica(chaos: &Chaos, rng: &mut rand::rngs::StdRng) -> anyhow::Result<()> {
-    // A running replica no other fault holds, never the last one running.
+    // A running replica no other fault holds, while another runs (a
+    // scale-down may stop that one a moment later: then none runs for a
+    // while).
     let (n, mut victim) = loop {
         let mut slots = chaos.slots.lock().await;
         let running = slots.iter().filter(|s| s.replica.is_some()).count();
@@ -1096,6 +1122,9 @@ async fn main() -> anyhow::Result<()> {
     for slot in slots.iter_mut() {
         slot.sample();
     }
+    if let Err(e) = write_arrivals(&chaos) {
+        println!("writing the arrivals: {e}");
+    }
     let failed = report(
         &chaos,
         &sent,
@@ -1126,8 +1155,27 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints the figures; true when something is lost or the lag did not
-/// come back within [`LAG_BOUND`].
+/// Every request the receivers read, as CSV in the work directory
+/// (arrivals.csv: webhook, seq, attempt, webhook-id, sent s, arrived ms, ok),
+/// for a failed run to be looked into.
+fn write_arrivals(chaos: &Chaos) -> std::io::Result<()> {
+    let file = std::fs::File::create(chaos.args.work_dir.join("arrivals.csv"))?;
+    let mut out = std::io::BufWriter::new(file);
+    writeln!(out, "webhook,seq,attempt,webhook_id,sent_s,arrived_ms,ok")?;
+    for (w, list) in chaos.receivers.arrivals.lock().unwrap().iter() {
+        for a in list {
+            writeln!(
+                out,
+                "{w},{},{},{},{},{},{}",
+                a.seq, a.attempt, a.webhook_id, a.sent_s, a.wall_ms, a.ok
+            )?;
+        }
+    }
+    out.flush()
+}
+
+/// Prints the figures; true when something is lost, a retry came early or
+/// the lag did not come back within [`LAG_BOUND`].
 #[allow(clippy::too_many_arguments)]
 fn report(
     chaos: &Chaos,
@@ -1159,31 +1207,52 @@ fn report(
             .filter(|s| !done.contains(s) && !letters.contains(s))
             .collect();
         let successes = list.iter().filter(|a| a.ok).count();
-        // Per event: its webhook-ids, and the first arrival of each attempt.
+        // Per event: its webhook-ids, and of each attempt the earliest
+        // send (webhook-timestamp, s) and the earliest arrival (ms).
         let mut ids: HashMap<u64, HashSet<&str>> = HashMap::new();
-        let mut firsts: HashMap<u64, BTreeMap<u32, Instant>> = HashMap::new();
+        let mut firsts: HashMap<u64, BTreeMap<u32, (u64, u64)>> = HashMap::new();
         for a in list {
             ids.entry(a.seq).or_default().insert(&a.webhook_id);
-            let first = firsts.entry(a.seq).or_default().entry(a.attempt).or_insert(a.at);
-            *first = (*first).min(a.at);
+            let first = firsts
+                .entry(a.seq)
+                .or_default()
+                .entry(a.attempt)
+                .or_insert((a.sent_s, a.wall_ms));
+            *first = (first.0.min(a.sent_s), first.1.min(a.wall_ms));
         }
         let changed = ids.values().filter(|s| s.len() > 1).count();
+        // A retry is early when it arrived before the attempt before it was
+        // sent plus its tier's delay: Herald sent that attempt no earlier
+        // than its webhook-timestamp and failed it no earlier than that, so
+        // this never blames a receiver slow to read a request.
         let mut retries = 0;
         let mut early = 0;
-        for attempts in firsts.values() {
-            for (k, at) in attempts {
-                let Some(before) = k.checked_sub(1).and_then(|p| attempts.get(&p)) else {
+        for (seq, attempts) in &firsts {
+            for (k, (_, arrived_ms)) in attempts {
+                let Some((before_s, _)) = k.checked_sub(1).and_then(|p| attempts.get(&p)) else {
                     continue;
                 };
                 retries += 1;
-                let due = Duration::from_secs(TIERS[(*k as usize - 2).min(TIERS.len() - 1)]);
-                if at.duration_since(*before) + Duration::from_millis(20) < due {
+                let due_s = TIERS[(*k as usize - 2).min(TIERS.len() - 1)];
+                if JUDGED.contains(&w) && *arrived_ms < (before_s + due_s) * 1000 {
                     early += 1;
+                    if early <= 5 {
+                        println!(
+                            "  early retry at {w}: event {seq} attempt {k} arrived {:.3} s after attempt {} was sent (tier {due_s} s)",
+                            (*arrived_ms as f64 / 1000.0) - *before_s as f64,
+                            k - 1
+                        );
+                    }
                 }
             }
         }
+        let early_text = if JUDGED.contains(&w) {
+            early.to_string()
+        } else {
+            "(not judged)".to_owned()
+        };
         println!(
-            "{w:<8} {:<8} {:<10} {:<14} {:<5} {:<11} {:<19} {retries:<8} {early}",
+            "{w:<8} {:<8} {:<10} {:<14} {:<5} {:<11} {:<19} {retries:<8} {early_text}",
             sent.len(),
             done.len(),
             letters.len(),
@@ -1276,5 +1345,5 @@ fn report(
         lag_after.map_or("never".to_owned(), |d| format!("{:.0} s", d.as_secs_f64())),
         peaks.join(", ")
     );
-    lost > 0 || lag_after.is_none_or(|d| d > LAG_BOUND)
+    lost > 0 || early_total > 0 || lag_after.is_none_or(|d| d > LAG_BOUND)
 }
