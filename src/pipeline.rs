@@ -241,10 +241,10 @@ impl Pipeline {
         self.telemetry.retry_taken_up(from, late);
         self.index.wait_loaded().await;
         let found = self.index.get(&state.webhook_id);
-        if let Err(kept) = Policy::same_webhook(found.as_deref(), &state.binding(), &event.meta) {
-            return self.failures.keep_retry(&event, kept, &state).await;
-        }
-        let target = found.expect("same_webhook found it");
+        let target = match Policy::same_webhook(found, &state.binding(), &event.meta) {
+            Ok(target) => target,
+            Err(kept) => return self.failures.keep_retry(&event, kept, &state).await,
+        };
         if let Some(cut) = retried_pending(
             &target.webhook.retried_pending,
             state.tier,

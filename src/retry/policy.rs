@@ -75,7 +75,11 @@ impl Policy {
     /// tenant, and still subscribed to the event. A webhook deleted and
     /// created again with the same id, perhaps by another tenant, never gets
     /// the old one's deliveries.
-    pub fn same_webhook(found: Option<&Target>, bound: &Binding<'_>, meta: &EventMeta) -> Result<(), Kept> {
+    pub fn same_webhook<T: std::ops::Deref<Target = Target>>(
+        found: Option<T>,
+        bound: &Binding<'_>,
+        meta: &EventMeta,
+    ) -> Result<T, Kept> {
         let deleted = |detail: String| Kept {
             reason: Reason::WebhookDeleted,
             detail,
@@ -114,7 +118,7 @@ impl Policy {
                 status: "unsubscribed",
             });
         }
-        Ok(())
+        Ok(target)
     }
 
     /// Whether the webhook takes deliveries now; a paused or disabled one's
@@ -424,12 +428,11 @@ mod tests {
         acme.tenant = Some("acme".into());
         let bound = Binding::of(&acme);
         let event = meta("order.paid", Some("acme"));
+        assert!(Policy::same_webhook(Some(&target(acme.clone())), &bound, &event).is_ok());
         assert_eq!(
-            Policy::same_webhook(Some(&target(acme.clone())), &bound, &event),
-            Ok(())
-        );
-        assert_eq!(
-            Policy::same_webhook(None, &bound, &event).unwrap_err().reason,
+            Policy::same_webhook(None::<&Target>, &bound, &event)
+                .unwrap_err()
+                .reason,
             Reason::WebhookDeleted
         );
         // Deleted, and the id re-used by another tenant.
