@@ -5,7 +5,7 @@
 //! subscribed webhook concurrently. For a record from a retry tier: decode
 //! what it carries and deliver it again to its webhook, as it is now. Either
 //! way a delivery that does not succeed is handed to
-//! [`Failures`](crate::retry::failures::Failures), which moves it to the
+//! [`Failures`], which moves it to the
 //! next retry tier, or to the dead-letter topic when none is left, and
 //! returns once the broker has acknowledged that. Only when every delivery
 //! has finished is the record's completion finished, which is what lets

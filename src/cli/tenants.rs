@@ -58,7 +58,7 @@ pub struct SettingArgs {
     /// Webhooks it may create.
     #[arg(long)]
     max_webhooks: Option<usize>,
-    /// Who may frame its portal pages (repeatable), e.g. https://app.example.com.
+    /// Who may frame its portal pages (repeatable), e.g. `https://app.example.com`.
     #[arg(long = "frame-ancestor")]
     frame_ancestors: Vec<String>,
 }

@@ -1,6 +1,6 @@
 //! Holding records until due (the retry consumer): when a record may be
 //! delivered ([`HoldPolicy`], [`Timing`]), and one partition's records held
-//! until then ([`Held`]).
+//! until then (`Held`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

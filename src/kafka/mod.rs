@@ -1,6 +1,6 @@
 //! librdkafka client configuration, the shared producer and records read
 //! from messages, for the consumers, the failure path and the tools; the
-//! topics Herald writes are provisioned in [`topics`].
+//! topics Herald writes are provisioned in `topics` (src/kafka/topics.rs).
 
 mod topics;
 

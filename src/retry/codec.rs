@@ -25,7 +25,7 @@ use crate::webhook::Webhook;
 pub mod headers {
     /// Every header Herald adds begins with this.
     pub const PREFIX: &str = "herald.";
-    /// Why the record was written: a [`Reason`]'s wire string.
+    /// Why the record was written: a [`Reason`](crate::retry::reason::Reason)'s wire string.
     pub const REASON: &str = "herald.reason";
     /// A sentence for people: the parse error, the HTTP status...
     pub const DETAIL: &str = "herald.detail";

@@ -9,7 +9,7 @@
 //!
 //! A record due later than its topic's band (a `Retry-After` beyond it) would
 //! hold back everything behind it; it is *out of order*. The consumer holds
-//! such records aside and reads on ([`crate::intake::consumer::Timing`]),
+//! such records aside and reads on ([`crate::intake::hold::Timing`]),
 //! and moves one to the end of a wait topic ([`WaitTopics::for_wait`]) when
 //! too many are held or too much was delivered past it.
 
