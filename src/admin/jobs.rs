@@ -196,6 +196,9 @@ impl Drop for Admitted {
     }
 }
 
+/// [`ADMIT`], built once.
+static ADMISSION: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(ADMIT));
+
 /// Takes a place among the running replays when the caps allow, after
 /// dropping those whose lease ran out (their replica stopped).
 const ADMIT: &str = r#"
@@ -263,7 +266,7 @@ impl Jobs {
         let ((total, total_key), (per_tenant, per_tenant_key)) = pool.caps(config);
         let (running, owners) = self.running_keys(pool);
         let mut conn = self.conn.clone();
-        let (verdict, other): (String, String) = redis::Script::new(ADMIT)
+        let (verdict, other): (String, String) = ADMISSION
             .key(running)
             .key(owners)
             .arg(now_ms())

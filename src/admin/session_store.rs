@@ -14,6 +14,10 @@ use redis::aio::ConnectionManager;
 
 use crate::admin::portal_sessions::session_key;
 
+/// Records a portal session within its tenant's cap (session_record.lua, built once).
+static RECORD: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("session_record.lua")));
+
 /// `P` + `portal:sessions:tenant:{tenant}` (or `portal:sessions:operators`):
 /// the sorted set of a tenant's live session ids, scored by expiry (ms).
 pub fn live_key(prefix: &str, tenant: Option<&str>) -> String {
@@ -85,28 +89,7 @@ pub(crate) async fn record(
     now_ms: i64,
     session: &NewSession<'_>,
 ) -> redis::RedisResult<Recorded> {
-    let script = redis::Script::new(
-        r"
-        if ARGV[6] == '1' and redis.call('EXISTS', KEYS[3]) == 0 then return {-1, 0} end
-        local max = tonumber(ARGV[5])
-        redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
-        if redis.call('ZCARD', KEYS[2]) >= max then
-            for _, sid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-                if redis.call('EXISTS', ARGV[7] .. sid) == 0 then redis.call('ZREM', KEYS[2], sid) end
-            end
-            if redis.call('ZCARD', KEYS[2]) >= max then
-                local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-                return {0, tonumber(first[2])}
-            end
-        end
-        redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-        redis.call('ZADD', KEYS[2], ARGV[3], ARGV[8])
-        if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
-            redis.call('PEXPIRE', KEYS[2], ARGV[2])
-        end
-        return {1, 0}
-        ",
-    );
+    let script = &*RECORD;
     let mut invocation = script.prepare_invoke();
     invocation
         .key(session_key(prefix, session.sid))

@@ -131,6 +131,9 @@ pub struct HistoryStore {
 /// and at most one `attempt`).
 pub type StepRow = (i64, String, String);
 
+/// [`APPLY_STEPS`], built once.
+static APPLY: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(APPLY_STEPS));
+
 /// Applies delivery steps, several webhooks at once. KEYS: per webhook its
 /// deliveries' sorted set (by first time) and hash (id -> record). ARGV:
 /// now (ms), deliveries kept per webhook, their age (ms), attempts kept per
@@ -217,7 +220,7 @@ impl HistoryStore {
         if steps.is_empty() {
             return Ok(());
         }
-        let script = redis::Script::new(APPLY_STEPS);
+        let script = &*APPLY;
         let mut invocation = script.prepare_invoke();
         invocation
             .arg(now_ms)

@@ -20,6 +20,22 @@ use redis::AsyncCommands;
 use crate::subscriptions::packed::{Document, Packed};
 use crate::webhook::{check, Fields, InvalidWebhook, Webhook, WebhookStatus};
 
+/// Creates a webhook within its tenant's quota and announces it (store_create.lua, built once).
+static CREATE: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("store_create.lua")));
+
+/// Writes a webhook if its document is still the one read, and announces it (store_update.lua, built once).
+static UPDATE: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("store_update.lua")));
+
+/// Counts failed deliveries in a webhook's failure streak (store_record_failures.lua, built once).
+static RECORD_FAILURES: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("store_record_failures.lua")));
+
+/// Deletes a webhook and its id from its tenant's set, and announces it (store_delete.lua, built once).
+static DELETE: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("store_delete.lua")));
+
 /// How many keys one command names when many are read or written (`MGET`,
 /// `SADD`, `SREM` in chunks).
 const CHUNK: usize = 500;
@@ -235,30 +251,7 @@ impl SubscriptionStore {
         // At the quota, members whose document is gone or names another
         // tenant (written by someone else since) are dropped before
         // counting again, so the set never refuses on stale ids.
-        let script = redis::Script::new(
-            r"
-            if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-            if ARGV[7] ~= '' and redis.call('EXISTS', ARGV[7]) == 0 then return -2 end
-            local quota = tonumber(ARGV[3])
-            if ARGV[4] ~= '' and quota > 0 and redis.call('SCARD', KEYS[5]) >= quota then
-                for _, id in ipairs(redis.call('SMEMBERS', KEYS[5])) do
-                    local doc = redis.call('GET', ARGV[5] .. id)
-                    local ok, w = pcall(cjson.decode, doc or 'null')
-                    if not doc or not ok or type(w) ~= 'table' or w.tenant ~= ARGV[4] then
-                        redis.call('SREM', KEYS[5], id)
-                    end
-                end
-                if redis.call('SCARD', KEYS[5]) >= quota then return -1 end
-            end
-            redis.call('SET', KEYS[1], ARGV[1])
-            redis.call('DEL', KEYS[3])
-            redis.call('SADD', KEYS[2], ARGV[2])
-            if ARGV[4] ~= '' then redis.call('SADD', KEYS[5], ARGV[2]) end
-            redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[6], '*', 'id', ARGV[2])
-            redis.call('PUBLISH', KEYS[4], ARGV[2])
-            return 1
-            ",
-        );
+        let script = &*CREATE;
         let tenant = webhook.tenant.as_deref().unwrap_or("");
         let mut conn = self.conn.clone();
         let created: i64 = script
@@ -411,16 +404,7 @@ impl SubscriptionStore {
         id: &str,
         mut change: impl FnMut(&Webhook) -> Result<Option<Webhook>, E>,
     ) -> Result<Option<Webhook>, UpdateError<E>> {
-        let script = redis::Script::new(
-            r"
-            if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-            redis.call('SET', KEYS[1], ARGV[2])
-            redis.call('SADD', KEYS[2], ARGV[3])
-            redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'id', ARGV[3])
-            redis.call('PUBLISH', KEYS[3], ARGV[3])
-            return 1
-            ",
-        );
+        let script = &*UPDATE;
         use backon::BackoffBuilder;
         let mut backoff = backon::ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(2))
@@ -479,22 +463,7 @@ impl SubscriptionStore {
     /// a time before the last success (written late, the success sooner)
     /// belong to the streak it ended and are not counted (`(0, now_ms)`).
     pub async fn record_failures(&self, id: &str, now_ms: i64, count: u64) -> Result<(u64, i64), StoreError> {
-        let script = redis::Script::new(
-            r"
-            local now = tonumber(ARGV[1])
-            local last_ok = tonumber(redis.call('HGET', KEYS[1], 'last_success_at') or '0')
-            if now < last_ok then
-                return {0, now}
-            end
-            local first = tonumber(redis.call('HGET', KEYS[1], 'first_failure_at') or '0')
-            if first == 0 or last_ok >= first then
-                redis.call('HSET', KEYS[1], 'first_failure_at', ARGV[1], 'failures', 0)
-                first = now
-            end
-            local n = redis.call('HINCRBY', KEYS[1], 'failures', ARGV[2])
-            return {n, first}
-            ",
-        );
+        let script = &*RECORD_FAILURES;
         let mut conn = self.conn.clone();
         let (n, first): (u64, i64) = script
             .key(self.keys.health(id))
@@ -549,23 +518,7 @@ impl SubscriptionStore {
     /// Deletes a webhook (and its id from its tenant's set) and announces
     /// it; `false` when it did not exist.
     pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
-        let script = redis::Script::new(
-            r"
-            local doc = redis.call('GET', KEYS[1])
-            local deleted = redis.call('DEL', KEYS[1])
-            redis.call('DEL', KEYS[2])
-            redis.call('SREM', KEYS[3], ARGV[1])
-            if doc then
-                local ok, w = pcall(cjson.decode, doc)
-                if ok and type(w) == 'table' and type(w.tenant) == 'string' then
-                    redis.call('SREM', ARGV[2] .. w.tenant .. ARGV[3], ARGV[1])
-                end
-            end
-            redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[4], '*', 'id', ARGV[1])
-            redis.call('PUBLISH', KEYS[4], ARGV[1])
-            return deleted
-            ",
-        );
+        let script = &*DELETE;
         let tenant_key = self.keys.tenant("\u{0}");
         let (before, after) = tenant_key.split_once('\u{0}').expect("the tenant is in the key");
         let mut conn = self.conn.clone();
