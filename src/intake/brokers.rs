@@ -55,23 +55,75 @@ impl BrokerSeen {
 }
 
 /// The brokers of the cluster (learned from metadata, by node id; bootstrap
-/// and logical entries left out), in node id order.
+/// entries left out), in node id order.
+///
+/// librdkafka talks to the group coordinator over a connection of its own, a
+/// logical broker (`GroupCoordinator`, source `logical`) that names the
+/// node it is connected to. Heartbeats, joins and offset commits go there
+/// alone, so a frozen coordinator that leads none of this consumer's
+/// partitions shows only on that connection: each node's entry takes the
+/// logical connections to it into account, and the worst of its connections
+/// (requests waiting longest unanswered) is what it reports.
 pub fn seen_in(statistics: &Statistics) -> Vec<BrokerSeen> {
+    let connection = |b: &rdkafka::statistics::Broker, id: i32| BrokerSeen {
+        id,
+        address: b.nodename.clone(),
+        state: b.state.clone(),
+        for_time: Duration::from_micros(b.stateage.max(0) as u64),
+        waiting: b.waitresp_cnt,
+        silent: (b.rxidle >= 0).then(|| Duration::from_micros(b.rxidle as u64)),
+    };
+    let logical: Vec<&rdkafka::statistics::Broker> = statistics
+        .brokers
+        .values()
+        .filter(|b| b.source == "logical" && !b.nodename.is_empty())
+        .collect();
     let mut brokers: Vec<BrokerSeen> = statistics
         .brokers
         .values()
         .filter(|b| b.nodeid >= 0 && b.source == "learned")
-        .map(|b| BrokerSeen {
-            id: b.nodeid,
-            address: b.nodename.clone(),
-            state: b.state.clone(),
-            for_time: Duration::from_micros(b.stateage.max(0) as u64),
-            waiting: b.waitresp_cnt,
-            silent: (b.rxidle >= 0).then(|| Duration::from_micros(b.rxidle as u64)),
+        .map(|b| {
+            let mut seen = connection(b, b.nodeid);
+            for other in logical
+                .iter()
+                .filter(|l| l.nodename == b.nodename || (l.nodeid >= 0 && l.nodeid == b.nodeid))
+                .map(|l| connection(l, b.nodeid))
+            {
+                seen = worse(seen, other);
+            }
+            seen
         })
         .collect();
     brokers.sort_by_key(|b| b.id);
     brokers
+}
+
+/// Of two connections to one node, the one that says more about its health:
+/// one the client has started using over one it has not (`INIT`), and among
+/// connected ones, the one with requests waiting longest unanswered. The
+/// node's address stays the learned one.
+fn worse(node: BrokerSeen, other: BrokerSeen) -> BrokerSeen {
+    if node.state == "INIT" && other.state != "INIT" {
+        return BrokerSeen {
+            address: node.address,
+            ..other
+        };
+    }
+    if !(node.up() && other.up()) {
+        return node;
+    }
+    let stuck = |c: &BrokerSeen| (c.waiting > 0).then_some(c.silent.unwrap_or_default());
+    match (stuck(&node), stuck(&other)) {
+        (Some(a), Some(b)) if b > a => BrokerSeen {
+            address: node.address,
+            ..other
+        },
+        (None, Some(_)) => BrokerSeen {
+            address: node.address,
+            ..other
+        },
+        _ => node,
+    }
 }
 
 /// The last view of the brokers, shared by the statistics callback that
@@ -130,7 +182,7 @@ mod tests {
     }
 
     #[test]
-    fn the_cluster_s_brokers_are_read_by_node_id_without_bootstrap_or_logical_entries() {
+    fn the_cluster_s_brokers_are_read_by_node_id_without_bootstrap_entries() {
         let s = stats(&with_brokers(
             "127.0.0.1:9092/bootstrap,-1,127.0.0.1:9092,configured,UP,5,0,-1;\
              GroupCoordinator,-1,127.0.0.1:9094,logical,UP,5,0,-1;\
@@ -165,6 +217,39 @@ mod tests {
         );
         let fresh = stats(&with_brokers("127.0.0.1:9092/1,1,127.0.0.1:9092,learned,UP,5,1,-1"));
         assert!(!seen_in(&fresh)[0].unreachable(), "a new connection's first request");
+    }
+
+    #[test]
+    fn a_frozen_coordinator_shows_on_its_node_though_only_its_coordinator_connection_waits() {
+        // The coordinator's own connection has a heartbeat waiting for 15 s;
+        // the node's fetch connection is idle (it leads none of this
+        // consumer's partitions), or was never opened.
+        for learned in [
+            "127.0.0.1:9094/3,3,127.0.0.1:9094,learned,UP,60000000,0,40000000",
+            "127.0.0.1:9094/3,3,127.0.0.1:9094,learned,INIT,60000000,0,-1",
+        ] {
+            let s = stats(&with_brokers(&format!(
+                "GroupCoordinator,3,127.0.0.1:9094,logical,UP,60000000,1,15000000;\
+                 127.0.0.1:9093/2,2,127.0.0.1:9093,learned,UP,60000000,0,300000;{learned}"
+            )));
+            let seen = seen_in(&s);
+            assert_eq!(seen.iter().map(|b| b.id).collect::<Vec<_>>(), [2, 3], "{learned}");
+            assert!(seen[1].unreachable(), "{learned}: {:?}", seen[1]);
+            assert_eq!(seen[1].address, "127.0.0.1:9094");
+            assert!(!seen[0].unreachable());
+        }
+        // An answering coordinator connection does not hide a fetch
+        // connection that is stuck, nor make an idle one look stuck.
+        let stuck_fetch = stats(&with_brokers(
+            "GroupCoordinator,-1,127.0.0.1:9094,logical,UP,60000000,1,200000;\
+             127.0.0.1:9094/3,3,127.0.0.1:9094,learned,UP,60000000,2,12000000",
+        ));
+        assert!(seen_in(&stuck_fetch)[0].unreachable());
+        let healthy = stats(&with_brokers(
+            "GroupCoordinator,-1,127.0.0.1:9094,logical,UP,60000000,1,200000;\
+             127.0.0.1:9094/3,3,127.0.0.1:9094,learned,UP,60000000,0,50000000",
+        ));
+        assert!(!seen_in(&healthy)[0].unreachable());
     }
 
     #[test]
