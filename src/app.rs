@@ -17,7 +17,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminParts, AdminState};
-use crate::config::{Config, RedisConfig, SystemEnvelope};
+use crate::config::redis::RedisConfig;
+use crate::config::system_events::SystemEnvelope;
+use crate::config::Config;
 use crate::delivery::target::EndpointDefaults;
 use crate::delivery::Deliverer;
 use crate::history::HistoryStore;

@@ -48,7 +48,7 @@ pub struct Limits {
 
 impl Limits {
     /// What the operations listener allows (`ops.*`).
-    pub fn of_ops(ops: &crate::config::OpsConfig) -> Limits {
+    pub fn of_ops(ops: &crate::config::ops::OpsConfig) -> Limits {
         Limits {
             max_connections: ops.max_connections,
             header_read_timeout: ops.header_read_timeout,
@@ -57,7 +57,7 @@ impl Limits {
     }
 
     /// What the management API's listener allows (`admin.*`).
-    pub fn of_admin(admin: &crate::config::AdminConfig) -> Limits {
+    pub fn of_admin(admin: &crate::config::admin::AdminConfig) -> Limits {
         Limits {
             max_connections: admin.max_connections,
             header_read_timeout: admin.header_read_timeout,

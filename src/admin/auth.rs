@@ -19,7 +19,7 @@ use crate::admin::problem::Problem;
 use crate::admin::tenants::registry::RegistryError;
 use crate::admin::tenants::tokens::{digest, TOKEN_PREFIX};
 use crate::admin::AdminState;
-use crate::config::AdminToken;
+use crate::config::admin::AdminToken;
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]

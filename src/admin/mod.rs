@@ -47,7 +47,7 @@ use auth::Tokens;
 use catalog::Catalogs;
 use problem::Problem;
 
-pub use crate::config::MAX_PAGE_SIZE;
+pub use crate::config::admin::MAX_PAGE_SIZE;
 
 /// A list's page size: `asked`, else `admin.default_page_size`; 400 unless
 /// it is 1 to [`MAX_PAGE_SIZE`].
@@ -73,7 +73,7 @@ pub const ACTIONS: [&str; 14] = {
         "token_issued",
         "token_revoked",
     ];
-    let announced = crate::config::ANNOUNCED_ACTIONS;
+    let announced = crate::config::system_events::ANNOUNCED_ACTIONS;
     let mut all = [""; 14];
     let mut i = 0;
     while i < all.len() {

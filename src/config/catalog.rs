@@ -129,7 +129,7 @@ impl Catalog {
     pub fn allows(&self, pattern: &str) -> bool {
         pattern == "*"
             || self.events.iter().any(|e| pattern_matches(pattern, &e.event_type))
-            || super::system_event_types().any(|t| pattern_matches(pattern, &t))
+            || super::system_events::system_event_types().any(|t| pattern_matches(pattern, &t))
     }
 
     /// The catalog's entry for `event_type`.

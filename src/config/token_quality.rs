@@ -8,6 +8,9 @@
 //! refused with a probability well below one in a million, while the shapes
 //! people type are caught.
 
+/// How to make a token that passes, for the errors that refuse one.
+pub(super) const GENERATE_TOKEN: &str = "generate one with `openssl rand -hex 32`";
+
 /// Words that mark a value as something to be replaced. Compared with the
 /// token lower-cased and stripped of `-`, `_`, `.` and spaces, so
 /// `CHANGE_ME` and `change-me` are both found. None is made of hex digits,
@@ -186,7 +189,7 @@ mod tests {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x4e52_a17d);
         for _ in 0..2_000 {
-            let token: String = (0..crate::config::MIN_TOKEN_LEN)
+            let token: String = (0..crate::config::admin::MIN_TOKEN_LEN)
                 .map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap())
                 .collect();
             assert_eq!(check(&token), Ok(()), "{token}");

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::config::RetryConfig;
+use crate::config::retry::RetryConfig;
 
 /// Slack for clocks and rounding when a record's wait is compared with its
 /// topic's band.

@@ -20,7 +20,7 @@ use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::config::DeliveryConfig;
+use crate::config::delivery::DeliveryConfig;
 use crate::event::Event;
 pub use shares::Limit;
 use shares::{HostSlots, TenantSlots};

@@ -23,7 +23,7 @@ use ipnet::IpNet;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::{Host, Url};
 
-use crate::config::{DeliveryConfig, PortRange};
+use crate::config::delivery::{DeliveryConfig, PortRange};
 
 /// A destination refused by the policy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -25,8 +25,8 @@ pub struct EndpointDefaults {
     pub request_timeout: Duration,
 }
 
-impl From<&crate::config::DeliveryConfig> for EndpointDefaults {
-    fn from(delivery: &crate::config::DeliveryConfig) -> EndpointDefaults {
+impl From<&crate::config::delivery::DeliveryConfig> for EndpointDefaults {
+    fn from(delivery: &crate::config::delivery::DeliveryConfig) -> EndpointDefaults {
         EndpointDefaults {
             max_in_flight: delivery.max_in_flight_per_endpoint,
             max_queue_wait: delivery.max_queue_wait,

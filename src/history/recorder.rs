@@ -9,7 +9,7 @@ use rdkafka::producer::FutureRecord;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::HistoryConfig;
+use crate::config::history::HistoryConfig;
 use crate::delivery::target::Target;
 use crate::delivery::Attempt;
 use crate::event::Event;

@@ -30,7 +30,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::Offset;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{GroupProtocol, KafkaConfig};
+use crate::config::kafka::{GroupProtocol, KafkaConfig};
 use crate::event::SourceRecord;
 use crate::intake::context::{offsets_tpl, partitions_tpl, IntakeContext};
 use crate::intake::flow::{Actions, Completion, Flow, Fullness, Tp};

@@ -55,7 +55,7 @@ pub struct FlowLimits {
 impl FlowLimits {
     /// The limits `kafka.max_in_flight_per_partition`, `kafka.max_in_flight`
     /// and `kafka.max_in_flight_bytes` set for each consumer.
-    pub fn of(kafka: &crate::config::KafkaConfig) -> FlowLimits {
+    pub fn of(kafka: &crate::config::kafka::KafkaConfig) -> FlowLimits {
         FlowLimits {
             per_partition: kafka.max_in_flight_per_partition,
             total: kafka.max_in_flight,

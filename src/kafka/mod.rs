@@ -14,7 +14,7 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, Producer as _};
 
-use crate::config::{GroupProtocol, KafkaConfig};
+use crate::config::kafka::{GroupProtocol, KafkaConfig};
 use crate::event::{RecordHeader, SourceRecord};
 
 /// Properties common to every client: brokers plus the pass-through ones.

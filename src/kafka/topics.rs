@@ -11,7 +11,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 
 use super::base;
-use crate::config::KafkaConfig;
+use crate::config::kafka::KafkaConfig;
 
 /// A topic Herald writes, with the retention it needs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -126,7 +126,7 @@ impl FromRequestParts<AdminState> for Session {
                 }
                 // Stored settings are checked as they are read, as when
                 // they were written: one that fails frames nowhere.
-                match crate::config::check_frame_ancestors(&tenant.frame_ancestors) {
+                match crate::config::portal::check_frame_ancestors(&tenant.frame_ancestors) {
                     Ok(()) => tenant.frame_ancestors.join(" "),
                     Err(why) => {
                         tracing::warn!(tenant = %t, %why, "portal: a stored frame_ancestors setting is invalid; framing refused");

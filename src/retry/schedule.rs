@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 
-pub use crate::config::Tier;
+pub use crate::config::retry::Tier;
 
 /// The retry schedule: tiers in order, and the jitter fraction.
 #[derive(Debug, Clone)]
@@ -23,7 +23,7 @@ pub struct Schedule {
 
 impl Schedule {
     /// The schedule `retry` configures.
-    pub fn of(retry: &crate::config::RetryConfig) -> Schedule {
+    pub fn of(retry: &crate::config::retry::RetryConfig) -> Schedule {
         Schedule {
             tiers: retry.tiers.clone(),
             jitter: retry.jitter,

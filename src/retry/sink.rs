@@ -36,7 +36,7 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::DeadLetterConfig;
+use crate::config::dead_letter::DeadLetterConfig;
 use crate::event::SourceRecord;
 use crate::kafka::{classify_produce_error, ProduceError, SharedProducer};
 use crate::retry::codec::{self, millis, Destination, FailureRecord, Size};

@@ -397,6 +397,21 @@ pub struct EnvelopeConfig {
     pub topics: BTreeMap<String, EnvelopeRules>,
 }
 
+impl EnvelopeConfig {
+    /// Checks `[envelope]`: every topic's rules compile. The first that do
+    /// not are named by their key (`envelope.default`,
+    /// `envelope.topics."<topic>"`).
+    pub fn check(&self) -> Result<(), (String, RulesError)> {
+        self.default.compile().map_err(|e| ("envelope.default".to_owned(), e))?;
+        for (topic, rules) in &self.topics {
+            rules
+                .compile()
+                .map_err(|e| (format!("envelope.topics.\"{topic}\""), e))?;
+        }
+        Ok(())
+    }
+}
+
 /// The recogniser of every configured topic.
 #[derive(Debug, Clone)]
 pub struct Envelopes {

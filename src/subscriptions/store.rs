@@ -172,7 +172,7 @@ pub struct SubscriptionStore {
 impl SubscriptionStore {
     /// Connects to Redis. The connection reconnects by itself after errors.
     pub async fn connect(client: &redis::Client, prefix: &str) -> Result<SubscriptionStore, StoreError> {
-        let config = crate::config::RedisConfig::connection_config();
+        let config = crate::config::redis::RedisConfig::connection_config();
         let conn = client.get_connection_manager_with_config(config).await?;
         Ok(SubscriptionStore::over(client, conn, prefix))
     }

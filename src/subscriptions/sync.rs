@@ -29,7 +29,7 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::SubscriptionsConfig;
+use crate::config::subscriptions::SubscriptionsConfig;
 use crate::subscriptions::index::Entry;
 use crate::subscriptions::store::{decode_packed, Keys, StoreError, SubscriptionStore};
 use crate::telemetry::Telemetry;

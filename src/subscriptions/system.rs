@@ -26,7 +26,7 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{SystemEnvelope, SystemEventsConfig};
+use crate::config::system_events::{SystemEnvelope, SystemEventsConfig};
 use crate::kafka::SharedProducer;
 use crate::telemetry::Telemetry;
 use crate::webhook::Webhook;

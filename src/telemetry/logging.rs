@@ -3,7 +3,7 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogConfig, LogFormat};
+use crate::config::ops::{LogConfig, LogFormat};
 
 /// Installs the global `tracing` subscriber. Calling it twice is harmless
 /// (the second call is ignored), which keeps tests that build several

@@ -184,7 +184,7 @@ fn every_token_written_in_the_repository_passes_the_start_up_check() {
         for (n, line) in text.lines().enumerate() {
             for token in written_tokens(line) {
                 let why = match herald::config::token_quality::check(token) {
-                    _ if token.len() < herald::config::MIN_TOKEN_LEN => "is too short".to_owned(),
+                    _ if token.len() < herald::config::admin::MIN_TOKEN_LEN => "is too short".to_owned(),
                     Err(weak) => weak.to_string(),
                     Ok(()) => continue,
                 };

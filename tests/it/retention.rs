@@ -15,7 +15,7 @@ use crate::helpers::*;
 
 const EVENT: &str = r#"{"event":"invoice.paid","version":"0","time":1740133769000}"#;
 
-fn kafka() -> herald::config::KafkaConfig {
+fn kafka() -> herald::config::kafka::KafkaConfig {
     herald::config::Config::from_toml_overlay(&format!("[kafka]\nbrokers = \"{}\"", brokers()))
         .unwrap()
         .kafka

@@ -14,7 +14,8 @@ use crate::admin::auth::Caller;
 use crate::admin::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::admin::problem::Problem;
 use crate::admin::AdminState;
-use crate::config::{check_frame_ancestors, Config};
+use crate::config::portal::check_frame_ancestors;
+use crate::config::Config;
 
 /// A tenant: what was set, what applies, and how many webhooks it has.
 #[derive(Debug, Serialize, ToSchema)]

@@ -21,8 +21,9 @@ use utoipa::ToSchema;
 
 use crate::admin::problem::Problem;
 use crate::admin::AdminState;
+use crate::config::admin::TenantConfig;
 use crate::config::catalog::Catalog;
-use crate::config::{Config, TenantConfig};
+use crate::config::Config;
 use registry::{RegistryError, TenantSettings};
 
 /// The longest tenant or token name.
@@ -192,7 +193,7 @@ mod tests {
 
     #[test]
     fn settings_follow_the_defaults_where_they_are_not_set() {
-        let mut config = Config::from_toml_overlay(
+        let config = Config::from_toml_overlay(
             "[admin]\ndefault_catalog = \"jam\"\nmax_webhooks_per_tenant = 7\n[portal]\nframe_ancestors = [\"'self'\"]",
         )
         .unwrap();
