@@ -33,9 +33,11 @@ use crate::retry::failures::{Failures, Journal};
 use crate::retry::policy::Policy;
 use crate::retry::sink::FailureSink;
 use crate::routing::envelope::Envelopes;
-use crate::subscriptions::lifecycle::{Lifecycle, SystemEvents};
+use crate::subscriptions::lifecycle::Lifecycle;
+use crate::subscriptions::live::SubscriptionIndex;
 use crate::subscriptions::store::SubscriptionStore;
-use crate::subscriptions::sync::{SubscriptionIndex, SyncTask};
+use crate::subscriptions::sync::SyncTask;
+use crate::subscriptions::system::SystemEvents;
 use crate::subscriptions::system::TenantStyle;
 use crate::telemetry::Telemetry;
 

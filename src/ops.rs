@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::intake::flow::Flow;
-use crate::subscriptions::sync::SubscriptionIndex;
+use crate::subscriptions::live::SubscriptionIndex;
 use crate::telemetry::Metrics;
 
 /// What the handlers read.

@@ -16,6 +16,7 @@ use std::time::SystemTime;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::config::waits::WaitTopics;
 use crate::delivery::{delivery_id, Deliverer};
 use crate::event::{Event, SourceRecord};
 use crate::history::record::Step;
@@ -26,10 +27,9 @@ use crate::retry::failures::{Delivery, Failures};
 use crate::retry::policy::{retried_pending, Kept, Policy};
 use crate::retry::reason::Reason;
 use crate::retry::sink::Abandoned;
-use crate::retry::wait::WaitTopics;
 use crate::routing::envelope::Envelopes;
 use crate::subscriptions::lifecycle::Lifecycle;
-use crate::subscriptions::sync::SubscriptionIndex;
+use crate::subscriptions::live::SubscriptionIndex;
 use crate::telemetry::{RetryFrom, Telemetry};
 
 /// The parts the pipeline wires together.

@@ -14,6 +14,8 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::routing::validate_pattern;
+
 /// Secrets are `whsec_` followed by the base64 of the key.
 pub const SECRET_PREFIX: &str = "whsec_";
 /// Key sizes accepted by Standard Webhooks.
@@ -510,8 +512,6 @@ pub fn uid_id(tenant: Option<&str>, uid: &str) -> String {
     let digest = hash.finalize();
     format!("{UID_ID_PREFIX}{}", hex::encode(&digest[..16]))
 }
-
-pub use crate::routing::{pattern_matches, validate_pattern};
 
 /// Whether `secret` is a `whsec_` secret [`decode_secret`] accepts, with
 /// its message when not; decoded on the stack, since documents are checked

@@ -9,13 +9,12 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-pub use crate::config::catalog::{Catalog, CatalogEvent, Catalogs};
-pub use crate::config::connector::Connector;
-
 use crate::admin::auth::Caller;
 use crate::admin::extract::ApiPath;
 use crate::admin::problem::Problem;
 use crate::admin::AdminState;
+use crate::config::catalog::Catalog;
+use crate::config::connector::Connector;
 
 /// A catalog without its events.
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -25,7 +25,8 @@ use crate::retry::pending::{self, PendingRun};
 use crate::retry::reason::Reason;
 use crate::retry::redrive::{deliver_again, Again};
 use crate::retry::replay::{ReplayFilter, ReplayOptions};
-use crate::webhook::{pattern_matches, WebhookStatus};
+use crate::routing::pattern_matches;
+use crate::webhook::WebhookStatus;
 
 /// The history store, or 404 when history is off.
 pub(crate) fn history(state: &AdminState) -> Result<&HistoryStore, Problem> {

@@ -14,7 +14,7 @@ use crate::admin::problem::Problem;
 use crate::admin::webhooks::load;
 use crate::admin::AdminState;
 use crate::history::record::{DeliveryRecord, DeliveryStatus};
-use crate::webhook::pattern_matches;
+use crate::routing::pattern_matches;
 
 /// Filters and paging of a webhook's deliveries.
 #[derive(Debug, Deserialize, IntoParams)]

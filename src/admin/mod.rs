@@ -38,16 +38,16 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::config::catalog::Catalogs;
 use crate::config::Config;
 use crate::delivery::ssrf::AddressPolicy;
-use crate::subscriptions::lifecycle::SystemEvents;
 use crate::subscriptions::store::SubscriptionStore;
+use crate::subscriptions::system::SystemEvents;
 use crate::telemetry::Telemetry;
 use auth::Tokens;
-use catalog::Catalogs;
 use problem::Problem;
 
-pub use crate::config::admin::MAX_PAGE_SIZE;
+use crate::config::admin::MAX_PAGE_SIZE;
 
 /// A list's page size: `asked`, else `admin.default_page_size`; 400 unless
 /// it is 1 to [`MAX_PAGE_SIZE`].

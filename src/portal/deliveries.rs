@@ -239,7 +239,7 @@ pub(super) fn testable(catalog: Option<&crate::config::catalog::Catalog>, webhoo
                 webhook
                     .events
                     .iter()
-                    .any(|p| crate::webhook::pattern_matches(p, &e.event_type))
+                    .any(|p| crate::routing::pattern_matches(p, &e.event_type))
             })
             .map(|e| e.event_type.clone())
             .collect()

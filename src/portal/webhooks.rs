@@ -197,7 +197,7 @@ async fn known_tenants(state: &AdminState, session: &Session) -> Vec<String> {
     }
     let query = crate::admin::tenants::api::TenantQuery {
         cursor: None,
-        limit: Some(crate::admin::MAX_PAGE_SIZE),
+        limit: Some(crate::config::admin::MAX_PAGE_SIZE),
     };
     match crate::admin::tenants::api::list(
         State(state.clone()),

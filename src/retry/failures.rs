@@ -17,6 +17,7 @@ use std::time::SystemTime;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::waits::WaitTopics;
 use crate::delivery::target::Target;
 use crate::delivery::{Attempt, Failure};
 use crate::event::{Event, SourceRecord};
@@ -24,7 +25,6 @@ use crate::retry::codec::{self, Binding, DeliveryContext, Destination, FailureRe
 use crate::retry::policy::{AfterFailure, Kept, Policy};
 use crate::retry::reason::Reason;
 use crate::retry::sink::{Abandoned, FailureSink};
-use crate::retry::wait::WaitTopics;
 use crate::subscriptions::lifecycle::Lifecycle;
 use crate::telemetry::Telemetry;
 

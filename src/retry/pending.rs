@@ -57,7 +57,7 @@ pub fn settle_after_cut(config: &Config) -> Duration {
 /// (and a minute for clocks). Older cuts straddle no waiting retry.
 pub fn cut_lifetime(config: &Config) -> Duration {
     let waits = config.retry.wait_topics();
-    waits.all().iter().map(|w| w.longest).max().unwrap_or_default() + crate::retry::wait::RANGE_SLACK
+    waits.all().iter().map(|w| w.longest).max().unwrap_or_default() + crate::config::waits::RANGE_SLACK
 }
 
 /// The cuts of a webhook after a run at `cut`, or `None` when it keeps

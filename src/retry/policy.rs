@@ -16,7 +16,8 @@ use crate::event::EventMeta;
 use crate::retry::codec::Binding;
 use crate::retry::reason::Reason;
 use crate::retry::schedule::{parse_retry_after, Schedule};
-use crate::webhook::{pattern_matches, WebhookStatus};
+use crate::routing::pattern_matches;
+use crate::webhook::WebhookStatus;
 
 /// A delivery that is kept (dead-lettered) without an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,8 +206,8 @@ fn retry_after(failure: &Failure, now: SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::retry::Tier;
     use crate::delivery::target::EndpointDefaults;
-    use crate::retry::schedule::Tier;
     use crate::webhook::Webhook;
     use rand::SeedableRng;
 

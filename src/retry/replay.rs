@@ -26,7 +26,7 @@ use time::OffsetDateTime;
 use crate::config::Config;
 use crate::retry::codec::{self, headers as h};
 use crate::retry::reason::{Class, Reason};
-use crate::webhook::pattern_matches;
+use crate::routing::pattern_matches;
 
 /// Which dead letters to replay; every set field must match. It is also
 /// `herald replay`'s flags.

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 
-pub use crate::config::retry::Tier;
+use crate::config::retry::Tier;
 
 /// The retry schedule: tiers in order, and the jitter fraction.
 #[derive(Debug, Clone)]

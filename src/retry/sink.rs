@@ -39,11 +39,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::dead_letter::DeadLetterConfig;
 use crate::event::SourceRecord;
 use crate::kafka::{classify_produce_error, ProduceError, SharedProducer};
-use crate::retry::codec::{self, millis, Destination, FailureRecord, Size};
+use crate::retry::codec::{self, headers, millis, Destination, FailureRecord, Size};
 use crate::retry::reason::Reason;
 use crate::telemetry::Telemetry;
-
-pub use crate::retry::codec::{headers, Binding, DeliveryContext};
 
 /// Shutdown passed its deadline before the broker acknowledged the record;
 /// the source offset stays uncommitted and the event is consumed again.

@@ -15,11 +15,10 @@
 
 use std::time::SystemTime;
 
+use crate::config::waits::WaitTopics;
 use crate::event::SourceRecord;
 use crate::intake::hold::{HoldPolicy, Timing};
 use crate::retry::codec;
-
-pub use crate::config::waits::{OutOfRange, WaitTopic, WaitTopics, BAND_TOLERANCE, RANGE_SLACK};
 
 impl HoldPolicy for WaitTopics {
     fn moves_in_order(&self, record: &SourceRecord, now: SystemTime) -> bool {

@@ -31,7 +31,7 @@ use time::OffsetDateTime;
 use crate::delivery::target::Target;
 use crate::delivery::Failure;
 use crate::subscriptions::store::{StoreError, SubscriptionStore};
-pub use crate::subscriptions::system::SystemEvents;
+use crate::subscriptions::system::SystemEvents;
 use crate::telemetry::Telemetry;
 use crate::webhook::{StatusBy, WebhookStatus};
 

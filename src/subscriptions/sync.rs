@@ -34,7 +34,7 @@ use crate::subscriptions::index::Entry;
 use crate::subscriptions::store::{decode_packed, Keys, StoreError, SubscriptionStore};
 use crate::telemetry::Telemetry;
 
-pub use crate::subscriptions::live::SubscriptionIndex;
+use crate::subscriptions::live::SubscriptionIndex;
 
 /// Ids read per step of an audit (`SSCAN ... COUNT`, then one `MGET`).
 const AUDIT_BATCH: usize = 1000;

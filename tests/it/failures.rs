@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use herald::retry::sink::headers as h;
+use herald::retry::codec::headers as h;
 
 use crate::helpers::*;
 

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use herald::retry::codec::headers as h;
 use herald::retry::reason::Reason;
-use herald::retry::sink::headers as h;
 
 use crate::helpers::*;
 
@@ -599,8 +599,9 @@ async fn a_failed_deliverys_retry_is_written_while_redis_does_not_answer_and_the
     use herald::retry::schedule::Schedule;
     use herald::retry::sink::{FailureSink, Topics};
     use herald::routing::envelope::Envelopes;
-    use herald::subscriptions::lifecycle::{AutoDisable, Lifecycle, SystemEvents};
+    use herald::subscriptions::lifecycle::{AutoDisable, Lifecycle};
     use herald::subscriptions::store::SubscriptionStore;
+    use herald::subscriptions::system::SystemEvents;
     use herald::telemetry::Telemetry;
     use tokio_util::sync::CancellationToken;
 

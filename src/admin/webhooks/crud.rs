@@ -17,11 +17,11 @@ use crate::admin::auth::Caller;
 use crate::admin::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::admin::problem::Problem;
 use crate::admin::tenants::Source;
-use crate::admin::{AdminState, MAX_PAGE_SIZE};
+use crate::admin::AdminState;
+use crate::config::admin::MAX_PAGE_SIZE;
+use crate::routing::pattern_matches;
 use crate::subscriptions::store::Created;
-use crate::webhook::{
-    decode_secret, generate_secret, pattern_matches, uid_id, validate_uid, Webhook, WebhookStatus, UID_ID_PREFIX,
-};
+use crate::webhook::{decode_secret, generate_secret, uid_id, validate_uid, Webhook, WebhookStatus, UID_ID_PREFIX};
 
 /// Filters and paging of the webhook list.
 #[derive(Debug, Deserialize, IntoParams)]
