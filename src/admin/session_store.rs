@@ -6,9 +6,10 @@
 //! expiry: it caps how many a tenant holds at once
 //! (`portal.max_sessions_per_tenant`), and it is how the sessions of a
 //! revoked token or a deleted tenant are found and ended in the same script
-//! that revokes or deletes. A session is recorded only while the issued
-//! token that asks for it is still live, in one script, so a session made
-//! at the moment its token is revoked is either ended with it or never made.
+//! that revokes or deletes (those scripts start with session_end.lua). A
+//! session is recorded only while the issued token that asks for it is still
+//! live, in one script, so a session made at the moment its token is revoked
+//! is either ended with it or never made.
 
 use redis::aio::ConnectionManager;
 
@@ -26,31 +27,6 @@ pub fn live_key(prefix: &str, tenant: Option<&str>) -> String {
         None => format!("{prefix}portal:sessions:operators"),
     }
 }
-
-/// Lua, to put before a script that ends sessions:
-/// `end_sessions(set, session_prefix, digest)` deletes the sessions of `set`
-/// made by the issued token whose digest is `digest` (every one of them when
-/// `digest` is `false`), drops from `set` those already gone, and returns
-/// how many it ended.
-pub(crate) const END_SESSIONS_LUA: &str = r"
-local function end_sessions(set, session_prefix, digest)
-    local ended = 0
-    for _, sid in ipairs(redis.call('ZRANGE', set, 0, -1)) do
-        local key = session_prefix .. sid
-        local raw = redis.call('GET', key)
-        local ends = not raw or not digest
-        if raw and digest then
-            local ok, s = pcall(cjson.decode, raw)
-            ends = ok and type(s) == 'table' and s.tok == digest
-        end
-        if ends then
-            ended = ended + redis.call('DEL', key)
-            redis.call('ZREM', set, sid)
-        end
-    end
-    return ended
-end
-";
 
 /// A session to record.
 pub(crate) struct NewSession<'a> {

@@ -20,9 +20,14 @@ use redis::AsyncCommands;
 use crate::subscriptions::packed::{Document, Packed};
 use crate::webhook::{check, Fields, InvalidWebhook, Webhook, WebhookStatus};
 
-/// Creates a webhook within its tenant's quota and announces it (store_create.lua, built once).
-static CREATE: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(include_str!("store_create.lua")));
+/// Creates a webhook within its tenant's quota and announces it
+/// (store_create.lua after tenant_set_prune.lua, built once).
+static CREATE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(concat!(
+        include_str!("tenant_set_prune.lua"),
+        include_str!("store_create.lua")
+    ))
+});
 
 /// Writes a webhook if its document is still the one read, and announces it (store_update.lua, built once).
 static UPDATE: std::sync::LazyLock<redis::Script> =

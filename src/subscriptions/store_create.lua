@@ -2,14 +2,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if ARGV[7] ~= '' and redis.call('EXISTS', ARGV[7]) == 0 then return -2 end
 local quota = tonumber(ARGV[3])
 if ARGV[4] ~= '' and quota > 0 and redis.call('SCARD', KEYS[5]) >= quota then
-    for _, id in ipairs(redis.call('SMEMBERS', KEYS[5])) do
-        local doc = redis.call('GET', ARGV[5] .. id)
-        local ok, w = pcall(cjson.decode, doc or 'null')
-        if not doc or not ok or type(w) ~= 'table' or w.tenant ~= ARGV[4] then
-            redis.call('SREM', KEYS[5], id)
-        end
-    end
-    if redis.call('SCARD', KEYS[5]) >= quota then return -1 end
+    if prune_tenant_set(KEYS[5], ARGV[5], ARGV[4]) >= quota then return -1 end
 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[3])

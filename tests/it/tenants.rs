@@ -288,6 +288,20 @@ async fn a_tenant_is_deleted_only_without_webhooks_and_its_tokens_go_with_it() {
         .call(Method::DELETE, &format!("/v1/webhooks/{id}"), &tokens[0], None)
         .await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    // An id left in its set by another writer (document deleted straight
+    // from Redis, or moved to another tenant) does not block the delete.
+    let mut conn = env.redis().await;
+    let mut moved = herald::webhook::Webhook::new("wh_moved", "moved", "http://127.0.0.1:9/m", &["tour.completed"]);
+    moved.tenant = Some("initech".into());
+    let () = redis::pipe()
+        .set(
+            format!("{}webhook:wh_moved", env.prefix),
+            serde_json::to_string(&moved).unwrap(),
+        )
+        .sadd(format!("{}tenant:hooli:webhooks", env.prefix), &["wh_gone", "wh_moved"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     let deleted = api.call(Method::DELETE, "/v1/tenants/hooli", OPS, None).await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.body);
     for token in &tokens {

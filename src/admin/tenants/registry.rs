@@ -10,16 +10,51 @@
 //! | `P` + `tenant:` + name + `:tokens:used` | hash | token name to when it was last used (RFC 3339, to the minute) |
 //! | `P` + `token:` + digest | string | the token's record (JSON); expires with the token |
 //!
-//! Every change that touches more than one key is one Lua script, so a
-//! replica that stops half way, or two operators at once, never leave a
-//! token of a deleted tenant or a tenant without its index entry.
+//! Every change that touches more than one key is one Lua script (the
+//! registry_*.lua files beside this one, each built once), so a replica that
+//! stops half way, or two operators at once, never leave a token of a deleted
+//! tenant or a tenant without its index entry.
+
+use std::sync::LazyLock;
 
 use redis::aio::ConnectionManager;
-use redis::AsyncCommands;
+use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::subscriptions::store::Keys as StoreKeys;
+
+/// Creates a tenant or replaces its settings (registry_put.lua, built once).
+static PUT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("registry_put.lua")));
+
+/// Writes a tenant's settings if they are still the ones read (registry_change.lua, built once).
+static CHANGE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("registry_change.lua")));
+
+/// Deletes a tenant without webhooks, its tokens and its portal sessions
+/// (registry_delete.lua after the tenant set's pruning and the ending of
+/// sessions, built once).
+static DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("../../subscriptions/tenant_set_prune.lua"),
+        include_str!("../session_end.lua"),
+        include_str!("registry_delete.lua")
+    ))
+});
+
+/// Stores a token within its tenant's allowance (registry_issue.lua, built once).
+static ISSUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("registry_issue.lua")));
+
+/// Notes when a listed token was used (registry_touch.lua, built once).
+static TOUCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("registry_touch.lua")));
+
+/// Revokes a token and ends the portal sessions it made (registry_revoke.lua
+/// after the ending of sessions, built once).
+static REVOKE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("../session_end.lua"),
+        include_str!("registry_revoke.lua")
+    ))
+});
 
 /// A tenant's own settings; each one left out follows the deployment's
 /// default.
@@ -276,15 +311,7 @@ impl Registry {
     /// Creates tenant `name` or replaces its settings; `true` when it was
     /// created.
     pub async fn put(&self, name: &str, settings: &TenantSettings, by: &str) -> Result<bool, RegistryError> {
-        let script = redis::Script::new(
-            r"
-            local created = redis.call('HSETNX', KEYS[1], 'created_at', ARGV[2])
-            if created == 1 then redis.call('HSET', KEYS[1], 'created_by', ARGV[3]) end
-            redis.call('HSET', KEYS[1], 'settings', ARGV[1], 'updated_at', ARGV[2], 'updated_by', ARGV[3])
-            redis.call('ZADD', KEYS[2], 0, ARGV[4])
-            return created
-            ",
-        );
+        let script = &*PUT;
         let mut conn = self.conn.clone();
         let created: i64 = script
             .key(self.keys.settings(name))
@@ -308,13 +335,7 @@ impl Registry {
         by: &str,
         mut f: impl FnMut(TenantSettings) -> Result<TenantSettings, E>,
     ) -> Result<Changed<E>, RegistryError> {
-        let script = redis::Script::new(
-            r"
-            if redis.call('HGET', KEYS[1], 'settings') ~= ARGV[1] then return 0 end
-            redis.call('HSET', KEYS[1], 'settings', ARGV[2], 'updated_at', ARGV[3], 'updated_by', ARGV[4])
-            return 1
-            ",
-        );
+        let script = &*CHANGE;
         let mut conn = self.conn.clone();
         for _ in 0..8 {
             let raw: Option<String> = conn.hget(self.keys.settings(name), "settings").await?;
@@ -347,29 +368,7 @@ impl Registry {
     /// other writers put straight into Redis join it once a replica sees
     /// them (within a second of their announcement).
     pub async fn delete(&self, name: &str) -> Result<Deleted, RegistryError> {
-        let script = redis::Script::new(&format!(
-            "{}{}",
-            crate::admin::session_store::END_SESSIONS_LUA,
-            r"
-            if redis.call('EXISTS', KEYS[1]) == 0 then return -3 end
-            for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-                local doc = redis.call('GET', ARGV[2] .. id)
-                local ok, w = pcall(cjson.decode, doc or 'null')
-                if not doc or not ok or type(w) ~= 'table' or w.tenant ~= ARGV[1] then
-                    redis.call('SREM', KEYS[3], id)
-                end
-            end
-            local left = redis.call('SCARD', KEYS[3])
-            if left > 0 then return left end
-            for _, digest in ipairs(redis.call('HVALS', KEYS[4])) do
-                redis.call('DEL', ARGV[3] .. digest)
-            end
-            end_sessions(KEYS[6], ARGV[4], false)
-            redis.call('DEL', KEYS[1], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
-            redis.call('ZREM', KEYS[2], ARGV[1])
-            return 0
-            "
-        ));
+        let script = &*DELETE;
         let mut conn = self.conn.clone();
         let result: i64 = script
             .key(self.keys.settings(name))
@@ -403,27 +402,7 @@ impl Registry {
         registered: bool,
         max: usize,
     ) -> Result<Issued, RegistryError> {
-        let script = redis::Script::new(
-            r"
-            if ARGV[4] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then return -2 end
-            local entries = redis.call('HGETALL', KEYS[2])
-            for i = 1, #entries, 2 do
-                if redis.call('EXISTS', ARGV[5] .. entries[i + 1]) == 0 then
-                    redis.call('HDEL', KEYS[2], entries[i])
-                    redis.call('HDEL', KEYS[4], entries[i])
-                end
-            end
-            if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
-            if redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[6]) then return -1 end
-            if ARGV[7] == '0' then
-                redis.call('SET', KEYS[3], ARGV[3])
-            else
-                redis.call('SET', KEYS[3], ARGV[3], 'PXAT', ARGV[7])
-            end
-            redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-            return 1
-            ",
-        );
+        let script = &*ISSUE;
         let expires_ms = record.expires_at.map_or(0, |at| {
             i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
         });
@@ -484,14 +463,7 @@ impl Registry {
     /// is still listed is noted, so a revoke at the same moment leaves no
     /// entry behind.
     pub async fn touch(&self, tenant: &str, name: &str, at: OffsetDateTime) -> Result<(), RegistryError> {
-        let script = redis::Script::new(
-            r"
-            if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
-                redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-            end
-            return 0
-            ",
-        );
+        let script = &*TOUCH;
         let mut conn = self.conn.clone();
         let _: i64 = script
             .key(self.keys.tokens(tenant))
@@ -506,18 +478,7 @@ impl Registry {
     /// Revokes `tenant`'s token `name` at once, and ends the portal
     /// sessions it made, in one script; `false` when it has none.
     pub async fn revoke(&self, tenant: &str, name: &str) -> Result<bool, RegistryError> {
-        let script = redis::Script::new(&format!(
-            "{}{}",
-            crate::admin::session_store::END_SESSIONS_LUA,
-            r"
-            local digest = redis.call('HGET', KEYS[1], ARGV[1])
-            if not digest then return 0 end
-            redis.call('HDEL', KEYS[1], ARGV[1])
-            redis.call('HDEL', KEYS[2], ARGV[1])
-            end_sessions(KEYS[3], ARGV[3], digest)
-            return redis.call('DEL', ARGV[2] .. digest)
-            "
-        ));
+        let script = &*REVOKE;
         let mut conn = self.conn.clone();
         let revoked: i64 = script
             .key(self.keys.tokens(tenant))
