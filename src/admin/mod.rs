@@ -107,6 +107,7 @@ struct Inner {
     jobs: jobs::Jobs,
     registry: tenants::registry::Registry,
     token_uses: tenants::tokens::Uses,
+    webhook_ids: webhooks::crud::WebhookIds,
     redis: redis::aio::ConnectionManager,
 }
 
@@ -148,6 +149,7 @@ impl AdminState {
             jobs: jobs::Jobs::new(parts.redis.clone(), &prefix),
             registry: tenants::registry::Registry::new(parts.redis.clone(), &prefix),
             token_uses: tenants::tokens::Uses::default(),
+            webhook_ids: webhooks::crud::WebhookIds::default(),
             redis: parts.redis,
         }))
     }
@@ -207,6 +209,11 @@ impl AdminState {
 
     pub(crate) fn jobs(&self) -> &jobs::Jobs {
         &self.0.jobs
+    }
+
+    /// Where generated webhook ids come from.
+    pub(crate) fn webhook_ids(&self) -> &webhooks::crud::WebhookIds {
+        &self.0.webhook_ids
     }
 
     /// Tenants and tenant tokens made through the API.

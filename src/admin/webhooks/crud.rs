@@ -1,7 +1,7 @@
 //! `/v1/webhooks` and `/v1/webhooks/{id}`: create, list, read, change and
 //! delete webhooks.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -49,25 +49,43 @@ pub struct WebhookPage {
     pub next_cursor: Option<String>,
 }
 
-/// A fresh id that sorts by creation time: milliseconds, then random bits.
-/// Within one process the time part is strictly increasing (a second id in
-/// the same millisecond borrows the next one, as monotonic ULIDs do), so ids
-/// created one after another on a replica always list in that order.
-fn new_id() -> String {
-    static LAST_MS: AtomicU64 = AtomicU64::new(0);
-    let now = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as u64;
-    let previous = LAST_MS
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(now.max(last + 1)))
-        .unwrap_or_else(|last| last);
-    let ms = now.max(previous + 1);
-    format!("wh_{ms:012x}{}", hex::encode(rand::random::<[u8; 8]>()))
+/// Where the ids of webhooks created without an id or uid come from: `wh_`
+/// and a ULID (48 bits of milliseconds, then 80 random bits) in lower case,
+/// so ids sort by creation time, also after ids of the earlier form (`wh_`,
+/// 12 hex digits of milliseconds, 16 random), whose time digits sort below a
+/// ULID's of the same moment. Within one replica the ULIDs are monotonic: a
+/// second id in the same millisecond is the first plus one, so ids created
+/// one after another always list in that order.
+#[derive(Debug, Default)]
+pub(crate) struct WebhookIds(Mutex<ulid::Generator>);
+
+impl WebhookIds {
+    /// A fresh id, greater than every id this generator made before.
+    pub(crate) fn next(&self) -> String {
+        // A generator is left consistent by every call (it only ever holds
+        // the last ULID), so a panic elsewhere while it was locked changes
+        // nothing it relies on.
+        let mut generator = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        // After the last ULID of a millisecond (random bits all ones) comes
+        // the first of the next, still in order.
+        let ulid = generator
+            .generate()
+            .unwrap_or_else(|overflow| overflow.commit_overflow_increment());
+        format!("wh_{}", ulid.to_string().to_ascii_lowercase())
+    }
 }
 
 /// The id of a new webhook. Ids are one namespace for every tenant, so only
 /// an admin token (which sees them all) may choose one; a tenant names its
 /// webhooks with a uid, from which, with the tenant, the id is derived. No
 /// answer to a create can then tell a tenant that an id is used elsewhere.
-fn chosen_id(caller: &Caller, tenant: Option<&str>, id: Option<String>, uid: Option<&str>) -> Result<String, Problem> {
+fn chosen_id(
+    ids: &WebhookIds,
+    caller: &Caller,
+    tenant: Option<&str>,
+    id: Option<String>,
+    uid: Option<&str>,
+) -> Result<String, Problem> {
     match (id, uid) {
         (Some(_), _) if caller.tenant.is_some() => Err(Problem::invalid(
             "id",
@@ -83,7 +101,7 @@ fn chosen_id(caller: &Caller, tenant: Option<&str>, id: Option<String>, uid: Opt
             validate_uid(uid).map_err(|m| Problem::invalid("uid", m))?;
             Ok(uid_id(tenant, uid))
         }
-        (None, None) => Ok(new_id()),
+        (None, None) => Ok(ids.next()),
     }
 }
 
@@ -131,7 +149,13 @@ pub(crate) async fn create_webhook(
     if let Some(secret) = &body.secret {
         decode_secret(secret).map_err(|m| Problem::invalid("secret", m.to_string()))?;
     }
-    let id = chosen_id(caller, tenant.as_deref(), body.id, body.uid.as_deref())?;
+    let id = chosen_id(
+        state.webhook_ids(),
+        caller,
+        tenant.as_deref(),
+        body.id,
+        body.uid.as_deref(),
+    )?;
     let now = OffsetDateTime::now_utc();
     let webhook = Webhook {
         id,
@@ -396,9 +420,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_made_one_after_another_sort_in_that_order() {
-        let ids: Vec<String> = (0..2_000).map(|_| new_id()).collect();
-        assert!(ids.iter().all(|id| id.starts_with("wh_") && id.len() == 3 + 12 + 16));
-        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids are strictly increasing");
+    fn ids_made_one_after_another_are_unique_and_sort_in_that_order() {
+        let ids = WebhookIds::default();
+        // They take a few milliseconds: most share theirs with others.
+        let made: Vec<String> = (0..20_000).map(|_| ids.next()).collect();
+        for id in &made {
+            let ulid = id.strip_prefix("wh_").expect("ids start wh_");
+            assert_eq!(ulid.len(), 26, "{id}");
+            assert!(
+                ulid.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()),
+                "{id}"
+            );
+            assert!(ulid::Ulid::from_string(ulid).is_ok(), "{id}");
+            assert!(!id.starts_with(UID_ID_PREFIX), "{id}");
+        }
+        let valid = Webhook::new(&made[0], "n", "https://example.com/", &["*"]).validate();
+        assert!(valid.is_ok(), "{valid:?}");
+        assert!(made.windows(2).all(|w| w[0] < w[1]), "ids are strictly increasing");
+        let unique: std::collections::HashSet<&String> = made.iter().collect();
+        assert_eq!(unique.len(), made.len());
+    }
+
+    #[test]
+    fn generated_ids_sort_after_ids_of_the_earlier_form_made_before_them() {
+        let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as u64;
+        let earlier = format!("wh_{now_ms:012x}{}", "f".repeat(16));
+        let id = WebhookIds::default().next();
+        assert!(id > earlier, "{id} sorts before {earlier}");
     }
 }
