@@ -177,7 +177,9 @@ fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
-/// Appends headers one at a time.
+/// A record's headers, built once: made with room for all of them, and each
+/// one inserted into it (`OwnedHeaders::insert` takes the headers and gives
+/// them back, so each step does too: `out = out.add(...)`).
 struct Out(OwnedHeaders);
 
 impl Out {
@@ -185,27 +187,30 @@ impl Out {
         Out(OwnedHeaders::new_with_capacity(capacity))
     }
 
-    fn raw(&mut self, key: &str, value: Option<&[u8]>) {
-        let current = std::mem::replace(&mut self.0, OwnedHeaders::new());
-        self.0 = current.insert(Header { key, value });
+    #[must_use]
+    fn raw(self, key: &str, value: Option<&[u8]>) -> Out {
+        Out(self.0.insert(Header { key, value }))
     }
 
-    fn add(&mut self, key: &str, value: &str) {
-        self.raw(key, Some(value.as_bytes()));
+    #[must_use]
+    fn add(self, key: &str, value: &str) -> Out {
+        self.raw(key, Some(value.as_bytes()))
     }
-}
 
-impl Out {
     /// Where a stub's record is: its position, and its key by size and
     /// digest (a stub carries no key: one may be as large as the broker
     /// allows, and the stub must always fit).
-    fn position(&mut self, record: &SourceRecord) {
-        self.add(h::SOURCE_TOPIC, &record.topic);
-        self.add(h::SOURCE_PARTITION, &record.partition.to_string());
-        self.add(h::SOURCE_OFFSET, &record.offset.to_string());
-        if let Some(key) = &record.key {
-            self.add(h::SOURCE_KEY_BYTES, &key.len().to_string());
-            self.add(h::SOURCE_KEY_SHA256, &hex::encode(Sha256::digest(key)));
+    #[must_use]
+    fn position(self, record: &SourceRecord) -> Out {
+        let out = self
+            .add(h::SOURCE_TOPIC, &record.topic)
+            .add(h::SOURCE_PARTITION, &record.partition.to_string())
+            .add(h::SOURCE_OFFSET, &record.offset.to_string());
+        match &record.key {
+            Some(key) => out
+                .add(h::SOURCE_KEY_BYTES, &key.len().to_string())
+                .add(h::SOURCE_KEY_SHA256, &hex::encode(Sha256::digest(key))),
+            None => out,
         }
     }
 }
@@ -255,11 +260,11 @@ pub fn encode(letter: &FailureRecord<'_>, now: SystemTime, size: Size) -> OwnedH
     let mut out = Out::new(record.headers.len() + 24);
     for header in &record.headers {
         if !header.name.starts_with(h::PREFIX) {
-            out.raw(&header.name, header.value.as_deref());
+            out = out.raw(&header.name, header.value.as_deref());
         }
     }
-    out.add(h::REASON, letter.reason.as_str());
-    out.add(
+    out = out.add(h::REASON, letter.reason.as_str());
+    out = out.add(
         h::DETAIL,
         if lean {
             cut(&letter.detail, LEAN_DETAIL)
@@ -267,70 +272,70 @@ pub fn encode(letter: &FailureRecord<'_>, now: SystemTime, size: Size) -> OwnedH
             &letter.detail
         },
     );
-    out.add(h::SOURCE_TOPIC, &record.topic);
-    out.add(h::SOURCE_PARTITION, &record.partition.to_string());
-    out.add(h::SOURCE_OFFSET, &record.offset.to_string());
+    out = out.add(h::SOURCE_TOPIC, &record.topic);
+    out = out.add(h::SOURCE_PARTITION, &record.partition.to_string());
+    out = out.add(h::SOURCE_OFFSET, &record.offset.to_string());
     if let Some(ts) = record.timestamp_ms {
-        out.add(h::SOURCE_TIMESTAMP, &ts.to_string());
+        out = out.add(h::SOURCE_TIMESTAMP, &ts.to_string());
     }
     if let Some(meta) = letter.meta {
-        out.add(h::EVENT_TYPE, &meta.event_type);
+        out = out.add(h::EVENT_TYPE, &meta.event_type);
         if let Some(id) = &meta.event_id {
-            out.add(h::EVENT_ID, id);
+            out = out.add(h::EVENT_ID, id);
         }
         if let Some(time) = &meta.event_time {
-            out.add(h::EVENT_TIME, time);
+            out = out.add(h::EVENT_TIME, time);
         }
         if let Some(tenant) = &meta.tenant {
-            out.add(h::TENANT, tenant);
+            out = out.add(h::TENANT, tenant);
         }
     }
     if let Some(d) = &letter.delivery {
-        out.add(h::WEBHOOK_ID, d.binding.webhook_id);
+        out = out.add(h::WEBHOOK_ID, d.binding.webhook_id);
         if let Some(tenant) = d.binding.tenant {
-            out.add(h::WEBHOOK_TENANT, tenant);
+            out = out.add(h::WEBHOOK_TENANT, tenant);
         }
         if let Some(created_at) = d.binding.created_at {
-            out.add(h::WEBHOOK_CREATED_AT, &rfc3339(created_at));
+            out = out.add(h::WEBHOOK_CREATED_AT, &rfc3339(created_at));
         }
-        out.add(h::DELIVERY_ID, d.delivery_id);
+        out = out.add(h::DELIVERY_ID, d.delivery_id);
         if let Some(first) = d.first_attempt_at {
-            out.add(h::FIRST_ATTEMPT_AT, &rfc3339(first));
+            out = out.add(h::FIRST_ATTEMPT_AT, &rfc3339(first));
         }
-        out.add(h::ATTEMPT, &d.attempts.to_string());
+        out = out.add(h::ATTEMPT, &d.attempts.to_string());
         if let Some(attempt) = d.last_attempt {
-            out.add(h::LAST_ATTEMPT_AT, &rfc3339(attempt.started_at));
-            out.add(h::LAST_CLASS, attempt.class());
+            out = out.add(h::LAST_ATTEMPT_AT, &rfc3339(attempt.started_at));
+            out = out.add(h::LAST_CLASS, attempt.class());
             match &attempt.result {
-                Ok(status) => out.add(h::LAST_STATUS, &status.to_string()),
+                Ok(status) => out = out.add(h::LAST_STATUS, &status.to_string()),
                 Err(failure) => {
                     if let Some(status) = failure.status() {
-                        out.add(h::LAST_STATUS, &status.to_string());
+                        out = out.add(h::LAST_STATUS, &status.to_string());
                     }
                     if !lean {
-                        out.add(h::LAST_ERROR, &failure.describe());
+                        out = out.add(h::LAST_ERROR, &failure.describe());
                     }
                 }
             }
             if let (Some(body), false) = (&attempt.response_excerpt, lean) {
-                out.add(h::LAST_RESPONSE, body);
+                out = out.add(h::LAST_RESPONSE, body);
             }
         }
         if !lean {
-            out.add(h::HISTORY, &history(d));
+            out = out.add(h::HISTORY, &history(d));
         }
     }
     match letter.destination {
         Destination::Tier { tier, due_at } => {
-            out.add(h::RETRY_TIER, &tier.to_string());
-            out.add(h::RETRY_DUE_AT, &millis(due_at).to_string());
-            out.add(h::RETRY_SCHEDULED_AT, &millis(now).to_string());
+            out = out.add(h::RETRY_TIER, &tier.to_string());
+            out = out.add(h::RETRY_DUE_AT, &millis(due_at).to_string());
+            out = out.add(h::RETRY_SCHEDULED_AT, &millis(now).to_string());
         }
         Destination::Redrive => {
-            out.add(h::RETRY_DUE_AT, &millis(now).to_string());
-            out.add(h::RETRY_SCHEDULED_AT, &millis(now).to_string());
+            out = out.add(h::RETRY_DUE_AT, &millis(now).to_string());
+            out = out.add(h::RETRY_SCHEDULED_AT, &millis(now).to_string());
         }
-        Destination::DeadLetter => out.add(h::DEAD_LETTERED_AT, &rfc3339(OffsetDateTime::from(now))),
+        Destination::DeadLetter => out = out.add(h::DEAD_LETTERED_AT, &rfc3339(OffsetDateTime::from(now))),
     }
     out.0
 }
@@ -341,8 +346,8 @@ pub fn encode(letter: &FailureRecord<'_>, now: SystemTime, size: Size) -> OwnedH
 pub fn stub(letter: &FailureRecord<'_>, now: SystemTime, refused: &str) -> OwnedHeaders {
     let record = letter.record;
     let mut out = Out::new(16);
-    out.add(h::REASON, Reason::RecordTooLarge.as_str());
-    out.add(
+    out = out.add(h::REASON, Reason::RecordTooLarge.as_str());
+    out = out.add(
         h::DETAIL,
         &format!(
             "the {} record ({}: {}) was refused: {}; the event is at {}/{}/{} while the source topic retains it",
@@ -358,23 +363,23 @@ pub fn stub(letter: &FailureRecord<'_>, now: SystemTime, refused: &str) -> Owned
             record.offset
         ),
     );
-    out.add(h::STUB, &format!("value of {} bytes dropped", record.value.len()));
-    out.position(record);
+    out = out.add(h::STUB, &format!("value of {} bytes dropped", record.value.len()));
+    out = out.position(record);
     if let Some(meta) = letter.meta {
-        out.add(h::EVENT_TYPE, cut(&meta.event_type, LEAN_DETAIL));
+        out = out.add(h::EVENT_TYPE, cut(&meta.event_type, LEAN_DETAIL));
         if let Some(tenant) = &meta.tenant {
-            out.add(h::TENANT, cut(tenant, LEAN_DETAIL));
+            out = out.add(h::TENANT, cut(tenant, LEAN_DETAIL));
         }
     }
     if let Some(d) = &letter.delivery {
-        out.add(h::WEBHOOK_ID, cut(d.binding.webhook_id, LEAN_DETAIL));
+        out = out.add(h::WEBHOOK_ID, cut(d.binding.webhook_id, LEAN_DETAIL));
         if let Some(tenant) = d.binding.tenant {
-            out.add(h::WEBHOOK_TENANT, cut(tenant, LEAN_DETAIL));
+            out = out.add(h::WEBHOOK_TENANT, cut(tenant, LEAN_DETAIL));
         }
-        out.add(h::DELIVERY_ID, cut(d.delivery_id, LEAN_DETAIL));
-        out.add(h::ATTEMPT, &d.attempts.to_string());
+        out = out.add(h::DELIVERY_ID, cut(d.delivery_id, LEAN_DETAIL));
+        out = out.add(h::ATTEMPT, &d.attempts.to_string());
     }
-    out.add(h::DEAD_LETTERED_AT, &rfc3339(OffsetDateTime::from(now)));
+    out = out.add(h::DEAD_LETTERED_AT, &rfc3339(OffsetDateTime::from(now)));
     out.0
 }
 
@@ -385,11 +390,11 @@ pub fn requeue(record: &SourceRecord, now: SystemTime) -> OwnedHeaders {
     let mut out = Out::new(record.headers.len() + 2);
     for header in &record.headers {
         if header.name != h::RETRY_REQUEUED && header.name != h::RETRY_SCHEDULED_AT {
-            out.raw(&header.name, header.value.as_deref());
+            out = out.raw(&header.name, header.value.as_deref());
         }
     }
-    out.add(h::RETRY_SCHEDULED_AT, &millis(now).to_string());
-    out.add(h::RETRY_REQUEUED, &(moves + 1).to_string());
+    out = out.add(h::RETRY_SCHEDULED_AT, &millis(now).to_string());
+    out = out.add(h::RETRY_REQUEUED, &(moves + 1).to_string());
     out.0
 }
 
@@ -399,8 +404,8 @@ pub fn requeue(record: &SourceRecord, now: SystemTime) -> OwnedHeaders {
 /// that topic retains it, and the stub says so, with the delivery it is.
 pub fn unmoved_stub(record: &SourceRecord, now: SystemTime, refused: &str) -> OwnedHeaders {
     let mut out = Out::new(12);
-    out.add(h::REASON, Reason::RecordTooLarge.as_str());
-    out.add(
+    out = out.add(h::REASON, Reason::RecordTooLarge.as_str());
+    out = out.add(
         h::DETAIL,
         &format!(
             "a retry waiting at {}/{}/{} could not be moved to another wait topic: {}; it stays there while \
@@ -411,11 +416,11 @@ pub fn unmoved_stub(record: &SourceRecord, now: SystemTime, refused: &str) -> Ow
             cut(refused, LEAN_DETAIL)
         ),
     );
-    out.add(
+    out = out.add(
         h::STUB,
         &format!("value of {} bytes left in the wait topic", record.value.len()),
     );
-    out.position(record);
+    out = out.position(record);
     for name in [
         h::WEBHOOK_ID,
         h::WEBHOOK_TENANT,
@@ -425,10 +430,10 @@ pub fn unmoved_stub(record: &SourceRecord, now: SystemTime, refused: &str) -> Ow
         h::TENANT,
     ] {
         if let Some(value) = record.header(name).and_then(|v| std::str::from_utf8(v).ok()) {
-            out.add(name, cut(value, LEAN_DETAIL));
+            out = out.add(name, cut(value, LEAN_DETAIL));
         }
     }
-    out.add(h::DEAD_LETTERED_AT, &rfc3339(OffsetDateTime::from(now)));
+    out = out.add(h::DEAD_LETTERED_AT, &rfc3339(OffsetDateTime::from(now)));
     out.0
 }
 
@@ -465,13 +470,13 @@ pub fn redrive<'a>(dead_letter: impl Iterator<Item = (&'a str, Option<&'a [u8]>)
             | h::RETRY_REQUEUED
             | h::DEAD_LETTERED_AT
             | h::REPLAYED_FROM_REASON => {}
-            _ => out.raw(key, value),
+            _ => out = out.raw(key, value),
         }
     }
-    out.add(h::RETRY_DUE_AT, &millis(now).to_string());
-    out.add(h::RETRY_SCHEDULED_AT, &millis(now).to_string());
+    out = out.add(h::RETRY_DUE_AT, &millis(now).to_string());
+    out = out.add(h::RETRY_SCHEDULED_AT, &millis(now).to_string());
     if let Some(reason) = reason {
-        out.raw(h::REPLAYED_FROM_REASON, Some(reason));
+        out = out.raw(h::REPLAYED_FROM_REASON, Some(reason));
     }
     out.0
 }
@@ -689,6 +694,23 @@ mod tests {
         }
     }
 
+    /// A delivery of webhook `orders` of tenant `acme`, on its first tier.
+    fn of_orders(attempts: u32, last_attempt: Option<&Attempt>) -> DeliveryContext<'_> {
+        DeliveryContext {
+            binding: Binding {
+                webhook_id: "orders",
+                tenant: Some("acme"),
+                created_at: Some(incarnation()),
+            },
+            delivery_id: "msg_1",
+            attempts,
+            last_attempt,
+            first_attempt_at: None,
+            previous_history: None,
+            tier: Some(0),
+        }
+    }
+
     /// The record a consumer would read back, with `headers` and `record`'s key and value.
     fn read_back(record: &SourceRecord, headers: &OwnedHeaders, topic: &str) -> SourceRecord {
         SourceRecord {
@@ -802,6 +824,151 @@ mod tests {
         assert_eq!(state.original.headers, vec![record.headers[0].clone()]);
     }
 
+    /// Every header each writer puts on a record, in order, with a null
+    /// value and a repeated name among the source's own.
+    #[test]
+    fn every_writer_puts_these_headers_in_this_order() {
+        let mut record = source();
+        record.headers.push(RecordHeader {
+            name: "empty".into(),
+            value: None,
+        });
+        record.headers.push(RecordHeader {
+            name: "trace".into(),
+            value: Some("t-2".into()),
+        });
+        let meta = meta();
+        let attempt = attempt();
+        let now = from_millis(1_700_000_101_000);
+        let mut letter = FailureRecord {
+            destination: Destination::Tier {
+                tier: 1,
+                due_at: now + Duration::from_secs(3600),
+            },
+            reason: Reason::DeliveryFailed,
+            detail: "endpoint answered HTTP 503".into(),
+            record: &record,
+            meta: Some(&meta),
+            delivery: Some(DeliveryContext {
+                first_attempt_at: Some(OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap()),
+                previous_history: Some(r#"[{"attempt":1}]"#),
+                ..of_orders(2, Some(&attempt))
+            }),
+        };
+        // `name=value`, or `name` alone for a null value.
+        let written = |headers: &OwnedHeaders| -> Vec<String> {
+            headers
+                .iter()
+                .map(|hd| match hd.value {
+                    Some(v) => format!("{}={}", hd.key, String::from_utf8_lossy(v)),
+                    None => hd.key.to_owned(),
+                })
+                .collect()
+        };
+        let retry = encode(&letter, now, Size::Full);
+        let waiting = read_back(&record, &retry, "herald.retry.3h");
+        letter.destination = Destination::DeadLetter;
+        let dead = encode(&letter, now, Size::Lean);
+        let later = from_millis(1_700_000_200_000);
+        let made = [
+            ("retry", retry),
+            ("lean dead letter", dead),
+            ("stub", stub(&letter, now, "too large")),
+            ("requeue", requeue(&waiting, later)),
+            ("unmoved stub", unmoved_stub(&waiting, later, "too large")),
+            (
+                "redrive",
+                redrive(
+                    encode(&letter, now, Size::Full).iter().map(|hd| (hd.key, hd.value)),
+                    later,
+                ),
+            ),
+        ];
+        let retry: Vec<&str> = vec![
+            "trace=t-1",
+            "empty",
+            "trace=t-2",
+            "herald.reason=delivery_failed",
+            "herald.detail=endpoint answered HTTP 503",
+            "herald.source.topic=events",
+            "herald.source.partition=2",
+            "herald.source.offset=41",
+            "herald.source.timestamp=1700000000000",
+            "herald.event.type=tour.completed",
+            "herald.event.id=evt_1",
+            "herald.tenant=acme",
+            "herald.webhook.id=orders",
+            "herald.webhook.tenant=acme",
+            "herald.webhook.created_at=2023-07-22T04:26:40Z",
+            "herald.delivery.id=msg_1",
+            "herald.first_attempt.at=2023-11-14T22:13:20Z",
+            "herald.attempt=2",
+            "herald.last_attempt.at=2023-11-14T22:15:00Z",
+            "herald.last.class=5xx",
+            "herald.last.status=503",
+            "herald.last.error=endpoint answered HTTP 503",
+            "herald.last.response=busy",
+            r#"herald.history=[{"attempt":1},{"at":"2023-11-14T22:15:00Z","attempt":2,"class":"5xx","duration_ms":12,"error":"endpoint answered HTTP 503","status":503}]"#,
+            "herald.retry.tier=1",
+            "herald.retry.due_at=1700003701000",
+            "herald.retry.scheduled_at=1700000101000",
+        ];
+        // The lean dead letter: the same up to the last status, then when.
+        let mut dead = retry[..21].to_vec();
+        dead.push("herald.dead_lettered.at=2023-11-14T22:15:01Z");
+        // Requeued: rescheduled, and counted.
+        let mut requeued = retry[..26].to_vec();
+        requeued.extend(["herald.retry.scheduled_at=1700000200000", "herald.retry.requeued=1"]);
+        // Redriven: without the failure and the tier, due at once.
+        let mut redriven: Vec<&str> = retry[..3].iter().chain(&retry[5..24]).copied().collect();
+        redriven.extend([
+            "herald.retry.due_at=1700000200000",
+            "herald.retry.scheduled_at=1700000200000",
+            "herald.replayed_from.reason=delivery_failed",
+        ]);
+        let stub = vec![
+            "herald.reason=record_too_large",
+            "herald.detail=the dead-letter record (delivery_failed: endpoint answered HTTP 503) was refused: too \
+             large; the event is at events/2/41 while the source topic retains it",
+            "herald.stub=value of 26 bytes dropped",
+            "herald.source.topic=events",
+            "herald.source.partition=2",
+            "herald.source.offset=41",
+            "herald.source.key_bytes=1",
+            "herald.source.key_sha256=8254c329a92850f6d539dd376f4816ee2764517da5e0235514af433164480d7a",
+            "herald.event.type=tour.completed",
+            "herald.tenant=acme",
+            "herald.webhook.id=orders",
+            "herald.webhook.tenant=acme",
+            "herald.delivery.id=msg_1",
+            "herald.attempt=2",
+            "herald.dead_lettered.at=2023-11-14T22:15:01Z",
+        ];
+        let unmoved = vec![
+            "herald.reason=record_too_large",
+            "herald.detail=a retry waiting at herald.retry.3h/0/7 could not be moved to another wait topic: too \
+             large; it stays there while the topic retains it",
+            "herald.stub=value of 26 bytes left in the wait topic",
+            "herald.source.topic=herald.retry.3h",
+            "herald.source.partition=0",
+            "herald.source.offset=7",
+            "herald.source.key_bytes=1",
+            "herald.source.key_sha256=8254c329a92850f6d539dd376f4816ee2764517da5e0235514af433164480d7a",
+            "herald.webhook.id=orders",
+            "herald.webhook.tenant=acme",
+            "herald.delivery.id=msg_1",
+            "herald.attempt=2",
+            "herald.event.type=tour.completed",
+            "herald.tenant=acme",
+            "herald.dead_lettered.at=2023-11-14T22:16:40Z",
+        ];
+        let expected = [retry, dead, stub, requeued, unmoved, redriven];
+        assert_eq!(made.len(), expected.len());
+        for ((name, headers), expected) in made.iter().zip(expected) {
+            assert_eq!(written(headers), expected, "{name}");
+        }
+    }
+
     #[test]
     fn lean_records_drop_only_the_optional_diagnostics() {
         let record = source();
@@ -878,17 +1045,8 @@ mod tests {
             record: &record,
             meta: Some(&meta),
             delivery: Some(DeliveryContext {
-                binding: Binding {
-                    webhook_id: "orders",
-                    tenant: Some("acme"),
-                    created_at: Some(incarnation()),
-                },
-                delivery_id: "msg_1",
-                attempts: 6,
-                last_attempt: Some(&attempt),
-                first_attempt_at: None,
-                previous_history: None,
                 tier: Some(4),
+                ..of_orders(6, Some(&attempt))
             }),
         };
         let dead = encode(&letter, SystemTime::now(), Size::Full);
