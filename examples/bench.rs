@@ -34,13 +34,14 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use futures::StreamExt;
+use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
@@ -77,7 +78,7 @@ impl Receiver {
         self.count.store(0, Ordering::SeqCst);
         self.first_us.store(0, Ordering::SeqCst);
         self.last_us.store(0, Ordering::SeqCst);
-        self.latencies_us.lock().unwrap().clear();
+        self.latencies_us.lock().clear();
         self.failed.store(0, Ordering::SeqCst);
         self.max_gap_us.store(0, Ordering::SeqCst);
     }
@@ -122,7 +123,7 @@ async fn receive(State(r): State<Receiver>, uri: axum::http::Uri, body: Bytes) -
             .map(|&b| b as char)
             .collect();
         if let Ok(sent) = digits.parse::<u64>() {
-            r.latencies_us.lock().unwrap().push(now.saturating_sub(sent));
+            r.latencies_us.lock().push(now.saturating_sub(sent));
         }
     }
     StatusCode::NO_CONTENT
@@ -259,7 +260,7 @@ impl Bench {
     /// has exited: a phase must never wait for deliveries that cannot come.
     fn check_running(&self, child: &mut tokio::process::Child) {
         if let Ok(Some(status)) = child.try_wait() {
-            let log = self.herald_log.lock().unwrap().clone();
+            let log = self.herald_log.lock().clone();
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(20).collect();
             eprintln!("Herald exited ({status}); the end of {}:", log.display());
@@ -458,7 +459,7 @@ impl Bench {
         std::fs::write(&path, config).unwrap();
         // Herald's own log (warnings, e.g. each failed delivery) goes to a file.
         let log = std::fs::File::create(path.with_extension("log")).unwrap();
-        *self.herald_log.lock().unwrap() = path.with_extension("log");
+        *self.herald_log.lock() = path.with_extension("log");
         let child = tokio::process::Command::new(&self.herald)
             .arg("--config")
             .arg(&path)
@@ -763,7 +764,7 @@ impl Bench {
             .arg(child.id().unwrap().to_string())
             .status();
         let _ = child.wait().await;
-        let mut l = self.receiver.latencies_us.lock().unwrap().clone();
+        let mut l = self.receiver.latencies_us.lock().clone();
         l.sort_unstable();
         let q = |p: f64| l[((l.len() as f64 * p) as usize).min(l.len() - 1)] as f64 / 1000.0;
         figures([

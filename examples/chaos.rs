@@ -41,11 +41,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -127,7 +128,6 @@ impl Receivers {
     fn record(&self, webhook: &str, arrival: Arrival) {
         self.arrivals
             .lock()
-            .unwrap()
             .entry(webhook.to_owned())
             .or_default()
             .push(arrival);
@@ -137,7 +137,6 @@ impl Receivers {
     fn succeeded(&self, webhook: &str) -> HashSet<u64> {
         self.arrivals
             .lock()
-            .unwrap()
             .get(webhook)
             .map(|a| a.iter().filter(|a| a.ok).map(|a| a.seq).collect())
             .unwrap_or_default()
@@ -448,7 +447,7 @@ impl Chaos {
 
     fn done(&self, what: String, began: Instant) {
         self.say(&format!("healed: {what}"));
-        self.happened.lock().unwrap().push(Happened {
+        self.happened.lock().push(Happened {
             what,
             began,
             healed: Instant::now(),
@@ -1063,7 +1062,6 @@ async fn main() -> anyhow::Result<()> {
     let last_healed = chaos
         .happened
         .lock()
-        .unwrap()
         .iter()
         .map(|h| h.healed)
         .max()
@@ -1162,7 +1160,7 @@ fn write_arrivals(chaos: &Chaos) -> std::io::Result<()> {
     let file = std::fs::File::create(chaos.args.work_dir.join("arrivals.csv"))?;
     let mut out = std::io::BufWriter::new(file);
     writeln!(out, "webhook,seq,attempt,webhook_id,sent_s,arrived_ms,ok")?;
-    for (w, list) in chaos.receivers.arrivals.lock().unwrap().iter() {
+    for (w, list) in chaos.receivers.arrivals.lock().iter() {
         for a in list {
             writeln!(
                 out,
@@ -1187,7 +1185,7 @@ fn report(
     last_healed: Instant,
     lag_zero_at: Option<Instant>,
 ) -> bool {
-    let arrivals = chaos.receivers.arrivals.lock().unwrap();
+    let arrivals = chaos.receivers.arrivals.lock();
     let empty = Vec::new();
     let mut lost = 0;
     let mut duplicates_total = 0;
@@ -1280,7 +1278,7 @@ fn report(
         early_total += early;
     }
 
-    let happened = chaos.happened.lock().unwrap();
+    let happened = chaos.happened.lock();
     // Deliveries/s while a fault was active, and while none was, over
     // production.
     let in_fault = |t: Instant| happened.iter().any(|h| t >= h.began && t < h.healed);

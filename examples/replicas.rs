@@ -26,11 +26,12 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
@@ -83,7 +84,7 @@ async fn receive(
         at: Instant::now(),
         ok,
     };
-    r.arrivals.lock().unwrap().entry(path).or_default().push(arrival);
+    r.arrivals.lock().entry(path).or_default().push(arrival);
     if ok {
         StatusCode::NO_CONTENT
     } else {
@@ -365,7 +366,7 @@ async fn main() -> anyhow::Result<()> {
         let done = succeeded(&receiver, w);
         let letters = dead.get(w).cloned().unwrap_or_default();
         let missing = (0..sent).filter(|s| !done.contains(s) && !letters.contains(s)).count();
-        let successes = receiver.arrivals.lock().unwrap()[w].iter().filter(|a| a.ok).count();
+        let successes = receiver.arrivals.lock()[w].iter().filter(|a| a.ok).count();
         lost += missing;
         println!(
             "{w:<8} {sent:<8} {:<10} {:<14} {missing:<8} {}",
@@ -393,7 +394,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// The events `webhook` answered 2xx to.
 fn succeeded(receiver: &Receiver, webhook: &str) -> HashSet<u64> {
-    let arrivals = receiver.arrivals.lock().unwrap();
+    let arrivals = receiver.arrivals.lock();
     arrivals
         .get(webhook)
         .map(|a| a.iter().filter(|a| a.ok).map(|a| a.seq).collect())
@@ -402,7 +403,7 @@ fn succeeded(receiver: &Receiver, webhook: &str) -> HashSet<u64> {
 
 /// Second attempts of `flaky` (due 2 s after the first): how late they came.
 fn report_retries(receiver: &Receiver) {
-    let arrivals = receiver.arrivals.lock().unwrap();
+    let arrivals = receiver.arrivals.lock();
     let mut first: HashMap<u64, Instant> = HashMap::new();
     let mut lateness: Vec<Duration> = Vec::new();
     for a in &arrivals["flaky"] {
@@ -438,7 +439,7 @@ fn report_retries(receiver: &Receiver) {
 /// it pauses while it moves); and how long the victim's partitions went
 /// without one.
 fn report_kills(receiver: &Receiver, kills: &[Kill]) {
-    let arrivals = receiver.arrivals.lock().unwrap();
+    let arrivals = receiver.arrivals.lock();
     let ok: Vec<&Arrival> = arrivals["ok"].iter().filter(|a| a.ok).collect();
     println!("\nkill  others' longest pause: at the crash  at the return  victim's partitions resumed after");
     for (i, kill) in kills.iter().enumerate() {

@@ -13,6 +13,17 @@
 //! line, with the API's client and the operator commands that talk to Kafka
 //! directly.
 //! Imports between modules go one way (`scripts/check-imports` keeps it so).
+//!
+//! Locks: state shared between threads is behind `parking_lot`'s `Mutex`,
+//! `RwLock` and `Condvar`, never std's (clippy.toml refuses them, in tests
+//! and examples too). A std lock is poisoned by a panic while it is held,
+//! and Herald goes on after a panic in one event (it is dead-lettered as
+//! `internal_error`), so each use of a std lock had to choose between
+//! panicking from then on and going on with the data, and the uses chose
+//! differently. Going on is the choice everywhere: the critical sections
+//! update counts, maps and queues in memory and call nothing that fails half
+//! way, so a panic leaves at most one update half made, which costs less
+//! than a replica whose every later use of that lock panics.
 
 pub mod admin;
 pub mod app;

@@ -320,7 +320,7 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
+    use parking_lot::Mutex;
 
     fn record() -> SourceRecord {
         SourceRecord {
@@ -345,13 +345,13 @@ mod tests {
                 Ok(())
             },
             |record, panic| {
-                *seen.lock().unwrap() = Some((record.offset, record.value.clone(), panic));
+                *seen.lock() = Some((record.offset, record.value.clone(), panic));
                 async { Ok(()) }
             },
         )
         .await;
         assert_eq!(result, Ok(()), "finished once the panic was handled");
-        let (offset, value, panic) = seen.lock().unwrap().take().expect("on_panic ran");
+        let (offset, value, panic) = seen.lock().take().expect("on_panic ran");
         assert_eq!((offset, &value[..]), (41, &br#"{"type":"order.paid"}"#[..]));
         assert_eq!(panic, "a bug");
         // A formatted message, and a handling that could not finish.

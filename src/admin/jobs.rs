@@ -8,10 +8,11 @@
 //! it finished (no update for [`STALE_AFTER`]) reads as failed; starting the
 //! replay again re-drives only what it had not.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
+use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -402,7 +403,7 @@ impl Jobs {
         let progress = {
             let shared = shared.clone();
             move |s: &ReplaySummary| {
-                let mut stored = shared.lock().expect("job lock");
+                let mut stored = shared.lock();
                 apply(&mut stored.job, s);
                 let _ = dirty_tx.send(());
             }
@@ -415,7 +416,7 @@ impl Jobs {
                     if matches!(changed, Ok(Err(_))) {
                         return;
                     }
-                    let mut stored = shared.lock().expect("job lock").clone();
+                    let mut stored = shared.lock().clone();
                     stored.updated_at = OffsetDateTime::now_utc();
                     if let Err(e) = jobs.save(&stored).await {
                         tracing::warn!(job = %stored.job.id, error = %e, "replay progress not saved");
@@ -437,7 +438,7 @@ impl Jobs {
             };
             writer.abort();
             jobs.release(pool, &admitted.id).await;
-            let mut stored = shared.lock().expect("job lock").clone();
+            let mut stored = shared.lock().clone();
             let now = OffsetDateTime::now_utc();
             stored.job.finished_at = Some(now);
             stored.updated_at = now;

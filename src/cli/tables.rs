@@ -179,7 +179,7 @@ pub fn catalogs_table(v: &Value) -> String {
 /// terminal, a plain line every few seconds otherwise (logs, CI).
 pub struct ReplayProgress {
     bar: Option<indicatif::ProgressBar>,
-    last_line: std::sync::Mutex<Option<std::time::Instant>>,
+    last_line: parking_lot::Mutex<Option<std::time::Instant>>,
 }
 
 /// How often the plain line is written.
@@ -201,7 +201,7 @@ impl ReplayProgress {
         });
         ReplayProgress {
             bar,
-            last_line: std::sync::Mutex::new(None),
+            last_line: parking_lot::Mutex::new(None),
         }
     }
 
@@ -218,7 +218,7 @@ impl ReplayProgress {
                 }
             }
             None => {
-                let mut last = self.last_line.lock().unwrap_or_else(|p| p.into_inner());
+                let mut last = self.last_line.lock();
                 if done || last.is_none_or(|at| at.elapsed() >= PLAIN_EVERY) {
                     eprintln!("read {scanned} of {total} dead letters, {detail}");
                     *last = Some(std::time::Instant::now());

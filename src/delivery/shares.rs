@@ -24,8 +24,9 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -150,9 +151,7 @@ impl TenantSlots {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding this lock would be a bug in the few lines
-        // below; the counts are still consistent then, so go on.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock()
     }
 
     /// Waits until `deadline` at most for a slot for `tenant`.
@@ -347,7 +346,7 @@ pub struct HostPermit {
 impl Drop for HostPermit {
     fn drop(&mut self) {
         drop(self.permit.take());
-        let mut hosts = self.slots.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut hosts = self.slots.hosts.lock();
         // Only the map holds it: nobody uses or waits for this host now.
         if hosts.get(&self.host).is_some_and(|s| Arc::strong_count(s) == 1) {
             hosts.remove(&self.host);
@@ -378,7 +377,7 @@ impl HostSlots {
     }
 
     fn semaphore(&self, host: &Arc<str>) -> Arc<Semaphore> {
-        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut hosts = self.hosts.lock();
         match hosts.get(&**host) {
             Some(semaphore) => semaphore.clone(),
             None => {
@@ -423,7 +422,7 @@ impl HostSlots {
 
     /// Hosts with requests in flight or waiting.
     pub fn tracked(&self) -> usize {
-        self.hosts.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.hosts.lock().len()
     }
 }
 

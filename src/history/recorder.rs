@@ -2,9 +2,10 @@
 //! in batches.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use rdkafka::producer::FutureRecord;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -282,7 +283,7 @@ impl Recorder {
             Some(AttemptBrief::of(&pending)),
         );
         let (pushed, step_kept) = {
-            let mut queue = self.queue.lock().expect("history queue lock");
+            let mut queue = self.queue.lock();
             queue.count(target, outcome, at_ms);
             let step_kept = queue.push_step(target.id(), step, &self.limits);
             (queue.push(pending, &self.limits), step_kept)
@@ -308,7 +309,7 @@ impl Recorder {
     pub fn record_kept(&self, event: &Event, target: &Target, delivery_id: &str, step: Step) {
         let step = PendingStep::new(event, delivery_id, step, time::OffsetDateTime::now_utc(), None);
         let kept = {
-            let mut queue = self.queue.lock().expect("history queue lock");
+            let mut queue = self.queue.lock();
             queue.push_step(target.id(), step, &self.limits)
         };
         if !kept {
@@ -357,7 +358,7 @@ impl Writer {
 
     async fn flush(&mut self) {
         let (attempts, steps, counts) = {
-            let mut queue = self.queue.lock().expect("history queue lock");
+            let mut queue = self.queue.lock();
             queue.len = 0;
             queue.bytes = 0;
             (
@@ -438,7 +439,7 @@ impl Writer {
                 Err(e) => {
                     self.telemetry.history_write_failed(chunk.len(), &e);
                     // Counts are kept for the next flush; records are not.
-                    self.queue.lock().expect("history queue lock").restore(with_counts);
+                    self.queue.lock().restore(with_counts);
                 }
             }
         }

@@ -3,10 +3,9 @@
 //! reach, and since when. A broker that dies, freezes or is cut off shows
 //! here (on `/status` and in `herald_kafka_brokers`) while the cluster moves
 //! its partitions' leadership elsewhere.
-
-use std::sync::Mutex;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use rdkafka::statistics::Statistics;
 
 /// One broker as the client last saw it.
@@ -134,12 +133,12 @@ pub struct BrokerView(Mutex<Vec<BrokerSeen>>);
 impl BrokerView {
     /// Replaces the view.
     pub fn set(&self, brokers: Vec<BrokerSeen>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = brokers;
+        *self.0.lock() = brokers;
     }
 
     /// The view as last set (empty before the first statistics).
     pub fn get(&self) -> Vec<BrokerSeen> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0.lock().clone()
     }
 }
 

@@ -18,10 +18,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
+use parking_lot::Mutex;
 use tokio_util::time::{delay_queue, DelayQueue};
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};

@@ -4,9 +4,10 @@
 //! pause of each partition assigned) and commits.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::statistics::Statistics;
@@ -111,7 +112,7 @@ impl ClientContext for IntakeContext {
             current.insert((h.tp.0.to_string(), h.tp.1));
         }
         // Series of partitions no longer assigned disappear; other consumers' stay.
-        let mut reported = self.lag_reported.lock().unwrap_or_else(|p| p.into_inner());
+        let mut reported = self.lag_reported.lock();
         for (topic, partition) in reported.difference(&current) {
             self.telemetry.partition_health_gone(self.name, topic, *partition);
         }

@@ -31,9 +31,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use crate::intake::brokers::BrokerView;
@@ -255,9 +256,7 @@ impl Flow {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the counts half-updated
-        // in a way worse than losing the process, so poisoning is ignored.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     /// Partitions were assigned (fresh progress, new generation).
@@ -635,11 +634,7 @@ impl Flow {
             if remaining == 0 || now >= deadline {
                 return remaining;
             }
-            state = self
-                .drained
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            self.drained.wait_until(&mut state, deadline);
         }
     }
 

@@ -272,22 +272,18 @@ pub async fn create_topics_with(config: &KafkaConfig, topics: &[TopicSpec], part
 /// only there, while the request that needed the connection fails as a
 /// transport failure.
 #[derive(Default)]
-struct Heard(std::sync::Mutex<Option<String>>);
+struct Heard(parking_lot::Mutex<Option<String>>);
 
 impl Heard {
     fn last(&self) -> Option<Box<str>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_deref()
-            .map(Box::from)
+        self.0.lock().as_deref().map(Box::from)
     }
 }
 
 impl rdkafka::ClientContext for Heard {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         tracing::debug!(%error, reason, "Kafka client error while reading metadata");
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_owned());
+        *self.0.lock() = Some(reason.to_owned());
     }
 }
 

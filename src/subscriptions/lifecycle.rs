@@ -17,7 +17,7 @@
 //! events are published by [`SystemEvents`] (`crate::subscriptions::system`).
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn now_ms() -> i64 {
@@ -157,7 +157,7 @@ impl Lifecycle {
         }
         let health = &target.health;
         health.suspect.store(true, Ordering::Relaxed);
-        *health.last_failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(failure.describe());
+        *health.last_failure.lock() = Some(failure.describe());
         health.unwritten_failures.fetch_add(1, Ordering::SeqCst);
         if health.writing_failures.swap(true, Ordering::SeqCst) {
             return; // the write under way takes this one too
@@ -182,12 +182,7 @@ impl Lifecycle {
                 }
                 continue;
             }
-            let last = health
-                .last_failure
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()
-                .unwrap_or_default();
+            let last = health.last_failure.lock().clone().unwrap_or_default();
             self.count_failures(target.id(), count, &last).await;
         }
     }

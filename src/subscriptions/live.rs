@@ -11,8 +11,9 @@
 //! request slots; an edit keeps them when its limit is unchanged.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 
+use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use quick_cache::sync::Cache;
 use quick_cache::{Lifecycle, UnitWeighter};
 use tokio::sync::Notify;
@@ -113,12 +114,12 @@ impl SubscriptionIndex {
 
     /// The index as it is now.
     pub fn read(&self) -> RwLockReadGuard<'_, Index> {
-        self.index.read().unwrap_or_else(|e| e.into_inner())
+        self.index.read()
     }
 
     /// The index, to change (the sync loop does).
     pub fn write(&self) -> RwLockWriteGuard<'_, Index> {
-        self.index.write().unwrap_or_else(|e| e.into_inner())
+        self.index.write()
     }
 
     /// The webhooks subscribed to `event_type` (of `tenant`, when the event
@@ -167,7 +168,7 @@ impl SubscriptionIndex {
                 return Some(target);
             }
         }
-        let _one_at_a_time = self.preparing.lock().unwrap_or_else(|e| e.into_inner());
+        let _one_at_a_time = self.preparing.lock();
         let previous = match self.prepared.get(id) {
             Some((digest, target)) if digest == entry.digest => return Some(target),
             other => other.map(|(_, t)| t),

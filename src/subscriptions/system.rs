@@ -15,10 +15,11 @@
 //! passed since it was made. An event given up (that bound, a full queue, or
 //! still waiting at shutdown) is counted and logged with its body.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use parking_lot::Mutex;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use serde_json::{json, Value};
@@ -161,7 +162,7 @@ impl SystemEvents {
     /// Events emitted afterwards are given up at once.
     pub async fn close(&self) {
         let Some(inner) = &self.inner else { return };
-        let handle = inner.worker.lock().ok().and_then(|mut w| w.take());
+        let handle = inner.worker.lock().take();
         let Some(handle) = handle else { return };
         inner.closing.cancel();
         // The worker itself stops at the deadline; this only bounds a stuck one.

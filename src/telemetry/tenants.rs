@@ -22,8 +22,9 @@
 //! lock, lookup nor allocation.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock};
 
+use parking_lot::RwLock;
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
 
 use super::metrics::{CLASSES, NOT_ATTEMPTED, OUTCOMES};
@@ -139,7 +140,7 @@ impl TenantSeries {
             return self.other.clone();
         }
         {
-            let named = self.named.read().unwrap_or_else(PoisonError::into_inner);
+            let named = self.named.read();
             if let Some(found) = named.get(tenant) {
                 return found.clone();
             }
@@ -147,7 +148,7 @@ impl TenantSeries {
                 return self.other.clone();
             }
         }
-        let mut named = self.named.write().unwrap_or_else(PoisonError::into_inner);
+        let mut named = self.named.write();
         if let Some(found) = named.get(tenant) {
             return found.clone();
         }
@@ -166,7 +167,7 @@ impl TenantSeries {
 
     /// How many tenants have series of their own.
     pub fn named(&self) -> usize {
-        self.named.read().unwrap_or_else(PoisonError::into_inner).len()
+        self.named.read().len()
     }
 }
 

@@ -9,9 +9,10 @@
 //! the broker Herald could not reach.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::ClientConfig;
@@ -77,7 +78,7 @@ fn observe(ops: std::net::SocketAddr, node: i32) -> (Arc<Mutex<Observed>>, tokio
                         )
                     })
                     .fold(0.0, f64::max);
-                let mut seen = shared.lock().unwrap();
+                let mut seen = shared.lock();
                 seen.max_unreachable = seen.max_unreachable.max(n);
             }
             if let Ok(r) = http.get(format!("http://{ops}/status")).send().await {
@@ -91,7 +92,7 @@ fn observe(ops: std::net::SocketAddr, node: i32) -> (Arc<Mutex<Observed>>, tokio
                     .flatten()
                     .any(|b| b["id"] == node && b["unreachable"] == true);
                 if named {
-                    shared.lock().unwrap().status_named_node = true;
+                    shared.lock().status_named_node = true;
                 }
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -265,7 +266,7 @@ async fn through(name: &str, fault: Fault) {
         );
     }
     assert!(app.is_running(), "Herald ran through the fault without stopping");
-    let observed = std::mem::take(&mut *observed.lock().unwrap());
+    let observed = std::mem::take(&mut *observed.lock());
     println!(
         "{fault:?} (node {node}): {EVENTS} events to 2 webhooks, 0 lost, duplicates {duplicates:?}, lag 0 \
          {:.1} s after the fault ended; unreachable brokers seen: {}, named on /status: {}",

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -19,6 +19,7 @@ use herald::config::Config;
 use herald::subscriptions::store::SubscriptionStore;
 use herald::webhook::Webhook;
 use herald::Application;
+use parking_lot::Mutex;
 use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -406,7 +407,7 @@ impl RunningApp {
         let handle = tokio::spawn(async move {
             let result = run.await;
             if let Err(e) = &result {
-                *why.lock().unwrap() = Some(format!("{e:#}"));
+                *why.lock() = Some(format!("{e:#}"));
             }
             result
         });
@@ -469,7 +470,7 @@ impl RunningApp {
     /// names what /readyz and /status said last.
     pub async fn wait_ready(&self) {
         let url = format!("http://{}/readyz", self.ops);
-        let last = std::sync::Mutex::new(String::new());
+        let last = parking_lot::Mutex::new(String::new());
         let ready = tokio::time::timeout(
             Duration::from_secs(90),
             eventually(Duration::from_secs(120), "Herald to become ready", || {
@@ -480,7 +481,7 @@ impl RunningApp {
                     }
                     let reply = reqwest::get(&url).await.ok()?;
                     let ok = reply.status().is_success();
-                    *last.lock().unwrap() = reply.text().await.unwrap_or_default();
+                    *last.lock() = reply.text().await.unwrap_or_default();
                     ok.then_some(())
                 }
             }),
@@ -489,7 +490,7 @@ impl RunningApp {
         assert!(
             !self.handle.is_finished(),
             "Herald stopped before it was ready: {}",
-            self.ended.lock().unwrap().as_deref().unwrap_or("without an error")
+            self.ended.lock().as_deref().unwrap_or("without an error")
         );
         if ready.is_err() {
             let status = match reqwest::get(format!("http://{}/status", self.ops)).await {
@@ -498,7 +499,7 @@ impl RunningApp {
             };
             panic!(
                 "Herald did not become ready in 90 s; /readyz said: {}; /status said: {status}",
-                last.lock().unwrap()
+                last.lock()
             );
         }
     }
@@ -697,7 +698,7 @@ struct OpenRequest(Arc<Mutex<(usize, usize)>>);
 
 impl OpenRequest {
     fn new(open: &Arc<Mutex<(usize, usize)>>) -> OpenRequest {
-        let mut counts = open.lock().unwrap();
+        let mut counts = open.lock();
         counts.0 += 1;
         counts.1 = counts.1.max(counts.0);
         OpenRequest(open.clone())
@@ -706,7 +707,7 @@ impl OpenRequest {
 
 impl Drop for OpenRequest {
     fn drop(&mut self) {
-        self.0.lock().unwrap().0 -= 1;
+        self.0.lock().0 -= 1;
     }
 }
 
@@ -747,21 +748,21 @@ impl TestReceiver {
 
     /// Changes how later requests are answered.
     pub fn set_behaviour(&self, behaviour: Behaviour) {
-        *self.state.behaviour.lock().unwrap() = behaviour;
+        *self.state.behaviour.lock() = behaviour;
     }
 
     pub fn received(&self) -> Vec<Received> {
-        self.state.received.lock().unwrap().clone()
+        self.state.received.lock().clone()
     }
 
     pub fn count(&self) -> usize {
-        self.state.received.lock().unwrap().len()
+        self.state.received.lock().len()
     }
 
     /// The most requests it has had open (received, not yet answered) at
     /// once.
     pub fn most_at_once(&self) -> usize {
-        self.state.open_requests.lock().unwrap().1
+        self.state.open_requests.lock().1
     }
 
     /// Waits until at least `n` requests arrived; returns them.
@@ -781,14 +782,14 @@ async fn handle(State(state): State<ReceiverState>, uri: axum::http::Uri, header
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let _open = OpenRequest::new(&state.open_requests);
-    let index = state.received.lock().unwrap().len();
-    state.received.lock().unwrap().push(Received {
+    let index = state.received.lock().len();
+    state.received.lock().push(Received {
         at: std::time::Instant::now(),
         path: uri.path().to_owned(),
         headers,
         body,
     });
-    let behaviour = state.behaviour.lock().unwrap().clone();
+    let behaviour = state.behaviour.lock().clone();
     match behaviour {
         Behaviour::Status(s) => StatusCode::from_u16(s).unwrap().into_response(),
         Behaviour::Delay(d, s) => {

@@ -2,7 +2,7 @@
 //! a client keeping a pause across a rebalance causes) is found, resumed and
 //! counted, and its records are read.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use herald::event::SourceRecord;
@@ -10,6 +10,7 @@ use herald::intake::consumer::{ConsumerSpec, Intake};
 use herald::intake::flow::{Completion, Flow, FlowLimits};
 use herald::intake::Dispatch;
 use herald::telemetry::Telemetry;
+use parking_lot::Mutex;
 use rdkafka::consumer::Consumer;
 use rdkafka::TopicPartitionList;
 use tokio_util::sync::CancellationToken;
@@ -22,14 +23,14 @@ struct Offsets(Mutex<Vec<i64>>);
 
 impl Dispatch for Offsets {
     fn dispatch(&self, record: SourceRecord, done: Completion) {
-        self.0.lock().unwrap().push(record.offset);
+        self.0.lock().push(record.offset);
         done.finish();
     }
 }
 
 impl Offsets {
     fn count(&self) -> usize {
-        self.0.lock().unwrap().len()
+        self.0.lock().len()
     }
 }
 
@@ -71,7 +72,7 @@ async fn a_partition_paused_behind_heralds_back_is_found_resumed_and_counted() {
         (offsets.count() == 3).then_some(())
     })
     .await;
-    assert_eq!(*offsets.0.lock().unwrap(), [0, 1, 2]);
+    assert_eq!(*offsets.0.lock(), [0, 1, 2]);
     assert!(metric_value(&telemetry.metrics.render(), series) >= 1.0);
     shutdown.cancel();
     run.await.unwrap();

@@ -42,13 +42,13 @@ const MAX_NOTED: usize = 10_000;
 /// When this replica last wrote down each issued token's use, so a busy
 /// token costs one Redis write a minute, not one per request.
 #[derive(Debug, Default)]
-pub struct Uses(std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>);
+pub struct Uses(parking_lot::Mutex<std::collections::HashMap<String, std::time::Instant>>);
 
 impl Uses {
     /// Whether a use of the token with `digest` at `now` should be written
     /// down (and remembers that it was).
     pub fn due(&self, digest: &str, now: std::time::Instant) -> bool {
-        let mut noted = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut noted = self.0.lock();
         if noted
             .get(digest)
             .is_some_and(|at| now.saturating_duration_since(*at) < NOTE_EVERY)
@@ -315,7 +315,7 @@ mod tests {
         for i in 0..MAX_NOTED * 2 {
             uses.due(&i.to_string(), start + NOTE_EVERY);
         }
-        assert!(uses.0.lock().unwrap().len() <= MAX_NOTED);
+        assert!(uses.0.lock().len() <= MAX_NOTED);
     }
 
     #[test]

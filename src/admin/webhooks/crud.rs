@@ -1,8 +1,6 @@
 //! `/v1/webhooks` and `/v1/webhooks/{id}`: create, list, read, change and
 //! delete webhooks.
 
-use std::sync::{Mutex, PoisonError};
-
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -57,15 +55,12 @@ pub struct WebhookPage {
 /// second id in the same millisecond is the first plus one, so ids created
 /// one after another always list in that order.
 #[derive(Debug, Default)]
-pub(crate) struct WebhookIds(Mutex<ulid::Generator>);
+pub(crate) struct WebhookIds(parking_lot::Mutex<ulid::Generator>);
 
 impl WebhookIds {
     /// A fresh id, greater than every id this generator made before.
     pub(crate) fn next(&self) -> String {
-        // A generator is left consistent by every call (it only ever holds
-        // the last ULID), so a panic elsewhere while it was locked changes
-        // nothing it relies on.
-        let mut generator = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut generator = self.0.lock();
         // After the last ULID of a millisecond (random bits all ones) comes
         // the first of the next, still in order.
         let ulid = generator
