@@ -4,8 +4,9 @@
 //! in `HERALD_TEST_CLUSTER`. They inject faults into the one cluster they
 //! share, so they run one at a time.
 
-#[allow(dead_code)]
-#[path = "../it/helpers.rs"]
+// Each binary uses some of the helpers only.
+#[allow(dead_code, unused_imports)]
+#[path = "../it/helpers/mod.rs"]
 mod helpers;
 
 mod broker_failures;

@@ -5,8 +5,9 @@
 //! it in `HERALD_TEST_SECURE_KAFKA` (its super-user listener; the others
 //! follow it) and `HERALD_TEST_SECURE_KAFKA_TLS` (its certificates).
 
-#[allow(dead_code)]
-#[path = "../it/helpers.rs"]
+// Each binary uses some of the helpers only.
+#[allow(dead_code, unused_imports)]
+#[path = "../it/helpers/mod.rs"]
 mod helpers;
 
 mod secured;

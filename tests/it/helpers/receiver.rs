@@ -1,0 +1,222 @@
+//! HTTP receivers on 127.0.0.1 that record what they are sent and answer
+//! as a test asks ([`TestReceiver`], [`Behaviour`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use parking_lot::Mutex;
+use tokio::task::JoinHandle;
+
+use super::*;
+
+/// How a [`TestReceiver`] answers.
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    Status(u16),
+    /// Answers after a delay.
+    Delay(Duration, u16),
+    /// Redirects to the given path.
+    Redirect(String),
+    /// Never answers.
+    Hang,
+    /// Holds every request until the gate [`gate`] made opens, and for at
+    /// least 100 ms, then answers 204: requests sent at once are open at
+    /// once, so [`TestReceiver::most_at_once`] sees them.
+    Gated(tokio::sync::watch::Receiver<bool>),
+    /// The n-th request gets the n-th status; the last one repeats.
+    Sequence(Vec<u16>),
+    /// Answers `status` (with `Retry-After` when given) to attempts up to
+    /// `attempts` (the `herald-attempt` header), 204 after.
+    FailAttempts {
+        attempts: u32,
+        status: u16,
+        retry_after: Option<String>,
+    },
+}
+
+/// A [`Behaviour::Gated`] receiver's behaviour and its gate: `send(true)`
+/// opens it, for the held requests and every later one.
+pub fn gate() -> (tokio::sync::watch::Sender<bool>, Behaviour) {
+    let (open, gate) = tokio::sync::watch::channel(false);
+    (open, Behaviour::Gated(gate))
+}
+
+/// Answers `status` (with `Retry-After` when given) to the first `attempts`
+/// attempts of each delivery, 204 after.
+pub fn failing(attempts: u32, status: u16, retry_after: Option<&str>) -> Behaviour {
+    Behaviour::FailAttempts {
+        attempts,
+        status,
+        retry_after: retry_after.map(str::to_owned),
+    }
+}
+
+/// One request a receiver got.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub at: std::time::Instant,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    pub fn attempt(&self) -> u32 {
+        self.header("herald-attempt").parse().unwrap()
+    }
+}
+
+#[derive(Clone)]
+struct ReceiverState {
+    received: Arc<Mutex<Vec<Received>>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+    /// Requests not yet answered, and the most there ever were.
+    open_requests: Arc<Mutex<(usize, usize)>>,
+}
+
+/// Counts one request as open until it is answered (or abandoned).
+struct OpenRequest(Arc<Mutex<(usize, usize)>>);
+
+impl OpenRequest {
+    fn new(open: &Arc<Mutex<(usize, usize)>>) -> OpenRequest {
+        let mut counts = open.lock();
+        counts.0 += 1;
+        counts.1 = counts.1.max(counts.0);
+        OpenRequest(open.clone())
+    }
+}
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        self.0.lock().0 -= 1;
+    }
+}
+
+/// An HTTP server on 127.0.0.1 recording what it is sent.
+pub struct TestReceiver {
+    pub addr: SocketAddr,
+    state: ReceiverState,
+    _server: JoinHandle<()>,
+}
+
+impl TestReceiver {
+    pub async fn start(behaviour: Behaviour) -> TestReceiver {
+        let state = ReceiverState {
+            received: Arc::default(),
+            behaviour: Arc::new(Mutex::new(behaviour)),
+            open_requests: Arc::default(),
+        };
+        let app = axum::Router::new().fallback(handle).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        TestReceiver {
+            addr,
+            state,
+            _server: server,
+        }
+    }
+
+    pub async fn ok() -> TestReceiver {
+        Self::start(Behaviour::Status(204)).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Changes how later requests are answered.
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        *self.state.behaviour.lock() = behaviour;
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.state.received.lock().len()
+    }
+
+    /// The most requests it has had open (received, not yet answered) at
+    /// once.
+    pub fn most_at_once(&self) -> usize {
+        self.state.open_requests.lock().1
+    }
+
+    /// Waits until at least `n` requests arrived; returns them.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        eventually(timeout, &format!("{n} requests at {}", self.addr), || async {
+            let r = self.received();
+            (r.len() >= n).then_some(r)
+        })
+        .await
+    }
+}
+
+async fn handle(State(state): State<ReceiverState>, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let attempt: u32 = headers
+        .get("herald-attempt")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let _open = OpenRequest::new(&state.open_requests);
+    let index = state.received.lock().len();
+    state.received.lock().push(Received {
+        at: std::time::Instant::now(),
+        path: uri.path().to_owned(),
+        headers,
+        body,
+    });
+    let behaviour = state.behaviour.lock().clone();
+    match behaviour {
+        Behaviour::Status(s) => StatusCode::from_u16(s).unwrap().into_response(),
+        Behaviour::Delay(d, s) => {
+            tokio::time::sleep(d).await;
+            StatusCode::from_u16(s).unwrap().into_response()
+        }
+        Behaviour::Redirect(to) => (StatusCode::FOUND, [("location", to)]).into_response(),
+        Behaviour::Sequence(statuses) => {
+            let s = statuses[index.min(statuses.len() - 1)];
+            StatusCode::from_u16(s).unwrap().into_response()
+        }
+        Behaviour::FailAttempts {
+            attempts,
+            status,
+            retry_after,
+        } => {
+            if attempt > attempts {
+                return StatusCode::NO_CONTENT.into_response();
+            }
+            let status = StatusCode::from_u16(status).unwrap();
+            match retry_after {
+                Some(ra) => (status, [("retry-after", ra)]).into_response(),
+                None => status.into_response(),
+            }
+        }
+        Behaviour::Hang => {
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        Behaviour::Gated(mut gate) => {
+            let held_until = tokio::time::Instant::now() + Duration::from_millis(100);
+            // A gate dropped with the test opens nothing: the request hangs.
+            if gate.wait_for(|open| *open).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep_until(held_until).await;
+            StatusCode::NO_CONTENT.into_response()
+        }
+    }
+}
