@@ -172,8 +172,14 @@ async fn a_document_broken_by_another_writer_keeps_delivering_from_its_last_good
     .await;
     publisher.json(env.topic(), event).await;
     receiver.wait_for(2, Duration::from_secs(20)).await;
-    // Still after audits re-read every document (every second here).
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Still after audits re-read every document (every second here): two
+    // finish, so one has read it from the start.
+    let audits = r#"herald_subscription_syncs_total{kind="full"}"#;
+    let before = app.metric(audits).await;
+    eventually(Duration::from_secs(20), "two audits to finish", || async {
+        (app.metric(audits).await >= before + 2.0).then_some(())
+    })
+    .await;
     publisher.json(env.topic(), event).await;
     receiver.wait_for(3, Duration::from_secs(20)).await;
     assert!(app.metric("herald_subscription_records_invalid_total").await >= 2.0);

@@ -83,7 +83,7 @@ async fn the_wait_for_a_shared_slot_counts_in_max_queue_wait() {
     let healthy = TestReceiver::ok().await;
     put_for(&env, "slow", None, &hanging.url("/slow"), &["slow.*"]).await;
     put_for(&env, "fast", None, &healthy.url("/fast"), &["fast.*"]).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    app.wait_webhooks(2).await;
     let publisher = Publisher::new();
     publisher
         .json(env.topic(), r#"{"event":"slow.one","version":"0"}"#)
@@ -230,7 +230,7 @@ async fn only_allowed_ports_and_a_tenants_own_networks_are_reached() {
 
     // A webhook written by another service is held to the same rules.
     put(&env, "globex-direct", Some("globex"), &receiver.url("/globex")).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    app.wait_webhooks(2).await;
     let publisher = Publisher::new();
     publisher.json(env.topic(), &jimo("tour.started", "acme", "e1")).await;
     publisher.json(env.topic(), &jimo("tour.started", "globex", "e2")).await;
@@ -288,7 +288,7 @@ async fn responses_of_destinations_only_an_allowlist_opens_are_withheld() {
     assert!(test["response_body"].is_null(), "{test}");
     assert_eq!(test["response_headers"], json!({}), "{test}");
 
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    app.wait_webhooks(1).await;
     Publisher::new()
         .json(env.topic(), &jimo("tour.started", "acme", "e1"))
         .await;
@@ -761,7 +761,7 @@ async fn test_pings_share_the_replicas_request_slots() {
         Some(json!({"uid": "pinged", "name": "p", "url": healthy.url("/p"), "events": ["tour.*"]})),
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    app.wait_webhooks(2).await;
     Publisher::new()
         .json(env.topic(), &jimo("tour.started", "globex", "e1"))
         .await;

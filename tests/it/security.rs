@@ -32,7 +32,7 @@ async fn a_secret_in_a_webhook_url_never_leaves_the_webhook_document() {
         Some(json!({"id": "slack", "name": "slack", "url": url, "events": ["*"]})),
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    app.wait_webhooks(1).await;
     Publisher::new()
         .json(env.topic(), r#"{"event":"tour.completed","version":"0"}"#)
         .await;
@@ -246,7 +246,7 @@ async fn tenant_statistics_count_the_deliveries_of_the_tenants_own_webhooks() {
             json!({"name": "orders", "url": globex_receiver.url("/g"), "events": ["order.*"]}),
         )
         .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    app.wait_webhooks(2).await;
 
     // An event of acme goes to the platform's webhook...
     Publisher::new()
