@@ -59,6 +59,23 @@ ensure_build_deps() {
   fi
 }
 
+# ensure_cargo_fuzz: cargo fuzz (from crates.io) and a toolchain that takes
+# its flags: nightly when rustup has it, else the stable one with
+# RUSTC_BOOTSTRAP=1. Sets FUZZ_TOOLCHAIN to the `+toolchain` argument (or
+# nothing).
+ensure_cargo_fuzz() {
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    log "installing cargo-fuzz from crates.io"
+    cargo install cargo-fuzz --version 0.13.2 --locked --quiet
+  fi
+  if cargo +nightly --version >/dev/null 2>&1; then
+    FUZZ_TOOLCHAIN=(+nightly)
+  else
+    FUZZ_TOOLCHAIN=()
+    export RUSTC_BOOTSTRAP=1
+  fi
+}
+
 # ensure_java: a Java 17+ runtime for the Kafka broker, and Maven to fetch it.
 ensure_java() {
   local v
