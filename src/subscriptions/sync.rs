@@ -61,6 +61,8 @@ struct Audit {
     generation: u32,
     /// The tenant sets are being filled by this read.
     fill_tenants: bool,
+    /// Ids the scan returned (some may come twice).
+    found: usize,
 }
 
 /// What the loop remembers across reconnects.
@@ -274,6 +276,7 @@ impl SyncTask {
             cursor: 0,
             generation: state.generation,
             fill_tenants: !indexed,
+            found: 0,
         });
         Ok(())
     }
@@ -304,16 +307,32 @@ impl SyncTask {
             return Ok(());
         };
         audit.cursor = next;
+        audit.found += ids.len();
         if next != 0 {
             return Ok(());
         }
         self.finish_audit(store, state).await
     }
 
-    /// Ends the audit: what it did not find is gone.
+    /// Ends the audit: what it did not find is gone, unless it found no
+    /// webhook at all. Redis emptied (flushed, or restarted without its
+    /// data) is not every webhook deleted: the index is kept, and routes as
+    /// before, until the webhooks are written again (each write applies) or
+    /// an audit finds some. Deletions that are logged or announced apply
+    /// one by one as ever, so only a writer that deletes the last webhooks
+    /// without either leaves them indexed.
     async fn finish_audit(&self, store: &SubscriptionStore, state: &mut State) -> Result<(), StoreError> {
         let Some(audit) = state.audit.take() else { return Ok(()) };
         let gone = self.index.read().unconfirmed(audit.generation);
+        if audit.found == 0 && !gone.is_empty() {
+            tracing::warn!(
+                kept = gone.len(),
+                "Redis holds no webhook while the index holds some (flushed, or restarted without its data?); \
+                 the index is kept until webhooks are written again"
+            );
+            self.telemetry.subscriptions_synced("full", self.index.read().counts());
+            return Ok(());
+        }
         if !gone.is_empty() {
             let docs = vec![None; gone.len()];
             self.apply_docs(store, state, &gone, docs).await;

@@ -369,10 +369,12 @@ async fn after_the_tenant_sets_are_filled(app: &RunningApp) -> f64 {
     .await
 }
 
-/// Publishes an event every 100 ms until `receiver` has one, for at most `within`.
+/// Publishes an event every 100 ms until `receiver` has one more than it had,
+/// for at most `within`.
 async fn deliver_within(publisher: &Publisher, env: &TestEnv, receiver: &TestReceiver, within: Duration, what: &str) {
     let deadline = tokio::time::Instant::now() + within;
-    while receiver.count() == 0 {
+    let before = receiver.count();
+    while receiver.count() == before {
         assert!(
             tokio::time::Instant::now() < deadline,
             "{what}: nothing delivered within {within:?}"
@@ -575,5 +577,46 @@ async fn audits_catch_silent_writers_and_parse_only_what_changed() {
         51.0,
         "unchanged documents are not parsed again"
     );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushed_redis_keeps_routing_with_the_index_until_the_webhooks_are_written_again() {
+    let env = TestEnv::new("flushed", &["events"], 1).await;
+    let receiver = TestReceiver::ok().await;
+    let store = env.store().await;
+    let kept = webhook("kept", &receiver.url("/"), &["tour.*"]);
+    store.put(&kept).await.unwrap();
+    let app = env
+        .spawn("[subscriptions]\nresync_interval = \"300ms\"\naudit_interval = \"0s\"")
+        .await;
+    let full = after_the_tenant_sets_are_filled(&app).await;
+    // Redis loses everything (FLUSHALL; here every key of the prefix, as
+    // the Redis is shared): the next log read finds the log gone and reads
+    // every document again, and finds none.
+    let mut conn = env.redis().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", env.prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    let () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
+    eventually(Duration::from_secs(10), "an audit of the emptied Redis", || async {
+        (app.metric(FULL_SYNCS).await > full).then_some(())
+    })
+    .await;
+    let publisher = Publisher::new();
+    let within = Duration::from_secs(5);
+    deliver_within(&publisher, &env, &receiver, within, "an event while Redis is empty").await;
+    assert_eq!(
+        app.metric(&format!(r#"herald_events_unmatched_total{{topic="{}"}}"#, env.topic()))
+            .await,
+        0.0,
+        "no event routed to no one while Redis was empty"
+    );
+    // Written again by the writer that owns it: it goes on as before.
+    store.put(&kept).await.unwrap();
+    deliver_within(&publisher, &env, &receiver, within, "an event once written again").await;
     app.stop().await;
 }
