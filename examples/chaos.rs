@@ -16,23 +16,29 @@
 //! 50 ms), `flaky` (503 to every first attempt, so every event goes through
 //! the first retry tier) and `odd`, a raw TCP receiver that answers 204
 //! except while a fault makes it accept and never answer, trickle its
-//! response a byte every half second, or reset the connection.
+//! response a byte every half second, reset the connection, or answer 200
+//! with a 50 MB body. A fifth, `late` (204), is added while Redis is frozen.
 //!
 //! Faults: a replica killed with `kill -9` and restarted 20 s later (ten
 //! times); two replicas stopped and started (3 -> 1 -> 3 -> 1 -> 3, 30 s
 //! each); the leader of a source partition killed and restarted; the active
 //! KRaft controller killed and restarted; a node frozen with SIGSTOP for 30 s;
-//! the suite's own redis-server killed and restarted (its append-only file
-//! kept, as an operator's would be); a 5xx storm on `ok` and `slow` (half the
-//! webhooks) for 60 s; `odd` hanging, trickling and resetting for 30 s each.
-//! Faults on the Kafka nodes take turns (one node down at a time, as
-//! min.insync.replicas 2 of 3 allows); the others overlap freely.
+//! the whole cluster killed and restarted 15 s later; the suite's own
+//! redis-server killed and restarted (its append-only file kept, as an
+//! operator's would be); Redis frozen with SIGSTOP for 20 s while the suite,
+//! as another writer, adds the webhook `late`; Redis flushed and the webhooks
+//! written again 15 s later; a 5xx storm on `ok` and `slow` (half the
+//! webhooks) for 60 s; `odd` hanging, trickling, resetting and answering a
+//! 50 MB body for 30 s each. Faults on the Kafka nodes take turns (one node
+//! down at a time, as min.insync.replicas 2 of 3 allows), and so do faults on
+//! Redis; the others overlap freely.
 //!
 //! Checks: every event produced reached every webhook with a 2xx at least
 //! once, or was dead-lettered (the reason printed); duplicates, and whether
 //! each kept its first `webhook-id`; no retry arrived before its tier's
 //! delay had passed since the attempt before it was sent (its
-//! `webhook-timestamp`); every request is written to `arrivals.csv`; the source partitions' lag (the group's
+//! `webhook-timestamp`); `late` received every event produced from 15 s after
+//! it was written; every request is written to `arrivals.csv`; the source partitions' lag (the group's
 //! committed offsets against the high watermarks) back to 0, and how long
 //! after the last fault healed; each replica slot's peak RSS (VmHWM, over
 //! its restarts); deliveries/s while a fault was active and while none was.
@@ -40,7 +46,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,13 +73,29 @@ const WEBHOOKS: [&str; 4] = ["ok", "slow", "flaky", "odd"];
 /// The webhooks a 5xx storm fails: half of them.
 const STORMED: [&str; 2] = ["ok", "slow"];
 
-/// The webhooks whose retries are checked for coming early: those whose
-/// every failed attempt is an answer their receiver gave. Herald can fail an
-/// attempt to `odd` without sending it (its endpoint's in-flight limit,
-/// class `saturated`, while it hangs), so the attempt a retry follows may be
-/// one its receiver never saw, and a crash may send the one it saw again
-/// later.
-const JUDGED: [&str; 3] = ["ok", "slow", "flaky"];
+/// The webhooks whose retries are checked for coming early: all of them. A
+/// delivery that finds no request slot (its endpoint's in-flight limit full
+/// while `odd` hangs) is not an attempt: it waits in its tier with its
+/// attempt count unchanged, so every attempt a retry follows was one its
+/// receiver read.
+const JUDGED: [&str; 4] = WEBHOOKS;
+
+/// The webhook added while Redis is frozen: every event produced from
+/// [`LATE_SETTLE`] after the write went through must reach it.
+const LATE: &str = "late";
+
+/// How long after its write the added webhook must be in every replica's
+/// index: past `subscriptions.resync_interval` (10 s), which heals a missed
+/// announcement.
+const LATE_SETTLE: Duration = Duration::from_secs(15);
+
+/// How long Redis stays flushed before the suite writes the webhooks again:
+/// past `subscriptions.resync_interval`, so every replica reads the change
+/// log in the gap, finds it gone and reads an empty Redis.
+const FLUSH_GAP: Duration = Duration::from_secs(15);
+
+/// The body `odd` answers with while it sends a large one.
+const BIG_BODY: u64 = 50 * 1024 * 1024;
 
 /// Retry tiers: a delivery failing through a 60 s storm succeeds on its
 /// fourth attempt (at +2, +32, +92 s).
@@ -116,12 +138,17 @@ const NORMAL: u8 = 0;
 const HANG: u8 = 1;
 const TRICKLE: u8 = 2;
 const RESET: u8 = 3;
+const BIG: u8 = 4;
 
 #[derive(Clone, Default)]
 struct Receivers {
     arrivals: Arc<Mutex<HashMap<String, Vec<Arrival>>>>,
     storm: Arc<AtomicBool>,
     odd: Arc<AtomicU8>,
+    /// Of the large bodies `odd` began, the most bytes written before
+    /// Herald closed the connection, and how many were written whole.
+    big_most: Arc<AtomicU64>,
+    big_whole: Arc<AtomicU64>,
 }
 
 impl Receivers {
@@ -231,7 +258,7 @@ async fn odd_connection(mut socket: tokio::net::TcpStream, r: Receivers) -> std:
             at: Instant::now(),
             wall_ms: now_ms(),
             sent_s: header("webhook-timestamp").parse().unwrap_or(0),
-            ok: mode == NORMAL,
+            ok: mode == NORMAL || mode == BIG,
         };
         buf.drain(..head_end + length);
         r.record("odd", arrival);
@@ -245,6 +272,22 @@ async fn odd_connection(mut socket: tokio::net::TcpStream, r: Receivers) -> std:
                     socket.write_all(&[*b]).await?;
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
+            }
+            BIG => {
+                socket
+                    .write_all(format!("HTTP/1.1 200 OK\r\ncontent-length: {BIG_BODY}\r\n\r\n").as_bytes())
+                    .await?;
+                let block = [b'x'; 64 * 1024];
+                let mut written = 0u64;
+                while written < BIG_BODY {
+                    if socket.write_all(&block).await.is_err() {
+                        r.big_most.fetch_max(written, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    written += block.len() as u64;
+                }
+                r.big_most.fetch_max(written, Ordering::Relaxed);
+                r.big_whole.fetch_add(1, Ordering::Relaxed);
             }
             RESET => {
                 // SO_LINGER 0: closing sends a RST.
@@ -432,6 +475,21 @@ struct Chaos {
     cluster: tokio::sync::Mutex<()>,
     /// Faults on `odd` hold it.
     odd: tokio::sync::Mutex<()>,
+    /// Faults on Redis hold it: one at a time.
+    redis_turn: tokio::sync::Mutex<()>,
+    /// Set while Redis is flushed and not yet written again: replicas are
+    /// not started then (a replica starting on an empty Redis has no
+    /// webhook to keep; docs/reliability.md).
+    flushed: AtomicBool,
+    /// The webhook documents as the suite wrote them (it writes them again
+    /// after a flush), with their `created_at`.
+    hooks: Mutex<Vec<herald::webhook::Webhook>>,
+    /// The HTTP receivers' address.
+    http: std::net::SocketAddr,
+    /// Events handed to the producer so far.
+    produced: AtomicU64,
+    /// The first event `late` must receive, once it was added.
+    late_from: Mutex<Option<u64>>,
     began: Instant,
     happened: Mutex<Vec<Happened>>,
 }
@@ -499,6 +557,37 @@ drain_timeout = "10s"
         )
     }
 
+    /// A connection to the suite's Redis, as another writer of the contract.
+    async fn store(&self) -> anyhow::Result<herald::subscriptions::store::SubscriptionStore> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", self.args.redis_port))?;
+        Ok(herald::subscriptions::store::SubscriptionStore::connect(&client, &format!("{}:", self.id)).await?)
+    }
+
+    /// Writes a webhook document as the contract says (document, id set,
+    /// change log, announcement), again until Redis takes it.
+    async fn write_hook(&self, hook: &herald::webhook::Webhook) {
+        loop {
+            let written = match self.store().await {
+                Ok(store) => store.put(hook).await.map_err(anyhow::Error::from),
+                Err(e) => Err(e),
+            };
+            match written {
+                Ok(()) => return,
+                Err(e) => {
+                    self.say(&format!("writing webhook {}: {e:#}; again in 1 s", hook.id));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// Waits while Redis is flushed and not yet written again.
+    async fn wait_unflushed(&self) {
+        while self.flushed.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     fn start_replica(&self, n: usize) -> Replica {
         let log = self.args.work_dir.join(format!("replica-{n}.log"));
         fleet::start(&self.args.herald, &self.config, &log)
@@ -547,11 +636,15 @@ enum Fault {
     KillLeader,
     KillController,
     FreezeNode,
+    RestartCluster,
     RestartRedis,
+    FreezeRedis,
+    FlushRedis,
     Storm,
     Hang,
     Trickle,
     Reset,
+    BigBody,
 }
 
 /// The faults of a run and when each begins (seconds into production).
@@ -568,22 +661,38 @@ fn schedule(rng: &mut rand::rngs::StdRng, short: bool, seconds: f64) -> Vec<(f64
         ));
     }
     let others: &[Fault] = if short {
-        &[Fault::Storm, Fault::RestartRedis, Fault::KillLeader, Fault::Reset]
+        &[
+            Fault::Storm,
+            Fault::RestartRedis,
+            Fault::FreezeRedis,
+            Fault::FlushRedis,
+            Fault::KillLeader,
+            Fault::RestartCluster,
+            Fault::Reset,
+            Fault::BigBody,
+        ]
     } else {
         &[
             Fault::Scale,
             Fault::KillLeader,
             Fault::KillController,
             Fault::FreezeNode,
+            Fault::RestartCluster,
             Fault::RestartRedis,
+            Fault::FreezeRedis,
+            Fault::FlushRedis,
             Fault::Storm,
             Fault::Hang,
             Fault::Trickle,
             Fault::Reset,
+            Fault::BigBody,
         ]
     };
     for f in others {
-        plan.push((at(rng, 0.1, 0.7), *f));
+        // Redis frozen early enough that events are produced long after
+        // the webhook it adds settled.
+        let to = if matches!(f, Fault::FreezeRedis) { 0.4 } else { 0.7 };
+        plan.push((at(rng, 0.1, to), *f));
     }
     plan.sort_by(|a, b| a.0.total_cmp(&b.0));
     plan
@@ -619,7 +728,74 @@ async fn inject(chaos: Arc<Chaos>, fault: Fault, seed: u64) -> anyhow::Result<()
             wait_in_sync(&chaos.brokers).await;
             Ok(())
         }
+        Fault::RestartCluster => {
+            let _turn = chaos.cluster.lock().await;
+            let what = "whole cluster (three nodes) killed (kill -9), restarted 15 s later".to_owned();
+            chaos.say(&what);
+            let began = Instant::now();
+            futures::future::join_all(chaos.nodes.iter().map(Node::kill)).await;
+            tokio::time::sleep(Duration::from_secs(15)).await;
+            for r in futures::future::join_all(chaos.nodes.iter().map(Node::restart)).await {
+                r?;
+            }
+            chaos.done(what, began);
+            wait_in_sync(&chaos.brokers).await;
+            Ok(())
+        }
+        Fault::FreezeRedis => {
+            let _turn = chaos.redis_turn.lock().await;
+            let Some(pid) = chaos.redis.lock().await.as_ref().and_then(|c| c.id()) else {
+                anyhow::bail!("no redis-server running");
+            };
+            let what = format!("redis-server frozen (SIGSTOP) for 20 s; webhook `{LATE}` added meanwhile");
+            chaos.say(&what);
+            let began = Instant::now();
+            fleet::signal_pid(pid, "STOP");
+            // Another writer adds a webhook while Redis is frozen: its write
+            // waits for Redis.
+            let late = herald::webhook::Webhook::new(LATE, LATE, &format!("http://{}/{LATE}", chaos.http), &["*"]);
+            chaos.hooks.lock().push(late.clone());
+            let writer = {
+                let chaos = chaos.clone();
+                tokio::spawn(async move { chaos.write_hook(&late).await })
+            };
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            fleet::signal_pid(pid, "CONT");
+            writer.await?;
+            chaos.say(&format!("webhook `{LATE}` written"));
+            chaos.done(what, began);
+            tokio::time::sleep(LATE_SETTLE).await;
+            let from = chaos.produced.load(Ordering::Relaxed);
+            *chaos.late_from.lock() = Some(from);
+            chaos.say(&format!("`{LATE}` must receive every event from {from} on"));
+            Ok(())
+        }
+        Fault::FlushRedis => {
+            // Not while a Kafka fault may stop consumption: events must be
+            // routed during the gap for it to show anything.
+            let _kafka = chaos.cluster.lock().await;
+            let _turn = chaos.redis_turn.lock().await;
+            let what = format!(
+                "Redis flushed (FLUSHALL), the webhooks written again {} s later",
+                FLUSH_GAP.as_secs()
+            );
+            chaos.say(&what);
+            let began = Instant::now();
+            chaos.flushed.store(true, Ordering::Relaxed);
+            let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", chaos.args.redis_port))?;
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            let () = redis::cmd("FLUSHALL").query_async(&mut conn).await?;
+            tokio::time::sleep(FLUSH_GAP).await;
+            let hooks = chaos.hooks.lock().clone();
+            for hook in &hooks {
+                chaos.write_hook(hook).await;
+            }
+            chaos.flushed.store(false, Ordering::Relaxed);
+            chaos.done(what, began);
+            Ok(())
+        }
         Fault::RestartRedis => {
+            let _turn = chaos.redis_turn.lock().await;
             let what = "redis-server killed (kill -9), restarted 5 s later".to_owned();
             chaos.say(&what);
             let began = Instant::now();
@@ -641,10 +817,11 @@ async fn inject(chaos: Arc<Chaos>, fault: Fault, seed: u64) -> anyhow::Result<()
             chaos.done(what, began);
             Ok(())
         }
-        Fault::Hang | Fault::Trickle | Fault::Reset => {
+        Fault::Hang | Fault::Trickle | Fault::Reset | Fault::BigBody => {
             let (mode, how) = match fault {
                 Fault::Hang => (HANG, "accepts and never answers"),
                 Fault::Trickle => (TRICKLE, "trickles its response a byte every 500 ms"),
+                Fault::BigBody => (BIG, "answers 200 with a 50 MB body"),
                 _ => (RESET, "resets every connection"),
             };
             let _turn = chaos.odd.lock().await;
@@ -688,6 +865,7 @@ async fn kill_replica(chaos: &Chaos, rng: &mut rand::rngs::StdRng) -> anyhow::Re
     fleet::signal(&victim, "KILL");
     let _ = victim.child.wait().await;
     tokio::time::sleep(REPLICA_DOWN).await;
+    chaos.wait_unflushed().await;
     let mut slots = chaos.slots.lock().await;
     slots[n].replica = Some(chaos.start_replica(n));
     slots[n].busy = false;
@@ -735,6 +913,7 @@ async fn scale(chaos: &Chaos) -> anyhow::Result<()> {
         stop_replica(chaos, 2).await;
         tokio::time::sleep(Duration::from_secs(30)).await;
         chaos.say(&format!("scale 1 -> 3 ({})", round + 1));
+        chaos.wait_unflushed().await;
         let mut slots = chaos.slots.lock().await;
         for n in [1, 2] {
             slots[n].replica = Some(chaos.start_replica(n));
@@ -918,6 +1097,12 @@ async fn main() -> anyhow::Result<()> {
         redis: tokio::sync::Mutex::new(None),
         cluster: tokio::sync::Mutex::new(()),
         odd: tokio::sync::Mutex::new(()),
+        redis_turn: tokio::sync::Mutex::new(()),
+        flushed: AtomicBool::new(false),
+        hooks: Mutex::new(Vec::new()),
+        http,
+        produced: AtomicU64::new(0),
+        late_from: Mutex::new(None),
         began: Instant::now(),
         happened: Mutex::new(Vec::new()),
         args,
@@ -954,14 +1139,13 @@ async fn main() -> anyhow::Result<()> {
     let mut kept = vec![keep(chaos.topic("dlq"), 30), keep(chaos.topic("redrive"), 1)];
     kept.extend(TIERS.iter().map(|s| keep(chaos.topic(&format!("retry.{s}s")), 1)));
     herald::kafka::create_topics_with(&kafka, &kept, 3).await?;
-    let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", chaos.args.redis_port))?;
-    let store = herald::subscriptions::store::SubscriptionStore::connect(&client, &format!("{}:", chaos.id)).await?;
+    let store = chaos.store().await?;
     for name in WEBHOOKS {
         let addr = if name == "odd" { odd } else { http };
         let url = format!("http://{addr}/{name}");
-        store
-            .put(&herald::webhook::Webhook::new(name, name, &url, &["*"]))
-            .await?;
+        let hook = herald::webhook::Webhook::new(name, name, &url, &["*"]);
+        store.put(&hook).await?;
+        chaos.hooks.lock().push(hook);
     }
     let mut all: Vec<String> = sources.clone();
     all.extend(kept.iter().map(|t| t.name.clone()));
@@ -1033,6 +1217,7 @@ async fn main() -> anyhow::Result<()> {
             match producer.send_result(FutureRecord::to(topic).payload(&body).key(&key).partition(partition)) {
                 Ok(delivery) => {
                     pending.push((seq, delivery));
+                    chaos.produced.store(seq + 1, Ordering::Relaxed);
                     break;
                 }
                 Err((e, _)) => {
@@ -1080,17 +1265,20 @@ async fn main() -> anyhow::Result<()> {
     let deadline = last_healed + Duration::from_secs(TIERS.iter().sum::<u64>() + 300);
     let mut dead = HashMap::new();
     let mut last_dead_read = Instant::now();
+    let late_from = *chaos.late_from.lock();
     let missing = |dead: &HashMap<String, Vec<fleet::DeadLetter>>| -> usize {
         WEBHOOKS
             .iter()
-            .map(|w| {
+            .map(|w| (*w, 0))
+            .chain(late_from.map(|from| (LATE, from)))
+            .map(|(w, from)| {
                 let done = receivers.succeeded(w);
                 let letters: HashSet<u64> = dead
-                    .get(*w)
+                    .get(w)
                     .map(|l: &Vec<fleet::DeadLetter>| l.iter().map(|l| l.seq).collect())
                     .unwrap_or_default();
                 sent.iter()
-                    .filter(|s| !done.contains(s) && !letters.contains(s))
+                    .filter(|s| **s >= from && !done.contains(s) && !letters.contains(s))
                     .count()
             })
             .sum()
@@ -1192,9 +1380,16 @@ fn report(
     let mut id_changed_total = 0;
     let mut early_total = 0;
     println!("\nwebhook  sent     delivered  dead-lettered  lost  duplicates  webhook-id changed  retries  early");
-    for w in WEBHOOKS {
+    // `late` is judged on the events from the one it must receive on.
+    let late_from = *chaos.late_from.lock();
+    let judged_from = WEBHOOKS
+        .iter()
+        .map(|w| (*w, 0))
+        .chain(late_from.map(|from| (LATE, from)));
+    for (w, from) in judged_from {
+        let sent: Vec<u64> = sent.iter().copied().filter(|s| *s >= from).collect();
         let list = arrivals.get(w).unwrap_or(&empty);
-        let done: HashSet<u64> = list.iter().filter(|a| a.ok).map(|a| a.seq).collect();
+        let done: HashSet<u64> = list.iter().filter(|a| a.ok && a.seq >= from).map(|a| a.seq).collect();
         let letters: HashSet<u64> = dead
             .get(w)
             .map(|l| l.iter().map(|l| l.seq).collect())
@@ -1204,7 +1399,7 @@ fn report(
             .copied()
             .filter(|s| !done.contains(s) && !letters.contains(s))
             .collect();
-        let successes = list.iter().filter(|a| a.ok).count();
+        let successes = list.iter().filter(|a| a.ok && a.seq >= from).count();
         // Per event: its webhook-ids, and of each attempt the earliest
         // send (webhook-timestamp, s) and the earliest arrival (ms).
         let mut ids: HashMap<u64, HashSet<&str>> = HashMap::new();
@@ -1278,6 +1473,27 @@ fn report(
         early_total += early;
     }
 
+    match late_from {
+        Some(from) => println!(
+            "`{LATE}` (added while Redis was frozen) judged from event {from} on; it received {} events before",
+            arrivals
+                .get(LATE)
+                .map(|l| l
+                    .iter()
+                    .filter(|a| a.ok && a.seq < from)
+                    .map(|a| a.seq)
+                    .collect::<HashSet<_>>()
+                    .len())
+                .unwrap_or(0)
+        ),
+        None => println!("`{LATE}` not judged (Redis was not frozen, or too late in the run)"),
+    }
+    let big_most = chaos.receivers.big_most.load(Ordering::Relaxed);
+    println!(
+        "50 MB bodies: at most {:.1} MB of one written before Herald closed the connection, {} written whole",
+        big_most as f64 / 1_048_576.0,
+        chaos.receivers.big_whole.load(Ordering::Relaxed)
+    );
     let happened = chaos.happened.lock();
     // Deliveries/s while a fault was active, and while none was, over
     // production.
