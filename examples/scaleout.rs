@@ -215,33 +215,6 @@ async fn wait_assigned(replicas: &[Replica]) {
     panic!("the group never assigned every partition");
 }
 
-/// Waits until the broker's metadata lists every one of `topics` (a
-/// created topic reaches the metadata a moment after the creation answers;
-/// a replica refuses to start without its topics).
-async fn visible(brokers: &str, topics: &[String]) {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("a metadata client");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(m) = consumer.fetch_metadata(None, Duration::from_secs(5)) {
-            let listed: HashSet<&str> = m
-                .topics()
-                .iter()
-                .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-                .map(|t| t.name())
-                .collect();
-            if topics.iter().all(|t| listed.contains(t.as_str())) {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("the topics never appeared in the metadata");
-}
-
 /// The arrivals of `phase`.
 fn of_phase(arrivals: &Mutex<Vec<(usize, Arrival)>>, phase: u64) -> Vec<(usize, Arrival)> {
     arrivals
@@ -347,9 +320,6 @@ async fn main() -> anyhow::Result<()> {
         kept.push(kept_topic(&run, &format!("{group}.redrive")));
     }
     herald::kafka::create_topics_with(&kafka, &kept, 3).await?;
-    let mut all = topics.clone();
-    all.extend(kept.iter().map(|t| t.name.clone()));
-    visible(&run.args.brokers, &all).await;
     let client = redis::Client::open(run.args.redis.as_str())?;
     let store = herald::subscriptions::store::SubscriptionStore::connect(&client, &format!("{}:", run.id)).await?;
     for (w, url) in urls.iter().enumerate() {

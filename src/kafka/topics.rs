@@ -222,9 +222,40 @@ pub async fn create_topics(config: &KafkaConfig, topics: &[String], partitions: 
     create_topics_with(config, &specs, partitions).await
 }
 
+/// How long [`create_topics_with`] waits for created topics to show in the
+/// cluster's metadata.
+const VISIBLE_WITHIN: Duration = Duration::from_secs(30);
+
 /// Creates topics with `partitions` partitions and their retention;
-/// existing ones are left alone.
+/// existing ones are left alone. Returns once every one of them is in the
+/// cluster's metadata: the controller answers a creation before the brokers
+/// list the topic, and a replica started in that moment (`herald
+/// create-topics` then `herald run`) would find its retry topics missing and
+/// refuse to start.
 pub async fn create_topics_with(config: &KafkaConfig, topics: &[TopicSpec], partitions: i32) -> Result<(), TopicError> {
+    create_only(config, topics, partitions).await?;
+    let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
+    let deadline = tokio::time::Instant::now() + VISIBLE_WITHIN;
+    loop {
+        let missing = missing_topics(config, &names).await?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(TopicError::Create {
+                topic: missing.join(", "),
+                reason: format!(
+                    "created, but not in the cluster's metadata after {}",
+                    humantime::format_duration(VISIBLE_WITHIN)
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Asks the cluster to create `topics`; the creation may not be visible yet.
+async fn create_only(config: &KafkaConfig, topics: &[TopicSpec], partitions: i32) -> Result<(), TopicError> {
     let admin: AdminClient<DefaultClientContext> = base(config).create().map_err(|e| TopicError::Metadata {
         brokers: config.brokers.clone(),
         source: e,
