@@ -127,6 +127,39 @@ pub struct DeadLetter {
 /// The events dead-lettered to `topic` (of `partitions` partitions), per
 /// webhook id, each with its `herald.reason`.
 pub async fn dead_letters(brokers: &str, topic: &str, partitions: usize) -> HashMap<String, Vec<DeadLetter>> {
+    let mut out: HashMap<String, Vec<DeadLetter>> = HashMap::new();
+    for r in read_topic(brokers, topic, partitions).await {
+        if let Some(seq) = r.seq {
+            out.entry(r.header("herald.webhook.id")).or_default().push(DeadLetter {
+                seq,
+                reason: r.header("herald.reason"),
+            });
+        }
+    }
+    out
+}
+
+/// A record as [`read_topic`] read it: where it is, its headers and the
+/// `seq` of the event in its value.
+pub struct ReadRecord {
+    pub partition: i32,
+    pub offset: i64,
+    /// Its timestamp, in milliseconds since the epoch.
+    pub timestamp_ms: i64,
+    pub headers: HashMap<String, String>,
+    pub seq: Option<u64>,
+}
+
+impl ReadRecord {
+    /// A header's value, or "" when the record has none of that name.
+    pub fn header(&self, name: &str) -> String {
+        self.headers.get(name).cloned().unwrap_or_default()
+    }
+}
+
+/// Every record of `topic` (of `partitions` partitions), from the start to
+/// the end of each partition (or 30 s, whichever comes first).
+pub async fn read_topic(brokers: &str, topic: &str, partitions: usize) -> Vec<ReadRecord> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Headers, Message};
     let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
@@ -138,32 +171,35 @@ pub async fn dead_letters(brokers: &str, topic: &str, partitions: usize) -> Hash
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
             .create()
-            .expect("a dead-letter reader");
-        consumer
-            .subscribe(&[&topic])
-            .expect("subscribed to the dead-letter topic");
-        let mut out: HashMap<String, Vec<DeadLetter>> = HashMap::new();
+            .expect("a topic reader");
+        consumer.subscribe(&[&topic]).expect("subscribed to the topic");
+        let mut out = Vec::new();
         let mut eofs = HashSet::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         while eofs.len() < partitions && Instant::now() < deadline {
             match consumer.poll(Duration::from_millis(500)) {
                 Some(Ok(m)) => {
-                    let header = |name: &str| {
-                        m.headers()
-                            .and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value))
-                            .map(|v| String::from_utf8_lossy(v).into_owned())
-                            .unwrap_or_default()
-                    };
+                    let headers = m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .filter_map(|h| {
+                                    Some((h.key.to_owned(), String::from_utf8_lossy(h.value?).into_owned()))
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
                     let seq = m
                         .payload()
                         .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
                         .and_then(|v| v["seq"].as_u64());
-                    if let Some(seq) = seq {
-                        out.entry(header("herald.webhook.id")).or_default().push(DeadLetter {
-                            seq,
-                            reason: header("herald.reason"),
-                        });
-                    }
+                    out.push(ReadRecord {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
+                        headers,
+                        seq,
+                    });
                 }
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
                     eofs.insert(p);
@@ -174,5 +210,5 @@ pub async fn dead_letters(brokers: &str, topic: &str, partitions: usize) -> Hash
         out
     })
     .await
-    .expect("the dead-letter reader ran")
+    .expect("the topic reader ran")
 }
