@@ -2,6 +2,7 @@
 //! the destinations it may reach.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -15,6 +16,13 @@ use super::{nonzero, positive, ConfigError};
 pub struct DeliveryConfig {
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// A PEM file of certificate authorities trusted for receivers'
+    /// certificates besides the built-in roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The certificates `ca_file` holds, read by [`Config::read_files`](super::Config::read_files).
+    #[serde(skip)]
+    pub ca_certificates: Vec<reqwest::Certificate>,
     /// Name resolution deadline, apart from the connection's.
     #[serde(with = "humantime_serde")]
     pub resolve_timeout: Duration,
@@ -111,6 +119,33 @@ impl<'de> Deserialize<'de> for PortRange {
 impl DeliveryConfig {
     /// Checks `[delivery]`: the timeouts, the concurrency limits and the
     /// allowed ports.
+    /// Reads `ca_file`: every certificate in it, each one checked by adding
+    /// it to a client's roots, so that a file Herald cannot use stops it at
+    /// start rather than at its first delivery.
+    pub(super) fn read_files(&mut self) -> Result<(), ConfigError> {
+        const KEY: &str = "delivery.ca_file";
+        let Some(path) = &self.ca_file else {
+            self.ca_certificates.clear();
+            return Ok(());
+        };
+        let invalid = |why: String| ConfigError::invalid(KEY, format!("{}: {why}", path.display()));
+        let pem = std::fs::read(path).map_err(|e| invalid(e.to_string()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| invalid(e.to_string()))?;
+        if certificates.is_empty() {
+            return Err(invalid("holds no PEM certificate".to_owned()));
+        }
+        let count = certificates.len();
+        for (n, certificate) in certificates.iter().enumerate() {
+            reqwest::Client::builder()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(certificate.clone())
+                .build()
+                .map_err(|e| invalid(format!("certificate {} of {count} is not usable: {e}", n + 1)))?;
+        }
+        self.ca_certificates = certificates;
+        Ok(())
+    }
+
     pub(super) fn check(&self) -> Result<(), ConfigError> {
         let d = self;
         nonzero("delivery.connect_timeout", d.connect_timeout)?;
@@ -132,5 +167,60 @@ impl DeliveryConfig {
         }
         nonzero("delivery.max_queue_wait", d.max_queue_wait)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    /// A configuration naming `path` as `delivery.ca_file`: its error, if any.
+    fn with_ca_file(path: &std::path::Path) -> Result<Config, String> {
+        Config::from_toml_overlay(&format!("[delivery]\nca_file = \"{}\"", path.display())).map_err(|e| e.to_string())
+    }
+
+    fn ca_pem() -> String {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().pem()
+    }
+
+    #[test]
+    fn every_certificate_of_delivery_ca_file_is_read_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cas.pem");
+        std::fs::write(&path, ca_pem() + &ca_pem()).unwrap();
+        let config = with_ca_file(&path).unwrap();
+        assert_eq!(config.delivery.ca_certificates.len(), 2);
+        let none = Config::from_toml_overlay("").unwrap();
+        assert!(none.delivery.ca_file.is_none() && none.delivery.ca_certificates.is_empty());
+    }
+
+    #[test]
+    fn a_delivery_ca_file_herald_cannot_use_stops_it_naming_the_key_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let e = with_ca_file(&missing).unwrap_err();
+        assert!(e.contains("delivery.ca_file") && e.contains("missing.pem"), "{e}");
+
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = with_ca_file(&empty).unwrap_err();
+        assert!(
+            e.contains("delivery.ca_file") && e.contains("holds no PEM certificate"),
+            "{e}"
+        );
+
+        let broken = dir.path().join("broken.pem");
+        std::fs::write(
+            &broken,
+            ca_pem() + "-----BEGIN CERTIFICATE-----\nMIIBAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let e = with_ca_file(&broken).unwrap_err();
+        assert!(
+            e.contains("delivery.ca_file") && e.contains("certificate 2 of 2"),
+            "{e}"
+        );
     }
 }

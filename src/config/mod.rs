@@ -161,9 +161,10 @@ impl Config {
         (figment, notices)
     }
 
-    /// Reads the files the configuration names: the catalogs and connectors
-    /// of `[admin]`, besides the built-in ones.
+    /// Reads the files the configuration names: `delivery.ca_file`, and the
+    /// catalogs and connectors of `[admin]` besides the built-in ones.
     pub fn read_files(&mut self) -> Result<(), ConfigError> {
+        self.delivery.read_files()?;
         self.admin.read_files()
     }
 

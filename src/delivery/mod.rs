@@ -201,7 +201,11 @@ struct Client {
 impl Client {
     fn new(config: &DeliveryConfig, policy: &Arc<AddressPolicy>) -> Result<Client, reqwest::Error> {
         let resolver = GuardedResolver::new(policy.clone(), config.resolve_timeout, config.resolve_cache_ttl);
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        for certificate in &config.ca_certificates {
+            builder = builder.add_root_certificate(certificate.clone());
+        }
+        let http = builder
             .user_agent(USER_AGENT)
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)

@@ -15,6 +15,7 @@ mod failures;
 mod fairness;
 mod flood;
 mod history;
+mod https;
 mod ordering;
 mod portal;
 mod progress;

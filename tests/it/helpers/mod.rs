@@ -11,6 +11,7 @@ mod app;
 mod env;
 mod publisher;
 mod receiver;
+mod tls;
 mod topics;
 mod wait;
 
@@ -18,5 +19,6 @@ pub use app::*;
 pub use env::*;
 pub use publisher::*;
 pub use receiver::*;
+pub use tls::*;
 pub use topics::*;
 pub use wait::*;

@@ -101,21 +101,31 @@ impl Drop for OpenRequest {
     }
 }
 
-/// An HTTP server on 127.0.0.1 recording what it is sent.
-pub struct TestReceiver {
-    pub addr: SocketAddr,
-    state: ReceiverState,
-    _server: JoinHandle<()>,
-}
-
-impl TestReceiver {
-    pub async fn start(behaviour: Behaviour) -> TestReceiver {
+impl ReceiverState {
+    /// A receiver's state, and the app that records into it and answers.
+    fn app(behaviour: Behaviour) -> (ReceiverState, axum::Router) {
         let state = ReceiverState {
             received: Arc::default(),
             behaviour: Arc::new(Mutex::new(behaviour)),
             open_requests: Arc::default(),
         };
         let app = axum::Router::new().fallback(handle).with_state(state.clone());
+        (state, app)
+    }
+}
+
+/// An HTTP server on 127.0.0.1 recording what it is sent.
+pub struct TestReceiver {
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT`, or `https://localhost:PORT`.
+    base: String,
+    state: ReceiverState,
+    _server: JoinHandle<()>,
+}
+
+impl TestReceiver {
+    pub async fn start(behaviour: Behaviour) -> TestReceiver {
+        let (state, app) = ReceiverState::app(behaviour);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
@@ -123,6 +133,40 @@ impl TestReceiver {
         });
         TestReceiver {
             addr,
+            base: format!("http://{addr}"),
+            state,
+            _server: server,
+        }
+    }
+
+    /// A receiver serving HTTPS with a certificate `ca` signed for
+    /// `localhost`; [`TestReceiver::url`] names it by that name.
+    pub async fn start_tls(behaviour: Behaviour, ca: &TestCa) -> TestReceiver {
+        let (state, app) = ReceiverState::app(behaviour);
+        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    // A client refusing the certificate ends its handshake.
+                    let Ok(tls) = acceptor.accept(socket).await else {
+                        return;
+                    };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        TestReceiver {
+            addr,
+            base: format!("https://localhost:{}", addr.port()),
             state,
             _server: server,
         }
@@ -133,7 +177,7 @@ impl TestReceiver {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}{path}", self.base)
     }
 
     /// Changes how later requests are answered.
