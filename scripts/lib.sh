@@ -285,10 +285,18 @@ super.users=User:ANONYMOUS"
 # min.insync.replicas 2. Node I (1-3, its node.id) is NAME-I: data and log in
 # $HERALD_STATE/NAME-I/, pid in $HERALD_STATE/NAME-I.pid. Writes
 # $HERALD_STATE/NAME.nodes, a line "ID HOST:PORT DIR" per node, which the
-# cluster tests read to find, kill and restart nodes.
+# cluster tests read to find, kill and restart nodes. The ports (the
+# controllers' too) must lie below the kernel's ephemeral range, from which
+# outgoing connections take their local ports: a node restarted by a test
+# could otherwise find its port held by one (seen: "Address already in use"
+# at a restart, the node gone for the rest of the run).
 start_kafka_cluster() {
-  local name=$1 port=$2 cluster voters="" i
+  local name=$1 port=$2 cluster voters="" i low
   ensure_kafka
+  read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || low=32768
+  [ $((port + 1002)) -lt "$low" ] \
+    || die "cluster ports $port-$((port + 2)) and $((port + 1000))-$((port + 1002)) must be below $low, where \
+the ephemeral range (/proc/sys/net/ipv4/ip_local_port_range) begins"
   cluster=$(kafka_cluster_id)
   for i in 1 2 3; do voters+="${voters:+,}$i@127.0.0.1:$((port + i - 1 + 1000))"; done
   : >"$HERALD_STATE/$name.nodes"
