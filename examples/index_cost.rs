@@ -142,6 +142,7 @@ fn main() {
         max_in_flight: 16,
         max_queue_wait: Duration::from_secs(10),
         request_timeout: Duration::from_secs(10),
+        default_rate: None,
     };
     let small = load(10, defaults);
     let large = load(n, defaults);

@@ -79,7 +79,14 @@ impl Shared {
             .keeping_deliveries(config.history.max_deliveries_per_webhook)
         });
         let producer = SharedProducer::new(&config.kafka).context("cannot create the Kafka producer")?;
-        let mut deliverer = Deliverer::new(&config.delivery).context("cannot build the HTTP client")?;
+        let mut deliverer = Deliverer::new(&config.delivery)
+            .context("cannot build the HTTP client")?
+            .with_rate_leases(crate::delivery::rate::Leases::new(
+                conn.clone(),
+                prefix,
+                config.delivery.rate_recovery,
+                telemetry.clone(),
+            ));
         if config.history.enabled {
             deliverer = deliverer.keeping_response_headers();
         }

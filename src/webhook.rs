@@ -112,8 +112,55 @@ impl StatusBy {
     }
 }
 
+/// A webhook's rate limit, held for the webhook as a whole however many
+/// replicas deliver to it (docs/rate-limits.md).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RateLimit {
+    /// Requests a second on average; may be fractional (`0.0167` is about
+    /// one a minute). From 1/86400 (one a day) to 100000.
+    #[schema(minimum = 0.0000116, maximum = 100000)]
+    pub per_second: f64,
+    /// Requests that may go at once after a quiet time, beyond the rate
+    /// (1 when absent). From 1 to 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10000)]
+    pub burst: Option<u32>,
+}
+
+impl RateLimit {
+    /// The lowest rate: one request a day.
+    pub const MIN_PER_SECOND: f64 = 1.0 / 86_400.0;
+    /// The highest rate.
+    pub const MAX_PER_SECOND: f64 = 100_000.0;
+    /// The largest burst.
+    pub const MAX_BURST: u32 = 10_000;
+
+    /// The burst, 1 when not given.
+    pub fn burst(&self) -> u32 {
+        self.burst.unwrap_or(1)
+    }
+
+    /// What is wrong with it, if anything.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.per_second.is_finite()
+            || self.per_second < Self::MIN_PER_SECOND
+            || self.per_second > Self::MAX_PER_SECOND
+        {
+            return Err(format!(
+                "`per_second` must be from {:.7} (one a day) to {}",
+                Self::MIN_PER_SECOND,
+                Self::MAX_PER_SECOND
+            ));
+        }
+        if self.burst.is_some_and(|b| b == 0 || b > Self::MAX_BURST) {
+            return Err(format!("`burst` must be from 1 to {}", Self::MAX_BURST));
+        }
+        Ok(())
+    }
+}
+
 /// Optional per-endpoint limits; each may only tighten the global setting.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Limits {
     /// Concurrent requests to this endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,6 +176,10 @@ pub struct Limits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_items = 64)]
     pub final_statuses: Option<Vec<u16>>,
+    /// At most this many requests a second to this endpoint, over every
+    /// replica; replaces `delivery.default_rate` for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<RateLimit>,
 }
 
 /// One webhook subscription: the document other writers share
@@ -439,6 +490,9 @@ pub fn check(webhook: &impl Fields) -> Result<(), InvalidWebhook> {
     if limits.timeout_ms == Some(0) {
         return Err(invalid("limits", "`timeout_ms` must be at least 1"));
     }
+    if let Some(rate) = &limits.rate {
+        rate.check().map_err(|m| invalid("limits", format!("`rate`: {m}")))?;
+    }
     Ok(())
 }
 
@@ -630,6 +684,31 @@ pub(crate) mod tests {
         w.validate().unwrap();
         let json = serde_json::to_string(&w).unwrap();
         assert_eq!(serde_json::from_str::<Webhook>(&json).unwrap(), w);
+    }
+
+    #[test]
+    fn a_rate_outside_its_bounds_is_refused_naming_it() {
+        let with = |per_second: f64, burst: Option<u32>| {
+            let mut w = webhook("wh_1", "https://example.com/hook", &["*"]);
+            w.limits.rate = Some(RateLimit { per_second, burst });
+            w.validate().map_err(|e| format!("{}: {}", e.field, e.message))
+        };
+        assert_eq!(with(0.0167, None), Ok(()), "about one a minute");
+        assert_eq!(with(RateLimit::MIN_PER_SECOND, Some(1)), Ok(()));
+        assert_eq!(with(RateLimit::MAX_PER_SECOND, Some(RateLimit::MAX_BURST)), Ok(()));
+        for (per_second, burst) in [
+            (0.0, None),
+            (-1.0, None),
+            (f64::NAN, None),
+            (f64::INFINITY, None),
+            (RateLimit::MIN_PER_SECOND / 2.0, None),
+            (100_001.0, None),
+            (5.0, Some(0)),
+            (5.0, Some(RateLimit::MAX_BURST + 1)),
+        ] {
+            let e = with(per_second, burst).unwrap_err();
+            assert!(e.starts_with("limits: `rate`: "), "{per_second} {burst:?}: {e}");
+        }
     }
 
     #[test]

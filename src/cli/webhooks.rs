@@ -23,6 +23,34 @@ pub struct LimitArgs {
     /// every failure; `default` follows retry.final_statuses. 410 is always final.
     #[arg(long, value_parser = parse_final_statuses)]
     final_statuses: Option<FinalStatuses>,
+    /// Requests a second at most, over every replica (fractional allowed:
+    /// 0.0167 is about one a minute); `none` removes the webhook's own rate
+    /// (delivery.default_rate applies then).
+    #[arg(long, value_parser = parse_rate)]
+    rate: Option<Rate>,
+    /// Requests that may go at once after a quiet time, with --rate (1 when
+    /// not given).
+    #[arg(long, requires = "rate")]
+    burst: Option<u32>,
+}
+
+/// `--rate`.
+#[derive(Clone, Debug)]
+pub enum Rate {
+    None,
+    PerSecond(f64),
+}
+
+fn parse_rate(s: &str) -> Result<Rate, String> {
+    match s.trim() {
+        "none" => Ok(Rate::None),
+        n => n
+            .parse::<f64>()
+            .ok()
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .map(Rate::PerSecond)
+            .ok_or_else(|| format!("`{n}` is not a number of requests a second (or `none`)")),
+    }
 }
 
 /// `--final-statuses`.
@@ -52,7 +80,10 @@ fn parse_final_statuses(s: &str) -> Result<FinalStatuses, String> {
 
 impl LimitArgs {
     fn given(&self) -> bool {
-        self.max_in_flight.is_some() || self.timeout_ms.is_some() || self.final_statuses.is_some()
+        self.max_in_flight.is_some()
+            || self.timeout_ms.is_some()
+            || self.final_statuses.is_some()
+            || self.rate.is_some()
     }
 
     /// `limits` with these flags applied.
@@ -70,6 +101,19 @@ impl LimitArgs {
             }
             Some(FinalStatuses::These(codes)) => {
                 limits.insert("final_statuses".into(), codes.clone().into());
+            }
+        }
+        match self.rate {
+            None => {}
+            Some(Rate::None) => {
+                limits.remove("rate");
+            }
+            Some(Rate::PerSecond(per_second)) => {
+                let mut rate = json!({ "per_second": per_second });
+                if let Some(burst) = self.burst {
+                    rate["burst"] = burst.into();
+                }
+                limits.insert("rate".into(), rate);
             }
         }
     }

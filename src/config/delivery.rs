@@ -49,6 +49,13 @@ pub struct DeliveryConfig {
     /// fails as `saturated`, so a slow or dead endpoint cannot hold a partition.
     #[serde(with = "humantime_serde")]
     pub max_queue_wait: Duration,
+    /// The rate limit of webhooks that set none in `limits.rate`; none by
+    /// default.
+    #[serde(default)]
+    pub default_rate: Option<crate::webhook::RateLimit>,
+    /// How long a rate lowered by a `429` takes to come back, linearly.
+    #[serde(with = "humantime_serde")]
+    pub rate_recovery: Duration,
     /// Bytes of the response body read (and kept for diagnostics).
     pub max_response_bytes: usize,
     /// Networks that are reachable even though the SSRF policy blocks them.
@@ -166,6 +173,11 @@ impl DeliveryConfig {
             ));
         }
         nonzero("delivery.max_queue_wait", d.max_queue_wait)?;
+        nonzero("delivery.rate_recovery", d.rate_recovery)?;
+        if let Some(rate) = &d.default_rate {
+            rate.check()
+                .map_err(|m| ConfigError::invalid("delivery.default_rate", m))?;
+        }
         Ok(())
     }
 }
@@ -183,6 +195,19 @@ mod tests {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().pem()
+    }
+
+    #[test]
+    fn a_default_rate_outside_its_bounds_stops_herald_naming_the_key() {
+        let ok = Config::from_toml_overlay("[delivery]\ndefault_rate = { per_second = 0.5, burst = 3 }").unwrap();
+        assert_eq!(
+            ok.delivery.default_rate.map(|r| (r.per_second, r.burst())),
+            Some((0.5, 3))
+        );
+        let e = Config::from_toml_overlay("[delivery]\ndefault_rate = { per_second = 0 }")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("delivery.default_rate") && e.contains("per_second"), "{e}");
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! Delivery knows HTTP and signing, not Kafka: given an event and a target it
 //! returns an [`Attempt`] saying what happened. Success is any 2xx; anything
 //! else is a failure with a class that tells an operator where to look
-//! (status class, timeout, network, blocked by the SSRF policy, or an endpoint
-//! saturated with waiting deliveries).
+//! (status class, timeout, network, blocked by the SSRF policy, an endpoint
+//! saturated with waiting deliveries, or one held by its rate limit).
 
+pub mod rate;
 pub mod shares;
 pub mod signing;
 pub mod ssrf;
@@ -63,6 +64,9 @@ pub enum Failure {
     /// No request slot became free within `delivery.max_queue_wait`: at the
     /// endpoint, its host, the tenant's share or the replica's.
     Saturated(Limit),
+    /// The webhook's rate limit would have held it past
+    /// `delivery.max_queue_wait`: not sent.
+    RateLimited(rate::RateLimited),
 }
 
 impl Failure {
@@ -74,6 +78,7 @@ impl Failure {
             Failure::Network(_) => "network",
             Failure::Blocked(_) => "blocked",
             Failure::Saturated(_) => "saturated",
+            Failure::RateLimited(_) => "rate_limited",
         }
     }
 
@@ -89,7 +94,17 @@ impl Failure {
                 limit.describe(),
                 limit.key()
             ),
+            Failure::RateLimited(r) => format!(
+                "held by the webhook's rate limit ({} a second now) past delivery.max_queue_wait",
+                r.per_second
+            ),
         }
+    }
+
+    /// Whether the delivery was not sent for want of a request slot or of
+    /// its rate: it waits in its tier, not counted as an attempt.
+    pub fn is_wait(&self) -> bool {
+        matches!(self, Failure::Saturated(_) | Failure::RateLimited(_))
     }
 
     /// The HTTP status, when there was a response.
@@ -187,6 +202,9 @@ pub struct Deliverer {
     keep_response_headers: bool,
     /// Keep the response of destinations only an allowlist opens.
     allowlisted_details: bool,
+    /// Where rate limits lease their tokens; without it each replica
+    /// limits on its own.
+    leases: Option<rate::Leases>,
 }
 
 /// An HTTP client, the SSRF policy its resolver applies, and the resolver
@@ -243,7 +261,15 @@ impl Deliverer {
             max_response_bytes: config.max_response_bytes,
             keep_response_headers: false,
             allowlisted_details: config.allowlisted_response_details,
+            leases: None,
         })
+    }
+
+    /// Holds webhooks' rate limits across replicas through the buckets in
+    /// Redis.
+    pub fn with_rate_leases(mut self, leases: rate::Leases) -> Deliverer {
+        self.leases = Some(leases);
+        self
     }
 
     /// Keeps response headers in every [`Attempt`], for delivery history.
@@ -256,12 +282,13 @@ impl Deliverer {
     /// at its host and in the tenant's share of the replica's, all of them
     /// together for no longer than the endpoint's queue allows.
     pub async fn deliver(&self, event: &Event, target: &Target, delivery_id: String, attempt: u32) -> Attempt {
-        self.deliver_with(event, target, delivery_id, attempt, self.keep_response_headers)
+        self.send(event, target, delivery_id, attempt, self.keep_response_headers, true)
             .await
     }
 
     /// [`Deliverer::deliver`], keeping the response's headers or not
-    /// whatever the deliverer does (a test ping shows them).
+    /// whatever the deliverer does, and outside the webhook's rate limit:
+    /// a test ping, sent at once and shown to whoever asked.
     pub async fn deliver_with(
         &self,
         event: &Event,
@@ -269,6 +296,21 @@ impl Deliverer {
         delivery_id: String,
         attempt: u32,
         keep_response_headers: bool,
+    ) -> Attempt {
+        self.send(event, target, delivery_id, attempt, keep_response_headers, false)
+            .await
+    }
+
+    /// Sends one attempt; `rated`: within the webhook's rate limit, which a
+    /// `429` then lowers.
+    async fn send(
+        &self,
+        event: &Event,
+        target: &Target,
+        delivery_id: String,
+        attempt: u32,
+        keep_response_headers: bool,
+        rated: bool,
     ) -> Attempt {
         let started_at = OffsetDateTime::now_utc();
         let clock = Instant::now();
@@ -288,6 +330,13 @@ impl Deliverer {
             return finish(Err(Failure::Blocked(refused.to_string())), None);
         }
         let deadline = tokio::time::Instant::now() + target.limiter.max_wait();
+        // The rate first: a delivery waiting for its turn holds no slot.
+        let rate = target.rate.as_ref().filter(|_| rated);
+        if let Some(gate) = rate {
+            if let Err(limited) = gate.acquire(self.leases.as_ref(), target.id(), deadline).await {
+                return finish(Err(Failure::RateLimited(limited)), None);
+            }
+        }
         // The narrowest first, so a shared slot is only held by a request
         // that is otherwise ready to go; the shared ones never one while
         // waiting for the other.
@@ -349,6 +398,11 @@ impl Deliverer {
                     }
                     self.read_excerpt(response).await
                 };
+                if let (429, Some(gate), Some(leases)) = (status, rate, &self.leases) {
+                    // Every replica slows down, without holding this attempt.
+                    let (gate, leases, id) = (gate.clone(), leases.clone(), target.id().to_owned());
+                    tokio::spawn(async move { gate.slow_down(&leases, &id).await });
+                }
                 if (200..300).contains(&status) {
                     (Ok(status), excerpt)
                 } else {

@@ -14,9 +14,10 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use url::Url;
 
+use crate::delivery::rate::RateGate;
 use crate::delivery::signing::Signer;
 use crate::telemetry::TenantSeriesCache;
-use crate::webhook::{InvalidWebhook, SecretError, Webhook, WebhookStatus};
+use crate::webhook::{InvalidWebhook, RateLimit, SecretError, Webhook, WebhookStatus};
 
 /// Endpoint-wide limits from configuration.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +25,8 @@ pub struct EndpointDefaults {
     pub max_in_flight: usize,
     pub max_queue_wait: Duration,
     pub request_timeout: Duration,
+    /// `delivery.default_rate`: the rate of webhooks that set none.
+    pub default_rate: Option<RateLimit>,
 }
 
 impl From<&crate::config::delivery::DeliveryConfig> for EndpointDefaults {
@@ -32,6 +35,7 @@ impl From<&crate::config::delivery::DeliveryConfig> for EndpointDefaults {
             max_in_flight: delivery.max_in_flight_per_endpoint,
             max_queue_wait: delivery.max_queue_wait,
             request_timeout: delivery.request_timeout,
+            default_rate: delivery.default_rate,
         }
     }
 }
@@ -121,6 +125,8 @@ pub struct Target {
     pub headers: HeaderMap,
     pub timeout: Duration,
     pub limiter: Arc<EndpointLimiter>,
+    /// Its rate limit (its own, else the deployment's), if any.
+    pub rate: Option<Arc<RateGate>>,
     pub health: Arc<EndpointHealth>,
     /// Its keys in the shared slots: tenant, and destination as its URL
     /// names it ([`host_key`](crate::delivery::shares::host_key)).
@@ -179,7 +185,12 @@ impl Target {
             _ => Arc::new(EndpointLimiter::new(capacity, defaults.max_queue_wait)),
         };
         let health = previous.map(|p| p.health.clone()).unwrap_or_default();
+        let rate = crate::delivery::rate::gate(
+            webhook.limits.rate.or(defaults.default_rate),
+            previous.and_then(|p| p.rate.as_ref()),
+        );
         Ok(Target {
+            rate,
             health,
             tenant_key: crate::delivery::shares::tenant_key(webhook.tenant.as_deref()),
             host_key: crate::delivery::shares::host_key(&url),
@@ -220,6 +231,7 @@ mod tests {
         max_in_flight: 8,
         max_queue_wait: Duration::from_millis(100),
         request_timeout: Duration::from_secs(10),
+        default_rate: None,
     };
 
     #[tokio::test(start_paused = true)]

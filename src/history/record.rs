@@ -43,7 +43,7 @@ pub struct AttemptRecord {
     pub at: OffsetDateTime,
     pub duration_ms: u64,
     pub outcome: Outcome,
-    /// `2xx`, `4xx`, `5xx`, `timeout`, `network`, `blocked`, `saturated`...
+    /// `2xx`, `4xx`, `5xx`, `timeout`, `network`, `blocked`, `saturated`, `rate_limited`...
     pub class: String,
     /// Why it failed, when it did.
     pub error: Option<String>,
@@ -334,7 +334,7 @@ pub struct AttemptBrief {
     pub at: OffsetDateTime,
     pub duration_ms: u64,
     pub outcome: Outcome,
-    /// `2xx`, `4xx`, `5xx`, `timeout`, `network`, `blocked`, `saturated`...
+    /// `2xx`, `4xx`, `5xx`, `timeout`, `network`, `blocked`, `saturated`, `rate_limited`...
     pub class: String,
     /// The response's status, when one came.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -496,6 +496,7 @@ mod tests {
             max_in_flight: 4,
             max_queue_wait: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
+            default_rate: None,
         };
         let mut webhook = webhook(id, "https://example.com/", &["*"]);
         webhook.tenant = tenant.map(str::to_owned);

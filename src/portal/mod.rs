@@ -336,6 +336,10 @@ mod tests {
             max_in_flight: Some(2),
             timeout_ms: Some(900),
             final_statuses: Some(vec![422]),
+            rate: Some(crate::webhook::RateLimit {
+                per_second: 0.5,
+                burst: Some(3),
+            }),
         };
         w.created_at = datetime!(2026-01-02 03:04:05 UTC);
         // No `..`: a field added to `Webhook` stops this from compiling

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::delivery::Attempt;
+use crate::delivery::{Attempt, Failure};
 use crate::event::{EventMeta, SourceRecord};
 use crate::retry::reason::Reason;
 use crate::webhook::Webhook;
@@ -59,7 +59,7 @@ pub mod headers {
     pub const FIRST_ATTEMPT_AT: &str = "herald.first_attempt.at";
     /// When the last attempt was made (RFC 3339).
     pub const LAST_ATTEMPT_AT: &str = "herald.last_attempt.at";
-    /// How the last attempt ended: `2xx` ... `5xx`, `timeout`, `network`, `blocked` or `saturated`.
+    /// How the last attempt ended: `2xx` ... `5xx`, `timeout`, `network`, `blocked`, `saturated` or `rate_limited`.
     pub const LAST_CLASS: &str = "herald.last.class";
     /// The last attempt's HTTP status, when there was a response.
     pub const LAST_STATUS: &str = "herald.last.status";
@@ -233,10 +233,13 @@ fn history(d: &DeliveryContext<'_>) -> String {
         .previous_history
         .and_then(|h| serde_json::from_str(h).ok())
         .unwrap_or_default();
-    // Consecutive waits for a request slot are one entry: a delivery
-    // deferred again and again does not grow its record.
-    let waited_before = entries.last().is_some_and(|e| e["class"] == "saturated");
-    if let Some(a) = d.last_attempt.filter(|a| !(waited_before && a.class() == "saturated")) {
+    // Consecutive waits of one kind (for a request slot, or for the rate)
+    // are one entry: a delivery deferred again and again does not grow its
+    // record.
+    let last_class = entries.last().and_then(|e| e["class"].as_str()).map(str::to_owned);
+    let repeated_wait =
+        |a: &&Attempt| a.result.as_ref().is_err_and(Failure::is_wait) && last_class.as_deref() == Some(a.class());
+    if let Some(a) = d.last_attempt.filter(|a| !repeated_wait(a)) {
         let (status, error) = match &a.result {
             Ok(status) => (Some(*status), None),
             Err(f) => (f.status(), Some(f.describe())),
@@ -767,6 +770,15 @@ mod tests {
         let again = after(&once, &waited);
         assert_eq!(entries(&again), 2, "a second wait in a row is not");
         assert_eq!(entries(&after(&again, &attempt())), 3, "an attempt after it is");
+        // A wait for the rate is another kind: an entry after a wait for a
+        // slot, and one however many follow it.
+        let mut limited = attempt();
+        limited.result = Err(Failure::RateLimited(crate::delivery::rate::RateLimited {
+            per_second: 2.0,
+        }));
+        let rated = after(&again, &limited);
+        assert_eq!(entries(&rated), 3);
+        assert_eq!(entries(&after(&rated, &limited)), 3);
     }
 
     #[test]

@@ -157,7 +157,7 @@ impl Policy {
                 disable: true,
             };
         }
-        if matches!(failure, Failure::Saturated(_)) && !self.schedule.tiers.is_empty() {
+        if failure.is_wait() && !self.schedule.tiers.is_empty() {
             let tier = from.unwrap_or(0);
             let delay = self.schedule.delay(tier, None, rng);
             return AfterFailure::Defer {
@@ -407,6 +407,7 @@ mod tests {
             max_in_flight: 4,
             max_queue_wait: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
+            default_rate: None,
         };
         Target::compile(webhook, &defaults, None).unwrap()
     }

@@ -152,7 +152,7 @@ impl Lifecycle {
     /// failures meanwhile are counted together in the next.
     pub fn delivery_failed(self: &Arc<Self>, target: &Arc<Target>, failure: &Failure) {
         // Waiting for Herald's own endpoint slot says nothing of the endpoint.
-        if !self.auto_disable.enabled() || matches!(failure, Failure::Saturated(_)) {
+        if !self.auto_disable.enabled() || failure.is_wait() {
             return;
         }
         let health = &target.health;

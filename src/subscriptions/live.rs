@@ -229,6 +229,7 @@ mod tests {
         max_in_flight: 4,
         max_queue_wait: Duration::from_secs(1),
         request_timeout: Duration::from_secs(1),
+        default_rate: None,
     };
 
     fn put(live: &SubscriptionIndex, w: &crate::webhook::Webhook, digest: u64) {

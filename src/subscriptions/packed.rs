@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 
 use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::webhook::{ExpiringSecret, Fields, Limits, StatusBy, Webhook, WebhookStatus};
+use crate::webhook::{ExpiringSecret, Fields, Limits, RateLimit, StatusBy, Webhook, WebhookStatus};
 
 /// The packed layout. Every field is written, in this order; timestamps are
 /// Unix nanoseconds (UTC), statuses their index in [`WebhookStatus::ALL`],
@@ -56,6 +56,7 @@ struct Layout<'a> {
     max_in_flight: Option<u64>,
     timeout_ms: Option<u64>,
     final_statuses: Option<Vec<u16>>,
+    rate: Option<(f64, Option<u32>)>,
     retried_pending: Vec<i128>,
 }
 
@@ -160,6 +161,7 @@ impl Packed {
             max_in_flight: webhook.limits.max_in_flight.map(|m| m as u64),
             timeout_ms: webhook.limits.timeout_ms,
             final_statuses: webhook.limits.final_statuses.clone(),
+            rate: webhook.limits.rate.map(|r| (r.per_second, r.burst)),
             retried_pending: webhook.retried_pending.iter().copied().map(nanos).collect(),
         })
     }
@@ -253,6 +255,7 @@ impl Packed {
                 max_in_flight: l.max_in_flight.map(|m| m as usize),
                 timeout_ms: l.timeout_ms,
                 final_statuses: l.final_statuses,
+                rate: l.rate.map(|(per_second, burst)| RateLimit { per_second, burst }),
             },
         })
     }
@@ -468,6 +471,7 @@ impl<'a> Document<'a> {
             max_in_flight: self.limits.max_in_flight.map(|m| m as u64),
             timeout_ms: self.limits.timeout_ms,
             final_statuses: self.limits.final_statuses.clone(),
+            rate: self.limits.rate.map(|r| (r.per_second, r.burst)),
             retried_pending: self.retried_pending.iter().map(|t| nanos(t.0)).collect(),
         })
     }
@@ -528,6 +532,10 @@ mod tests {
             max_in_flight: Some(3),
             timeout_ms: Some(2500),
             final_statuses: Some(vec![400, 422]),
+            rate: Some(crate::webhook::RateLimit {
+                per_second: 0.5,
+                burst: Some(3),
+            }),
         };
         let packed = Packed::pack(&w);
         assert_eq!(packed.id(), "wh_1");

@@ -45,6 +45,7 @@ pub struct Metrics {
     pub failure_record_downgrades: IntCounterVec,
     pub failure_records_unwritable: IntCounter,
     pub producer_recreated: IntCounter,
+    pub rate_slowdowns: IntCounter,
     pub shutdown_failures: IntCounterVec,
     pub consumer_wakeups: IntCounterVec,
     pub records_repeated: IntCounterVec,
@@ -90,7 +91,17 @@ pub struct Metrics {
 /// Delivery outcomes (`outcome` label).
 pub const OUTCOMES: [&str; 2] = ["succeeded", "failed"];
 /// Status classes (`class` label).
-pub const CLASSES: [&str; 8] = ["2xx", "3xx", "4xx", "5xx", "timeout", "network", "blocked", "saturated"];
+pub const CLASSES: [&str; 9] = [
+    "2xx",
+    "3xx",
+    "4xx",
+    "5xx",
+    "timeout",
+    "network",
+    "blocked",
+    "saturated",
+    "rate_limited",
+];
 /// Why a delivery was not attempted (`status` label).
 pub const NOT_ATTEMPTED: [&str; 5] = ["paused", "disabled", "deleted", "unsubscribed", "invalid"];
 
@@ -218,7 +229,7 @@ impl Metrics {
             deliveries: counter_vec(
                 r,
                 "herald_deliveries_total",
-                "Delivery attempts by outcome and status class (2xx, 3xx, 4xx, 5xx, timeout, network, blocked, saturated).",
+                "Delivery attempts by outcome and status class (2xx, 3xx, 4xx, 5xx, timeout, network, blocked, saturated, rate_limited).",
                 &["outcome", "class"],
             ),
             deliveries_not_attempted: counter_vec(
@@ -315,6 +326,11 @@ impl Metrics {
                 r,
                 "herald_producer_recreated_total",
                 "Times the Kafka producer failed fatally and was replaced by a new one.",
+            ),
+            rate_slowdowns: counter(
+                r,
+                "herald_rate_slowdowns_total",
+                "429 answers that lowered a rate-limited webhook's rate (halved, back over delivery.rate_recovery).",
             ),
             shutdown_failures: counter_vec(
                 r,

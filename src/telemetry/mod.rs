@@ -491,6 +491,16 @@ impl Telemetry {
         error!(%code, reason, "the Kafka producer failed fatally; replaced it with a new one (unacknowledged records are written again)");
     }
 
+    /// A receiver answered `429`: its webhook's rate is now `per_second`.
+    pub fn rate_slowed(&self, webhook: &str, per_second: f64) {
+        self.metrics.rate_slowdowns.inc();
+        tracing::info!(
+            webhook,
+            per_second,
+            "the receiver answered 429: its rate is lowered for a while"
+        );
+    }
+
     /// A step of shutting down failed (`step`: the task or the flush).
     pub fn shutdown_failed(&self, step: &str, error: &dyn std::fmt::Display) {
         self.metrics.shutdown_failures.with_label_values(&[step]).inc();

@@ -19,6 +19,7 @@ mod https;
 mod ordering;
 mod portal;
 mod progress;
+mod rate_limits;
 mod rebalance;
 mod replays;
 mod resilience;

@@ -19,7 +19,7 @@ use crate::admin::problem::Problem;
 use crate::admin::AdminState;
 use crate::config::catalog::Catalog;
 use crate::subscriptions::store::{StoreError, UpdateError};
-use crate::webhook::{uid_id, validate_uid, Limits, StatusBy, Webhook, WebhookStatus};
+use crate::webhook::{uid_id, validate_uid, Limits, RateLimit, StatusBy, Webhook, WebhookStatus};
 
 /// Longest webhook name.
 pub const MAX_NAME_LEN: usize = 256;
@@ -223,6 +223,11 @@ pub struct LimitsInput {
     #[serde(default)]
     #[schema(max_items = 64)]
     pub final_statuses: Option<Vec<FailureStatus>>,
+    /// At most `per_second` requests a second (fractional allowed) with
+    /// `burst` at once, for the webhook as a whole however many replicas
+    /// deliver; replaces the deployment's `delivery.default_rate`.
+    #[serde(default)]
+    pub rate: Option<RateLimit>,
 }
 
 /// An HTTP status that is a failure: 300 to 599.
@@ -239,6 +244,7 @@ impl From<LimitsInput> for Limits {
             final_statuses: l
                 .final_statuses
                 .map(|statuses| statuses.into_iter().map(|s| s.0).collect()),
+            rate: l.rate,
         }
     }
 }
