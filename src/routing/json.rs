@@ -83,20 +83,52 @@ impl<'a> Document<'a> {
     /// path does not exist.
     pub fn pointer(&self, pointer: &str) -> Option<&'a RawValue> {
         if pointer.is_empty() {
-            return serde_json::from_slice(self.text).ok();
+            return self.follow(std::iter::empty::<&str>());
         }
-        let mut tokens = pointer.strip_prefix('/')?.split('/').map(unescape);
-        let first = tokens.next()?;
+        self.follow(pointer.strip_prefix('/')?.split('/').map(unescape))
+    }
+
+    /// The value at the pointer whose reference tokens, already unescaped,
+    /// are `tokens` (none: the whole document), or `None` when the path does
+    /// not exist. A payload filter splits its pointers once, when the
+    /// webhook is indexed, and follows them with this for every event.
+    pub fn follow<T: AsRef<str>>(&self, tokens: impl IntoIterator<Item = T>) -> Option<&'a RawValue> {
+        let mut tokens = tokens.into_iter();
+        let Some(first) = tokens.next() else {
+            return serde_json::from_slice(self.text).ok();
+        };
+        let first = first.as_ref();
         let mut current = if self.members.is_empty() {
-            child_of(self.text, &first)?
+            child_of(self.text, first)?
         } else {
             self.members.iter().find(|(k, _)| *k == first).map(|(_, v)| *v)?
         };
         for token in tokens {
-            current = child(current, &token)?;
+            current = child(current, token.as_ref())?;
         }
         Some(current)
     }
+}
+
+/// The string a JSON value holds, borrowed from the document unless it has
+/// escapes; `None` when it is not a string.
+pub fn str_value(value: &RawValue) -> Option<Cow<'_, str>> {
+    let text = value.get();
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.contains('\\') {
+        return Some(Cow::Borrowed(inner));
+    }
+    serde_json::from_str::<String>(text).ok().map(Cow::Owned)
+}
+
+/// The array index an RFC 6901 reference token names: `0`, or digits not
+/// beginning with `0` (so `01`, `+1` and `-` name no element).
+fn array_index(token: &str) -> Option<usize> {
+    let digits = token.bytes().all(|b| b.is_ascii_digit());
+    if token.is_empty() || !digits || (token.len() > 1 && token.starts_with('0')) {
+        return None;
+    }
+    token.parse().ok()
 }
 
 /// Checks that `text` is one JSON value in which no object has a key twice.
@@ -334,7 +366,7 @@ impl<'de> Visitor<'de> for Child<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let wanted: Option<usize> = self.token.parse().ok();
+        let wanted = array_index(self.token);
         let mut found = None;
         let mut index = 0usize;
         loop {
@@ -419,6 +451,33 @@ mod tests {
         assert!(doc.pointer("/missing").is_none());
         assert!(doc.pointer("/event_type/deeper").is_none());
         assert!(doc.pointer("no-slash").is_none());
+    }
+
+    #[test]
+    fn array_indices_are_read_as_rfc_6901_writes_them() {
+        let doc = Document::parse(br#"{"a":["x","y"],"o":{"01":"key"}}"#).unwrap();
+        assert_eq!(string(doc.pointer("/a/0").unwrap()).unwrap(), "x");
+        assert_eq!(string(doc.pointer("/a/1").unwrap()).unwrap(), "y");
+        for not_an_index in ["/a/01", "/a/+1", "/a/-", "/a/", "/a/1.0"] {
+            assert!(doc.pointer(not_an_index).is_none(), "{not_an_index}");
+        }
+        assert_eq!(string(doc.pointer("/o/01").unwrap()).unwrap(), "key");
+        assert_eq!(doc.follow(["a", "1"]).unwrap().get(), r#""y""#);
+        assert_eq!(
+            doc.follow(Vec::<String>::new()).unwrap().get(),
+            r#"{"a":["x","y"],"o":{"01":"key"}}"#
+        );
+    }
+
+    #[test]
+    fn strings_are_borrowed_unless_escaped() {
+        let doc = Document::parse(br#"{"plain":"pro","escaped":"t\u0065am","n":1}"#).unwrap();
+        assert!(matches!(
+            str_value(doc.pointer("/plain").unwrap()),
+            Some(Cow::Borrowed("pro"))
+        ));
+        assert_eq!(str_value(doc.pointer("/escaped").unwrap()).unwrap(), "team");
+        assert!(str_value(doc.pointer("/n").unwrap()).is_none());
     }
 
     #[test]

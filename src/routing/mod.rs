@@ -2,11 +2,13 @@
 //!
 //! Routing knows envelopes, not Kafka, HTTP or webhooks: given a record it
 //! finds the event's type, id, time and tenant ([`envelope`], reading JSON
-//! with [`json`]), and says whether an event type matches a pattern. The
+//! with [`json`]), says whether an event type matches a pattern, and whether
+//! an event's body passes a webhook's payload [`filter`]. The
 //! index that answers "these webhooks" from memory is the subscriptions'
 //! (`subscriptions::index`).
 
 pub mod envelope;
+pub mod filter;
 pub mod json;
 
 /// Whether `event_type` matches `pattern` (exact, `prefix*` or `*`). The
