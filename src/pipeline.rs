@@ -28,6 +28,7 @@ use crate::retry::policy::{retried_pending, Kept, Policy};
 use crate::retry::reason::Reason;
 use crate::retry::sink::Abandoned;
 use crate::routing::envelope::Envelopes;
+use crate::routing::filter::Payload;
 use crate::subscriptions::lifecycle::Lifecycle;
 use crate::subscriptions::live::SubscriptionIndex;
 use crate::telemetry::{RetryFrom, Telemetry};
@@ -161,8 +162,9 @@ impl Pipeline {
 
     /// A record from a source topic: route it and deliver to every subscriber.
     pub async fn process_source(&self, record: SourceRecord) -> Result<(), Abandoned> {
-        let meta = match self.envelopes.for_topic(&record.topic).recognise(&record) {
-            Ok(meta) => meta,
+        let recogniser = self.envelopes.for_topic(&record.topic);
+        let (meta, parsed) = match recogniser.recognise_parsed(&record) {
+            Ok(recognised) => recognised,
             Err(why) => {
                 self.telemetry.event_unroutable(&record, &why);
                 return self.failures.unroutable(why.reason.into(), why.detail, &record).await;
@@ -172,9 +174,20 @@ impl Pipeline {
         // taken meanwhile waits for it (an atomic load once it has loaded),
         // and the flow's limits pause its partition as records queue up.
         self.index.wait_loaded().await;
-        let targets = self.index.route(meta.tenant.as_deref(), &meta.event_type);
+        // Filters read the body as the envelope rules parsed it (or parse
+        // it once, for the first filter, when the rules did not).
+        let payload = Payload::new(&record.value, parsed);
+        let routed = self.index.route(meta.tenant.as_deref(), &meta.event_type, &payload);
+        drop(payload);
+        if routed.filtered > 0 {
+            self.telemetry
+                .event_filtered(&record, &meta.event_type, routed.filtered);
+        }
+        let targets = routed.targets;
         if targets.is_empty() {
-            self.telemetry.event_unmatched(&record, &meta.event_type);
+            if routed.filtered == 0 {
+                self.telemetry.event_unmatched(&record, &meta.event_type);
+            }
             return Ok(());
         }
         let event = Event { record, meta };

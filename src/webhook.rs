@@ -14,6 +14,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::routing::filter::Filter;
 use crate::routing::validate_pattern;
 
 /// Secrets are `whsec_` followed by the base64 of the key.
@@ -256,6 +257,11 @@ pub struct Webhook {
     pub updated_at: OffsetDateTime,
     #[serde(default, skip_serializing_if = "is_default")]
     pub limits: Limits,
+    /// Which events of its types it receives, by values in their body
+    /// (`routing::filter`); none receives them all. Checked as it is read:
+    /// a document with an invalid filter does not read as a webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Filter>,
 }
 
 /// A list of RFC 3339 times.
@@ -312,6 +318,7 @@ impl fmt::Debug for Webhook {
             .field("previous_secrets", &self.previous_secrets)
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("limits", &self.limits)
+            .field("filter", &self.filter)
             .finish()
     }
 }
@@ -353,6 +360,7 @@ impl Webhook {
             created_at: now,
             updated_at: now,
             limits: Limits::default(),
+            filter: None,
         }
     }
 
@@ -681,8 +689,13 @@ pub(crate) mod tests {
         let mut w = webhook("wh_1", "https://example.com/hook", &["tour.*", "USER_CREATED", "*"]);
         w.headers.insert("x-api-key".into(), "k".into());
         w.limits.max_in_flight = Some(4);
+        w.filter = Some(Filter::parse_named(r#"{"/data/plan":{"in":["pro","team"]},"/amount":{">":100}}"#).unwrap());
         w.validate().unwrap();
         let json = serde_json::to_string(&w).unwrap();
+        assert!(
+            json.contains(r#""filter":{"/data/plan":{"in":["pro","team"]},"/amount":{">":100}}"#),
+            "{json}"
+        );
         assert_eq!(serde_json::from_str::<Webhook>(&json).unwrap(), w);
     }
 

@@ -11,6 +11,17 @@ use serde::de::DeserializeOwned;
 
 use crate::admin::problem::Problem;
 
+/// A field of a change that is present: `Some(None)` when it is `null`
+/// (`#[serde(default, deserialize_with = "present")]`), so that a change
+/// tells "leave it" (absent) from "remove it" (`null`).
+pub fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
 /// `Json<T>` whose rejections are problems naming the field at fault.
 pub struct ApiJson<T>(pub T);
 

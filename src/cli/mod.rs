@@ -54,7 +54,7 @@ pub enum Command {
         #[command(flatten)]
         api: ApiArgs,
         #[command(subcommand)]
-        command: webhooks::WebhooksCommand,
+        command: Box<webhooks::WebhooksCommand>,
     },
     /// A webhook's delivery history, through the management API.
     Deliveries {
@@ -186,7 +186,7 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Webhooks { api, command } => webhooks::run(api, command).await,
+        Command::Webhooks { api, command } => webhooks::run(api, *command).await,
         Command::Deliveries { api, command } => deliveries::run(api, command).await,
         Command::Tenants { api, command } => tenants::run(api, command).await,
         Command::Catalog { api, command } => {

@@ -136,6 +136,9 @@ pub fn webhook_table(w: &Value) -> String {
     if w["limits"].as_object().is_some_and(|l| !l.is_empty()) {
         t.add_row(vec!["limits".to_owned(), w["limits"].to_string()]);
     }
+    if w["filter"].is_object() {
+        t.add_row(vec!["filter".to_owned(), w["filter"].to_string()]);
+    }
     t.to_string()
 }
 

@@ -119,6 +119,20 @@ impl LimitArgs {
     }
 }
 
+/// `--filter`: a payload filter as JSON, or `none` (JSON `null`: no filter).
+fn parse_filter(s: &str) -> Result<Value, String> {
+    if s.trim() == "none" {
+        return Ok(Value::Null);
+    }
+    match serde_json::from_str::<Value>(s) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(
+            "a filter is a JSON object of pointers to conditions, e.g. '{\"/amount\": {\">\": 100}}', or `none`".into(),
+        ),
+        Err(e) => Err(format!("not JSON: {e}")),
+    }
+}
+
 /// `herald webhooks` commands.
 #[derive(Subcommand)]
 pub enum WebhooksCommand {
@@ -148,6 +162,11 @@ pub enum WebhooksCommand {
         uid: Option<String>,
         #[command(flatten)]
         limits: LimitArgs,
+        /// Payload filter, as JSON: only events whose body passes it are
+        /// delivered, e.g. '{"/data/plan": {"in": ["pro", "team"]}, "/amount": {">": 100}}'
+        /// (operators = != in not_in > >= < <= exists; docs/subscriptions.md).
+        #[arg(long, value_parser = parse_filter)]
+        filter: Option<Value>,
         /// JSON file holding the create body (flags override its fields).
         #[arg(long)]
         file: Option<PathBuf>,
@@ -170,7 +189,7 @@ pub enum WebhooksCommand {
     },
     /// Show one webhook.
     Get { id: String },
-    /// Change a webhook's name, URL, events, headers or limits.
+    /// Change a webhook's name, URL, events, headers, limits or filter.
     Update {
         id: String,
         #[arg(long)]
@@ -187,6 +206,9 @@ pub enum WebhooksCommand {
         headers: Vec<(String, Option<String>)>,
         #[command(flatten)]
         limits: LimitArgs,
+        /// Replaces the payload filter (JSON, as for create); `none` removes it.
+        #[arg(long, value_parser = parse_filter)]
+        filter: Option<Value>,
     },
     /// Pause deliveries (they are kept for a replay on resume).
     Pause { id: String },
@@ -237,6 +259,7 @@ pub async fn run(api: ApiArgs, command: WebhooksCommand) -> anyhow::Result<()> {
             id,
             uid,
             limits,
+            filter,
             file,
         } => {
             let mut body = match file {
@@ -263,6 +286,7 @@ pub async fn run(api: ApiArgs, command: WebhooksCommand) -> anyhow::Result<()> {
             set("secret", secret.map(Value::from));
             set("id", id.map(Value::from));
             set("uid", uid.map(Value::from));
+            set("filter", filter);
             if limits.given() {
                 let mut current = obj
                     .get("limits")
@@ -317,8 +341,12 @@ pub async fn run(api: ApiArgs, command: WebhooksCommand) -> anyhow::Result<()> {
             events,
             headers,
             limits,
+            filter,
         } => {
             let mut body = serde_json::Map::new();
+            if let Some(filter) = filter {
+                body.insert("filter".into(), filter);
+            }
             if limits.given() {
                 // The API replaces limits whole: change only what was asked.
                 let current = client.get(&format!("/v1/webhooks/{}", encode(&id))).await?;
@@ -343,7 +371,7 @@ pub async fn run(api: ApiArgs, command: WebhooksCommand) -> anyhow::Result<()> {
             }
             if body.is_empty() {
                 anyhow::bail!(
-                    "nothing to change: pass --name, --url, --event, --header, --max-in-flight, --timeout-ms or --final-statuses"
+                    "nothing to change: pass --name, --url, --event, --header, --max-in-flight, --timeout-ms, --final-statuses or --filter"
                 );
             }
             let path = format!("/v1/webhooks/{}", encode(&id));

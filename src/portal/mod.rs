@@ -341,6 +341,12 @@ mod tests {
                 burst: Some(3),
             }),
         };
+        w.filter = Some(
+            crate::routing::filter::Filter::parse_named(
+                r#"{"/data/plan": {"in": ["pro", "team"]}, "/amount": {">": 100}}"#,
+            )
+            .unwrap(),
+        );
         w.created_at = datetime!(2026-01-02 03:04:05 UTC);
         // No `..`: a field added to `Webhook` stops this from compiling
         // until it is set above and placed in the lists below.
@@ -362,12 +368,13 @@ mod tests {
             created_at: _,
             updated_at: _,
             limits: _,
+            filter: _,
         } = &w;
         let json = serde_json::to_value(&w).unwrap();
         let fields: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
             fields.len(),
-            17,
+            18,
             "every field is set, so the document shows it: {fields:?}"
         );
 
@@ -409,6 +416,7 @@ mod tests {
             "status_reason" => page.contains("receiver maintenance"),
             "headers" => page.contains("x-api-key"),
             "created_at" => page.contains("2026-01-02 03:04 UTC"),
+            "filter" => page.contains("/data/plan") && page.contains("Payload filter"),
             other => panic!("the portal's page is not known to show `{other}`"),
         };
         for field in fields {

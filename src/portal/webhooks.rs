@@ -2,6 +2,7 @@
 //! webhook itself, edit, pause, resume, delete and the signing secret.
 
 use super::*;
+use crate::routing::filter::Filter;
 
 /// Webhooks on one page of the list.
 pub(super) const LIST_PAGE: usize = 25;
@@ -111,6 +112,7 @@ pub(super) async fn new_form(
             url: c.url.clone(),
             events: c.events.clone(),
             headers: c.headers.keys().map(|k| (k.clone(), String::new())).collect(),
+            filter: String::new(),
         },
         None => views::FormValues::default(),
     };
@@ -141,21 +143,30 @@ pub(super) async fn create(
         events: form.events(),
         headers: form.headers(),
         tenant: form.one("tenant").unwrap_or_default().trim().to_owned(),
+        filter: form.one("filter").unwrap_or_default().trim().to_owned(),
     };
     // An operators' session names the tenant; a tenant's session is its own.
     let tenant = (session.claims.ten.is_none() && !values.tenant.is_empty()).then(|| values.tenant.clone());
-    let body = CreateWebhook {
-        id: None,
-        uid: None,
-        tenant,
-        name: values.name.clone(),
-        url: values.url.clone(),
-        events: values.events.clone(),
-        headers: values.headers.iter().cloned().collect::<BTreeMap<_, _>>(),
-        secret: None,
-        limits: Default::default(),
+    let filter = filter_of(&values.filter);
+    let created = match filter {
+        Ok(filter) => {
+            let body = CreateWebhook {
+                id: None,
+                uid: None,
+                tenant,
+                name: values.name.clone(),
+                url: values.url.clone(),
+                events: values.events.clone(),
+                headers: values.headers.iter().cloned().collect::<BTreeMap<_, _>>(),
+                secret: None,
+                limits: Default::default(),
+                filter,
+            };
+            crud::create_webhook(&state, &session.caller(), body).await
+        }
+        Err(problem) => Err(problem),
     };
-    match crud::create_webhook(&state, &session.caller(), body).await {
+    match created {
         Ok(webhook) => Ok(see_other(
             session.path(&format!("webhooks/{}?done=created", webhook.id)),
         )),
@@ -175,6 +186,17 @@ pub(super) async fn create(
         }
         Err(problem) => Err(PageError::from((problem, &session))),
     }
+}
+
+/// The payload filter typed in the form (none when left empty), or the
+/// API's refusal of it, naming where it is wrong as the API would.
+fn filter_of(text: &str) -> Result<Option<Filter>, Problem> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    Filter::parse_named(text)
+        .map(Some)
+        .map_err(|e| Problem::invalid(e.field, e.message))
 }
 
 /// Webhook `id` as the session may see it.
@@ -295,6 +317,11 @@ pub(super) async fn edit_form(
         // Values are write-only: the form shows names, and keeps a value
         // left empty.
         headers: webhook.headers.keys().map(|k| (k.clone(), String::new())).collect(),
+        filter: webhook
+            .filter
+            .as_ref()
+            .map(|f| serde_json::to_string_pretty(f).unwrap_or_default())
+            .unwrap_or_default(),
     };
     let markup = views::edit_form(&session, &webhook, catalog.as_deref(), &values, None);
     Ok(html(StatusCode::OK, Some(&session), markup))
@@ -313,6 +340,7 @@ pub(super) async fn update(
         url: form.one("url").unwrap_or_default().trim().to_owned(),
         events: form.events(),
         headers: form.headers(),
+        filter: form.one("filter").unwrap_or_default().trim().to_owned(),
     };
     // A header left empty keeps its value (as the API's `null` does); one
     // removed from the form is gone.
@@ -321,20 +349,28 @@ pub(super) async fn update(
         .iter()
         .map(|(name, value)| (name.clone(), Some(value.clone()).filter(|v| !v.is_empty())))
         .collect();
-    let change = UpdateWebhook {
-        name: Some(values.name.clone()),
-        url: Some(values.url.clone()),
-        events: Some(values.events.clone()),
-        headers: Some(headers),
-        limits: None,
+    let result = match filter_of(&values.filter) {
+        Ok(filter) => {
+            let change = UpdateWebhook {
+                name: Some(values.name.clone()),
+                url: Some(values.url.clone()),
+                events: Some(values.events.clone()),
+                headers: Some(headers),
+                limits: None,
+                // An emptied field removes the filter.
+                filter: Some(filter),
+            };
+            crud::update(
+                State(state.clone()),
+                session.caller(),
+                ApiPath(id.clone()),
+                crate::admin::extract::ApiJson(change),
+            )
+            .await
+            .map(drop)
+        }
+        Err(problem) => Err(problem),
     };
-    let result = crud::update(
-        State(state.clone()),
-        session.caller(),
-        ApiPath(id.clone()),
-        crate::admin::extract::ApiJson(change),
-    )
-    .await;
     match result {
         Ok(_) => Ok(see_other(session.path(&format!("webhooks/{id}?done=updated")))),
         Err(problem) if problem.status == 422 => {

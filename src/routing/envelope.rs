@@ -203,6 +203,13 @@ impl Recogniser {
 
     /// Finds the event's metadata in `record`.
     pub fn recognise(&self, record: &SourceRecord) -> Result<EventMeta, Unroutable> {
+        self.recognise_parsed(record).map(|(meta, _)| meta)
+    }
+
+    /// Finds the event's metadata in `record`, with its body as a
+    /// [`Document`] when the rules parsed it to read them: payload filters
+    /// read the same document rather than parse the body again.
+    pub fn recognise_parsed<'r>(&self, record: &'r SourceRecord) -> Result<Recognised<'r>, Unroutable> {
         match self {
             Recogniser::Plain(fields) => recognise_plain(fields, record),
             Recogniser::CloudEvents { tenant } => recognise_cloudevent(tenant.as_ref(), record),
@@ -210,7 +217,10 @@ impl Recogniser {
     }
 }
 
-fn recognise_plain(fields: &Fields, record: &SourceRecord) -> Result<EventMeta, Unroutable> {
+/// What the rules found, and the body as a document when they parsed it.
+pub type Recognised<'r> = (EventMeta, Option<Document<'r>>);
+
+fn recognise_plain<'r>(fields: &Fields, record: &'r SourceRecord) -> Result<Recognised<'r>, Unroutable> {
     let doc = if fields.reads_json() {
         Some(parse_json(record)?)
     } else {
@@ -228,7 +238,7 @@ fn recognise_plain(fields: &Fields, record: &SourceRecord) -> Result<EventMeta, 
         .and_then(|v| std::str::from_utf8(v).ok())
         .unwrap_or("application/json")
         .to_owned();
-    Ok(EventMeta {
+    let meta = EventMeta {
         event_type,
         event_id: optional(fields.event_id.as_ref(), "event id", read)?,
         event_time: optional(fields.event_time.as_ref(), "event time", read)?,
@@ -236,10 +246,11 @@ fn recognise_plain(fields: &Fields, record: &SourceRecord) -> Result<EventMeta, 
         content_type,
         forward_headers: Vec::new(),
         id_source: None,
-    })
+    };
+    Ok((meta, doc))
 }
 
-fn recognise_cloudevent(tenant: Option<&Source>, record: &SourceRecord) -> Result<EventMeta, Unroutable> {
+fn recognise_cloudevent<'r>(tenant: Option<&Source>, record: &'r SourceRecord) -> Result<Recognised<'r>, Unroutable> {
     let content_type = record
         .header("content-type")
         .map(|v| {
@@ -257,7 +268,7 @@ fn recognise_cloudevent(tenant: Option<&Source>, record: &SourceRecord) -> Resul
             Some(source) => read_field(source, "tenant", record, Some(&doc))?,
             None => None,
         };
-        return Ok(EventMeta {
+        let meta = EventMeta {
             event_type,
             event_id: field("/id", "event id")?,
             event_time: field("/time", "event time")?,
@@ -265,7 +276,8 @@ fn recognise_cloudevent(tenant: Option<&Source>, record: &SourceRecord) -> Resul
             content_type: content_type.unwrap_or(CE_STRUCTURED).to_owned(),
             forward_headers: Vec::new(),
             id_source: field("/source", "source")?,
-        });
+        };
+        return Ok((meta, Some(doc)));
     }
     if media_type.as_deref() == Some(CE_BATCH) {
         return Err(Unroutable::new(
@@ -288,15 +300,15 @@ fn recognise_cloudevent(tenant: Option<&Source>, record: &SourceRecord) -> Resul
             forward_headers.push((format!("ce-{attr}"), utf8(value, &h.name)?));
         }
     }
-    let tenant = match tenant {
-        Some(Source::Pointer(_)) => {
+    let (tenant, doc) = match tenant {
+        Some(source @ Source::Pointer(_)) => {
             let doc = parse_json(record)?;
-            read_field(tenant.expect("matched Some"), "tenant", record, Some(&doc))?
+            (read_field(source, "tenant", record, Some(&doc))?, Some(doc))
         }
-        Some(source) => read_field(source, "tenant", record, None)?,
-        None => None,
+        Some(source) => (read_field(source, "tenant", record, None)?, None),
+        None => (None, None),
     };
-    Ok(EventMeta {
+    let meta = EventMeta {
         event_type,
         event_id: header_text("ce_id")?,
         event_time: header_text("ce_time")?,
@@ -304,7 +316,8 @@ fn recognise_cloudevent(tenant: Option<&Source>, record: &SourceRecord) -> Resul
         content_type: content_type.unwrap_or("application/json").to_owned(),
         forward_headers,
         id_source: header_text("ce_source")?,
-    })
+    };
+    Ok((meta, doc))
 }
 
 fn parse_json(record: &SourceRecord) -> Result<Document<'_>, Unroutable> {
@@ -469,6 +482,20 @@ mod tests {
         }
         .compile()
         .unwrap()
+    }
+
+    #[test]
+    fn the_body_parsed_to_read_the_rules_is_handed_on() {
+        let event = record(r#"{"event":"tour.completed","data":{"plan":"pro"}}"#, &[("type", "a")]);
+        let (_, doc) = preset(Preset::Jimo).recognise_parsed(&event).unwrap();
+        assert_eq!(doc.unwrap().pointer("/data/plan").unwrap().get(), r#""pro""#);
+        let headers_only = EnvelopeRules {
+            event_type: Some(Source::Header("type".into())),
+            ..Default::default()
+        };
+        let (meta, doc) = headers_only.compile().unwrap().recognise_parsed(&event).unwrap();
+        assert_eq!(meta.event_type, "a");
+        assert!(doc.is_none(), "not parsed: filters parse it if they need it");
     }
 
     #[test]

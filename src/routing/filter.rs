@@ -702,6 +702,12 @@ impl utoipa::PartialSchema for Filter {
                  `null` (or absent) for none. See docs/subscriptions.md#payload-filters.",
             ))
             .additional_properties(Some(conditions))
+            .property_names(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^(/([^~]|~[01])*)?$"))
+                    .max_length(Some(MAX_POINTER_LEN)),
+            ))
             .min_properties(Some(1))
             .max_properties(Some(MAX_POINTERS))
             .into()

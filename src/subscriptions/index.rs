@@ -22,6 +22,7 @@ use hashbrown::hash_map::EntryRef;
 use hashbrown::{HashMap as FastMap, HashTable};
 use smallvec::SmallVec;
 
+use crate::routing::filter::Filter;
 use crate::subscriptions::packed::{Packed, Routing, Unreadable};
 use crate::webhook::WebhookStatus;
 
@@ -38,6 +39,9 @@ pub struct Entry {
     pub status: WebhookStatus,
     /// The full read (generation) that last confirmed it.
     pub seen: u32,
+    /// Its payload filter, compiled when it entered the index (none for
+    /// most webhooks: they cost no more than a pointer for it).
+    pub filter: Option<Box<Filter>>,
 }
 
 #[derive(Debug, Default)]
@@ -393,6 +397,7 @@ mod tests {
             digest: 0,
             status: w.status,
             seen: 0,
+            filter: w.filter.clone().map(Box::new),
         }
     }
 

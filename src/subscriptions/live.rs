@@ -19,6 +19,7 @@ use quick_cache::{Lifecycle, UnitWeighter};
 use tokio::sync::Notify;
 
 use crate::delivery::target::{EndpointDefaults, Target};
+use crate::routing::filter::Payload;
 use crate::subscriptions::index::{Entry, Index};
 use crate::telemetry::Telemetry;
 
@@ -39,6 +40,13 @@ impl Lifecycle<Box<str>, Prepared> for InUse {
     fn begin_request(&self) -> Self::RequestState {}
 
     fn on_evict(&self, _state: &mut Self::RequestState, _key: Box<str>, _value: Prepared) {}
+}
+
+/// Where an event goes: the webhooks it is delivered to, and how many
+/// others subscribed to its type and turned it away by their filter.
+pub struct Routed {
+    pub targets: Vec<Arc<Target>>,
+    pub filtered: usize,
 }
 
 /// The current index, shared by the pipeline (reads) and the sync loop
@@ -123,15 +131,26 @@ impl SubscriptionIndex {
     }
 
     /// The webhooks subscribed to `event_type` (of `tenant`, when the event
-    /// has one), prepared for delivery.
-    pub fn route(&self, tenant: Option<&str>, event_type: &str) -> Vec<Arc<Target>> {
+    /// has one) whose payload filter, if they have one, the event's body
+    /// (`payload`) passes, prepared for delivery. A webhook whose filter
+    /// turns the event away is not prepared: the event is no delivery of it.
+    pub fn route(&self, tenant: Option<&str>, event_type: &str, payload: &Payload<'_>) -> Routed {
         let index = self.read();
         let mut slots = Vec::new();
         index.route(tenant, event_type, &mut slots);
-        slots
+        let mut filtered = 0;
+        let targets = slots
             .into_iter()
-            .filter_map(|slot| index.entry(slot).and_then(|e| self.prepare(e)))
-            .collect()
+            .filter_map(|slot| {
+                let entry = index.entry(slot)?;
+                if entry.filter.as_ref().is_some_and(|f| !f.matches(payload)) {
+                    filtered += 1;
+                    return None;
+                }
+                self.prepare(entry)
+            })
+            .collect();
+        Routed { targets, filtered }
     }
 
     /// The webhook with this id, whatever its status, prepared for delivery.
@@ -239,8 +258,34 @@ mod tests {
                 digest,
                 status: w.status,
                 seen: 0,
+                filter: w.filter.clone().map(Box::new),
             })
             .unwrap();
+    }
+
+    /// The webhooks an event with body `{}` of `event_type` goes to.
+    fn route(live: &SubscriptionIndex, event_type: &str) -> Vec<Arc<Target>> {
+        live.route(None, event_type, &Payload::new(b"{}", None)).targets
+    }
+
+    #[test]
+    fn a_webhook_whose_filter_turns_an_event_away_is_not_prepared_for_it() {
+        use crate::routing::filter::Filter;
+        let live = SubscriptionIndex::new(DEFAULTS, 4, None);
+        let mut pro = webhook("pro", "https://example.com/", &["e"]);
+        pro.filter = Some(Filter::parse_named(r#"{"/plan": {"=": "pro"}}"#).unwrap());
+        put(&live, &pro, 1);
+        put(&live, &webhook("all", "https://example.com/", &["e"]), 1);
+        let ids = |body: &[u8]| {
+            let routed = live.route(None, "e", &Payload::new(body, None));
+            let mut ids: Vec<String> = routed.targets.iter().map(|t| t.id().to_owned()).collect();
+            ids.sort();
+            (ids, routed.filtered)
+        };
+        assert_eq!(ids(br#"{"plan":"free"}"#), (vec!["all".to_owned()], 1));
+        assert_eq!(live.prepared(), 1, "the filtered webhook was not prepared");
+        assert_eq!(ids(br#"{"plan":"pro"}"#), (vec!["all".to_owned(), "pro".to_owned()], 0));
+        assert_eq!(ids(b"not json"), (vec!["all".to_owned()], 1));
     }
 
     #[test]
@@ -255,14 +300,14 @@ mod tests {
         }
         assert_eq!(live.len(), 100);
         assert_eq!(live.prepared(), 0, "nothing is prepared before it is used");
-        let first = live.route(None, "e1").pop().unwrap();
+        let first = route(&live, "e1").pop().unwrap();
         assert_eq!(first.id(), "wh_1");
         assert!(
             Arc::ptr_eq(&first, &live.get("wh_1").unwrap()),
             "prepared once, then reused"
         );
         for i in 0..100 {
-            assert_eq!(live.route(None, &format!("e{i}")).len(), 1);
+            assert_eq!(route(&live, &format!("e{i}")).len(), 1);
         }
         assert!(live.prepared() <= 5, "{} prepared", live.prepared());
     }
@@ -278,7 +323,7 @@ mod tests {
             put(&live, &webhook(&format!("o{i}"), "https://example.com/", &["o"]), 1);
         }
         for _ in 0..3 {
-            assert_eq!(live.route(None, "o").len(), 50);
+            assert_eq!(route(&live, "o").len(), 50);
         }
         let again = live.get("busy").unwrap();
         assert!(Arc::ptr_eq(&held.limiter, &again.limiter), "in use: never evicted");

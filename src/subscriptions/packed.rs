@@ -21,6 +21,7 @@ use time::OffsetDateTime;
 
 use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use crate::routing::filter::Filter;
 use crate::webhook::{ExpiringSecret, Fields, Limits, RateLimit, StatusBy, Webhook, WebhookStatus};
 
 /// The packed layout. Every field is written, in this order; timestamps are
@@ -58,6 +59,9 @@ struct Layout<'a> {
     final_statuses: Option<Vec<u16>>,
     rate: Option<(f64, Option<u32>)>,
     retried_pending: Vec<i128>,
+    /// The payload filter as JSON (written by [`filter_text`]).
+    #[serde(borrow)]
+    filter: Option<Cow<'a, str>>,
 }
 
 /// The fields routing needs: the start of the layout, read without the rest.
@@ -126,9 +130,15 @@ fn write(layout: &Layout<'_>) -> Packed {
         + layout.uid.as_ref().map_or(0, |t| t.len())
         + layout.events.iter().map(|e| e.len()).sum::<usize>()
         + layout.secrets.iter().map(|e| e.len()).sum::<usize>()
-        + layout.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        + layout.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        + layout.filter.as_ref().map_or(0, |f| f.len());
     let bytes = postcard::to_extend(layout, Vec::with_capacity(strings + 96)).expect("a webhook always packs");
     Packed(bytes.into_boxed_slice())
+}
+
+/// A filter as the packed layout holds it: its JSON, as it writes back.
+fn filter_text(filter: &Filter) -> Cow<'static, str> {
+    Cow::Owned(serde_json::to_string(filter).expect("a filter always serialises"))
 }
 
 fn time(n: i128) -> Result<OffsetDateTime, Unreadable> {
@@ -163,6 +173,7 @@ impl Packed {
             final_statuses: webhook.limits.final_statuses.clone(),
             rate: webhook.limits.rate.map(|r| (r.per_second, r.burst)),
             retried_pending: webhook.retried_pending.iter().copied().map(nanos).collect(),
+            filter: webhook.filter.as_ref().map(filter_text),
         })
     }
 
@@ -257,6 +268,11 @@ impl Packed {
                 final_statuses: l.final_statuses,
                 rate: l.rate.map(|(per_second, burst)| RateLimit { per_second, burst }),
             },
+            filter: l
+                .filter
+                .map(|text| serde_json::from_str(&text))
+                .transpose()
+                .map_err(|_| Unreadable(postcard::Error::DeserializeBadEncoding))?,
         })
     }
 }
@@ -425,6 +441,8 @@ pub struct Document<'a> {
     updated_at: OffsetDateTime,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    filter: Option<Filter>,
 }
 
 /// An RFC 3339 time in a document's list.
@@ -440,6 +458,11 @@ impl<'a> Document<'a> {
     /// The webhook's status.
     pub fn status(&self) -> WebhookStatus {
         self.status
+    }
+
+    /// Its payload filter, compiled as it was read.
+    pub fn filter(&self) -> Option<&Filter> {
+        self.filter.as_ref()
     }
 
     /// Packs the document.
@@ -473,6 +496,7 @@ impl<'a> Document<'a> {
             final_statuses: self.limits.final_statuses.clone(),
             rate: self.limits.rate.map(|r| (r.per_second, r.burst)),
             retried_pending: self.retried_pending.iter().map(|t| nanos(t.0)).collect(),
+            filter: self.filter.as_ref().map(filter_text),
         })
     }
 }
@@ -537,6 +561,7 @@ mod tests {
                 burst: Some(3),
             }),
         };
+        w.filter = Some(Filter::parse_named(r#"{"/data/plan":{"in":["pro","team"]},"/amount":{">":100.0}}"#).unwrap());
         let packed = Packed::pack(&w);
         assert_eq!(packed.id(), "wh_1");
         let long = webhook(&"x".repeat(128), "https://example.com/", &["*"]);

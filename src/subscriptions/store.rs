@@ -17,6 +17,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
+use crate::routing::filter::Filter;
 use crate::subscriptions::packed::{Document, Packed};
 use crate::webhook::{check, Fields, InvalidWebhook, Webhook, WebhookStatus};
 
@@ -646,6 +647,8 @@ pub struct Checked {
     pub packed: Packed,
     pub status: WebhookStatus,
     pub tenant: Option<String>,
+    /// Its payload filter, compiled as the document was read.
+    pub filter: Option<Box<Filter>>,
 }
 
 /// Reads the document stored for `id` into its packed form, accepting and
@@ -662,6 +665,7 @@ pub fn decode_packed(id: &str, doc: &[u8]) -> Result<Checked, String> {
                     packed: Packed::pack(&webhook),
                     status: webhook.status,
                     tenant: webhook.tenant,
+                    filter: webhook.filter.map(Box::new),
                 }),
                 Loaded::Invalid { reason, .. } => Err(reason),
                 Loaded::Missing(_) => Err("no document".into()),
@@ -676,6 +680,7 @@ pub fn decode_packed(id: &str, doc: &[u8]) -> Result<Checked, String> {
         packed: document.pack(),
         status: document.status(),
         tenant: document.tenant().map(str::to_owned),
+        filter: document.filter().cloned().map(Box::new),
     })
 }
 
@@ -790,6 +795,21 @@ mod tests {
             with(&|d| {
                 d.insert("limits".into(), json!({"max_in_flight": 0}));
             }),
+            with(&|d| {
+                d.insert("filter".into(), json!({"/amount": {">": "x"}, "/plan": {"!=": true}}));
+            }),
+            with(&|d| {
+                d.insert("filter".into(), json!(null));
+            }),
+            with(&|d| {
+                d.insert("filter".into(), json!({"/amount": {">": true}}));
+            }),
+            with(&|d| {
+                d.insert("filter".into(), json!({"amount": {"=": 1}}));
+            }),
+            with(&|d| {
+                d.insert("filter".into(), json!({}));
+            }),
             "[]".into(),
             "{\"id\":".into(),
         ];
@@ -797,6 +817,12 @@ mod tests {
         // repeated field is refused by both.
         docs.push(with(&|_| {}).replacen('{', r#"{"headers":{"x-k":"first","x-k":"last"},"#, 1));
         docs.push(with(&|_| {}).replacen('{', r#"{"name":"again","#, 1));
+        // A filter as another writer spaces it packs as Herald writes it.
+        docs.push(with(&|_| {}).replacen(
+            '{',
+            r#"{"filter": { "/data/plan" : {"in": [ "pro", "team" ]}, "/amount": {">": 1e2, "<=": 1000.0} },"#,
+            1,
+        ));
         let mut accepted = 0;
         for doc in &docs {
             let packed = decode_packed("w", doc.as_bytes());
@@ -807,6 +833,7 @@ mod tests {
                     assert_eq!(packed.packed, Packed::pack(&webhook), "{doc}");
                     assert_eq!(packed.status, webhook.status);
                     assert_eq!(packed.tenant, webhook.tenant);
+                    assert_eq!(packed.filter.as_deref(), webhook.filter.as_ref(), "{doc}");
                 }
                 Loaded::Invalid { reason, .. } => {
                     assert_eq!(packed.err(), Some(reason), "{doc}");
@@ -814,8 +841,11 @@ mod tests {
                 Loaded::Missing(_) => unreachable!(),
             }
         }
-        assert_eq!(accepted, 11, "the ten valid shapes and the repeated header");
-        let kept = decode_packed("w", docs[docs.len() - 2].as_bytes()).unwrap();
+        assert_eq!(
+            accepted, 14,
+            "the twelve valid shapes, the repeated header and the spaced filter"
+        );
+        let kept = decode_packed("w", docs[docs.len() - 3].as_bytes()).unwrap();
         assert_eq!(kept.packed.unpack().unwrap().headers["x-k"], "last");
     }
 
@@ -832,6 +862,11 @@ mod tests {
         assert!(!why.contains("SUPERSECRET"), "{why}");
         assert!(why.contains("line 1"), "{why}");
         assert!(reason("{\"id\":").contains("cut short"));
+        let bad_filter = r#"{"id":"w","name":"n","url":"https://example.com/","events":["*"],"status":"active",
+            "secrets":["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"],"created_at":"2025-01-01T00:00:00Z",
+            "updated_at":"2025-01-01T00:00:00Z","filter":{"/amount":{">":true}}}"#;
+        let why = reason(bad_filter);
+        assert!(why.contains("at `filter./amount.>`"), "{why}");
         assert!(reason("nonsense").contains("not valid JSON"));
     }
 }

@@ -551,6 +551,7 @@ impl Batch {
                             digest,
                             status: checked.status,
                             seen: generation,
+                            filter: checked.filter,
                         },
                         tenant: checked.tenant,
                     },

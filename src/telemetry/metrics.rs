@@ -23,6 +23,7 @@ pub struct Metrics {
     pub events_consumed: IntCounterVec,
     pub events_unroutable: IntCounterVec,
     pub events_unmatched: IntCounterVec,
+    pub deliveries_filtered: IntCounterVec,
     pub events_completed: IntCounter,
     pub events_in_flight: IntGauge,
     pub deliveries: IntCounterVec,
@@ -218,6 +219,12 @@ impl Metrics {
                 r,
                 "herald_events_unmatched_total",
                 "Events no webhook subscribes to.",
+                &["topic"],
+            ),
+            deliveries_filtered: counter_vec(
+                r,
+                "herald_deliveries_filtered_total",
+                "Deliveries not made because the webhook's payload filter turned the event away (one per event and webhook).",
                 &["topic"],
             ),
             events_completed: counter(
@@ -534,6 +541,7 @@ impl Metrics {
         for topic in topics {
             m.events_consumed.with_label_values(&[topic]);
             m.events_unmatched.with_label_values(&[topic]);
+            m.deliveries_filtered.with_label_values(&[topic]);
             m.source_records_expired.with_label_values(&[topic]);
         }
         for outcome in OUTCOMES {

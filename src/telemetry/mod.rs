@@ -330,6 +330,16 @@ impl Telemetry {
         );
     }
 
+    /// The payload filters of `webhooks` webhooks subscribed to its type
+    /// turned the event of `record` away: no deliveries of theirs.
+    pub fn event_filtered(&self, record: &SourceRecord, event_type: &str, webhooks: usize) {
+        self.metrics
+            .deliveries_filtered
+            .with_label_values(&[&record.topic])
+            .inc_by(webhooks as u64);
+        debug!(topic = %record.topic, offset = record.offset, event_type, webhooks, "webhooks' payload filters turned this event away");
+    }
+
     /// No webhook subscribes to the event.
     pub fn event_unmatched(&self, record: &SourceRecord, event_type: &str) {
         self.metrics.events_unmatched.with_label_values(&[&record.topic]).inc();

@@ -187,6 +187,27 @@ async fn webhooks_are_created_listed_changed_and_deleted_from_the_command_line()
     herald.ok(&["webhooks", "update", "w2", "--header", "X-New"]).await;
     let stored = env.store().await.get("w2").await.unwrap().unwrap();
     assert_eq!(stored.headers, [("X-New".to_owned(), "n1".to_owned())].into());
+    // A payload filter: set, shown in the table, refused naming where it is
+    // wrong, removed with `none`.
+    let filter = r#"{"/data/plan": {"in": ["pro", "team"]}, "/amount": {">": 100}}"#;
+    let table = herald
+        .ok(&["webhooks", "update", "w2", "--filter", filter])
+        .await
+        .stdout;
+    assert!(table.contains("filter") && table.contains("/data/plan"), "{table}");
+    let stored = env.store().await.get("w2").await.unwrap().unwrap();
+    assert_eq!(
+        serde_json::to_value(&stored.filter).unwrap(),
+        serde_json::from_str::<serde_json::Value>(filter).unwrap()
+    );
+    let refused = herald
+        .fails(&["webhooks", "update", "w2", "--filter", r#"{"/amount": {">": true}}"#])
+        .await;
+    assert!(refused.contains("filter./amount.>"), "{refused}");
+    let refused = herald.fails(&["webhooks", "update", "w2", "--filter", "[1]"]).await;
+    assert!(refused.contains("a filter is a JSON object"), "{refused}");
+    herald.ok(&["webhooks", "update", "w2", "--filter", "none"]).await;
+    assert_eq!(env.store().await.get("w2").await.unwrap().unwrap().filter, None);
     let nothing = herald.fails(&["webhooks", "update", "w2"]).await;
     assert!(nothing.contains("nothing to change"), "{nothing}");
 

@@ -13,6 +13,7 @@ mod envelopes;
 mod failure_path;
 mod failures;
 mod fairness;
+mod filters;
 mod flood;
 mod history;
 mod https;

@@ -521,6 +521,36 @@ async fn a_webhook_is_created_changed_paused_and_deleted_in_the_portal() {
         "the empty value kept the header"
     );
 
+    // A payload filter: one the API refuses is shown again with what is
+    // wrong next to its field; a good one is stored and shown.
+    browser.go(&format!("{link}webhooks/{id}/edit")).await;
+    browser.fill("#filter", r#"{"/amount": {">": true}}"#).await;
+    browser.submit("button[type=submit]").await;
+    let next_to_it = browser
+        .client
+        .find(Locator::Css("#field-filter #filter-error"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(next_to_it, "filter./amount.>: expects a number or a string");
+    let text = browser.text().await;
+    assert!(text.contains("Payload filter /amount.>: expects a number"), "{text}");
+    browser.check_accessibility("edit with a refused filter").await;
+    browser.screenshot("06b-filter-error").await;
+    browser
+        .fill("#filter", r#"{"/data/plan": {"in": ["pro", "team"]}}"#)
+        .await;
+    browser.submit("button[type=submit]").await;
+    let text = browser.text().await;
+    assert!(text.contains("Changes saved") && text.contains("/data/plan"), "{text}");
+    assert_eq!(
+        api.ok(Method::GET, &format!("/v1/webhooks/{id}"), OPS, None).await["filter"],
+        json!({"/data/plan": {"in": ["pro", "team"]}})
+    );
+    browser.check_accessibility("webhook with a filter").await;
+
     // At phone width the list still reads (a card per webhook).
     browser.client.set_window_size(390, 844).await.unwrap();
     browser.go(&link).await;

@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::registry::{Changed, Deleted, StoredTenant, TenantSettings};
 use super::{check_name, registry_error, resolve, Effective, Source};
 use crate::admin::auth::Caller;
-use crate::admin::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::admin::extract::{present, ApiJson, ApiPath, ApiQuery};
 use crate::admin::problem::Problem;
 use crate::admin::AdminState;
 use crate::config::portal::check_frame_ancestors;
@@ -269,15 +269,6 @@ pub struct TenantPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Vec<String>>, min_items = 1, max_items = 32)]
     pub frame_ancestors: Option<Option<Vec<String>>>,
-}
-
-/// A field that is present: `Some(None)` when it is `null`.
-fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
 }
 
 impl TenantPatch {

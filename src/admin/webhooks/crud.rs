@@ -170,6 +170,7 @@ pub(crate) async fn create_webhook(
         created_at: now,
         updated_at: now,
         limits: body.limits.into(),
+        filter: body.filter,
     };
     let settings = state.tenant(webhook.tenant.as_deref()).await?;
     check(state, &webhook, settings.catalog.as_deref())?;
@@ -334,7 +335,7 @@ pub async fn get(
     Ok(Json(WebhookView::from(&webhook)))
 }
 
-/// Changes a webhook's name, URL, events, headers or limits.
+/// Changes a webhook's name, URL, events, headers, limits or filter.
 #[utoipa::path(
     patch,
     path = "/v1/webhooks/{id}",
@@ -370,6 +371,9 @@ pub async fn update(
         }
         if let Some(limits) = &body.limits {
             next.limits = limits.clone().into();
+        }
+        if let Some(filter) = &body.filter {
+            next.filter.clone_from(filter);
         }
         next.updated_at = now;
         check(&state, &next, settings.catalog.as_deref())?;

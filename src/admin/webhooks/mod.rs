@@ -15,9 +15,11 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::admin::auth::Caller;
+use crate::admin::extract::present;
 use crate::admin::problem::Problem;
 use crate::admin::AdminState;
 use crate::config::catalog::Catalog;
+use crate::routing::filter::Filter;
 use crate::subscriptions::store::{StoreError, UpdateError};
 use crate::webhook::{uid_id, validate_uid, Limits, RateLimit, StatusBy, Webhook, WebhookStatus};
 
@@ -56,6 +58,9 @@ pub struct WebhookView {
     #[schema(inline)]
     pub headers: BTreeMap<String, Withheld>,
     pub limits: Limits,
+    /// Its payload filter: only events whose body passes it are delivered
+    /// (none: every event of its types).
+    pub filter: Option<Filter>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -95,6 +100,7 @@ impl From<&Webhook> for WebhookView {
             status_by: w.status_set_by(),
             headers: w.headers.keys().map(|name| (name.clone(), Withheld)).collect(),
             limits: w.limits.clone(),
+            filter: w.filter.clone(),
             created_at: w.created_at,
             updated_at: w.updated_at,
         }
@@ -146,6 +152,12 @@ pub struct CreateWebhook {
     pub secret: Option<String>,
     #[serde(default)]
     pub limits: LimitsInput,
+    /// Delivers only the events whose body passes it, e.g.
+    /// `{"/data/plan": {"in": ["pro", "team"]}, "/amount": {">": 100}}`;
+    /// none (or `null`) delivers every event of its types. A filter that
+    /// is not valid answers 422 naming where (`filter./amount.>`).
+    #[serde(default)]
+    pub filter: Option<Filter>,
 }
 
 /// Changes to a webhook: the fields present replace the current ones.
@@ -169,6 +181,11 @@ pub struct UpdateWebhook {
     pub headers: Option<BTreeMap<String, Option<String>>>,
     #[serde(default)]
     pub limits: Option<LimitsInput>,
+    /// A new payload filter; `null` removes it (every event of its types
+    /// is delivered again).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Filter>)]
+    pub filter: Option<Option<Filter>>,
 }
 
 /// The headers a change asks for, over the `stored` ones: a value sets or

@@ -48,6 +48,8 @@ pub struct FormValues {
     pub url: String,
     pub events: Vec<String>,
     pub headers: Vec<(String, String)>,
+    /// The payload filter as JSON text; empty for none.
+    pub filter: String,
 }
 
 pub(super) fn when(t: OffsetDateTime) -> String {
@@ -161,7 +163,14 @@ pub(super) fn problem_summary(problem: Option<&Problem>) -> Markup {
                         li { (p.detail.as_deref().unwrap_or(&p.title)) }
                     }
                     @for e in &p.errors {
-                        li { a href={"#field-" (e.field.split('.').next().unwrap_or(&e.field))} { (field_label(&e.field)) ": " (e.message) } }
+                        li {
+                            a href={"#field-" (e.field.split('.').next().unwrap_or(&e.field))} {
+                                (field_label(&e.field))
+                                // Where in the filter: `/amount.>`.
+                                @if let Some(at) = e.field.strip_prefix("filter.") { " " code { (at) } }
+                                ": " (e.message)
+                            }
+                        }
                     }
                 }
             }
@@ -176,6 +185,7 @@ pub(super) fn field_label(field: &str) -> &str {
         "url" => "Endpoint URL",
         "events" => "Events",
         "headers" => "Custom headers",
+        "filter" => "Payload filter",
         other => other,
     }
 }

@@ -174,6 +174,36 @@ pub(super) fn header_rows(values: &FormValues, editing: bool, connector: Option<
     }
 }
 
+/// The payload filter's field, with what is wrong with it next to it.
+pub(super) fn filter_field(values: &FormValues, problem: Option<&Problem>) -> Markup {
+    let error = problem
+        .into_iter()
+        .flat_map(|p| &p.errors)
+        .find(|e| e.field == "filter" || e.field.starts_with("filter."));
+    let described = if error.is_some() {
+        "filter-error filter-hint"
+    } else {
+        "filter-hint"
+    };
+    html! {
+        div class="field" id="field-filter" {
+            label for="filter" { "Payload filter (optional)" }
+            p class="hint" id="filter-hint" {
+                "Only events whose body matches are sent. JSON pointers into the event, each with its conditions, e.g. "
+                code { r#"{"/data/plan": {"in": ["pro", "team"]}, "/amount": {">": 100}}"# }
+                ". Operators: " code { "= != in not_in > >= < <= exists" } ". Leave empty to receive every event of the types above."
+            }
+            @if let Some(e) = error {
+                p class="field-error" id="filter-error" { (e.field) ": " (e.message) }
+            }
+            textarea id="filter" name="filter" rows="4" spellcheck="false" autocomplete="off"
+                aria-describedby=(described) aria-invalid=[error.map(|_| "true")] { (values.filter) }
+        }
+    }
+}
+
+/// The fields of the create and edit forms; `problem`: why the last
+/// submission was refused.
 pub(super) fn form_fields(
     session: &Session,
     catalog: Option<&Catalog>,
@@ -181,6 +211,7 @@ pub(super) fn form_fields(
     editing: bool,
     connector: Option<&Connector>,
     tenants: &[String],
+    problem: Option<&Problem>,
 ) -> Markup {
     let url_hint = connector
         .map(|c| c.url_hint.as_str())
@@ -211,6 +242,7 @@ pub(super) fn form_fields(
         }
         (event_picker(catalog, &values.events))
         (header_rows(values, editing, connector))
+        (filter_field(values, problem))
     }
 }
 
@@ -235,7 +267,7 @@ pub fn webhook_form(
             (problem_summary(problem))
             form method="post" action=(session.path("webhooks")) {
                 (csrf(session))
-                (form_fields(session, catalog, values, false, connector, tenants))
+                (form_fields(session, catalog, values, false, connector, tenants, problem))
                 div class="actions" {
                     button type="submit" { "Create webhook" }
                     a href=(session.path("")) { "Cancel" }
@@ -262,7 +294,7 @@ pub fn edit_form(
             (problem_summary(problem))
             form method="post" action=(session.path(&format!("{here}/edit"))) {
                 (csrf(session))
-                (form_fields(session, catalog, values, true, None, &[]))
+                (form_fields(session, catalog, values, true, None, &[], problem))
                 div class="actions" {
                     button type="submit" { "Save changes" }
                     a href=(session.path(&here)) { "Cancel" }
@@ -325,6 +357,16 @@ pub fn detail(
                     }
                 }
             }
+            section aria-labelledby="filter-heading" {
+                h2 id="filter-heading" { "Payload filter" }
+                @match &w.filter {
+                    Some(filter) => {
+                        p { "Only events whose body matches this are sent:" }
+                        pre { code { (serde_json::to_string_pretty(filter).unwrap_or_default()) } }
+                    }
+                    None => { p { "None: every event of its types is sent." } }
+                }
+            }
             section aria-labelledby="health-heading" {
                 h2 id="health-heading" { "Deliveries" }
                 p {
@@ -349,7 +391,7 @@ pub fn detail(
                 section aria-labelledby="actions-heading" class="manage" {
                     h2 id="actions-heading" { "Manage" }
                     ul class="links" {
-                        li { a href=(session.path(&format!("{here}/edit"))) { "Edit name, endpoint, events and headers" } }
+                        li { a href=(session.path(&format!("{here}/edit"))) { "Edit name, endpoint, events, headers and filter" } }
                         li { a href=(session.path(&format!("{here}/secret"))) { "Signing secret" } }
                         li { a href=(session.path(&format!("{here}/test"))) { "Send a test event" } }
                         li { a href=(session.path(&format!("{here}/replay"))) { "Send failed deliveries again" } }
