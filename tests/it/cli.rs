@@ -208,6 +208,22 @@ async fn webhooks_are_created_listed_changed_and_deleted_from_the_command_line()
     assert!(refused.contains("a filter is a JSON object"), "{refused}");
     herald.ok(&["webhooks", "update", "w2", "--filter", "none"]).await;
     assert_eq!(env.store().await.get("w2").await.unwrap().unwrap().filter, None);
+    // A rate limit: set with its burst, refused out of bounds naming it,
+    // removed with `none`.
+    herald
+        .ok(&["webhooks", "update", "w2", "--rate", "0.5", "--burst", "3"])
+        .await;
+    let stored = env.store().await.get("w2").await.unwrap().unwrap();
+    assert_eq!(
+        stored.limits.rate.map(|r| (r.per_second, r.burst)),
+        Some((0.5, Some(3)))
+    );
+    let refused = herald.fails(&["webhooks", "update", "w2", "--rate", "200000"]).await;
+    assert!(refused.contains("422") && refused.contains("`rate`"), "{refused}");
+    let refused = herald.fails(&["webhooks", "update", "w2", "--burst", "3"]).await;
+    assert!(refused.contains("--rate"), "--burst goes with --rate: {refused}");
+    herald.ok(&["webhooks", "update", "w2", "--rate", "none"]).await;
+    assert_eq!(env.store().await.get("w2").await.unwrap().unwrap().limits.rate, None);
     let nothing = herald.fails(&["webhooks", "update", "w2"]).await;
     assert!(nothing.contains("nothing to change"), "{nothing}");
 
