@@ -391,8 +391,10 @@ mod tests {
             &not_in_view[..],
             // The portal shows what a receiver's owner acts on: status and
             // its reason (status_by decides the resume form), the endpoint,
-            // events, header names and when it was created.
-            &["uid", "status_changed_at", "status_by", "updated_at", "limits"],
+            // events, header names, the filter, the rate limit (of the
+            // limits, the one a receiver's owner sets) and when it was
+            // created.
+            &["uid", "status_changed_at", "status_by", "updated_at"],
         ]
         .concat();
 
@@ -417,6 +419,7 @@ mod tests {
             "headers" => page.contains("x-api-key"),
             "created_at" => page.contains("2026-01-02 03:04 UTC"),
             "filter" => page.contains("/data/plan") && page.contains("Payload filter"),
+            "limits" => page.contains("At most 0.5 requests a second, 3 at once"),
             other => panic!("the portal's page is not known to show `{other}`"),
         };
         for field in fields {

@@ -2,7 +2,9 @@
 //! webhook itself, edit, pause, resume, delete and the signing secret.
 
 use super::*;
+use crate::admin::webhooks::{FailureStatus, LimitsInput};
 use crate::routing::filter::Filter;
+use crate::webhook::RateLimit;
 
 /// Webhooks on one page of the list.
 pub(super) const LIST_PAGE: usize = 25;
@@ -112,7 +114,7 @@ pub(super) async fn new_form(
             url: c.url.clone(),
             events: c.events.clone(),
             headers: c.headers.keys().map(|k| (k.clone(), String::new())).collect(),
-            filter: String::new(),
+            ..Default::default()
         },
         None => views::FormValues::default(),
     };
@@ -144,12 +146,14 @@ pub(super) async fn create(
         headers: form.headers(),
         tenant: form.one("tenant").unwrap_or_default().trim().to_owned(),
         filter: form.one("filter").unwrap_or_default().trim().to_owned(),
+        rate: form.one("rate").unwrap_or_default().trim().to_owned(),
+        burst: form.one("burst").unwrap_or_default().trim().to_owned(),
     };
     // An operators' session names the tenant; a tenant's session is its own.
     let tenant = (session.claims.ten.is_none() && !values.tenant.is_empty()).then(|| values.tenant.clone());
-    let filter = filter_of(&values.filter);
-    let created = match filter {
-        Ok(filter) => {
+    let typed = filter_of(&values.filter).and_then(|filter| Ok((filter, rate_of(&values)?)));
+    let created = match typed {
+        Ok((filter, rate)) => {
             let body = CreateWebhook {
                 id: None,
                 uid: None,
@@ -159,7 +163,10 @@ pub(super) async fn create(
                 events: values.events.clone(),
                 headers: values.headers.iter().cloned().collect::<BTreeMap<_, _>>(),
                 secret: None,
-                limits: Default::default(),
+                limits: LimitsInput {
+                    rate,
+                    ..Default::default()
+                },
                 filter,
             };
             crud::create_webhook(&state, &session.caller(), body).await
@@ -197,6 +204,32 @@ fn filter_of(text: &str) -> Result<Option<Filter>, Problem> {
     Filter::parse_named(text)
         .map(Some)
         .map_err(|e| Problem::invalid(e.field, e.message))
+}
+
+/// The rate limit typed in the form (none when both fields are empty), or
+/// why it is refused, named as the API names it.
+fn rate_of(values: &views::FormValues) -> Result<Option<RateLimit>, Problem> {
+    let (rate, burst) = (values.rate.as_str(), values.burst.as_str());
+    if rate.is_empty() && burst.is_empty() {
+        return Ok(None);
+    }
+    let refused = |message: &str| Problem::invalid("limits.rate", message);
+    if rate.is_empty() {
+        return Err(refused("a burst needs a rate: how many requests a second"));
+    }
+    let per_second = rate
+        .parse::<f64>()
+        .map_err(|_| refused("requests a second must be a number, such as 0.5 or 20"))?;
+    let burst = match burst {
+        "" => None,
+        b => Some(
+            b.parse::<u32>()
+                .map_err(|_| refused("the burst must be a whole number from 1"))?,
+        ),
+    };
+    let limit = RateLimit { per_second, burst };
+    limit.check().map_err(|m| refused(&m))?;
+    Ok(Some(limit))
 }
 
 /// Webhook `id` as the session may see it.
@@ -322,6 +355,17 @@ pub(super) async fn edit_form(
             .as_ref()
             .map(|f| serde_json::to_string_pretty(f).unwrap_or_default())
             .unwrap_or_default(),
+        rate: webhook
+            .limits
+            .rate
+            .map(|r| r.per_second.to_string())
+            .unwrap_or_default(),
+        burst: webhook
+            .limits
+            .rate
+            .and_then(|r| r.burst)
+            .map(|b| b.to_string())
+            .unwrap_or_default(),
     };
     let markup = views::edit_form(&session, &webhook, catalog.as_deref(), &values, None);
     Ok(html(StatusCode::OK, Some(&session), markup))
@@ -341,6 +385,8 @@ pub(super) async fn update(
         events: form.events(),
         headers: form.headers(),
         filter: form.one("filter").unwrap_or_default().trim().to_owned(),
+        rate: form.one("rate").unwrap_or_default().trim().to_owned(),
+        burst: form.one("burst").unwrap_or_default().trim().to_owned(),
     };
     // A header left empty keeps its value (as the API's `null` does); one
     // removed from the form is gone.
@@ -349,14 +395,27 @@ pub(super) async fn update(
         .iter()
         .map(|(name, value)| (name.clone(), Some(value.clone()).filter(|v| !v.is_empty())))
         .collect();
-    let result = match filter_of(&values.filter) {
-        Ok(filter) => {
+    let typed = filter_of(&values.filter).and_then(|filter| Ok((filter, rate_of(&values)?)));
+    let result = match typed {
+        Ok((filter, rate)) => {
+            // The form edits the rate; the webhook's other limits (set
+            // through the API) are sent back as they are.
+            let limits = LimitsInput {
+                max_in_flight: webhook.limits.max_in_flight,
+                timeout_ms: webhook.limits.timeout_ms,
+                final_statuses: webhook
+                    .limits
+                    .final_statuses
+                    .as_ref()
+                    .map(|s| s.iter().copied().map(FailureStatus).collect()),
+                rate,
+            };
             let change = UpdateWebhook {
                 name: Some(values.name.clone()),
                 url: Some(values.url.clone()),
                 events: Some(values.events.clone()),
                 headers: Some(headers),
-                limits: None,
+                limits: Some(limits),
                 // An emptied field removes the filter.
                 filter: Some(filter),
             };

@@ -551,6 +551,43 @@ async fn a_webhook_is_created_changed_paused_and_deleted_in_the_portal() {
     );
     browser.check_accessibility("webhook with a filter").await;
 
+    // A rate limit: one out of bounds is shown again with what is wrong
+    // next to it; a good one is stored with the webhook's other limits kept.
+    api.ok(
+        Method::PATCH,
+        &format!("/v1/webhooks/{id}"),
+        OPS,
+        Some(json!({"limits": {"max_in_flight": 3}})),
+    )
+    .await;
+    browser.go(&format!("{link}webhooks/{id}/edit")).await;
+    browser.fill("#rate", "0").await;
+    browser.submit("button[type=submit]").await;
+    let next_to_it = browser
+        .client
+        .find(Locator::Css("#field-limits #rate-error"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(next_to_it.contains("`per_second` must be from"), "{next_to_it}");
+    browser.check_accessibility("edit with a refused rate").await;
+    browser.screenshot("06c-rate-error").await;
+    browser.fill("#rate", "2.5").await;
+    browser.fill("#burst", "4").await;
+    browser.submit("button[type=submit]").await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("Changes saved") && text.contains("At most 2.5 requests a second, 4 at once"),
+        "{text}"
+    );
+    assert_eq!(
+        api.ok(Method::GET, &format!("/v1/webhooks/{id}"), OPS, None).await["limits"],
+        json!({"max_in_flight": 3, "rate": {"per_second": 2.5, "burst": 4}})
+    );
+    browser.screenshot("06d-rate-limit").await;
+
     // At phone width the list still reads (a card per webhook).
     browser.client.set_window_size(390, 844).await.unwrap();
     browser.go(&link).await;

@@ -50,6 +50,10 @@ pub struct FormValues {
     pub headers: Vec<(String, String)>,
     /// The payload filter as JSON text; empty for none.
     pub filter: String,
+    /// The rate limit: requests a second and the burst, as typed; both
+    /// empty for none.
+    pub rate: String,
+    pub burst: String,
 }
 
 pub(super) fn when(t: OffsetDateTime) -> String {
@@ -186,6 +190,7 @@ pub(super) fn field_label(field: &str) -> &str {
         "events" => "Events",
         "headers" => "Custom headers",
         "filter" => "Payload filter",
+        "limits" | "limits.rate" => "Rate limit",
         other => other,
     }
 }

@@ -202,6 +202,38 @@ pub(super) fn filter_field(values: &FormValues, problem: Option<&Problem>) -> Ma
     }
 }
 
+/// The rate limit's fields, with what is wrong with them next to them.
+pub(super) fn rate_field(values: &FormValues, problem: Option<&Problem>) -> Markup {
+    let error = problem
+        .into_iter()
+        .flat_map(|p| &p.errors)
+        .find(|e| e.field == "limits" || e.field.starts_with("limits."));
+    let described = if error.is_some() {
+        "rate-error rate-hint"
+    } else {
+        "rate-hint"
+    };
+    html! {
+        fieldset class="field" id="field-limits" {
+            legend { "Rate limit (optional)" }
+            p class="hint" id="rate-hint" {
+                "At most this many requests a second reach the endpoint, however many of our servers send them; "
+                "fractions are allowed (0.0167 is about one a minute). The burst is how many may go at once after a quiet time (1 if empty). "
+                "A 429 answer slows them down for a while. Leave both empty for no limit."
+            }
+            @if let Some(e) = error {
+                p class="field-error" id="rate-error" { (e.message) }
+            }
+            label for="rate" { "Requests a second" }
+            input type="text" id="rate" name="rate" inputmode="decimal" autocomplete="off" value=(values.rate)
+                aria-describedby=(described) aria-invalid=[error.map(|_| "true")];
+            label for="burst" { "Burst" }
+            input type="text" id="burst" name="burst" inputmode="numeric" autocomplete="off" value=(values.burst)
+                aria-describedby="rate-hint";
+        }
+    }
+}
+
 /// The fields of the create and edit forms; `problem`: why the last
 /// submission was refused.
 pub(super) fn form_fields(
@@ -243,6 +275,7 @@ pub(super) fn form_fields(
         (event_picker(catalog, &values.events))
         (header_rows(values, editing, connector))
         (filter_field(values, problem))
+        (rate_field(values, problem))
     }
 }
 
@@ -367,6 +400,18 @@ pub fn detail(
                     None => { p { "None: every event of its types is sent." } }
                 }
             }
+            section aria-labelledby="rate-heading" {
+                h2 id="rate-heading" { "Rate limit" }
+                @match &w.limits.rate {
+                    Some(rate) => {
+                        p {
+                            "At most " (rate.per_second) " requests a second, " (rate.burst()) " at once after a quiet time; "
+                            "lowered for a while after a 429 answer."
+                        }
+                    }
+                    None => { p { "None." } }
+                }
+            }
             section aria-labelledby="health-heading" {
                 h2 id="health-heading" { "Deliveries" }
                 p {
@@ -391,7 +436,7 @@ pub fn detail(
                 section aria-labelledby="actions-heading" class="manage" {
                     h2 id="actions-heading" { "Manage" }
                     ul class="links" {
-                        li { a href=(session.path(&format!("{here}/edit"))) { "Edit name, endpoint, events, headers and filter" } }
+                        li { a href=(session.path(&format!("{here}/edit"))) { "Edit name, endpoint, events, headers, filter and rate limit" } }
                         li { a href=(session.path(&format!("{here}/secret"))) { "Signing secret" } }
                         li { a href=(session.path(&format!("{here}/test"))) { "Send a test event" } }
                         li { a href=(session.path(&format!("{here}/replay"))) { "Send failed deliveries again" } }
