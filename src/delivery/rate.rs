@@ -38,6 +38,13 @@ use crate::webhook::RateLimit;
 /// How long leased tokens may wait to be spent before they are dropped.
 pub const LEASE_TTL: Duration = Duration::from_secs(1);
 
+/// How long a lease may take before the replica limits on its own.
+const LEASE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a replica limits on its own after a lease failed, before it
+/// asks Redis again.
+const LOCAL_FOR: Duration = Duration::from_secs(5);
+
 /// The share of a second a lease asks for at most (a tenth: 5 tokens at 50
 /// a second).
 const LEASE_SPAN: f64 = 0.1;
@@ -135,6 +142,9 @@ struct Held {
     tokens: u32,
     until: Instant,
     local: Option<(f64, Instant)>,
+    /// Until when the last failed lease sends this replica to its own
+    /// bucket.
+    redis_down_until: Option<Instant>,
 }
 
 /// Counts a delivery as waiting while it is held.
@@ -155,6 +165,7 @@ impl RateGate {
                 tokens: 0,
                 until: Instant::now(),
                 local: None,
+                redis_down_until: None,
             }),
             waiting: AtomicUsize::new(0),
             per_second: Mutex::new(limit.per_second),
@@ -200,27 +211,36 @@ impl RateGate {
             let want = span
                 .min(self.limit.burst())
                 .min(self.waiting.load(Ordering::Relaxed).max(1) as u32);
+            let leases = leases.filter(|_| held.redis_down_until.is_none_or(|t| now >= t));
             let wait = match leases {
-                Some(leases) => match leases.lease(webhook, self.limit, want, false).await {
-                    Ok(lease) => {
-                        held.local = None;
-                        *self.per_second.lock() = lease.per_second;
-                        if lease.granted > 0 {
-                            held.tokens = lease.granted - 1;
-                            held.until = Instant::now() + LEASE_TTL;
-                            return Ok(());
+                Some(leases) => {
+                    match tokio::time::timeout(LEASE_TIMEOUT, leases.lease(webhook, self.limit, want, false))
+                        .await
+                        .map_err(|_| "no answer within 1 s".to_owned())
+                        .and_then(|answer| answer.map_err(|e| e.to_string()))
+                    {
+                        Ok(lease) => {
+                            held.redis_down_until = None;
+                            held.local = None;
+                            *self.per_second.lock() = lease.per_second;
+                            if lease.granted > 0 {
+                                held.tokens = lease.granted - 1;
+                                held.until = Instant::now() + LEASE_TTL;
+                                return Ok(());
+                            }
+                            lease.wait
                         }
-                        lease.wait
+                        Err(e) => {
+                            tracing::warn!(
+                                webhook,
+                                error = %e,
+                                "cannot lease rate tokens from Redis; limiting this replica's deliveries on its own for 5 s"
+                            );
+                            held.redis_down_until = Some(now + LOCAL_FOR);
+                            local_take(&mut held, self.limit, now)
+                        }
                     }
-                    Err(e) => {
-                        tracing::warn!(
-                            webhook,
-                            error = %e,
-                            "cannot lease rate tokens from Redis; limiting this replica's deliveries on its own"
-                        );
-                        local_take(&mut held, self.limit, now)
-                    }
-                },
+                }
                 None => local_take(&mut held, self.limit, now),
             };
             if wait.is_zero() {
@@ -312,6 +332,26 @@ mod tests {
         let e = gate.acquire(None, "w", now + Duration::from_millis(500)).await;
         assert_eq!(e, Err(RateLimited { per_second: 1.0 }));
         assert_eq!(Instant::now(), now, "it gave up at once");
+    }
+
+    #[tokio::test]
+    async fn while_redis_does_not_answer_a_replica_limits_on_its_own() {
+        // Nothing listens on port 1: every lease fails at once.
+        let client = redis::Client::open("redis://127.0.0.1:1/").unwrap();
+        let conn = crate::config::redis::RedisConfig::lazy_connection(&client).unwrap();
+        let leases = Leases::new(conn, "t:", Duration::from_secs(60), Telemetry::new(&[], 10));
+        let gate = RateGate::new(limit(100.0, 2));
+        let began = Instant::now();
+        let deadline = began + Duration::from_secs(30);
+        for _ in 0..5 {
+            gate.acquire(Some(&leases), "w", deadline).await.unwrap();
+        }
+        // The burst of 2, then 3 at 100 a second.
+        assert!(began.elapsed() >= Duration::from_millis(25), "{:?}", began.elapsed());
+        assert!(
+            gate.tokens.lock().await.redis_down_until.is_some(),
+            "Redis is left alone for a while"
+        );
     }
 
     #[test]
