@@ -18,7 +18,8 @@
 //! the first retry tier) and `odd`, a raw TCP receiver that answers 204
 //! except while a fault makes it accept and never answer, trickle its
 //! response a byte every half second, reset the connection, or answer 200
-//! with a 50 MB body. A fifth, `late` (204), is added while Redis is frozen.
+//! with a 50 MB body; `limited` (204), held to a rate limit of 1.5 times the
+//! events' rate. Another, `late` (204), is added while Redis is frozen.
 //!
 //! Faults: a replica killed with `kill -9` and restarted 20 s later (ten
 //! times); two replicas stopped and started (3 -> 1 -> 3 -> 1 -> 3, 30 s
@@ -71,7 +72,10 @@ const TOPICS: [&str; 3] = ["orders", "users", "billing"];
 const PARTITIONS: i32 = 4;
 
 /// The webhooks, each named after how its receiver answers.
-const WEBHOOKS: [&str; 4] = ["ok", "slow", "flaky", "odd"];
+const WEBHOOKS: [&str; 5] = ["ok", "slow", "flaky", "odd", LIMITED];
+
+/// The webhook held to a rate limit ([`limited_rate`]).
+const LIMITED: &str = "limited";
 
 /// The webhooks a 5xx storm fails: half of them.
 const STORMED: [&str; 2] = ["ok", "slow"];
@@ -81,7 +85,7 @@ const STORMED: [&str; 2] = ["ok", "slow"];
 /// while `odd` hangs) is not an attempt: it waits in its tier with its
 /// attempt count unchanged, so every attempt a retry follows was one its
 /// receiver read.
-const JUDGED: [&str; 4] = WEBHOOKS;
+const JUDGED: [&str; 5] = WEBHOOKS;
 
 /// The webhook added while Redis is frozen: every event produced from
 /// [`LATE_SETTLE`] after the write went through must reach it.
@@ -119,6 +123,16 @@ const REPLAY_SLACK: Duration = Duration::from_secs(60);
 
 /// How long after the last fault healed the lag must be back to 0.
 const LAG_BOUND: Duration = Duration::from_secs(300);
+
+/// The rate of [`LIMITED`]: half again the events' rate, so that its
+/// backlog after a fault drains, with a burst of a quarter of a second's.
+fn limited_rate(events_per_second: u64) -> herald::webhook::RateLimit {
+    let per_second = events_per_second as f64 * 1.5;
+    herald::webhook::RateLimit {
+        per_second,
+        burst: Some((per_second / 4.0).ceil() as u32),
+    }
+}
 
 /// One request a receiver answered (or failed on purpose).
 #[derive(Clone)]
@@ -1290,7 +1304,10 @@ async fn main() -> anyhow::Result<()> {
     for name in WEBHOOKS {
         let addr = if name == "odd" { odd } else { http };
         let url = format!("http://{addr}/{name}");
-        let hook = herald::webhook::Webhook::new(name, name, &url, &["*"]);
+        let mut hook = herald::webhook::Webhook::new(name, name, &url, &["*"]);
+        if name == LIMITED {
+            hook.limits.rate = Some(limited_rate(chaos.args.rate));
+        }
         store.put(&hook).await?;
         chaos.hooks.lock().push(hook);
     }
@@ -1735,6 +1752,43 @@ fn report(
         ),
         None => println!("`{LATE}` not judged (Redis was not frozen, or too late in the run)"),
     }
+    // The limited webhook's requests in any second: within the limit, the
+    // burst and a lease per replica while Redis answered; while a Redis
+    // fault lasted (and 5 s after, as replicas ask again) each replica may
+    // have limited on its own, or found the bucket flushed full.
+    let rate = limited_rate(chaos.args.rate);
+    let lease = ((rate.per_second * 0.1).ceil() as u64).min(u64::from(rate.burst()));
+    let rate_bound = rate.per_second + f64::from(rate.burst()) + (3 * lease) as f64;
+    let redis_faults: Vec<(Instant, Instant)> = happened
+        .iter()
+        .filter(|h| matches!(h.fault, Fault::RestartRedis | Fault::FreezeRedis | Fault::FlushRedis))
+        .map(|h| (h.began, h.healed + Duration::from_secs(5)))
+        .collect();
+    let mut requests: Vec<Instant> = arrivals
+        .get(LIMITED)
+        .map(|l| l.iter().map(|a| a.at).collect())
+        .unwrap_or_default();
+    requests.sort();
+    let (mut most_calm, mut most_redis, mut start) = (0, 0, 0);
+    for end in 0..requests.len() {
+        while requests[end].duration_since(requests[start]) >= Duration::from_secs(1) {
+            start += 1;
+        }
+        let window = (requests[start], requests[end]);
+        let count = end - start + 1;
+        if redis_faults.iter().any(|(b, h)| window.1 >= *b && window.0 <= *h) {
+            most_redis = most_redis.max(count);
+        } else {
+            most_calm = most_calm.max(count);
+        }
+    }
+    println!(
+        "`{LIMITED}` ({} a second, burst {}): at most {most_calm} requests in any second while Redis answered \
+         (bound {rate_bound:.0}{}), {most_redis} in a second overlapping a Redis fault",
+        rate.per_second,
+        rate.burst(),
+        if most_calm as f64 > rate_bound { ": OVER" } else { "" }
+    );
     let big_most = chaos.receivers.big_most.load(Ordering::Relaxed);
     println!(
         "50 MB bodies: at most {:.1} MB of one written before Herald closed the connection, {} written whole",
