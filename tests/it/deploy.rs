@@ -295,16 +295,23 @@ async fn the_redis_acl_user_can_do_all_the_work_and_nothing_more() {
     let () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
     let event = |n: u32| format!(r#"{{"event":"tour.completed","version":"0","time":1,"id":"evt_acl{n}"}}"#);
 
-    // Webhooks written by another writer before Herald starts: loaded at start.
-    let failing = TestReceiver::start(Behaviour::Status(500)).await;
+    // Webhooks written by another writer before Herald starts: loaded at
+    // start. Both rate-limited (leases from Redis); one answers 429, which
+    // lowers its rate in Redis.
+    let failing = TestReceiver::start(Behaviour::Status(429)).await;
     let ok = TestReceiver::ok().await;
     let writer = redis::Client::open(user.writer_url.as_str()).unwrap();
     let store = SubscriptionStore::connect(&writer, &env.prefix).await.unwrap();
-    store
-        .put(&webhook("failing", &failing.url("/"), &["tour.*"]))
-        .await
-        .unwrap();
-    store.put(&webhook("seeded", &ok.url("/"), &["tour.*"])).await.unwrap();
+    let limited = |id: &str, url: &str| {
+        let mut w = webhook(id, url, &["tour.*"]);
+        w.limits.rate = Some(herald::webhook::RateLimit {
+            per_second: 50.0,
+            burst: Some(5),
+        });
+        w
+    };
+    store.put(&limited("failing", &failing.url("/"))).await.unwrap();
+    store.put(&limited("seeded", &ok.url("/"))).await.unwrap();
     let portal = "[portal]\nsigning_key = \"acl-portal-key-7d1e5b9a3c0f42861b6e\"\n";
     let app = env
         .spawn(&(admin_overlay("24h") + portal + &format!("[redis]\nurl = \"{}\"\n", user.url)))
@@ -326,6 +333,7 @@ async fn the_redis_acl_user_can_do_all_the_work_and_nothing_more() {
     assert_eq!(history["data"][0]["outcome"], "succeeded", "{history}");
     let stats = api.ok(Method::GET, "/v1/webhooks/seeded/stats", OPS, None).await;
     assert_eq!(stats["last_hour"]["succeeded"], 1, "{stats}");
+    app.wait_metric("herald_rate_slowdowns_total", 1.0).await;
 
     // The API creates, lists, changes and deletes a webhook; the change feed
     // brings each change to the pipeline.
