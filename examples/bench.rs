@@ -5,6 +5,7 @@
 //!     bench --brokers 127.0.0.1:PORT --herald target/release/herald [--events 20000] [--json FILE]
 //!           [--broker-pid PID] [--engine LABEL] [--large-events 1000000] [--large-webhooks 10000]
 //!           [--waiting-retries 1000] [--due-retries 100000] [--no-latency] [--fetch-wait-ms 10]
+//!           [--tls-hosts 1000] [--tls-events 100000]
 //!           [--work-dir DIR] [--redis URL]
 //!
 //! It measures, each on a fresh backlog of `--events` 1 KB records:
@@ -21,6 +22,11 @@
 //!   partition in the same run;
 //! - Herald's peak RSS draining a large backlog (`--large-events`) spread over
 //!   many webhooks (`--large-webhooks`);
+//! - fan-out 1 to `--tls-hosts` HTTPS receivers, each its own address
+//!   (127.0.0.2 on) with a certificate a CA made for the run signed (trusted
+//!   through `delivery.ca_file`), over `--tls-events` events, against the
+//!   same run over plain HTTP to one host: deliveries/s, TLS handshakes full
+//!   and resumed, connections open at most at once, peak RSS;
 //! - where the CPU went in each phase: the machine, Herald, the broker, and
 //!   this process (receiver, producer, null pipeline).
 //!
@@ -28,6 +34,8 @@
 
 #[path = "common/machine.rs"]
 mod machine;
+#[path = "common/tls_receivers.rs"]
+mod tls_receivers;
 
 use machine::machine_jiffies;
 use std::collections::BTreeMap;
@@ -291,11 +299,18 @@ impl Bench {
         topic
     }
 
+    /// `--events` records on `topic`; records produced a second.
     async fn backlog(&self, topic: &str) -> f64 {
+        self.events as f64 / self.produce_backlog(topic, self.events, |n| body(n, None)).await
+    }
+
+    /// `events` records `payload(n)` on `topic`, pipelined; the seconds it
+    /// took until the broker acknowledged them all.
+    async fn produce_backlog(&self, topic: &str, events: u64, payload: impl Fn(u64) -> Vec<u8>) -> f64 {
         let start = Instant::now();
         let mut pending = futures::stream::FuturesUnordered::new();
-        for n in 0..self.events {
-            let payload = body(n, None);
+        for n in 0..events {
+            let payload = payload(n);
             let key = n.to_string();
             let record = FutureRecord::to(topic).key(&key).payload(&payload);
             pending.push(self.producer.send_result(record).map_err(|(e, _)| e).unwrap());
@@ -305,7 +320,7 @@ impl Bench {
         }
         while pending.next().await.is_some() {}
         self.producer.flush(Timeout::After(Duration::from_secs(60))).unwrap();
-        self.events as f64 / start.elapsed().as_secs_f64()
+        start.elapsed().as_secs_f64()
     }
 
     /// (a) The receiver alone, driven by an HTTP client at `CONCURRENCY`.
@@ -404,6 +419,19 @@ impl Bench {
 
     /// `count` webhooks at `/{path}/{i}`, webhook `i` subscribed to `pattern(i)`.
     async fn webhooks_with(&self, prefix: &str, count: usize, path: &str, pattern: impl Fn(usize) -> String) {
+        let base = format!("http://{}/{path}", self.receiver_addr);
+        self.webhooks_to(prefix, count, |i| format!("{base}/{i}"), pattern)
+            .await
+    }
+
+    /// `count` webhooks, webhook `i` at `url(i)` subscribed to `pattern(i)`.
+    async fn webhooks_to(
+        &self,
+        prefix: &str,
+        count: usize,
+        url: impl Fn(usize) -> String,
+        pattern: impl Fn(usize) -> String,
+    ) {
         let client = redis::Client::open(self.redis.as_str()).unwrap();
         let store = herald::subscriptions::store::SubscriptionStore::connect(&client, prefix)
             .await
@@ -413,7 +441,7 @@ impl Bench {
             let w = herald::webhook::Webhook::new(
                 &format!("bench-{i}"),
                 &format!("bench {i}"),
-                &format!("http://{}/{path}/{i}", self.receiver_addr),
+                &url(i),
                 &[pattern(i).as_str()],
             );
             let store = &store;
@@ -437,6 +465,18 @@ impl Bench {
         dlq: &str,
         extra: &str,
     ) -> (tokio::process::Child, SocketAddr) {
+        self.start_herald_delivering(topic, prefix, dlq, "", extra)
+    }
+
+    /// [`Bench::start_herald_with`], with `delivery` (keys) in `[delivery]`.
+    fn start_herald_delivering(
+        &self,
+        topic: &str,
+        prefix: &str,
+        dlq: &str,
+        delivery: &str,
+        extra: &str,
+    ) -> (tokio::process::Child, SocketAddr) {
         let ops = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -445,7 +485,7 @@ impl Bench {
             "[kafka]\nbrokers = \"{b}\"\ngroup_id = \"{p}group\"\ntopics = [\"{topic}\"]\ncreate_missing_topics = true\n\
              [redis]\nurl = \"{r}\"\nprefix = \"{p}\"\n[dead_letter]\ntopic = \"{dlq}\"\n\
              [system_events]\ntopic = \"\"\n[history]\ntopic = \"\"\n\
-             [delivery]\nallow_cidrs = [\"127.0.0.0/8\"]\nallow_ports = [\"1-65535\"]\n[ops]\nlisten = \"{ops}\"\n[log]\nlevel = \"warn\"\n\
+             [delivery]\nallow_cidrs = [\"127.0.0.0/8\"]\nallow_ports = [\"1-65535\"]\n{delivery}[ops]\nlisten = \"{ops}\"\n[log]\nlevel = \"warn\"\n\
              {fetch_wait}{extra}",
             fetch_wait = match self.fetch_wait_ms {
                 Some(ms) => format!("[kafka.consumer_properties]\n\"fetch.wait.max.ms\" = \"{ms}\"\n"),
@@ -549,19 +589,7 @@ impl Bench {
         let prefix = format!("bench:{}:large:", self.run_id);
         self.webhooks_with(&prefix, webhooks, "large", |i| format!("bench.e{i}"))
             .await;
-        let start = Instant::now();
-        let mut pending = futures::stream::FuturesUnordered::new();
-        for n in 0..events {
-            let payload = typed_body(&format!("bench.e{}", n % webhooks as u64), n, None);
-            let key = n.to_string();
-            let record = FutureRecord::to(&topic).key(&key).payload(&payload);
-            pending.push(self.producer.send_result(record).map_err(|(e, _)| e).unwrap());
-            if pending.len() >= 2000 {
-                pending.next().await;
-            }
-        }
-        while pending.next().await.is_some() {}
-        let produced_in = start.elapsed().as_secs_f64();
+        let produced_in = self.typed_backlog(&topic, events, webhooks).await;
         self.receiver.reset();
         let (mut child, ops) = self.start_herald(&topic, &prefix, &dlq);
         let pid = child.id().unwrap();
@@ -578,6 +606,71 @@ impl Bench {
             ("peak_rss_mb", rss),
         ]);
         out.extend(used);
+        out
+    }
+
+    /// `events` records on `topic`, event `n` of type `bench.e{n % types}`;
+    /// how long producing them took, in seconds.
+    async fn typed_backlog(&self, topic: &str, events: u64, types: usize) -> f64 {
+        self.produce_backlog(topic, events, |n| {
+            typed_body(&format!("bench.e{}", n % types as u64), n, None)
+        })
+        .await
+    }
+
+    /// Fan-out 1 over `hosts` HTTPS receivers, each its own address, webhook
+    /// `i` at receiver `i` subscribed to type `bench.e{i}`; then the same
+    /// events over plain HTTP, every webhook at the one receiver of the
+    /// other phases.
+    async fn tls_hosts(&self, events: u64, hosts: usize) -> Figures {
+        let app = axum::Router::new().fallback(receive).with_state(self.receiver.clone());
+        let receivers = tls_receivers::TlsReceivers::start(hosts, app, &self.work_dir).await;
+        let pattern = |i: usize| format!("bench.e{i}");
+        let mut out = Figures::new();
+        for tls in [true, false] {
+            let name = if tls { "tls" } else { "plain" };
+            let topic = self.topic(&format!("hosts-{name}"), 6).await;
+            let dlq = self.dead_letter_topic(&format!("hosts-{name}-dlq")).await;
+            let prefix = format!("bench:{}:hosts-{name}:", self.run_id);
+            if tls {
+                let addrs = &receivers.addrs;
+                self.webhooks_to(&prefix, hosts, |i| format!("https://{}/tls/{i}", addrs[i]), pattern)
+                    .await;
+            } else {
+                self.webhooks_with(&prefix, hosts, "plain", pattern).await;
+            }
+            self.typed_backlog(&topic, events, hosts).await;
+            self.receiver.reset();
+            let delivery = if tls {
+                format!("ca_file = \"{}\"\n", receivers.ca_file.display())
+            } else {
+                String::new()
+            };
+            let (mut child, ops) =
+                self.start_herald_delivering(&topic, &prefix, &dlq, &delivery, "[retry]\ntiers = []\n");
+            self.wait_ready(&mut child, ops).await;
+            let Drained { cpu, rss, span, .. } = self.drain(child, events).await;
+            out.insert(format!("{name}_deliveries_per_s"), events as f64 / span);
+            out.insert(
+                format!("{name}_cpu_s_per_1000_deliveries"),
+                cpu / events as f64 * 1000.0,
+            );
+            out.insert(format!("{name}_peak_rss_mb"), rss);
+        }
+        let c = &receivers.counts;
+        out.insert("hosts".into(), hosts as f64);
+        out.insert("events".into(), events as f64);
+        out.insert(
+            "tls_to_plain_ratio".into(),
+            out["tls_deliveries_per_s"] / out["plain_deliveries_per_s"],
+        );
+        out.insert("handshakes_full".into(), c.full.load(Ordering::Relaxed) as f64);
+        out.insert("handshakes_resumed".into(), c.resumed.load(Ordering::Relaxed) as f64);
+        out.insert("handshakes_refused".into(), c.refused.load(Ordering::Relaxed) as f64);
+        out.insert(
+            "connections_open_at_most".into(),
+            c.most_open.load(Ordering::Relaxed) as f64,
+        );
         out
     }
 
@@ -819,6 +912,7 @@ async fn main() {
     let mut work_dir = std::env::temp_dir();
     let mut latency = true;
     let mut due_retries = 100_000u64;
+    let (mut tls_hosts, mut tls_events) = (1_000usize, 100_000u64);
     // Unset: the client's default, with which Apache Kafka answers a fetch as
     // soon as data arrives. (A broker that holds an empty fetch for the whole
     // wait, as Tansu did, needs it short.)
@@ -836,6 +930,8 @@ async fn main() {
             "--large-webhooks" => large_webhooks = value().parse().unwrap(),
             "--waiting-retries" => waiting = value().parse().unwrap(),
             "--due-retries" => due_retries = value().parse().unwrap(),
+            "--tls-hosts" => tls_hosts = value().parse().unwrap(),
+            "--tls-events" => tls_events = value().parse().unwrap(),
             "--no-latency" => latency = false,
             "--json" => json_out = Some(PathBuf::from(value())),
             "--work-dir" => work_dir = PathBuf::from(value()),
@@ -901,6 +997,12 @@ async fn main() {
     let large = if large_events > 0 {
         eprintln!("backlog of {large_events} events for {large_webhooks} webhooks...");
         Some(bench.large_backlog(large_events, large_webhooks).await)
+    } else {
+        None
+    };
+    let hosts = if tls_hosts > 0 && tls_events > 0 {
+        eprintln!("{tls_events} events to {tls_hosts} HTTPS receivers, then over plain HTTP to one...");
+        Some(bench.tls_hosts(tls_events, tls_hosts).await)
     } else {
         None
     };
@@ -1010,6 +1112,37 @@ async fn main() {
         );
     }
 
+    if let Some(h) = &hosts {
+        let what = format!("{:.0} events to {:.0} HTTPS hosts", h["events"], h["hosts"]);
+        row(
+            format!("{what}: deliveries/s"),
+            format!("{:.0}", h["tls_deliveries_per_s"]),
+            format!(
+                "{:.0}% of the same over plain HTTP to one host ({:.0}/s)",
+                100.0 * h["tls_to_plain_ratio"],
+                h["plain_deliveries_per_s"]
+            ),
+        );
+        row(
+            format!("{what}: CPU s per 1,000 deliveries"),
+            format!("{:.3}", h["tls_cpu_s_per_1000_deliveries"]),
+            format!("{:.3} over plain HTTP", h["plain_cpu_s_per_1000_deliveries"]),
+        );
+        row(
+            format!("{what}: TLS handshakes full/resumed"),
+            format!("{:.0}/{:.0}", h["handshakes_full"], h["handshakes_resumed"]),
+            format!(
+                "{:.0} refused; at most {:.0} connections open at once",
+                h["handshakes_refused"], h["connections_open_at_most"]
+            ),
+        );
+        row(
+            format!("{what}: peak RSS MB"),
+            format!("{:.1}", h["tls_peak_rss_mb"]),
+            format!("{:.1} over plain HTTP", h["plain_peak_rss_mb"]),
+        );
+    }
+
     println!("\nwhere the CPU went (cores busy; the machine has {})", num_cpus());
     println!(
         "{:<22} {:>9} {:>8} {:>8} {:>8}",
@@ -1050,6 +1183,7 @@ async fn main() {
         "waiting_retries": waiting,
         "due_retries": due,
         "large_backlog": large,
+        "tls_hosts": hosts,
     });
     if let Some(path) = json_out {
         std::fs::write(&path, serde_json::to_string_pretty(&result).unwrap()).unwrap();
