@@ -33,6 +33,11 @@ pub const MAX_SECRETS: usize = 8;
 pub const MAX_UID_LEN: usize = 128;
 /// How the id of a webhook created with a `uid` begins (see [`uid_id`]).
 pub const UID_ID_PREFIX: &str = "wh_u";
+/// Longest `tls_client.certificate` and `tls_client.key`, in bytes each.
+pub const MAX_TLS_CLIENT_PEM: usize = 16 * 1024;
+/// Most certificates in `tls_client.certificate` (the client's and the
+/// intermediates a receiver needs to check it).
+pub const MAX_TLS_CLIENT_CHAIN: usize = 8;
 
 /// Request headers a webhook may not set: they are Herald's or the transport's.
 pub const RESERVED_HEADERS: &[&str] = &[
@@ -262,6 +267,137 @@ pub struct Webhook {
     /// a document with an invalid filter does not read as a webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<Filter>,
+    /// The client certificate Herald presents to receivers that ask for one
+    /// (mutual TLS); none presents no certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client: Option<TlsClient>,
+}
+
+/// A client certificate chain and its private key, both PEM. The key is a
+/// secret: it is stored in the document and used for delivery, never shown
+/// by the API, the CLI, the portal, logs or events.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsClient {
+    /// The client's certificate first, then any intermediates, PEM.
+    pub certificate: String,
+    /// The certificate's private key, PEM (PKCS #8, PKCS #1 or SEC 1).
+    pub key: String,
+}
+
+impl fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let fingerprint = certificate_fingerprint(&self.certificate);
+        write!(
+            f,
+            "TlsClient(certificate sha256 {}, key redacted)",
+            fingerprint.as_deref().unwrap_or("unreadable")
+        )
+    }
+}
+
+impl TlsClient {
+    /// The identity reqwest presents: the chain, then the key.
+    pub fn identity(&self) -> Result<reqwest::Identity, reqwest::Error> {
+        let mut pem = Vec::with_capacity(self.certificate.len() + self.key.len() + 1);
+        pem.extend_from_slice(self.certificate.as_bytes());
+        pem.push(b'\n');
+        pem.extend_from_slice(self.key.as_bytes());
+        reqwest::Identity::from_pem(&pem)
+    }
+
+    /// SHA-256 of the chain and the key, naming this identity without
+    /// holding it (clients are shared by identity).
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update(self.certificate.as_bytes());
+        hash.update([0]);
+        hash.update(self.key.as_bytes());
+        hash.finalize().into()
+    }
+}
+
+/// The SHA-256 fingerprint of the first certificate of a PEM chain (of its
+/// DER, as `openssl x509 -fingerprint -sha256` shows it, in lower-case hex
+/// without colons), if there is one.
+pub fn certificate_fingerprint(pem: &str) -> Option<String> {
+    use rustls_pki_types::pem::PemObject;
+    use sha2::{Digest, Sha256};
+    let first = rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()?
+        .ok()?;
+    Some(hex::encode(Sha256::digest(first.as_ref())))
+}
+
+/// Whether `certificate` is a PEM chain of 1 to [`MAX_TLS_CLIENT_CHAIN`]
+/// certificates and `key` one PEM private key that is the first
+/// certificate's, such that a TLS client can be built with them (as
+/// delivery builds it); the error names the field, never the key.
+pub fn check_tls_client(certificate: &str, key: &str) -> Result<(), InvalidWebhook> {
+    use rustls_pki_types::pem::{PemObject, SectionKind};
+    const CERTIFICATE: &str = "tls_client.certificate";
+    const KEY: &str = "tls_client.key";
+    for (field, pem) in [(CERTIFICATE, certificate), (KEY, key)] {
+        if pem.len() > MAX_TLS_CLIENT_PEM {
+            return Err(invalid(field, format!("must be at most {MAX_TLS_CLIENT_PEM} bytes")));
+        }
+    }
+    let sections = |field: &'static str, pem: &str| {
+        <(SectionKind, Vec<u8>)>::pem_slice_iter(pem.as_bytes())
+            .map(|section| section.map(|(kind, _)| kind))
+            .collect::<Result<Vec<SectionKind>, _>>()
+            .map_err(|e| invalid(field, format!("is not PEM: {e}")))
+    };
+    let chain = sections(CERTIFICATE, certificate)?;
+    if chain.is_empty() || chain.len() > MAX_TLS_CLIENT_CHAIN {
+        return Err(invalid(
+            CERTIFICATE,
+            format!("must hold 1 to {MAX_TLS_CLIENT_CHAIN} PEM certificates (`-----BEGIN CERTIFICATE-----`)"),
+        ));
+    }
+    if chain.iter().any(|kind| *kind != SectionKind::Certificate) {
+        return Err(invalid(
+            CERTIFICATE,
+            "must hold certificates only (the key goes in `key`)",
+        ));
+    }
+    let keys = sections(KEY, key)?;
+    let is_key = |kind: &SectionKind| {
+        matches!(
+            kind,
+            SectionKind::PrivateKey | SectionKind::RsaPrivateKey | SectionKind::EcPrivateKey
+        )
+    };
+    if keys.len() != 1 || !is_key(&keys[0]) {
+        return Err(invalid(
+            KEY,
+            "must hold one unencrypted PEM private key (`PRIVATE KEY`, `RSA PRIVATE KEY` or `EC PRIVATE KEY`)",
+        ));
+    }
+    let tls = TlsClient {
+        certificate: certificate.to_owned(),
+        key: key.to_owned(),
+    };
+    // What delivery does with them: a key that does not sign for the
+    // certificate, or that TLS cannot use, fails here.
+    let built = tls.identity().and_then(|identity| {
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .identity(identity)
+            .build()
+    });
+    built.map(drop).map_err(|e| {
+        // The innermost cause says what is wrong (reqwest's own message is
+        // "builder error").
+        let cause = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+            .last()
+            .map_or_else(String::new, ToString::to_string);
+        invalid(
+            KEY,
+            format!("is not a private key TLS can use with `certificate`: {cause}"),
+        )
+    })
 }
 
 /// A list of RFC 3339 times.
@@ -319,6 +455,7 @@ impl fmt::Debug for Webhook {
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("limits", &self.limits)
             .field("filter", &self.filter)
+            .field("tls_client", &self.tls_client)
             .finish()
     }
 }
@@ -361,6 +498,7 @@ impl Webhook {
             updated_at: now,
             limits: Limits::default(),
             filter: None,
+            tls_client: None,
         }
     }
 
@@ -383,6 +521,8 @@ pub trait Fields {
     fn previous_secrets(&self) -> impl ExactSizeIterator<Item = &str>;
     fn headers(&self) -> impl ExactSizeIterator<Item = (&str, &str)>;
     fn limits(&self) -> &Limits;
+    /// The client certificate chain and key, PEM.
+    fn tls_client(&self) -> Option<(&str, &str)>;
 }
 
 impl Fields for Webhook {
@@ -409,6 +549,11 @@ impl Fields for Webhook {
     }
     fn limits(&self) -> &Limits {
         &self.limits
+    }
+    fn tls_client(&self) -> Option<(&str, &str)> {
+        self.tls_client
+            .as_ref()
+            .map(|t| (t.certificate.as_str(), t.key.as_str()))
     }
 }
 
@@ -500,6 +645,9 @@ pub fn check(webhook: &impl Fields) -> Result<(), InvalidWebhook> {
     }
     if let Some(rate) = &limits.rate {
         rate.check().map_err(|m| invalid("limits", format!("`rate`: {m}")))?;
+    }
+    if let Some((certificate, key)) = webhook.tls_client() {
+        check_tls_client(certificate, key)?;
     }
     Ok(())
 }
@@ -646,6 +794,81 @@ pub(crate) mod tests {
 
     pub fn webhook(id: &str, url: &str, events: &[&str]) -> Webhook {
         Webhook::new(id, &format!("{id} name"), url, events)
+    }
+
+    /// A self-signed client certificate for `name`, and its key.
+    pub fn tls_client(name: &str) -> TlsClient {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let certificate = params.self_signed(&key).unwrap();
+        TlsClient {
+            certificate: certificate.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+
+    #[test]
+    fn a_client_certificate_is_checked_as_delivery_uses_it_and_refusals_name_the_field() {
+        let mut w = webhook("wh", "https://example.com/", &["a"]);
+        let good = tls_client("billing client");
+        w.tls_client = Some(good.clone());
+        w.validate().unwrap();
+        let json = serde_json::to_string(&w).unwrap();
+        assert_eq!(serde_json::from_str::<Webhook>(&json).unwrap(), w);
+        // What is accepted builds the client delivery builds.
+        let client = reqwest::Client::builder().identity(good.identity().unwrap()).build();
+        assert!(client.is_ok(), "{client:?}");
+
+        let other = tls_client("another client");
+        let refused = |certificate: &str, key: &str| {
+            let e = check_tls_client(certificate, key).unwrap_err();
+            if let Some(line) = key.lines().nth(1) {
+                assert!(!e.message.contains(line), "the key is never echoed: {e}");
+            }
+            (e.field, e.message)
+        };
+        let (field, message) = refused(&good.certificate, &other.key);
+        assert_eq!(field, "tls_client.key");
+        assert!(message.contains("certificate"), "{message}");
+        assert_eq!(refused("not pem", &good.key).0, "tls_client.certificate");
+        assert_eq!(refused("", &good.key).0, "tls_client.certificate");
+        assert_eq!(
+            refused(&good.key, &good.key).0,
+            "tls_client.certificate",
+            "a key is not a certificate"
+        );
+        let both = format!("{}{}", good.certificate, good.key);
+        assert_eq!(refused(&both, &good.key).0, "tls_client.certificate");
+        assert_eq!(refused(&good.certificate, "").0, "tls_client.key");
+        assert_eq!(refused(&good.certificate, &good.certificate).0, "tls_client.key");
+        let two_keys = format!("{}{}", good.key, other.key);
+        assert_eq!(refused(&good.certificate, &two_keys).0, "tls_client.key");
+        let broken = good.key.replacen("MI", "!!", 1);
+        assert_eq!(refused(&good.certificate, &broken).0, "tls_client.key");
+        let long = format!("{}{}", good.certificate, " ".repeat(MAX_TLS_CLIENT_PEM));
+        assert_eq!(refused(&long, &good.key).0, "tls_client.certificate");
+        let chain = good.certificate.repeat(MAX_TLS_CLIENT_CHAIN + 1);
+        assert_eq!(refused(&chain, &good.key).0, "tls_client.certificate");
+        // Through the document's check, as every reader runs it.
+        w.tls_client = Some(TlsClient {
+            certificate: good.certificate.clone(),
+            key: other.key.clone(),
+        });
+        assert_eq!(w.validate().unwrap_err().field, "tls_client.key");
+    }
+
+    #[test]
+    fn debug_output_never_holds_the_client_key() {
+        let mut w = webhook("wh", "https://example.com/", &["a"]);
+        let tls = tls_client("c");
+        w.tls_client = Some(tls.clone());
+        let debug = format!("{w:?}");
+        let body = tls.key.lines().nth(1).unwrap();
+        assert!(!debug.contains(body), "{debug}");
+        let fingerprint = certificate_fingerprint(&tls.certificate).unwrap();
+        assert_eq!(fingerprint.len(), 64);
+        assert!(debug.contains(&fingerprint), "{debug}");
     }
 
     #[test]

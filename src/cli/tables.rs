@@ -139,6 +139,17 @@ pub fn webhook_table(w: &Value) -> String {
     if w["filter"].is_object() {
         t.add_row(vec!["filter".to_owned(), w["filter"].to_string()]);
     }
+    // The certificate by its fingerprint (the API shows its PEM); the key
+    // is never shown.
+    if w["tls_client"].is_object() {
+        t.add_row(vec![
+            "tls_client".to_owned(),
+            format!(
+                "certificate sha256 {}\nkey (hidden)",
+                text_of(&w["tls_client"]["sha256"])
+            ),
+        ]);
+    }
     t.to_string()
 }
 

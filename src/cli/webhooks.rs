@@ -119,6 +119,43 @@ impl LimitArgs {
     }
 }
 
+/// `--client-cert` and `--client-key`: a client certificate for receivers
+/// that require one (mutual TLS).
+#[derive(clap::Args, Default)]
+pub struct ClientCertArgs {
+    /// PEM file of the client certificate (then any intermediates) presented
+    /// to a receiver that requires one, with --client-key; `none` removes
+    /// the webhook's certificate (update).
+    #[arg(long, value_name = "FILE")]
+    client_cert: Option<String>,
+    /// PEM file of the client certificate's private key (unencrypted); it is
+    /// stored like a secret and never shown.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    client_key: Option<PathBuf>,
+}
+
+impl ClientCertArgs {
+    /// `tls_client` as the API takes it: the files' contents, JSON `null`
+    /// for `none`, nothing when not given.
+    fn value(&self) -> anyhow::Result<Option<Value>> {
+        let read = |path: &std::path::Path| {
+            std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+        };
+        match (self.client_cert.as_deref(), &self.client_key) {
+            (None, _) => Ok(None),
+            (Some("none"), None) => Ok(Some(Value::Null)),
+            (Some("none"), Some(_)) => {
+                anyhow::bail!("--client-cert none removes the certificate: give no --client-key")
+            }
+            (Some(_), None) => anyhow::bail!("--client-cert needs --client-key (the certificate's private key)"),
+            (Some(certificate), Some(key)) => Ok(Some(json!({
+                "certificate": read(std::path::Path::new(certificate))?,
+                "key": read(key)?,
+            }))),
+        }
+    }
+}
+
 /// `--filter`: a payload filter as JSON, or `none` (JSON `null`: no filter).
 fn parse_filter(s: &str) -> Result<Value, String> {
     if s.trim() == "none" {
@@ -167,6 +204,8 @@ pub enum WebhooksCommand {
         /// (operators = != in not_in > >= < <= exists; docs/subscriptions.md).
         #[arg(long, value_parser = parse_filter)]
         filter: Option<Value>,
+        #[command(flatten)]
+        client_cert: ClientCertArgs,
         /// JSON file holding the create body (flags override its fields).
         #[arg(long)]
         file: Option<PathBuf>,
@@ -189,7 +228,7 @@ pub enum WebhooksCommand {
     },
     /// Show one webhook.
     Get { id: String },
-    /// Change a webhook's name, URL, events, headers, limits or filter.
+    /// Change a webhook's name, URL, events, headers, limits, filter or client certificate.
     Update {
         id: String,
         #[arg(long)]
@@ -209,6 +248,8 @@ pub enum WebhooksCommand {
         /// Replaces the payload filter (JSON, as for create); `none` removes it.
         #[arg(long, value_parser = parse_filter)]
         filter: Option<Value>,
+        #[command(flatten)]
+        client_cert: ClientCertArgs,
     },
     /// Pause deliveries (they are kept for a replay on resume).
     Pause { id: String },
@@ -260,8 +301,10 @@ pub async fn run(api: ApiArgs, command: WebhooksCommand) -> anyhow::Result<()> {
             uid,
             limits,
             filter,
+            client_cert,
             file,
         } => {
+            let tls_client = client_cert.value()?;
             let mut body = match file {
                 Some(file) => {
                     let text = std::fs::read_to_string(&file)
@@ -287,6 +330,7 @@ pub async fn run(api: ApiArgs, command: WebhooksCommand) -> anyhow::Result<()> {
             set("id", id.map(Value::from));
             set("uid", uid.map(Value::from));
             set("filter", filter);
+            set("tls_client", tls_client);
             if limits.given() {
                 let mut current = obj
                     .get("limits")
@@ -342,8 +386,12 @@ pub async fn run(api: ApiArgs, command: WebhooksCommand) -> anyhow::Result<()> {
             headers,
             limits,
             filter,
+            client_cert,
         } => {
             let mut body = serde_json::Map::new();
+            if let Some(tls_client) = client_cert.value()? {
+                body.insert("tls_client".into(), tls_client);
+            }
             if let Some(filter) = filter {
                 body.insert("filter".into(), filter);
             }
@@ -371,7 +419,7 @@ pub async fn run(api: ApiArgs, command: WebhooksCommand) -> anyhow::Result<()> {
             }
             if body.is_empty() {
                 anyhow::bail!(
-                    "nothing to change: pass --name, --url, --event, --header, --max-in-flight, --timeout-ms, --final-statuses or --filter"
+                    "nothing to change: pass --name, --url, --event, --header, --max-in-flight, --timeout-ms, --final-statuses, --rate, --filter or --client-cert"
                 );
             }
             let path = format!("/v1/webhooks/{}", encode(&id));

@@ -191,8 +191,11 @@ impl Attempt {
 const MAX_ADDRESSES_TRIED: usize = 3;
 
 /// Makes deliveries: one pooled HTTP client shared by every delivery (and
-/// one for each tenant with networks of its own, whose resolver admits them).
+/// one for each tenant with networks of its own, whose resolver admits
+/// them), and one for each webhook that presents a client certificate,
+/// held by its [`Target`].
 pub struct Deliverer {
+    config: DeliveryConfig,
     shared: Client,
     tenant_clients: HashMap<String, Client>,
     tenants: Arc<TenantSlots>,
@@ -210,18 +213,42 @@ pub struct Deliverer {
 /// An HTTP client, the SSRF policy its resolver applies, and the resolver
 /// (which remembers what it found, so a request counts its host slot under
 /// the address it then connects to).
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     policy: Arc<AddressPolicy>,
     resolver: GuardedResolver,
 }
 
 impl Client {
-    fn new(config: &DeliveryConfig, policy: &Arc<AddressPolicy>) -> Result<Client, reqwest::Error> {
+    /// A client resolving through `policy`, presenting `identity` to
+    /// receivers that ask for a client certificate.
+    fn new(
+        config: &DeliveryConfig,
+        policy: &Arc<AddressPolicy>,
+        identity: Option<reqwest::Identity>,
+    ) -> Result<Client, reqwest::Error> {
         let resolver = GuardedResolver::new(policy.clone(), config.resolve_timeout, config.resolve_cache_ttl);
+        Client::with_resolver(config, policy, resolver, identity)
+    }
+
+    /// `self`'s policy and resolver (and so its resolutions), presenting
+    /// `identity`.
+    fn presenting(&self, config: &DeliveryConfig, identity: reqwest::Identity) -> Result<Client, reqwest::Error> {
+        Client::with_resolver(config, &self.policy, self.resolver.clone(), Some(identity))
+    }
+
+    fn with_resolver(
+        config: &DeliveryConfig,
+        policy: &Arc<AddressPolicy>,
+        resolver: GuardedResolver,
+        identity: Option<reqwest::Identity>,
+    ) -> Result<Client, reqwest::Error> {
         let mut builder = reqwest::Client::builder();
         for certificate in &config.ca_certificates {
             builder = builder.add_root_certificate(certificate.clone());
+        }
+        if let Some(identity) = identity {
+            builder = builder.identity(identity);
         }
         let http = builder
             .user_agent(USER_AGENT)
@@ -248,10 +275,11 @@ impl Deliverer {
         let egress = Egress::new(config);
         let tenant_clients = egress
             .tenants()
-            .map(|(tenant, policy)| Ok((tenant.to_owned(), Client::new(config, policy)?)))
+            .map(|(tenant, policy)| Ok((tenant.to_owned(), Client::new(config, policy, None)?)))
             .collect::<Result<_, reqwest::Error>>()?;
         Ok(Deliverer {
-            shared: Client::new(config, egress.shared())?,
+            config: config.clone(),
+            shared: Client::new(config, egress.shared(), None)?,
             tenant_clients,
             tenants: TenantSlots::new(config.max_in_flight, config.max_in_flight_per_tenant),
             hosts: HostSlots::new(
@@ -325,7 +353,10 @@ impl Deliverer {
             response_headers: Vec::new(),
             details_withheld: false,
         };
-        let client = self.client_of(target);
+        let client = match self.client_of(target) {
+            Ok(client) => client,
+            Err(failure) => return finish(Err(failure), None),
+        };
         if let Err(refused) = client.policy.check_url(&target.url) {
             return finish(Err(Failure::Blocked(refused.to_string())), None);
         }
@@ -451,14 +482,28 @@ impl Deliverer {
         }
     }
 
-    /// The client whose resolver applies `target`'s tenant's policy.
-    fn client_of(&self, target: &Target) -> &Client {
-        target
+    /// The client whose resolver applies `target`'s tenant's policy: the
+    /// shared one (or its tenant's), or the webhook's own when it presents a
+    /// client certificate, built at its first delivery on the same policy
+    /// and resolver.
+    fn client_of<'a>(&'a self, target: &'a Target) -> Result<&'a Client, Failure> {
+        let base = target
             .webhook
             .tenant
             .as_deref()
             .and_then(|t| self.tenant_clients.get(t))
-            .unwrap_or(&self.shared)
+            .unwrap_or(&self.shared);
+        let (Some(slot), Some(tls)) = (&target.tls_client, &target.webhook.tls_client) else {
+            return Ok(base);
+        };
+        slot.client
+            .get_or_init(|| {
+                tls.identity()
+                    .and_then(|identity| base.presenting(&self.config, identity))
+                    .map_err(|e| format!("the webhook's client certificate cannot be used: {}", error_chain(&e)))
+            })
+            .as_ref()
+            .map_err(|e| Failure::Network(e.clone()))
     }
 
     fn build_request(
@@ -599,6 +644,7 @@ pub fn redact_url_text(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webhook::Webhook;
 
     #[test]
     fn text_prefixes_keep_characters_whole() {
@@ -709,6 +755,51 @@ mod tests {
         );
         // No split of one passes for another.
         assert_ne!(of("a\",\"b", None, Some("c"), 1), of("a", Some("b\",\"c"), None, 1));
+    }
+
+    #[test]
+    fn a_webhook_presenting_a_client_certificate_gets_a_client_of_its_own_on_its_tenants_policy_built_once() {
+        use crate::delivery::target::{EndpointDefaults, Target};
+        use crate::webhook::tests::{tls_client, webhook};
+        let config = crate::config::Config::from_toml_overlay(
+            "[delivery]\nallow_cidrs = []\n[delivery.tenant_allow_cidrs]\nacme = [\"10.1.0.0/16\"]",
+        )
+        .unwrap()
+        .delivery;
+        let deliverer = Deliverer::new(&config).unwrap();
+        let defaults = EndpointDefaults::from(&config);
+        let internal: IpAddr = "10.1.2.3".parse().unwrap();
+        let compile = |w: &Webhook, previous: Option<&Target>| Target::compile(w.clone(), &defaults, previous).unwrap();
+        let client_of = |t: &Target| deliverer.client_of(t).map(|c| c as *const Client).unwrap();
+
+        let mut acme = webhook("acme", "https://hooks.example.com/", &["*"]);
+        acme.tenant = Some("acme".into());
+        let plain = compile(&acme, None);
+        acme.tls_client = Some(tls_client("acme client"));
+        let first = compile(&acme, Some(&plain));
+        let own = client_of(&first);
+        assert_ne!(own, client_of(&plain), "a client of its own");
+        let policy = &deliverer.client_of(&first).unwrap().policy;
+        assert!(policy.check(internal).is_ok(), "its tenant's networks stay open to it");
+
+        // Built once: a later version with the same certificate keeps it.
+        acme.name = "renamed".into();
+        let second = compile(&acme, Some(&first));
+        assert_eq!(client_of(&second), own);
+        // A new certificate, or another tenant, is another client.
+        acme.tls_client = Some(tls_client("acme client, renewed"));
+        let renewed = compile(&acme, Some(&second));
+        assert_ne!(client_of(&renewed), own);
+        let mut other = acme.clone();
+        other.tenant = Some("globex".into());
+        let globex = compile(&other, Some(&renewed));
+        assert_ne!(client_of(&globex), client_of(&renewed));
+        let policy = &deliverer.client_of(&globex).unwrap().policy;
+        assert!(policy.check(internal).is_err(), "another tenant's networks are not");
+        // No certificate: the shared client (or its tenant's) as ever.
+        other.tls_client = None;
+        let shared = compile(&other, Some(&globex));
+        assert_eq!(client_of(&shared), &deliverer.shared as *const Client);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! path only clones a few `Arc`s.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -115,6 +115,43 @@ pub struct EndpointHealth {
     pub last_failure: Mutex<Option<String>>,
 }
 
+/// The HTTP client of a webhook with a client certificate (`tls_client`):
+/// built at its first delivery, with the SSRF policy of its tenant, and kept
+/// by the webhook's next versions while its tenant and certificate are
+/// unchanged. Prepared webhooks are a bounded cache, so are these clients.
+pub struct TlsClientSlot {
+    /// SHA-256 of the tenant, the certificate and the key.
+    identity: [u8; 32],
+    pub(super) client: OnceLock<Result<super::Client, String>>,
+}
+
+impl std::fmt::Debug for TlsClientSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TlsClientSlot(built: {})", self.client.get().is_some())
+    }
+}
+
+impl TlsClientSlot {
+    /// The slot of `webhook`'s client certificate, if it has one:
+    /// `previous`'s when it is for the same tenant and identity.
+    fn of(webhook: &Webhook, previous: Option<&Arc<TlsClientSlot>>) -> Option<Arc<TlsClientSlot>> {
+        use sha2::{Digest, Sha256};
+        let tls = webhook.tls_client.as_ref()?;
+        let mut hash = Sha256::new();
+        hash.update(webhook.tenant.as_deref().map_or(&b"\0"[..], str::as_bytes));
+        hash.update([0]);
+        hash.update(tls.digest());
+        let identity: [u8; 32] = hash.finalize().into();
+        match previous {
+            Some(p) if p.identity == identity => Some(p.clone()),
+            _ => Some(Arc::new(TlsClientSlot {
+                identity,
+                client: OnceLock::new(),
+            })),
+        }
+    }
+}
+
 /// A webhook as delivery sees it.
 #[derive(Debug)]
 pub struct Target {
@@ -137,6 +174,8 @@ pub struct Target {
     pub host_name: Option<(Arc<str>, u16)>,
     /// Its tenant's delivery series, resolved at its first delivery.
     pub tenant_series: TenantSeriesCache,
+    /// Its own HTTP client, when it presents a client certificate.
+    pub tls_client: Option<Arc<TlsClientSlot>>,
 }
 
 /// Why a webhook cannot be prepared for delivery.
@@ -189,7 +228,9 @@ impl Target {
             webhook.limits.rate.or(defaults.default_rate),
             previous.and_then(|p| p.rate.as_ref()),
         );
+        let tls_client = TlsClientSlot::of(&webhook, previous.and_then(|p| p.tls_client.as_ref()));
         Ok(Target {
+            tls_client,
             rate,
             health,
             tenant_key: crate::delivery::shares::tenant_key(webhook.tenant.as_deref()),

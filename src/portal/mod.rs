@@ -347,6 +347,7 @@ mod tests {
             )
             .unwrap(),
         );
+        w.tls_client = Some(crate::webhook::tests::tls_client("acme client"));
         w.created_at = datetime!(2026-01-02 03:04:05 UTC);
         // No `..`: a field added to `Webhook` stops this from compiling
         // until it is set above and placed in the lists below.
@@ -369,12 +370,13 @@ mod tests {
             updated_at: _,
             limits: _,
             filter: _,
+            tls_client: _,
         } = &w;
         let json = serde_json::to_value(&w).unwrap();
         let fields: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
             fields.len(),
-            18,
+            19,
             "every field is set, so the document shows it: {fields:?}"
         );
 
@@ -395,6 +397,10 @@ mod tests {
             // limits, the one a receiver's owner sets) and when it was
             // created.
             &["uid", "status_changed_at", "status_by", "updated_at"],
+            // A client certificate comes with its private key, which is not
+            // pasted into a browser's form: it is set through the API or
+            // the CLI (from files), and shown by them.
+            &["tls_client"],
         ]
         .concat();
 
@@ -408,6 +414,20 @@ mod tests {
         let mut operator = session(Capability::Manage);
         operator.claims.ten = None;
         let page = views::detail(&operator, &view, None, None, None).into_string();
+        // The client key is in no mirror but the document; its certificate
+        // is in the view and the table.
+        let tls = w.tls_client.as_ref().unwrap();
+        let key_line = tls.key.lines().nth(1).unwrap();
+        for (mirror, text) in [
+            ("view", shown.to_string()),
+            ("table", table.clone()),
+            ("page", page.clone()),
+        ] {
+            assert!(!text.contains(key_line), "the {mirror} holds the client key");
+        }
+        let fingerprint = crate::webhook::certificate_fingerprint(&tls.certificate).unwrap();
+        assert_eq!(shown["tls_client"]["sha256"], fingerprint.as_str());
+        assert!(table.contains(&fingerprint), "{table}");
         let on_page = |field: &str| match field {
             "id" => page.contains("wh_1"),
             "tenant" => page.contains("acme"),

@@ -168,6 +168,8 @@ pub(super) async fn create(
                     ..Default::default()
                 },
                 filter,
+                // Client certificates are set through the API or the CLI.
+                tls_client: None,
             };
             crud::create_webhook(&state, &session.caller(), body).await
         }
@@ -418,6 +420,8 @@ pub(super) async fn update(
                 limits: Some(limits),
                 // An emptied field removes the filter.
                 filter: Some(filter),
+                // Kept: the form does not carry client certificates.
+                tls_client: None,
             };
             crud::update(
                 State(state.clone()),

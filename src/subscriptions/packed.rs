@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::routing::filter::Filter;
-use crate::webhook::{ExpiringSecret, Fields, Limits, RateLimit, StatusBy, Webhook, WebhookStatus};
+use crate::webhook::{ExpiringSecret, Fields, Limits, RateLimit, StatusBy, TlsClient, Webhook, WebhookStatus};
 
 /// The packed layout. Every field is written, in this order; timestamps are
 /// Unix nanoseconds (UTC), statuses their index in [`WebhookStatus::ALL`],
@@ -62,6 +62,9 @@ struct Layout<'a> {
     /// The payload filter as JSON (written by [`filter_text`]).
     #[serde(borrow)]
     filter: Option<Cow<'a, str>>,
+    /// The client certificate chain and its key, PEM.
+    #[serde(borrow)]
+    tls_client: Option<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
 /// The fields routing needs: the start of the layout, read without the rest.
@@ -131,7 +134,8 @@ fn write(layout: &Layout<'_>) -> Packed {
         + layout.events.iter().map(|e| e.len()).sum::<usize>()
         + layout.secrets.iter().map(|e| e.len()).sum::<usize>()
         + layout.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
-        + layout.filter.as_ref().map_or(0, |f| f.len());
+        + layout.filter.as_ref().map_or(0, |f| f.len())
+        + layout.tls_client.as_ref().map_or(0, |(c, k)| c.len() + k.len());
     let bytes = postcard::to_extend(layout, Vec::with_capacity(strings + 96)).expect("a webhook always packs");
     Packed(bytes.into_boxed_slice())
 }
@@ -174,6 +178,7 @@ impl Packed {
             rate: webhook.limits.rate.map(|r| (r.per_second, r.burst)),
             retried_pending: webhook.retried_pending.iter().copied().map(nanos).collect(),
             filter: webhook.filter.as_ref().map(filter_text),
+            tls_client: webhook.tls_client.as_ref().map(|t| (cow(&t.certificate), cow(&t.key))),
         })
     }
 
@@ -273,6 +278,10 @@ impl Packed {
                 .map(|text| serde_json::from_str(&text))
                 .transpose()
                 .map_err(|_| Unreadable(postcard::Error::DeserializeBadEncoding))?,
+            tls_client: l.tls_client.map(|(certificate, key)| TlsClient {
+                certificate: own(certificate),
+                key: own(key),
+            }),
         })
     }
 }
@@ -443,6 +452,17 @@ pub struct Document<'a> {
     limits: Limits,
     #[serde(default)]
     filter: Option<Filter>,
+    #[serde(default, borrow)]
+    tls_client: Option<TlsClientDocument<'a>>,
+}
+
+/// `tls_client` read in place.
+#[derive(Deserialize)]
+struct TlsClientDocument<'a> {
+    #[serde(borrow)]
+    certificate: Str<'a>,
+    #[serde(borrow)]
+    key: Str<'a>,
 }
 
 /// An RFC 3339 time in a document's list.
@@ -497,6 +517,7 @@ impl<'a> Document<'a> {
             rate: self.limits.rate.map(|r| (r.per_second, r.burst)),
             retried_pending: self.retried_pending.iter().map(|t| nanos(t.0)).collect(),
             filter: self.filter.as_ref().map(filter_text),
+            tls_client: self.tls_client.as_ref().map(|t| (t.certificate.cow(), t.key.cow())),
         })
     }
 }
@@ -525,6 +546,9 @@ impl Fields for Document<'_> {
     }
     fn limits(&self) -> &Limits {
         &self.limits
+    }
+    fn tls_client(&self) -> Option<(&str, &str)> {
+        self.tls_client.as_ref().map(|t| (&*t.certificate.0, &*t.key.0))
     }
 }
 
@@ -562,6 +586,7 @@ mod tests {
             }),
         };
         w.filter = Some(Filter::parse_named(r#"{"/data/plan":{"in":["pro","team"]},"/amount":{">":100.0}}"#).unwrap());
+        w.tls_client = Some(crate::webhook::tests::tls_client("wh_1 client"));
         let packed = Packed::pack(&w);
         assert_eq!(packed.id(), "wh_1");
         let long = webhook(&"x".repeat(128), "https://example.com/", &["*"]);

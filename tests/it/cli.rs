@@ -11,28 +11,28 @@ use crate::api::*;
 use crate::helpers::*;
 
 /// The `herald` binary, pointed at one API and one configuration.
-struct Herald {
+pub struct Herald {
     api: String,
     token: Option<&'static str>,
     config: tempfile::NamedTempFile,
 }
 
 /// What one command did.
-struct Ran {
-    ok: bool,
-    stdout: String,
-    stderr: String,
+pub struct Ran {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 impl Ran {
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         assert!(self.ok, "the command failed: {}", self.stderr);
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
     }
 }
 
 impl Herald {
-    fn new(env: &TestEnv, app: &RunningApp, token: Option<&'static str>) -> Herald {
+    pub fn new(env: &TestEnv, app: &RunningApp, token: Option<&'static str>) -> Herald {
         let mut config = tempfile::NamedTempFile::new().unwrap();
         std::io::Write::write_all(&mut config, env.config_toml().as_bytes()).unwrap();
         Herald {
@@ -42,7 +42,7 @@ impl Herald {
         }
     }
 
-    async fn run(&self, args: &[&str]) -> Ran {
+    pub async fn run(&self, args: &[&str]) -> Ran {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
         command
             .arg("--config")
@@ -66,14 +66,14 @@ impl Herald {
     }
 
     /// Runs a command that must succeed.
-    async fn ok(&self, args: &[&str]) -> Ran {
+    pub async fn ok(&self, args: &[&str]) -> Ran {
         let ran = self.run(args).await;
         assert!(ran.ok, "herald {}: {}", args.join(" "), ran.stderr);
         ran
     }
 
     /// Runs a command that must fail; its error output.
-    async fn fails(&self, args: &[&str]) -> String {
+    pub async fn fails(&self, args: &[&str]) -> String {
         let ran = self.run(args).await;
         assert!(!ran.ok, "herald {} succeeded: {}", args.join(" "), ran.stdout);
         ran.stderr

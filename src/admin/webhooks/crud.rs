@@ -171,6 +171,7 @@ pub(crate) async fn create_webhook(
         updated_at: now,
         limits: body.limits.into(),
         filter: body.filter,
+        tls_client: body.tls_client.map(Into::into),
     };
     let settings = state.tenant(webhook.tenant.as_deref()).await?;
     check(state, &webhook, settings.catalog.as_deref())?;
@@ -335,7 +336,7 @@ pub async fn get(
     Ok(Json(WebhookView::from(&webhook)))
 }
 
-/// Changes a webhook's name, URL, events, headers, limits or filter.
+/// Changes a webhook's name, URL, events, headers, limits, filter or client certificate.
 #[utoipa::path(
     patch,
     path = "/v1/webhooks/{id}",
@@ -374,6 +375,9 @@ pub async fn update(
         }
         if let Some(filter) = &body.filter {
             next.filter.clone_from(filter);
+        }
+        if let Some(tls_client) = &body.tls_client {
+            next.tls_client = tls_client.clone().map(Into::into);
         }
         next.updated_at = now;
         check(&state, &next, settings.catalog.as_deref())?;

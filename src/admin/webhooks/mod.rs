@@ -21,7 +21,9 @@ use crate::admin::AdminState;
 use crate::config::catalog::Catalog;
 use crate::routing::filter::Filter;
 use crate::subscriptions::store::{StoreError, UpdateError};
-use crate::webhook::{uid_id, validate_uid, Limits, RateLimit, StatusBy, Webhook, WebhookStatus};
+use crate::webhook::{
+    certificate_fingerprint, uid_id, validate_uid, Limits, RateLimit, StatusBy, TlsClient, Webhook, WebhookStatus,
+};
 
 /// Longest webhook name.
 pub const MAX_NAME_LEN: usize = 256;
@@ -61,6 +63,10 @@ pub struct WebhookView {
     /// Its payload filter: only events whose body passes it are delivered
     /// (none: every event of its types).
     pub filter: Option<Filter>,
+    /// The client certificate Herald presents to a receiver that asks for
+    /// one (mutual TLS); none presents no certificate. Its key is never
+    /// shown.
+    pub tls_client: Option<TlsClientView>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -85,6 +91,56 @@ impl utoipa::PartialSchema for Withheld {
 
 impl ToSchema for Withheld {}
 
+/// A webhook's client certificate as the API shows it: the chain, which
+/// is public (its subject and expiry read with `openssl x509 -noout
+/// -subject -enddate`), and the first certificate's fingerprint; never the
+/// private key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct TlsClientView {
+    /// The certificate chain, PEM, as it was given.
+    pub certificate: String,
+    /// SHA-256 of the first certificate (its DER), lower-case hex: what
+    /// `openssl x509 -noout -fingerprint -sha256` shows, without colons.
+    pub sha256: Option<String>,
+    /// The private key, withheld: always `null`. It is write-only, as
+    /// signing secrets are outside their own endpoints.
+    #[schema(inline)]
+    pub key: Withheld,
+}
+
+impl From<&TlsClient> for TlsClientView {
+    fn from(t: &TlsClient) -> TlsClientView {
+        TlsClientView {
+            certificate: t.certificate.clone(),
+            sha256: certificate_fingerprint(&t.certificate),
+            key: Withheld,
+        }
+    }
+}
+
+/// A client certificate and its key, as a create or a change gives them.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsClientInput {
+    /// The client certificate first, then any intermediates the receiver
+    /// needs, PEM (`-----BEGIN CERTIFICATE-----`); up to 8 certificates.
+    #[schema(max_length = 16384)]
+    pub certificate: String,
+    /// The certificate's private key, PEM and unencrypted (`PRIVATE KEY`,
+    /// `RSA PRIVATE KEY` or `EC PRIVATE KEY`). Write-only: never shown.
+    #[schema(max_length = 16384)]
+    pub key: String,
+}
+
+impl From<TlsClientInput> for TlsClient {
+    fn from(t: TlsClientInput) -> TlsClient {
+        TlsClient {
+            certificate: t.certificate,
+            key: t.key,
+        }
+    }
+}
+
 impl From<&Webhook> for WebhookView {
     fn from(w: &Webhook) -> Self {
         WebhookView {
@@ -101,6 +157,7 @@ impl From<&Webhook> for WebhookView {
             headers: w.headers.keys().map(|name| (name.clone(), Withheld)).collect(),
             limits: w.limits.clone(),
             filter: w.filter.clone(),
+            tls_client: w.tls_client.as_ref().map(TlsClientView::from),
             created_at: w.created_at,
             updated_at: w.updated_at,
         }
@@ -158,6 +215,12 @@ pub struct CreateWebhook {
     /// is not valid answers 422 naming where (`filter./amount.>`).
     #[serde(default)]
     pub filter: Option<Filter>,
+    /// A client certificate and its key, presented to a receiver that
+    /// requires one (mutual TLS). The key is write-only. A pair TLS cannot
+    /// use (not PEM, a key that is not the certificate's) answers 422
+    /// naming `tls_client.certificate` or `tls_client.key`.
+    #[serde(default)]
+    pub tls_client: Option<TlsClientInput>,
 }
 
 /// Changes to a webhook: the fields present replace the current ones.
@@ -186,6 +249,11 @@ pub struct UpdateWebhook {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Filter>)]
     pub filter: Option<Option<Filter>>,
+    /// A new client certificate and key (both, replacing the stored pair);
+    /// `null` removes them (no certificate is presented any more).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<TlsClientInput>)]
+    pub tls_client: Option<Option<TlsClientInput>>,
 }
 
 /// The headers a change asks for, over the `stored` ones: a value sets or

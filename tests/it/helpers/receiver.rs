@@ -142,8 +142,18 @@ impl TestReceiver {
     /// A receiver serving HTTPS with a certificate `ca` signed for
     /// `localhost`; [`TestReceiver::url`] names it by that name.
     pub async fn start_tls(behaviour: Behaviour, ca: &TestCa) -> TestReceiver {
+        Self::serving_tls(behaviour, ca.server_config()).await
+    }
+
+    /// [`TestReceiver::start_tls`], requiring a client certificate that
+    /// `clients` signed: a client without one is refused in the handshake.
+    pub async fn start_mtls(behaviour: Behaviour, ca: &TestCa, clients: &TestCa) -> TestReceiver {
+        Self::serving_tls(behaviour, ca.server_config_requiring(clients)).await
+    }
+
+    async fn serving_tls(behaviour: Behaviour, config: std::sync::Arc<rustls::ServerConfig>) -> TestReceiver {
         let (state, app) = ReceiverState::app(behaviour);
-        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config());
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {

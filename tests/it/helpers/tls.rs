@@ -1,5 +1,7 @@
 //! A test certificate authority ([`TestCa`]), whose certificates receivers
-//! serve over HTTPS on 127.0.0.1 ([`TestReceiver::start_tls`]).
+//! serve over HTTPS on 127.0.0.1 ([`TestReceiver::start_tls`]), and whose
+//! client certificates receivers may require ([`TestCa::client`],
+//! [`TestReceiver::start_mtls`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,9 +41,32 @@ impl TestCa {
         path
     }
 
+    /// A client certificate this CA signed for `name`, and its private key,
+    /// both PEM.
+    pub fn client(&self, name: &str) -> (String, String) {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("client certificate parameters");
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate().expect("a client key");
+        let certificate = params
+            .signed_by(&key, &self.certificate, &self.key)
+            .expect("a client certificate");
+        (certificate.pem(), key.serialize_pem())
+    }
+
     /// A server configuration with a certificate this CA signed for
     /// `localhost` and 127.0.0.1.
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.server_config_with(None)
+    }
+
+    /// [`TestCa::server_config`], refusing every client without a
+    /// certificate `clients` signed.
+    pub fn server_config_requiring(&self, clients: &TestCa) -> Arc<rustls::ServerConfig> {
+        self.server_config_with(Some(clients))
+    }
+
+    fn server_config_with(&self, clients: Option<&TestCa>) -> Arc<rustls::ServerConfig> {
         let params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
             .expect("server certificate parameters");
         let key = rcgen::KeyPair::generate().expect("a server key");
@@ -51,12 +76,23 @@ impl TestCa {
         let chain: Vec<CertificateDer<'static>> = vec![certificate.der().clone()];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .expect("a server configuration");
+            .expect("TLS versions");
+        let builder = match clients {
+            None => builder.with_no_client_auth(),
+            Some(clients) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots
+                    .add(clients.certificate.der().clone())
+                    .expect("the client CA as a root");
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .expect("a client certificate verifier");
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let config = builder.with_single_cert(chain, key).expect("a server configuration");
         Arc::new(config)
     }
 }
