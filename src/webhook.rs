@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::routing::filter::Filter;
+use crate::routing::ordering::Ordering;
 use crate::routing::validate_pattern;
 
 /// Secrets are `whsec_` followed by the base64 of the key.
@@ -271,6 +272,11 @@ pub struct Webhook {
     /// (mutual TLS); none presents no certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_client: Option<TlsClient>,
+    /// Deliveries of events with the same key reach it one at a time, in
+    /// their source partition's order, retries included
+    /// (`routing::ordering`); none delivers them as they come.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<Ordering>,
 }
 
 /// A client certificate chain and its private key, both PEM. The key is a
@@ -456,6 +462,7 @@ impl fmt::Debug for Webhook {
             .field("limits", &self.limits)
             .field("filter", &self.filter)
             .field("tls_client", &self.tls_client)
+            .field("ordering", &self.ordering)
             .finish()
     }
 }
@@ -499,6 +506,7 @@ impl Webhook {
             limits: Limits::default(),
             filter: None,
             tls_client: None,
+            ordering: None,
         }
     }
 

@@ -371,6 +371,7 @@ mod tests {
             limits: _,
             filter: _,
             tls_client: _,
+            ordering: _,
         } = &w;
         let json = serde_json::to_value(&w).unwrap();
         let fields: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();

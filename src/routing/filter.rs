@@ -352,7 +352,7 @@ const SCALAR: &str = "expects a string, number, boolean or null";
 const ORDERED: &str = "expects a number or a string";
 
 /// The unescaped reference tokens of `pointer`, or why it is not one.
-fn tokens(pointer: &str) -> Result<Box<[String]>, String> {
+pub fn pointer_tokens(pointer: &str) -> Result<Box<[String]>, String> {
     if pointer.len() > MAX_POINTER_LEN {
         return Err(format!("is longer than {MAX_POINTER_LEN} bytes"));
     }
@@ -402,7 +402,7 @@ impl<'de> DeserializeSeed<'de> for PointerKey<'_> {
                 "is one pointer too many: a filter tests at most {MAX_POINTERS}"
             )));
         }
-        let tokens = tokens(&pointer).map_err(de::Error::custom)?;
+        let tokens = pointer_tokens(&pointer).map_err(de::Error::custom)?;
         Ok((pointer, tokens))
     }
 }

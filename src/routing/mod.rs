@@ -10,6 +10,7 @@
 pub mod envelope;
 pub mod filter;
 pub mod json;
+pub mod ordering;
 
 /// Whether `event_type` matches `pattern` (exact, `prefix*` or `*`). The
 /// routing index answers the same question for every webhook at once.

@@ -22,6 +22,7 @@ use time::OffsetDateTime;
 use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::routing::filter::Filter;
+use crate::routing::ordering::Ordering;
 use crate::webhook::{ExpiringSecret, Fields, Limits, RateLimit, StatusBy, TlsClient, Webhook, WebhookStatus};
 
 /// The packed layout. Every field is written, in this order; timestamps are
@@ -65,6 +66,9 @@ struct Layout<'a> {
     /// The client certificate chain and its key, PEM.
     #[serde(borrow)]
     tls_client: Option<(Cow<'a, str>, Cow<'a, str>)>,
+    /// The ordering as JSON (`"key"` or `{"key": "/pointer"}`).
+    #[serde(borrow)]
+    ordering: Option<Cow<'a, str>>,
 }
 
 /// The fields routing needs: the start of the layout, read without the rest.
@@ -135,9 +139,15 @@ fn write(layout: &Layout<'_>) -> Packed {
         + layout.secrets.iter().map(|e| e.len()).sum::<usize>()
         + layout.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
         + layout.filter.as_ref().map_or(0, |f| f.len())
-        + layout.tls_client.as_ref().map_or(0, |(c, k)| c.len() + k.len());
+        + layout.tls_client.as_ref().map_or(0, |(c, k)| c.len() + k.len())
+        + layout.ordering.as_ref().map_or(0, |o| o.len());
     let bytes = postcard::to_extend(layout, Vec::with_capacity(strings + 96)).expect("a webhook always packs");
     Packed(bytes.into_boxed_slice())
+}
+
+/// An ordering as the packed layout holds it: its JSON.
+fn ordering_text(ordering: &Ordering) -> Cow<'static, str> {
+    Cow::Owned(serde_json::to_string(ordering).expect("an ordering always serialises"))
 }
 
 /// A filter as the packed layout holds it: its JSON, as it writes back.
@@ -179,6 +189,7 @@ impl Packed {
             retried_pending: webhook.retried_pending.iter().copied().map(nanos).collect(),
             filter: webhook.filter.as_ref().map(filter_text),
             tls_client: webhook.tls_client.as_ref().map(|t| (cow(&t.certificate), cow(&t.key))),
+            ordering: webhook.ordering.as_ref().map(ordering_text),
         })
     }
 
@@ -282,6 +293,11 @@ impl Packed {
                 certificate: own(certificate),
                 key: own(key),
             }),
+            ordering: l
+                .ordering
+                .map(|text| serde_json::from_str(&text))
+                .transpose()
+                .map_err(|_| Unreadable(postcard::Error::DeserializeBadEncoding))?,
         })
     }
 }
@@ -454,6 +470,8 @@ pub struct Document<'a> {
     filter: Option<Filter>,
     #[serde(default, borrow)]
     tls_client: Option<TlsClientDocument<'a>>,
+    #[serde(default)]
+    ordering: Option<Ordering>,
 }
 
 /// `tls_client` read in place.
@@ -518,6 +536,7 @@ impl<'a> Document<'a> {
             retried_pending: self.retried_pending.iter().map(|t| nanos(t.0)).collect(),
             filter: self.filter.as_ref().map(filter_text),
             tls_client: self.tls_client.as_ref().map(|t| (t.certificate.cow(), t.key.cow())),
+            ordering: self.ordering.as_ref().map(ordering_text),
         })
     }
 }

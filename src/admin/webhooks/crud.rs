@@ -172,6 +172,7 @@ pub(crate) async fn create_webhook(
         limits: body.limits.into(),
         filter: body.filter,
         tls_client: body.tls_client.map(Into::into),
+        ordering: None,
     };
     let settings = state.tenant(webhook.tenant.as_deref()).await?;
     check(state, &webhook, settings.catalog.as_deref())?;
