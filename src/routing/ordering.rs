@@ -6,7 +6,8 @@
 //! the events' source partition, so it is kept per webhook, source
 //! topic-partition and key ([`OrderKey`]). An event without a key (a record
 //! without one, a body without the pointer or not JSON) is not ordered.
-//! What keeps the order across retries is in `crate::retry::ordering`.
+//! What keeps the order across retries is in the retry module
+//! (`retry::ordering`).
 
 use serde::de::{self, Deserializer};
 use serde::ser::{SerializeMap, Serializer};
