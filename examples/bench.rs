@@ -811,6 +811,7 @@ impl Bench {
                     first_attempt_at: None,
                     previous_history: None,
                     tier: None,
+                    ordering: None,
                 }),
             };
             let headers = codec::encode(&letter, due - Duration::from_secs(3600), Size::Full);

@@ -337,6 +337,7 @@ impl Application {
             failures,
             events,
             telemetry,
+            conn,
             ..
         } = shared;
         // The consumers join their groups while the index loads (the two
@@ -383,6 +384,16 @@ impl Application {
         };
         let abort = CancellationToken::new();
         let lifecycle = Arc::new(lifecycle);
+        // A key's queue lives as long as a record of it can wait.
+        let longest_wait = waits.all().iter().map(|t| t.retention).max().unwrap_or_default();
+        let ordering = Arc::new(crate::retry::ordering::Ordered::new(
+            conn,
+            &config.redis.prefix,
+            longest_wait,
+            config.retry.ordering_recheck,
+            telemetry.clone(),
+            abort.clone(),
+        ));
         let failures = Failures {
             sink: failures,
             policy: Policy {
@@ -392,6 +403,7 @@ impl Application {
             waits: waits.clone(),
             lifecycle: Some(lifecycle.clone()),
             journal: history.clone().map(|h| h as Arc<dyn Journal>),
+            ordering: Some(ordering),
             telemetry: telemetry.clone(),
             abort: abort.clone(),
         };

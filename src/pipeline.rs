@@ -21,14 +21,19 @@ use crate::delivery::{delivery_id, Deliverer};
 use crate::event::{Event, SourceRecord};
 use crate::history::record::Step;
 use crate::intake::flow::Completion;
+use crate::intake::flow::Tp;
 use crate::intake::Dispatch;
 use crate::retry::codec;
+use crate::retry::codec::RetryState;
+use crate::retry::failures::OrderSlot;
 use crate::retry::failures::{Delivery, Failures};
-use crate::retry::policy::{retried_pending, Kept, Policy};
+use crate::retry::ordering::{InLine, Place, Registration};
+use crate::retry::policy::{retried_pending, AfterFailure, Kept, Policy};
 use crate::retry::reason::Reason;
 use crate::retry::sink::Abandoned;
 use crate::routing::envelope::Envelopes;
 use crate::routing::filter::Payload;
+use crate::routing::ordering::OrderKey;
 use crate::subscriptions::lifecycle::Lifecycle;
 use crate::subscriptions::live::SubscriptionIndex;
 use crate::telemetry::{RetryFrom, Telemetry};
@@ -58,10 +63,11 @@ pub struct SourceDispatch(pub Arc<Pipeline>);
 impl Dispatch for SourceDispatch {
     fn dispatch(&self, record: SourceRecord, done: Completion) {
         let pipeline = self.0.clone();
+        let line = pipeline.register(&done);
         tokio::spawn(async move {
             let result = caught(
                 record,
-                |record| pipeline.process_source(record),
+                |record| pipeline.process_source(record, line),
                 |record, panic| pipeline.panicked("source", record, panic),
             )
             .await;
@@ -78,10 +84,11 @@ pub struct RetryDispatch(pub Arc<Pipeline>);
 impl Dispatch for RetryDispatch {
     fn dispatch(&self, record: SourceRecord, done: Completion) {
         let pipeline = self.0.clone();
+        let line = pipeline.register(&done);
         tokio::spawn(async move {
             let result = caught(
                 record,
-                |record| pipeline.process_retry(record),
+                |record| pipeline.process_retry(record, line),
                 |record, panic| pipeline.panicked("retry", record, panic),
             )
             .await;
@@ -139,7 +146,34 @@ struct Job<'a> {
     from: Option<RetryFrom>,
 }
 
+/// Where a delivery stands once [`Pipeline::run`] is done with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finished {
+    /// Delivered, or dead-lettered: nothing of it is left.
+    Done,
+    /// Waiting in a retry tier, or carried on by a copy "retry pending"
+    /// re-drove.
+    Waiting,
+}
+
+/// A record's registration with its partition's ordering gate, and the
+/// assignment that admitted it.
+pub struct Line {
+    registration: Registration,
+    generation: u64,
+}
+
 impl Pipeline {
+    /// Registers the record `done` admits with its partition's ordering
+    /// gate, as it is dispatched (in offset order).
+    fn register(&self, done: &Completion) -> Option<Line> {
+        let ordered = self.failures.ordering.as_ref()?;
+        Some(Line {
+            registration: ordered.register(done.tp(), done.generation(), done.offset()),
+            generation: done.generation(),
+        })
+    }
+
     fn finish(&self, result: Result<(), Abandoned>, done: Completion) {
         if result.is_ok() {
             done.finish();
@@ -161,7 +195,7 @@ impl Pipeline {
     }
 
     /// A record from a source topic: route it and deliver to every subscriber.
-    pub async fn process_source(&self, record: SourceRecord) -> Result<(), Abandoned> {
+    pub async fn process_source(&self, record: SourceRecord, line: Option<Line>) -> Result<(), Abandoned> {
         let recogniser = self.envelopes.for_topic(&record.topic);
         let (meta, parsed) = match recogniser.recognise_parsed(&record) {
             Ok(recognised) => recognised,
@@ -178,7 +212,24 @@ impl Pipeline {
         // it once, for the first filter, when the rules did not).
         let payload = Payload::new(&record.value, parsed);
         let routed = self.index.route(meta.tenant.as_deref(), &meta.event_type, &payload);
+        // Each webhook that orders by key, with the event's key, in line.
+        let keys: Vec<Option<OrderKey>> = routed
+            .targets
+            .iter()
+            .map(|target| {
+                let ordering = target.webhook.ordering.as_ref()?;
+                let key = ordering.key_of(&record, &payload)?;
+                Some(OrderKey::new(target.id(), &record.topic, record.partition, key))
+            })
+            .collect();
         drop(payload);
+        let (mut lines, generation) = match line {
+            Some(line) => {
+                let ordered: Vec<OrderKey> = keys.iter().flatten().cloned().collect();
+                (line.registration.announce(&ordered).into_iter(), line.generation)
+            }
+            None => (Vec::new().into_iter(), 0),
+        };
         if routed.filtered > 0 {
             self.telemetry
                 .event_filtered(&record, &meta.event_type, routed.filtered);
@@ -191,25 +242,82 @@ impl Pipeline {
             return Ok(());
         }
         let event = Event { record, meta };
-        let jobs = targets.into_iter().map(|target| Job {
-            delivery: Delivery {
-                delivery_id: delivery_id(&event, target.id()),
-                event: &event,
-                target,
-                attempts: 0,
-                first_attempt_at: None,
-                history: None,
-                tier: None,
-            },
-            from: None,
+        let jobs = targets.into_iter().zip(keys).map(|(target, key)| {
+            let job = Job {
+                delivery: Delivery {
+                    delivery_id: delivery_id(&event, target.id()),
+                    event: &event,
+                    target,
+                    attempts: 0,
+                    first_attempt_at: None,
+                    history: None,
+                    tier: None,
+                    ordering: None,
+                },
+                from: None,
+            };
+            let place = key.and_then(|_| lines.next());
+            async move {
+                match place {
+                    Some(place) => self.run_ordered(job, place, generation).await,
+                    None => self.run(job).await.map(drop),
+                }
+            }
         });
-        let results = futures::future::join_all(jobs.map(|job| self.run(job))).await;
+        let results = futures::future::join_all(jobs).await;
         results.into_iter().collect()
+    }
+
+    /// A first delivery to a webhook that orders by key: in its turn
+    /// after the earlier deliveries of its key in this partition; parked
+    /// behind them when one of them waits in a tier.
+    async fn run_ordered(&self, mut job: Job<'_>, place: InLine, generation: u64) -> Result<(), Abandoned> {
+        let Some(ordered) = self.failures.ordering.clone() else {
+            return self.run(job).await.map(drop);
+        };
+        place.turn().await?;
+        let record = &job.delivery.event.record;
+        let source: Tp = (record.topic.clone(), record.partition);
+        let offset = record.offset;
+        let key = place.key().clone();
+        let mut queued = false;
+        if ordered.is_blocked(&source, generation, &key).await? {
+            match ordered.park(&key, &source, offset, SystemTime::now()).await? {
+                Place::Free => {}
+                Place::Head => queued = true,
+                Place::Done => {
+                    ordered.step("skipped");
+                    return Ok(());
+                }
+                Place::Behind(head_due) => {
+                    ordered.step("parked");
+                    job.delivery.ordering = Some(OrderSlot {
+                        key,
+                        source,
+                        offset,
+                        queued: true,
+                    });
+                    return self.failures.park(&job.delivery, head_due).await;
+                }
+            }
+        }
+        job.delivery.ordering = Some(OrderSlot {
+            key: key.clone(),
+            source: source.clone(),
+            offset,
+            queued,
+        });
+        let finished = self.run(job).await?;
+        if finished == Finished::Done && queued {
+            ordered.pop(&key, &source, offset).await?;
+        }
+        drop(place);
+        Ok(())
     }
 
     /// A due record from a wait topic: deliver it again to its webhook, as
     /// it is now, if it is still the webhook the delivery was routed to.
-    pub async fn process_retry(&self, record: SourceRecord) -> Result<(), Abandoned> {
+    pub async fn process_retry(&self, record: SourceRecord, line: Option<Line>) -> Result<(), Abandoned> {
         let state = match codec::decode(&record, self.failures.policy.schedule.tiers.len()) {
             Ok(state) => state,
             Err(e) => {
@@ -250,13 +358,68 @@ impl Pipeline {
             };
             return self.failures.keep_retry(&event, kept, &state).await;
         }
+        // A record of an ordered key goes when it heads its key's queue.
+        let mut place = None;
+        let ordered = self.failures.ordering.clone();
+        if let (Some(key), Some(ordered)) = (&state.ordering, &ordered) {
+            let source: Tp = (state.original.topic.clone(), state.original.partition);
+            let offset = state.original.offset;
+            let in_line = line.and_then(|line| line.registration.announce(std::slice::from_ref(key)).pop());
+            if let Some(in_line) = &in_line {
+                in_line.turn().await?;
+            }
+            match ordered.claim(key, &source, offset).await? {
+                Place::Head | Place::Free => ordered.step("released"),
+                Place::Done => {
+                    ordered.step("skipped");
+                    return Ok(());
+                }
+                Place::Behind(head_due) => {
+                    ordered.step("waited");
+                    return self.failures.wait_again(&event, &state, key, head_due).await;
+                }
+            }
+            place = Some((
+                OrderSlot {
+                    key: key.clone(),
+                    source,
+                    offset,
+                    queued: true,
+                },
+                in_line,
+            ));
+        }
+        let slot = place.as_ref().map(|(slot, _)| slot.clone());
+        let finished = self.retry_now(&event, &state, from, now, slot).await?;
+        if let (Some((slot, in_line)), Some(ordered)) = (place, &ordered) {
+            if finished == Finished::Done {
+                ordered.pop(&slot.key, &slot.source, slot.offset).await?;
+            }
+            drop(in_line);
+        }
+        Ok(())
+    }
+
+    /// A due retry in its turn: delivered again if its webhook is still the
+    /// one it was routed to.
+    async fn retry_now(
+        &self,
+        event: &Event,
+        state: &RetryState,
+        from: RetryFrom,
+        now: SystemTime,
+        ordering: Option<OrderSlot>,
+    ) -> Result<Finished, Abandoned> {
         let late = now.duration_since(state.due_at).unwrap_or_default();
         self.telemetry.retry_taken_up(from, late);
         self.index.wait_loaded().await;
         let found = self.index.get(&state.webhook_id);
         let target = match Policy::same_webhook(found, &state.binding(), &event.meta) {
             Ok(target) => target,
-            Err(kept) => return self.failures.keep_retry(&event, kept, &state).await,
+            Err(kept) => {
+                self.failures.keep_retry(event, kept, state).await?;
+                return Ok(Finished::Done);
+            }
         };
         if let Some(cut) = retried_pending(
             &target.webhook.retried_pending,
@@ -267,11 +430,12 @@ impl Pipeline {
             // Re-driven by retry pending: that copy is the one delivered.
             self.telemetry
                 .retry_finished(&state.webhook_id, &state.delivery_id, cut);
-            return Ok(());
+            // Not done: the copy carries it on (in its key's queue too).
+            return Ok(Finished::Waiting);
         }
         self.run(Job {
             delivery: Delivery {
-                event: &event,
+                event,
                 target,
                 delivery_id: state.delivery_id.clone(),
                 attempts: state.attempt,
@@ -280,6 +444,7 @@ impl Pipeline {
                 // Deferred before its first attempt: that attempt, when it
                 // fails, goes to the first tier as any first attempt does.
                 tier: state.tier.filter(|_| state.attempt > 0),
+                ordering,
             },
             from: Some(from),
         })
@@ -294,11 +459,12 @@ impl Pipeline {
 
     /// One event to one webhook: delivered, or handed to [`Failures`], which
     /// returns once the next tier or the dead-letter topic has acknowledged it.
-    async fn run(&self, job: Job<'_>) -> Result<(), Abandoned> {
+    async fn run(&self, job: Job<'_>) -> Result<Finished, Abandoned> {
         let Job { delivery, from } = job;
         let Delivery { event, target, .. } = &delivery;
         if let Err(kept) = Policy::accepts(target) {
-            return self.failures.not_attempted(&delivery, kept).await;
+            self.failures.not_attempted(&delivery, kept).await?;
+            return Ok(Finished::Done);
         }
 
         self.telemetry.delivery_started();
@@ -319,13 +485,15 @@ impl Pipeline {
                 if let Some(lifecycle) = &self.lifecycle {
                     lifecycle.delivery_succeeded(target);
                 }
-                Ok(())
+                Ok(Finished::Done)
             }
-            Err(failure) => self
-                .failures
-                .after_failure(&delivery, &attempt, failure)
-                .await
-                .map(drop),
+            Err(failure) => {
+                let went = self.failures.after_failure(&delivery, &attempt, failure).await?;
+                Ok(match went {
+                    AfterFailure::DeadLetter { .. } => Finished::Done,
+                    AfterFailure::Retry { .. } | AfterFailure::Defer { .. } => Finished::Waiting,
+                })
+            }
         }
     }
 }

@@ -30,6 +30,10 @@ pub struct RetryConfig {
     pub max_out_of_order: usize,
     /// Per partition: bytes of retries held aside out of order.
     pub max_out_of_order_bytes: usize,
+    /// The shortest a delivery waiting for its key's turn (a webhook with
+    /// `ordering`) waits before it looks again, while the head is attempted.
+    #[serde(with = "humantime_serde")]
+    pub ordering_recheck: Duration,
     /// HTTP statuses that end a delivery at once (dead-lettered as
     /// `final_status`) instead of being retried; 410 always does.
     #[serde(default)]
@@ -125,6 +129,7 @@ impl RetryConfig {
         }
         positive("retry.max_out_of_order", r.max_out_of_order)?;
         positive("retry.max_out_of_order_bytes", r.max_out_of_order_bytes)?;
+        nonzero("retry.ordering_recheck", r.ordering_recheck)?;
         for status in &r.final_statuses {
             if !(300..=599).contains(status) {
                 return Err(ConfigError::invalid(
@@ -193,6 +198,7 @@ mod tests {
         assert!(err("[retry]\nredrive_retention = \"1h\"").contains("retry.redrive_retention"));
         assert!(err("[retry]\nfinal_statuses = [200]").contains("retry.final_statuses"));
         assert!(err("[retry]\nmax_out_of_order = 0").contains("retry.max_out_of_order"));
+        assert!(err("[retry]\nordering_recheck = \"0s\"").contains("retry.ordering_recheck"));
         assert!(err("[dead_letter]\nretention = \"0s\"").contains("dead_letter.retention"));
         let config = Config::from_toml_overlay("[retry]\nfinal_statuses = [400, 422]").unwrap();
         assert_eq!(config.retry.final_statuses, [400, 422]);

@@ -214,6 +214,16 @@ impl Completion {
         self.offset
     }
 
+    /// The record's partition.
+    pub fn tp(&self) -> &Tp {
+        &self.tp
+    }
+
+    /// The assignment of its partition that admitted it.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Whether the record is held (registered, not yet started).
     pub fn is_held(&self) -> bool {
         self.held

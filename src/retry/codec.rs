@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 use crate::delivery::{Attempt, Failure};
 use crate::event::{EventMeta, SourceRecord};
 use crate::retry::reason::Reason;
+use crate::routing::ordering::OrderKey;
 use crate::webhook::Webhook;
 
 /// Header names Herald adds; the original record's own `herald.*` headers
@@ -79,6 +80,9 @@ pub mod headers {
     pub const RETRY_SCHEDULED_AT: &str = "herald.retry.scheduled_at";
     /// How many times the record was moved to the end of a wait topic.
     pub const RETRY_REQUEUED: &str = "herald.retry.requeued";
+    /// On a retry record of an ordered webhook: the queue of its key
+    /// (`retry::ordering`), 32 hex digits; it goes when it heads it.
+    pub const ORDERING_KEY: &str = "herald.ordering.key";
     /// On a redrive made by a replay: the dead letter's reason.
     pub const REPLAYED_FROM_REASON: &str = "herald.replayed_from.reason";
     /// Present on a dead letter whose value was dropped because it was too large.
@@ -126,6 +130,9 @@ pub struct DeliveryContext<'a> {
     pub previous_history: Option<&'a str>,
     /// The retry tier whose attempt this was (`None`: the first attempt or a redrive).
     pub tier: Option<usize>,
+    /// The queue of its key, when its webhook orders deliveries and the
+    /// record waits in it (written on tier records only).
+    pub ordering: Option<&'a OrderKey>,
 }
 
 /// Where a failure record goes.
@@ -330,6 +337,9 @@ pub fn encode(letter: &FailureRecord<'_>, now: SystemTime, size: Size) -> OwnedH
     }
     match letter.destination {
         Destination::Tier { tier, due_at } => {
+            if let Some(key) = letter.delivery.as_ref().and_then(|d| d.ordering) {
+                out = out.add(h::ORDERING_KEY, &key.hex());
+            }
             out = out.add(h::RETRY_TIER, &tier.to_string());
             out = out.add(h::RETRY_DUE_AT, &millis(due_at).to_string());
             out = out.add(h::RETRY_SCHEDULED_AT, &millis(now).to_string());
@@ -515,6 +525,8 @@ pub struct RetryState {
     pub history: Option<String>,
     /// The reason of the dead letter this record re-drives, if it does.
     pub replayed_from: Option<String>,
+    /// The queue of its key it waits in (`herald.ordering.key`), if any.
+    pub ordering: Option<OrderKey>,
     /// The event as first consumed from its source topic.
     pub original: SourceRecord,
 }
@@ -526,6 +538,21 @@ impl RetryState {
             webhook_id: &self.webhook_id,
             tenant: self.webhook_tenant.as_deref(),
             created_at: self.webhook_created_at,
+        }
+    }
+
+    /// The delivery it is about, as written again without an attempt (kept
+    /// in the dead-letter topic, or waiting again), in `ordering`'s queue.
+    pub fn context<'a>(&'a self, ordering: Option<&'a OrderKey>) -> DeliveryContext<'a> {
+        DeliveryContext {
+            binding: self.binding(),
+            delivery_id: &self.delivery_id,
+            attempts: self.attempt,
+            last_attempt: None,
+            first_attempt_at: self.first_attempt_at,
+            previous_history: self.history.as_deref(),
+            tier: self.tier,
+            ordering,
         }
     }
 }
@@ -614,6 +641,15 @@ pub fn decode(record: &SourceRecord, tiers: usize) -> Result<RetryState, Invalid
         last_attempt_at: time_of(record, h::LAST_ATTEMPT_AT).ok().flatten(),
         history: text(record, h::HISTORY).ok().map(str::to_owned),
         replayed_from: text(record, h::REPLAYED_FROM_REASON).ok().map(str::to_owned),
+        ordering: match record.header(h::ORDERING_KEY) {
+            None => None,
+            Some(_) => Some(
+                text(record, h::ORDERING_KEY)
+                    .ok()
+                    .and_then(OrderKey::from_hex)
+                    .ok_or(InvalidRetryRecord(h::ORDERING_KEY))?,
+            ),
+        },
         original,
     })
 }
@@ -683,6 +719,7 @@ mod tests {
     /// A delivery of webhook `w`, bound to no tenant.
     fn unbound<'a>(attempts: u32, last_attempt: Option<&'a Attempt>, history: Option<&'a str>) -> DeliveryContext<'a> {
         DeliveryContext {
+            ordering: None,
             binding: Binding {
                 webhook_id: "w",
                 tenant: None,
@@ -700,6 +737,7 @@ mod tests {
     /// A delivery of webhook `orders` of tenant `acme`, on its first tier.
     fn of_orders(attempts: u32, last_attempt: Option<&Attempt>) -> DeliveryContext<'_> {
         DeliveryContext {
+            ordering: None,
             binding: Binding {
                 webhook_id: "orders",
                 tenant: Some("acme"),
@@ -749,6 +787,7 @@ mod tests {
     fn consecutive_waits_for_a_request_slot_are_one_history_entry() {
         fn after(previous: &str, last: &Attempt) -> String {
             history(&DeliveryContext {
+                ordering: None,
                 binding: Binding {
                     webhook_id: "orders",
                     tenant: None,
@@ -796,6 +835,7 @@ mod tests {
             record: &record,
             meta: Some(&meta),
             delivery: Some(DeliveryContext {
+                ordering: None,
                 binding: Binding {
                     webhook_id: "orders",
                     tenant: Some("acme"),

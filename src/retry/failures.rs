@@ -12,7 +12,7 @@
 //! do retries moved to the end of a wait topic.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -21,10 +21,13 @@ use crate::config::waits::WaitTopics;
 use crate::delivery::target::Target;
 use crate::delivery::{Attempt, Failure};
 use crate::event::{Event, SourceRecord};
+use crate::intake::flow::Tp;
 use crate::retry::codec::{self, Binding, DeliveryContext, Destination, FailureRecord, RetryState};
+use crate::retry::ordering::Ordered;
 use crate::retry::policy::{AfterFailure, Kept, Policy};
 use crate::retry::reason::Reason;
 use crate::retry::sink::{Abandoned, FailureSink};
+use crate::routing::ordering::OrderKey;
 use crate::subscriptions::lifecycle::Lifecycle;
 use crate::telemetry::Telemetry;
 
@@ -49,7 +52,24 @@ pub struct Delivery<'a> {
     pub history: Option<&'a str>,
     /// The tier this attempt comes from (`None` for a first attempt or a redrive).
     pub tier: Option<usize>,
+    /// Its key's place, when its webhook orders deliveries by key.
+    pub ordering: Option<OrderSlot>,
 }
+
+/// An ordered delivery's key, and whether it is in the key's queue
+/// (`retry::ordering`).
+#[derive(Debug, Clone)]
+pub struct OrderSlot {
+    pub key: OrderKey,
+    /// The event's source partition and offset: its place in the queue.
+    pub source: Tp,
+    pub offset: i64,
+    /// In the queue (its head), so to be taken out once finished.
+    pub queued: bool,
+}
+
+/// What a dead letter of an ordered delivery adds to its detail.
+const OVERTAKEN: &str = " (ordered by key: later events of its key are delivered without it)";
 
 impl Delivery<'_> {
     fn context<'a>(
@@ -66,6 +86,7 @@ impl Delivery<'_> {
             first_attempt_at,
             previous_history: self.history,
             tier: self.tier,
+            ordering: self.ordering.as_ref().map(|slot| &slot.key),
         }
     }
 }
@@ -80,6 +101,8 @@ pub struct Failures {
     pub lifecycle: Option<Arc<Lifecycle>>,
     /// Records each step in the delivery history.
     pub journal: Option<Arc<dyn Journal>>,
+    /// The queues of ordered keys (absent in tools that only deliver).
+    pub ordering: Option<Arc<Ordered>>,
     pub telemetry: Telemetry,
     /// Cancelled when shutdown's drain deadline has passed: a record not yet
     /// acknowledged is abandoned (its offset left uncommitted).
@@ -124,6 +147,14 @@ impl Failures {
                 (Destination::DeadLetter, reason)
             }
         };
+        if let (Some(slot), Some(ordered)) = (&delivery.ordering, &self.ordering) {
+            if let Destination::Tier { due_at, .. } = destination {
+                // The key waits for it from before its retry record exists:
+                // a crash in between leaves the source record uncommitted,
+                // and read again it is found to be the head.
+                ordered.block(&slot.key, &slot.source, slot.offset, due_at).await?;
+            }
+        }
         if let Some(journal) = &self.journal {
             journal.failed(delivery.event, target, attempt, delivery.tier, decision);
         }
@@ -136,16 +167,79 @@ impl Failures {
                 Some(delivery.first_attempt_at.unwrap_or(attempt.started_at)),
             ),
         };
+        let mut detail = failure.describe();
+        if delivery.ordering.is_some() && destination == Destination::DeadLetter {
+            detail.push_str(OVERTAKEN);
+        }
         let letter = FailureRecord {
             destination,
             reason,
-            detail: failure.describe(),
+            detail,
             record: &delivery.event.record,
             meta: Some(&delivery.event.meta),
             delivery: Some(delivery.context(made, Some(attempt), first)),
         };
         self.sink.send(letter, &self.abort).await?;
         Ok(decision)
+    }
+
+    /// An ordered delivery not attempted because an earlier delivery of its
+    /// key waits in a tier: written to the wait topic of `head_due` (the
+    /// head's due time), its attempts unchanged, once in its key's queue.
+    pub async fn park(&self, delivery: &Delivery<'_>, head_due: SystemTime) -> Result<(), Abandoned> {
+        let context = delivery.context(delivery.attempts, None, delivery.first_attempt_at);
+        self.send_waiting(delivery.event, context, head_due).await
+    }
+
+    /// A retry of an ordered key that came due before its turn: written
+    /// again to wait for the head's due time `head_due`.
+    pub async fn wait_again(
+        &self,
+        event: &Event,
+        state: &RetryState,
+        key: &OrderKey,
+        head_due: SystemTime,
+    ) -> Result<(), Abandoned> {
+        self.send_waiting(event, state.context(Some(key)), head_due).await
+    }
+
+    /// Writes a delivery waiting for its key's head, due at `head_due`, to
+    /// the wait topic of that time.
+    async fn send_waiting(
+        &self,
+        event: &Event,
+        delivery: DeliveryContext<'_>,
+        head_due: SystemTime,
+    ) -> Result<(), Abandoned> {
+        let letter = FailureRecord {
+            destination: self.wait_for(head_due),
+            reason: Reason::DeliveryFailed,
+            detail: "waiting for an earlier delivery of its key (ordered by key)".into(),
+            record: &event.record,
+            meta: Some(&event.meta),
+            delivery: Some(delivery),
+        };
+        self.sink.send(letter, &self.abort).await
+    }
+
+    /// Where a delivery waiting for its key's head goes: just after the
+    /// head is due, and at least `retry.ordering_recheck` from now (the
+    /// head may be being attempted), in the tier whose waits that is in
+    /// order with.
+    fn wait_for(&self, head_due: SystemTime) -> Destination {
+        let now = SystemTime::now();
+        let recheck = self.ordering.as_ref().map_or(Duration::from_secs(5), |o| o.recheck());
+        let due_at = (head_due + Duration::from_secs(1)).max(now + recheck);
+        let wait = due_at.duration_since(now).unwrap_or_default();
+        if self.policy.schedule.tiers.is_empty() {
+            // No tier to wait in (nothing fails into one, so only a queue
+            // left from an earlier configuration is waited for).
+            return Destination::Redrive;
+        }
+        Destination::Tier {
+            tier: self.waits.for_wait(wait).tier.unwrap_or(0),
+            due_at,
+        }
     }
 
     /// A delivery not attempted because its webhook does not take deliveries
@@ -161,16 +255,7 @@ impl Failures {
     /// A due retry kept in the dead-letter topic without an attempt (`kept`:
     /// its webhook changed, or the record is out of range).
     pub async fn keep_retry(&self, event: &Event, kept: Kept, state: &RetryState) -> Result<(), Abandoned> {
-        let delivery = DeliveryContext {
-            binding: state.binding(),
-            delivery_id: &state.delivery_id,
-            attempts: state.attempt,
-            last_attempt: None,
-            first_attempt_at: state.first_attempt_at,
-            previous_history: state.history.as_deref(),
-            tier: state.tier,
-        };
-        self.send_kept(event, kept, delivery).await
+        self.send_kept(event, kept, state.context(None)).await
     }
 
     /// Dead-letters a delivery that is not attempted, with why.

@@ -16,6 +16,7 @@
 
 pub mod codec;
 pub mod failures;
+pub mod ordering;
 pub mod pending;
 pub mod policy;
 pub mod reason;

@@ -35,6 +35,7 @@ pub async fn deliver_again(sink: &FailureSink, again: Again<'_>, abort: &Cancell
         record: again.record,
         meta: Some(again.meta),
         delivery: Some(DeliveryContext {
+            ordering: None,
             binding: again.binding,
             delivery_id: again.delivery_id,
             attempts: again.attempts,

@@ -18,10 +18,6 @@ use crate::event::SourceRecord;
 use crate::routing::filter::{pointer_tokens, Payload};
 use crate::routing::json::Document;
 
-/// Longest key an event is ordered by, in bytes: a longer one is hashed like
-/// any other, this only bounds the pointer's value read for it.
-pub const MAX_POINTER_VALUE: usize = 64 * 1024;
-
 /// What a webhook orders its deliveries by. Valid by construction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ordering {
@@ -64,7 +60,7 @@ impl Ordering {
                 let document: &Document<'a> = payload.document()?;
                 let value = document.follow(tokens.iter())?;
                 let text = value.get();
-                (text.len() <= MAX_POINTER_VALUE && text != "null").then_some(EventKey::Value(text))
+                (text != "null").then_some(EventKey::Value(text))
             }
         }
     }

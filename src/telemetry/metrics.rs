@@ -47,6 +47,8 @@ pub struct Metrics {
     pub failure_records_unwritable: IntCounter,
     pub producer_recreated: IntCounter,
     pub rate_slowdowns: IntCounter,
+    pub ordering_steps: IntCounterVec,
+    pub ordering_store_errors: IntCounter,
     pub shutdown_failures: IntCounterVec,
     pub consumer_wakeups: IntCounterVec,
     pub records_repeated: IntCounterVec,
@@ -91,6 +93,13 @@ pub struct Metrics {
 
 /// Delivery outcomes (`outcome` label).
 pub const OUTCOMES: [&str; 2] = ["succeeded", "failed"];
+
+/// Steps of ordered deliveries (`herald_ordering_steps_total{step}`):
+/// `parked` (written to a tier behind an earlier delivery of its key),
+/// `waited` (came due before its turn and went back to wait), `released`
+/// (its turn came after waiting), `skipped` (found done already: a replay
+/// or a second copy).
+pub const ORDERING_STEPS: [&str; 4] = ["parked", "waited", "released", "skipped"];
 /// Status classes (`class` label).
 pub const CLASSES: [&str; 9] = [
     "2xx",
@@ -339,6 +348,17 @@ impl Metrics {
                 "herald_rate_slowdowns_total",
                 "429 answers that lowered a rate-limited webhook's rate (halved, back over delivery.rate_recovery).",
             ),
+            ordering_steps: counter_vec(
+                r,
+                "herald_ordering_steps_total",
+                "Steps of ordered deliveries (ordering): parked behind an earlier delivery of their key, waited again, released, skipped as already done.",
+                &["step"],
+            ),
+            ordering_store_errors: counter(
+                r,
+                "herald_ordering_store_errors_total",
+                "Redis commands of ordered deliveries that failed (retried until they succeed; the key's deliveries wait meanwhile).",
+            ),
             shutdown_failures: counter_vec(
                 r,
                 "herald_shutdown_failures_total",
@@ -543,6 +563,9 @@ impl Metrics {
             m.events_unmatched.with_label_values(&[topic]);
             m.deliveries_filtered.with_label_values(&[topic]);
             m.source_records_expired.with_label_values(&[topic]);
+        }
+        for step in ORDERING_STEPS {
+            m.ordering_steps.with_label_values(&[step]);
         }
         for outcome in OUTCOMES {
             m.delivery_duration.with_label_values(&[outcome]);

@@ -501,6 +501,17 @@ impl Telemetry {
         error!(%code, reason, "the Kafka producer failed fatally; replaced it with a new one (unacknowledged records are written again)");
     }
 
+    /// An ordered delivery took `step` (one of [`metrics::ORDERING_STEPS`]).
+    pub fn ordering_step(&self, step: &'static str) {
+        self.metrics.ordering_steps.with_label_values(&[step]).inc();
+    }
+
+    /// A Redis command of an ordered delivery failed; it is tried again.
+    pub fn ordering_store_failed(&self, op: &str, error: &dyn std::fmt::Display) {
+        self.metrics.ordering_store_errors.inc();
+        tracing::warn!(op, %error, "ordering: Redis did not answer; the key's deliveries wait and it is tried again");
+    }
+
     /// A receiver answered `429`: its webhook's rate is now `per_second`.
     pub fn rate_slowed(&self, webhook: &str, per_second: f64) {
         self.metrics.rate_slowdowns.inc();

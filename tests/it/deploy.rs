@@ -490,3 +490,48 @@ async fn the_redis_acl_user_can_do_all_the_work_and_nothing_more() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_acl_user_can_keep_a_key_s_deliveries_in_order() {
+    let env = TestEnv::new("redis-acl-order", &["events"], 1)
+        .await
+        .with_tiers(&[Tier::after_ms(1000)])
+        .await;
+    let user = AclUser::create(&env).await;
+    let mut conn = env.redis().await;
+    let () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
+    // Each delivery's first attempt fails: the key is blocked, the next
+    // event parked behind it, and both go in order from the tier.
+    let receiver = TestReceiver::start(failing(1, 500, None)).await;
+    let writer = redis::Client::open(user.writer_url.as_str()).unwrap();
+    let store = SubscriptionStore::connect(&writer, &env.prefix).await.unwrap();
+    let mut ordered = webhook("ordered", &receiver.url("/"), &["*"]);
+    ordered.ordering = Some(herald::routing::ordering::Ordering::RecordKey);
+    store.put(&ordered).await.unwrap();
+    let app = env.spawn(&format!("[redis]\nurl = \"{}\"\n", user.url)).await;
+    let publisher = Publisher::new();
+    for n in 0..2 {
+        let body = format!(r#"{{"event":"a.b","n":{n}}}"#);
+        publisher.send(env.topic(), Some("k"), body.as_bytes(), &[]).await;
+    }
+    let got = receiver.wait_for(4, Duration::from_secs(60)).await;
+    let order: Vec<String> = got
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    assert!(
+        order[0].contains(r#""n":0"#) && order[1].contains(r#""n":0"#),
+        "{order:?}"
+    );
+    assert!(
+        order[2].contains(r#""n":1"#) && order[3].contains(r#""n":1"#),
+        "{order:?}"
+    );
+    assert_eq!(app.metric("herald_ordering_store_errors_total").await, 0.0);
+    app.stop().await;
+    assert_eq!(
+        user.refusals().await,
+        Vec::<(String, String)>::new(),
+        "Redis refused these to Herald"
+    );
+}

@@ -17,6 +17,7 @@ mod filters;
 mod flood;
 mod history;
 mod https;
+mod key_ordering;
 mod ordering;
 mod portal;
 mod progress;

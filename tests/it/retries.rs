@@ -643,6 +643,7 @@ async fn a_failed_deliverys_retry_is_written_while_redis_does_not_answer_and_the
         waits: config.retry.wait_topics(),
         lifecycle: Some(Arc::new(lifecycle)),
         journal: None,
+        ordering: None,
         telemetry,
         abort: CancellationToken::new(),
     };
@@ -685,6 +686,7 @@ async fn a_failed_deliverys_retry_is_written_while_redis_does_not_answer_and_the
         first_attempt_at: None,
         history: None,
         tier: None,
+        ordering: None,
     };
 
     proxy.freeze();

@@ -37,6 +37,9 @@ pub enum Behaviour {
         status: u16,
         retry_after: Option<String>,
     },
+    /// Answers 500 to this share of requests (per mille), chosen at
+    /// random, 204 to the others.
+    FailRandomly(u32),
 }
 
 /// A [`Behaviour::Gated`] receiver's behaviour and its gate: `send(true)`
@@ -63,6 +66,8 @@ pub struct Received {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// Answered with a failure by [`Behaviour::FailRandomly`].
+    pub failed_randomly: bool,
 }
 
 impl Received {
@@ -227,13 +232,16 @@ async fn handle(State(state): State<ReceiverState>, uri: axum::http::Uri, header
         .unwrap_or(0);
     let _open = OpenRequest::new(&state.open_requests);
     let index = state.received.lock().len();
+    let behaviour = state.behaviour.lock().clone();
+    let failed_randomly =
+        matches!(behaviour, Behaviour::FailRandomly(per_mille) if rand::random::<u32>() % 1000 < per_mille);
     state.received.lock().push(Received {
+        failed_randomly,
         at: std::time::Instant::now(),
         path: uri.path().to_owned(),
         headers,
         body,
     });
-    let behaviour = state.behaviour.lock().clone();
     match behaviour {
         Behaviour::Status(s) => StatusCode::from_u16(s).unwrap().into_response(),
         Behaviour::Delay(d, s) => {
@@ -257,6 +265,13 @@ async fn handle(State(state): State<ReceiverState>, uri: axum::http::Uri, header
             match retry_after {
                 Some(ra) => (status, [("retry-after", ra)]).into_response(),
                 None => status.into_response(),
+            }
+        }
+        Behaviour::FailRandomly(_) => {
+            if failed_randomly {
+                StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            } else {
+                StatusCode::NO_CONTENT.into_response()
             }
         }
         Behaviour::Hang => {
