@@ -170,6 +170,8 @@ pub(super) async fn create(
                 filter,
                 // Client certificates are set through the API or the CLI.
                 tls_client: None,
+                // The form does not carry an ordering yet.
+                ordering: None,
             };
             crud::create_webhook(&state, &session.caller(), body).await
         }
@@ -422,6 +424,8 @@ pub(super) async fn update(
                 filter: Some(filter),
                 // Kept: the form does not carry client certificates.
                 tls_client: None,
+                // Kept: the form does not carry an ordering yet.
+                ordering: None,
             };
             crud::update(
                 State(state.clone()),

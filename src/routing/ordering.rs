@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::event::SourceRecord;
-use crate::routing::filter::{pointer_tokens, Payload};
+use crate::routing::filter::{pointer_tokens, Payload, MAX_POINTER_LEN};
 use crate::routing::json::Document;
 
 /// What a webhook orders its deliveries by. Valid by construction.
@@ -156,6 +156,45 @@ impl<'de> Deserialize<'de> for Ordering {
         }
     }
 }
+
+impl utoipa::PartialSchema for Ordering {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
+        let pointer = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^/([^~]|~[01])*$"))
+            .max_length(Some(MAX_POINTER_LEN))
+            .description(Some(
+                "An RFC 6901 JSON pointer into the event body, e.g. `/data/customer_id`.",
+            ));
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["key"]))
+                    .description(Some("By the Kafka record key.")),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Object)
+                    .property("key", pointer)
+                    .required("key")
+                    .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+                    .description(Some("By the value at a JSON pointer into the event body.")),
+            )
+            .description(Some(
+                "Ordered delivery: deliveries of events with the same key reach the webhook one at a time, in \
+                 their source partition's order, retries included. The key is the Kafka record key (`\"key\"`) \
+                 or the value at a JSON pointer into the body (`{\"key\": \"/data/customer_id\"}`, compared as \
+                 written); the order is kept per webhook, source topic-partition and key. An event without a key \
+                 (no record key; nothing or `null` at the pointer, or a body that is not JSON) is delivered \
+                 unordered. `null` (or absent) for none. See docs/subscriptions.md#ordered-delivery.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Ordering {}
 
 #[cfg(test)]
 mod tests {

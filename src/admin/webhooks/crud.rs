@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{change_loaded, check, headers_after, load, store_error, CreateWebhook, UpdateWebhook, WebhookView};
+use super::{change_loaded, check, load, store_error, CreateWebhook, UpdateWebhook, WebhookView};
 use crate::admin::auth::Caller;
 use crate::admin::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::admin::problem::Problem;
@@ -172,7 +172,7 @@ pub(crate) async fn create_webhook(
         limits: body.limits.into(),
         filter: body.filter,
         tls_client: body.tls_client.map(Into::into),
-        ordering: None,
+        ordering: body.ordering,
     };
     let settings = state.tenant(webhook.tenant.as_deref()).await?;
     check(state, &webhook, settings.catalog.as_deref())?;
@@ -337,7 +337,7 @@ pub async fn get(
     Ok(Json(WebhookView::from(&webhook)))
 }
 
-/// Changes a webhook's name, URL, events, headers, limits, filter or client certificate.
+/// Changes a webhook's name, URL, events, headers, limits, filter, client certificate or ordering.
 #[utoipa::path(
     patch,
     path = "/v1/webhooks/{id}",
@@ -358,28 +358,7 @@ pub async fn update(
     let loaded = load(&state, &caller, &id).await?;
     let settings = state.tenant(loaded.tenant.as_deref()).await?;
     let (webhook, _) = change_loaded(&state, loaded, &id, |current| {
-        let mut next = current.clone();
-        if let Some(name) = &body.name {
-            next.name = name.clone();
-        }
-        if let Some(url) = &body.url {
-            next.url = url.clone();
-        }
-        if let Some(events) = &body.events {
-            next.events = events.clone();
-        }
-        if let Some(headers) = &body.headers {
-            next.headers = headers_after(&current.headers, headers)?;
-        }
-        if let Some(limits) = &body.limits {
-            next.limits = limits.clone().into();
-        }
-        if let Some(filter) = &body.filter {
-            next.filter.clone_from(filter);
-        }
-        if let Some(tls_client) = &body.tls_client {
-            next.tls_client = tls_client.clone().map(Into::into);
-        }
+        let mut next = body.apply(current)?;
         next.updated_at = now;
         check(&state, &next, settings.catalog.as_deref())?;
         Ok(Some(next))
