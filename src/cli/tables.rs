@@ -139,6 +139,19 @@ pub fn webhook_table(w: &Value) -> String {
     if w["filter"].is_object() {
         t.add_row(vec!["filter".to_owned(), w["filter"].to_string()]);
     }
+    // As --ordering takes it: `key`, or the pointer.
+    let ordering = match &w["ordering"] {
+        Value::Null => None,
+        Value::String(key) if key == "key" => Some("key (the Kafka record key)".to_owned()),
+        Value::Object(o) if o.get("key").is_some_and(Value::is_string) => Some(format!(
+            "{} (the value at this JSON pointer in the body)",
+            text_of(&o["key"])
+        )),
+        other => Some(other.to_string()),
+    };
+    if let Some(ordering) = ordering {
+        t.add_row(vec!["ordering".to_owned(), ordering]);
+    }
     // The certificate by its fingerprint (the API shows its PEM); the key
     // is never shown.
     if w["tls_client"].is_object() {
@@ -433,5 +446,19 @@ mod tests {
             secret_table(&json!({"secret": "whsec_x", "previous": [{"secret": "whsec_y", "expires_at": "t"}]}))
                 .contains("whsec_y")
         );
+    }
+
+    #[test]
+    fn the_webhook_table_shows_the_ordering_as_the_flag_takes_it() {
+        let row = |ordering: Value| {
+            webhook_table(&json!({ "ordering": ordering }))
+                .lines()
+                .find(|l| l.contains("ordering"))
+                .map(str::to_owned)
+        };
+        assert_eq!(row(Value::Null), None);
+        assert!(row(json!("key")).unwrap().contains("key (the Kafka record key)"));
+        let by_pointer = row(json!({"key": "/data/customer"})).unwrap();
+        assert!(by_pointer.contains("/data/customer (the value at"), "{by_pointer}");
     }
 }

@@ -170,6 +170,20 @@ fn parse_filter(s: &str) -> Result<Value, String> {
     }
 }
 
+/// `--ordering`: `key` (the Kafka record key), a JSON pointer into the
+/// body (a value beginning with `/`) for the value there, or `none` (JSON
+/// `null`: no ordering). The API checks the pointer.
+fn parse_ordering(s: &str) -> Result<Value, String> {
+    match s.trim() {
+        "none" => Ok(Value::Null),
+        "key" => Ok(Value::from("key")),
+        _ if s.starts_with('/') => Ok(json!({ "key": s })),
+        other => Err(format!(
+            "`{other}` is no ordering: `key` (the Kafka record key), a JSON pointer into the body such as `/data/customer_id`, or `none`"
+        )),
+    }
+}
+
 /// `herald webhooks` commands.
 #[derive(Subcommand)]
 pub enum WebhooksCommand {
@@ -206,6 +220,13 @@ pub enum WebhooksCommand {
         filter: Option<Value>,
         #[command(flatten)]
         client_cert: ClientCertArgs,
+        /// Ordered delivery: events with the same key reach the webhook one
+        /// at a time, in their partition's order, retries included. `key`
+        /// orders by the Kafka record key; a JSON pointer such as
+        /// /data/customer_id by the value there in the body
+        /// (docs/subscriptions.md#ordered-delivery).
+        #[arg(long, value_name = "key|/POINTER", value_parser = parse_ordering)]
+        ordering: Option<Value>,
         /// JSON file holding the create body (flags override its fields).
         #[arg(long)]
         file: Option<PathBuf>,
@@ -228,7 +249,7 @@ pub enum WebhooksCommand {
     },
     /// Show one webhook.
     Get { id: String },
-    /// Change a webhook's name, URL, events, headers, limits, filter or client certificate.
+    /// Change a webhook's name, URL, events, headers, limits, filter, client certificate or ordering.
     Update {
         id: String,
         #[arg(long)]
@@ -250,6 +271,10 @@ pub enum WebhooksCommand {
         filter: Option<Value>,
         #[command(flatten)]
         client_cert: ClientCertArgs,
+        /// Replaces the ordering (`key` or a JSON pointer, as for create);
+        /// `none` removes it.
+        #[arg(long, value_name = "key|/POINTER|none", value_parser = parse_ordering)]
+        ordering: Option<Value>,
     },
     /// Pause deliveries (they are kept for a replay on resume).
     Pause { id: String },
@@ -302,6 +327,7 @@ pub async fn run(api: ApiArgs, command: WebhooksCommand) -> anyhow::Result<()> {
             limits,
             filter,
             client_cert,
+            ordering,
             file,
         } => {
             let tls_client = client_cert.value()?;
@@ -331,6 +357,7 @@ pub async fn run(api: ApiArgs, command: WebhooksCommand) -> anyhow::Result<()> {
             set("uid", uid.map(Value::from));
             set("filter", filter);
             set("tls_client", tls_client);
+            set("ordering", ordering);
             if limits.given() {
                 let mut current = obj
                     .get("limits")
@@ -387,8 +414,12 @@ pub async fn run(api: ApiArgs, command: WebhooksCommand) -> anyhow::Result<()> {
             limits,
             filter,
             client_cert,
+            ordering,
         } => {
             let mut body = serde_json::Map::new();
+            if let Some(ordering) = ordering {
+                body.insert("ordering".into(), ordering);
+            }
             if let Some(tls_client) = client_cert.value()? {
                 body.insert("tls_client".into(), tls_client);
             }
@@ -419,7 +450,7 @@ pub async fn run(api: ApiArgs, command: WebhooksCommand) -> anyhow::Result<()> {
             }
             if body.is_empty() {
                 anyhow::bail!(
-                    "nothing to change: pass --name, --url, --event, --header, --max-in-flight, --timeout-ms, --final-statuses, --rate, --filter or --client-cert"
+                    "nothing to change: pass --name, --url, --event, --header, --max-in-flight, --timeout-ms, --final-statuses, --rate, --filter, --client-cert or --ordering"
                 );
             }
             let path = format!("/v1/webhooks/{}", encode(&id));
@@ -464,4 +495,68 @@ pub async fn run(api: ApiArgs, command: WebhooksCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn parsed(args: &[&str]) -> Result<WebhooksCommand, clap::Error> {
+        let cli = Cli::try_parse_from([&["herald", "webhooks"], args].concat())?;
+        match cli.command {
+            Command::Webhooks { command, .. } => Ok(*command),
+            _ => unreachable!("a webhooks command"),
+        }
+    }
+
+    fn ordering_of(args: &[&str]) -> Option<Value> {
+        match parsed(args).unwrap() {
+            WebhooksCommand::Create { ordering, .. } | WebhooksCommand::Update { ordering, .. } => ordering,
+            _ => unreachable!("create or update"),
+        }
+    }
+
+    #[test]
+    fn ordering_is_the_record_key_a_pointer_or_none_as_the_api_takes_it() {
+        assert_eq!(parse_ordering("key"), Ok(json!("key")));
+        assert_eq!(parse_ordering(" key "), Ok(json!("key")));
+        assert_eq!(parse_ordering("/data/customer"), Ok(json!({"key": "/data/customer"})));
+        // The pointer as written: the API reads its escapes.
+        assert_eq!(parse_ordering("/a~1b/0"), Ok(json!({"key": "/a~1b/0"})));
+        assert_eq!(parse_ordering("none"), Ok(Value::Null));
+        for other in ["", "keys", "Key", "data/customer", "{\"key\": \"/a\"}"] {
+            let why = parse_ordering(other).unwrap_err();
+            assert!(why.contains("`key`") && why.contains("`none`"), "{other}: {why}");
+        }
+    }
+
+    #[test]
+    fn create_and_update_take_ordering_and_update_removes_it_with_none() {
+        let create = ["create", "--name", "n", "--url", "https://example.com/", "--event", "*"];
+        assert_eq!(ordering_of(&create), None);
+        assert_eq!(
+            ordering_of(&[&create[..], &["--ordering", "key"]].concat()),
+            Some(json!("key"))
+        );
+        assert_eq!(
+            ordering_of(&[&create[..], &["--ordering", "/data/customer"]].concat()),
+            Some(json!({"key": "/data/customer"}))
+        );
+        assert_eq!(ordering_of(&["update", "wh_1"]), None, "absent: unchanged");
+        assert_eq!(
+            ordering_of(&["update", "wh_1", "--ordering", "none"]),
+            Some(Value::Null)
+        );
+        assert_eq!(
+            ordering_of(&["update", "wh_1", "--ordering", "/data/customer"]),
+            Some(json!({"key": "/data/customer"}))
+        );
+        let refused = parsed(&["update", "wh_1", "--ordering", "customer"]).err().unwrap();
+        assert_eq!(refused.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(refused.to_string().contains("--ordering"), "{refused}");
+    }
 }
