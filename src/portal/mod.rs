@@ -348,6 +348,7 @@ mod tests {
             .unwrap(),
         );
         w.tls_client = Some(crate::webhook::tests::tls_client("acme client"));
+        w.ordering = Some(crate::routing::ordering::Ordering::parse(r#"{"key":"/data/customer"}"#).unwrap());
         w.created_at = datetime!(2026-01-02 03:04:05 UTC);
         // No `..`: a field added to `Webhook` stops this from compiling
         // until it is set above and placed in the lists below.
@@ -377,7 +378,7 @@ mod tests {
         let fields: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
             fields.len(),
-            19,
+            20,
             "every field is set, so the document shows it: {fields:?}"
         );
 
@@ -395,8 +396,8 @@ mod tests {
             // The portal shows what a receiver's owner acts on: status and
             // its reason (status_by decides the resume form), the endpoint,
             // events, header names, the filter, the rate limit (of the
-            // limits, the one a receiver's owner sets) and when it was
-            // created.
+            // limits, the one a receiver's owner sets), the ordering and
+            // when it was created.
             &["uid", "status_changed_at", "status_by", "updated_at"],
             // A client certificate comes with its private key, which is not
             // pasted into a browser's form: it is set through the API or
@@ -441,6 +442,7 @@ mod tests {
             "created_at" => page.contains("2026-01-02 03:04 UTC"),
             "filter" => page.contains("/data/plan") && page.contains("Payload filter"),
             "limits" => page.contains("At most 0.5 requests a second, 3 at once"),
+            "ordering" => page.contains("Delivery order") && page.contains("<code>/data/customer</code>"),
             other => panic!("the portal's page is not known to show `{other}`"),
         };
         for field in fields {
@@ -476,6 +478,51 @@ mod tests {
             Form::checked(&Bytes::from(other), &s).is_err(),
             "another session's token"
         );
+    }
+
+    #[test]
+    fn the_form_orders_by_nothing_the_record_key_or_a_pointer_and_a_refusal_names_ordering() {
+        use crate::routing::ordering::Ordering;
+        let chosen = |ordering: &str, pointer: &str| {
+            webhooks::ordering_of(&views::FormValues {
+                ordering: ordering.into(),
+                ordering_pointer: pointer.into(),
+                ..Default::default()
+            })
+        };
+        assert_eq!(chosen("", "").unwrap(), None);
+        assert_eq!(chosen("key", "").unwrap(), Some(Ordering::RecordKey));
+        assert_eq!(
+            chosen("pointer", "/data/customer").unwrap(),
+            Some(Ordering::parse(r#"{"key":"/data/customer"}"#).unwrap())
+        );
+        // The pointer is read only when ordering by a value in the body.
+        assert_eq!(chosen("", "/data/customer").unwrap(), None);
+        assert_eq!(chosen("key", "/data/customer").unwrap(), Some(Ordering::RecordKey));
+        for (ordering, pointer, expected) in [
+            ("pointer", "", "give the JSON pointer"),
+            ("pointer", "data/customer", "is not a JSON pointer"),
+            ("pointer", "/a~2", "`~` must be followed"),
+            ("keys", "", "not a choice"),
+        ] {
+            let refused = chosen(ordering, pointer).unwrap_err();
+            assert_eq!((refused.status, refused.errors[0].field.as_str()), (422, "ordering"));
+            assert!(refused.errors[0].message.contains(expected), "{refused:?}");
+        }
+
+        // The form shows the choice, and a refusal next to the field.
+        let s = session(Capability::Manage);
+        let values = views::FormValues {
+            ordering: "pointer".into(),
+            ordering_pointer: "data/customer".into(),
+            ..Default::default()
+        };
+        let refused = chosen("pointer", "data/customer").unwrap_err();
+        let page = views::webhook_form(&s, None, &values, Some(&refused), None, &[]).into_string();
+        assert!(page.contains(r#"<option value="pointer" selected>"#), "{page}");
+        assert!(page.contains(r#"value="data/customer""#), "{page}");
+        assert!(page.contains(r#"id="ordering-error""#), "{page}");
+        assert!(page.contains(r##"href="#field-ordering">Delivery order: "##), "{page}");
     }
 
     #[test]

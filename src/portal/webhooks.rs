@@ -4,6 +4,7 @@
 use super::*;
 use crate::admin::webhooks::{FailureStatus, LimitsInput};
 use crate::routing::filter::Filter;
+use crate::routing::ordering::Ordering;
 use crate::webhook::RateLimit;
 
 /// Webhooks on one page of the list.
@@ -148,12 +149,14 @@ pub(super) async fn create(
         filter: form.one("filter").unwrap_or_default().trim().to_owned(),
         rate: form.one("rate").unwrap_or_default().trim().to_owned(),
         burst: form.one("burst").unwrap_or_default().trim().to_owned(),
+        ordering: form.one("ordering").unwrap_or_default().trim().to_owned(),
+        ordering_pointer: form.one("ordering_pointer").unwrap_or_default().trim().to_owned(),
     };
     // An operators' session names the tenant; a tenant's session is its own.
     let tenant = (session.claims.ten.is_none() && !values.tenant.is_empty()).then(|| values.tenant.clone());
-    let typed = filter_of(&values.filter).and_then(|filter| Ok((filter, rate_of(&values)?)));
+    let typed = typed_of(&values);
     let created = match typed {
-        Ok((filter, rate)) => {
+        Ok((filter, rate, ordering)) => {
             let body = CreateWebhook {
                 id: None,
                 uid: None,
@@ -170,8 +173,7 @@ pub(super) async fn create(
                 filter,
                 // Client certificates are set through the API or the CLI.
                 tls_client: None,
-                // The form does not carry an ordering yet.
-                ordering: None,
+                ordering,
             };
             crud::create_webhook(&state, &session.caller(), body).await
         }
@@ -208,6 +210,34 @@ fn filter_of(text: &str) -> Result<Option<Filter>, Problem> {
     Filter::parse_named(text)
         .map(Some)
         .map_err(|e| Problem::invalid(e.field, e.message))
+}
+
+/// The filter, the rate limit and the ordering the form holds as text.
+type Typed = (Option<Filter>, Option<RateLimit>, Option<Ordering>);
+
+/// The form's typed fields read as the API takes them, or the first
+/// refusal, named as the API names it.
+fn typed_of(values: &views::FormValues) -> Result<Typed, Problem> {
+    Ok((filter_of(&values.filter)?, rate_of(values)?, ordering_of(values)?))
+}
+
+/// The ordering chosen in the form (none for "nothing"), or why it is
+/// refused, named as the API names it. The pointer is read only when
+/// ordering by a value in the body.
+pub(super) fn ordering_of(values: &views::FormValues) -> Result<Option<Ordering>, Problem> {
+    let refused = |message: String| Problem::invalid("ordering", message);
+    let pointer = values.ordering_pointer.as_str();
+    match values.ordering.as_str() {
+        "" => Ok(None),
+        "key" => Ok(Some(Ordering::RecordKey)),
+        "pointer" if pointer.trim().is_empty() => Err(refused(
+            "give the JSON pointer of the value to order by, e.g. `/data/customer_id`".into(),
+        )),
+        "pointer" => Ordering::pointer(pointer)
+            .map(Some)
+            .map_err(|why| refused(format!("`{pointer}` {why}"))),
+        other => Err(refused(format!("`{other}` is not a choice of this form"))),
+    }
 }
 
 /// The rate limit typed in the form (none when both fields are empty), or
@@ -370,6 +400,16 @@ pub(super) async fn edit_form(
             .and_then(|r| r.burst)
             .map(|b| b.to_string())
             .unwrap_or_default(),
+        ordering: match &webhook.ordering {
+            None => "",
+            Some(Ordering::RecordKey) => "key",
+            Some(Ordering::Pointer { .. }) => "pointer",
+        }
+        .to_owned(),
+        ordering_pointer: match &webhook.ordering {
+            Some(Ordering::Pointer { pointer, .. }) => pointer.clone(),
+            _ => String::new(),
+        },
     };
     let markup = views::edit_form(&session, &webhook, catalog.as_deref(), &values, None);
     Ok(html(StatusCode::OK, Some(&session), markup))
@@ -391,6 +431,8 @@ pub(super) async fn update(
         filter: form.one("filter").unwrap_or_default().trim().to_owned(),
         rate: form.one("rate").unwrap_or_default().trim().to_owned(),
         burst: form.one("burst").unwrap_or_default().trim().to_owned(),
+        ordering: form.one("ordering").unwrap_or_default().trim().to_owned(),
+        ordering_pointer: form.one("ordering_pointer").unwrap_or_default().trim().to_owned(),
     };
     // A header left empty keeps its value (as the API's `null` does); one
     // removed from the form is gone.
@@ -399,9 +441,8 @@ pub(super) async fn update(
         .iter()
         .map(|(name, value)| (name.clone(), Some(value.clone()).filter(|v| !v.is_empty())))
         .collect();
-    let typed = filter_of(&values.filter).and_then(|filter| Ok((filter, rate_of(&values)?)));
-    let result = match typed {
-        Ok((filter, rate)) => {
+    let result = match typed_of(&values) {
+        Ok((filter, rate, ordering)) => {
             // The form edits the rate; the webhook's other limits (set
             // through the API) are sent back as they are.
             let limits = LimitsInput {
@@ -424,8 +465,8 @@ pub(super) async fn update(
                 filter: Some(filter),
                 // Kept: the form does not carry client certificates.
                 tls_client: None,
-                // Kept: the form does not carry an ordering yet.
-                ordering: None,
+                // "Nothing" removes the ordering.
+                ordering: Some(ordering),
             };
             crud::update(
                 State(state.clone()),

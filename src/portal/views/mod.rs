@@ -17,6 +17,7 @@ use crate::config::catalog::{Catalog, CatalogEvent};
 use crate::config::connector::Connector;
 use crate::history::record::{AttemptRecord, Outcome};
 use crate::history::store::Stats;
+use crate::routing::ordering::Ordering;
 use crate::webhook::{StatusBy, WebhookStatus};
 
 mod deliveries;
@@ -54,6 +55,11 @@ pub struct FormValues {
     /// empty for none.
     pub rate: String,
     pub burst: String,
+    /// What deliveries are ordered by: empty for nothing, `key` for the
+    /// record key, `pointer` for the value at `ordering_pointer`.
+    pub ordering: String,
+    /// The JSON pointer to order by, as typed; used with `pointer` only.
+    pub ordering_pointer: String,
 }
 
 pub(super) fn when(t: OffsetDateTime) -> String {
@@ -191,6 +197,7 @@ pub(super) fn field_label(field: &str) -> &str {
         "headers" => "Custom headers",
         "filter" => "Payload filter",
         "limits" | "limits.rate" => "Rate limit",
+        "ordering" => "Delivery order",
         other => other,
     }
 }

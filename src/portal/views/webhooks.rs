@@ -234,6 +234,47 @@ pub(super) fn rate_field(values: &FormValues, problem: Option<&Problem>) -> Mark
     }
 }
 
+/// The ordering's fields (what deliveries are ordered by, and the pointer
+/// when it is a value in the body), with what is wrong next to them.
+pub(super) fn ordering_field(values: &FormValues, problem: Option<&Problem>) -> Markup {
+    let error = problem
+        .into_iter()
+        .flat_map(|p| &p.errors)
+        .find(|e| e.field == "ordering" || e.field.starts_with("ordering."));
+    let described = if error.is_some() {
+        "ordering-error ordering-hint"
+    } else {
+        "ordering-hint"
+    };
+    let chosen = values.ordering.as_str();
+    html! {
+        fieldset class="field" id="field-ordering" {
+            legend { "Delivery order (optional)" }
+            p class="hint" id="ordering-hint" {
+                "Events with the same key are sent one at a time, in their partition's order, retries included. "
+                "Events without a key are sent as they come. "
+                "The key is the event's record key (its Kafka message key), or the value at a JSON pointer into its body."
+            }
+            @if let Some(e) = error {
+                p class="field-error" id="ordering-error" { (e.message) }
+            }
+            label for="ordering" { "Order by" }
+            select id="ordering" name="ordering" aria-describedby=(described) aria-invalid=[error.map(|_| "true")] {
+                option value="" selected[chosen.is_empty()] { "Nothing: send events as they come" }
+                option value="key" selected[chosen == "key"] { "The record key" }
+                option value="pointer" selected[chosen == "pointer"] { "A value in the body (JSON pointer)" }
+            }
+            label for="ordering-pointer" { "JSON pointer" }
+            p class="hint" id="ordering-pointer-hint" {
+                "Where the value is, e.g. " code { "/data/customer_id" } "; used only when ordering by a value in the body."
+            }
+            input type="text" id="ordering-pointer" name="ordering_pointer" value=(values.ordering_pointer)
+                spellcheck="false" autocomplete="off" maxlength="256" placeholder="/data/customer_id"
+                aria-describedby="ordering-pointer-hint";
+        }
+    }
+}
+
 /// The fields of the create and edit forms; `problem`: why the last
 /// submission was refused.
 pub(super) fn form_fields(
@@ -276,6 +317,7 @@ pub(super) fn form_fields(
         (header_rows(values, editing, connector))
         (filter_field(values, problem))
         (rate_field(values, problem))
+        (ordering_field(values, problem))
     }
 }
 
@@ -412,6 +454,24 @@ pub fn detail(
                     None => { p { "None." } }
                 }
             }
+            section aria-labelledby="ordering-heading" {
+                h2 id="ordering-heading" { "Delivery order" }
+                @match &w.ordering {
+                    Some(Ordering::RecordKey) => {
+                        p {
+                            "Events with the same record key are sent one at a time, in their partition's order, "
+                            "retries included. Events without a key are sent as they come."
+                        }
+                    }
+                    Some(Ordering::Pointer { pointer, .. }) => {
+                        p {
+                            "Events with the same value at " code { (pointer) } " in their body are sent one at a time, "
+                            "in their partition's order, retries included. Events without a value there are sent as they come."
+                        }
+                    }
+                    None => { p { "None: events are sent as they come." } }
+                }
+            }
             section aria-labelledby="health-heading" {
                 h2 id="health-heading" { "Deliveries" }
                 p {
@@ -436,7 +496,7 @@ pub fn detail(
                 section aria-labelledby="actions-heading" class="manage" {
                     h2 id="actions-heading" { "Manage" }
                     ul class="links" {
-                        li { a href=(session.path(&format!("{here}/edit"))) { "Edit name, endpoint, events, headers, filter and rate limit" } }
+                        li { a href=(session.path(&format!("{here}/edit"))) { "Edit name, endpoint, events, headers, filter, rate limit and delivery order" } }
                         li { a href=(session.path(&format!("{here}/secret"))) { "Signing secret" } }
                         li { a href=(session.path(&format!("{here}/test"))) { "Send a test event" } }
                         li { a href=(session.path(&format!("{here}/replay"))) { "Send failed deliveries again" } }
