@@ -224,6 +224,29 @@ async fn webhooks_are_created_listed_changed_and_deleted_from_the_command_line()
     assert!(refused.contains("--rate"), "--burst goes with --rate: {refused}");
     herald.ok(&["webhooks", "update", "w2", "--rate", "none"]).await;
     assert_eq!(env.store().await.get("w2").await.unwrap().unwrap().limits.rate, None);
+    // Ordering: by the record key, then by a value in the body (shown in
+    // the table), a pointer that is not one refused by the API, removed
+    // with `none`.
+    herald.ok(&["webhooks", "update", "w2", "--ordering", "key"]).await;
+    let stored = env.store().await.get("w2").await.unwrap().unwrap();
+    assert_eq!(stored.ordering, Some(herald::routing::ordering::Ordering::RecordKey));
+    let table = herald
+        .ok(&["webhooks", "update", "w2", "--ordering", "/data/customer"])
+        .await
+        .stdout;
+    assert!(
+        table.contains("ordering") && table.contains("/data/customer"),
+        "{table}"
+    );
+    let stored = env.store().await.get("w2").await.unwrap().unwrap();
+    assert_eq!(
+        serde_json::to_value(&stored.ordering).unwrap(),
+        serde_json::json!({"key": "/data/customer"})
+    );
+    let refused = herald.fails(&["webhooks", "update", "w2", "--ordering", "/a~2"]).await;
+    assert!(refused.contains("422") && refused.contains("ordering"), "{refused}");
+    herald.ok(&["webhooks", "update", "w2", "--ordering", "none"]).await;
+    assert_eq!(env.store().await.get("w2").await.unwrap().unwrap().ordering, None);
     let nothing = herald.fails(&["webhooks", "update", "w2"]).await;
     assert!(nothing.contains("nothing to change"), "{nothing}");
 

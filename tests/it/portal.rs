@@ -588,6 +588,50 @@ async fn a_webhook_is_created_changed_paused_and_deleted_in_the_portal() {
     );
     browser.screenshot("06d-rate-limit").await;
 
+    // Ordering by a value in the body: a pointer that is not one is shown
+    // again with what is wrong next to it; a good one is stored.
+    browser.go(&format!("{link}webhooks/{id}/edit")).await;
+    browser.click("#ordering option[value=pointer]").await;
+    browser.fill("#ordering-pointer", "data/customer").await;
+    browser.submit("button[type=submit]").await;
+    let next_to_it = browser
+        .client
+        .find(Locator::Css("#field-ordering #ordering-error"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(next_to_it.contains("JSON pointer"), "{next_to_it}");
+    browser.check_accessibility("edit with a refused ordering").await;
+    browser
+        .client
+        .execute("document.querySelector('#field-ordering').scrollIntoView()", vec![])
+        .await
+        .unwrap();
+    browser.screenshot("06e-ordering-error").await;
+    browser.click("#ordering option[value=pointer]").await;
+    browser.fill("#ordering-pointer", "/data/customer").await;
+    browser.submit("button[type=submit]").await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("Changes saved") && text.contains("Events with the same value at /data/customer"),
+        "{text}"
+    );
+    let stored = api.ok(Method::GET, &format!("/v1/webhooks/{id}"), OPS, None).await;
+    assert_eq!(stored["ordering"], json!({"key": "/data/customer"}), "{stored}");
+    assert_eq!(
+        stored["limits"],
+        json!({"max_in_flight": 3, "rate": {"per_second": 2.5, "burst": 4}}),
+        "the other limits are kept"
+    );
+    browser
+        .client
+        .execute("document.querySelector('#ordering-heading').scrollIntoView()", vec![])
+        .await
+        .unwrap();
+    browser.screenshot("06f-ordering").await;
+
     // At phone width the list still reads (a card per webhook).
     browser.client.set_window_size(390, 844).await.unwrap();
     browser.go(&link).await;
