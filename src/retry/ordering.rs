@@ -33,7 +33,7 @@
 //! ordered deliveries that need it wait (the commands are tried again),
 //! and nothing of the key is delivered out of turn.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 
@@ -118,12 +118,7 @@ impl Ordered {
         {
             let mut state = gate.state.lock();
             if state.generation != generation {
-                // A new assignment: what the old one left is abandoned.
-                *state = GateState {
-                    generation,
-                    ..GateState::default()
-                };
-                gate.notify.notify_waiters();
+                state.reset(generation);
             }
             state.unannounced.insert(offset);
         }
@@ -310,11 +305,13 @@ impl Blocked {
     }
 }
 
-/// Turn-taking for the ordered deliveries of one consumed partition.
+/// Turn-taking for the ordered deliveries of one consumed partition. Each
+/// waiting delivery is woken alone, when its turn may have come: by the
+/// one before it of its key leaving, or by the last earlier record being
+/// routed; never by what other deliveries do.
 #[derive(Default)]
 pub struct Gate {
     state: Mutex<GateState>,
-    notify: Notify,
 }
 
 #[derive(Default)]
@@ -322,18 +319,46 @@ struct GateState {
     generation: u64,
     /// Records dispatched whose keys are not known yet.
     unannounced: BTreeSet<i64>,
-    /// Per key, the offsets of the deliveries waiting or in their turn.
-    queues: HashMap<OrderKey, BTreeSet<i64>>,
+    /// Per key, the deliveries waiting or in their turn, by offset, each
+    /// with what wakes it.
+    queues: HashMap<OrderKey, BTreeMap<i64, Arc<Notify>>>,
+    /// Deliveries first of their key that wait for earlier records to be
+    /// routed, by offset.
+    unrouted_before: BTreeMap<i64, Arc<Notify>>,
 }
 
 impl GateState {
-    fn is_turn(&self, generation: u64, key: &OrderKey, offset: i64) -> Option<bool> {
-        if self.generation != generation {
-            return None;
+    /// A new assignment: what the old one left is abandoned, and every
+    /// waiter is woken to find it so.
+    fn reset(&mut self, generation: u64) {
+        for queue in self.queues.values() {
+            queue.values().for_each(|n| n.notify_one());
         }
-        let routed_before = self.unannounced.range(..offset).next().is_none();
-        let first = self.queues.get(key).and_then(|q| q.first()) == Some(&offset);
-        Some(routed_before && first)
+        *self = GateState {
+            generation,
+            ..GateState::default()
+        };
+    }
+
+    /// `offset` is routed (or will never be): the deliveries that waited
+    /// only for it and records before it may go.
+    fn routed(&mut self, offset: i64) {
+        let was_first = self.unannounced.first() == Some(&offset);
+        self.unannounced.remove(&offset);
+        if !was_first {
+            return;
+        }
+        let Some(&next) = self.unannounced.first() else {
+            std::mem::take(&mut self.unrouted_before)
+                .into_values()
+                .for_each(|n| n.notify_one());
+            return;
+        };
+        // Those at or before the next unrouted record may go now.
+        let later = self.unrouted_before.split_off(&(next + 1));
+        std::mem::replace(&mut self.unrouted_before, later)
+            .into_values()
+            .for_each(|n| n.notify_one());
     }
 }
 
@@ -358,21 +383,25 @@ impl Registration {
                 .map(|key| InLine::stale(self.gate.clone(), key.clone(), self.offset))
                 .collect();
         }
-        state.unannounced.remove(&self.offset);
         let lines = keys
             .iter()
             .map(|key| {
-                state.queues.entry(key.clone()).or_default().insert(self.offset);
+                let wake = Arc::new(Notify::new());
+                state
+                    .queues
+                    .entry(key.clone())
+                    .or_default()
+                    .insert(self.offset, wake.clone());
                 InLine {
                     gate: self.gate.clone(),
                     generation: self.generation,
                     key: key.clone(),
                     offset: self.offset,
+                    wake,
                 }
             })
             .collect();
-        drop(state);
-        self.gate.notify.notify_waiters();
+        state.routed(self.offset);
         lines
     }
 }
@@ -382,10 +411,8 @@ impl Drop for Registration {
         if self.open {
             let mut state = self.gate.state.lock();
             if state.generation == self.generation {
-                state.unannounced.remove(&self.offset);
+                state.routed(self.offset);
             }
-            drop(state);
-            self.gate.notify.notify_waiters();
         }
     }
 }
@@ -397,6 +424,7 @@ pub struct InLine {
     generation: u64,
     key: OrderKey,
     offset: i64,
+    wake: Arc<Notify>,
 }
 
 impl InLine {
@@ -406,6 +434,7 @@ impl InLine {
             generation: u64::MAX,
             key,
             offset,
+            wake: Arc::new(Notify::new()),
         }
     }
 
@@ -413,15 +442,27 @@ impl InLine {
     /// meanwhile (the record is abandoned: the new owner delivers it).
     pub async fn turn(&self) -> Result<(), Abandoned> {
         loop {
-            let notified = self.gate.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            match self.gate.state.lock().is_turn(self.generation, &self.key, self.offset) {
-                None => return Err(Abandoned),
-                Some(true) => return Ok(()),
-                Some(false) => {}
+            {
+                let mut state = self.gate.state.lock();
+                if state.generation != self.generation {
+                    return Err(Abandoned);
+                }
+                let first = state
+                    .queues
+                    .get(&self.key)
+                    .and_then(|q| q.first_key_value())
+                    .map(|(offset, _)| *offset)
+                    == Some(self.offset);
+                if first {
+                    if state.unannounced.range(..self.offset).next().is_none() {
+                        return Ok(());
+                    }
+                    state.unrouted_before.insert(self.offset, self.wake.clone());
+                }
+                // Not first: the one before it wakes it when it leaves.
             }
-            notified.await;
+            // A wake-up sent since the check above is kept for this.
+            self.wake.notified().await;
         }
     }
 
@@ -434,16 +475,19 @@ impl InLine {
 impl Drop for InLine {
     fn drop(&mut self) {
         let mut state = self.gate.state.lock();
-        if state.generation == self.generation {
-            if let Some(queue) = state.queues.get_mut(&self.key) {
-                queue.remove(&self.offset);
-                if queue.is_empty() {
+        if state.generation != self.generation {
+            return;
+        }
+        state.unrouted_before.remove(&self.offset);
+        if let Some(queue) = state.queues.get_mut(&self.key) {
+            queue.remove(&self.offset);
+            match queue.first_key_value() {
+                Some((_, next)) => next.notify_one(),
+                None => {
                     state.queues.remove(&self.key);
                 }
             }
         }
-        drop(state);
-        self.gate.notify.notify_waiters();
     }
 }
 
@@ -509,6 +553,32 @@ mod tests {
         drop(r1); // failed before routing (e.g. dead-lettered)
         assert!(turn_now(&a).await);
         assert!(turn_now(&b).await, "another key does not wait for key 1");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hot_key_s_waiters_go_one_after_another_in_offset_order() {
+        let o = gates();
+        let registered: Vec<Registration> = (0..200).map(|n| o.register(&tp(), 1, n)).collect();
+        let went = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        // Routed in reverse, the waiters spawned in any order.
+        for (n, r) in registered.into_iter().enumerate().rev() {
+            let line = r.announce(&[key(7)]).pop().unwrap();
+            let went = went.clone();
+            tasks.push(tokio::spawn(async move {
+                line.turn().await.unwrap();
+                went.lock().push(n);
+                tokio::task::yield_now().await;
+                drop(line);
+            }));
+        }
+        for task in tasks {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        assert_eq!(*went.lock(), (0..200).collect::<Vec<_>>());
     }
 
     #[tokio::test]
