@@ -5,7 +5,7 @@
 //!     bench --brokers 127.0.0.1:PORT --herald target/release/herald [--events 20000] [--json FILE]
 //!           [--broker-pid PID] [--engine LABEL] [--large-events 1000000] [--large-webhooks 10000]
 //!           [--waiting-retries 1000] [--due-retries 100000] [--no-latency] [--fetch-wait-ms 10]
-//!           [--tls-hosts 1000] [--tls-events 100000]
+//!           [--tls-hosts 1000] [--tls-events 100000] [--ordered-events 20000]
 //!           [--work-dir DIR] [--redis URL]
 //!
 //! It measures, each on a fresh backlog of `--events` 1 KB records:
@@ -27,6 +27,9 @@
 //!   through `delivery.ca_file`), over `--tls-events` events, against the
 //!   same run over plain HTTP to one host: deliveries/s, TLS handshakes full
 //!   and resumed, connections open at most at once, peak RSS;
+//! - fan-out 1 to a webhook with `"ordering": "key"` over `--ordered-events`
+//!   events (keyed), with 1,000 keys and with one hot key, each against the
+//!   same backlog to an unordered webhook in the same run;
 //! - where the CPU went in each phase: the machine, Herald, the broker, and
 //!   this process (receiver, producer, null pipeline).
 //!
@@ -307,11 +310,23 @@ impl Bench {
     /// `events` records `payload(n)` on `topic`, pipelined; the seconds it
     /// took until the broker acknowledged them all.
     async fn produce_backlog(&self, topic: &str, events: u64, payload: impl Fn(u64) -> Vec<u8>) -> f64 {
+        self.produce_keyed(topic, events, |n| n.to_string(), payload).await
+    }
+
+    /// `events` records `payload(n)` with key `key(n)` on `topic`,
+    /// pipelined; the seconds it took until the broker acknowledged them all.
+    async fn produce_keyed(
+        &self,
+        topic: &str,
+        events: u64,
+        key: impl Fn(u64) -> String,
+        payload: impl Fn(u64) -> Vec<u8>,
+    ) -> f64 {
         let start = Instant::now();
         let mut pending = futures::stream::FuturesUnordered::new();
         for n in 0..events {
             let payload = payload(n);
-            let key = n.to_string();
+            let key = key(n);
             let record = FutureRecord::to(topic).key(&key).payload(&payload);
             pending.push(self.producer.send_result(record).map_err(|(e, _)| e).unwrap());
             if pending.len() >= 2000 {
@@ -577,6 +592,42 @@ impl Bench {
             assert!(Instant::now() < deadline, "Herald not ready");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// One webhook with `"ordering": "key"` draining `events` records over
+    /// `keys` keys, against the same backlog drained by an unordered webhook
+    /// in the same run (fan-out 1 both, a receiver that answers at once).
+    async fn ordered(&self, events: u64, keys: u64) -> Figures {
+        let mut out = figures([("events", events as f64), ("keys", keys as f64)]);
+        for ordered in [false, true] {
+            let label = if ordered { "ordered" } else { "unordered" };
+            let topic = self.topic(&format!("{label}{keys}"), 6).await;
+            let dlq = self.dead_letter_topic(&format!("{label}{keys}-dlq")).await;
+            self.produce_keyed(&topic, events, |n| format!("k{}", n % keys), |n| body(n, None))
+                .await;
+            let prefix = format!("bench:{}:{label}{keys}:", self.run_id);
+            let client = redis::Client::open(self.redis.as_str()).unwrap();
+            let store = herald::subscriptions::store::SubscriptionStore::connect(&client, &prefix)
+                .await
+                .unwrap();
+            let url = format!("http://{}/{label}", self.receiver_addr);
+            let mut w = herald::webhook::Webhook::new("bench-0", "bench 0", &url, &["bench.*"]);
+            if ordered {
+                w.ordering = Some(herald::routing::ordering::Ordering::RecordKey);
+            }
+            store.put(&w).await.unwrap();
+            self.receiver.reset();
+            let (child, _ops) = self.start_herald(&topic, &prefix, &dlq);
+            let Drained { cpu, span, .. } = self.drain(child, events).await;
+            out.insert(format!("{label}_deliveries_per_s"), events as f64 / span);
+            out.insert(
+                format!("{label}_cpu_s_per_1000_deliveries"),
+                cpu / events as f64 * 1000.0,
+            );
+        }
+        let ratio = out["ordered_deliveries_per_s"] / out["unordered_deliveries_per_s"];
+        out.insert("ordered_to_unordered_ratio".into(), ratio);
+        out
     }
 
     /// Memory with a large backlog and many webhooks: `events` records spread
@@ -914,6 +965,7 @@ async fn main() {
     let mut latency = true;
     let mut due_retries = 100_000u64;
     let (mut tls_hosts, mut tls_events) = (1_000usize, 100_000u64);
+    let mut ordered_events = 20_000u64;
     // Unset: the client's default, with which Apache Kafka answers a fetch as
     // soon as data arrives. (A broker that holds an empty fetch for the whole
     // wait, as Tansu did, needs it short.)
@@ -933,6 +985,7 @@ async fn main() {
             "--due-retries" => due_retries = value().parse().unwrap(),
             "--tls-hosts" => tls_hosts = value().parse().unwrap(),
             "--tls-events" => tls_events = value().parse().unwrap(),
+            "--ordered-events" => ordered_events = value().parse().unwrap(),
             "--no-latency" => latency = false,
             "--json" => json_out = Some(PathBuf::from(value())),
             "--work-dir" => work_dir = PathBuf::from(value()),
@@ -1006,6 +1059,15 @@ async fn main() {
         Some(bench.tls_hosts(tls_events, tls_hosts).await)
     } else {
         None
+    };
+    let ordered = if ordered_events > 0 {
+        eprintln!("{ordered_events} keyed events to an ordered webhook and an unordered one, 1,000 keys, then one...");
+        vec![
+            bench.ordered(ordered_events, 1_000).await,
+            bench.ordered(ordered_events, 1).await,
+        ]
+    } else {
+        Vec::new()
     };
 
     let row = |name: String, value: String, note: String| println!("{name:<46} {value:>14}   {note}");
@@ -1144,6 +1206,28 @@ async fn main() {
         );
     }
 
+    for o in &ordered {
+        let what = format!(
+            "ordered webhook, {:.0} key{}",
+            o["keys"],
+            if o["keys"] == 1.0 { "" } else { "s" }
+        );
+        row(
+            format!("{what}: deliveries/s"),
+            format!("{:.0}", o["ordered_deliveries_per_s"]),
+            format!(
+                "{:.0}% of the same events unordered ({:.0}/s)",
+                100.0 * o["ordered_to_unordered_ratio"],
+                o["unordered_deliveries_per_s"]
+            ),
+        );
+        row(
+            format!("{what}: CPU s per 1,000 deliveries"),
+            format!("{:.3}", o["ordered_cpu_s_per_1000_deliveries"]),
+            format!("{:.3} unordered", o["unordered_cpu_s_per_1000_deliveries"]),
+        );
+    }
+
     println!("\nwhere the CPU went (cores busy; the machine has {})", num_cpus());
     println!(
         "{:<22} {:>9} {:>8} {:>8} {:>8}",
@@ -1185,6 +1269,7 @@ async fn main() {
         "due_retries": due,
         "large_backlog": large,
         "tls_hosts": hosts,
+        "ordered": ordered,
     });
     if let Some(path) = json_out {
         std::fs::write(&path, serde_json::to_string_pretty(&result).unwrap()).unwrap();
