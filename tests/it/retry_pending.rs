@@ -176,3 +176,50 @@ async fn retry_pending_delivers_waiting_failures_now_once_even_across_a_restart(
     assert_eq!(again["would_replay"], 0, "{again}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_pending_of_an_ordered_webhook_delivers_the_head_now_and_the_key_then_in_order() {
+    let env = TestEnv::new("retry-pending-ordered", &["events"], 1)
+        .await
+        .with_tiers(&[Tier::after_ms(TIER_MS)])
+        .await;
+    let receiver = TestReceiver::start(Behaviour::Status(500)).await;
+    let store = env.store().await;
+    let mut w = webhook("w", &receiver.url("/"), &["tour.*"]);
+    w.ordering = Some(herald::routing::ordering::Ordering::RecordKey);
+    store.put(&w).await.unwrap();
+    let app = env.spawn(&(admin_overlay("24h") + FAST)).await;
+    let api = Api::new(&app);
+    let publisher = Publisher::new();
+    // The first fails and waits in the tier; the second is parked behind it.
+    for n in 0..2 {
+        publisher
+            .send(env.topic(), Some("k"), event("tour.completed", n).as_bytes(), &[])
+            .await;
+    }
+    receiver.wait_for(1, Duration::from_secs(20)).await;
+    app.wait_metric(r#"herald_ordering_steps_total{step="parked"}"#, 1.0)
+        .await;
+    assert_eq!(receiver.count(), 1, "the second waits behind the first");
+    receiver.set_behaviour(Behaviour::Status(204));
+
+    // The run re-drives the failed head now; the parked one is not a
+    // failure, and follows it.
+    let run = retry_pending(&api, false).await;
+    assert_eq!(run["replayed"], 1, "{run}");
+    let got = receiver.wait_for(3, Duration::from_secs(120)).await;
+    // The head's copy in the tier, when it comes due, is finished, not
+    // delivered again, and does not let the key go a second time.
+    tokio::time::sleep(Duration::from_millis(TIER_MS + 10_000)).await;
+    let got_after = receiver.received();
+    let order: Vec<String> = got_after
+        .iter()
+        .map(|r| {
+            let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            body["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(order, ["evt_0", "evt_0", "evt_1"], "{order:?}");
+    assert_eq!(got.len(), 3);
+    app.stop().await;
+}
