@@ -4,7 +4,7 @@
 //! Deliveries of one key to one webhook, from one source partition, go one
 //! at a time in the partition's order. Two mechanisms keep it so:
 //!
-//! - In memory, per consumed partition, a [`Gates`] lets each ordered
+//! - In memory, per consumed partition, a [`Gate`] lets each ordered
 //!   delivery start only when every earlier record of the partition has
 //!   been routed and every earlier delivery of its key there has finished
 //!   (succeeded, or been written to a tier or the dead-letter topic). Each
