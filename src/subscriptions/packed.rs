@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{MapAccess, SeqAccess, Visitor};
 
 use crate::routing::filter::Filter;
 use crate::routing::ordering::Ordering;
@@ -377,12 +377,15 @@ impl<'de: 'a, 'a> Deserialize<'de> for Lenient<'a> {
             fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
                 Lenient::deserialize(d)
             }
+            // Read as values, not skipped: as `Webhook` reads them (a
+            // `serde_json::Value`), a string that is not UTF-8 refuses the
+            // document, which skipping would not notice.
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                while seq.next_element::<serde_json::Value>()?.is_some() {}
                 Ok(Lenient(None))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                while map.next_entry::<String, serde_json::Value>()?.is_some() {}
                 Ok(Lenient(None))
             }
         }

@@ -849,6 +849,30 @@ mod tests {
         assert_eq!(kept.packed.unpack().unwrap().headers["x-k"], "last");
     }
 
+    /// Found by fuzzing (fuzz/corpus/webhook_document keeps the input): a
+    /// `uid` that is not a string, holding a string that is not UTF-8, was
+    /// refused by the webhook reader and read by the packed one.
+    #[test]
+    fn a_uid_holding_invalid_utf8_is_refused_by_both_readers_alike() {
+        let base = r#"{"id":"w","name":"n","url":"https://example.com/","events":["*"],"status":"paused",
+            "secrets":["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"],"created_at":"2025-01-01T00:00:00Z",
+            "updated_at":"2025-01-01T00:00:00Z","#;
+        for field in [
+            r#""uid":[{"expires_at":"2025-01-03T00:00:XXX"}]}"#,
+            r#""uid":{"a":"XXX"}}"#,
+            r#""status_by":["XXX"]}"#,
+        ] {
+            let mut doc = format!("{base}{field}").into_bytes();
+            let at = doc.windows(3).position(|w| w == b"XXX").unwrap();
+            doc[at..at + 3].copy_from_slice(&[0xff, 0xfe, 0x80]);
+            let webhook = match decode("w", "p:webhook:w".into(), Some(&doc)) {
+                Loaded::Invalid { reason, .. } => reason,
+                _ => panic!("{field}: decoded"),
+            };
+            assert_eq!(decode_packed("w", &doc).err(), Some(webhook), "{field}");
+        }
+    }
+
     #[test]
     fn a_broken_document_is_named_without_echoing_its_values() {
         let misplaced = r#"{"id":"w","name":"n","url":"https://example.com/","events":["*"],
