@@ -386,14 +386,17 @@ impl Application {
         let lifecycle = Arc::new(lifecycle);
         // A key's queue lives as long as a record of it can wait.
         let longest_wait = waits.all().iter().map(|t| t.retention).max().unwrap_or_default();
-        let ordering = Arc::new(crate::retry::ordering::Ordered::new(
-            conn,
-            &config.redis.prefix,
-            longest_wait,
-            config.retry.ordering_recheck,
-            telemetry.clone(),
-            abort.clone(),
-        ));
+        let ordering = Arc::new(
+            crate::retry::ordering::Ordered::new(
+                conn,
+                &config.redis.prefix,
+                longest_wait,
+                config.retry.ordering_recheck,
+                telemetry.clone(),
+                abort.clone(),
+            )
+            .with_commits(flow.clone()),
+        );
         let failures = Failures {
             sink: failures,
             policy: Policy {

@@ -27,7 +27,7 @@ use crate::retry::codec;
 use crate::retry::codec::RetryState;
 use crate::retry::failures::OrderSlot;
 use crate::retry::failures::{Delivery, Failures};
-use crate::retry::ordering::{InLine, Place, Registration};
+use crate::retry::ordering::{InLine, Known, Place, Registration};
 use crate::retry::policy::{retried_pending, AfterFailure, Kept, Policy};
 use crate::retry::reason::Reason;
 use crate::retry::sink::Abandoned;
@@ -281,7 +281,13 @@ impl Pipeline {
         let offset = record.offset;
         let key = place.key().clone();
         let mut queued = false;
-        if ordered.is_blocked(&source, generation, &key).await? {
+        let known = ordered.known(&source, generation, &key, offset).await?;
+        if known == Known::Delivered {
+            // Read again after a crash or a rebalance, delivered before it.
+            ordered.step("skipped");
+            return Ok(());
+        }
+        if known == Known::Blocked {
             match ordered.park(&key, &source, offset, SystemTime::now()).await? {
                 Place::Free => {}
                 Place::Head => queued = true,
@@ -308,8 +314,19 @@ impl Pipeline {
             queued,
         });
         let finished = self.run(job).await?;
-        if finished == Finished::Done && queued {
-            ordered.pop(&key, &source, offset).await?;
+        if finished == Finished::Done {
+            // Kept before the next one of its key goes: read again, it is
+            // skipped rather than delivered after that one.
+            let kept = async {
+                match queued {
+                    true => ordered.pop(&key, &source, offset).await.map(drop),
+                    false => ordered.mark(&source, &key, offset).await,
+                }
+            };
+            if let Err(abandoned) = kept.await {
+                place.hold();
+                return Err(abandoned);
+            }
         }
         drop(place);
         Ok(())
@@ -393,7 +410,12 @@ impl Pipeline {
         let finished = self.retry_now(&event, &state, from, now, slot).await?;
         if let (Some((slot, in_line)), Some(ordered)) = (place, &ordered) {
             if finished == Finished::Done {
-                ordered.pop(&slot.key, &slot.source, slot.offset).await?;
+                if let Err(abandoned) = ordered.pop(&slot.key, &slot.source, slot.offset).await {
+                    if let Some(in_line) = in_line {
+                        in_line.hold();
+                    }
+                    return Err(abandoned);
+                }
             }
             drop(in_line);
         }

@@ -149,11 +149,14 @@ impl ConsumerContext for IntakeContext {
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        let committed: Vec<Tp> = offsets
+        let committed: Vec<(Tp, i64)> = offsets
             .elements()
             .iter()
-            .filter(|e| e.error().is_ok() && matches!(e.offset(), Offset::Offset(_)))
-            .map(|e| (Arc::<str>::from(e.topic()), e.partition()))
+            .filter(|e| e.error().is_ok())
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(offset) => Some(((Arc::<str>::from(e.topic()), e.partition()), offset)),
+                _ => None,
+            })
             .collect();
         self.flow.committed(&committed);
         match result {

@@ -78,6 +78,9 @@ struct Partition {
     /// When an offset of this partition was last committed (or it was
     /// assigned, if none was since).
     last_commit: SystemTime,
+    /// The offset last committed for it under this assignment (the next to
+    /// read), if one was.
+    committed_offset: Option<i64>,
     /// Its offsets, as the client and the broker last reported.
     position: PartitionPosition,
     /// Found not read by the progress check, and since when.
@@ -93,6 +96,7 @@ impl Partition {
             held: 0,
             started: BTreeMap::new(),
             last_commit: SystemTime::now(),
+            committed_offset: None,
             position: PartitionPosition::default(),
             not_read: None,
         }
@@ -499,15 +503,22 @@ impl Flow {
             .map_or(0, |p| p.progress.finished_after(offset))
     }
 
-    /// Offsets of these partitions were committed.
-    pub fn committed(&self, tps: &[Tp]) {
+    /// These partitions' offsets were committed: each the next to read.
+    pub fn committed(&self, offsets: &[(Tp, i64)]) {
         let now = SystemTime::now();
         let mut state = self.lock();
-        for tp in tps {
+        for (tp, offset) in offsets {
             if let Some(part) = state.partitions.get_mut(tp) {
                 part.last_commit = now;
+                part.committed_offset = Some(part.committed_offset.map_or(*offset, |c| c.max(*offset)));
             }
         }
+    }
+
+    /// The offset this member last committed for `tp` while it has it (a
+    /// record before it is never read again by the group), if it did.
+    pub fn committed_offset(&self, tp: &Tp) -> Option<i64> {
+        self.lock().partitions.get(tp).and_then(|p| p.committed_offset)
     }
 
     /// The client's or the broker's latest figures for `tp`'s offsets.
@@ -929,7 +940,8 @@ mod tests {
 
         let before = f.health()[1].last_commit;
         std::thread::sleep(std::time::Duration::from_millis(5));
-        f.committed(&[tp(1)]);
+        f.committed(&[(tp(1), 5)]);
+        assert_eq!(f.committed_offset(&tp(1)), Some(5));
         f.observe(&tp(1), Observed::from_client(10, 0, 3, -1));
         let h = &f.health()[1];
         assert!(h.last_commit > before);

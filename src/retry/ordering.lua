@@ -1,10 +1,12 @@
 -- The queue of one ordered key (retry::ordering): KEYS[1] a sorted set of
 -- the source offsets waiting, scored by offset; KEYS[2] a hash of their due
--- times (ms); KEYS[3] the set of queues of the source partition.
+-- times (ms); KEYS[3] the set of queues of the source partition; KEYS[4]
+-- the source partition's marks (each key scored by its last offset
+-- delivered).
 -- ARGV[1] the operation, ARGV[2] the offset, ARGV[3] a due time (ms),
--- ARGV[4] the queue's name in KEYS[3], ARGV[5] the TTL (s).
+-- ARGV[4] the queue's name in KEYS[3] and KEYS[4], ARGV[5] the TTL (s).
 -- Replies {outcome, head's due (ms)}; outcomes below.
-local queue, dues, index = KEYS[1], KEYS[2], KEYS[3]
+local queue, dues, index, marks = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local op, offset, due, name, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 
 local function keep()
@@ -26,6 +28,10 @@ if op == 'park' then
   local first, first_due = head()
   if not first then
     redis.call('SREM', index, name)
+    -- Delivered from its wait topic meanwhile (a record read again before
+    -- its offset was committed): done.
+    local marked = redis.call('ZSCORE', marks, name)
+    if marked and tonumber(marked) >= tonumber(offset) then return {3, 0} end
     return {0, 0}
   end
   if redis.call('ZSCORE', queue, offset) then
@@ -55,8 +61,10 @@ elseif op == 'claim' then
   if first == offset then return {1, first_due} end
   return {2, first_due}
 elseif op == 'pop' then
-  -- Finished (delivered, or dead-lettered): the next one goes. Replies
-  -- {1 if the queue is now empty, how many are left}.
+  -- Finished (delivered, or dead-lettered): marked, and the next one goes.
+  -- Replies {1 if the queue is now empty, how many are left}.
+  redis.call('ZADD', marks, 'GT', offset, name)
+  redis.call('EXPIRE', marks, ttl)
   redis.call('ZREM', queue, offset)
   redis.call('HDEL', dues, offset)
   local left = redis.call('ZCARD', queue)

@@ -22,9 +22,16 @@
 //!   dead-lettered (its dead letter says that the key went on without it),
 //!   it leaves the queue and the next one goes; the last one deletes it.
 //!
+//! Each finished delivery is *marked* (per source partition, the key's last
+//! offset delivered; the head's pop marks it too) before the next one of
+//! its key goes, so that a record read again after a crash or a rebalance
+//! and delivered already is skipped rather than delivered after a later
+//! one. Marks are written in batches by one task; those below the
+//! committed offset are dropped.
+//!
 //! The source partition's owner keeps the set of its blocked keys in memory
-//! (read from Redis once per assignment, then kept by what it does), so a
-//! key that never failed costs no Redis command. Every queue operation is
+//! (read from Redis once per assignment with the marks, then kept by what
+//! it does), so a key that never failed costs only its marks. Every queue operation is
 //! one Lua script, idempotent by offset, so a replica killed anywhere
 //! leaves a state that the records not yet committed bring back: the
 //! source record of a failed head is read again and found to be the head;
@@ -40,10 +47,10 @@ use std::time::{Duration, SystemTime};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::intake::flow::Tp;
+use crate::intake::flow::{Flow, Tp};
 use crate::retry::codec::millis;
 use crate::retry::sink::Abandoned;
 use crate::routing::ordering::OrderKey;
@@ -75,9 +82,22 @@ pub struct Ordered {
     /// `retry.ordering_recheck`.
     recheck: Duration,
     gates: Mutex<HashMap<Tp, Arc<Gate>>>,
-    blocked: Mutex<HashMap<Tp, Arc<Blocked>>>,
+    assigned: Mutex<HashMap<Tp, Arc<Assigned>>>,
+    marks: Arc<Marks>,
     telemetry: Telemetry,
     abort: CancellationToken,
+}
+
+/// What an ordered delivery's key is, as its partition's owner knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    /// Delivered already (at or after this offset) by an earlier owner of
+    /// the partition: a record read again after a crash or a rebalance.
+    Delivered,
+    /// The key has a queue: a delivery of it waits in a tier.
+    Blocked,
+    /// Neither: its turn is now.
+    Free,
 }
 
 impl Ordered {
@@ -91,16 +111,39 @@ impl Ordered {
         telemetry: Telemetry,
         abort: CancellationToken,
     ) -> Ordered {
+        let ttl = ttl.max(Duration::from_secs(1));
         Ordered {
+            marks: Arc::new(Marks {
+                store: Store {
+                    conn: conn.clone(),
+                    telemetry: telemetry.clone(),
+                    abort: abort.clone(),
+                },
+                prefix: prefix.to_owned(),
+                ttl,
+                pending: Mutex::new(Pending::default()),
+                wake: Notify::new(),
+                flushed: watch::Sender::new(0),
+                writer: std::sync::OnceLock::new(),
+                committed: std::sync::OnceLock::new(),
+            }),
             conn,
             prefix: prefix.to_owned(),
-            ttl: ttl.max(Duration::from_secs(1)),
+            ttl,
             recheck,
             gates: Mutex::new(HashMap::new()),
-            blocked: Mutex::new(HashMap::new()),
+            assigned: Mutex::new(HashMap::new()),
             telemetry,
             abort,
         }
+    }
+
+    /// Where the source consumer's commits are seen: the marks of records
+    /// before a partition's committed offset are dropped, as no owner reads
+    /// those records again.
+    pub fn with_commits(self, flow: Arc<Flow>) -> Ordered {
+        let _ = self.marks.committed.set(flow);
+        self
     }
 
     /// The shortest a delivery waiting for its key's turn waits before it
@@ -130,36 +173,53 @@ impl Ordered {
         }
     }
 
-    /// Whether `key` of the source partition `tp` is blocked, as this
-    /// replica knows it (read from Redis once per assignment `generation`).
-    pub async fn is_blocked(&self, tp: &Tp, generation: u64, key: &OrderKey) -> Result<bool, Abandoned> {
-        let blocked = self.blocked_of(tp, generation);
-        let keys = blocked
-            .keys
+    /// What is known of `key` of the source partition `tp` for its record
+    /// at `offset`: read from Redis once per assignment `generation` (the
+    /// blocked keys and the marks of the deliveries made since the last
+    /// commit), then kept by what this replica does.
+    pub async fn known(&self, tp: &Tp, generation: u64, key: &OrderKey, offset: i64) -> Result<Known, Abandoned> {
+        let assigned = self.assigned_of(tp, generation);
+        let loaded = assigned
+            .loaded
             .get_or_try_init(|| async {
-                let name = self.index_key(tp);
-                let members: Vec<String> = self
+                let index = self.index_key(tp);
+                let marks = self.marks.key(tp);
+                let (blocked, marked): (Vec<String>, Vec<(String, f64)>) = self
                     .retried("load", || {
                         let mut conn = self.conn.clone();
-                        let name = name.clone();
-                        async move { redis::cmd("SMEMBERS").arg(name).query_async(&mut conn).await }
+                        let mut pipe = redis::pipe();
+                        pipe.cmd("SMEMBERS").arg(&index);
+                        pipe.cmd("ZRANGE").arg(&marks).arg(0).arg(-1).arg("WITHSCORES");
+                        async move { pipe.query_async(&mut conn).await }
                     })
                     .await?;
-                let keys: HashSet<OrderKey> = members.iter().filter_map(|m| OrderKey::from_hex(m)).collect();
-                Ok::<_, Abandoned>(Mutex::new(keys))
+                Ok::<_, Abandoned>(Loaded {
+                    blocked: Mutex::new(blocked.iter().filter_map(|m| OrderKey::from_hex(m)).collect()),
+                    // Scores are offsets, exact in a double below 2^53.
+                    #[allow(clippy::cast_possible_truncation)]
+                    marks: marked
+                        .iter()
+                        .filter_map(|(m, offset)| Some((OrderKey::from_hex(m)?, *offset as i64)))
+                        .collect(),
+                })
             })
             .await?;
-        let found = keys.lock().contains(key);
-        Ok(found)
+        if loaded.marks.get(key).is_some_and(|marked| *marked >= offset) {
+            return Ok(Known::Delivered);
+        }
+        if loaded.blocked.lock().contains(key) {
+            return Ok(Known::Blocked);
+        }
+        Ok(Known::Free)
     }
 
-    fn blocked_of(&self, tp: &Tp, generation: u64) -> Arc<Blocked> {
-        let mut all = self.blocked.lock();
+    fn assigned_of(&self, tp: &Tp, generation: u64) -> Arc<Assigned> {
+        let mut all = self.assigned.lock();
         let entry = all
             .entry(tp.clone())
-            .or_insert_with(|| Arc::new(Blocked::new(generation)));
+            .or_insert_with(|| Arc::new(Assigned::new(generation)));
         if entry.generation != generation {
-            *entry = Arc::new(Blocked::new(generation));
+            *entry = Arc::new(Assigned::new(generation));
         }
         entry.clone()
     }
@@ -167,14 +227,36 @@ impl Ordered {
     /// Records what this replica did to `key` of `tp`: blocked it or found
     /// it free. Only a loaded set is changed (an unloaded one reads Redis).
     fn note(&self, tp: &Tp, key: &OrderKey, blocked: bool) {
-        let entry = self.blocked.lock().get(tp).cloned();
-        if let Some(keys) = entry.as_ref().and_then(|b| b.keys.get()) {
-            let mut keys = keys.lock();
+        let entry = self.assigned.lock().get(tp).cloned();
+        if let Some(loaded) = entry.as_ref().and_then(|a| a.loaded.get()) {
+            let mut keys = loaded.blocked.lock();
             if blocked {
                 keys.insert(key.clone());
             } else {
                 keys.remove(key);
             }
+        }
+    }
+
+    /// The delivery of `key` at `offset` of the source partition `tp` is
+    /// finished: returns once that is kept in Redis, so that the record,
+    /// read again after a crash or a rebalance, is not delivered again
+    /// after a later one of its key. Marks are written in batches, as many
+    /// as came in while the one before was written.
+    pub async fn mark(&self, tp: &Tp, key: &OrderKey, offset: i64) -> Result<(), Abandoned> {
+        let batch = {
+            let mut pending = self.marks.pending.lock();
+            pending.marks.entry(tp.clone()).or_default().push((key.clone(), offset));
+            pending.batch
+        };
+        self.marks
+            .writer
+            .get_or_init(|| tokio::spawn(self.marks.clone().write()));
+        self.marks.wake.notify_one();
+        let mut flushed = self.marks.flushed.subscribe();
+        tokio::select! {
+            done = flushed.wait_for(|flushed| *flushed > batch) => done.map(drop).map_err(|_| Abandoned),
+            _ = self.abort.cancelled() => Err(Abandoned),
         }
     }
 
@@ -196,18 +278,109 @@ impl Ordered {
         let queue = format!("{}order:{name}", self.prefix);
         let dues = format!("{queue}:due");
         let index = self.index_key(source);
+        let marks = self.marks.key(source);
         let ttl = self.ttl.as_secs();
         let due = millis(due) as u64;
         self.retried(op, || {
             let mut conn = self.conn.clone();
             let mut invocation = SCRIPT.key(&queue);
-            invocation.key(&dues).key(&index);
+            invocation.key(&dues).key(&index).key(&marks);
             invocation.arg(op).arg(offset).arg(due).arg(&name).arg(ttl);
             async move { invocation.invoke_async::<(i64, i64)>(&mut conn).await }
         })
         .await
     }
 
+    async fn retried<T, F, Fut>(&self, op: &'static str, command: F) -> Result<T, Abandoned>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        self.marks.store.retried(op, command).await
+    }
+
+    /// A later event of a blocked key: its place (queued behind the head,
+    /// due at `due` once parked; or free, the head, or done already).
+    pub async fn park(&self, key: &OrderKey, source: &Tp, offset: i64, due: SystemTime) -> Result<Place, Abandoned> {
+        let (outcome, head_due) = self.queue("park", key, source, offset, due).await?;
+        let place = place(outcome, head_due, Place::Free);
+        if place == Place::Free {
+            self.note(source, key, false);
+        }
+        Ok(place)
+    }
+
+    /// A delivery of the key failed and waits in a tier until `due`: the
+    /// key is blocked until it is finished.
+    pub async fn block(&self, key: &OrderKey, source: &Tp, offset: i64, due: SystemTime) -> Result<(), Abandoned> {
+        self.queue("block", key, source, offset, due).await?;
+        self.note(source, key, true);
+        Ok(())
+    }
+
+    /// A record of the key's queue came due: its place.
+    pub async fn claim(&self, key: &OrderKey, source: &Tp, offset: i64) -> Result<Place, Abandoned> {
+        let (outcome, head_due) = self.queue("claim", key, source, offset, SystemTime::now()).await?;
+        Ok(place(outcome, head_due, Place::Done))
+    }
+
+    /// The delivery at `offset` is finished: it is marked (as
+    /// [`Ordered::mark`] does) and the next one of the key goes. Returns
+    /// how many are left in the queue.
+    pub async fn pop(&self, key: &OrderKey, source: &Tp, offset: i64) -> Result<usize, Abandoned> {
+        let (emptied, left) = self.queue("pop", key, source, offset, SystemTime::now()).await?;
+        if emptied == 1 {
+            self.note(source, key, false);
+        }
+        Ok(usize::try_from(left).unwrap_or(0))
+    }
+
+    /// Counts a step of an ordered delivery.
+    pub fn step(&self, step: &'static str) {
+        self.telemetry.ordering_step(step);
+    }
+}
+
+fn place(outcome: i64, head_due: i64, zero: Place) -> Place {
+    match outcome {
+        1 => Place::Head,
+        2 => Place::Behind(SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(head_due).unwrap_or(0))),
+        3 => Place::Done,
+        _ => zero,
+    }
+}
+
+/// What one assignment of a source partition read from Redis once: the
+/// keys that have a queue (then kept by what this replica does) and the
+/// marks of deliveries made past the committed offset.
+struct Assigned {
+    generation: u64,
+    loaded: tokio::sync::OnceCell<Loaded>,
+}
+
+struct Loaded {
+    blocked: Mutex<HashSet<OrderKey>>,
+    /// Per key, the last offset delivered.
+    marks: HashMap<OrderKey, i64>,
+}
+
+impl Assigned {
+    fn new(generation: u64) -> Assigned {
+        Assigned {
+            generation,
+            loaded: tokio::sync::OnceCell::new(),
+        }
+    }
+}
+
+/// Commands to Redis, tried again until they succeed or shutdown ends them.
+struct Store {
+    conn: ConnectionManager,
+    telemetry: Telemetry,
+    abort: CancellationToken,
+}
+
+impl Store {
     /// Runs `command` until it succeeds, waiting longer between tries, or
     /// until shutdown's drain deadline.
     async fn retried<T, F, Fut>(&self, op: &'static str, mut command: F) -> Result<T, Abandoned>
@@ -238,69 +411,89 @@ impl Ordered {
             }
         }
     }
-
-    /// A later event of a blocked key: its place (queued behind the head,
-    /// due at `due` once parked; or free, the head, or done already).
-    pub async fn park(&self, key: &OrderKey, source: &Tp, offset: i64, due: SystemTime) -> Result<Place, Abandoned> {
-        let (outcome, head_due) = self.queue("park", key, source, offset, due).await?;
-        let place = place(outcome, head_due, Place::Free);
-        if place == Place::Free {
-            self.note(source, key, false);
-        }
-        Ok(place)
-    }
-
-    /// A delivery of the key failed and waits in a tier until `due`: the
-    /// key is blocked until it is finished.
-    pub async fn block(&self, key: &OrderKey, source: &Tp, offset: i64, due: SystemTime) -> Result<(), Abandoned> {
-        self.queue("block", key, source, offset, due).await?;
-        self.note(source, key, true);
-        Ok(())
-    }
-
-    /// A record of the key's queue came due: its place.
-    pub async fn claim(&self, key: &OrderKey, source: &Tp, offset: i64) -> Result<Place, Abandoned> {
-        let (outcome, head_due) = self.queue("claim", key, source, offset, SystemTime::now()).await?;
-        Ok(place(outcome, head_due, Place::Done))
-    }
-
-    /// The delivery at `offset` is finished: the next one of the key goes.
-    /// Returns how many are left in the queue.
-    pub async fn pop(&self, key: &OrderKey, source: &Tp, offset: i64) -> Result<usize, Abandoned> {
-        let (emptied, left) = self.queue("pop", key, source, offset, SystemTime::now()).await?;
-        if emptied == 1 {
-            self.note(source, key, false);
-        }
-        Ok(usize::try_from(left).unwrap_or(0))
-    }
-
-    /// Counts a step of an ordered delivery.
-    pub fn step(&self, step: &'static str) {
-        self.telemetry.ordering_step(step);
-    }
 }
 
-fn place(outcome: i64, head_due: i64, zero: Place) -> Place {
-    match outcome {
-        1 => Place::Head,
-        2 => Place::Behind(SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(head_due).unwrap_or(0))),
-        3 => Place::Done,
-        _ => zero,
+/// The marks of finished ordered deliveries: per source partition a sorted
+/// set (`{prefix}order:done:{topic}:{partition}`) of keys scored by the
+/// last offset of theirs delivered, written by one task in batches.
+struct Marks {
+    store: Store,
+    prefix: String,
+    ttl: Duration,
+    pending: Mutex<Pending>,
+    wake: Notify,
+    /// How many batches are written: a mark of batch `n` is kept once it
+    /// is above `n`.
+    flushed: watch::Sender<u64>,
+    writer: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
+    committed: std::sync::OnceLock<Arc<Flow>>,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// The batch the marks below go in.
+    batch: u64,
+    marks: HashMap<Tp, Vec<(OrderKey, i64)>>,
+}
+
+impl Marks {
+    fn key(&self, tp: &Tp) -> String {
+        format!("{}order:done:{}:{}", self.prefix, tp.0, tp.1)
     }
-}
 
-/// The keys of one source partition that have a queue, as this replica
-/// knows them, for one assignment.
-struct Blocked {
-    generation: u64,
-    keys: tokio::sync::OnceCell<Mutex<HashSet<OrderKey>>>,
-}
-
-impl Blocked {
-    fn new(generation: u64) -> Blocked {
-        Blocked {
-            generation,
-            keys: tokio::sync::OnceCell::new(),
+    /// Writes what is pending, batch after batch, until shutdown.
+    async fn write(self: Arc<Marks>) {
+        let mut pruned: HashMap<Tp, i64> = HashMap::new();
+        loop {
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = self.store.abort.cancelled() => return,
+            }
+            loop {
+                let (batch, marks) = {
+                    let mut pending = self.pending.lock();
+                    if pending.marks.is_empty() {
+                        break;
+                    }
+                    let batch = pending.batch;
+                    pending.batch += 1;
+                    (batch, std::mem::take(&mut pending.marks))
+                };
+                let mut pipe = redis::pipe();
+                let ttl = self.ttl.as_secs();
+                for (tp, marks) in &marks {
+                    let key = self.key(tp);
+                    // GT: a mark only moves forward, whoever writes last.
+                    let zadd = pipe.cmd("ZADD").arg(&key).arg("GT");
+                    for (order_key, offset) in marks {
+                        zadd.arg(*offset).arg(order_key.hex());
+                    }
+                    zadd.ignore();
+                    pipe.cmd("EXPIRE").arg(&key).arg(ttl).ignore();
+                    // Records before the committed offset are not read again.
+                    let committed = self.committed.get().and_then(|flow| flow.committed_offset(tp));
+                    if let Some(committed) = committed.filter(|c| pruned.get(tp).is_none_or(|p| c > p)) {
+                        pipe.cmd("ZREMRANGEBYSCORE")
+                            .arg(&key)
+                            .arg("-inf")
+                            .arg(format!("({committed}"))
+                            .ignore();
+                        pruned.insert(tp.clone(), committed);
+                    }
+                }
+                let written = self
+                    .store
+                    .retried("mark", || {
+                        let mut conn = self.store.conn.clone();
+                        let pipe = pipe.clone();
+                        async move { pipe.query_async::<()>(&mut conn).await }
+                    })
+                    .await;
+                if written.is_err() {
+                    return;
+                }
+                self.flushed.send_replace(batch + 1);
+            }
         }
     }
 }
@@ -398,6 +591,7 @@ impl Registration {
                     key: key.clone(),
                     offset: self.offset,
                     wake,
+                    held: false,
                 }
             })
             .collect();
@@ -425,6 +619,9 @@ pub struct InLine {
     key: OrderKey,
     offset: i64,
     wake: Arc<Notify>,
+    /// Left in line when dropped: the key's later deliveries here wait for
+    /// the partition's next assignment.
+    held: bool,
 }
 
 impl InLine {
@@ -435,7 +632,14 @@ impl InLine {
             key,
             offset,
             wake: Arc::new(Notify::new()),
+            held: false,
         }
+    }
+
+    /// Its delivery was abandoned (shutdown) before what it did was kept:
+    /// the key's later deliveries in this assignment must not go after it.
+    pub fn hold(mut self) {
+        self.held = true;
     }
 
     /// Waits for its turn; `Err` when its partition was assigned anew
@@ -475,7 +679,7 @@ impl InLine {
 impl Drop for InLine {
     fn drop(&mut self) {
         let mut state = self.gate.state.lock();
-        if state.generation != self.generation {
+        if state.generation != self.generation || self.held {
             return;
         }
         state.unrouted_before.remove(&self.offset);
@@ -596,5 +800,25 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(result, Err(Abandoned));
+    }
+
+    #[tokio::test]
+    async fn a_delivery_held_when_abandoned_keeps_its_key_s_later_ones_waiting_until_a_new_assignment() {
+        let o = gates();
+        let r1 = o.register(&tp(), 1, 1);
+        let r2 = o.register(&tp(), 1, 2);
+        let first = r1.announce(&[key(1)]).pop().unwrap();
+        let second = r2.announce(&[key(1)]).pop().unwrap();
+        assert!(turn_now(&first).await);
+        // Abandoned before its mark was kept: the next one must not go.
+        first.hold();
+        assert!(!turn_now(&second).await);
+        let handle = tokio::spawn(async move { second.turn().await });
+        let _new = o.register(&tp(), 2, 1);
+        let result = tokio::time::timeout(Duration::from_secs(5), handle)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(result, Err(Abandoned), "the new owner delivers it");
     }
 }

@@ -15,6 +15,35 @@ fn ordered(id: &str, url: &str, ordering: &str) -> herald::webhook::Webhook {
     w
 }
 
+/// Webhooks for every event: `ordered` by record key, and `unordered`.
+async fn ordered_and_not(env: &TestEnv, ordered_to: &TestReceiver, unordered_to: &TestReceiver) {
+    let store = env.store().await;
+    store
+        .put(&ordered("ordered", &ordered_to.url("/in"), r#""key""#))
+        .await
+        .unwrap();
+    store
+        .put(&webhook("unordered", &unordered_to.url("/in"), &["*"]))
+        .await
+        .unwrap();
+}
+
+/// Publishes `per_key` events for each of `keys` keys (`key-00`, ...),
+/// interleaved; returns each key's events (`n`) in the order published.
+async fn publish(env: &TestEnv, keys: u64, per_key: u64) -> BTreeMap<String, Vec<u64>> {
+    let publisher = Publisher::new();
+    let mut events: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for n in 0..per_key {
+        for k in 0..keys {
+            let key = format!("key-{k:02}");
+            let body = format!(r#"{{"event":"a.b","k":"{key}","n":{n}}}"#);
+            publisher.send(env.topic(), Some(&key), body.as_bytes(), &[]).await;
+            events.entry(key).or_default().push(n);
+        }
+    }
+    events
+}
+
 /// Per key, the `n` of each request in arrival order, and whether it
 /// succeeded.
 fn by_key(received: &[Received]) -> BTreeMap<String, Vec<(u64, bool)>> {
@@ -42,9 +71,10 @@ fn delivered(keys: &BTreeMap<String, Vec<(u64, bool)>>) -> usize {
         .sum()
 }
 
-/// Checks one key's requests: every event was delivered, and none was
-/// attempted before every event published before it had been delivered.
-/// An event sent again after it was delivered is a repeat (counted).
+/// Checks one key's requests: every event was delivered, none was
+/// attempted before every event published before it had been delivered,
+/// and none was sent again after a later one had been: an event sent again
+/// after it was delivered (a repeat, counted) is the last one delivered.
 /// Returns the repeats, or what is out of order.
 fn check_key(key: &str, arrivals: &[(u64, bool)], events: &[u64]) -> Result<usize, String> {
     let position: BTreeMap<u64, usize> = events.iter().enumerate().map(|(i, n)| (*n, i)).collect();
@@ -55,6 +85,12 @@ fn check_key(key: &str, arrivals: &[(u64, bool)], events: &[u64]) -> Result<usiz
     for (i, &(n, ok)) in arrivals.iter().enumerate() {
         let at = position[&n];
         if done.contains(&n) {
+            if events[next - 1] != n {
+                return Err(format!(
+                    "key {key}: request {i} repeats event {n} after the later event {} was delivered ({arrivals:?})",
+                    events[next - 1]
+                ));
+            }
             repeats += 1;
             continue;
         }
@@ -96,31 +132,14 @@ async fn an_ordered_webhook_gets_each_key_in_order_through_random_failures_and_a
     // tiers run out) is one in 3 million.
     let receiver = TestReceiver::start(Behaviour::FailRandomly(50)).await;
     let unordered = TestReceiver::start(Behaviour::FailRandomly(50)).await;
-    let store = env.store().await;
-    store
-        .put(&ordered("ordered", &receiver.url("/in"), r#""key""#))
-        .await
-        .unwrap();
-    store
-        .put(&webhook("unordered", &unordered.url("/in"), &["*"]))
-        .await
-        .unwrap();
+    ordered_and_not(&env, &receiver, &unordered).await;
     let config = env.config_toml();
     let mut first = HeraldProcess::spawn(&config);
     let second = HeraldProcess::spawn(&config);
     first.wait_ready().await;
     second.wait_ready().await;
 
-    let publisher = Publisher::new();
-    let mut events: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for n in 0..PER_KEY {
-        for k in 0..KEYS {
-            let key = format!("key-{k:02}");
-            let body = format!(r#"{{"event":"a.b","k":"{key}","n":{n}}}"#);
-            publisher.send(env.topic(), Some(&key), body.as_bytes(), &[]).await;
-            events.entry(key).or_default().push(n);
-        }
-    }
+    let events = publish(&env, KEYS, PER_KEY).await;
     // Killed mid-stream, with deliveries in flight and keys parked.
     receiver.wait_for(1_500, Duration::from_secs(120)).await;
     first.signal("KILL");
@@ -176,7 +195,83 @@ async fn an_ordered_webhook_gets_each_key_in_order_through_random_failures_and_a
         .query_async(&mut redis)
         .await
         .unwrap();
-    assert!(left.is_empty(), "queues left in Redis: {left:?}");
+    let queues: Vec<&String> = left.iter().filter(|k| !k.contains("order:done:")).collect();
+    assert!(queues.is_empty(), "queues left in Redis: {queues:?}");
+    drop(second);
+}
+
+/// The marks of one source partition in Redis: per key (its digest), the
+/// last offset delivered.
+async fn marks(env: &TestEnv, partition: i32) -> Vec<(String, f64)> {
+    let mut redis = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("ZRANGE")
+        .arg(format!("{}order:done:{}:{partition}", env.prefix, env.topic()))
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(&mut redis)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_read_again_after_a_kill_are_skipped_not_delivered_after_later_ones_of_their_key() {
+    const KEYS: u64 = 4;
+    const PER_KEY: u64 = 50;
+    let total = (KEYS * PER_KEY) as usize;
+    let env = TestEnv::new("keymark", &["events"], 1).await;
+    let receiver = TestReceiver::start(Behaviour::Status(200)).await;
+    let control = TestReceiver::start(Behaviour::Status(200)).await;
+    ordered_and_not(&env, &receiver, &control).await;
+    // Nothing is committed before the kill: every record is read again.
+    let config = env.config_toml().replace(
+        "[kafka.consumer_properties]\n",
+        "[kafka.consumer_properties]\n\"auto.commit.interval.ms\" = \"600000\"\n",
+    );
+    let mut first = HeraldProcess::spawn(&config);
+    first.wait_ready().await;
+    let events = publish(&env, KEYS, PER_KEY).await;
+    receiver.wait_for(total, Duration::from_secs(120)).await;
+    control.wait_for(total, Duration::from_secs(120)).await;
+    // Each key's last delivery is marked (offsets 196..=199) a moment
+    // after the receiver answered it.
+    let last = (total - 1) as f64;
+    eventually(
+        Duration::from_secs(30),
+        "every key's last delivery to be marked",
+        || async {
+            let marks = marks(&env, 0).await;
+            (marks.len() == KEYS as usize && marks.iter().all(|(_, offset)| *offset > last - KEYS as f64)).then_some(())
+        },
+    )
+    .await;
+    first.signal("KILL");
+    first.child.wait().await.unwrap();
+
+    let second = HeraldProcess::spawn(&config);
+    second.wait_ready().await;
+    // The control webhook gets every event again: the records were read again.
+    control.wait_for(2 * total, Duration::from_secs(120)).await;
+    // Each ordered event read again is skipped (or delivered again).
+    eventually(
+        Duration::from_secs(60),
+        "the ordered events read again to be routed",
+        || async {
+            let skipped = metric_at(second.ops, "herald_ordering_steps_total{step=\"skipped\"}").await as usize;
+            (skipped + (receiver.count() - total) >= total).then_some(())
+        },
+    )
+    .await;
+    let arrived = by_key(&receiver.received());
+    for (key, published) in &events {
+        let repeats = check_key(key, &arrived[key], published).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(repeats, 0, "key {key}: {:?}", arrived[key]);
+    }
+    assert_eq!(receiver.count(), total, "no ordered event was delivered twice");
     drop(second);
 }
 
