@@ -276,6 +276,52 @@ async fn events_read_again_after_a_kill_are_skipped_not_delivered_after_later_on
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partition_s_marks_are_dropped_below_its_committed_offset() {
+    const KEYS: u64 = 300;
+    let env = TestEnv::new("keyprune", &["events"], 1).await;
+    let receiver = TestReceiver::start(Behaviour::Status(200)).await;
+    let unordered = TestReceiver::start(Behaviour::Status(200)).await;
+    ordered_and_not(&env, &receiver, &unordered).await;
+    let _app = env.spawn("").await;
+    // One event for each of 300 keys: 300 marks.
+    publish(&env, KEYS, 1).await;
+    receiver.wait_for(KEYS as usize, Duration::from_secs(120)).await;
+    let marked = marks(&env, 0).await.len();
+    assert!(marked > 0, "no marks written");
+    // Once those offsets are committed (every second), the next batch of
+    // marks drops them: the set holds the keys delivered since.
+    let publisher = Publisher::new();
+    let mut n = 0;
+    let left = eventually(
+        Duration::from_secs(60),
+        "the marks below the committed offset to be dropped",
+        || {
+            n += 1;
+            let body = format!(r#"{{"event":"a.b","k":"later-{n}","n":0}}"#);
+            let publisher = &publisher;
+            let env = &env;
+            async move {
+                publisher
+                    .send(env.topic(), Some(&format!("later-{n}")), body.as_bytes(), &[])
+                    .await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let left = marks(env, 0).await;
+                (left.len() < 10).then_some(left)
+            }
+        },
+    )
+    .await;
+    println!(
+        "marks: {marked} after the first 300 events, {} once committed",
+        left.len()
+    );
+    assert!(
+        left.iter().all(|(_, offset)| *offset >= KEYS as f64),
+        "only the later keys' marks are left: {left:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_waits_behind_its_failed_event_while_other_keys_flow_and_a_body_pointer_orders_too() {
     let env = TestEnv::new("keywait", &["events"], 1)
         .await
