@@ -492,6 +492,20 @@ impl Bench {
         delivery: &str,
         extra: &str,
     ) -> (tokio::process::Child, SocketAddr) {
+        self.start_herald_wrapped(&[], topic, prefix, dlq, delivery, extra)
+    }
+
+    /// [`Bench::start_herald_delivering`], Herald run by `wrapper` (a
+    /// command and its arguments, e.g. valgrind) when it is not empty.
+    fn start_herald_wrapped(
+        &self,
+        wrapper: &[String],
+        topic: &str,
+        prefix: &str,
+        dlq: &str,
+        delivery: &str,
+        extra: &str,
+    ) -> (tokio::process::Child, SocketAddr) {
         let ops = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -515,7 +529,15 @@ impl Bench {
         // Herald's own log (warnings, e.g. each failed delivery) goes to a file.
         let log = std::fs::File::create(path.with_extension("log")).unwrap();
         *self.herald_log.lock() = path.with_extension("log");
-        let child = tokio::process::Command::new(&self.herald)
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = tokio::process::Command::new(program);
+                command.args(args).arg(&self.herald);
+                command
+            }
+            None => tokio::process::Command::new(&self.herald),
+        };
+        let child = command
             .arg("--config")
             .arg(&path)
             .arg("run")
@@ -578,6 +600,69 @@ impl Bench {
             used,
             span: self.receiver.span(),
         }
+    }
+
+    /// Herald's instructions per delivery, which do not drift with the
+    /// neighbours as time does: a backlog of `events` drained at fan-out
+    /// `fanout` by Herald run under valgrind's callgrind, instructions
+    /// counted (all threads) only from the first delivery on, until every
+    /// delivery was made; divided by the deliveries made meanwhile.
+    async fn instructions(&self, events: u64, fanout: usize) -> Figures {
+        let topic = self.topic(&format!("instructions{fanout}"), 6).await;
+        let dlq = self.dead_letter_topic(&format!("instructions{fanout}-dlq")).await;
+        self.produce_backlog(&topic, events, |n| body(n, None)).await;
+        let prefix = format!("bench:{}:i{fanout}:", self.run_id);
+        self.webhooks(&prefix, fanout).await;
+        self.receiver.reset();
+        let out = self.work_dir.join(format!("callgrind-{}-{fanout}.out", self.run_id));
+        let wrapper = [
+            "valgrind".to_owned(),
+            "--tool=callgrind".to_owned(),
+            "--instr-atstart=no".to_owned(),
+            format!("--callgrind-out-file={}", out.display()),
+        ];
+        // Tens of times slower under valgrind: no delivery may time out
+        // waiting for a request slot or an answer.
+        let patient = "max_queue_wait = \"1h\"\nrequest_timeout = \"10m\"\n";
+        let (mut child, _ops) =
+            self.start_herald_wrapped(&wrapper, &topic, &prefix, &dlq, patient, "[retry]\ntiers = []\n");
+        let pid = child.id().unwrap();
+        let want = events * fanout as u64;
+        assert!(
+            self.wait_while_running(&mut child, 1, Duration::from_secs(600)).await,
+            "no delivery under valgrind within 10 minutes"
+        );
+        callgrind_control("--instr=on", pid);
+        let from = self.receiver.count.load(Ordering::SeqCst);
+        let done = self
+            .wait_while_running(&mut child, want, Duration::from_secs(3600))
+            .await;
+        callgrind_control("--instr=off", pid);
+        let to = self.receiver.count.load(Ordering::SeqCst);
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+        let _ = child.wait().await;
+        assert!(done, "Herald under valgrind did not deliver {want}");
+        let text = std::fs::read_to_string(&out).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
+        // `totals:` sums every part of the run (`summary:` only the last).
+        let total: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("totals:"))
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no totals in {}", out.display()));
+        eprintln!(
+            "  fan-out {fanout}: callgrind's counts in {} (callgrind_annotate reads them)",
+            out.display()
+        );
+        let counted = to.saturating_sub(from).max(1);
+        figures([
+            ("fanout", fanout as f64),
+            ("deliveries_counted", counted as f64),
+            ("instructions_per_delivery", total / counted as f64),
+        ])
     }
 
     async fn wait_ready(&self, child: &mut tokio::process::Child, ops: SocketAddr) {
@@ -923,6 +1008,18 @@ impl Bench {
     }
 }
 
+/// Sends `option` (`--instr=on` or `--instr=off`) to the callgrind run as
+/// `pid`, and waits for it to be taken.
+fn callgrind_control(option: &str, pid: u32) {
+    let status = std::process::Command::new("callgrind_control")
+        .arg(option)
+        .arg(pid.to_string())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("callgrind_control runs (valgrind is installed)");
+    assert!(status.success(), "callgrind_control {option} {pid}: {status}");
+}
+
 fn proc_field(pid: u32, file: &str) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default()
 }
@@ -966,6 +1063,7 @@ async fn main() {
     let mut due_retries = 100_000u64;
     let (mut tls_hosts, mut tls_events) = (1_000usize, 100_000u64);
     let mut ordered_events = 20_000u64;
+    let mut instruction_events = 0u64;
     // Unset: the client's default, with which Apache Kafka answers a fetch as
     // soon as data arrives. (A broker that holds an empty fetch for the whole
     // wait, as Tansu did, needs it short.)
@@ -986,6 +1084,7 @@ async fn main() {
             "--tls-hosts" => tls_hosts = value().parse().unwrap(),
             "--tls-events" => tls_events = value().parse().unwrap(),
             "--ordered-events" => ordered_events = value().parse().unwrap(),
+            "--instructions" => instruction_events = value().parse().unwrap(),
             "--no-latency" => latency = false,
             "--json" => json_out = Some(PathBuf::from(value())),
             "--work-dir" => work_dir = PathBuf::from(value()),
@@ -1065,6 +1164,16 @@ async fn main() {
         vec![
             bench.ordered(ordered_events, 1_000).await,
             bench.ordered(ordered_events, 1).await,
+        ]
+    } else {
+        Vec::new()
+    };
+
+    let instructions = if instruction_events > 0 {
+        eprintln!("{instruction_events} events under callgrind, fan-out 1 and 10 (instructions per delivery)...");
+        vec![
+            bench.instructions(instruction_events, 1).await,
+            bench.instructions(instruction_events, 10).await,
         ]
     } else {
         Vec::new()
@@ -1228,6 +1337,14 @@ async fn main() {
         );
     }
 
+    for i in &instructions {
+        row(
+            format!("Herald fan-out {:.0}, instructions per delivery", i["fanout"]),
+            format!("{:.0}", i["instructions_per_delivery"]),
+            format!("callgrind, over {:.0} deliveries", i["deliveries_counted"]),
+        );
+    }
+
     println!("\nwhere the CPU went (cores busy; the machine has {})", num_cpus());
     println!(
         "{:<22} {:>9} {:>8} {:>8} {:>8}",
@@ -1270,6 +1387,7 @@ async fn main() {
         "large_backlog": large,
         "tls_hosts": hosts,
         "ordered": ordered,
+        "instructions": instructions,
     });
     if let Some(path) = json_out {
         std::fs::write(&path, serde_json::to_string_pretty(&result).unwrap()).unwrap();
