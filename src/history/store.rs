@@ -318,6 +318,10 @@ impl HistoryStore {
                 pipe.hset(&last, "failed_at", ms).ignore();
             }
         }
+        if pipe.is_empty() {
+            // Nothing kept and no count moved: Redis refuses an empty pipeline.
+            return Ok(());
+        }
         let mut conn = self.conn.clone();
         let () = pipe.query_async(&mut conn).await?;
         Ok(())
@@ -446,6 +450,17 @@ mod tests {
         assert_eq!(c.by_minute[&11], (1, 0));
         assert_eq!(c.last_succeeded_ms, Some(60_000 * 11));
         assert_eq!(c.last_failed_ms, Some(60_000 * 10 + 7));
+    }
+
+    #[tokio::test]
+    async fn a_write_of_nothing_sends_nothing() {
+        // Nothing answers on port 1: a command sent would fail.
+        let client = redis::Client::open("redis://127.0.0.1:1/").unwrap();
+        let conn = crate::config::redis::RedisConfig::lazy_connection(&client).unwrap();
+        let store = HistoryStore::over(conn, "t:", 10, Duration::from_secs(60));
+        store.write(&[], &HashMap::new(), 0).await.unwrap();
+        let idle = HashMap::from([(Scope::Webhook("w".to_owned()), Counts::default())]);
+        store.write(&[], &idle, 0).await.unwrap();
     }
 
     #[test]
