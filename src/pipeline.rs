@@ -278,6 +278,10 @@ impl Pipeline {
         place.turn().await?;
         let record = &job.delivery.event.record;
         let source: Tp = (record.topic.clone(), record.partition);
+        if !ordered.still_assigned(&source, generation) {
+            // Its turn came after the partition was revoked.
+            return Err(Abandoned);
+        }
         let offset = record.offset;
         let key = place.key().clone();
         let mut queued = false;

@@ -152,6 +152,17 @@ impl Ordered {
         self.recheck
     }
 
+    /// Whether this replica still reads the source partition `tp` under
+    /// assignment `generation`. A delivery whose turn comes after its
+    /// partition was revoked (its earlier one outlasted the revoke's drain)
+    /// must not go: the next owner delivers it, after the earlier one.
+    pub fn still_assigned(&self, tp: &Tp, generation: u64) -> bool {
+        self.marks
+            .committed
+            .get()
+            .is_none_or(|flow| flow.generation(tp) == Some(generation))
+    }
+
     // ---- in memory --------------------------------------------------
 
     /// Registers the record at `offset` of `tp`, dispatched now (in offset
@@ -820,5 +831,24 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(result, Err(Abandoned), "the new owner delivers it");
+    }
+
+    #[tokio::test]
+    async fn a_partition_revoked_is_no_longer_assigned_to_the_deliveries_that_wait_in_it() {
+        use crate::intake::flow::FlowLimits;
+        let flow = Flow::new(FlowLimits {
+            per_partition: 10,
+            total: 10,
+            bytes: usize::MAX,
+        });
+        flow.assign(&[tp()]);
+        let generation = flow.generation(&tp()).unwrap();
+        let o = gates().with_commits(flow.clone());
+        assert!(o.still_assigned(&tp(), generation));
+        flow.revoke(&[tp()]);
+        assert!(!o.still_assigned(&tp(), generation), "revoked");
+        flow.assign(&[tp()]);
+        assert!(!o.still_assigned(&tp(), generation), "assigned again: a new generation");
+        assert!(o.still_assigned(&tp(), flow.generation(&tp()).unwrap()));
     }
 }
