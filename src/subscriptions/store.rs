@@ -857,14 +857,16 @@ mod tests {
         let base = r#"{"id":"w","name":"n","url":"https://example.com/","events":["*"],"status":"paused",
             "secrets":["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"],"created_at":"2025-01-01T00:00:00Z",
             "updated_at":"2025-01-01T00:00:00Z","#;
-        for field in [
-            r#""uid":[{"expires_at":"2025-01-03T00:00:XXX"}]}"#,
-            r#""uid":{"a":"XXX"}}"#,
-            r#""status_by":["XXX"]}"#,
+        // Each field as the JSON before and after its string's bytes, which
+        // are not UTF-8 (a Rust string literal cannot hold them).
+        const NOT_UTF8: [u8; 3] = [0xff, 0xfe, 0x80];
+        for (before, after) in [
+            (r#""uid":[{"expires_at":"2025-01-03T00:00:"#, r#""}]}"#),
+            (r#""uid":{"a":""#, r#""}}"#),
+            (r#""status_by":[""#, r#""]}"#),
         ] {
-            let mut doc = format!("{base}{field}").into_bytes();
-            let at = doc.windows(3).position(|w| w == b"XXX").unwrap();
-            doc[at..at + 3].copy_from_slice(&[0xff, 0xfe, 0x80]);
+            let field = format!("{before}<not UTF-8>{after}");
+            let doc = [base.as_bytes(), before.as_bytes(), &NOT_UTF8, after.as_bytes()].concat();
             let webhook = match decode("w", "p:webhook:w".into(), Some(&doc)) {
                 Loaded::Invalid { reason, .. } => reason,
                 _ => panic!("{field}: decoded"),
