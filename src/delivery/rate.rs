@@ -20,9 +20,14 @@
 //!
 //! A `429` halves the webhook's rate in the bucket, for every replica, down
 //! to [`MIN_FACTOR`] of it, and the rate comes back linearly over
-//! `delivery.rate_recovery` after the last one. While Redis does not answer, a replica
-//! keeps a bucket of its own at the full rate (each replica then limits on
-//! its own).
+//! `delivery.rate_recovery` after the last one.
+//!
+//! While Redis does not answer, a replica keeps a bucket of its own at its
+//! share of the rate: the rate divided by the replicas that leased the
+//! webhook's tokens within [`SHARE_WINDOW`], as the last lease counted them,
+//! so the replicas together still keep to the rate. The bucket starts
+//! empty when the replica had leased before (what it leased last is already
+//! spent) and holds its share of the burst at most.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -41,9 +46,19 @@ pub const LEASE_TTL: Duration = Duration::from_secs(1);
 /// How long a lease may take before the replica limits on its own.
 const LEASE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// How long a replica limits on its own after a lease failed, before it
-/// asks Redis again.
-const LOCAL_FOR: Duration = Duration::from_secs(5);
+/// How long a replica limits on its own after a lease got no answer in
+/// [`LEASE_TIMEOUT`], before it asks Redis again: a frozen Redis would hold
+/// each delivery that asks.
+const LOCAL_AFTER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a replica limits on its own after a lease failed at once (a
+/// connection refused or broken): asking again costs nothing, and the
+/// connection is opened again meanwhile.
+const LOCAL_AFTER_ERROR: Duration = Duration::from_secs(1);
+
+/// A replica that leased a webhook's tokens within this long counts as one
+/// of those sharing its rate.
+pub const SHARE_WINDOW: Duration = Duration::from_secs(10);
 
 /// The share of a second a lease asks for at most (a tenth: 5 tokens at 50
 /// a second).
@@ -72,6 +87,8 @@ pub struct Leases {
     prefix: String,
     recovery: Duration,
     telemetry: Telemetry,
+    /// This replica's id in the buckets (random, new at each start).
+    replica: String,
 }
 
 /// What a lease got.
@@ -79,6 +96,9 @@ struct Lease {
     granted: u32,
     wait: Duration,
     per_second: f64,
+    /// The replicas that leased the webhook's tokens within
+    /// [`SHARE_WINDOW`], this one included.
+    replicas: u32,
 }
 
 impl Leases {
@@ -90,6 +110,7 @@ impl Leases {
             prefix: prefix.to_owned(),
             recovery,
             telemetry,
+            replica: hex::encode(rand::random::<[u8; 8]>()),
         }
     }
 
@@ -97,12 +118,22 @@ impl Leases {
         format!("{}rate:{webhook}", self.prefix)
     }
 
+    /// A lease asked once more when the first fails: a connection that
+    /// broke while Redis was away reports its error to the first request
+    /// after Redis is back, and is opened again meanwhile.
+    async fn lease_again_on_error(&self, webhook: &str, limit: RateLimit, want: u32) -> redis::RedisResult<Lease> {
+        match self.lease(webhook, limit, want, false).await {
+            Err(_) => self.lease(webhook, limit, want, false).await,
+            lease => lease,
+        }
+    }
+
     async fn lease(&self, webhook: &str, limit: RateLimit, want: u32, slow: bool) -> redis::RedisResult<Lease> {
         let burst = limit.burst();
         // Kept while it may still hold a debt, a lowered rate or a burst
         // not yet refilled.
         let ttl = (f64::from(burst) / limit.per_second * 2_000.0).max(self.recovery.as_millis() as f64 * 2.0);
-        let (granted, wait_ms, per_second): (u32, u64, String) = LEASE
+        let (granted, wait_ms, per_second, replicas): (u32, u64, String, u32) = LEASE
             .key(self.key(webhook))
             .arg(limit.per_second)
             .arg(burst)
@@ -111,12 +142,15 @@ impl Leases {
             .arg(self.recovery.as_millis().max(1) as u64)
             .arg(MIN_FACTOR)
             .arg(ttl.ceil() as u64)
+            .arg(&self.replica)
+            .arg(SHARE_WINDOW.as_millis() as u64)
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(Lease {
             granted,
             wait: Duration::from_millis(wait_ms),
             per_second: per_second.parse().unwrap_or(limit.per_second),
+            replicas: replicas.max(1),
         })
     }
 }
@@ -141,10 +175,17 @@ pub struct RateGate {
 struct Held {
     tokens: u32,
     until: Instant,
+    /// This replica's own bucket: its tokens and when they were counted.
     local: Option<(f64, Instant)>,
     /// Until when the last failed lease sends this replica to its own
     /// bucket.
     redis_down_until: Option<Instant>,
+    /// The replicas sharing the rate, as the last lease counted them (1
+    /// before any lease).
+    replicas: u32,
+    /// Whether a lease ever answered: the tokens it gave are spent, so the
+    /// replica's own bucket starts empty.
+    leased: bool,
 }
 
 /// Counts a delivery as waiting while it is held.
@@ -166,6 +207,8 @@ impl RateGate {
                 until: Instant::now(),
                 local: None,
                 redis_down_until: None,
+                replicas: 1,
+                leased: false,
             }),
             waiting: AtomicUsize::new(0),
             per_second: Mutex::new(limit.per_second),
@@ -214,14 +257,19 @@ impl RateGate {
             let leases = leases.filter(|_| held.redis_down_until.is_none_or(|t| now >= t));
             let wait = match leases {
                 Some(leases) => {
-                    match tokio::time::timeout(LEASE_TIMEOUT, leases.lease(webhook, self.limit, want, false))
+                    match tokio::time::timeout(LEASE_TIMEOUT, leases.lease_again_on_error(webhook, self.limit, want))
                         .await
-                        .map_err(|_| "no answer within 1 s".to_owned())
-                        .and_then(|answer| answer.map_err(|e| e.to_string()))
+                        .map_err(|_| ("no answer within 1 s".to_owned(), LOCAL_AFTER_TIMEOUT))
+                        .and_then(|answer| answer.map_err(|e| (e.to_string(), LOCAL_AFTER_ERROR)))
                     {
                         Ok(lease) => {
+                            if held.local.is_some() {
+                                tracing::info!(webhook, "Redis answers again: rate tokens are leased from its bucket");
+                            }
                             held.redis_down_until = None;
                             held.local = None;
+                            held.replicas = lease.replicas;
+                            held.leased = true;
                             *self.per_second.lock() = lease.per_second;
                             if lease.granted > 0 {
                                 held.tokens = lease.granted - 1;
@@ -230,13 +278,17 @@ impl RateGate {
                             }
                             lease.wait
                         }
-                        Err(e) => {
-                            tracing::warn!(
-                                webhook,
-                                error = %e,
-                                "cannot lease rate tokens from Redis; limiting this replica's deliveries on its own for 5 s"
-                            );
-                            held.redis_down_until = Some(now + LOCAL_FOR);
+                        Err((e, local_for)) => {
+                            if held.local.is_none() {
+                                tracing::warn!(
+                                    webhook,
+                                    error = %e,
+                                    replicas = held.replicas,
+                                    "cannot lease rate tokens from Redis; this replica keeps to its share of the \
+                                     webhook's rate on its own until Redis answers"
+                                );
+                            }
+                            held.redis_down_until = Some(now + local_for);
                             local_take(&mut held, self.limit, now)
                         }
                     }
@@ -269,18 +321,22 @@ impl RateGate {
     }
 }
 
-/// Takes a token from this replica's own bucket: zero when it had one, else
-/// how long until it has.
+/// Takes a token from this replica's own bucket, filled at its share of the
+/// rate up to its share of the burst (one token at least): zero when it had
+/// one, else how long until it has.
 fn local_take(held: &mut Held, limit: RateLimit, now: Instant) -> Duration {
-    let burst = f64::from(limit.burst());
-    let (tokens, at) = held.local.unwrap_or((burst, now));
-    let tokens = (tokens + now.duration_since(at).as_secs_f64() * limit.per_second).min(burst);
+    let share = f64::from(held.replicas.max(1));
+    let per_second = limit.per_second / share;
+    let burst = (f64::from(limit.burst()) / share).ceil().max(1.0);
+    let first = if held.leased { 0.0 } else { burst };
+    let (tokens, at) = held.local.unwrap_or((first, now));
+    let tokens = (tokens + now.duration_since(at).as_secs_f64() * per_second).min(burst);
     if tokens >= 1.0 {
         held.local = Some((tokens - 1.0, now));
         Duration::ZERO
     } else {
         held.local = Some((tokens, now));
-        Duration::from_secs_f64((1.0 - tokens) / limit.per_second)
+        Duration::from_secs_f64((1.0 - tokens) / per_second)
     }
 }
 
@@ -352,6 +408,30 @@ mod tests {
             gate.tokens.lock().await.redis_down_until.is_some(),
             "Redis is left alone for a while"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn on_its_own_a_replica_that_shared_the_rate_keeps_to_its_share_from_an_empty_bucket() {
+        let gate = RateGate::new(limit(30.0, 6));
+        {
+            let mut held = gate.tokens.lock().await;
+            held.replicas = 3;
+            held.leased = true;
+        }
+        let began = Instant::now();
+        let deadline = began + Duration::from_secs(60);
+        for _ in 0..10 {
+            gate.acquire(None, "w", deadline).await.unwrap();
+        }
+        // 10 a second, the first token a tenth of a second in: no burst.
+        assert_eq!(Instant::now() - began, Duration::from_secs(1));
+        // Idle, it keeps at most its share of the burst (2 of 6).
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let idle = Instant::now();
+        for _ in 0..3 {
+            gate.acquire(None, "w", deadline).await.unwrap();
+        }
+        assert_eq!(Instant::now() - idle, Duration::from_millis(100));
     }
 
     #[test]

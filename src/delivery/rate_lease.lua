@@ -1,10 +1,13 @@
 -- Leases tokens of one webhook's rate limit (src/delivery/rate.rs).
 -- KEYS[1]: the bucket, a hash: tokens (fractional), at (ms, Redis's clock),
---          factor (of the rate after the last 429) and slowed_at (ms).
+--          factor (of the rate after the last 429), slowed_at (ms), and
+--          r:{replica} (ms) for each replica that leased within the window.
 -- ARGV: per_second, burst, want (tokens asked for), slow ("1" when a
---       receiver answered 429), recovery_ms, min_factor, ttl_ms.
+--       receiver answered 429), recovery_ms, min_factor, ttl_ms, replica
+--       (the leasing replica's id), window_ms.
 -- Returns {granted, wait_ms (until a token, when none was granted),
---          the rate now (per second, as a string)}.
+--          the rate now (per second, as a string), the replicas that leased
+--          within the window, this one included}.
 local per_second = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local want = tonumber(ARGV[3])
@@ -12,6 +15,8 @@ local slow = ARGV[4] == '1'
 local recovery = tonumber(ARGV[5])
 local min_factor = tonumber(ARGV[6])
 local ttl = tonumber(ARGV[7])
+local replica = 'r:' .. ARGV[8]
+local window = tonumber(ARGV[9])
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -55,5 +60,21 @@ if factor >= 1 then
 else
   redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now, 'factor', tostring(factor0), 'slowed_at', slowed_at)
 end
+
+-- The replicas sharing the webhook: each one's share is what it keeps to
+-- while Redis does not answer it.
+redis.call('HSET', KEYS[1], replica, now)
+local replicas = 0
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  local name = fields[i]
+  if string.sub(name, 1, 2) == 'r:' then
+    if now - tonumber(fields[i + 1]) < window then
+      replicas = replicas + 1
+    else
+      redis.call('HDEL', KEYS[1], name)
+    end
+  end
+end
 redis.call('PEXPIRE', KEYS[1], ttl)
-return {granted, wait_ms, tostring(rate)}
+return {granted, wait_ms, tostring(rate), replicas}

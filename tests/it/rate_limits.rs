@@ -136,3 +136,62 @@ async fn a_429_lowers_the_rate_for_a_while_and_it_comes_back() {
     assert!(most >= 15, "the rate came back ({most} at most in one second)");
     app.stop().await;
 }
+
+/// While Redis does not answer a replica, it keeps to its share of the
+/// webhook's rate: the rate divided by the replicas that leased the
+/// webhook's tokens in the last 10 s, as its last lease counted them,
+/// starting from no token (what it leased last is spent). The replicas
+/// together then still keep to the rate, not the rate times the replicas.
+#[tokio::test]
+async fn a_replica_redis_does_not_answer_keeps_to_its_share_of_the_rate() {
+    use herald::delivery::rate::{Leases, RateGate};
+    use herald::telemetry::Telemetry;
+
+    let prefix = format!("{}:", unique("rate-share"));
+    let client = redis::Client::open(redis_url()).unwrap();
+    let conn = herald::config::redis::RedisConfig::lazy_connection(&client).unwrap();
+    let replica = |conn| Leases::new(conn, &prefix, Duration::from_secs(60), Telemetry::new(&[], 10));
+    let (one, two) = (replica(conn.clone()), replica(conn.clone()));
+    let limit = RateLimit {
+        per_second: 40.0,
+        burst: Some(4),
+    };
+    let (gate_one, gate_two) = (RateGate::new(limit), RateGate::new(limit));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    // One token at a time: each acquire leases, and the second lease of
+    // replica one counts both.
+    gate_one.acquire(Some(&one), "w", deadline).await.unwrap();
+    gate_two.acquire(Some(&two), "w", deadline).await.unwrap();
+    gate_one.acquire(Some(&one), "w", deadline).await.unwrap();
+    let bucket: std::collections::HashMap<String, String> =
+        redis::AsyncCommands::hgetall(&mut conn.clone(), format!("{prefix}rate:w"))
+            .await
+            .unwrap();
+    assert_eq!(
+        bucket.keys().filter(|k| k.starts_with("r:")).count(),
+        2,
+        "the bucket names the two replicas that leased: {bucket:?}"
+    );
+
+    // Nothing listens on port 1: every lease of replica one fails now, at
+    // once (no reconnection attempts to wait for).
+    let gone = redis::Client::open("redis://127.0.0.1:1/").unwrap();
+    let gone = redis::aio::ConnectionManager::new_lazy_with_config(
+        gone,
+        redis::aio::ConnectionManagerConfig::new().set_number_of_retries(0),
+    )
+    .unwrap();
+    let gone = replica(gone);
+    let began = Instant::now();
+    for _ in 0..21 {
+        gate_one.acquire(Some(&gone), "w", deadline).await.unwrap();
+    }
+    // Its share is 20 a second from an empty bucket: the 21st token comes
+    // 1.05 s in. Alone at the full rate with its burst (as before) they took
+    // 0.43 s; a loaded machine only makes it slower.
+    let took = began.elapsed();
+    assert!(took >= Duration::from_millis(1000), "21 tokens in {took:?}");
+    let _: () = redis::AsyncCommands::del(&mut conn.clone(), format!("{prefix}rate:w"))
+        .await
+        .unwrap();
+}
