@@ -80,7 +80,7 @@ impl Shared {
         });
         let producer = SharedProducer::new(&config.kafka).context("cannot create the Kafka producer")?;
         let mut deliverer = Deliverer::new(&config.delivery)
-            .context("cannot build the HTTP client")?
+            .map_err(|e| anyhow::anyhow!("cannot build the HTTP client: {e}"))?
             .with_rate_leases(crate::delivery::rate::Leases::new(
                 conn.clone(),
                 prefix,

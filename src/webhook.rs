@@ -302,13 +302,20 @@ impl fmt::Debug for TlsClient {
 }
 
 impl TlsClient {
-    /// The identity reqwest presents: the chain, then the key.
-    pub fn identity(&self) -> Result<reqwest::Identity, reqwest::Error> {
-        let mut pem = Vec::with_capacity(self.certificate.len() + self.key.len() + 1);
-        pem.extend_from_slice(self.certificate.as_bytes());
-        pem.push(b'\n');
-        pem.extend_from_slice(self.key.as_bytes());
-        reqwest::Identity::from_pem(&pem)
+    /// The TLS configuration `builder` makes presenting this chain and key
+    /// (what delivery presents to receivers that ask): refused when the
+    /// PEM does not parse, or the key does not sign for the certificate.
+    pub fn present(
+        &self,
+        builder: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    ) -> Result<rustls::ClientConfig, String> {
+        use rustls_pki_types::pem::PemObject;
+        let chain = rustls_pki_types::CertificateDer::pem_slice_iter(self.certificate.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("certificate: {e}"))?;
+        let key =
+            rustls_pki_types::PrivateKeyDer::from_pem_slice(self.key.as_bytes()).map_err(|e| format!("key: {e}"))?;
+        builder.with_client_auth_cert(chain, key).map_err(|e| e.to_string())
     }
 
     /// SHA-256 of the chain and the key, naming this identity without
@@ -386,24 +393,26 @@ pub fn check_tls_client(certificate: &str, key: &str) -> Result<(), InvalidWebho
     };
     // What delivery does with them: a key that does not sign for the
     // certificate, or that TLS cannot use, fails here.
-    let built = tls.identity().and_then(|identity| {
-        reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .identity(identity)
-            .build()
-    });
-    built.map(drop).map_err(|e| {
-        // The innermost cause says what is wrong (reqwest's own message is
-        // "builder error").
-        let cause = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
-            .last()
-            .map_or_else(String::new, ToString::to_string);
-        invalid(
-            KEY,
-            format!("is not a private key TLS can use with `certificate`: {cause}"),
-        )
-    })
+    tls_builder()
+        .and_then(|builder| tls.present(builder))
+        .map(drop)
+        .map_err(|cause| {
+            invalid(
+                KEY,
+                format!("is not a private key TLS can use with `certificate`: {cause}"),
+            )
+        })
+}
+
+/// A client configuration builder trusting nothing, to check a client
+/// certificate with.
+fn tls_builder() -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>, String> {
+    Ok(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(rustls::RootCertStore::empty()),
+    )
 }
 
 /// A list of RFC 3339 times.
@@ -824,9 +833,9 @@ pub(crate) mod tests {
         w.validate().unwrap();
         let json = serde_json::to_string(&w).unwrap();
         assert_eq!(serde_json::from_str::<Webhook>(&json).unwrap(), w);
-        // What is accepted builds the client delivery builds.
-        let client = reqwest::Client::builder().identity(good.identity().unwrap()).build();
-        assert!(client.is_ok(), "{client:?}");
+        // What is accepted builds the client configuration delivery builds.
+        let config = good.present(tls_builder().unwrap());
+        assert!(config.is_ok(), "{:?}", config.err());
 
         let other = tls_client("another client");
         let refused = |certificate: &str, key: &str| {

@@ -22,7 +22,11 @@ pub struct DeliveryConfig {
     pub ca_file: Option<PathBuf>,
     /// The certificates `ca_file` holds, read by [`Config::read_files`](super::Config::read_files).
     #[serde(skip)]
-    pub ca_certificates: Vec<reqwest::Certificate>,
+    pub ca_certificates: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// TLS sessions kept for resumption, one per receiver host at most, by
+    /// the clients that present no client certificate (all of them share
+    /// it).
+    pub tls_session_cache: usize,
     /// Name resolution deadline, apart from the connection's.
     #[serde(with = "humantime_serde")]
     pub resolve_timeout: Duration,
@@ -136,17 +140,18 @@ impl DeliveryConfig {
             return Ok(());
         };
         let invalid = |why: String| ConfigError::invalid(KEY, format!("{}: {why}", path.display()));
+        use rustls_pki_types::pem::PemObject;
         let pem = std::fs::read(path).map_err(|e| invalid(e.to_string()))?;
-        let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| invalid(e.to_string()))?;
+        let certificates = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(format!("not PEM: {e}")))?;
         if certificates.is_empty() {
             return Err(invalid("holds no PEM certificate".to_owned()));
         }
         let count = certificates.len();
         for (n, certificate) in certificates.iter().enumerate() {
-            reqwest::Client::builder()
-                .tls_built_in_root_certs(false)
-                .add_root_certificate(certificate.clone())
-                .build()
+            rustls::RootCertStore::empty()
+                .add(certificate.clone())
                 .map_err(|e| invalid(format!("certificate {} of {count} is not usable: {e}", n + 1)))?;
         }
         self.ca_certificates = certificates;
@@ -163,6 +168,7 @@ impl DeliveryConfig {
         positive("delivery.max_in_flight_per_endpoint", d.max_in_flight_per_endpoint)?;
         positive("delivery.max_in_flight_per_tenant", d.max_in_flight_per_tenant)?;
         positive("delivery.max_in_flight_per_host", d.max_in_flight_per_host)?;
+        positive("delivery.tls_session_cache", d.tls_session_cache)?;
         for (host, n) in &d.max_in_flight_by_host {
             positive(&format!("delivery.max_in_flight_by_host.\"{host}\""), *n)?;
         }

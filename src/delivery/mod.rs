@@ -23,6 +23,7 @@ use time::OffsetDateTime;
 
 use crate::config::delivery::DeliveryConfig;
 use crate::event::Event;
+use crate::webhook::TlsClient;
 pub use shares::Limit;
 use shares::{HostSlots, TenantSlots};
 use ssrf::{AddressPolicy, Egress, GuardedResolver};
@@ -196,6 +197,7 @@ const MAX_ADDRESSES_TRIED: usize = 3;
 /// held by its [`Target`].
 pub struct Deliverer {
     config: DeliveryConfig,
+    tls: TlsBase,
     shared: Client,
     tenant_clients: HashMap<String, Client>,
     tenants: Arc<TenantSlots>,
@@ -219,38 +221,96 @@ pub(crate) struct Client {
     resolver: GuardedResolver,
 }
 
+/// The tickets rustls keeps per host at most (`ClientSessionMemoryCache`
+/// is sized in tickets, not hosts).
+const TICKETS_PER_HOST: usize = 8;
+
+/// Hosts whose sessions a client presenting its own certificate keeps: a
+/// webhook has one host, and its sessions are never resumed by another
+/// client.
+const OWN_SESSION_HOSTS: usize = 1;
+
+/// What every client's TLS starts from: the roots trusted for receivers'
+/// certificates (Mozilla's and `delivery.ca_file`'s), and the session cache
+/// that the clients presenting no certificate share
+/// (`delivery.tls_session_cache` hosts).
+///
+/// Herald builds the rustls configuration itself rather than through
+/// reqwest's builder, whose clients each keep rustls's default of 256
+/// tickets, 8 to a host: the sessions of 32 hosts, and one cache per
+/// tenant's client.
+#[derive(Clone)]
+struct TlsBase {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    roots: Arc<rustls::RootCertStore>,
+    sessions: Arc<rustls::client::ClientSessionMemoryCache>,
+}
+
+impl TlsBase {
+    fn new(config: &DeliveryConfig) -> TlsBase {
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        // Each was added once already, when the configuration was read.
+        let (_added, _unusable) = roots.add_parsable_certificates(config.ca_certificates.iter().cloned());
+        TlsBase {
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+            roots: Arc::new(roots),
+            sessions: Arc::new(rustls::client::ClientSessionMemoryCache::new(
+                config.tls_session_cache.saturating_mul(TICKETS_PER_HOST),
+            )),
+        }
+    }
+
+    /// The configuration of a client presenting `identity` (a PEM chain and
+    /// key) to receivers that ask for one, with sessions of its own, or
+    /// none, sharing the cache.
+    fn client_config(&self, identity: Option<&TlsClient>) -> Result<rustls::ClientConfig, String> {
+        let builder = rustls::ClientConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(self.roots.clone());
+        let (mut tls, sessions): (_, Arc<dyn rustls::client::ClientSessionStore>) = match identity {
+            None => (builder.with_no_client_auth(), self.sessions.clone()),
+            Some(identity) => (
+                identity.present(builder)?,
+                Arc::new(rustls::client::ClientSessionMemoryCache::new(
+                    OWN_SESSION_HOSTS * TICKETS_PER_HOST,
+                )),
+            ),
+        };
+        tls.resumption = rustls::client::Resumption::store(sessions);
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(tls)
+    }
+}
+
 impl Client {
-    /// A client resolving through `policy`, presenting `identity` to
-    /// receivers that ask for a client certificate.
-    fn new(
-        config: &DeliveryConfig,
-        policy: &Arc<AddressPolicy>,
-        identity: Option<reqwest::Identity>,
-    ) -> Result<Client, reqwest::Error> {
+    /// A client resolving through `policy`, presenting no certificate.
+    fn new(config: &DeliveryConfig, tls: &TlsBase, policy: &Arc<AddressPolicy>) -> Result<Client, String> {
         let resolver = GuardedResolver::new(policy.clone(), config.resolve_timeout, config.resolve_cache_ttl);
-        Client::with_resolver(config, policy, resolver, identity)
+        Client::with_resolver(config, tls.client_config(None)?, policy, resolver)
     }
 
     /// `self`'s policy and resolver (and so its resolutions), presenting
-    /// `identity`.
-    fn presenting(&self, config: &DeliveryConfig, identity: reqwest::Identity) -> Result<Client, reqwest::Error> {
-        Client::with_resolver(config, &self.policy, self.resolver.clone(), Some(identity))
+    /// `identity` to receivers that ask for a client certificate.
+    fn presenting(&self, config: &DeliveryConfig, tls: &TlsBase, identity: &TlsClient) -> Result<Client, String> {
+        Client::with_resolver(
+            config,
+            tls.client_config(Some(identity))?,
+            &self.policy,
+            self.resolver.clone(),
+        )
     }
 
     fn with_resolver(
         config: &DeliveryConfig,
+        tls: rustls::ClientConfig,
         policy: &Arc<AddressPolicy>,
         resolver: GuardedResolver,
-        identity: Option<reqwest::Identity>,
-    ) -> Result<Client, reqwest::Error> {
-        let mut builder = reqwest::Client::builder();
-        for certificate in &config.ca_certificates {
-            builder = builder.add_root_certificate(certificate.clone());
-        }
-        if let Some(identity) = identity {
-            builder = builder.identity(identity);
-        }
-        let http = builder
+    ) -> Result<Client, String> {
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
             .user_agent(USER_AGENT)
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
@@ -260,7 +320,8 @@ impl Client {
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
             .pool_idle_timeout(config.pool_idle_timeout)
             .tcp_nodelay(true)
-            .build()?;
+            .build()
+            .map_err(|e| error_chain(&e))?;
         Ok(Client {
             http,
             policy: policy.clone(),
@@ -271,15 +332,17 @@ impl Client {
 
 impl Deliverer {
     /// Builds the clients: SSRF-guarded resolution, no redirects, no proxy.
-    pub fn new(config: &DeliveryConfig) -> Result<Deliverer, reqwest::Error> {
+    pub fn new(config: &DeliveryConfig) -> Result<Deliverer, String> {
         let egress = Egress::new(config);
+        let tls = TlsBase::new(config);
         let tenant_clients = egress
             .tenants()
-            .map(|(tenant, policy)| Ok((tenant.to_owned(), Client::new(config, policy, None)?)))
-            .collect::<Result<_, reqwest::Error>>()?;
+            .map(|(tenant, policy)| Ok((tenant.to_owned(), Client::new(config, &tls, policy)?)))
+            .collect::<Result<_, String>>()?;
         Ok(Deliverer {
             config: config.clone(),
-            shared: Client::new(config, egress.shared(), None)?,
+            shared: Client::new(config, &tls, egress.shared())?,
+            tls,
             tenant_clients,
             tenants: TenantSlots::new(config.max_in_flight, config.max_in_flight_per_tenant),
             hosts: HostSlots::new(
@@ -498,9 +561,8 @@ impl Deliverer {
         };
         slot.client
             .get_or_init(|| {
-                tls.identity()
-                    .and_then(|identity| base.presenting(&self.config, identity))
-                    .map_err(|e| format!("the webhook's client certificate cannot be used: {}", error_chain(&e)))
+                base.presenting(&self.config, &self.tls, tls)
+                    .map_err(|e| format!("the webhook's client certificate cannot be used: {e}"))
             })
             .as_ref()
             .map_err(|e| Failure::Network(e.clone()))

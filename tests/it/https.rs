@@ -323,3 +323,72 @@ async fn a_client_certificate_and_key_that_tls_cannot_use_are_refused_with_422_n
     );
     app.stop().await;
 }
+
+#[path = "../../examples/common/tls_receivers.rs"]
+mod tls_receivers;
+
+/// TLS sessions with hundreds of receiver hosts are kept and resumed: 300
+/// receivers, each its own address (127.0.0.2 on) and certificate, get an
+/// event each on a connection closed after it (`pool_max_idle_per_host =
+/// 0`), then a second event each, on a new connection that resumes the
+/// first one's session from the shared cache (`delivery.tls_session_cache`,
+/// 1,024 hosts). With rustls's default of 256 sessions per client, what
+/// Herald's clients kept before, the first hosts' sessions were gone by the
+/// time their second event went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_with_hundreds_of_receiver_hosts_are_resumed_when_connections_reopen() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    const HOSTS: usize = 300;
+    let env = TestEnv::new("tls-sessions", &["events"], 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let received = Arc::new(AtomicUsize::new(0));
+    let counter = received.clone();
+    let router = axum::Router::new().fallback(move || {
+        counter.fetch_add(1, Ordering::Relaxed);
+        async { axum::http::StatusCode::NO_CONTENT }
+    });
+    let receivers = tls_receivers::TlsReceivers::start(HOSTS, router, dir.path()).await;
+    let store = env.store().await;
+    for (n, addr) in receivers.addrs.iter().enumerate() {
+        store
+            .put(&webhook(&format!("host-{n}"), &format!("https://{addr}/hook"), &["*"]))
+            .await
+            .unwrap();
+    }
+    let app = env
+        .spawn(&format!(
+            "[delivery]\nca_file = \"{}\"\npool_max_idle_per_host = 0",
+            receivers.ca_file.display()
+        ))
+        .await;
+    let counts = &receivers.counts;
+    for round in 1..=2 {
+        Publisher::new()
+            .json(env.topic(), &format!(r#"{{"event":"a.b","round":{round}}}"#))
+            .await;
+        let received = &received;
+        eventually(
+            Duration::from_secs(120),
+            &format!("round {round}'s {HOSTS} requests"),
+            || async move { (received.load(Ordering::Relaxed) >= round * HOSTS).then_some(()) },
+        )
+        .await;
+    }
+    let (full, resumed) = (
+        counts.full.load(Ordering::Relaxed) as usize,
+        counts.resumed.load(Ordering::Relaxed) as usize,
+    );
+    assert_eq!(counts.refused.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        full + resumed,
+        2 * HOSTS,
+        "a connection per request: {full} full, {resumed} resumed"
+    );
+    assert_eq!(
+        resumed, HOSTS,
+        "every second connection resumed: {full} full, {resumed} resumed"
+    );
+    app.stop().await;
+}
