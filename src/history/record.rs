@@ -243,21 +243,25 @@ impl AttemptRecord {
         }
     }
 
-    /// This record with bodies cut at `max` bytes.
-    pub fn truncate_bodies(&mut self, max: usize) {
+    /// This record with bodies cut at `max` bytes; whether one was.
+    pub fn truncate_bodies(&mut self, max: usize) -> bool {
+        let mut cut = false;
         if self.request.body.len() > max {
             let (b, _) = truncated(self.request.body.as_bytes(), max);
             self.request.body = b;
             self.request.body_truncated = true;
+            cut = true;
         }
         if let Some(response) = &mut self.response {
             if let Some(body) = &response.body {
                 if body.len() > max {
                     response.body = Some(truncated(body.as_bytes(), max).0);
                     response.body_truncated = true;
+                    cut = true;
                 }
             }
         }
+        cut
     }
 }
 

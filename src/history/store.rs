@@ -129,7 +129,7 @@ pub struct HistoryStore {
 /// One step of a delivery to write: its time (ms), its id (`webhook-id`),
 /// and the step as JSON (a [`DeliveryRecord`]'s fields, with `updated_ms`
 /// and at most one `attempt`).
-pub type StepRow = (i64, String, String);
+pub type StepRow = (i64, String, Vec<u8>);
 
 /// [`APPLY_STEPS`], built once.
 static APPLY: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(APPLY_STEPS));
@@ -273,7 +273,7 @@ impl HistoryStore {
     /// in one pipeline, trimming each touched webhook's history.
     pub async fn write(
         &self,
-        records: &[(String, i64, String)],
+        records: &[(String, i64, Vec<u8>)],
         counts: &HashMap<Scope, Counts>,
         now_ms: i64,
     ) -> Result<(), redis::RedisError> {
