@@ -6,7 +6,7 @@
 //!           [--broker-pid PID] [--engine LABEL] [--large-events 1000000] [--large-webhooks 10000]
 //!           [--waiting-retries 1000] [--due-retries 100000] [--no-latency] [--fetch-wait-ms 10]
 //!           [--tls-hosts 1000] [--tls-events 100000] [--ordered-events 20000]
-//!           [--work-dir DIR] [--redis URL]
+//!           [--history-topic] [--work-dir DIR] [--redis URL]
 //!
 //! It measures, each on a fresh backlog of `--events` 1 KB records:
 //! - ceiling (a): the receiver driven directly over HTTP at the same concurrency;
@@ -30,6 +30,8 @@
 //! - fan-out 1 to a webhook with `"ordering": "key"` over `--ordered-events`
 //!   events (keyed), with 1,000 keys and with one hot key, each against the
 //!   same backlog to an unordered webhook in the same run;
+//! - with `--history-topic`, fan-out 1 and 10 again with `history.topic`
+//!   on (every attempt in full to a Kafka topic), against the same without;
 //! - where the CPU went in each phase: the machine, Herald, the broker, and
 //!   this process (receiver, producer, null pipeline).
 //!
@@ -231,6 +233,9 @@ struct Bench {
     work_dir: PathBuf,
     /// The log of the Herald started last (shown when it exits early).
     herald_log: Mutex<PathBuf>,
+    /// `history.topic` of the Heralds started (empty: off, the default of
+    /// every phase but the one measuring it).
+    history_topic: Mutex<String>,
 }
 
 impl Bench {
@@ -513,7 +518,7 @@ impl Bench {
         let config = format!(
             "[kafka]\nbrokers = \"{b}\"\ngroup_id = \"{p}group\"\ntopics = [\"{topic}\"]\ncreate_missing_topics = true\n\
              [redis]\nurl = \"{r}\"\nprefix = \"{p}\"\n[dead_letter]\ntopic = \"{dlq}\"\n\
-             [system_events]\ntopic = \"\"\n[history]\ntopic = \"\"\n\
+             [system_events]\ntopic = \"\"\n[history]\ntopic = \"{history}\"\n\
              [delivery]\nallow_cidrs = [\"127.0.0.0/8\"]\nallow_ports = [\"1-65535\"]\n{delivery}[ops]\nlisten = \"{ops}\"\n[log]\nlevel = \"warn\"\n\
              {fetch_wait}{extra}",
             fetch_wait = match self.fetch_wait_ms {
@@ -523,6 +528,7 @@ impl Bench {
             b = self.brokers,
             r = self.redis,
             p = prefix,
+            history = self.history_topic.lock(),
         );
         let path = self.work_dir.join(format!("{prefix}herald.toml").replace(':', "-"));
         std::fs::write(&path, config).unwrap();
@@ -551,10 +557,15 @@ impl Bench {
 
     /// Drains a backlog through Herald with `fanout` webhooks.
     async fn herald_drain(&self, fanout: usize) -> Figures {
-        let topic = self.topic(&format!("fanout{fanout}"), 6).await;
-        let dlq = self.dead_letter_topic(&format!("fanout{fanout}-dlq")).await;
+        let phase = if self.history_topic.lock().is_empty() {
+            format!("fanout{fanout}")
+        } else {
+            format!("fanout{fanout}h")
+        };
+        let topic = self.topic(&phase, 6).await;
+        let dlq = self.dead_letter_topic(&format!("{phase}-dlq")).await;
         self.backlog(&topic).await;
-        let prefix = format!("bench:{}:f{fanout}:", self.run_id);
+        let prefix = format!("bench:{}:{phase}:", self.run_id);
         self.webhooks(&prefix, fanout).await;
         self.receiver.reset();
         let (child, _ops) = self.start_herald(&topic, &prefix, &dlq);
@@ -1064,6 +1075,7 @@ async fn main() {
     let (mut tls_hosts, mut tls_events) = (1_000usize, 100_000u64);
     let mut ordered_events = 20_000u64;
     let mut instruction_events = 0u64;
+    let mut history_topic = false;
     // Unset: the client's default, with which Apache Kafka answers a fetch as
     // soon as data arrives. (A broker that holds an empty fetch for the whole
     // wait, as Tansu did, needs it short.)
@@ -1086,6 +1098,7 @@ async fn main() {
             "--ordered-events" => ordered_events = value().parse().unwrap(),
             "--instructions" => instruction_events = value().parse().unwrap(),
             "--no-latency" => latency = false,
+            "--history-topic" => history_topic = true,
             "--json" => json_out = Some(PathBuf::from(value())),
             "--work-dir" => work_dir = PathBuf::from(value()),
             "--fetch-wait-ms" => fetch_wait_ms = Some(value().parse().unwrap()),
@@ -1115,6 +1128,7 @@ async fn main() {
         broker_pid,
         work_dir,
         herald_log: Mutex::new(PathBuf::new()),
+        history_topic: Mutex::new(String::new()),
     };
 
     eprintln!("ceilings ({events} records of 1 KB, concurrency {CONCURRENCY})...");
@@ -1128,6 +1142,15 @@ async fn main() {
     let f1 = bench.herald_drain(1).await;
     eprintln!("Herald, fan-out 10...");
     let f10 = bench.herald_drain(10).await;
+    let with_history_topic = if history_topic {
+        eprintln!("Herald, fan-out 1 and 10 with history.topic on...");
+        *bench.history_topic.lock() = format!("bench-{}-attempts", bench.run_id);
+        let figures = [bench.herald_drain(1).await, bench.herald_drain(10).await];
+        bench.history_topic.lock().clear();
+        Some(figures)
+    } else {
+        None
+    };
     let half = (f1["events_per_s"] / 2.0).max(10.0);
     let latencies = if latency {
         eprintln!("latency at {half:.0}/s and 50/s...");
@@ -1236,6 +1259,27 @@ async fn main() {
             format!("{:.1}", r["longest_stall_ms"]),
             "longest time without an arrival".into(),
         );
+    }
+    if let Some(with) = &with_history_topic {
+        for ((name, off), on) in [("fan-out 1", &f1), ("fan-out 10", &f10)].into_iter().zip(with) {
+            row(
+                format!("Herald {name} with history.topic, deliveries/s"),
+                format!("{:.0}", on["deliveries_per_s"]),
+                format!(
+                    "{:.0}% of the same without it",
+                    100.0 * on["deliveries_per_s"] / off["deliveries_per_s"]
+                ),
+            );
+            row(
+                format!("Herald {name} with history.topic, CPU s per 1,000"),
+                format!("{:.3}", on["cpu_s_per_1000_deliveries"]),
+                format!(
+                    "{:+.0}% against the same without it ({:.3})",
+                    100.0 * (on["cpu_s_per_1000_deliveries"] / off["cpu_s_per_1000_deliveries"] - 1.0),
+                    off["cpu_s_per_1000_deliveries"]
+                ),
+            );
+        }
     }
     for l in &latencies {
         row(
@@ -1381,6 +1425,7 @@ async fn main() {
         "ceilings": {"http_req_per_s": http, "broker_produce_per_s": produce, "broker_consume_per_s": broker, "null_pipeline_per_s": null},
         "ceiling_usage": {"http": http_use, "broker": broker_use, "null_pipeline": null_use},
         "herald": {"fanout_1": f1, "fanout_10": f10},
+        "herald_history_topic": with_history_topic.as_ref().map(|[f1, f10]| json!({"fanout_1": f1, "fanout_10": f10})),
         "latency": latencies,
         "waiting_retries": waiting,
         "due_retries": due,
