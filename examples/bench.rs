@@ -146,6 +146,28 @@ fn memchr_find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// The HTTP client of the ceilings (a) and (c): hyper's pooled client, the
+/// one Herald delivers with (here without TLS, the SSRF resolver, or
+/// anything Herald does around a request).
+type CeilingClient =
+    hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, http_body_util::Full<Bytes>>;
+
+fn ceiling_client() -> CeilingClient {
+    let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+    tcp.set_nodelay(true);
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .build(tcp)
+}
+
+/// POSTs `body` to `uri`, as a prepared request.
+fn post(client: &CeilingClient, uri: &http::Uri, body: Bytes) -> hyper_util::client::legacy::ResponseFuture {
+    let mut request = http::Request::new(http_body_util::Full::new(body));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = uri.clone();
+    client.request(request)
+}
+
 fn body(n: u64, sent_us: Option<u64>) -> Vec<u8> {
     typed_body("bench.tick", n, sent_us)
 }
@@ -347,16 +369,16 @@ impl Bench {
     async fn http_ceiling(&self) -> (f64, Figures) {
         self.receiver.reset();
         let usage = self.usage(None);
-        let client = reqwest::Client::new();
-        let url = format!("http://{}/direct", self.receiver_addr);
+        let client = ceiling_client();
+        let uri: http::Uri = format!("http://{}/direct", self.receiver_addr).parse().unwrap();
         let sem = Arc::new(Semaphore::new(CONCURRENCY));
         let start = Instant::now();
         let mut tasks = Vec::new();
         for n in 0..self.events {
             let permit = sem.clone().acquire_owned().await.unwrap();
-            let (client, url) = (client.clone(), url.clone());
+            let sent = post(&client, &uri, Bytes::from(body(n, None)));
             tasks.push(tokio::spawn(async move {
-                let _ = client.post(url).body(body(n, None)).send().await;
+                let _ = sent.await;
                 drop(permit);
             }));
         }
@@ -414,18 +436,18 @@ impl Bench {
             .create()
             .unwrap();
         consumer.subscribe(&[topic]).unwrap();
-        let client = reqwest::Client::new();
-        let url = format!("http://{}/null", self.receiver_addr);
+        let client = ceiling_client();
+        let uri: http::Uri = format!("http://{}/null", self.receiver_addr).parse().unwrap();
         let sem = Arc::new(Semaphore::new(CONCURRENCY));
         let mut usage = None;
         for _ in 0..self.events {
             let m = consumer.recv().await.unwrap();
             usage.get_or_insert_with(|| self.usage(None));
-            let payload = m.payload().unwrap_or_default().to_vec();
+            let payload = Bytes::copy_from_slice(m.payload().unwrap_or_default());
             let permit = sem.clone().acquire_owned().await.unwrap();
-            let (client, url) = (client.clone(), url.clone());
+            let sent = post(&client, &uri, payload);
             tokio::spawn(async move {
-                let _ = client.post(url).body(payload).send().await;
+                let _ = sent.await;
                 drop(permit);
             });
         }

@@ -6,6 +6,7 @@
 //! (status class, timeout, network, blocked by the SSRF policy, an endpoint
 //! saturated with waiting deliveries, or one held by its rate limit).
 
+mod client;
 pub mod rate;
 pub mod shares;
 pub mod signing;
@@ -17,16 +18,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::config::delivery::DeliveryConfig;
 use crate::event::Event;
-use crate::webhook::TlsClient;
+use client::{Client, SendError, TlsBase};
 pub use shares::Limit;
 use shares::{HostSlots, TenantSlots};
-use ssrf::{AddressPolicy, Egress, GuardedResolver};
+use ssrf::Egress;
 use target::Target;
 
 /// The attempt number (1 for the first), so receivers can tell retries apart.
@@ -34,6 +35,12 @@ pub const ATTEMPT_HEADER: &str = "herald-attempt";
 
 /// `user-agent` of every request.
 pub const USER_AGENT: &str = concat!("Herald/", env!("CARGO_PKG_VERSION"));
+
+/// Standard Webhooks' headers, and the attempt's.
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+const HERALD_ATTEMPT: HeaderName = HeaderName::from_static(ATTEMPT_HEADER);
 
 /// The `webhook-id` of an event's delivery to a webhook: a pure function of
 /// the event's identity and the webhook id, so it is the same on every
@@ -212,124 +219,6 @@ pub struct Deliverer {
     leases: Option<rate::Leases>,
 }
 
-/// An HTTP client, the SSRF policy its resolver applies, and the resolver
-/// (which remembers what it found, so a request counts its host slot under
-/// the address it then connects to).
-pub(crate) struct Client {
-    http: reqwest::Client,
-    policy: Arc<AddressPolicy>,
-    resolver: GuardedResolver,
-}
-
-/// The tickets rustls keeps per host at most (`ClientSessionMemoryCache`
-/// is sized in tickets, not hosts).
-const TICKETS_PER_HOST: usize = 8;
-
-/// Hosts whose sessions a client presenting its own certificate keeps: a
-/// webhook has one host, and its sessions are never resumed by another
-/// client.
-const OWN_SESSION_HOSTS: usize = 1;
-
-/// What every client's TLS starts from: the roots trusted for receivers'
-/// certificates (Mozilla's and `delivery.ca_file`'s), and the session cache
-/// that the clients presenting no certificate share
-/// (`delivery.tls_session_cache` hosts).
-///
-/// Herald builds the rustls configuration itself rather than through
-/// reqwest's builder, whose clients each keep rustls's default of 256
-/// tickets, 8 to a host: the sessions of 32 hosts, and one cache per
-/// tenant's client.
-#[derive(Clone)]
-struct TlsBase {
-    provider: Arc<rustls::crypto::CryptoProvider>,
-    roots: Arc<rustls::RootCertStore>,
-    sessions: Arc<rustls::client::ClientSessionMemoryCache>,
-}
-
-impl TlsBase {
-    fn new(config: &DeliveryConfig) -> TlsBase {
-        let mut roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        // Each was added once already, when the configuration was read.
-        let (_added, _unusable) = roots.add_parsable_certificates(config.ca_certificates.iter().cloned());
-        TlsBase {
-            provider: Arc::new(rustls::crypto::ring::default_provider()),
-            roots: Arc::new(roots),
-            sessions: Arc::new(rustls::client::ClientSessionMemoryCache::new(
-                config.tls_session_cache.saturating_mul(TICKETS_PER_HOST),
-            )),
-        }
-    }
-
-    /// The configuration of a client presenting `identity` (a PEM chain and
-    /// key) to receivers that ask for one, with sessions of its own, or
-    /// none, sharing the cache.
-    fn client_config(&self, identity: Option<&TlsClient>) -> Result<rustls::ClientConfig, String> {
-        let builder = rustls::ClientConfig::builder_with_provider(self.provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(self.roots.clone());
-        let (mut tls, sessions): (_, Arc<dyn rustls::client::ClientSessionStore>) = match identity {
-            None => (builder.with_no_client_auth(), self.sessions.clone()),
-            Some(identity) => (
-                identity.present(builder)?,
-                Arc::new(rustls::client::ClientSessionMemoryCache::new(
-                    OWN_SESSION_HOSTS * TICKETS_PER_HOST,
-                )),
-            ),
-        };
-        tls.resumption = rustls::client::Resumption::store(sessions);
-        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(tls)
-    }
-}
-
-impl Client {
-    /// A client resolving through `policy`, presenting no certificate.
-    fn new(config: &DeliveryConfig, tls: &TlsBase, policy: &Arc<AddressPolicy>) -> Result<Client, String> {
-        let resolver = GuardedResolver::new(policy.clone(), config.resolve_timeout, config.resolve_cache_ttl);
-        Client::with_resolver(config, tls.client_config(None)?, policy, resolver)
-    }
-
-    /// `self`'s policy and resolver (and so its resolutions), presenting
-    /// `identity` to receivers that ask for a client certificate.
-    fn presenting(&self, config: &DeliveryConfig, tls: &TlsBase, identity: &TlsClient) -> Result<Client, String> {
-        Client::with_resolver(
-            config,
-            tls.client_config(Some(identity))?,
-            &self.policy,
-            self.resolver.clone(),
-        )
-    }
-
-    fn with_resolver(
-        config: &DeliveryConfig,
-        tls: rustls::ClientConfig,
-        policy: &Arc<AddressPolicy>,
-        resolver: GuardedResolver,
-    ) -> Result<Client, String> {
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .user_agent(USER_AGENT)
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .dns_resolver(Arc::new(resolver.clone()))
-            .pool_max_idle_per_host(config.pool_max_idle_per_host)
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| error_chain(&e))?;
-        Ok(Client {
-            http,
-            policy: policy.clone(),
-            resolver,
-        })
-    }
-}
-
 impl Deliverer {
     /// Builds the clients: SSRF-guarded resolution, no redirects, no proxy.
     pub fn new(config: &DeliveryConfig) -> Result<Deliverer, String> {
@@ -455,10 +344,8 @@ impl Deliverer {
             let clock = Instant::now();
             let timestamp = OffsetDateTime::now_utc().unix_timestamp();
             let signature = target.signer.sign(&delivery_id, timestamp, &event.record.value);
-            let sent = match Self::build_request(client, event, target, &delivery_id, attempt, timestamp, &signature) {
-                Ok(request) => client.http.execute(request).await,
-                Err(e) => Err(e),
-            };
+            let request = Self::build_request(event, target, &delivery_id, attempt, timestamp, &signature);
+            let sent = client.send(request, target.timeout).await;
             if let (Err(e), Some((resolved, ip))) = (&sent, &resolved) {
                 if e.is_connect() && ssrf::find_blocked(e).is_none() {
                     resolved.move_past(*ip);
@@ -481,16 +368,16 @@ impl Deliverer {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
                 details_withheld = !self.allowlisted_details
-                    && response
-                        .remote_addr()
-                        .is_some_and(|addr| ssrf::opened_by_allowlist(addr.ip()));
+                    && client::remote_addr(&response).is_some_and(|addr| ssrf::opened_by_allowlist(addr.ip()));
                 let excerpt = if details_withheld {
                     None
                 } else {
                     if keep_response_headers {
                         response_headers = kept_headers(response.headers());
                     }
-                    self.read_excerpt(response).await
+                    // Within the request's timeout, as its head was.
+                    let deadline = tokio::time::Instant::from_std(clock) + target.timeout;
+                    self.read_excerpt(response.into_body(), deadline).await
                 };
                 if let (429, Some(gate), Some(leases)) = (status, rate, &self.leases) {
                     // Every replica slows down, without holding this attempt.
@@ -503,7 +390,7 @@ impl Deliverer {
                     (Err(Failure::Status { status, retry_after }), excerpt)
                 }
             }
-            Err(e) => (Err(self.classify(&e)), None),
+            Err(e) => (Err(classify(&e, &target.url)), None),
         };
         Attempt {
             delivery_id,
@@ -568,70 +455,66 @@ impl Deliverer {
             .map_err(|e| Failure::Network(e.clone()))
     }
 
+    /// The signed request of `event` to `target`: the target's prepared URI
+    /// and headers (its own and `user-agent`), the event's forwarded
+    /// headers, and Standard Webhooks' three.
     fn build_request(
-        client: &Client,
         event: &Event,
         target: &Target,
         delivery_id: &str,
         attempt: u32,
         timestamp: i64,
         signature: &str,
-    ) -> Result<reqwest::Request, reqwest::Error> {
-        let body = event.record.value.clone();
-        let mut builder = client
-            .http
-            .post(target.url.clone())
-            .timeout(target.timeout)
-            .headers(target.headers.clone());
+    ) -> http::Request<client::Body> {
+        let mut request = http::Request::new(client::Body::new(event.record.value.clone()));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = target.uri.clone();
+        let headers = request.headers_mut();
+        headers.reserve(target.headers.len() + event.meta.forward_headers.len() + 5);
+        headers.extend(target.headers.iter().map(|(name, value)| (name.clone(), value.clone())));
         for (name, value) in &event.meta.forward_headers {
             if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
-                builder = builder.header(name, value);
+                headers.append(name, value);
             }
         }
         let content_type = HeaderValue::from_str(&event.meta.content_type)
             .unwrap_or_else(|_| HeaderValue::from_static("application/json"));
-        builder
-            .header(CONTENT_TYPE, content_type)
-            .header("webhook-id", delivery_id)
-            .header("webhook-timestamp", timestamp)
-            .header("webhook-signature", signature)
-            .header(ATTEMPT_HEADER, attempt)
-            .body(body)
-            .build()
+        headers.insert(CONTENT_TYPE, content_type);
+        // A delivery id is `msg_` and hex, a signature base64 and spaces:
+        // always valid header values.
+        let text = |value: &str| HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static(""));
+        headers.insert(WEBHOOK_ID, text(delivery_id));
+        headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
+        headers.insert(WEBHOOK_SIGNATURE, text(signature));
+        headers.insert(HERALD_ATTEMPT, HeaderValue::from(attempt));
+        request
     }
 
     /// Reads at most `max_response_bytes` of the body, for diagnostics.
-    async fn read_excerpt(&self, mut response: reqwest::Response) -> Option<String> {
-        let mut buf = Vec::new();
-        while buf.len() < self.max_response_bytes {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = self.max_response_bytes - buf.len();
-                    buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                }
-                Ok(None) | Err(_) => break,
-            }
-        }
+    async fn read_excerpt(&self, body: hyper::body::Incoming, deadline: tokio::time::Instant) -> Option<String> {
+        let buf = client::read_body(body, self.max_response_bytes, deadline).await;
         if buf.is_empty() {
             None
         } else {
             Some(String::from_utf8_lossy(&buf).into_owned())
         }
     }
+}
 
-    fn classify(&self, err: &reqwest::Error) -> Failure {
-        if let Some(blocked) = ssrf::find_blocked(err) {
-            Failure::Blocked(blocked.to_string())
-        } else if err.is_timeout() {
-            Failure::Timeout
-        } else {
-            Failure::Network(error_chain(err))
-        }
+/// The failure a request that got no response is, naming its destination
+/// by its origin only (a path or query may be a credential).
+fn classify(err: &SendError, url: &url::Url) -> Failure {
+    if let Some(blocked) = ssrf::find_blocked(err) {
+        Failure::Blocked(blocked.to_string())
+    } else if err.is_timeout() {
+        Failure::Timeout
+    } else {
+        Failure::Network(format!("sending to {}: {}", redact_url(url), error_chain(err)))
     }
 }
 
 /// Response headers worth keeping in a delivery's history, bounded.
-fn kept_headers(headers: &reqwest::header::HeaderMap) -> Vec<(String, String)> {
+fn kept_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
         .take(MAX_KEPT_HEADERS)
@@ -658,14 +541,10 @@ pub fn text_prefix(bytes: &[u8], max: usize) -> (String, bool) {
     (text, cut)
 }
 
-/// An error and its sources on one line (reqwest's own message hides the cause).
+/// An error and its sources on one line (a client's own message hides the
+/// cause).
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
-    // reqwest names the URL it was sending to: its path and query may hold a
-    // secret (Slack- and Discord-style webhooks), so only its origin stays.
-    if let Some(url) = err.downcast_ref::<reqwest::Error>().and_then(reqwest::Error::url) {
-        out = out.replace(url.as_str(), &redact_url(url));
-    }
     let mut source = err.source();
     while let Some(e) = source {
         let text = e.to_string();
@@ -730,25 +609,65 @@ mod tests {
         assert_eq!(r("not a url"), "(an unparsable URL)");
     }
 
+    /// A deliverer whose policy opens loopback, every port, and its defaults.
+    fn loopback_deliverer() -> (Deliverer, target::EndpointDefaults) {
+        let config = crate::config::Config::from_toml_overlay(
+            "[delivery]\nallow_cidrs = [\"127.0.0.0/8\"]\nallow_ports = [\"1-65535\"]",
+        )
+        .unwrap()
+        .delivery;
+        (
+            Deliverer::new(&config).unwrap(),
+            target::EndpointDefaults::from(&config),
+        )
+    }
+
     #[tokio::test]
-    async fn a_refused_connection_names_the_destination_without_its_path() {
+    async fn a_delivery_refused_a_connection_names_the_origin_and_the_cause_never_the_path() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let url =
-            format!("http://127.0.0.1:{port}/services/T0/B0/credential-in-path-7f3a?token=credential-in-query-9c1e");
-        let err = reqwest::Client::new().post(&url).send().await.unwrap_err();
-        assert!(
-            err.to_string().contains("credential-in-path-7f3a"),
-            "reqwest names the whole URL"
-        );
-        let text = error_chain(&err);
+        let (deliverer, defaults) = loopback_deliverer();
+        let url = format!("http://127.0.0.1:{port}/services/T0/B0/credential-in-path-7f3a?token=credential-in-query");
+        let target = Target::compile(crate::webhook::tests::webhook("w", &url, &["*"]), &defaults, None).unwrap();
+        let attempt = deliverer
+            .deliver(&event(Some("evt_1"), 1), &target, "msg_1".into(), 1)
+            .await;
+        let Err(Failure::Network(text)) = &attempt.result else {
+            panic!("{:?}", attempt.result);
+        };
         assert!(!text.contains("credential-in"), "{text}");
-        assert!(text.contains(&format!("http://127.0.0.1:{port}/…")), "{text}");
+        assert!(
+            text.starts_with(&format!("sending to http://127.0.0.1:{port}/…: ")),
+            "{text}"
+        );
         assert!(text.to_lowercase().contains("connection refused"), "{text}");
     }
+
+    #[tokio::test]
+    async fn a_receiver_that_never_answers_is_a_timeout_at_the_webhooks_own() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accepts, reads, never answers.
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let (deliverer, defaults) = loopback_deliverer();
+        let mut webhook = crate::webhook::tests::webhook("w", &format!("http://{addr}/"), &["*"]);
+        webhook.limits.timeout_ms = Some(300);
+        let target = Target::compile(webhook, &defaults, None).unwrap();
+        let attempt = deliverer
+            .deliver(&event(Some("evt_1"), 1), &target, "msg_1".into(), 1)
+            .await;
+        assert_eq!(attempt.result, Err(Failure::Timeout));
+        assert!(attempt.duration >= Duration::from_millis(300), "{:?}", attempt.duration);
+    }
+
     use crate::event::{EventMeta, SourceRecord};
     use bytes::Bytes;
 

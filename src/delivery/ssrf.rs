@@ -4,9 +4,9 @@
 //! way into Herald's own network (cloud metadata at 169.254.169.254, Redis on
 //! loopback, internal services on private ranges). Checking the URL is not
 //! enough: a name can resolve to anything, and differently on each lookup.
-//! So the check runs on the addresses actually connected to: reqwest resolves
-//! names through [`GuardedResolver`], which only returns permitted addresses,
-//! and IP-literal URLs (which reqwest does not resolve) are checked by
+//! So the check runs on the addresses actually connected to: the client
+//! resolves names through [`GuardedResolver`], which only returns permitted
+//! addresses, and IP-literal URLs (which it does not resolve) are checked by
 //! [`AddressPolicy::check_url`] before the request is made. Redirects are not
 //! followed and proxies are not used, so nothing else picks a destination.
 
@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use hyper_util::client::legacy::connect::dns::Name;
 use ipnet::IpNet;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::{Host, Url};
 
 use crate::config::delivery::{DeliveryConfig, PortRange};
@@ -272,15 +272,15 @@ impl Resolved {
     }
 }
 
-/// A DNS resolver for reqwest that drops addresses the policy refuses, and
+/// A DNS resolver for the delivery client that drops addresses the policy refuses, and
 /// fails with [`Blocked`] when none is left. A lookup that takes longer than
 /// its timeout fails, so a slow or hostile name server cannot hold a
 /// delivery slot.
 ///
 /// What a lookup found is kept for `delivery.resolve_cache_ttl`, so that the
 /// address a request's host slot is counted under ([`GuardedResolver::resolve_name`],
-/// before the request) is the address it connects to (reqwest asks again
-/// when it connects, and is given only [`Resolved::current`]).
+/// before the request) is the address it connects to (the connector asks
+/// again when it connects, and is given only [`Resolved::current`]).
 #[derive(Clone)]
 pub struct GuardedResolver {
     policy: Arc<AddressPolicy>,
@@ -373,13 +373,36 @@ impl GuardedResolver {
     }
 }
 
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
+/// What a connection to `name` is given: the one address its request was
+/// counted under.
+type Resolving = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<std::iter::Once<SocketAddr>, Box<dyn StdError + Send + Sync>>> + Send>,
+>;
+
+impl GuardedResolver {
+    /// The address a connection to `name` is made to: [`Resolved::current`].
+    pub fn resolve(&self, name: Name) -> Resolving {
         let resolver = self.clone();
         Box::pin(async move {
             let resolved = resolver.resolve_name(name.as_str()).await?;
-            Ok(Box::new(std::iter::once(resolved.current())) as Addrs)
+            Ok(std::iter::once(resolved.current()))
         })
+    }
+}
+
+/// The connector's resolver (hyper-util's `HttpConnector` resolves through
+/// any such service).
+impl tower_service::Service<Name> for GuardedResolver {
+    type Response = std::iter::Once<SocketAddr>;
+    type Error = Box<dyn StdError + Send + Sync>;
+    type Future = Resolving;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Resolving {
+        GuardedResolver::resolve(self, name)
     }
 }
 
@@ -591,8 +614,7 @@ allow_ports = [443]
         let err = resolver
             .resolve("localhost".parse().unwrap())
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         let blocked = find_blocked(err.as_ref()).expect("a Blocked error");
         assert_eq!(blocked.range, "loopback");
 
@@ -622,8 +644,7 @@ allow_ports = [443]
         )
         .await
         .expect("the resolver gives up by itself")
-        .err()
-        .expect("an error");
+        .expect_err("an error");
         assert!(
             err.to_string()
                 .contains("took longer than delivery.resolve_timeout (5s)"),
@@ -656,7 +677,7 @@ allow_ports = [443]
         // The mapped spelling is the same address; the private one is refused.
         assert_eq!(first.len(), 2);
         assert_eq!(first.current().ip(), ip("127.0.0.2"));
-        // reqwest is given the one address the request was counted under.
+        // The connector is given the one address the request was counted under.
         let given: Vec<SocketAddr> = resolver
             .resolve("multi.example".parse().unwrap())
             .await

@@ -1,16 +1,17 @@
 //! A webhook prepared for delivery.
 //!
 //! Everything a delivery needs that does not depend on the event is computed
-//! once, when the subscription index is built: the parsed URL, the keyed
-//! signers, the request headers, the endpoint's concurrency limiter. The hot
+//! once, when the subscription index is built: the parsed URL and the URI a
+//! request is sent to, the keyed signers, the request headers, the
+//! endpoint's concurrency limiter. The hot
 //! path only clones a few `Arc`s.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use http::header::{HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use parking_lot::Mutex;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use url::Url;
 
@@ -157,8 +158,11 @@ impl TlsClientSlot {
 pub struct Target {
     pub webhook: Webhook,
     pub url: Url,
+    /// `url` as the request's URI.
+    pub uri: http::Uri,
     pub signer: Signer,
-    /// The webhook's own headers, validated.
+    /// The headers every request carries: the webhook's own, validated, and
+    /// Herald's `user-agent`.
     pub headers: HeaderMap,
     pub timeout: Duration,
     pub limiter: Arc<EndpointLimiter>,
@@ -185,6 +189,8 @@ pub enum CompileError {
     Invalid(#[from] InvalidWebhook),
     #[error("`url` is not a URL: {0}")]
     Url(#[from] url::ParseError),
+    #[error("`url` cannot be requested: {0}")]
+    Uri(#[from] http::uri::InvalidUri),
     #[error(transparent)]
     Secret(#[from] SecretError),
     #[error("header `{0}` cannot be sent")]
@@ -202,7 +208,8 @@ impl Target {
         webhook.validate()?;
         let url = Url::parse(&webhook.url)?;
         let signer = Signer::with_expiring(&webhook.secrets, &webhook.previous_secrets)?;
-        let mut headers = HeaderMap::with_capacity(webhook.headers.len());
+        let uri: http::Uri = url.as_str().parse()?;
+        let mut headers = HeaderMap::with_capacity(webhook.headers.len() + 1);
         for (name, value) in &webhook.headers {
             let unsendable = || CompileError::Header(name.clone());
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| unsendable())?;
@@ -210,6 +217,8 @@ impl Target {
             value.set_sensitive(true);
             headers.insert(name, value);
         }
+        // Reserved: no webhook's header is named so.
+        headers.insert(USER_AGENT, HeaderValue::from_static(crate::delivery::USER_AGENT));
         let capacity = webhook
             .limits
             .max_in_flight
@@ -245,6 +254,7 @@ impl Target {
             tenant_series: TenantSeriesCache::default(),
             webhook,
             url,
+            uri,
             signer,
             headers,
             timeout,
