@@ -76,8 +76,10 @@ pub struct DeliveryConfig {
     /// history and test results. Off, only the status is shown, so the API
     /// cannot be used to read internal services.
     pub allowlisted_response_details: bool,
-    /// Idle pooled connections kept per host.
-    pub pool_max_idle_per_host: usize,
+    /// Idle pooled connections kept per host; unset, as many as the largest
+    /// per-host cap allows at once ([`DeliveryConfig::idle_connections_per_host`]).
+    #[serde(default)]
+    pub pool_max_idle_per_host: Option<usize>,
     #[serde(with = "humantime_serde")]
     pub pool_idle_timeout: Duration,
 }
@@ -158,6 +160,19 @@ impl DeliveryConfig {
         Ok(())
     }
 
+    /// Idle connections the pool keeps per host: `pool_max_idle_per_host`,
+    /// or else as many as requests to one host may be in flight at once (the
+    /// largest of `max_in_flight_per_host` and `max_in_flight_by_host`, at
+    /// most `max_in_flight`). Fewer would close a connection after each
+    /// request beyond them and open a new one for the next: with ten
+    /// webhooks on one host that churn cost more CPU than the requests.
+    pub fn idle_connections_per_host(&self) -> usize {
+        self.pool_max_idle_per_host.unwrap_or_else(|| {
+            let widest = self.max_in_flight_by_host.values().copied().max().unwrap_or(0);
+            widest.max(self.max_in_flight_per_host).min(self.max_in_flight)
+        })
+    }
+
     pub(super) fn check(&self) -> Result<(), ConfigError> {
         let d = self;
         nonzero("delivery.connect_timeout", d.connect_timeout)?;
@@ -191,6 +206,29 @@ impl DeliveryConfig {
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
+
+    #[test]
+    fn the_pool_keeps_per_host_as_many_connections_as_one_host_may_use_at_once() {
+        let idle = |overlay: &str| {
+            Config::from_toml_overlay(overlay)
+                .unwrap()
+                .delivery
+                .idle_connections_per_host()
+        };
+        assert_eq!(idle(""), 128, "max_in_flight_per_host");
+        assert_eq!(idle("[delivery]\nmax_in_flight_per_host = 64"), 64);
+        assert_eq!(
+            idle("[delivery]\nmax_in_flight_by_host = { \"hooks.example.com\" = 300 }"),
+            300,
+            "a host allowed more keeps more"
+        );
+        assert_eq!(
+            idle("[delivery]\nmax_in_flight = 100\nmax_in_flight_by_host = { \"hooks.example.com\" = 300 }"),
+            100,
+            "never more than are in flight at all"
+        );
+        assert_eq!(idle("[delivery]\npool_max_idle_per_host = 0"), 0, "set, it is kept");
+    }
 
     /// A configuration naming `path` as `delivery.ca_file`: its error, if any.
     fn with_ca_file(path: &std::path::Path) -> Result<Config, String> {

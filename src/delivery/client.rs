@@ -203,7 +203,7 @@ impl Client {
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            .pool_max_idle_per_host(config.idle_connections_per_host())
             .pool_idle_timeout(config.pool_idle_timeout)
             .build(connector);
         Ok(Client {

@@ -780,3 +780,47 @@ async fn test_pings_share_the_replicas_request_slots() {
     assert_eq!(healthy.count(), 0);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_sharing_a_host_reuse_as_many_connections_as_the_host_may_use_at_once() {
+    let env = TestEnv::new("shared-host-pool", &["events"], 1).await;
+    // Ten webhooks of 16 requests each on one host, capped at 64 at once:
+    // more than the 32 connections a host kept idle before the pool
+    // followed the cap.
+    let app = env.spawn("[delivery]\nmax_in_flight_per_host = 64").await;
+    let receiver = TestReceiver::start(Behaviour::Delay(Duration::from_millis(20), 204)).await;
+    for i in 0..10 {
+        put(&env, &format!("w{i}"), None, &receiver.url(&format!("/w{i}"))).await;
+    }
+    app.wait_webhooks(10).await;
+    // Waves: each keeps the host at its cap, then leaves every connection
+    // idle, as bursts of events do. A pool keeping fewer idle than were
+    // busy closes the rest, and the next wave opens them again.
+    let publisher = Publisher::new();
+    let (waves, per_wave) = (5, 20);
+    for wave in 0..waves {
+        for i in 0..per_wave {
+            publisher
+                .json(
+                    env.topic(),
+                    &format!(r#"{{"event":"tour.started","version":"0","id":"e{wave}-{i}"}}"#),
+                )
+                .await;
+        }
+        receiver
+            .wait_for((wave + 1) * per_wave * 10, Duration::from_secs(60))
+            .await;
+        // Answered (20 ms) and back in the pool.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (at_once, connections) = (receiver.most_at_once(), receiver.connections());
+    assert!(at_once <= 64, "the host's cap: {at_once} at once");
+    // Each wave reuses the last one's connections; a few more may open when
+    // a request is sent before a finished one's connection is back in the
+    // pool.
+    assert!(
+        connections <= at_once + at_once / 2,
+        "{connections} connections in {waves} waves of at most {at_once} requests at once"
+    );
+    app.stop().await;
+}

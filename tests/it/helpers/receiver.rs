@@ -86,6 +86,8 @@ struct ReceiverState {
     behaviour: Arc<Mutex<Behaviour>>,
     /// Requests not yet answered, and the most there ever were.
     open_requests: Arc<Mutex<(usize, usize)>>,
+    /// Connections accepted.
+    connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Counts one request as open until it is answered (or abandoned).
@@ -113,6 +115,7 @@ impl ReceiverState {
             received: Arc::default(),
             behaviour: Arc::new(Mutex::new(behaviour)),
             open_requests: Arc::default(),
+            connections: Arc::default(),
         };
         let app = axum::Router::new().fallback(handle).with_state(state.clone());
         (state, app)
@@ -133,6 +136,10 @@ impl TestReceiver {
         let (state, app) = ReceiverState::app(behaviour);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let connections = state.connections.clone();
+        let listener = axum::serve::ListenerExt::tap_io(listener, move |_| {
+            connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
@@ -161,11 +168,13 @@ impl TestReceiver {
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let connections = state.connections.clone();
         let server = tokio::spawn(async move {
             loop {
                 let Ok((socket, _)) = listener.accept().await else {
                     continue;
                 };
+                connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let (acceptor, app) = (acceptor.clone(), app.clone());
                 tokio::spawn(async move {
                     // A client refusing the certificate ends its handshake.
@@ -212,6 +221,11 @@ impl TestReceiver {
     /// once.
     pub fn most_at_once(&self) -> usize {
         self.state.open_requests.lock().1
+    }
+
+    /// The connections it has accepted.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Waits until at least `n` requests arrived; returns them.
