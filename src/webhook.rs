@@ -599,6 +599,11 @@ pub fn check(webhook: &impl Fields) -> Result<(), InvalidWebhook> {
     if !url.username().is_empty() || url.password().is_some() {
         return Err(invalid("url", "must not carry credentials; use `headers`"));
     }
+    // What delivery sends the request to: a URL the HTTP client cannot
+    // take (one longer than 65,534 bytes) would never be delivered.
+    if let Err(e) = url.as_str().parse::<http::Uri>() {
+        return Err(invalid("url", format!("cannot be requested: {e}")));
+    }
     let events = webhook.events();
     if events.len() == 0 || events.len() > MAX_EVENTS {
         return Err(invalid("events", format!("must list 1 to {MAX_EVENTS} patterns")));
@@ -1019,6 +1024,11 @@ pub(crate) mod tests {
         assert_eq!(field(&|w| w.id = "has space".into()), "id");
         assert_eq!(field(&|w| w.url = "ftp://x/".into()), "url");
         assert_eq!(field(&|w| w.url = "https://u:p@x/".into()), "url");
+        assert_eq!(
+            field(&|w| w.url = format!("https://x.test/{}", "a".repeat(70_000))),
+            "url",
+            "longer than a request can name"
+        );
         assert_eq!(field(&|w| w.events = vec![]), "events");
         assert_eq!(field(&|w| w.events = vec!["a*b".into()]), "events");
         assert_eq!(field(&|w| w.secrets = vec![]), "secrets");

@@ -208,6 +208,7 @@ impl Target {
         webhook.validate()?;
         let url = Url::parse(&webhook.url)?;
         let signer = Signer::with_expiring(&webhook.secrets, &webhook.previous_secrets)?;
+        // `validate` refused a URL that is no URI.
         let uri: http::Uri = url.as_str().parse()?;
         let mut headers = HeaderMap::with_capacity(webhook.headers.len() + 1);
         for (name, value) in &webhook.headers {
