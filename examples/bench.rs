@@ -13,8 +13,9 @@
 //! - ceiling (b): the broker alone: a consumer reading the backlog, no HTTP;
 //! - ceiling (c): a null pipeline: consume and POST each record, nothing else;
 //! - Herald (its own process) draining the backlog with fan-out 1 and 10;
-//! - latency from publish to arrival at a fixed rate (half the measured
-//!   maximum, and a low rate), open loop;
+//! - latency from publish to arrival, open loop, of the null pipeline and of
+//!   Herald: at the highest of a ladder of rates (from a quarter of fan-out
+//!   1's) where the null pipeline's p99 is under 10 ms, and at 50 events/s;
 //! - Herald's peak RSS and CPU seconds per 1,000 deliveries;
 //! - Herald's CPU while retries wait in a delay topic, against idle;
 //! - a one-partition retry tier holding `--due-retries` retries, all due,
@@ -166,6 +167,34 @@ fn post(client: &CeilingClient, uri: &http::Uri, body: Bytes) -> hyper_util::cli
     *request.method_mut() = http::Method::POST;
     *request.uri_mut() = uri.clone();
     client.request(request)
+}
+
+/// The null pipeline's sending half: POSTs each record's payload to the
+/// receiver as it comes, at most `CONCURRENCY` at once.
+struct NullSender {
+    client: CeilingClient,
+    uri: http::Uri,
+    slots: Arc<Semaphore>,
+}
+
+impl NullSender {
+    fn new(receiver: SocketAddr) -> NullSender {
+        NullSender {
+            client: ceiling_client(),
+            uri: format!("http://{receiver}/null").parse().unwrap(),
+            slots: Arc::new(Semaphore::new(CONCURRENCY)),
+        }
+    }
+
+    /// Waits for a free slot, then sends `payload` without waiting for the answer.
+    async fn send(&self, payload: &[u8]) {
+        let permit = self.slots.clone().acquire_owned().await.unwrap();
+        let sent = post(&self.client, &self.uri, Bytes::copy_from_slice(payload));
+        tokio::spawn(async move {
+            let _ = sent.await;
+            drop(permit);
+        });
+    }
 }
 
 fn body(n: u64, sent_us: Option<u64>) -> Vec<u8> {
@@ -425,34 +454,32 @@ impl Bench {
     /// signing or offset tracking.
     async fn null_pipeline(&self, topic: &str) -> (f64, Figures) {
         self.receiver.reset();
-        let consumer: StreamConsumer = ClientConfig::new()
+        let consumer = self.null_consumer("null");
+        consumer.subscribe(&[topic]).unwrap();
+        let sender = NullSender::new(self.receiver_addr);
+        let mut usage = None;
+        for _ in 0..self.events {
+            let m = consumer.recv().await.unwrap();
+            usage.get_or_insert_with(|| self.usage(None));
+            sender.send(m.payload().unwrap_or_default()).await;
+        }
+        self.receiver.wait(self.events, Duration::from_secs(600)).await;
+        (self.events as f64 / self.receiver.span(), usage.unwrap().finish())
+    }
+
+    /// The null pipeline's consumer, of group `bench-RUN-{group}`.
+    fn null_consumer(&self, group: &str) -> StreamConsumer {
+        ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
-            .set("group.id", format!("bench-{}-null", self.run_id))
+            .set("group.id", format!("bench-{}-{group}", self.run_id))
             .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
             .set(
                 "fetch.wait.max.ms",
                 self.fetch_wait_ms.unwrap_or(HERALD_FETCH_WAIT_MS).to_string(),
             )
             .create()
-            .unwrap();
-        consumer.subscribe(&[topic]).unwrap();
-        let client = ceiling_client();
-        let uri: http::Uri = format!("http://{}/null", self.receiver_addr).parse().unwrap();
-        let sem = Arc::new(Semaphore::new(CONCURRENCY));
-        let mut usage = None;
-        for _ in 0..self.events {
-            let m = consumer.recv().await.unwrap();
-            usage.get_or_insert_with(|| self.usage(None));
-            let payload = Bytes::copy_from_slice(m.payload().unwrap_or_default());
-            let permit = sem.clone().acquire_owned().await.unwrap();
-            let sent = post(&client, &uri, payload);
-            tokio::spawn(async move {
-                let _ = sent.await;
-                drop(permit);
-            });
-        }
-        self.receiver.wait(self.events, Duration::from_secs(600)).await;
-        (self.events as f64 / self.receiver.span(), usage.unwrap().finish())
+            .unwrap()
     }
 
     async fn webhooks(&self, prefix: &str, fanout: usize) {
@@ -1002,7 +1029,7 @@ impl Bench {
         ])
     }
 
-    /// Open-loop latency at `rate` events/s for `seconds`, fan-out 1.
+    /// Open-loop latency of Herald at `rate` events/s for `seconds`, fan-out 1.
     async fn latency(&self, rate: f64, seconds: u64) -> Figures {
         let topic = self.topic(&format!("latency{}", rate as u64), 6).await;
         let dlq = self.dead_letter_topic(&format!("latency{}-dlq", rate as u64)).await;
@@ -1010,6 +1037,57 @@ impl Bench {
         self.webhooks(&prefix, 1).await;
         let (mut child, ops) = self.start_herald(&topic, &prefix, &dlq);
         self.wait_ready(&mut child, ops).await;
+        let figures = self.open_loop(&topic, rate, seconds).await;
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().unwrap().to_string())
+            .status();
+        let _ = child.wait().await;
+        figures
+    }
+
+    /// Open-loop latency of the null pipeline (c) at `rate` events/s for
+    /// `seconds`: the floor Herald's latency is read against. Its consumer
+    /// is assigned the topic's partitions (no group join to wait for) and
+    /// POSTs each record as it comes, at most `CONCURRENCY` at once.
+    async fn null_latency(&self, rate: f64, seconds: u64) -> Figures {
+        let topic = self.topic(&format!("null-latency{}", rate as u64), 6).await;
+        let consumer = self.null_consumer("null-latency");
+        let mut partitions = rdkafka::TopicPartitionList::new();
+        for p in 0..6 {
+            partitions
+                .add_partition_offset(&topic, p, rdkafka::Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&partitions).unwrap();
+        let sender = NullSender::new(self.receiver_addr);
+        let pipeline = tokio::spawn(async move {
+            loop {
+                let m = consumer.recv().await.unwrap();
+                sender.send(m.payload().unwrap_or_default()).await;
+            }
+        });
+        // One record on each partition first: the open loop starts once the
+        // consumer fetches them all (as Herald's starts once it is ready).
+        self.receiver.reset();
+        for p in 0..6i32 {
+            let payload = body(u64::from(p.unsigned_abs()), None);
+            let record = FutureRecord::<(), _>::to(&topic).partition(p).payload(&payload);
+            self.producer.send(record, Timeout::Never).await.unwrap();
+        }
+        assert!(
+            self.receiver.wait(6, Duration::from_secs(60)).await,
+            "the null pipeline never fetched its warm-up records"
+        );
+        let figures = self.open_loop(&topic, rate, seconds).await;
+        pipeline.abort();
+        figures
+    }
+
+    /// Publishes `rate` events/s to `topic` for `seconds`, each on time
+    /// whatever the arrivals (open loop), and reads the publish-to-arrival
+    /// latencies at the receiver.
+    async fn open_loop(&self, topic: &str, rate: f64, seconds: u64) -> Figures {
         self.receiver.reset();
         let total = (rate * seconds as f64) as u64;
         let interval = Duration::from_secs_f64(1.0 / rate);
@@ -1018,15 +1096,10 @@ impl Bench {
             tokio::time::sleep_until(start + interval.mul_f64(n as f64)).await;
             let payload = body(n, Some(now_us()));
             let key = n.to_string();
-            let record = FutureRecord::to(&topic).key(&key).payload(&payload);
+            let record = FutureRecord::to(topic).key(&key).payload(&payload);
             let _ = self.producer.send_result(record);
         }
         self.receiver.wait(total, Duration::from_secs(120)).await;
-        let _ = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().unwrap().to_string())
-            .status();
-        let _ = child.wait().await;
         let mut l = self.receiver.latencies_us.lock().clone();
         l.sort_unstable();
         let q = |p: f64| l[((l.len() as f64 * p) as usize).min(l.len() - 1)] as f64 / 1000.0;
@@ -1039,6 +1112,45 @@ impl Bench {
             ("delivered", l.len() as f64),
         ])
     }
+
+    /// Herald's latency against the null pipeline's at `rate`: Herald's
+    /// figures, with the null pipeline's beside them as `null_*`.
+    async fn latency_against_null(&self, rate: f64, null: Figures) -> Figures {
+        let mut herald = self.latency(rate, LATENCY_SECONDS).await;
+        for (k, v) in null {
+            if k != "rate_per_s" {
+                herald.insert(format!("null_{k}"), v);
+            }
+        }
+        herald
+    }
+}
+
+/// How long each open-loop latency measurement publishes.
+const LATENCY_SECONDS: u64 = 10;
+
+/// The null pipeline's p99 under which a rate counts as unloaded for the
+/// latency target (Herald's p99 at most 5 ms above the null pipeline's, at a
+/// rate where the latter is under 10 ms).
+const UNLOADED_P99_MS: f64 = 10.0;
+
+/// The rates tried for the latency target, highest first: a quarter of
+/// fan-out 1's rate, halved until the null pipeline's p99 is under
+/// `UNLOADED_P99_MS` (never below 100/s), each rounded to a hundred.
+fn latency_rates(fanout1_events_per_s: f64) -> Vec<f64> {
+    let mut rates = Vec::new();
+    let mut rate = fanout1_events_per_s / 4.0;
+    while rates.len() < 5 {
+        let rounded = ((rate / 100.0).round() * 100.0).max(100.0);
+        if rates.last() != Some(&rounded) {
+            rates.push(rounded);
+        }
+        if rounded <= 100.0 {
+            break;
+        }
+        rate /= 2.0;
+    }
+    rates
 }
 
 /// Sends `option` (`--instr=on` or `--instr=off`) to the callgrind run as
@@ -1173,10 +1285,25 @@ async fn main() {
     } else {
         None
     };
-    let half = (f1["events_per_s"] / 2.0).max(10.0);
+    // The rates tried for the latency target, and the null pipeline's p99 at each.
+    let mut ladder: Vec<(f64, f64)> = Vec::new();
     let latencies = if latency {
-        eprintln!("latency at {half:.0}/s and 50/s...");
-        vec![bench.latency(half, 10).await, bench.latency(50.0, 10).await]
+        let mut chosen = None;
+        for rate in latency_rates(f1["events_per_s"]) {
+            eprintln!("null pipeline latency at {rate:.0}/s...");
+            let null = bench.null_latency(rate, LATENCY_SECONDS).await;
+            let unloaded = null["p99_ms"] < UNLOADED_P99_MS;
+            ladder.push((rate, null["p99_ms"]));
+            chosen = Some((rate, null));
+            if unloaded {
+                break;
+            }
+        }
+        let (rate, null) = chosen.unwrap();
+        eprintln!("Herald latency at {rate:.0}/s, then the null pipeline's and Herald's at 50/s...");
+        let loaded = bench.latency_against_null(rate, null).await;
+        let null_light = bench.null_latency(50.0, LATENCY_SECONDS).await;
+        vec![loaded, bench.latency_against_null(50.0, null_light).await]
     } else {
         Vec::new()
     };
@@ -1303,6 +1430,20 @@ async fn main() {
             );
         }
     }
+    if !ladder.is_empty() {
+        let tried: Vec<String> = ladder
+            .iter()
+            .map(|(rate, p99)| format!("{rate:.0}/s {p99:.1}"))
+            .collect();
+        row(
+            "null pipeline p99 ms by rate".into(),
+            String::new(),
+            format!(
+                "{} (latency measured at the first under {UNLOADED_P99_MS} ms)",
+                tried.join(", ")
+            ),
+        );
+    }
     for l in &latencies {
         row(
             format!("latency at {:.0}/s: p50/p95/p99/max ms", l["rate_per_s"]),
@@ -1310,7 +1451,14 @@ async fn main() {
                 "{:.1}/{:.1}/{:.1}/{:.1}",
                 l["p50_ms"], l["p95_ms"], l["p99_ms"], l["max_ms"]
             ),
-            String::new(),
+            format!(
+                "null pipeline {:.1}/{:.1}/{:.1}/{:.1}; p99 {:+.1} ms",
+                l["null_p50_ms"],
+                l["null_p95_ms"],
+                l["null_p99_ms"],
+                l["null_max_ms"],
+                l["p99_ms"] - l["null_p99_ms"]
+            ),
         );
     }
     if let Some(w) = &waiting {
@@ -1449,6 +1597,7 @@ async fn main() {
         "herald": {"fanout_1": f1, "fanout_10": f10},
         "herald_history_topic": with_history_topic.as_ref().map(|[f1, f10]| json!({"fanout_1": f1, "fanout_10": f10})),
         "latency": latencies,
+        "latency_ladder": ladder.iter().map(|(rate, p99)| json!({"rate_per_s": rate, "null_p99_ms": p99})).collect::<Vec<_>>(),
         "waiting_retries": waiting,
         "due_retries": due,
         "large_backlog": large,
