@@ -135,7 +135,7 @@ where
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic without a message".to_owned());
-            on_panic(kept, message).await
+            Box::pin(on_panic(kept, message)).await
         }
     }
 }
@@ -201,7 +201,7 @@ impl Pipeline {
             Ok(recognised) => recognised,
             Err(why) => {
                 self.telemetry.event_unroutable(&record, &why);
-                return self.failures.unroutable(why.reason.into(), why.detail, &record).await;
+                return Box::pin(self.failures.unroutable(why.reason.into(), why.detail, &record)).await;
             }
         };
         // The consumers join their group while the index loads; a record
@@ -259,7 +259,7 @@ impl Pipeline {
             let place = key.and_then(|_| lines.next());
             async move {
                 match place {
-                    Some(place) => self.run_ordered(job, place, generation).await,
+                    Some(place) => Box::pin(self.run_ordered(job, place, generation)).await,
                     None => self.run(job).await.map(drop),
                 }
             }
@@ -343,10 +343,11 @@ impl Pipeline {
             Ok(state) => state,
             Err(e) => {
                 self.telemetry.retry_record_invalid(&record, &e);
-                return self
-                    .failures
-                    .unroutable(Reason::InvalidRetryRecord, e.to_string(), &record)
-                    .await;
+                return Box::pin(
+                    self.failures
+                        .unroutable(Reason::InvalidRetryRecord, e.to_string(), &record),
+                )
+                .await;
             }
         };
         let now = SystemTime::now();
@@ -359,10 +360,7 @@ impl Pipeline {
             Ok(meta) => meta,
             Err(why) => {
                 self.telemetry.event_unroutable(&state.original, &why);
-                return self
-                    .failures
-                    .unroutable(why.reason.into(), why.detail, &state.original)
-                    .await;
+                return Box::pin(self.failures.unroutable(why.reason.into(), why.detail, &state.original)).await;
             }
         };
         let event = Event {
@@ -377,7 +375,7 @@ impl Pipeline {
                 detail: e.to_string(),
                 status: "invalid",
             };
-            return self.failures.keep_retry(&event, kept, &state).await;
+            return Box::pin(self.failures.keep_retry(&event, kept, &state)).await;
         }
         // A record of an ordered key goes when it heads its key's queue.
         let mut place = None;
@@ -389,7 +387,7 @@ impl Pipeline {
             if let Some(in_line) = &in_line {
                 in_line.turn().await?;
             }
-            match ordered.claim(key, &source, offset).await? {
+            match Box::pin(ordered.claim(key, &source, offset)).await? {
                 Place::Head | Place::Free => ordered.step("released"),
                 Place::Done => {
                     ordered.step("skipped");
@@ -397,7 +395,7 @@ impl Pipeline {
                 }
                 Place::Behind(head_due) => {
                     ordered.step("waited");
-                    return self.failures.wait_again(&event, &state, key, head_due).await;
+                    return Box::pin(self.failures.wait_again(&event, &state, key, head_due)).await;
                 }
             }
             place = Some((
@@ -414,7 +412,7 @@ impl Pipeline {
         let finished = self.retry_now(&event, &state, from, now, slot).await?;
         if let (Some((slot, in_line)), Some(ordered)) = (place, &ordered) {
             if finished == Finished::Done {
-                if let Err(abandoned) = ordered.pop(&slot.key, &slot.source, slot.offset).await {
+                if let Err(abandoned) = Box::pin(ordered.pop(&slot.key, &slot.source, slot.offset)).await {
                     if let Some(in_line) = in_line {
                         in_line.hold();
                     }
@@ -443,7 +441,7 @@ impl Pipeline {
         let target = match Policy::same_webhook(found, &state.binding(), &event.meta) {
             Ok(target) => target,
             Err(kept) => {
-                self.failures.keep_retry(event, kept, state).await?;
+                Box::pin(self.failures.keep_retry(event, kept, state)).await?;
                 return Ok(Finished::Done);
             }
         };
@@ -485,11 +483,17 @@ impl Pipeline {
 
     /// One event to one webhook: delivered, or handed to [`Failures`], which
     /// returns once the next tier or the dead-letter topic has acknowledged it.
+    ///
+    /// The rare paths' futures (a failure's, an ordered key's, a panic's)
+    /// are boxed where they are awaited, here and in the callers: inline,
+    /// every delivery's task would be as large as the largest of them (the
+    /// failure path's 2 KB), and a task's future is copied whole when it is
+    /// spawned, collected and finished.
     async fn run(&self, job: Job<'_>) -> Result<Finished, Abandoned> {
         let Job { delivery, from } = job;
         let Delivery { event, target, .. } = &delivery;
         if let Err(kept) = Policy::accepts(target) {
-            self.failures.not_attempted(&delivery, kept).await?;
+            Box::pin(self.failures.not_attempted(&delivery, kept)).await?;
             return Ok(Finished::Done);
         }
 
@@ -514,7 +518,7 @@ impl Pipeline {
                 Ok(Finished::Done)
             }
             Err(failure) => {
-                let went = self.failures.after_failure(&delivery, &attempt, failure).await?;
+                let went = Box::pin(self.failures.after_failure(&delivery, &attempt, failure)).await?;
                 Ok(match went {
                     AfterFailure::DeadLetter { .. } => Finished::Done,
                     AfterFailure::Retry { .. } | AfterFailure::Defer { .. } => Finished::Waiting,

@@ -261,9 +261,16 @@ impl Deliverer {
     /// Delivers `event` to `target` once. Waits for a slot at the endpoint,
     /// at its host and in the tenant's share of the replica's, all of them
     /// together for no longer than the endpoint's queue allows.
-    pub async fn deliver(&self, event: &Event, target: &Target, delivery_id: String, attempt: u32) -> Attempt {
+    pub fn deliver<'a>(
+        &'a self,
+        event: &'a Event,
+        target: &'a Target,
+        delivery_id: String,
+        attempt: u32,
+    ) -> impl std::future::Future<Output = Attempt> + 'a {
+        // `send` itself, not a future around it: one state machine less to
+        // build and move per delivery.
         self.send(event, target, delivery_id, attempt, self.keep_response_headers, true)
-            .await
     }
 
     /// [`Deliverer::deliver`], keeping the response's headers or not
@@ -316,7 +323,9 @@ impl Deliverer {
         // The rate first: a delivery waiting for its turn holds no slot.
         let rate = target.rate.as_ref().filter(|_| rated);
         if let Some(gate) = rate {
-            if let Err(limited) = gate.acquire(self.leases.as_ref(), target.id(), deadline).await {
+            // Boxed: only rate-limited webhooks pay for its larger state.
+            let acquired = Box::pin(gate.acquire(self.leases.as_ref(), target.id(), deadline));
+            if let Err(limited) = acquired.await {
                 return finish(Err(Failure::RateLimited(limited)), None);
             }
         }
