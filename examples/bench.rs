@@ -1067,18 +1067,6 @@ impl Bench {
                 sender.send(m.payload().unwrap_or_default()).await;
             }
         });
-        // One record on each partition first: the open loop starts once the
-        // consumer fetches them all (as Herald's starts once it is ready).
-        self.receiver.reset();
-        for p in 0..6i32 {
-            let payload = body(u64::from(p.unsigned_abs()), None);
-            let record = FutureRecord::<(), _>::to(&topic).partition(p).payload(&payload);
-            self.producer.send(record, Timeout::Never).await.unwrap();
-        }
-        assert!(
-            self.receiver.wait(6, Duration::from_secs(60)).await,
-            "the null pipeline never fetched its warm-up records"
-        );
         let figures = self.open_loop(&topic, rate, seconds).await;
         pipeline.abort();
         figures
@@ -1088,6 +1076,20 @@ impl Bench {
     /// whatever the arrivals (open loop), and reads the publish-to-arrival
     /// latencies at the receiver.
     async fn open_loop(&self, topic: &str, rate: f64, seconds: u64) -> Figures {
+        // One record on each partition first, and the open loop starts once
+        // all have arrived: the consumer (Herald's or the null pipeline's)
+        // has then looked up every partition's position, which the first
+        // records of a fresh assignment would otherwise wait for.
+        self.receiver.reset();
+        for p in 0..6i32 {
+            let payload = body(u64::from(p.unsigned_abs()), None);
+            let record = FutureRecord::<(), _>::to(topic).partition(p).payload(&payload);
+            self.producer.send(record, Timeout::Never).await.unwrap();
+        }
+        assert!(
+            self.receiver.wait(6, Duration::from_secs(60)).await,
+            "the consumer never fetched the warm-up records"
+        );
         self.receiver.reset();
         let total = (rate * seconds as f64) as u64;
         let interval = Duration::from_secs_f64(1.0 / rate);
