@@ -166,7 +166,12 @@ impl KafkaConfig {
                 }
             }
         }
-        for key in ["enable.auto.offset.store", "group.id", "bootstrap.servers"] {
+        for key in [
+            "enable.auto.offset.store",
+            "isolation.level",
+            "group.id",
+            "bootstrap.servers",
+        ] {
             if k.properties.contains_key(key) || k.consumer_properties.contains_key(key) {
                 return Err(ConfigError::invalid(
                     format!("kafka.properties.\"{key}\""),
@@ -199,6 +204,9 @@ mod tests {
     fn herald_controlled_properties_cannot_be_overridden() {
         let err = Config::from_toml_overlay("[kafka.properties]\n\"enable.auto.offset.store\" = \"true\"").unwrap_err();
         assert!(err.to_string().contains("enable.auto.offset.store"), "{err}");
+        let err = Config::from_toml_overlay("[kafka.consumer_properties]\n\"isolation.level\" = \"read_uncommitted\"")
+            .unwrap_err();
+        assert!(err.to_string().contains("isolation.level"), "{err}");
     }
 
     #[test]

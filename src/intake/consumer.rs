@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::kafka::{GroupProtocol, KafkaConfig};
 use crate::event::SourceRecord;
-use crate::intake::context::{offsets_tpl, partitions_tpl, IntakeContext};
+use crate::intake::context::{offsets_tpl, partitions_tpl, positions, IntakeContext};
 use crate::intake::flow::{Actions, Completion, Flow, Fullness, Tp};
 use crate::intake::hold::{record_size, Held, Holding, Timing, Waiting};
 use crate::intake::offsets::{Offsets, Seen};
@@ -467,6 +467,7 @@ impl Intake {
     /// Asks the broker (off the loop) where the assigned partitions stand;
     /// [`Intake::finish_check`] takes the answer.
     fn start_check(&mut self) {
+        self.pass_positions();
         if self.checking {
             return;
         }
@@ -480,6 +481,18 @@ impl Intake {
             let answer = watchdog::query_offsets(consumer.as_ref(), &tps);
             let _ = answers.blocking_send(answer);
         });
+    }
+
+    /// Lets the commit pass what the client read after the last record of
+    /// each partition (transaction markers, see
+    /// [`crate::intake::progress::PartitionProgress::pass_to`]). Between
+    /// polls, so every record before the client's position was taken in.
+    fn pass_positions(&mut self) {
+        match self.consumer.position() {
+            Ok(tpl) => self.flow.passed(&positions(&tpl)),
+            Err(e) => self.telemetry.consumer_error(&e),
+        }
+        self.apply(self.flow.take_actions());
     }
 
     /// Takes in where the partitions stand, then repairs what the progress
@@ -640,7 +653,7 @@ impl Intake {
                 }
             }
         }
-        self.apply(self.flow.take_actions());
+        self.pass_positions();
         let finished = self.flow.committable();
         if !finished.is_empty() {
             let result = offsets_tpl(&finished).and_then(|tpl| {

@@ -52,6 +52,19 @@ fn named(tps: &[Tp]) -> Vec<(String, i32)> {
     tps.iter().map(|(t, p)| (t.to_string(), *p)).collect()
 }
 
+/// The offsets a list carries (a consumer's positions, what a commit
+/// committed), skipping partitions without one or with an error.
+pub(crate) fn positions(tpl: &TopicPartitionList) -> Vec<(Tp, i64)> {
+    tpl.elements()
+        .iter()
+        .filter(|e| e.error().is_ok())
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(offset) => Some(((Arc::<str>::from(e.topic()), e.partition()), offset)),
+            _ => None,
+        })
+        .collect()
+}
+
 pub(crate) fn offsets_tpl(stores: &[(Tp, i64)]) -> KafkaResult<TopicPartitionList> {
     let mut tpl = TopicPartitionList::with_capacity(stores.len());
     for ((topic, partition), offset) in stores {
@@ -77,8 +90,13 @@ impl ClientContext for IntakeContext {
                 if *id < 0 || !partition.desired {
                     continue;
                 }
+                // The end a read_committed consumer can read to: the last
+                // stable offset, which an open transaction holds back (the
+                // high watermark would count its records as unread, and the
+                // progress check would take the wait for a stall). The
+                // progress check's ListOffsets answers the same.
                 let observed = Observed::from_client(
-                    partition.hi_offset,
+                    partition.ls_offset,
                     partition.lo_offset,
                     partition.committed_offset,
                     partition.next_offset,
@@ -149,16 +167,7 @@ impl ConsumerContext for IntakeContext {
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        let committed: Vec<(Tp, i64)> = offsets
-            .elements()
-            .iter()
-            .filter(|e| e.error().is_ok())
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(offset) => Some(((Arc::<str>::from(e.topic()), e.partition()), offset)),
-                _ => None,
-            })
-            .collect();
-        self.flow.committed(&committed);
+        self.flow.committed(&positions(offsets));
         match result {
             Ok(()) => self.telemetry.offsets_committed(Ok(())),
             // Nothing to commit is not a failure.
@@ -203,6 +212,13 @@ impl IntakeContext {
                 tokio::task::block_in_place(|| self.flow.wait_drained(&tps, deadline));
             } else {
                 self.flow.wait_drained(&tps, Instant::now());
+            }
+        }
+        if !lost {
+            // Inside a poll: every record before the positions was taken in.
+            match consumer.position() {
+                Ok(tpl) => self.flow.passed(&positions(&tpl)),
+                Err(e) => self.telemetry.consumer_error(&e),
             }
         }
         let (stores, abandoned) = self.flow.revoke(&tps);

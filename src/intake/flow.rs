@@ -680,6 +680,20 @@ impl Flow {
         (stores, abandoned)
     }
 
+    /// Takes in the client's position of each partition (one past the last
+    /// record or transaction marker it handed over; see
+    /// [`PartitionProgress::pass_to`]). Called from the consumer loop
+    /// between polls, where every record before a position has been
+    /// admitted or held.
+    pub fn passed(&self, positions: &[(Tp, i64)]) {
+        let mut state = self.lock();
+        for (tp, position) in positions {
+            if let Some(part) = state.partitions.get_mut(tp) {
+                part.progress.pass_to(*position);
+            }
+        }
+    }
+
     /// The committable offset of every tracked partition (for the final commit).
     pub fn committable(&self) -> Vec<(Tp, i64)> {
         self.lock()
@@ -704,6 +718,26 @@ mod tests {
             total,
             bytes: usize::MAX,
         })
+    }
+
+    #[test]
+    fn a_position_past_the_last_record_is_stored_and_never_taken_for_another_assignment() {
+        let f = flow(100, 1000);
+        f.assign(&[tp(0)]);
+        let (c0, _) = f.admit(&tp(0), 0, 1);
+        c0.finish();
+        assert_eq!(f.take_actions().store, vec![(tp(0), 1)]);
+        // A commit marker at 1.
+        f.passed(&[(tp(0), 2)]);
+        assert_eq!(f.take_actions().store, vec![(tp(0), 2)]);
+        // Given back: a position the client still reports from before is not taken.
+        f.revoke(&[tp(0)]);
+        f.passed(&[(tp(0), 9)]);
+        assert_eq!(f.assigned_count(), 0, "a revoked partition is not tracked again");
+        f.assign(&[tp(0)]);
+        f.passed(&[(tp(0), 9)]);
+        assert_eq!(f.take_actions().store, vec![]);
+        assert_eq!(f.committable(), vec![]);
     }
 
     #[test]

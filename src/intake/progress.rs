@@ -53,6 +53,20 @@ impl PartitionProgress {
         consumed.saturating_sub(unfinished)
     }
 
+    /// The client has handed over everything before `position` (one past the
+    /// last record or transaction marker it read). Offsets between the last
+    /// record consumed and `position` hold no record Herald could work on
+    /// (transaction markers, an aborted transaction's records), so the
+    /// commit passes them too: a transactional producer's partition then
+    /// ends at lag 0, as it does for Kafka's own consumers. Taken only once
+    /// a record was consumed under this assignment, never from a position
+    /// the client may still hold from an earlier one.
+    pub fn pass_to(&mut self, position: i64) {
+        if let Some(next) = self.next.as_mut() {
+            *next = (*next).max(position);
+        }
+    }
+
     /// The offset to commit: the next offset to consume after restart.
     pub fn committable(&self) -> Option<i64> {
         self.in_flight.first().copied().or(self.next)
@@ -110,6 +124,26 @@ mod tests {
         assert_eq!(p.committable(), Some(3));
         p.finish(3);
         assert_eq!(p.committable(), Some(10));
+    }
+
+    #[test]
+    fn the_commit_passes_markers_after_the_last_record_once_it_is_finished() {
+        let mut p = PartitionProgress::default();
+        p.pass_to(40);
+        assert_eq!(p.committable(), None, "nothing consumed: a position alone is not taken");
+        p.begin(10);
+        p.begin(11);
+        p.finish(10);
+        assert_eq!(p.take_advance(), Some(11), "10 finished, 11 in flight");
+        // A commit marker at 12: the client's position is 13.
+        p.pass_to(13);
+        assert_eq!(p.committable(), Some(11), "11 is still in flight: nothing past it");
+        p.finish(11);
+        assert_eq!(p.take_advance(), Some(13), "past the marker");
+        p.pass_to(12);
+        assert_eq!(p.committable(), Some(13), "never backwards");
+        p.begin(14);
+        assert_eq!(p.committable(), Some(14));
     }
 
     #[test]

@@ -70,8 +70,11 @@ pub fn consumer_config(config: &KafkaConfig, group_id: &str) -> ClientConfig {
     for (k, v) in &config.consumer_properties {
         cc.set(k, v);
     }
-    // Not overridable: at-least-once depends on it (validated in config).
+    // Not overridable (validated in config): at-least-once depends on the
+    // first; on the second, that no receiver gets an event of a transaction
+    // its producer aborted (librdkafka's default, set here so that it stays).
     cc.set("enable.auto.offset.store", "false");
+    cc.set("isolation.level", "read_committed");
     cc
 }
 

@@ -156,3 +156,105 @@ async fn java_console_producer(topic: &str, codec: &str, lines: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A transactional producer (Kafka Streams, an outbox relay): what it
+/// aborts never reaches a receiver, what it commits does, once, and events
+/// after a transaction still open wait for it.
+/// Herald's group commits past the commit markers, so its lag comes back
+/// to 0, and the progress check does not take the wait for a stall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_producer_s_aborted_events_never_reach_receivers_and_its_committed_ones_do_once() {
+    let (env, receiver, app) = start("transactions", 1).await;
+    let topic = env.topic().to_owned();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("transactional.id", unique("outbox"))
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let plain: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let send = |producer: &FutureProducer, kind: &str, n: usize| {
+        let (producer, topic) = (producer.clone(), topic.clone());
+        let (key, value) = (format!("{kind}-{n}"), body(kind, n));
+        let kind = format!("codec.{kind}");
+        async move {
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "type",
+                value: Some(kind.as_bytes()),
+            });
+            let record = FutureRecord::to(&topic).key(&key).payload(&value).headers(headers);
+            producer
+                .send(record, Duration::from_secs(30))
+                .await
+                .map_err(|(e, _)| e)
+                .expect("produced");
+            value
+        }
+    };
+    let blocking = |f: &dyn Fn() -> rdkafka::error::KafkaResult<()>| {
+        tokio::task::block_in_place(|| f().expect("transaction step"))
+    };
+    blocking(&|| producer.init_transactions(Duration::from_secs(30)));
+
+    // Aborted, then committed, then a transaction left open while a plain
+    // producer writes after it.
+    blocking(&|| producer.begin_transaction());
+    for n in 0..10 {
+        send(&producer, "aborted", n).await;
+    }
+    blocking(&|| producer.abort_transaction(Duration::from_secs(30)));
+    let mut committed = BTreeSet::new();
+    blocking(&|| producer.begin_transaction());
+    for n in 0..10 {
+        committed.insert(send(&producer, "committed", n).await);
+    }
+    blocking(&|| producer.commit_transaction(Duration::from_secs(30)));
+    receiver.wait_for(committed.len(), Duration::from_secs(60)).await;
+    assert_eq!(
+        bodies(&receiver),
+        committed,
+        "the committed transaction's events, none of the aborted one's"
+    );
+
+    blocking(&|| producer.begin_transaction());
+    let mut later = Vec::new();
+    for n in 0..5 {
+        later.push(send(&producer, "open", n).await);
+    }
+    for n in 0..5 {
+        later.push(send(&plain, "after", n).await);
+    }
+    // Past two progress checks (2 s each) with the transaction open.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        bodies(&receiver),
+        committed,
+        "nothing past an open transaction is read (the consumer reads committed records only)"
+    );
+    blocking(&|| producer.commit_transaction(Duration::from_secs(30)));
+    receiver
+        .wait_for(committed.len() + later.len(), Duration::from_secs(60))
+        .await;
+    env.wait_finished().await;
+    let received: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|r| String::from_utf8(r.body.to_vec()).unwrap())
+        .collect();
+    assert_eq!(received.len(), committed.len() + later.len(), "each event once");
+    let all: BTreeSet<String> = received.into_iter().collect();
+    let expected: BTreeSet<String> = committed.iter().chain(&later).cloned().collect();
+    assert_eq!(all, expected, "the committed events, no aborted one even later");
+    let lag = format!(r#"herald_consumer_lag_messages{{consumer="source",partition="0",topic="{topic}"}}"#);
+    app.wait_metric(&lag, 0.0).await;
+    assert_eq!(
+        app.metric(r#"herald_partition_stalls_total{cause="not_read",consumer="source"}"#)
+            .await,
+        0.0,
+        "an open transaction is a wait the producer set, not a stall"
+    );
+    app.stop().await;
+}
