@@ -28,6 +28,10 @@ pub(crate) fn base(config: &KafkaConfig) -> ClientConfig {
     cc
 }
 
+/// How often each consumer refreshes the metadata of the topics it reads
+/// (librdkafka's default is 300000).
+const METADATA_REFRESH_MS: &str = "30000";
+
 /// The source consumer: offsets are stored by Herald only when an event is
 /// finished (`enable.auto.offset.store=false`) and committed from there.
 pub fn consumer_config(config: &KafkaConfig, group_id: &str) -> ClientConfig {
@@ -54,6 +58,11 @@ pub fn consumer_config(config: &KafkaConfig, group_id: &str) -> ClientConfig {
     // drained at a fifth of the source path's rate); 20 ms costs an idle
     // consumer 50 small fetches a second per broker (docs/benchmarks.md).
     cc.set("fetch.wait.max.ms", "20");
+    // The client learns of partitions added to a topic it reads (and of a
+    // source topic created after Herald started) only from its periodic
+    // metadata refresh, every 5 minutes by default: events written there
+    // waited that long. A refresh is one small request per client.
+    cc.set("topic.metadata.refresh.interval.ms", METADATA_REFRESH_MS);
     if !config.statistics_interval.is_zero() {
         cc.set(
             "statistics.interval.ms",

@@ -212,3 +212,47 @@ async fn a_replica_meeting_members_of_the_eager_assignors_is_refused_while_they_
     receiver.wait_for(2, Duration::from_secs(30)).await;
     new.stop().await;
 }
+
+/// Partitions added to a source topic while Herald reads it (an operator
+/// making room for more replicas): the events written to them before Herald
+/// learns of them are delivered, none lost, and the group commits there.
+/// Herald learns of them at its next metadata refresh (every 30 s; it took
+/// librdkafka's default of 5 minutes before), so well inside 150 s.
+async fn events_on_added_partitions_are_delivered(name: &str, overlay: String) {
+    let env = TestEnv::new(name, &["events"], 1).await;
+    let receiver = receiving_all(&env, "all").await;
+    let app = env.spawn(&overlay).await;
+    let publisher = Publisher::new();
+    publisher.json(env.topic(), EVENT).await;
+    receiver.wait_for(1, Duration::from_secs(30)).await;
+    add_partitions(env.topic(), 3).await;
+    let started = std::time::Instant::now();
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    for partition in 1..3 {
+        let record = rdkafka::producer::FutureRecord::<(), _>::to(env.topic())
+            .partition(partition)
+            .payload(EVENT);
+        producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produced to an added partition");
+    }
+    receiver.wait_for(3, Duration::from_secs(150)).await;
+    eprintln!("events on the added partitions delivered after {:?}", started.elapsed());
+    env.wait_finished().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_on_partitions_added_to_a_running_group_are_delivered_under_the_default_protocol() {
+    events_on_added_partitions_are_delivered("added-partitions", assignor(None)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_on_partitions_added_to_a_running_group_are_delivered_under_the_consumer_protocol() {
+    events_on_added_partitions_are_delivered("added-partitions-848", consumer_protocol()).await;
+}

@@ -166,3 +166,21 @@ pub async fn try_end_offsets(topic: &str, partitions: i32) -> Option<Vec<i64>> {
     .await
     .unwrap()
 }
+
+/// Grows `topic` to `partitions` partitions.
+pub async fn add_partitions(topic: &str, partitions: usize) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let results = admin
+        .create_partitions(
+            &[rdkafka::admin::NewPartitions::new(topic, partitions)],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .unwrap();
+    for r in results {
+        r.expect("partitions added");
+    }
+}
