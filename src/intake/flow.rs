@@ -682,9 +682,9 @@ impl Flow {
 
     /// Takes in the client's position of each partition (one past the last
     /// record or transaction marker it handed over; see
-    /// [`PartitionProgress::pass_to`]). Called from the consumer loop
-    /// between polls, where every record before a position has been
-    /// admitted or held.
+    /// [`PartitionProgress::pass_to`]). Called where every record before a
+    /// position has been admitted or held: from the consumer loop between
+    /// polls, and from the rebalance callback before a revoke.
     pub fn passed(&self, positions: &[(Tp, i64)]) {
         let mut state = self.lock();
         for (tp, position) in positions {
