@@ -131,6 +131,15 @@ impl SendError {
         matches!(self, SendError::Client(e) if e.is_connect())
     }
 
+    /// What ended the request's connection, when it failed before the
+    /// request could use it (see [`ConnectionFault`]).
+    pub(crate) fn connection_fault(&self) -> Option<String> {
+        let SendError::Client(e) = self else { return None };
+        let mut extras = http::Extensions::new();
+        e.connect_info()?.get_extras(&mut extras);
+        extras.get::<ConnectionFault>()?.get().map(str::to_owned)
+    }
+
     /// The request, or its connection, ran out of time.
     pub(crate) fn is_timeout(&self) -> bool {
         let mut current: Option<&(dyn StdError + 'static)> = Some(self);
@@ -264,10 +273,93 @@ struct Connector {
 
 type Connection = MaybeHttpsStream<TokioIo<TcpStream>>;
 
+/// What ended a connection, as its stream saw it: the first error reading
+/// or writing it. A receiver that refuses Herald's client certificate does
+/// so after the TLS 1.3 handshake has completed on Herald's side, with an
+/// alert the connection reads a moment later; a request that finds its new
+/// connection closed by then fails only as "connection was not ready",
+/// and the alert, which says why, is kept here.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ConnectionFault(Arc<std::sync::OnceLock<String>>);
+
+impl ConnectionFault {
+    fn note<T>(&self, result: &Poll<std::io::Result<T>>) {
+        if let Poll::Ready(Err(e)) = result {
+            let _ = self.0.set(super::error_chain(e));
+        }
+    }
+
+    /// The error that ended the connection, if one did.
+    pub(crate) fn get(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+}
+
+/// A connection whose read and write errors are noted in its
+/// [`ConnectionFault`], which its requests' errors carry.
+struct Watched {
+    inner: Connection,
+    fault: ConnectionFault,
+}
+
+impl hyper::rt::Read for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        this.fault.note(&result);
+        result
+    }
+}
+
+impl hyper::rt::Write for Watched {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.fault.note(&result);
+        result
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_flush(cx);
+        this.fault.note(&result);
+        result
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.fault.note(&result);
+        result
+    }
+}
+
+impl hyper_util::client::legacy::connect::Connection for Watched {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        self.inner.connected().extra(self.fault.clone())
+    }
+}
+
 impl tower_service::Service<http::Uri> for Connector {
-    type Response = Connection;
+    type Response = Watched;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Connection, BoxError>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Watched, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
@@ -278,9 +370,52 @@ impl tower_service::Service<http::Uri> for Connector {
         let timeout = self.timeout;
         Box::pin(async move {
             match tokio::time::timeout(timeout, connecting).await {
-                Ok(connected) => connected,
+                Ok(connected) => connected.map(|inner| Watched {
+                    inner,
+                    fault: ConnectionFault::default(),
+                }),
                 Err(_) => Err(Box::new(ConnectTimedOut(timeout)) as BoxError),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection the peer resets: the reset is noted, and carried in
+    /// what the client learns of the connection.
+    #[tokio::test]
+    async fn a_connection_s_read_error_is_noted_and_carried_with_it() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        // Closing with a zero linger resets the connection.
+        server.set_zero_linger().unwrap();
+        drop(server);
+        let mut watched = Watched {
+            inner: MaybeHttpsStream::Http(TokioIo::new(tcp)),
+            fault: ConnectionFault::default(),
+        };
+        let mut buf = [0u8; 16];
+        let read = std::future::poll_fn(|cx| {
+            let mut buf = hyper::rt::ReadBuf::new(&mut buf);
+            hyper::rt::Read::poll_read(Pin::new(&mut watched), cx, buf.unfilled())
+        })
+        .await;
+        assert!(read.is_err(), "the reset is a read error: {read:?}");
+        let fault = watched.fault.get().map(str::to_owned);
+        assert!(
+            fault.as_deref().is_some_and(|f| f.contains("reset")),
+            "noted: {fault:?}"
+        );
+        let mut extras = http::Extensions::new();
+        hyper_util::client::legacy::connect::Connection::connected(&watched).get_extras(&mut extras);
+        assert_eq!(
+            extras.get::<ConnectionFault>().and_then(ConnectionFault::get),
+            fault.as_deref(),
+            "the connection's info carries it, as a request's error does"
+        );
     }
 }

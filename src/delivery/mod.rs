@@ -518,7 +518,11 @@ fn classify(err: &SendError, url: &url::Url) -> Failure {
     } else if err.is_timeout() {
         Failure::Timeout
     } else {
-        Failure::Network(format!("sending to {}: {}", redact_url(url), error_chain(err)))
+        let mut text = error_chain(err);
+        if let Some(fault) = err.connection_fault().filter(|f| !text.contains(f.as_str())) {
+            text.push_str(&format!(" (the connection had failed: {fault})"));
+        }
+        Failure::Network(format!("sending to {}: {text}", redact_url(url)))
     }
 }
 
